@@ -1,0 +1,116 @@
+"""A set of loaded scenario files, checked against each other.
+
+A scenario that plays a missing scenario, an invalid one, or itself through a chain of
+``play``/``parallel`` steps is invalid, with a located problem on the step that does it.
+Every other scenario stays playable: one broken file never takes the others down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+from replay.errors import Problem, ScenarioInvalid, ScenarioNotFound, did_you_mean
+from replay.loader import ScenarioFile
+from replay.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Scenario files by name, with cross-file problems (missing targets, cycles) added."""
+
+    files: Mapping[str, ScenarioFile]
+
+    @classmethod
+    def resolve(cls, files: Iterable[ScenarioFile]) -> Catalog:
+        """Check every file's references against the others and build the catalog."""
+        by_name = {loaded.name: loaded for loaded in files}
+        extra = _link_problems(by_name)
+        checked = {
+            name: replace(loaded, problems=loaded.problems + tuple(extra.get(name, ())))
+            for name, loaded in sorted(by_name.items())
+        }
+        return cls(checked)
+
+    def __iter__(self) -> Iterator[ScenarioFile]:
+        return iter(self.files.values())
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.files
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.files)
+
+    def file(self, name: str) -> ScenarioFile:
+        """The loaded file of that name; raises :class:`ScenarioNotFound`."""
+        try:
+            return self.files[name]
+        except KeyError:
+            raise ScenarioNotFound(name, self.files) from None
+
+    def scenario(self, name: str) -> Scenario:
+        """The playable scenario of that name; raises ScenarioNotFound or ScenarioInvalid."""
+        loaded = self.file(name)
+        if loaded.scenario is None or loaded.problems:
+            raise ScenarioInvalid(name, loaded.problems)
+        return loaded.scenario
+
+
+def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]]:
+    problems: dict[str, list[Problem]] = {}
+    parsed = {name: f.scenario for name, f in files.items() if f.scenario is not None}
+    broken = {name for name, f in files.items() if f.scenario is None or f.problems}
+
+    def add(name: str, path: tuple[str | int, ...], message: str) -> None:
+        problems.setdefault(name, []).append(files[name].problem(path, message))
+        broken.add(name)
+
+    for name, scenario in parsed.items():
+        for path, target in scenario.references():
+            if target not in files:
+                add(
+                    name,
+                    path,
+                    f"plays {target!r}, which does not exist" + did_you_mean(target, files),
+                )
+        cycle = _cycle_through(name, parsed)
+        if cycle:
+            path = next(path for path, target in scenario.references() if target == cycle[1])
+            add(name, path, "plays itself: " + " -> ".join(cycle))
+
+    # A scenario that plays a broken one cannot play either; repeat until nothing changes,
+    # so that a -> b -> broken marks both a and b.
+    changed = True
+    while changed:
+        changed = False
+        for name, scenario in parsed.items():
+            if name in broken:
+                continue
+            for path, target in scenario.references():
+                if target in broken and target in files:
+                    add(name, path, f"plays {target!r}, which is invalid")
+                    changed = True
+                    break
+    return problems
+
+
+def _cycle_through(start: str, parsed: Mapping[str, Scenario]) -> list[str] | None:
+    """The chain start -> ... -> start if one exists, else None (depth-first search)."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, chain = stack.pop()
+        scenario = parsed.get(name)
+        if scenario is None:
+            continue
+        for _, target in scenario.references():
+            if target == start:
+                return [*chain, start]
+            if target not in seen:
+                seen.add(target)
+                stack.append((target, [*chain, target]))
+    return None

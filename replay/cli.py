@@ -1,0 +1,322 @@
+"""The ``replay`` command: serve, play a scenario on a running server, list, validate.
+
+Exit codes: 0 when everything went well, 1 when something was wrong (no server, an
+unknown or invalid scenario, a run that did not finish), 2 for a command line that does
+not parse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from replay import __version__
+from replay.catalog import Catalog
+from replay.durations import format_seconds
+from replay.errors import ReplayError, ServerRefused, ServerUnavailable
+from replay.library import ScenarioLibrary
+from replay.loader import ScenarioFile, parse_scenario
+from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
+
+DEFAULT_URL = "http://127.0.0.1:8123"
+DEFAULT_PORT = 8123
+
+
+def default_scenarios() -> Path:
+    """``$REPLAY_SCENARIOS``, else ``./scenarios``."""
+    return Path(os.environ.get("REPLAY_SCENARIOS", "scenarios"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replay",
+        description="A scripted scenario replay engine for WebSocket frontends.",
+        epilog="Examples: 'replay serve', 'replay --scenario all', "
+        "'replay --scenario all --dry-run', 'replay validate'.",
+    )
+    parser.add_argument("--version", action="version", version=f"replay {__version__}")
+    parser.add_argument(
+        "--scenario", metavar="NAME", help="play NAME on the running server, showing each frame"
+    )
+    parser.add_argument(
+        "--url", default=DEFAULT_URL, help=f"the server to play on (default {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        help="playback speed: 2 = twice as fast, 0 = no pauses (default 1)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the scenario's timeline from the local files; no server needed",
+    )
+    _scenarios_option(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (the main job)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8123)")
+    _scenarios_option(serve)
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="an origin allowed to call the HTTP API from a browser (repeat for more; "
+        "default: any)",
+    )
+    serve.add_argument(
+        "--queue-size",
+        type=int,
+        default=None,
+        help="frames a client may fall behind by before it is dropped (default 1024)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    listing = commands.add_parser("list", help="list the scenarios in the scenarios folder")
+    _scenarios_option(listing)
+
+    validate = commands.add_parser(
+        "validate", help="check scenario files and list every problem (exit 1 if any)"
+    )
+    validate.add_argument(
+        "files", nargs="*", type=Path, metavar="FILE", help="files to check (default: the folder)"
+    )
+    _scenarios_option(validate)
+    return parser
+
+
+def _scenarios_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenarios",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="the scenarios folder (default $REPLAY_SCENARIOS or ./scenarios)",
+    )
+
+
+def _speed(text: str) -> float:
+    try:
+        return check_speed(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a speed: use a number from 0 (no pauses) to {MAX_SPEED:g}"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    scenarios: Path = getattr(args, "scenarios", None) or default_scenarios()
+    try:
+        if args.command == "serve":
+            return serve(args, scenarios)
+        if args.command == "list":
+            return list_scenarios(scenarios, sys.stdout)
+        if args.command == "validate":
+            return validate(args.files, scenarios, sys.stdout)
+        if args.scenario and args.dry_run:
+            return dry_run(args.scenario, scenarios, args.speed, sys.stdout)
+        if args.scenario:
+            return play(args.scenario, args.url, args.speed, sys.stdout)
+    except ReplayError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def serve(args: argparse.Namespace, scenarios: Path) -> int:
+    import uvicorn
+
+    from replay.errors import ScenarioFolderMissing
+    from replay.server import Settings, create_app
+
+    if not scenarios.is_dir():
+        raise ScenarioFolderMissing(str(scenarios))
+    settings = Settings(scenarios=scenarios)
+    if args.cors_origins:
+        settings.cors_origins = args.cors_origins
+    if args.queue_size is not None:
+        if args.queue_size < 1:
+            print("replay: --queue-size must be at least 1", file=sys.stderr)
+            return 2
+        settings.queue_size = args.queue_size
+    _configure_logging(args.log_level)
+    print(
+        f"replay {__version__}: playing scenarios from {scenarios}/ on http://{args.host}:{args.port}"
+        f" (WebSockets: ws://{args.host}:{args.port}/ws and /ws/stream)",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def dry_run(name: str, scenarios: Path, speed: float, out: TextIO) -> int:
+    """Print the timeline of a local scenario: offset, endpoint, frame."""
+    timeline = build_timeline(name, ScenarioLibrary(scenarios).catalog()).at_speed(speed)
+    _print_timeline(timeline, out)
+    return 0
+
+
+def _print_timeline(timeline: Timeline, out: TextIO) -> None:
+    print(f"{'offset':>9}  {'endpoint':<11} frame", file=out)
+    for cue in timeline:
+        print(f"{cue.offset:>8.3f}s  {cue.endpoint.value:<11} {cue.frame}", file=out)
+    count = len(timeline)
+    print(
+        f"{timeline.scenario}: {count} frame{'s' if count != 1 else ''}, "
+        f"{timeline.duration:.3f}s in all",
+        file=out,
+    )
+
+
+def play(name: str, url: str, speed: float, out: TextIO) -> int:
+    """Play a scenario on a running server and print each frame as it goes out."""
+    query = urllib.parse.urlencode({"follow": "true", "speed": f"{speed:g}"})
+    target = f"{url.rstrip('/')}/trigger/{urllib.parse.quote(name, safe='')}?{query}"
+    end: dict[str, Any] = {}
+    for event in _post_lines(target, url):
+        kind = event.get("event")
+        if kind == "start":
+            print(
+                f"run {event['run_id']}: playing {event['scenario']!r} "
+                f"({event['frames']} frames, {format_seconds(event['planned_s'])})",
+                file=out,
+            )
+        elif kind == "frame":
+            clients = event["clients"]
+            print(
+                f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {event['frame']}"
+                f"  -> {clients} client{'s' if clients != 1 else ''}",
+                file=out,
+                flush=True,
+            )
+        elif kind == "lagged":
+            print("(the server dropped this follower: frames went out too fast)", file=out)
+        elif kind == "end":
+            end = event
+    if not end:
+        print("replay: the server closed the connection before the run ended", file=sys.stderr)
+        return 1
+    print(
+        f"run {end['run_id']}: {end['state']}: {end['sent']} frames to {end['clients']} "
+        f"client{'s' if end['clients'] != 1 else ''} in {end['duration_s']:.3f}s",
+        file=out,
+    )
+    if end["state"] != "finished":
+        if end.get("error"):
+            print(f"replay: the run failed: {end['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _post_lines(target: str, base: str) -> Iterator[dict[str, Any]]:
+    request = urllib.request.Request(target, method="POST")
+    try:
+        response = urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as error:
+        raise ServerRefused(error.code, _refusal(error)) from None
+    except urllib.error.URLError as error:
+        reason = getattr(error.reason, "strerror", None) or str(error.reason)
+        raise ServerUnavailable(base, reason.lower()) from None
+    except (TimeoutError, ConnectionError) as error:
+        raise ServerUnavailable(base, str(error) or type(error).__name__) from None
+    with response:
+        for line in response:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _refusal(error: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(error.read() or b"{}")
+    except ValueError:
+        body = {}
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # FastAPI's own validation errors
+        return "; ".join(str(item.get("msg", item)) for item in detail)
+    return f"the server answered {error.code} {error.reason}"
+
+
+def list_scenarios(scenarios: Path, out: TextIO) -> int:
+    """Print each scenario: name, frames, duration, description (or its first problem)."""
+    catalog = ScenarioLibrary(scenarios).catalog()
+    if not len(catalog):
+        print(f"no scenarios in {scenarios}/ (add NAME.yaml files)", file=out)
+        return 0
+    width = max(len(name) for name in catalog.names)
+    for loaded in catalog:
+        if loaded.valid:
+            timeline = build_timeline(loaded.name, catalog)
+            about = loaded.scenario.description if loaded.scenario else ""
+            print(
+                f"{loaded.name:<{width}}  {len(timeline):>4} frames  "
+                f"{timeline.duration:>7.2f}s  {about}",
+                file=out,
+            )
+        else:
+            print(f"{loaded.name:<{width}}  INVALID: {loaded.problems[0]}", file=out)
+    return 0
+
+
+def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
+    """Check files (default: the whole folder); print every problem; 1 if any file is invalid."""
+    checked = (
+        [_check(path) for path in files] if files else list(ScenarioLibrary(scenarios).catalog())
+    )
+    if not checked:
+        print(f"no scenarios in {scenarios}/", file=out)
+    for loaded in checked:
+        if loaded.valid:
+            print(f"ok       {loaded.file}", file=out)
+        else:
+            print(f"INVALID  {loaded.file}", file=out)
+            for problem in loaded.problems:
+                print(f"  {problem}", file=out)
+    bad = sum(not loaded.valid for loaded in checked)
+    print(f"{len(checked) - bad} valid, {bad} invalid", file=out)
+    return 1 if bad else 0
+
+
+def _check(path: Path) -> ScenarioFile:
+    """One file, checked together with its folder's other scenarios (for play targets)."""
+    try:
+        source = path.read_bytes()
+    except OSError as error:
+        return ScenarioFile(path.stem, str(path), None, (_unreadable(path, error),))
+    loaded = parse_scenario(source, str(path))
+    try:
+        siblings = [s for s in ScenarioLibrary(path.parent).catalog() if s.name != loaded.name]
+    except ReplayError:
+        siblings = []
+    return Catalog.resolve([*siblings, loaded]).file(loaded.name)
+
+
+def _unreadable(path: Path, error: OSError) -> Any:
+    from replay.errors import Problem
+
+    return Problem(str(path), 0, 0, "", f"cannot read the file: {error.strerror or error}")

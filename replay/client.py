@@ -1,0 +1,172 @@
+"""One connected WebSocket client: a bounded send queue, a writer task, a reader loop.
+
+Fan-out only ever puts frames into a client's queue, which never waits; the client's own
+writer task takes them out and sends them. A client that stops reading fills its queue
+and is dropped; a client that dies makes its writer fail and is dropped. Either way the
+other clients never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from replay.protocol import Endpoint
+
+log = logging.getLogger("replay.client")
+
+#: Frames a client may fall behind by before it is dropped.
+DEFAULT_QUEUE_SIZE = 1024
+#: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
+CLOSE_TOO_SLOW = 1008
+#: How long a dropped client's close handshake may take before its connection is cut.
+CLOSE_GRACE = 2.0
+
+
+class Client:
+    """A client connected to one endpoint.
+
+    ``sent`` and ``received`` count frames; ``dropped`` says why the server dropped the
+    client, or is None.
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        endpoint: Endpoint,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        on_gone: Callable[[Client], None] | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.id = client_id or uuid.uuid4().hex[:8]
+        self.websocket = websocket
+        self.endpoint = endpoint
+        self.connected_at = time.time()
+        self.sent = 0
+        self.received = 0
+        self.dropped: str | None = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._on_gone = on_gone
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the writer task (the websocket must be accepted)."""
+        self._writer = asyncio.create_task(self._write(), name=f"replay-client-{self.id}")
+
+    def offer(self, frame: str) -> bool:
+        """Queue a frame without waiting; a full queue drops the client and returns False."""
+        if self.dropped is not None:
+            return False
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.drop(CLOSE_TOO_SLOW, "client too slow: send queue full")
+            return False
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Frames queued and not yet sent."""
+        return self._queue.qsize()
+
+    def drop(self, code: int, reason: str) -> None:
+        """Stop sending to this client and close its connection with ``code`` (never waits)."""
+        if self.dropped is not None:
+            return
+        self.dropped = reason
+        log.warning("client %s on %s dropped: %s", self.id, self.endpoint, reason)
+        if self._on_gone is not None:
+            self._on_gone(self)
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+        task = asyncio.create_task(self._close(code, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def stop(self) -> None:
+        """Stop the writer (the client has gone); frames still queued are discarded."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def receive_until_closed(self) -> None:
+        """Read the client's frames until it disconnects.
+
+        Frames are parsed, logged at DEBUG and otherwise ignored; nothing a client sends
+        can break the connection's handler or anyone else's.
+        """
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.received += 1
+            log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "client_id": self.id,
+            "endpoint": self.endpoint.value,
+            "connected_at": self.connected_at,
+            "sent": self.sent,
+            "received": self.received,
+            "backlog": self.backlog,
+        }
+
+    async def _write(self) -> None:
+        websocket = self.websocket
+        queue = self._queue
+        try:
+            while True:
+                frame = await queue.get()
+                await websocket.send_text(frame)
+                self.sent += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # whatever the server raises for a vanished peer
+            log.debug("client %s on %s: send failed: %r", self.id, self.endpoint, error)
+            self.drop(1011, "send failed")
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        try:
+            await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_GRACE)
+        except Exception:  # the peer is gone or does not read: cut the connection instead
+            _abort(self.websocket)
+
+
+# Tasks closing dropped clients; kept here so they are not garbage-collected mid-way.
+_background: set[asyncio.Task[None]] = set()
+
+
+def _abort(websocket: WebSocket) -> None:
+    """Cut a connection whose peer does not read, so its close frame can never be sent.
+
+    ASGI has no way to abort a connection; uvicorn's protocol object is what the ``send``
+    callable is bound to, and its transport can be aborted. Without one, nothing is done:
+    the server's own ping timeout ends the connection later.
+    """
+    transport = getattr(getattr(websocket._send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+
+
+def _describe(message: Any) -> str:
+    text = message.get("text")
+    if text is None:
+        size = len(message.get("bytes") or b"")
+        return f"a binary frame of {size} bytes (ignored)"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return f"a text frame that is not JSON (ignored): {text[:80]!r}"
+    return f"a JSON frame (ignored): {json.dumps(data)[:200]}"

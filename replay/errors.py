@@ -1,0 +1,134 @@
+"""Every error replay raises on purpose derives from :class:`ReplayError`.
+
+Errors carry their data as attributes and build their own message from it, so the
+message a user reads and the data a program inspects can never disagree.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+def nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to ``word``, or None when nothing is close enough to suggest."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` or the empty string."""
+    match = nearest(word, choices)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+class ReplayError(Exception):
+    """Base class of every error replay raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario file, located as precisely as the file allows.
+
+    ``line`` and ``column`` are 1-based; 0 means the problem concerns the whole file.
+    ``field`` is a dotted path into the document (``steps.2.message``), empty for the file.
+    """
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    expected: str = ""
+    found: str = ""
+
+    @property
+    def location(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " + (f"{self.field}: " if self.field else "")
+        text = where + self.message
+        if self.expected:
+            text += f"; expected {self.expected}"
+        if self.found:
+            text += f", found {self.found}"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "field": self.field,
+            "message": self.message,
+            "expected": self.expected,
+            "found": self.found,
+            "text": str(self),
+        }
+
+
+class ScenarioInvalid(ReplayError):
+    """A scenario file that cannot be played; ``problems`` lists everything wrong with it."""
+
+    def __init__(self, name: str, problems: Sequence[Problem]) -> None:
+        self.name = name
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(
+            f"scenario {name!r} is invalid ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+        )
+
+
+class ScenarioNotFound(ReplayError):
+    """No scenario of that name exists; ``known`` lists the names that do."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = tuple(sorted(known))
+        names = ", ".join(self.known) if self.known else "none"
+        super().__init__(
+            f"no scenario named {name!r}{did_you_mean(name, self.known)}; known scenarios: {names}"
+        )
+
+
+class ScenarioFolderMissing(ReplayError):
+    """The scenarios folder does not exist."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        super().__init__(
+            f"scenarios folder {folder!r} does not exist: create it, or pass --scenarios DIR"
+        )
+
+
+class RunNotFound(ReplayError):
+    """No run with that id is known (it never existed or was forgotten)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}; GET /runs lists the known runs")
+
+
+class ServerUnavailable(ReplayError):
+    """The CLI could not reach a replay server."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"no replay server answers at {url} ({reason}); start one with 'replay serve' "
+            "or pass --url"
+        )
+
+
+class ServerRefused(ReplayError):
+    """The server answered, but refused the request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)

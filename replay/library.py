@@ -1,0 +1,88 @@
+"""The scenarios folder on disk, re-read on demand so edits take effect on the next trigger.
+
+Each call to :meth:`ScenarioLibrary.catalog` looks at the folder again (one ``stat`` per
+file) and re-parses only the files whose size, modification time or inode changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from replay.catalog import Catalog
+from replay.errors import Problem, ScenarioFolderMissing
+from replay.loader import (
+    MAX_FILE_BYTES,
+    ScenarioFile,
+    parse_scenario,
+    scenario_name,
+    too_large,
+)
+from replay.protocol import MESSAGE_TYPES
+
+#: Scenario files are the folder's ``*.yaml`` files.
+SUFFIX = ".yaml"
+
+_Stamp = tuple[int, int, int]
+
+
+class ScenarioLibrary:
+    """The scenario files of one folder."""
+
+    def __init__(
+        self, folder: str | os.PathLike[str], message_types: Mapping[str, str] = MESSAGE_TYPES
+    ):
+        self.folder = Path(folder)
+        self.message_types = message_types
+        self._files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
+        self._catalog: Catalog | None = None
+
+    def catalog(self) -> Catalog:
+        """Every scenario in the folder as it is now; raises ScenarioFolderMissing."""
+        if not self.folder.is_dir():
+            raise ScenarioFolderMissing(str(self.folder))
+        paths = sorted(p for p in self.folder.iterdir() if p.suffix == SUFFIX)
+        changed = set(self._files) != set(paths)
+        files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
+        for path in paths:
+            stamp = _stamp(path)
+            cached = self._files.get(path)
+            if cached is not None and cached[0] == stamp:
+                files[path] = cached
+                continue
+            files[path] = (stamp, self._load(path))
+            changed = True
+        self._files = files
+        if changed or self._catalog is None:
+            self._catalog = Catalog.resolve(loaded for _, loaded in files.values())
+        return self._catalog
+
+    def _load(self, path: Path) -> ScenarioFile:
+        shown = str(path)
+        name = scenario_name(shown)
+        try:
+            real = path.resolve(strict=True)
+            if not real.is_relative_to(self.folder.resolve()):
+                return _broken(name, shown, "the file links outside the scenarios folder")
+            size = real.stat().st_size
+            if size > MAX_FILE_BYTES:
+                return ScenarioFile(name, shown, None, (too_large(shown, size),))
+            with real.open("rb") as handle:
+                # Never more than the limit plus one byte, even if the file grew since stat.
+                source = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            return _broken(name, shown, f"cannot read the file: {error.strerror or error}")
+        return parse_scenario(source, shown, self.message_types)
+
+
+def _stamp(path: Path) -> _Stamp:
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def _broken(name: str, file: str, message: str) -> ScenarioFile:
+    return ScenarioFile(name, file, None, (Problem(file, 0, 0, "", message),))

@@ -1,0 +1,402 @@
+"""Scenario files to :class:`~replay.scenario.Scenario` models, with located errors.
+
+The loader does no I/O: it takes the file's bytes and its name and returns a
+:class:`ScenarioFile` holding either the scenario or every problem found, each with file,
+line, column, field, what was expected and what was found. It never raises for bad input.
+
+YAML is read with PyYAML's safe loader, and the document is built from its node tree by
+hand so that every value keeps its position and so that duplicate keys (which PyYAML
+accepts silently, keeping the last) are reported instead of losing a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from replay.durations import EXPECTED as DURATION_EXPECTED
+from replay.errors import Problem, did_you_mean, nearest
+from replay.protocol import MESSAGE_TYPES
+from replay.scenario import NAME_PATTERN, NAME_RULE, STEP_KINDS, Scenario, step_kind
+
+#: Scenario files larger than this are refused before parsing.
+MAX_FILE_BYTES = 1024 * 1024
+#: Values a document may expand to (aliases count each time they are used), so that a
+#: "billion laughs" file is refused instead of eating the memory.
+MAX_VALUES = 100_000
+#: How deep mappings and lists may nest.
+MAX_DEPTH = 32
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    """One scenario file after loading: the scenario, or the problems that prevent it."""
+
+    name: str
+    file: str
+    scenario: Scenario | None
+    problems: tuple[Problem, ...] = ()
+    locations: Mapping[Path, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def valid(self) -> bool:
+        return self.scenario is not None and not self.problems
+
+    def locate(self, path: Path) -> tuple[int, int]:
+        """Line and column of the value at ``path``, or of its nearest located parent."""
+        while path not in self.locations and path:
+            path = path[:-1]
+        return self.locations.get(path, (0, 0))
+
+    def problem(self, path: Path, message: str, expected: str = "", found: str = "") -> Problem:
+        """A problem located at ``path`` in this file."""
+        line, column = self.locate(path)
+        return Problem(self.file, line, column, _dotted(path), message, expected, found)
+
+
+class _Refused(Exception):
+    """Internal: the document cannot be built; carries the problem."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+def scenario_name(file: str) -> str:
+    """A scenario's name: its file's stem (``scenarios/all.yaml`` -> ``all``)."""
+    return PurePath(file).stem
+
+
+def parse_scenario(
+    source: bytes | str,
+    file: str,
+    message_types: Mapping[str, str] = MESSAGE_TYPES,
+) -> ScenarioFile:
+    """Load one scenario file's content. Never raises for bad content: see ``problems``.
+
+    ``file`` is used in every problem's location and gives the scenario its name.
+    References to other scenarios (``play``, ``parallel``) are not checked here; a
+    :class:`~replay.catalog.Catalog` checks them against the other files.
+    """
+    name = scenario_name(file)
+    empty = ScenarioFile(name, file, None)
+    try:
+        text = _decode(source, file)
+        data, locations = _compose(text, file)
+    except _Refused as refused:
+        return ScenarioFile(name, file, None, (refused.problem,))
+    loaded = ScenarioFile(name, file, None, (), locations)
+    problems: list[Problem] = []
+    if not NAME_PATTERN.match(name):
+        problems.append(
+            Problem(file, 0, 0, "", f"{name!r} is not a valid scenario name", NAME_RULE, name)
+        )
+    if data is None:
+        problems.append(
+            empty.problem(
+                (), "the file is empty", "a mapping with 'steps' (and optionally 'description')"
+            )
+        )
+        return ScenarioFile(name, file, None, tuple(problems), locations)
+    if isinstance(data, _Duplicates):
+        problems.extend(loaded.problem(path, message) for path, message in data.found)
+        data = data.value
+    try:
+        scenario = Scenario.model_validate(data, context={"message_types": message_types})
+    except ValidationError as error:
+        problems.extend(_explain(loaded, error, data))
+        problems.sort(key=lambda problem: (problem.line, problem.column))
+        return ScenarioFile(name, file, None, tuple(problems), locations)
+    return ScenarioFile(name, file, scenario, tuple(problems), locations)
+
+
+def too_large(file: str, size: int) -> Problem:
+    """The problem of a file over :data:`MAX_FILE_BYTES`."""
+    return Problem(
+        file, 0, 0, "", "the file is too large", f"at most {MAX_FILE_BYTES} bytes", f"{size} bytes"
+    )
+
+
+def _decode(source: bytes | str, file: str) -> str:
+    size = len(source.encode() if isinstance(source, str) else source)
+    if size > MAX_FILE_BYTES:
+        raise _Refused(too_large(file, size))
+    if isinstance(source, str):
+        return source
+    try:
+        return source.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        before = source[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise _Refused(
+            Problem(
+                file,
+                line,
+                column,
+                "",
+                "the file is not valid UTF-8",
+                "UTF-8 text",
+                f"byte 0x{source[error.start]:02x}",
+            )
+        ) from None
+
+
+@dataclass
+class _Duplicates:
+    """The document, plus the duplicate keys found while building it."""
+
+    value: Any
+    found: list[tuple[Path, str]]
+
+
+class _Builder:
+    """Builds Python values from YAML nodes, recording where each value sits."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        self.locations: dict[Path, tuple[int, int]] = {}
+        self.duplicates: list[tuple[Path, str]] = []
+        self.count = 0
+
+    def build(self, node: yaml.Node, path: Path, mark: yaml.Mark) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Refused(
+                Problem(
+                    self.loader.name,
+                    mark.line + 1,
+                    mark.column + 1,
+                    _dotted(path),
+                    "the document expands to too many values (aliases count each time)",
+                    f"at most {MAX_VALUES} values",
+                    "more",
+                )
+            )
+        if len(path) > MAX_DEPTH:
+            raise _Refused(
+                Problem(
+                    self.loader.name,
+                    mark.line + 1,
+                    mark.column + 1,
+                    _dotted(path),
+                    "the document nests too deeply",
+                    f"at most {MAX_DEPTH} levels",
+                    "more",
+                )
+            )
+        self.locations.setdefault(path, (mark.line + 1, mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [
+                self.build(item, (*path, index), item.start_mark)
+                for index, item in enumerate(node.value)
+            ]
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        first_seen: dict[str, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Refused(
+                    Problem(
+                        self.loader.name,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        _dotted(path),
+                        "a key must be a plain word",
+                        "a name such as 'steps'",
+                        "a mapping or list used as a key",
+                    )
+                )
+            # The key's text, not its YAML 1.1 value: `on:` is the word "on", not True.
+            key = str(key_node.value)
+            key_mark = key_node.start_mark
+            if key in first_seen:
+                where = (*path, key, "#duplicate")
+                self.locations[where] = (key_mark.line + 1, key_mark.column + 1)
+                self.duplicates.append(
+                    (
+                        where,
+                        f"duplicate key {key!r} (first at line {first_seen[key].line + 1}); "
+                        "YAML would keep only the last one: rename or remove one of them",
+                    )
+                )
+                continue
+            first_seen[key] = key_mark
+            result[key] = self.build(value_node, (*path, key), key_mark)
+        return result
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
+    loader = yaml.SafeLoader(text)
+    loader.name = file
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        builder = _Builder(loader)
+        value = builder.build(node, (), node.start_mark)
+    except yaml.MarkedYAMLError as error:
+        raise _Refused(_yaml_problem(error, file)) from None
+    except yaml.YAMLError as error:
+        raise _Refused(Problem(file, 0, 0, "", f"not valid YAML: {error}")) from None
+    except RecursionError:
+        raise _Refused(
+            Problem(file, 0, 0, "", "the document nests too deeply", f"at most {MAX_DEPTH} levels")
+        ) from None
+    finally:
+        loader.dispose()
+    if builder.duplicates:
+        return _Duplicates(value, builder.duplicates), builder.locations
+    return value, builder.locations
+
+
+def _yaml_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
+    mark = error.problem_mark or error.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    what = error.problem or "not valid YAML"
+    if "'\\t'" in what or "\t" in what:
+        what += " (YAML indents with spaces; replace the tab)"
+    if error.context:
+        what = f"{error.context}: {what}"
+    return Problem(file, line, column, "", f"not valid YAML: {what}")
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(part) for part in path if part != "#duplicate")
+
+
+def _strip_tags(loc: tuple[str | int, ...]) -> Path:
+    """pydantic puts the union tag after a step's index (steps.0.message.text); drop it."""
+    path: list[str | int] = []
+    for index, part in enumerate(loc):
+        if (
+            index >= 2
+            and loc[index - 2] == "steps"
+            and isinstance(loc[index - 1], int)
+            and part in STEP_KINDS
+        ):
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain(loaded: ScenarioFile, error: ValidationError, data: Any) -> list[Problem]:
+    problems: list[Problem] = []
+    for detail in error.errors(include_url=False):
+        path = _strip_tags(detail["loc"])
+        problems.append(_problem_for(loaded, path, detail, data))
+    return problems
+
+
+_EXPECTED_TYPES = {
+    "string_type": "a string",
+    "float_type": "a number",
+    "int_type": "an integer",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "missing field",
+    "literal_error": "not an allowed value",
+    "string_too_short": "must not be empty",
+    "too_short": "must not be empty",
+}
+
+
+def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: Any) -> Problem:
+    kind = detail["type"]
+    value = detail.get("input")
+    context: Mapping[str, Any] = detail.get("ctx") or {}
+    field_name = str(path[-1]) if path else ""
+    if kind == "step_kind":
+        return _step_kind_problem(loaded, path, value)
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(path, data)
+        return loaded.problem(
+            path,
+            f"unknown field {field_name!r}{did_you_mean(field_name, allowed)}",
+            "one of " + ", ".join(allowed) if allowed else "",
+        )
+    if kind == "missing":
+        return loaded.problem(path, f"missing field {field_name!r}")
+    message = _MESSAGES.get(kind) or detail["msg"].removeprefix("Value error, ")
+    if kind in _EXPECTED_TYPES:
+        message = "wrong type"
+    expected = str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "")
+    if field_name in ("delay", "sleep") and kind == "value_error":
+        expected = DURATION_EXPECTED
+    scalar = not isinstance(value, Mapping | list)
+    found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
+    return loaded.problem(path, message, expected, found)
+
+
+def _allowed_fields(path: Path, data: Any) -> list[str]:
+    if len(path) == 1:
+        return list(Scenario.model_fields)
+    if len(path) == 3 and path[0] == "steps":
+        kind = step_kind(_at(data, path[:2]))
+        if kind:
+            return list(STEP_KINDS[kind].model_fields)
+    return []
+
+
+def _at(data: Any, path: Path) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _step_kind_problem(loaded: ScenarioFile, path: Path, value: Any) -> Problem:
+    kinds = ", ".join(STEP_KINDS)
+    if not isinstance(value, Mapping):
+        return loaded.problem(
+            path,
+            "a step must be a mapping with one kind key",
+            f"one of {kinds} (for example 'message: EVENT' with 'text: ...')",
+            _describe(value),
+        )
+    present = [key for key in STEP_KINDS if key in value]
+    if len(present) > 1:
+        return loaded.problem(
+            path,
+            "a step has exactly one kind, but this one has " + " and ".join(present),
+            f"one of {kinds}",
+            ", ".join(present),
+        )
+    common = {"delay", "text", "data"}
+    unknown = [str(key) for key in value if key not in common]
+    guess = next((nearest(key, STEP_KINDS) for key in unknown if nearest(key, STEP_KINDS)), None)
+    found = ", ".join(repr(key) for key in unknown) or "no kind key"
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    return loaded.problem(path, f"unknown step kind{hint}", f"one of {kinds}", found)

@@ -1,0 +1,159 @@
+"""``WebsocketManager`` (``/ws``) and ``StreamManager`` (``/ws/stream``), Schwarm-compatible.
+
+Both keep the seed's singleton access: ``WebsocketManager()`` is the same object every time
+in a process, so code written against Schwarm's managers runs unchanged. Tests and
+embedders can build independent ones with ``WebsocketManager.isolated()``.
+
+Sending never waits for a client: a frame is encoded once and put in each client's
+bounded queue (see :mod:`replay.client`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, ClassVar, Self
+
+from starlette.websockets import WebSocket
+
+from replay.client import DEFAULT_QUEUE_SIZE, Client
+from replay.protocol import (
+    CLOSE_FRAME,
+    Endpoint,
+    StreamType,
+    chunk_frame,
+    encode,
+    message_frame,
+)
+
+log = logging.getLogger("replay.client")
+
+
+class EndpointManager:
+    """The clients of one endpoint, and fan-out to them."""
+
+    endpoint: ClassVar[Endpoint]
+    _instance: ClassVar[EndpointManager | None] = None
+
+    def __new__(cls) -> Self:
+        instance = cls.__dict__.get("_instance")
+        if instance is None:
+            instance = cls.isolated()
+            cls._instance = instance
+        return instance
+
+    @classmethod
+    def isolated(cls, queue_size: int = DEFAULT_QUEUE_SIZE) -> Self:
+        """A new manager, independent of the process-wide one."""
+        manager = object.__new__(cls)
+        manager.queue_size = queue_size
+        manager.clients = {}
+        return manager
+
+    queue_size: int
+    clients: dict[WebSocket, Client]
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    async def connect(self, websocket: WebSocket, client_id: str | None = None) -> Client:
+        """Accept the connection and start sending to it."""
+        await websocket.accept()
+        client = Client(websocket, self.endpoint, self.queue_size, self._forget, client_id)
+        self.clients[websocket] = client
+        client.start()
+        log.info("client %s connected to %s (%d connected)", client.id, self.endpoint, len(self))
+        return client
+
+    async def disconnect(self, websocket: WebSocket) -> None:
+        """Stop sending to the connection (it has closed). Safe to call twice."""
+        client = self.clients.pop(websocket, None)
+        if client is None:
+            return
+        await client.stop()
+        log.info(
+            "client %s disconnected from %s (%d connected)", client.id, self.endpoint, len(self)
+        )
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Handle one connection from accept to close: the body of a WebSocket route."""
+        client = await self.connect(websocket)
+        try:
+            await client.receive_until_closed()
+        finally:
+            await self.disconnect(websocket)
+
+    def broadcast(self, frame: str) -> int:
+        """Queue an encoded frame for every client; return how many took it. Never waits."""
+        reached = 0
+        # A copy: a full queue drops its client, which removes it from self.clients.
+        for client in list(self.clients.values()):
+            if client.offer(frame):
+                reached += 1
+        return reached
+
+    def _forget(self, client: Client) -> None:
+        if self.clients.get(client.websocket) is client:
+            del self.clients[client.websocket]
+
+
+class WebsocketManager(EndpointManager):
+    """Typed messages on ``/ws``: ``{"message_type": "...", "message": "..."}``."""
+
+    endpoint = Endpoint.MESSAGES
+    _instance = None
+
+    async def send_message(self, message: Any) -> int:
+        """Send a message to every client.
+
+        ``message`` may be a Schwarm ``WebsocketMessage`` (any object with ``message_type``
+        and ``message`` attributes), a mapping with those keys, or an already encoded frame.
+        """
+        return self.broadcast(_message_text(message))
+
+
+class StreamManager(EndpointManager):
+    """Streamed chunks on ``/ws/stream``: ``{"type": "default"|"tool", "content": "..."}``."""
+
+    endpoint = Endpoint.STREAM
+    _instance = None
+
+    async def write(self, chunk: str, message_type: Enum | str = StreamType.DEFAULT) -> int:
+        """Send a chunk to every client; empty chunks are skipped, as in Schwarm."""
+        if not chunk:
+            return 0
+        kind = message_type.value if isinstance(message_type, Enum) else message_type
+        return self.broadcast(chunk_frame(chunk, StreamType(kind)))
+
+    async def close(self) -> int:
+        """Send the end-of-stream signal ``{"type": "close", "content": null}``."""
+        return self.broadcast(CLOSE_FRAME)
+
+
+#: Schwarm's name for the stream's chunk types (``MessageType.DEFAULT``, ``MessageType.TOOL``).
+MessageType = StreamType
+
+
+def _message_text(message: Any) -> str:
+    if isinstance(message, str):
+        return message
+    if isinstance(message, Mapping):
+        return encode(dict(message))
+    return message_frame(str(message.message_type), str(message.message))
+
+
+class LocalDelivery:
+    """Delivers the runner's cues to this process's managers (the in-process backplane)."""
+
+    def __init__(self, messages: WebsocketManager, stream: StreamManager) -> None:
+        self.managers: dict[Endpoint, EndpointManager] = {
+            Endpoint.MESSAGES: messages,
+            Endpoint.STREAM: stream,
+        }
+
+    def send(self, endpoint: Endpoint, frame: str) -> int:
+        return self.managers[endpoint].broadcast(frame)
+
+    def client_counts(self) -> dict[str, int]:
+        return {endpoint.value: len(manager) for endpoint, manager in self.managers.items()}
