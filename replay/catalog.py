@@ -62,24 +62,23 @@ class Catalog:
 
 def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]]:
     problems: dict[str, list[Problem]] = {}
-    parsed = {name: f.scenario for name, f in files.items() if f.scenario is not None}
-    broken = {name for name, f in files.items() if f.scenario is None or f.problems}
+    broken = {name for name, f in files.items() if not f.valid}
 
     def add(name: str, path: tuple[str | int, ...], message: str) -> None:
         problems.setdefault(name, []).append(files[name].problem(path, message))
         broken.add(name)
 
-    for name, scenario in parsed.items():
-        for path, target in scenario.references():
+    for name, loaded in files.items():
+        for path, target in loaded.plays:
             if target not in files:
                 add(
                     name,
                     path,
                     f"plays {target!r}, which does not exist" + did_you_mean(target, files),
                 )
-        cycle = _cycle_through(name, parsed)
+        cycle = _cycle_through(name, files)
         if cycle:
-            path = next(path for path, target in scenario.references() if target == cycle[1])
+            path = next(path for path, target in loaded.plays if target == cycle[1])
             add(name, path, "plays itself: " + " -> ".join(cycle))
 
     # A scenario that plays a broken one cannot play either; repeat until nothing changes,
@@ -87,10 +86,10 @@ def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]
     changed = True
     while changed:
         changed = False
-        for name, scenario in parsed.items():
+        for name, loaded in files.items():
             if name in broken:
                 continue
-            for path, target in scenario.references():
+            for path, target in loaded.plays:
                 if target in broken and target in files:
                     add(name, path, f"plays {target!r}, which is invalid")
                     changed = True
@@ -98,16 +97,16 @@ def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]
     return problems
 
 
-def _cycle_through(start: str, parsed: Mapping[str, Scenario]) -> list[str] | None:
+def _cycle_through(start: str, files: Mapping[str, ScenarioFile]) -> list[str] | None:
     """The chain start -> ... -> start if one exists, else None (depth-first search)."""
     stack: list[tuple[str, list[str]]] = [(start, [start])]
     seen: set[str] = set()
     while stack:
         name, chain = stack.pop()
-        scenario = parsed.get(name)
-        if scenario is None:
+        loaded = files.get(name)
+        if loaded is None:
             continue
-        for _, target in scenario.references():
+        for _, target in loaded.plays:
             if target == start:
                 return [*chain, start]
             if target not in seen:

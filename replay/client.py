@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from replay.protocol import Endpoint
@@ -148,15 +149,34 @@ class Client:
 _background: set[asyncio.Task[None]] = set()
 
 
-def _abort(websocket: WebSocket) -> None:
-    """Cut a connection whose peer does not read, so its close frame can never be sent.
+#: Where :class:`TransportMiddleware` leaves a connection's transport in its ASGI scope.
+TRANSPORT_KEY = "replay.transport"
 
-    ASGI has no way to abort a connection; uvicorn's protocol object is what the ``send``
-    callable is bound to, and its transport can be aborted. Without one, nothing is done:
-    the server's own ping timeout ends the connection later.
+
+class TransportMiddleware:
+    """ASGI middleware that keeps each WebSocket connection's transport in its scope.
+
+    ASGI has no way to cut a connection whose peer stopped reading (a close frame can
+    never get out). uvicorn's ``send`` callable is a method of its protocol object, which
+    holds the asyncio transport; remembering it here lets a dropped client be cut at once.
+    With another server nothing is remembered and the server's ping timeout ends such a
+    connection later.
     """
-    transport = getattr(getattr(websocket._send, "__self__", None), "transport", None)
-    if transport is not None and hasattr(transport, "abort"):
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if transport is not None:
+                scope[TRANSPORT_KEY] = transport
+        await self.app(scope, receive, send)
+
+
+def _abort(websocket: WebSocket) -> None:
+    transport = websocket.scope.get(TRANSPORT_KEY)
+    if transport is not None:
         transport.abort()
 
 

@@ -45,6 +45,9 @@ class ScenarioFile:
     scenario: Scenario | None
     problems: tuple[Problem, ...] = ()
     locations: Mapping[Path, tuple[int, int]] = field(default_factory=dict, repr=False)
+    #: ``(path, name)`` of every scenario the file plays, read even from an invalid file
+    #: so that a missing target is reported along with the file's other problems.
+    plays: tuple[tuple[Path, str], ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -92,7 +95,8 @@ def parse_scenario(
         data, locations = _compose(text, file)
     except _Refused as refused:
         return ScenarioFile(name, file, None, (refused.problem,))
-    loaded = ScenarioFile(name, file, None, (), locations)
+    plays = _plays(data.value if isinstance(data, _Duplicates) else data)
+    loaded = ScenarioFile(name, file, None, (), locations, plays)
     problems: list[Problem] = []
     if not NAME_PATTERN.match(name):
         problems.append(
@@ -113,8 +117,8 @@ def parse_scenario(
     except ValidationError as error:
         problems.extend(_explain(loaded, error, data))
         problems.sort(key=lambda problem: (problem.line, problem.column))
-        return ScenarioFile(name, file, None, tuple(problems), locations)
-    return ScenarioFile(name, file, scenario, tuple(problems), locations)
+        return ScenarioFile(name, file, None, tuple(problems), locations, plays)
+    return ScenarioFile(name, file, scenario, tuple(problems), locations, plays)
 
 
 def too_large(file: str, size: int) -> Problem:
@@ -124,8 +128,24 @@ def too_large(file: str, size: int) -> Problem:
     )
 
 
+def _plays(data: Any) -> tuple[tuple[Path, str], ...]:
+    steps = data.get("steps") if isinstance(data, Mapping) else None
+    found: list[tuple[Path, str]] = []
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, Mapping):
+            continue
+        if isinstance(step.get("play"), str):
+            found.append((("steps", index, "play"), step["play"]))
+        parallel = step.get("parallel")
+        for item, name in enumerate(parallel if isinstance(parallel, list) else []):
+            if isinstance(name, str):
+                found.append((("steps", index, "parallel", item), name))
+    return tuple(found)
+
+
 def _decode(source: bytes | str, file: str) -> str:
-    size = len(source.encode() if isinstance(source, str) else source)
+    # surrogatepass: a str with lone surrogates is measured here and refused by YAML's reader.
+    size = len(source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source)
     if size > MAX_FILE_BYTES:
         raise _Refused(too_large(file, size))
     if isinstance(source, str):
@@ -238,7 +258,11 @@ class _Builder:
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the whole text for characters YAML forbids when it is built.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:
+        raise _Refused(_reader_problem(error, text, file)) from None
     loader.name = file
     try:
         node = loader.get_single_node()
@@ -259,6 +283,21 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
     if builder.duplicates:
         return _Duplicates(value, builder.duplicates), builder.locations
     return value, builder.locations
+
+
+def _reader_problem(error: yaml.reader.ReaderError, text: str, file: str) -> Problem:
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    return Problem(
+        file,
+        line,
+        column,
+        "",
+        "the file contains a character YAML does not allow",
+        "printable text",
+        f"character U+{error.character:04X}",
+    )
 
 
 def _yaml_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:

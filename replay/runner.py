@@ -100,17 +100,25 @@ class Run:
             "error": self.error,
         }
 
-    async def follow(self) -> AsyncIterator[dict[str, Any]]:
-        """Events as they happen: ``{"event": "frame", ...}`` per frame, then ``"end"``.
+    def follow(self) -> AsyncIterator[dict[str, Any]]:
+        """Events from now on: ``{"event": "frame", ...}`` per frame, then ``"end"``.
 
-        A follower that falls more than FOLLOWER_BACKLOG events behind gets a ``"lagged"``
-        event and no more; it never slows the run down.
+        The follower is registered when this is called, not when iteration starts, so
+        call it before yielding to the event loop to miss nothing. A follower that falls
+        more than FOLLOWER_BACKLOG events behind gets a ``"lagged"`` event and no more;
+        it never slows the run down.
         """
-        if self.done:
-            yield self._end_event()
-            return
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._followers.append(queue)
+        if self.done:
+            queue.put_nowait(self._end_event())
+            queue.put_nowait(None)
+        else:
+            self._followers.append(queue)
+        return self._drain(queue)
+
+    async def _drain(
+        self, queue: asyncio.Queue[dict[str, Any] | None]
+    ) -> AsyncIterator[dict[str, Any]]:
         try:
             while (event := await queue.get()) is not None:
                 yield event
@@ -233,8 +241,10 @@ class Runner:
                 else:
                     # Due already (speed 0, or ties): still let the clients' writers run.
                     await asyncio.sleep(0)
+                # Lateness is when the frame went out, not when a slow send returned.
+                lateness = clock.now() - deadline
                 reached = self.delivery.send(cue.endpoint, cue.frame)
-                run._record(cue, reached, clock.now() - deadline)
+                run._record(cue, reached, lateness)
             await clock.sleep_until(start + run.timeline.duration)
         except asyncio.CancelledError:
             self._end(run, RunState.CANCELLED, clock.now() - start)

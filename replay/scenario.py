@@ -11,6 +11,7 @@ Message types are checked against the set in the validation context
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -102,6 +103,23 @@ class MessageStep(_PausedStep):
                     "expected": "one of " + ", ".join(known),
                 },
             )
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _plain_json(cls, value: Any) -> Any:
+        # YAML can give dates, bytes (!!binary) or .nan, which have no JSON text.
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise PydanticCustomError(
+                "json_data",
+                "data must be plain JSON (quote dates and the like)",
+                {
+                    "expected": "strings, finite numbers, booleans, null, lists and mappings",
+                    "found": str(error),
+                },
+            ) from None
         return value
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from replay import __version__
 from replay.catalog import Catalog
-from replay.client import DEFAULT_QUEUE_SIZE
+from replay.client import DEFAULT_QUEUE_SIZE, TransportMiddleware
 from replay.clock import Clock
 from replay.errors import (
     ReplayError,
@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    app.add_middleware(TransportMiddleware)
     _add_error_handlers(app)
 
     @app.websocket("/ws")
@@ -132,10 +133,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         """Play a scenario to every connected client."""
         run = replay.start(scenario, speed)
         if follow:
-            return StreamingResponse(_follow(run), media_type="application/x-ndjson")
+            # Follow now, before anything awaits: at speed 0 the run could otherwise finish
+            # before the response starts streaming.
+            lines = _follow(run.summary(), run.follow())
+            return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
             return JSONResponse(
-                {"status": "started", **_trigger_result(run), "url": f"/runs/{run.id}"}, 202
+                {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
             )
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
@@ -201,9 +205,11 @@ def _trigger_result(run: Run) -> dict[str, Any]:
     return {"status": status, **summary}
 
 
-async def _follow(run: Run) -> AsyncIterator[str]:
-    yield json.dumps({"event": "start", **run.summary()}) + "\n"
-    async for event in run.follow():
+async def _follow(
+    start: dict[str, Any], events: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[str]:
+    yield json.dumps({"event": "start", **start}) + "\n"
+    async for event in events:
         yield json.dumps(event) + "\n"
 
 

@@ -1,0 +1,61 @@
+"""Shared fixtures: a copy of the shipped scenarios, and a real uvicorn server on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from replay.server import Replay, Settings, create_app
+
+SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+@pytest.fixture
+def scenarios_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped scenarios folder, free to edit."""
+    folder = tmp_path / "scenarios"
+    shutil.copytree(SHIPPED, folder)
+    return folder
+
+
+@dataclass
+class LiveServer:
+    url: str
+    ws_url: str
+    replay: Replay
+
+
+def start_live_server(settings: Settings) -> tuple[LiveServer, uvicorn.Server, threading.Thread]:
+    """uvicorn on 127.0.0.1, port 0, in a thread with its own event loop."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        threading.Event().wait(0.01)
+    else:
+        raise RuntimeError("uvicorn did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    live = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.replay)
+    return live, server, thread
+
+
+@pytest.fixture
+def live_server(scenarios_dir: Path) -> Iterator[LiveServer]:
+    """A real replay server on a free port, serving a copy of the shipped scenarios."""
+    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
+    try:
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

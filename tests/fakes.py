@@ -1,0 +1,48 @@
+"""A stand-in for Starlette's WebSocket, for testing fan-out without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.websockets import WebSocketState
+
+
+class FakeWebSocket:
+    """Records what is sent; can stall (never finish a send) or die (fail every send)."""
+
+    def __init__(self, *, stalled: bool = False, dead: bool = False) -> None:
+        self.sent: list[str] = []
+        self.stalled = stalled
+        self.dead = dead
+        self.accepted = False
+        self.closed: tuple[int, str] | None = None
+        self.aborted = False
+        self.application_state = WebSocketState.CONNECTING
+        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.scope: dict[str, Any] = {"replay.transport": self}  # see TransportMiddleware
+
+    async def accept(self) -> None:
+        self.accepted = True
+        self.application_state = WebSocketState.CONNECTED
+
+    async def send_text(self, text: str) -> None:
+        if self.dead:
+            raise OSError("connection reset by peer")
+        if self.stalled:
+            await asyncio.Event().wait()  # a peer that never reads: the send never completes
+        self.sent.append(text)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.stalled:
+            await asyncio.Event().wait()  # the close frame cannot get out either
+        self.closed = (code, reason or "")
+        self.application_state = WebSocketState.DISCONNECTED
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": code})
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.incoming.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.incoming.get()

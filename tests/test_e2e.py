@@ -1,0 +1,187 @@
+"""End to end: real uvicorn on port 0, real `websockets` clients, real time.
+
+Tolerances are generous: these check frames, order and offsets, not speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from replay.server import Settings
+from tests.conftest import LiveServer, start_live_server
+
+SLACK = 0.15  # seconds of lateness tolerated on a shared, noisy machine
+
+SEED_MESSAGES = [
+    (0.0, "CHAT_REQUESTED", "Test chat request"),
+    (0.5, "IS_WAITING", "Waiting for user input"),
+    (1.0, "EVENT", "Test event message"),
+    (1.5, "PAUSE_STATUS", "System paused"),
+]
+SEED_STREAM = [
+    (0.0, {"type": "default", "content": "This is a "}),
+    (0.2, {"type": "default", "content": "streaming message "}),
+    (0.4, {"type": "default", "content": "sent in chunks."}),
+    (0.6, {"type": "close", "content": None}),
+]
+
+
+def post(url: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+async def collect(url: str, count: int, into: list[tuple[float, str]]) -> None:
+    async with connect(url) as ws:
+        while len(into) < count:
+            frame = str(await ws.recv())
+            into.append((time.monotonic(), frame))
+
+
+async def play(live: LiveServer, name: str, expect: dict[str, int]) -> dict[str, Any]:
+    """Connect to each endpoint in ``expect``, trigger ``name``, collect frames and times."""
+    received: dict[str, list[tuple[float, str]]] = {path: [] for path in expect}
+    listeners = [
+        asyncio.create_task(collect(live.ws_url + path, count, received[path]))
+        for path, count in expect.items()
+    ]
+    while sum(live.replay.delivery.client_counts().values()) < len(expect):
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    answer = await asyncio.to_thread(post, f"{live.url}/trigger/{name}")
+    await asyncio.wait_for(asyncio.gather(*listeners), 5)
+    return {"answer": answer, "started": started, **received}
+
+
+def offsets(frames: list[tuple[float, str]], started: float) -> list[float]:
+    return [at - started for at, _ in frames]
+
+
+def assert_on_time(actual: list[float], planned: list[float], shift: float = 0.0) -> None:
+    for got, want in zip(actual, planned, strict=True):
+        assert want + shift <= got + 0.01, f"frame early: {got:.3f}s, planned {want + shift}s"
+        assert got <= want + shift + SLACK, f"frame late: {got:.3f}s, planned {want + shift}s"
+
+
+async def test_messages_frames_order_and_offsets(live_server: LiveServer) -> None:
+    result = await play(live_server, "messages", {"/ws": 4})
+    frames = [json.loads(text) for _, text in result["/ws"]]
+    assert frames == [{"message_type": t, "message": m} for _, t, m in SEED_MESSAGES]
+    assert_on_time(offsets(result["/ws"], result["started"]), [o for o, _, _ in SEED_MESSAGES])
+    answer = result["answer"]
+    assert answer["status"] == "success"
+    assert answer["sent"] == 4
+    assert answer["clients"] == 1
+    assert answer["duration_s"] == pytest.approx(2.0, abs=SLACK)
+
+
+async def test_stream_frames_order_and_offsets(live_server: LiveServer) -> None:
+    result = await play(live_server, "stream", {"/ws/stream": 4})
+    assert [json.loads(text) for _, text in result["/ws/stream"]] == [f for _, f in SEED_STREAM]
+    assert_on_time(offsets(result["/ws/stream"], result["started"]), [o for o, _ in SEED_STREAM])
+    assert result["answer"]["duration_s"] == pytest.approx(0.6, abs=SLACK)
+
+
+async def test_all_plays_messages_then_stream(live_server: LiveServer) -> None:
+    result = await play(live_server, "all", {"/ws": 4, "/ws/stream": 4})
+    assert [json.loads(t)["message"] for _, t in result["/ws"]] == [m for *_, m in SEED_MESSAGES]
+    assert [json.loads(t) for _, t in result["/ws/stream"]] == [f for _, f in SEED_STREAM]
+    started = result["started"]
+    assert_on_time(offsets(result["/ws"], started), [o for o, _, _ in SEED_MESSAGES])
+    assert_on_time(offsets(result["/ws/stream"], started), [o for o, _ in SEED_STREAM], shift=2.0)
+    assert result["answer"]["clients"] == 2
+    assert result["answer"]["duration_s"] == pytest.approx(2.6, abs=SLACK)
+
+
+def big_scenarios(folder: Path, frames: int, size: int) -> None:
+    (folder / "big.yaml").write_text(f"steps:\n  - message: EVENT\n    text: {'x' * size}\n")
+    plays = "".join("  - play: big\n" for _ in range(frames))
+    (folder / "flood.yaml").write_text(f"steps:\n{plays}")
+
+
+def stalled_client(ws_url: str) -> socket.socket:
+    """A raw WebSocket client that completes the handshake, then never reads again.
+
+    Its receive buffer is tiny, so the server's socket buffers fill up quickly.
+    """
+    host, port = ws_url.removeprefix("ws://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> bool:
+    """Drain the socket; True if the server closed or reset it within ``limit`` seconds."""
+    sock.settimeout(limit)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_the_others_get_everything(
+    scenarios_dir: Path,
+) -> None:
+    frames, size = 400, 64 * 1024  # 25 MiB in all: far more than the socket buffers hold
+    big_scenarios(scenarios_dir, frames, size)
+    live, server, thread = start_live_server(
+        Settings(scenarios=scenarios_dir, isolated=True, queue_size=16)
+    )
+    stalled = await asyncio.to_thread(stalled_client, live.ws_url)
+    try:
+        async with connect(live.ws_url + "/ws", max_size=None) as healthy:
+            while live.replay.delivery.client_counts()["/ws"] < 2:
+                await asyncio.sleep(0.01)
+            trigger = asyncio.create_task(
+                asyncio.to_thread(post, f"{live.url}/trigger/flood?speed=0")
+            )
+            received = [await asyncio.wait_for(healthy.recv(), 10) for _ in range(frames)]
+            answer = await asyncio.wait_for(trigger, 10)
+            assert answer["status"] == "success"
+            assert len(received) == frames
+            assert all(len(frame) > size for frame in received)
+            # The stalled client was dropped while the healthy one is still connected.
+            assert live.replay.delivery.client_counts()["/ws"] == 1
+        # and its connection was cut, so it cannot hold memory on the server any longer
+        assert await asyncio.to_thread(read_until_closed, stalled, 10)
+    finally:
+        stalled.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_garbage_from_one_client_does_not_disturb_another(live_server: LiveServer) -> None:
+    async with connect(live_server.ws_url + "/ws") as rude:
+        await rude.send("{not json")
+        await rude.send(b"\x00\x01\x02")
+        result = await play(live_server, "messages", {"/ws": 4})
+        assert len(result["/ws"]) == 4
+        await rude.send('{"message_type": "CHAT_INPUT", "message": "still here"}')
+        assert json.loads(await rude.recv())["message_type"] == "CHAT_REQUESTED"
