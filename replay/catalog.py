@@ -27,7 +27,7 @@ class Catalog:
         by_name = {loaded.name: loaded for loaded in files}
         extra = _link_problems(by_name)
         checked = {
-            name: replace(loaded, problems=loaded.problems + tuple(extra.get(name, ())))
+            name: replace(loaded, problems=_in_file_order(loaded.problems, extra.get(name, [])))
             for name, loaded in sorted(by_name.items())
         }
         return cls(checked)
@@ -58,6 +58,10 @@ class Catalog:
         if loaded.scenario is None or loaded.problems:
             raise ScenarioInvalid(name, loaded.problems)
         return loaded.scenario
+
+
+def _in_file_order(*groups: Iterable[Problem]) -> tuple[Problem, ...]:
+    return tuple(sorted((p for group in groups for p in group), key=lambda p: (p.line, p.column)))
 
 
 def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]]:

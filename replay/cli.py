@@ -8,9 +8,11 @@ not parse.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +23,7 @@ from typing import Any, TextIO
 from replay import __version__
 from replay.catalog import Catalog
 from replay.durations import format_seconds
-from replay.errors import ReplayError, ServerRefused, ServerUnavailable
+from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile, parse_scenario
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
@@ -197,26 +199,19 @@ def play(name: str, url: str, speed: float, out: TextIO) -> int:
     query = urllib.parse.urlencode({"follow": "true", "speed": f"{speed:g}"})
     target = f"{url.rstrip('/')}/trigger/{urllib.parse.quote(name, safe='')}?{query}"
     end: dict[str, Any] = {}
-    for event in _post_lines(target, url):
-        kind = event.get("event")
-        if kind == "start":
-            print(
-                f"run {event['run_id']}: playing {event['scenario']!r} "
-                f"({event['frames']} frames, {format_seconds(event['planned_s'])})",
-                file=out,
-            )
-        elif kind == "frame":
-            clients = event["clients"]
-            print(
-                f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {event['frame']}"
-                f"  -> {clients} client{'s' if clients != 1 else ''}",
-                file=out,
-                flush=True,
-            )
-        elif kind == "lagged":
-            print("(the server dropped this follower: frames went out too fast)", file=out)
-        elif kind == "end":
-            end = event
+    run_id = None
+    try:
+        for event in _post_lines(target, url):
+            run_id = event.get("run_id", run_id)
+            end = _show(event, out) or end
+    except KeyboardInterrupt:
+        if run_id is None:
+            raise
+        _cancel(url, run_id)
+        print(f"\nrun {run_id}: cancelled", file=out)
+        return 130
+    if not end and run_id is not None:
+        end = _wait_for_end(url, run_id)  # the server stopped following (lagged)
     if not end:
         print("replay: the server closed the connection before the run ended", file=sys.stderr)
         return 1
@@ -230,6 +225,49 @@ def play(name: str, url: str, speed: float, out: TextIO) -> int:
             print(f"replay: the run failed: {end['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
+    """Print one followed event; return it if it is the run's end."""
+    kind = event.get("event")
+    if kind == "start":
+        print(
+            f"run {event['run_id']}: playing {event['scenario']!r} "
+            f"({event['frames']} frames, {format_seconds(event['planned_s'])})",
+            file=out,
+        )
+    elif kind == "frame":
+        clients = event["clients"]
+        print(
+            f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {event['frame']}"
+            f"  -> {clients} client{'s' if clients != 1 else ''}",
+            file=out,
+            flush=True,
+        )
+    elif kind == "lagged":
+        print("(the server stopped following: frames went out faster than shown)", file=out)
+    elif kind == "end":
+        return event
+    return None  # heartbeats and anything newer than this client
+
+
+def _wait_for_end(url: str, run_id: str) -> dict[str, Any]:
+    """Poll the run until it has ended; {} if the server stops answering."""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/runs/{run_id}", timeout=10) as answer:
+                run: dict[str, Any] = json.loads(answer.read())
+        except (OSError, ValueError):
+            return {}
+        if run.get("state") != "running":
+            return run
+        time.sleep(0.5)
+
+
+def _cancel(url: str, run_id: str) -> None:
+    request = urllib.request.Request(f"{url.rstrip('/')}/runs/{run_id}", method="DELETE")
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(request, timeout=10).close()
 
 
 def _post_lines(target: str, base: str) -> Iterator[dict[str, Any]]:
@@ -316,7 +354,5 @@ def _check(path: Path) -> ScenarioFile:
     return Catalog.resolve([*siblings, loaded]).file(loaded.name)
 
 
-def _unreadable(path: Path, error: OSError) -> Any:
-    from replay.errors import Problem
-
+def _unreadable(path: Path, error: OSError) -> Problem:
     return Problem(str(path), 0, 0, "", f"cannot read the file: {error.strerror or error}")

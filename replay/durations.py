@@ -43,7 +43,7 @@ def parse_duration(value: object) -> float:
 
 
 def format_seconds(seconds: float) -> str:
-    """``0.5`` -> ``"0.5s"``, ``0.25`` -> ``"250ms"``: the shortest readable form."""
+    """``2`` -> ``"2s"``, ``0.25`` -> ``"250ms"``: under a second in milliseconds."""
     if seconds and seconds < 1:
         return f"{seconds * 1000:g}ms"
     return f"{seconds:g}s"

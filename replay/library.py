@@ -42,7 +42,10 @@ class ScenarioLibrary:
         """Every scenario in the folder as it is now; raises ScenarioFolderMissing."""
         if not self.folder.is_dir():
             raise ScenarioFolderMissing(str(self.folder))
-        paths = sorted(p for p in self.folder.iterdir() if p.suffix == SUFFIX)
+        # Hidden files are editors' lock and swap files, not scenarios.
+        paths = sorted(
+            p for p in self.folder.iterdir() if p.suffix == SUFFIX and not p.name.startswith(".")
+        )
         changed = set(self._files) != set(paths)
         files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         for path in paths:

@@ -389,6 +389,8 @@ def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: A
     message = _MESSAGES.get(kind) or detail["msg"].removeprefix("Value error, ")
     if kind in _EXPECTED_TYPES:
         message = "wrong type"
+        if isinstance(value, bool) and kind == "string_type":
+            message += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
     expected = str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "")
     if field_name in ("delay", "sleep") and kind == "value_error":
         expected = DURATION_EXPECTED

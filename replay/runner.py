@@ -100,8 +100,11 @@ class Run:
             "error": self.error,
         }
 
-    def follow(self) -> AsyncIterator[dict[str, Any]]:
+    def follow(self, heartbeat: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events from now on: ``{"event": "frame", ...}`` per frame, then ``"end"``.
+
+        With ``heartbeat``, a ``{"event": "heartbeat"}`` comes whenever that many seconds
+        pass without another event, so a reader can tell a long pause from a dead server.
 
         The follower is registered when this is called, not when iteration starts, so
         call it before yielding to the event loop to miss nothing. A follower that falls
@@ -114,13 +117,20 @@ class Run:
             queue.put_nowait(None)
         else:
             self._followers.append(queue)
-        return self._drain(queue)
+        return self._drain(queue, heartbeat)
 
     async def _drain(
-        self, queue: asyncio.Queue[dict[str, Any] | None]
+        self, queue: asyncio.Queue[dict[str, Any] | None], heartbeat: float | None
     ) -> AsyncIterator[dict[str, Any]]:
         try:
-            while (event := await queue.get()) is not None:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    yield {"event": "heartbeat", "run_id": self.id}
+                    continue
+                if event is None:
+                    return
                 yield event
         finally:
             with contextlib.suppress(ValueError):

@@ -36,6 +36,9 @@ from replay.timeline import MAX_SPEED, build_timeline
 
 log = logging.getLogger("replay.server")
 
+#: Seconds between heartbeat lines while a followed run is silent (a long sleep step).
+HEARTBEAT = 10.0
+
 
 @dataclass
 class Settings:
@@ -135,7 +138,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
             # before the response starts streaming.
-            lines = _follow(run.summary(), run.follow())
+            lines = _follow(run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
             return JSONResponse(

@@ -87,7 +87,8 @@ def build_timeline(name: str, catalog: Catalog) -> Timeline:
     (also for a scenario that plays an invalid one).
     """
     cues, end = _expand(name, catalog, 0.0, (name,))
-    ordered = sorted(cues, key=lambda cue: cue.offset)  # stable: ties keep listing order
+    # Stable, so ties keep listing order; rounded, so 0.1 + 0.2 ties with 0.3.
+    ordered = sorted(cues, key=lambda cue: round(cue.offset, 9))
     return Timeline(name, tuple(ordered), end)
 
 

@@ -17,7 +17,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_dry_run_prints_the_timeline(scenarios_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_the_timeline(
+    scenarios_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["--scenario", "all", "--dry-run", "--scenarios", str(scenarios_dir)])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
@@ -113,13 +115,16 @@ def test_play_prints_each_frame_and_a_summary(
     code = main(["--scenario", "stream", "--url", live_server.url, "--speed", "0"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out[0].startswith("run ") and "playing 'stream' (4 frames" in out[0]
+    assert out[0].startswith("run ")
+    assert "playing 'stream' (4 frames" in out[0]
     assert '{"type":"default","content":"This is a "}  -> 0 clients' in out[1]
     assert len(out) == 6
     assert ": finished: 4 frames to 0 clients in " in out[-1]
 
 
-def test_play_an_unknown_scenario(live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_play_an_unknown_scenario(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--scenario", "nope", "--url", live_server.url]) == 1
     assert "known scenarios: all, messages, stream" in capsys.readouterr().err
 
@@ -149,3 +154,16 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_serve_refuses_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--scenarios", str(tmp_path / "absent")]) == 1
     assert "does not exist: create it, or pass --scenarios DIR" in capsys.readouterr().err
+
+
+def test_play_survives_being_cut_off_as_a_lagging_follower(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replay import runner
+
+    monkeypatch.setattr(runner, "FOLLOWER_BACKLOG", 0)  # every follower lags at once
+    code = main(["--scenario", "messages", "--url", live_server.url, "--speed", "20"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "the server stopped following" in out
+    assert ": finished: 4 frames" in out.splitlines()[-1]

@@ -57,12 +57,21 @@ async def play(live: LiveServer, name: str, expect: dict[str, int]) -> dict[str,
         asyncio.create_task(collect(live.ws_url + path, count, received[path]))
         for path, count in expect.items()
     ]
-    while sum(live.replay.delivery.client_counts().values()) < len(expect):
-        await asyncio.sleep(0.01)
+    await connected(live, len(expect))
     started = time.monotonic()
     answer = await asyncio.to_thread(post, f"{live.url}/trigger/{name}")
     await asyncio.wait_for(asyncio.gather(*listeners), 5)
     return {"answer": answer, "started": started, **received}
+
+
+async def connected(live: LiveServer, count: int) -> None:
+    """Wait (5 s at most) until the server counts ``count`` clients in all."""
+    # The server runs in another thread with its own loop: poll its count, boundedly.
+    for _ in range(500):
+        if sum(live.replay.delivery.client_counts().values()) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the server never counted {count} clients")
 
 
 def offsets(frames: list[tuple[float, str]], started: float) -> list[float]:
@@ -157,8 +166,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_get_everyth
     stalled = await asyncio.to_thread(stalled_client, live.ws_url)
     try:
         async with connect(live.ws_url + "/ws", max_size=None) as healthy:
-            while live.replay.delivery.client_counts()["/ws"] < 2:
-                await asyncio.sleep(0.01)
+            await connected(live, 2)
             trigger = asyncio.create_task(
                 asyncio.to_thread(post, f"{live.url}/trigger/flood?speed=0")
             )
