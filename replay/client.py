@@ -28,7 +28,7 @@ log = logging.getLogger("replay.client")
 DEFAULT_QUEUE_SIZE = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
-#: How long a dropped client's close handshake may take before its connection is cut.
+#: How long a dropped client has to take its close frame before its connection is cut.
 CLOSE_GRACE = 2.0
 
 
@@ -139,10 +139,12 @@ class Client:
     async def _close(self, code: int, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.DISCONNECTED:
             return
-        try:
+        with contextlib.suppress(Exception):  # the peer may be gone already
             await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_GRACE)
-        except Exception:  # the peer is gone or does not read: cut the connection instead
-            _abort(self.websocket)
+            # The close frame may sit behind a backlog the peer is not reading: give it
+            # the grace period to read up and answer, then cut the connection regardless.
+            await asyncio.sleep(CLOSE_GRACE)
+        _abort(self.websocket)
 
 
 # Tasks closing dropped clients; kept here so they are not garbage-collected mid-way.
