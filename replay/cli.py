@@ -23,8 +23,8 @@ from typing import Any, TextIO
 from replay import __version__
 from replay.catalog import Catalog
 from replay.durations import format_seconds
-from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable
-from replay.library import ScenarioLibrary
+from replay.errors import ReplayError, ServerRefused, ServerUnavailable
+from replay.library import ScenarioLibrary, unreadable
 from replay.loader import ScenarioFile, parse_scenario
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
 
@@ -345,14 +345,10 @@ def _check(path: Path) -> ScenarioFile:
     try:
         source = path.read_bytes()
     except OSError as error:
-        return ScenarioFile(path.stem, str(path), None, (_unreadable(path, error),))
+        return unreadable(str(path), error)
     loaded = parse_scenario(source, str(path))
     try:
         siblings = [s for s in ScenarioLibrary(path.parent).catalog() if s.name != loaded.name]
     except ReplayError:
         siblings = []
     return Catalog.resolve([*siblings, loaded]).file(loaded.name)
-
-
-def _unreadable(path: Path, error: OSError) -> Problem:
-    return Problem(str(path), 0, 0, "", f"cannot read the file: {error.strerror or error}")

@@ -75,7 +75,7 @@ class ScenarioLibrary:
                 # Never more than the limit plus one byte, even if the file grew since stat.
                 source = handle.read(MAX_FILE_BYTES + 1)
         except OSError as error:
-            return _broken(name, shown, f"cannot read the file: {error.strerror or error}")
+            return unreadable(shown, error)
         return parse_scenario(source, shown, self.message_types)
 
 
@@ -85,6 +85,11 @@ def _stamp(path: Path) -> _Stamp:
     except OSError:
         return (0, 0, 0)
     return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def unreadable(file: str, error: OSError) -> ScenarioFile:
+    """The loaded form of a file that cannot be read."""
+    return _broken(scenario_name(file), file, f"cannot read the file: {error.strerror or error}")
 
 
 def _broken(name: str, file: str, message: str) -> ScenarioFile:

@@ -140,7 +140,8 @@ def _message_text(message: Any) -> str:
         return message
     if isinstance(message, Mapping):
         return encode(dict(message))
-    return message_frame(str(message.message_type), str(message.message))
+    kind = message.message_type
+    return message_frame(str(kind.value if isinstance(kind, Enum) else kind), str(message.message))
 
 
 class LocalDelivery:

@@ -237,19 +237,6 @@ class Scenario(BaseModel):
             return step.delay
         return self.delay if isinstance(step, FRAME_STEPS) else 0.0
 
-    def references(self) -> list[tuple[tuple[str | int, ...], str]]:
-        """``(path in the file, scenario name)`` for every scenario this one plays."""
-        found: list[tuple[tuple[str | int, ...], str]] = []
-        for index, step in enumerate(self.steps):
-            if isinstance(step, PlayStep):
-                found.append((("steps", index, "play"), step.play))
-            elif isinstance(step, ParallelStep):
-                found.extend(
-                    (("steps", index, "parallel", item), name)
-                    for item, name in enumerate(step.parallel)
-                )
-        return found
-
 
 __all__ = [
     "FRAME_STEPS",

@@ -32,7 +32,7 @@ def test_valid_references() -> None:
     assert len(found) == 3
     assert "all" in found
     assert "nope" not in found
-    assert found.scenario("all").references()[0][1] == "messages"
+    assert found.file("all").plays[0][1] == "messages"
     assert found.file("stream").name == "stream"
 
 

@@ -516,3 +516,18 @@ def test_garbage_never_raises(source: bytes | str) -> None:
     loaded = parse_scenario(source, FILE)
     assert not loaded.valid
     assert loaded.problems
+
+
+def test_plays_lists_every_played_scenario_with_its_path() -> None:
+    loaded = parse("steps:\n  - chunk: a\n  - play: one\n  - parallel: [two, three]\n")
+    assert loaded.plays == (
+        (("steps", 1, "play"), "one"),
+        (("steps", 2, "parallel", 0), "two"),
+        (("steps", 2, "parallel", 1), "three"),
+    )
+
+
+def test_plays_are_read_even_from_an_invalid_file() -> None:
+    loaded = parse("steps:\n  - message: EVNT\n    text: x\n  - play: other\n")
+    assert not loaded.valid
+    assert loaded.plays == ((("steps", 1, "play"), "other"),)

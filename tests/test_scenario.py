@@ -79,15 +79,6 @@ def test_pause_after() -> None:
     assert pauses == pytest.approx([0.5, 0.1, 3.0, 0.0, 1.0, 0.0, 0.0])
 
 
-def test_references_list_every_played_scenario_with_its_path() -> None:
-    loaded = scenario({"chunk": "a"}, {"play": "one"}, {"parallel": ["two", "three"]})
-    assert loaded.references() == [
-        (("steps", 1, "play"), "one"),
-        (("steps", 2, "parallel", 0), "two"),
-        (("steps", 2, "parallel", 1), "three"),
-    ]
-
-
 def test_message_uses_data_or_text() -> None:
     step = scenario({"message": "EVENT", "data": {"a": 1}}).steps[0]
     assert isinstance(step, MessageStep)
