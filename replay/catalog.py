@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
-from replay.errors import Problem, ScenarioInvalid, ScenarioNotFound, did_you_mean
+from replay.errors import (
+    Problem,
+    ScenarioInvalid,
+    ScenarioNotFound,
+    did_you_mean,
+    in_file_order,
+)
 from replay.loader import ScenarioFile
 from replay.scenario import Scenario
 
@@ -27,7 +33,7 @@ class Catalog:
         by_name = {loaded.name: loaded for loaded in files}
         extra = _link_problems(by_name)
         checked = {
-            name: replace(loaded, problems=_in_file_order(loaded.problems, extra.get(name, [])))
+            name: replace(loaded, problems=in_file_order(loaded.problems, extra.get(name, [])))
             for name, loaded in sorted(by_name.items())
         }
         return cls(checked)
@@ -58,10 +64,6 @@ class Catalog:
         if loaded.scenario is None or loaded.problems:
             raise ScenarioInvalid(name, loaded.problems)
         return loaded.scenario
-
-
-def _in_file_order(*groups: Iterable[Problem]) -> tuple[Problem, ...]:
-    return tuple(sorted((p for group in groups for p in group), key=lambda p: (p.line, p.column)))
 
 
 def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]]:

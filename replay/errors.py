@@ -71,6 +71,11 @@ class Problem:
         }
 
 
+def in_file_order(*groups: Iterable[Problem]) -> tuple[Problem, ...]:
+    """The problems of one file, from several sources, sorted by line and column."""
+    return tuple(sorted((p for group in groups for p in group), key=lambda p: (p.line, p.column)))
+
+
 class ScenarioInvalid(ReplayError):
     """A scenario file that cannot be played; ``problems`` lists everything wrong with it."""
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from replay.durations import EXPECTED as DURATION_EXPECTED
-from replay.errors import Problem, did_you_mean, nearest
+from replay.errors import Problem, did_you_mean, in_file_order, nearest
 from replay.protocol import MESSAGE_TYPES
 from replay.scenario import NAME_PATTERN, NAME_RULE, STEP_KINDS, Scenario, step_kind
 
@@ -115,9 +115,8 @@ def parse_scenario(
     try:
         scenario = Scenario.model_validate(data, context={"message_types": message_types})
     except ValidationError as error:
-        problems.extend(_explain(loaded, error, data))
-        problems.sort(key=lambda problem: (problem.line, problem.column))
-        return ScenarioFile(name, file, None, tuple(problems), locations, plays)
+        ordered = in_file_order(problems, _explain(loaded, error, data))
+        return ScenarioFile(name, file, None, ordered, locations, plays)
     return ScenarioFile(name, file, scenario, tuple(problems), locations, plays)
 
 
