@@ -17,7 +17,7 @@ from replay.errors import (
     did_you_mean,
     in_file_order,
 )
-from replay.loader import ScenarioFile
+from replay.loader import ProtocolFile, ScenarioFile
 from replay.scenario import Scenario
 
 
@@ -26,9 +26,13 @@ class Catalog:
     """Scenario files by name, with cross-file problems (missing targets, cycles) added."""
 
     files: Mapping[str, ScenarioFile]
+    #: The project's protocol declaration, if the folder has one.
+    protocol: ProtocolFile | None = None
 
     @classmethod
-    def resolve(cls, files: Iterable[ScenarioFile]) -> Catalog:
+    def resolve(
+        cls, files: Iterable[ScenarioFile], protocol: ProtocolFile | None = None
+    ) -> Catalog:
         """Check every file's references against the others and build the catalog."""
         by_name = {loaded.name: loaded for loaded in files}
         extra = _link_problems(by_name)
@@ -36,7 +40,7 @@ class Catalog:
             name: replace(loaded, problems=in_file_order(loaded.problems, extra.get(name, [])))
             for name, loaded in sorted(by_name.items())
         }
-        return cls(checked)
+        return cls(checked, protocol)
 
     def __iter__(self) -> Iterator[ScenarioFile]:
         return iter(self.files.values())

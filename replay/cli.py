@@ -17,15 +17,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from replay import __version__
 from replay.catalog import Catalog
 from replay.durations import format_seconds
+from replay.engine import Context, check_vars
 from replay.errors import ReplayError, ServerRefused, ServerUnavailable
 from replay.library import ScenarioLibrary, unreadable
-from replay.loader import ScenarioFile, parse_scenario
+from replay.loader import ScenarioFile, parse_scenario, scenario_name
+from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
 
 DEFAULT_URL = "http://127.0.0.1:8123"
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="replay",
         description="A scripted scenario replay engine for WebSocket frontends.",
         epilog="Examples: 'replay serve', 'replay --scenario all', "
-        "'replay --scenario all --dry-run', 'replay validate'.",
+        "'replay --scenario all --dry-run', 'replay validate', 'replay schema'.",
     )
     parser.add_argument("--version", action="version", version=f"replay {__version__}")
     parser.add_argument(
@@ -61,6 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the scenario's timeline from the local files; no server needed",
+    )
+    parser.add_argument(
+        "--var",
+        action="append",
+        dest="vars",
+        type=_variable,
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a variable the scenario declares (repeat for more; VALUE is read as JSON "
+        "if it parses, else as text)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for jitter and random values, to play a run exactly again",
+    )
+    parser.add_argument(
+        "--client", metavar="ID", help="send to this client only (unless a step says otherwise)"
     )
     _scenarios_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frames a client may fall behind by before it is dropped (default 1024)",
     )
+    serve.add_argument(
+        "--on-connect",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="play scenario NAME to each client as it connects to /ws (repeat for more)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     listing = commands.add_parser("list", help="list the scenarios in the scenarios folder")
@@ -95,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="*", type=Path, metavar="FILE", help="files to check (default: the folder)"
     )
     _scenarios_option(validate)
+
+    schema = commands.add_parser(
+        "schema", help="print the JSON Schema of scenario files (for editors)"
+    )
+    _scenarios_option(schema)
     return parser
 
 
@@ -117,6 +151,16 @@ def _speed(text: str) -> float:
         ) from None
 
 
+def _variable(text: str) -> tuple[str, Any]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,10 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_scenarios(scenarios, sys.stdout)
         if args.command == "validate":
             return validate(args.files, scenarios, sys.stdout)
+        if args.command == "schema":
+            return print_schema(scenarios, sys.stdout)
+        options = Options(args.speed, args.seed, dict(args.vars), args.client)
         if args.scenario and args.dry_run:
-            return dry_run(args.scenario, scenarios, args.speed, sys.stdout)
+            return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
-            return play(args.scenario, args.url, args.speed, sys.stdout)
+            return play(args.scenario, args.url, options, sys.stdout)
     except ReplayError as error:
         print(f"replay: {error}", file=sys.stderr)
         return 1
@@ -149,7 +196,7 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
 
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
-    settings = Settings(scenarios=scenarios)
+    settings = Settings(scenarios=scenarios, on_connect=args.on_connect)
     if args.cors_origins:
         settings.cors_origins = args.cors_origins
     if args.queue_size is not None:
@@ -175,33 +222,61 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def dry_run(name: str, scenarios: Path, speed: float, out: TextIO) -> int:
+@dataclass(frozen=True)
+class Options:
+    """How to play a scenario, from the command line."""
+
+    speed: float = 1.0
+    seed: int | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    client: str | None = None
+
+
+def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
     """Print the timeline of a local scenario: offset, endpoint, frame."""
-    timeline = build_timeline(name, ScenarioLibrary(scenarios).catalog()).at_speed(speed)
-    _print_timeline(timeline, out)
+    catalog = ScenarioLibrary(scenarios).catalog()
+    check_vars(name, catalog, options.vars)
+    context = Context(
+        "dry-run",
+        options.seed if options.seed is not None else 0,
+        options.speed,
+        time.time(),
+        options.vars,
+        options.client,
+    )
+    _print_timeline(build_timeline(name, catalog, context), out)
     return 0
 
 
 def _print_timeline(timeline: Timeline, out: TextIO) -> None:
     print(f"{'offset':>9}  {'endpoint':<11} frame", file=out)
     for cue in timeline:
-        print(f"{cue.offset:>8.3f}s  {cue.endpoint.value:<11} {cue.frame}", file=out)
-    count = len(timeline)
-    print(
-        f"{timeline.scenario}: {count} frame{'s' if count != 1 else ''}, "
-        f"{timeline.duration:.3f}s in all",
-        file=out,
-    )
+        to = f"  (to {cue.to})" if cue.to else ""
+        text = cue.frame if cue.kind == "frame" else f"[{cue.frame}]"
+        print(f"{cue.offset:>8.3f}s  {cue.endpoint.value:<11} {text}{to}", file=out)
+    frames = timeline.frames
+    summary = f"{timeline.scenario}: {frames} frame{'s' if frames != 1 else ''}"
+    if timeline.duration is None:
+        summary += f"; repeats until cancelled (the first {len(timeline)} cues are shown)"
+    else:
+        summary += f", {timeline.duration:.3f}s in all"
+    if timeline.waits:
+        summary += (
+            f"; {timeline.waits} wait{'s' if timeline.waits != 1 else ''} for a client, "
+            "shown as answered at once"
+        )
+    print(summary, file=out)
 
 
-def play(name: str, url: str, speed: float, out: TextIO) -> int:
+def play(name: str, url: str, options: Options, out: TextIO) -> int:
     """Play a scenario on a running server and print each frame as it goes out."""
-    query = urllib.parse.urlencode({"follow": "true", "speed": f"{speed:g}"})
+    query = urllib.parse.urlencode({"follow": "true", "speed": f"{options.speed:g}"})
     target = f"{url.rstrip('/')}/trigger/{urllib.parse.quote(name, safe='')}?{query}"
+    body = {"vars": options.vars, "seed": options.seed, "client": options.client}
     end: dict[str, Any] = {}
     run_id = None
     try:
-        for event in _post_lines(target, url):
+        for event in _post_lines(target, url, body):
             run_id = event.get("run_id", run_id)
             end = _show(event, out) or end
     except KeyboardInterrupt:
@@ -231,16 +306,38 @@ def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
     """Print one followed event; return it if it is the run's end."""
     kind = event.get("event")
     if kind == "start":
+        planned = event.get("planned_s")
+        about = (
+            f"{event['frames']} frames, {format_seconds(planned)}"
+            if planned is not None
+            else "until it ends or is cancelled"
+        )
         print(
-            f"run {event['run_id']}: playing {event['scenario']!r} "
-            f"({event['frames']} frames, {format_seconds(event['planned_s'])})",
+            f"run {event['run_id']}: playing {event['scenario']!r} ({about}, seed {event['seed']})",
             file=out,
         )
     elif kind == "frame":
         clients = event["clients"]
+        to = f" to {event['to']}" if event.get("to") else ""
+        frame = f"[binary {event['frame']}]" if event.get("binary") else event["frame"]
         print(
-            f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {event['frame']}"
-            f"  -> {clients} client{'s' if clients != 1 else ''}",
+            f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {frame}"
+            f"  -> {clients} client{'s' if clients != 1 else ''}{to}",
+            file=out,
+            flush=True,
+        )
+    elif kind == "wait":
+        who = f"client {event['source']}" if event.get("source") else "any client"
+        print(f"           waiting for {event['message_type']} from {who}...", file=out, flush=True)
+    elif kind == "received":
+        print(f"           received from {event['client']}: {event['frame']}", file=out, flush=True)
+    elif kind == "timeout":
+        print(f"           no {event['message_type']} came in time", file=out, flush=True)
+    elif kind in ("disconnect", "drop"):
+        how = "dropped" if kind == "drop" else f"closed with code {event['code']}"
+        print(
+            f"           {how}: {event['clients']} connection(s) on "
+            + ", ".join(event["endpoints"]),
             file=out,
             flush=True,
         )
@@ -270,8 +367,13 @@ def _cancel(url: str, run_id: str) -> None:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-def _post_lines(target: str, base: str) -> Iterator[dict[str, Any]]:
-    request = urllib.request.Request(target, method="POST")
+def _post_lines(target: str, base: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    request = urllib.request.Request(
+        target,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         response = urllib.request.urlopen(request, timeout=30)
     except urllib.error.HTTPError as error:
@@ -309,23 +411,32 @@ def list_scenarios(scenarios: Path, out: TextIO) -> int:
     width = max(len(name) for name in catalog.names)
     for loaded in catalog:
         if loaded.valid:
-            timeline = build_timeline(loaded.name, catalog)
             about = loaded.scenario.description if loaded.scenario else ""
-            print(
-                f"{loaded.name:<{width}}  {len(timeline):>4} frames  "
-                f"{timeline.duration:>7.2f}s  {about}",
-                file=out,
-            )
+            print(f"{loaded.name:<{width}}  {_length(loaded.name, catalog)}  {about}", file=out)
         else:
             print(f"{loaded.name:<{width}}  INVALID: {loaded.problems[0]}", file=out)
     return 0
 
 
+def _length(name: str, catalog: Catalog) -> str:
+    try:
+        timeline = build_timeline(name, catalog)
+    except ReplayError:
+        return f"{'?':>4} frames  {'?':>8}"  # its templates need a client's answer
+    if timeline.duration is None:
+        return f"{'-':>4} frames  {'forever':>8}"
+    return f"{timeline.frames:>4} frames  {timeline.duration:>7.2f}s"
+
+
 def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
     """Check files (default: the whole folder); print every problem; 1 if any file is invalid."""
-    checked = (
-        [_check(path) for path in files] if files else list(ScenarioLibrary(scenarios).catalog())
-    )
+    bad = 0
+    if files:
+        checked = [_check(path) for path in files]
+    else:
+        catalog = ScenarioLibrary(scenarios).catalog()
+        checked = list(catalog)
+        bad += _report_protocol(catalog, out)
     if not checked:
         print(f"no scenarios in {scenarios}/", file=out)
     for loaded in checked:
@@ -335,9 +446,35 @@ def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
             print(f"INVALID  {loaded.file}", file=out)
             for problem in loaded.problems:
                 print(f"  {problem}", file=out)
-    bad = sum(not loaded.valid for loaded in checked)
-    print(f"{len(checked) - bad} valid, {bad} invalid", file=out)
-    return 1 if bad else 0
+    invalid = sum(not loaded.valid for loaded in checked)
+    print(f"{len(checked) - invalid} valid, {invalid} invalid", file=out)
+    return 1 if bad or invalid else 0
+
+
+def _report_protocol(catalog: Catalog, out: TextIO) -> int:
+    """Print the protocol file's state; 1 if it has problems."""
+    protocol = catalog.protocol
+    if protocol is None:
+        return 0
+    if not protocol.problems:
+        count = len(protocol.declared)
+        print(
+            f"ok       {protocol.file} ({count} message type{'s' if count != 1 else ''})", file=out
+        )
+        return 0
+    print(f"INVALID  {protocol.file}", file=out)
+    for problem in protocol.problems:
+        print(f"  {problem}", file=out)
+    return 1
+
+
+def print_schema(scenarios: Path, out: TextIO) -> int:
+    """Print the JSON Schema of scenario files, with the project's message types if any."""
+    library = ScenarioLibrary(scenarios)
+    with contextlib.suppress(ReplayError):
+        library.catalog()  # reads the protocol file, if the folder has one
+    print(json.dumps(scenario_schema(library.message_types), indent=2), file=out)
+    return 0
 
 
 def _check(path: Path) -> ScenarioFile:
@@ -346,9 +483,10 @@ def _check(path: Path) -> ScenarioFile:
         source = path.read_bytes()
     except OSError as error:
         return unreadable(str(path), error)
-    loaded = parse_scenario(source, str(path))
+    library = ScenarioLibrary(path.parent)
     try:
-        siblings = [s for s in ScenarioLibrary(path.parent).catalog() if s.name != loaded.name]
+        siblings = [s for s in library.catalog() if s.name != scenario_name(str(path))]
     except ReplayError:
         siblings = []
+    loaded = parse_scenario(source, str(path), library.message_types)
     return Catalog.resolve([*siblings, loaded]).file(loaded.name)

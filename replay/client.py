@@ -15,6 +15,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,10 +34,28 @@ CLOSE_TOO_SLOW = 1008
 CLOSE_GRACE = 2.0
 
 
+@dataclass(frozen=True)
+class Goodbye:
+    """Queued after a client's last frames: close its connection with ``code`` and
+    ``reason``, or cut it without a close frame when ``abort``."""
+
+    code: int
+    reason: str
+    abort: bool = False
+
+
+#: What a client's send queue holds: text frames, binary frames, and a last goodbye.
+Outgoing = str | bytes | Goodbye
+#: Called with each text frame a client sends (and the client).
+FrameListener = Callable[["Client", str], None]
+
+
 class Client:
     """A client connected to one endpoint.
 
-    ``sent`` and ``received`` count frames; ``dropped`` says why the server dropped the
+    ``id`` is the client's own ``?client_id=`` or one the server made up; two
+    connections (say, a browser's ``/ws`` and ``/ws/stream``) may share one. ``sent`` and
+    ``received`` count frames; ``dropped`` says why the server stopped sending to the
     client, or is None.
     """
 
@@ -54,7 +74,7 @@ class Client:
         self.sent = 0
         self.received = 0
         self.dropped: str | None = None
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_size)
         self._on_gone = on_gone
         self._writer: asyncio.Task[None] | None = None
 
@@ -62,7 +82,7 @@ class Client:
         """Start the writer task (the websocket must be accepted)."""
         self._writer = asyncio.create_task(self._write(), name=f"replay-client-{self.id}")
 
-    def offer(self, frame: str) -> bool:
+    def offer(self, frame: str | bytes) -> bool:
         """Queue a frame without waiting; a full queue drops the client and returns False."""
         if self.dropped is not None:
             return False
@@ -88,9 +108,33 @@ class Client:
             self._on_gone(self)
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
-        task = asyncio.create_task(self._close(code, reason))
+        self._spawn(self._close(code, reason))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+    def hangup(self, code: int, reason: str, abort: bool = False) -> bool:
+        """Close the connection once the frames queued before have gone out (never waits).
+
+        With ``abort``, cut the TCP connection without a close frame, as a crashed server
+        would. Returns False if the client was already dropped.
+        """
+        if self.dropped is not None:
+            return False
+        self.dropped = "dropped on purpose" if abort else f"closed with code {code}"
+        log.info("client %s on %s: %s by a scenario", self.id, self.endpoint, self.dropped)
+        if self._on_gone is not None:
+            self._on_gone(self)
+        try:
+            self._queue.put_nowait(Goodbye(code, reason, abort))
+        except asyncio.QueueFull:
+            # The client is not reading: what is queued would never get out anyway.
+            if self._writer is not None:
+                self._writer.cancel()
+            self._spawn(self._goodbye(Goodbye(code, reason, abort)))
+        return True
 
     async def stop(self) -> None:
         """Stop the writer (the client has gone); frames still queued are discarded."""
@@ -99,11 +143,11 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
-    async def receive_until_closed(self) -> None:
-        """Read the client's frames until it disconnects.
+    async def receive_until_closed(self, listener: FrameListener | None = None) -> None:
+        """Read the client's frames until it disconnects, handing text frames to ``listener``.
 
-        Frames are parsed, logged at DEBUG and otherwise ignored; nothing a client sends
-        can break the connection's handler or anyone else's.
+        Frames are logged at DEBUG; a listener that fails is logged and the reading goes
+        on. Nothing a client sends can break the connection's handler or anyone else's.
         """
         while True:
             message = await self.websocket.receive()
@@ -111,12 +155,22 @@ class Client:
                 return
             self.received += 1
             log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))
+            text = message.get("text")
+            if listener is not None and text is not None:
+                try:
+                    listener(self, text)
+                except Exception:
+                    log.exception(
+                        "client %s on %s: handling its frame failed", self.id, self.endpoint
+                    )
 
     def info(self) -> dict[str, Any]:
+        """The client as GET /clients shows it."""
         return {
             "client_id": self.id,
             "endpoint": self.endpoint.value,
             "connected_at": self.connected_at,
+            "connected_since": _iso(self.connected_at),
             "sent": self.sent,
             "received": self.received,
             "backlog": self.backlog,
@@ -127,14 +181,26 @@ class Client:
         queue = self._queue
         try:
             while True:
-                frame = await queue.get()
-                await websocket.send_text(frame)
+                item = await queue.get()
+                if isinstance(item, str):
+                    await websocket.send_text(item)
+                elif isinstance(item, bytes):
+                    await websocket.send_bytes(item)
+                else:
+                    await self._goodbye(item)
+                    return
                 self.sent += 1
         except asyncio.CancelledError:
             raise
         except Exception as error:  # whatever the server raises for a vanished peer
             log.debug("client %s on %s: send failed: %r", self.id, self.endpoint, error)
             self.drop(1011, "send failed")
+
+    async def _goodbye(self, goodbye: Goodbye) -> None:
+        if goodbye.abort and _abort(self.websocket):
+            return
+        # Without the transport, a drop falls back to a close frame saying so.
+        await self._close(goodbye.code, goodbye.reason)
 
     async def _close(self, code: int, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.DISCONNECTED:
@@ -176,19 +242,26 @@ class TransportMiddleware:
         await self.app(scope, receive, send)
 
 
-def _abort(websocket: WebSocket) -> None:
+def _abort(websocket: WebSocket) -> bool:
+    """Cut the connection's TCP transport; False when it is not known (not uvicorn)."""
     transport = websocket.scope.get(TRANSPORT_KEY)
-    if transport is not None:
-        transport.abort()
+    if transport is None:
+        return False
+    transport.abort()
+    return True
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _describe(message: Any) -> str:
     text = message.get("text")
     if text is None:
         size = len(message.get("bytes") or b"")
-        return f"a binary frame of {size} bytes (ignored)"
+        return f"a binary frame of {size} bytes"
     try:
         data = json.loads(text)
     except ValueError:
-        return f"a text frame that is not JSON (ignored): {text[:80]!r}"
-    return f"a JSON frame (ignored): {json.dumps(data)[:200]}"
+        return f"a text frame that is not JSON: {text[:80]!r}"
+    return f"a JSON frame: {json.dumps(data)[:200]}"

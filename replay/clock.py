@@ -56,3 +56,36 @@ class VirtualClock:
         self.sleeps.append(deadline)
         self._now = max(self._now, deadline)
         await asyncio.sleep(0)  # still a suspension point, like a real sleep
+
+
+class ManualClock:
+    """A clock that moves only when told to (:meth:`advance`), for tests of runs that
+    wait for something besides time, such as a client's answer."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward and let every sleeper whose deadline passed run."""
+        self._now += seconds
+        for deadline, future in list(self._sleepers):
+            if deadline <= self._now and not future.done():
+                future.set_result(None)
+        for _ in range(10):  # let the woken tasks get on with it
+            await asyncio.sleep(0)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        future = asyncio.get_running_loop().create_future()
+        entry = (deadline, future)
+        self._sleepers.append(entry)
+        try:
+            await future
+        finally:
+            self._sleepers.remove(entry)

@@ -137,3 +137,55 @@ class ServerRefused(ReplayError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+
+
+class StepFailed(ReplayError):
+    """A step could not be played; the run that played it fails with this message.
+
+    ``scenario`` and ``step`` say where: ``step`` is the step's path in that scenario's
+    ``steps`` ("2", or "2.steps.0" inside a repeat), empty when no one step is to blame.
+    """
+
+    def __init__(self, scenario: str, step: str, reason: str) -> None:
+        self.scenario = scenario
+        self.step = step
+        self.reason = reason
+        where = f"scenario {scenario!r}" + (f", step {step}" if step else "")
+        super().__init__(f"{where}: {reason}")
+
+
+class VariablesInvalid(ReplayError):
+    """A trigger passed variables the scenario does not declare, or that are not plain JSON."""
+
+    def __init__(self, scenario: str, unknown: Iterable[str], declared: Iterable[str]) -> None:
+        self.scenario = scenario
+        self.unknown = tuple(unknown)
+        self.declared = tuple(sorted(declared))
+        hints = "".join(did_you_mean(name, self.declared) for name in self.unknown[:1])
+        names = ", ".join(self.declared) if self.declared else "none"
+        super().__init__(
+            f"scenario {scenario!r} declares no variable "
+            + ", ".join(repr(name) for name in self.unknown)
+            + f"{hints}; it declares: {names} (add it under 'vars:' in the file)"
+        )
+
+
+class TemplateFailed(ReplayError):
+    """A template could not be rendered (an undefined name, a forbidden operation, ...)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        shown = source if len(source) <= 80 else source[:77] + "..."
+        super().__init__(f"template {shown!r} failed: {reason}")
+
+
+class TooManyRuns(ReplayError):
+    """The server is already playing as many runs as it allows at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"already {limit} runs playing at once; wait for some to end or cancel them "
+            "(DELETE /runs/{id})"
+        )

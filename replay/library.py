@@ -2,6 +2,10 @@
 
 Each call to :meth:`ScenarioLibrary.catalog` looks at the folder again (one ``stat`` per
 file) and re-parses only the files whose size, modification time or inode changed.
+
+Files whose name starts with ``_`` are not scenarios: ``_protocol.yaml`` declares the
+project's extra message types (see :func:`replay.loader.parse_protocol`); when it changes,
+every scenario is checked again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from replay.catalog import Catalog
 from replay.errors import Problem, ScenarioFolderMissing
 from replay.loader import (
     MAX_FILE_BYTES,
+    ProtocolFile,
     ScenarioFile,
+    parse_protocol,
     parse_scenario,
     scenario_name,
     too_large,
@@ -23,6 +29,8 @@ from replay.protocol import MESSAGE_TYPES
 
 #: Scenario files are the folder's ``*.yaml`` files.
 SUFFIX = ".yaml"
+#: The project's protocol declaration, beside the scenarios.
+PROTOCOL_FILE = "_protocol.yaml"
 
 _Stamp = tuple[int, int, int]
 
@@ -37,16 +45,22 @@ class ScenarioLibrary:
         self.message_types = message_types
         self._files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         self._catalog: Catalog | None = None
+        self._protocol: tuple[_Stamp, ProtocolFile | None] = ((0, 0, 0), None)
 
     def catalog(self) -> Catalog:
         """Every scenario in the folder as it is now; raises ScenarioFolderMissing."""
         if not self.folder.is_dir():
             raise ScenarioFolderMissing(str(self.folder))
+        protocol, changed = self._read_protocol()
         # Hidden files are editors' lock and swap files, not scenarios.
         paths = sorted(
-            p for p in self.folder.iterdir() if p.suffix == SUFFIX and not p.name.startswith(".")
+            p
+            for p in self.folder.iterdir()
+            if p.suffix == SUFFIX and not p.name.startswith((".", "_"))
         )
-        changed = set(self._files) != set(paths)
+        if changed:
+            self._files = {}
+        changed = changed or set(self._files) != set(paths)
         files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         for path in paths:
             stamp = _stamp(path)
@@ -58,10 +72,43 @@ class ScenarioLibrary:
             changed = True
         self._files = files
         if changed or self._catalog is None:
-            self._catalog = Catalog.resolve(loaded for _, loaded in files.values())
+            self._catalog = Catalog.resolve((loaded for _, loaded in files.values()), protocol)
         return self._catalog
 
+    @property
+    def message_types(self) -> Mapping[str, str]:
+        """The message types scenarios may use: built in, plus the project's."""
+        protocol = self._protocol[1]
+        return protocol.message_types if protocol else self._builtin_types
+
+    @message_types.setter
+    def message_types(self, value: Mapping[str, str]) -> None:
+        self._builtin_types = value
+
+    def _read_protocol(self) -> tuple[ProtocolFile | None, bool]:
+        """The protocol file as it is now, and whether it changed since last time."""
+        path = self.folder / PROTOCOL_FILE
+        stamp = _stamp(path)
+        if stamp == self._protocol[0]:
+            return self._protocol[1], False
+        protocol = None
+        if stamp != (0, 0, 0):
+            source = self._read(path)
+            if isinstance(source, ScenarioFile):
+                protocol = ProtocolFile(str(path), self._builtin_types, {}, source.problems)
+            else:
+                protocol = parse_protocol(source, str(path))
+        self._protocol = (stamp, protocol)
+        return protocol, True
+
     def _load(self, path: Path) -> ScenarioFile:
+        source = self._read(path)
+        if isinstance(source, ScenarioFile):
+            return source
+        return parse_scenario(source, str(path), self.message_types)
+
+    def _read(self, path: Path) -> bytes | ScenarioFile:
+        """The file's bytes, or a broken ScenarioFile saying why they cannot be had."""
         shown = str(path)
         name = scenario_name(shown)
         try:
@@ -73,10 +120,9 @@ class ScenarioLibrary:
                 return ScenarioFile(name, shown, None, (too_large(shown, size),))
             with real.open("rb") as handle:
                 # Never more than the limit plus one byte, even if the file grew since stat.
-                source = handle.read(MAX_FILE_BYTES + 1)
+                return handle.read(MAX_FILE_BYTES + 1)
         except OSError as error:
             return unreadable(shown, error)
-        return parse_scenario(source, shown, self.message_types)
 
 
 def _stamp(path: Path) -> _Stamp:

@@ -11,6 +11,7 @@ accepts silently, keeping the last) are reported instead of losing a step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -20,10 +21,18 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from replay import templates
 from replay.durations import EXPECTED as DURATION_EXPECTED
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
 from replay.protocol import MESSAGE_TYPES
-from replay.scenario import NAME_PATTERN, NAME_RULE, STEP_KINDS, Scenario, step_kind
+from replay.scenario import (
+    NAME_PATTERN,
+    NAME_RULE,
+    STEP_KINDS,
+    ClientFrameMatch,
+    Scenario,
+    step_kind,
+)
 
 #: Scenario files larger than this are refused before parsing.
 MAX_FILE_BYTES = 1024 * 1024
@@ -117,7 +126,90 @@ def parse_scenario(
     except ValidationError as error:
         ordered = in_file_order(problems, _explain(loaded, error, data))
         return ScenarioFile(name, file, None, ordered, locations, plays)
-    return ScenarioFile(name, file, scenario, tuple(problems), locations, plays)
+    problems.extend(_template_problems(loaded, scenario))
+    return ScenarioFile(name, file, scenario, in_file_order(problems), locations, plays)
+
+
+def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
+    # Checked here, not in the models, because 'vars' is declared beside the steps and a
+    # problem is located at the exact string, however deep in 'data' it is.
+    return [
+        loaded.problem(path, message)
+        for path, text in scenario.texts()
+        if templates.is_template(text)
+        for message in templates.check(text, scenario.vars)
+    ]
+
+
+#: Message type names a project may declare.
+MESSAGE_TYPE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ProtocolFile:
+    """A project's protocol declaration (``_protocol.yaml``): its extra message types.
+
+    ``message_types`` holds the built-in types plus the declared ones (a declared type
+    may give a built-in one a new description).
+    """
+
+    file: str
+    message_types: Mapping[str, str]
+    declared: Mapping[str, str]
+    problems: tuple[Problem, ...] = ()
+
+
+def parse_protocol(source: bytes | str, file: str) -> ProtocolFile:
+    """Load a protocol declaration. Never raises for bad content: see ``problems``.
+
+    The file is a mapping with one key, ``message_types``, mapping each type's name
+    (upper case, like ``TOKEN_USAGE``) to a description. Declarations with problems are
+    left out; the valid ones still count.
+    """
+    try:
+        data, locations = _compose(_decode(source, file), file)
+    except _Refused as refused:
+        return ProtocolFile(file, MESSAGE_TYPES, {}, (refused.problem,))
+    here = ScenarioFile("", file, None, (), locations)
+    problems: list[Problem] = []
+    if isinstance(data, _Duplicates):
+        problems.extend(here.problem(path, message) for path, message in data.found)
+        data = data.value
+    declared: dict[str, str] = {}
+    expected = "a mapping with 'message_types' (NAME: description)"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        problems.append(here.problem((), "wrong type", expected, _describe(data)))
+        data = {}
+    for key in data:
+        if key != "message_types":
+            message = f"unknown field {key!r}{did_you_mean(key, ['message_types'])}"
+            problems.append(here.problem((key,), message, "message_types"))
+    types = data.get("message_types", {})
+    if not isinstance(types, Mapping):
+        problems.append(
+            here.problem(("message_types",), "wrong type", "a mapping", _describe(types))
+        )
+        types = {}
+    for name, description in types.items():
+        path = ("message_types", name)
+        if not MESSAGE_TYPE_PATTERN.match(name):
+            problems.append(
+                here.problem(
+                    path,
+                    "not a message type name",
+                    "upper-case letters, digits and '_', starting with a letter",
+                    repr(name),
+                )
+            )
+        elif not isinstance(description, str):
+            problems.append(
+                here.problem(path, "wrong type", "a description (a string)", _describe(description))
+            )
+        else:
+            declared[name] = description
+    return ProtocolFile(file, {**MESSAGE_TYPES, **declared}, declared, in_file_order(problems))
 
 
 def too_large(file: str, size: int) -> Problem:
@@ -129,17 +221,24 @@ def too_large(file: str, size: int) -> Problem:
 
 def _plays(data: Any) -> tuple[tuple[Path, str], ...]:
     steps = data.get("steps") if isinstance(data, Mapping) else None
+    return tuple(_plays_in(steps, ("steps",)))
+
+
+def _plays_in(steps: Any, prefix: Path) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
     for index, step in enumerate(steps if isinstance(steps, list) else []):
         if not isinstance(step, Mapping):
             continue
+        at = (*prefix, index)
         if isinstance(step.get("play"), str):
-            found.append((("steps", index, "play"), step["play"]))
+            found.append(((*at, "play"), step["play"]))
         parallel = step.get("parallel")
         for item, name in enumerate(parallel if isinstance(parallel, list) else []):
             if isinstance(name, str):
-                found.append((("steps", index, "parallel", item), name))
-    return tuple(found)
+                found.append(((*at, "parallel", item), name))
+        if "repeat" in step:
+            found.extend(_plays_in(step.get("steps"), (*at, "steps")))
+    return found
 
 
 def _decode(source: bytes | str, file: str) -> str:
@@ -391,7 +490,7 @@ def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: A
         if isinstance(value, bool) and kind == "string_type":
             message += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
     expected = str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "")
-    if field_name in ("delay", "sleep") and kind == "value_error":
+    if field_name in ("delay", "sleep", "jitter", "timeout") and kind == "value_error":
         expected = DURATION_EXPECTED
     scalar = not isinstance(value, Mapping | list)
     found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
@@ -401,8 +500,10 @@ def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: A
 def _allowed_fields(path: Path, data: Any) -> list[str]:
     if len(path) == 1:
         return list(Scenario.model_fields)
-    if len(path) == 3 and path[0] == "steps":
-        kind = step_kind(_at(data, path[:2]))
+    if path[:1] == ("reacts_to",) and len(path) == 2:
+        return list(ClientFrameMatch.model_fields)
+    if len(path) >= 3 and path[-3] == "steps":
+        kind = step_kind(_at(data, path[:-1]))
         if kind:
             return list(STEP_KINDS[kind].model_fields)
     return []
@@ -434,7 +535,7 @@ def _step_kind_problem(loaded: ScenarioFile, path: Path, value: Any) -> Problem:
             f"one of {kinds}",
             ", ".join(present),
         )
-    common = {"delay", "text", "data"}
+    common = {"delay", "jitter", "to", "text", "data", "timeout", "on_timeout", "endpoint"}
     unknown = [str(key) for key in value if key not in common]
     guess = next((nearest(key, STEP_KINDS) for key in unknown if nearest(key, STEP_KINDS)), None)
     found = ", ".join(repr(key) for key in unknown) or "no kind key"

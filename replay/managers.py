@@ -11,13 +11,13 @@ bounded queue (see :mod:`replay.client`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, ClassVar, Self
 
 from starlette.websockets import WebSocket
 
-from replay.client import DEFAULT_QUEUE_SIZE, Client
+from replay.client import DEFAULT_QUEUE_SIZE, Client, FrameListener
 from replay.protocol import (
     CLOSE_FRAME,
     Endpoint,
@@ -26,6 +26,7 @@ from replay.protocol import (
     encode,
     message_frame,
 )
+from replay.scenario import CLIENT_ID_PATTERN, CLIENT_ID_RULE
 
 log = logging.getLogger("replay.client")
 
@@ -49,10 +50,16 @@ class EndpointManager:
         manager = object.__new__(cls)
         manager.queue_size = queue_size
         manager.clients = {}
+        manager.on_connect = None
+        manager.on_frame = None
         return manager
 
     queue_size: int
     clients: dict[WebSocket, Client]
+    #: Called with each client once it is connected (the server plays on-connect scenarios).
+    on_connect: Callable[[Client], None] | None
+    #: Called with each text frame a client sends (the server feeds waits and reactions).
+    on_frame: FrameListener | None
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -77,21 +84,42 @@ class EndpointManager:
         )
 
     async def serve(self, websocket: WebSocket) -> None:
-        """Handle one connection from accept to close: the body of a WebSocket route."""
-        client = await self.connect(websocket)
+        """Handle one connection from accept to close: the body of a WebSocket route.
+
+        The client's id is its ``?client_id=`` query parameter if it gives one; a bad one
+        gets the connection closed with 1008 and a reason saying what is allowed.
+        """
+        client_id = websocket.query_params.get("client_id")
+        if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
+            await websocket.accept()
+            await websocket.close(1008, f"invalid client_id: expected {CLIENT_ID_RULE}")
+            return
+        client = await self.connect(websocket, client_id)
         try:
-            await client.receive_until_closed()
+            if self.on_connect is not None:
+                self.on_connect(client)
+            await client.receive_until_closed(self.on_frame)
         finally:
             await self.disconnect(websocket)
 
-    def broadcast(self, frame: str) -> int:
-        """Queue an encoded frame for every client; return how many took it. Never waits."""
+    def broadcast(self, frame: str | bytes, to: str | None = None) -> int:
+        """Queue a frame for every client, or for the clients with id ``to``; return how
+        many took it. Never waits."""
         reached = 0
         # A copy: a full queue drops its client, which removes it from self.clients.
         for client in list(self.clients.values()):
-            if client.offer(frame):
+            if (to is None or client.id == to) and client.offer(frame):
                 reached += 1
         return reached
+
+    def hangup(self, to: str | None, code: int, reason: str, abort: bool = False) -> int:
+        """Close every client's connection (or those with id ``to``) after what is queued;
+        with ``abort``, cut it without a close frame. Returns how many. Never waits."""
+        ended = 0
+        for client in list(self.clients.values()):
+            if (to is None or client.id == to) and client.hangup(code, reason, abort):
+                ended += 1
+        return ended
 
     def _forget(self, client: Client) -> None:
         if self.clients.get(client.websocket) is client:
@@ -153,8 +181,18 @@ class LocalDelivery:
             Endpoint.STREAM: stream,
         }
 
-    def send(self, endpoint: Endpoint, frame: str) -> int:
-        return self.managers[endpoint].broadcast(frame)
+    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
+        return self.managers[endpoint].broadcast(frame, to)
+
+    def hangup(
+        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
+    ) -> int:
+        return self.managers[endpoint].hangup(to, code, reason, abort)
 
     def client_counts(self) -> dict[str, int]:
         return {endpoint.value: len(manager) for endpoint, manager in self.managers.items()}
+
+    def clients(self) -> list[Client]:
+        """Every connected client, oldest first."""
+        every = [c for manager in self.managers.values() for c in manager.clients.values()]
+        return sorted(every, key=lambda client: client.connected_at)

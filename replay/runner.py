@@ -1,8 +1,9 @@
-"""Runs: a timeline played against a clock, delivering each cue when its deadline comes.
+"""Runs: a scenario's script driven against a clock and the connected clients.
 
 Every play is a :class:`Run` with an id and a state. Several runs may play at once; each
 is an asyncio task that can be cancelled. Deadlines are ``start + offset`` on the clock's
 monotonic timeline, so the time taken to send a frame never delays the next one.
+Client frames reach the runs that wait for them through :meth:`Runner.receive`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
-from replay.errors import RunNotFound
+from replay.engine import Context, Fork, Hangup, Script, Send, Wait, check_vars, play
+from replay.errors import ReplayError, RunNotFound, TooManyRuns
+from replay.matching import ClientFrame, matches
 from replay.protocol import Endpoint
-from replay.timeline import Cue, Timeline
+from replay.scenario import ClientFrameMatch
+from replay.timeline import Timeline, build_timeline, check_speed
 
 log = logging.getLogger("replay.run")
 
@@ -29,13 +35,23 @@ log = logging.getLogger("replay.run")
 KEEP_FINISHED = 100
 #: Events a follower may fall behind by before it is cut off.
 FOLLOWER_BACKLOG = 10_000
+#: Runs that may play at once (each client frame may start a reaction).
+MAX_ACTIVE_RUNS = 1000
 
 
 class Delivery(Protocol):
     """Where the runner puts frames: must not block (queue the frame and return)."""
 
-    def send(self, endpoint: Endpoint, frame: str) -> int:
-        """Queue ``frame`` for every client of ``endpoint``; return how many clients."""
+    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
+        """Queue ``frame`` for every client of ``endpoint`` (or those with id ``to``);
+        return how many clients."""
+        ...
+
+    def hangup(
+        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
+    ) -> int:
+        """End the connections of ``endpoint``'s clients (or those with id ``to``) after
+        what is queued for them; return how many."""
         ...
 
 
@@ -53,7 +69,17 @@ class Run:
     id: str
     scenario: str
     speed: float
-    timeline: Timeline = field(repr=False)
+    seed: int
+    #: The run as planned on paper (None if it could not be planned, e.g. a template
+    #: that reads what a client will send).
+    plan: Timeline | None = field(repr=False)
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    #: The trigger's target client, if any.
+    client: str | None = None
+    #: The client whose frame or connection started the run, if any.
+    sender: str | None = None
+    #: What started it: "trigger", "reaction" or "connect".
+    started_by: str = "trigger"
     state: RunState = RunState.RUNNING
     #: Frames put out so far.
     sent: int = 0
@@ -61,6 +87,8 @@ class Run:
     deliveries: int = 0
     #: Clients reached: the most clients one frame reached, summed over the endpoints.
     clients: int = 0
+    #: What the run waits for now, if it waits for a client.
+    waiting: str | None = None
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     elapsed: float = 0.0
@@ -83,16 +111,24 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """The run as JSON-ready data (what GET /runs/{id} answers)."""
+        plan = self.plan
+        planned = plan.duration if plan is not None else None
         return {
             "run_id": self.id,
             "scenario": self.scenario,
             "state": self.state.value,
+            "started_by": self.started_by,
             "speed": self.speed,
-            "frames": len(self.timeline),
+            "seed": self.seed,
+            "vars": dict(self.vars),
+            "client": self.client,
+            "sender": self.sender,
+            "frames": plan.frames if plan is not None and planned is not None else None,
             "sent": self.sent,
             "deliveries": self.deliveries,
             "clients": self.clients,
-            "planned_s": round(self.timeline.duration, 6),
+            "waiting": self.waiting,
+            "planned_s": round(planned, 6) if planned is not None else None,
             "duration_s": round(self.elapsed, 6),
             "max_lateness_s": round(self.max_lateness, 6),
             "started_at": self.started_at,
@@ -148,25 +184,33 @@ class Run:
     def _end_event(self) -> dict[str, Any]:
         return {"event": "end", **self.summary()}
 
-    def _record(self, cue: Cue, reached: int, lateness: float) -> None:
+    def _record(self, send: Send, reached: int, lateness: float) -> None:
         self.sent += 1
         self.deliveries += reached
-        if reached > self.peaks.get(cue.endpoint, 0):
-            self.peaks[cue.endpoint] = reached
+        if reached > self.peaks.get(send.endpoint, 0):
+            self.peaks[send.endpoint] = reached
             self.clients = sum(self.peaks.values())
         self.max_lateness = max(self.max_lateness, lateness)
         if self._followers:
+            frame = send.frame
             self._publish(
                 {
                     "event": "frame",
                     "run_id": self.id,
                     "index": self.sent - 1,
-                    "offset": round(cue.offset, 6),
-                    "endpoint": cue.endpoint.value,
-                    "frame": cue.frame,
+                    "offset": round(send.at, 6),
+                    "endpoint": send.endpoint.value,
+                    "to": send.to,
+                    "binary": isinstance(frame, bytes),
+                    "frame": frame if isinstance(frame, str) else frame.hex(),
                     "clients": reached,
+                    "step": send.step,
                 }
             )
+
+    def _note(self, event: str, **fields: Any) -> None:
+        if self._followers:
+            self._publish({"event": event, "run_id": self.id, **fields})
 
     def _finish(self, state: RunState, elapsed: float, error: str | None = None) -> None:
         self.state = state
@@ -189,22 +233,60 @@ class Runner:
         delivery: Delivery,
         clock: Clock | None = None,
         keep_finished: int = KEEP_FINISHED,
+        max_active: int = MAX_ACTIVE_RUNS,
     ) -> None:
         self.delivery = delivery
         self.clock: Clock = clock or MonotonicClock()
+        self.max_active = max_active
         self._active: dict[str, Run] = {}
         self._finished: deque[Run] = deque(maxlen=keep_finished)
+        self._waiters: list[_Waiter] = []
 
-    def start(self, timeline: Timeline, speed: float = 1.0) -> Run:
-        """Start playing ``timeline`` at ``speed`` (see Timeline.at_speed) and return the run.
+    def start(
+        self,
+        name: str,
+        catalog: Catalog,
+        *,
+        speed: float = 1.0,
+        seed: int | None = None,
+        vars: Mapping[str, Any] | None = None,
+        client: str | None = None,
+        sender: str | None = None,
+        received: ClientFrame | None = None,
+        started_by: str = "trigger",
+    ) -> Run:
+        """Start playing the named scenario of ``catalog`` and return the run.
 
-        Must be called from a running event loop.
+        ``seed`` makes pauses' jitter and templates' random values repeatable (a random
+        one is chosen and recorded otherwise); ``vars`` override the scenario's variables;
+        ``client`` sends every frame to that client unless a step says otherwise;
+        ``sender`` and ``received`` are the client and frame that started the run.
+
+        Raises ScenarioNotFound, ScenarioInvalid, VariablesInvalid, TooManyRuns and
+        ValueError (a bad speed) before anything plays. Must be called from a running
+        event loop.
         """
-        run = Run(uuid.uuid4().hex[:12], timeline.scenario, speed, timeline.at_speed(speed))
+        check_speed(speed)
+        if len(self._active) >= self.max_active:
+            raise TooManyRuns(self.max_active)
+        values = dict(vars or {})
+        check_vars(name, catalog, values)
+        if seed is None:
+            seed = random.SystemRandom().randrange(2**32)
+        run_id = uuid.uuid4().hex[:12]
+        context = Context(run_id, seed, speed, time.time(), values, client, sender, received)
+        script = play(name, catalog, context)
+        run = Run(run_id, name, speed, seed, _plan(name, catalog, context), values)
+        run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
-        run._task = asyncio.create_task(self._play(run), name=f"replay-run-{run.id}")
+        run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
         log.info(
-            "run %s: playing %r (%d frames, speed %g)", run.id, run.scenario, len(timeline), speed
+            "run %s: playing %r (%s, speed %g, seed %d)",
+            run.id,
+            run.scenario,
+            started_by,
+            speed,
+            seed,
         )
         return run
 
@@ -240,29 +322,35 @@ class Runner:
         for run in runs:
             await run.wait()
 
-    async def _play(self, run: Run) -> None:
+    def receive(self, frame: ClientFrame) -> bool:
+        """Hand a client's frame to every run waiting for one like it; False if none was."""
+        taken = False
+        for waiter in list(self._waiters):
+            if waiter.accepts(frame) and not waiter.future.done():
+                waiter.future.set_result(frame)
+                self._waiters.remove(waiter)
+                taken = True
+        return taken
+
+    async def _play(self, run: Run, script: Script) -> None:
         clock = self.clock
         start = clock.now()
         try:
-            for cue in run.timeline:
-                deadline = start + cue.offset
-                if deadline > clock.now():
-                    await clock.sleep_until(deadline)
-                else:
-                    # Due already (speed 0, or ties): still let the clients' writers run.
-                    await asyncio.sleep(0)
-                # Lateness is when the frame went out, not when a slow send returned.
-                lateness = clock.now() - deadline
-                reached = self.delivery.send(cue.endpoint, cue.frame)
-                run._record(cue, reached, lateness)
-            await clock.sleep_until(start + run.timeline.duration)
+            end = await self._drive(run, script, start)
+            await clock.sleep_until(start + end)
         except asyncio.CancelledError:
             self._end(run, RunState.CANCELLED, clock.now() - start)
             log.info("run %s: %r cancelled after %d frames", run.id, run.scenario, run.sent)
             return
         except Exception as error:
-            self._end(run, RunState.FAILED, clock.now() - start, f"{type(error).__name__}: {error}")
-            log.exception("run %s: %r failed", run.id, run.scenario)
+            failure = _first(error)
+            if isinstance(failure, ReplayError):
+                message = str(failure)
+                log.warning("run %s: %r failed: %s", run.id, run.scenario, message)
+            else:
+                message = f"{type(failure).__name__}: {failure}"
+                log.error("run %s: %r failed", run.id, run.scenario, exc_info=failure)
+            self._end(run, RunState.FAILED, clock.now() - start, message)
             return
         self._end(run, RunState.FINISHED, clock.now() - start)
         log.info(
@@ -274,7 +362,112 @@ class Runner:
             run.elapsed,
         )
 
+    async def _drive(self, run: Run, script: Script, start: float) -> float:
+        """Do what ``script`` says when it says; return its end offset."""
+        clock = self.clock
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    action = script.send(reply)
+                except StopIteration as stop:
+                    return float(stop.value)
+                reply = None
+                if isinstance(action, Wait):
+                    reply = await self._wait(run, action, start)
+                    continue
+                if isinstance(action, Fork):
+                    reply = await self._fork(run, action, start)
+                    continue
+                deadline = start + action.at
+                if deadline > clock.now():
+                    await clock.sleep_until(deadline)
+                else:
+                    # Due already (speed 0, or ties): still let the clients' writers run.
+                    await asyncio.sleep(0)
+                # Lateness is when the frame went out, not when a slow send returned.
+                lateness = clock.now() - deadline
+                if isinstance(action, Send):
+                    reached = self.delivery.send(action.endpoint, action.frame, action.to)
+                    run._record(action, reached, lateness)
+                else:
+                    self._hangup(run, action)
+        finally:
+            script.close()
+
+    async def _wait(self, run: Run, wait: Wait, start: float) -> ClientFrame | None:
+        # Listening starts now, not at wait.at: an answer that comes during the pause
+        # before the wait is kept, and taken when the wait begins.
+        future: asyncio.Future[ClientFrame] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(wait.match, wait.source, future)
+        self._waiters.append(waiter)
+        who = f"client {wait.source}" if wait.source else "any client"
+        run.waiting = f"{wait.match.message} from {who}"
+        run._note("wait", message_type=wait.match.message, source=wait.source, step=wait.step)
+        timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
+        try:
+            either: list[asyncio.Future[Any]] = [future, timer]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            run.waiting = None
+        if not future.done():
+            future.cancel()
+            run._note("timeout", message_type=wait.match.message, step=wait.step)
+            return None
+        frame = future.result()
+        run._note("received", client=frame.client, frame=frame.text, step=wait.step)
+        return frame.taken_at(self.clock.now() - start)
+
+    async def _fork(self, run: Run, fork: Fork, start: float) -> float:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._drive(run, branch, start)) for branch in fork.branches]
+        return max([fork.at, *(task.result() for task in tasks)])
+
+    def _hangup(self, run: Run, hangup: Hangup) -> None:
+        ended = sum(
+            self.delivery.hangup(endpoint, hangup.to, hangup.code, hangup.reason, hangup.abort)
+            for endpoint in hangup.endpoints
+        )
+        run._note(
+            "drop" if hangup.abort else "disconnect",
+            endpoints=[endpoint.value for endpoint in hangup.endpoints],
+            to=hangup.to,
+            code=hangup.code,
+            clients=ended,
+            step=hangup.step,
+        )
+
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
         self._active.pop(run.id, None)
         self._finished.append(run)
         run._finish(state, elapsed, error)
+
+
+@dataclass(frozen=True)
+class _Waiter:
+    """A run waiting for a client frame."""
+
+    match: ClientFrameMatch
+    source: str | None
+    future: asyncio.Future[ClientFrame]
+
+    def accepts(self, frame: ClientFrame) -> bool:
+        return (self.source is None or frame.client == self.source) and matches(self.match, frame)
+
+
+def _plan(name: str, catalog: Catalog, context: Context) -> Timeline | None:
+    try:
+        return build_timeline(name, catalog, context)
+    except ReplayError:
+        # Planning assumes empty answers to waits; the real run may still play.
+        return None
+
+
+def _first(error: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from parallel branches."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

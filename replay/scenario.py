@@ -1,9 +1,9 @@
 """The scenario file format, as pydantic models.
 
-A scenario is a list of steps. Each step is a mapping with exactly one *kind* key
-(``message``, ``chunk``, ``tool``, ``close``, ``sleep``, ``play`` or ``parallel``) plus that
-kind's own fields. These models are the single truth for the format: the loader validates
-files with them and ``Scenario.model_json_schema()`` describes them to editors.
+A scenario is a list of steps. Each step is a mapping with exactly one *kind* key (see
+:data:`STEP_KINDS`) plus that kind's own fields. These models are the single truth for the
+format: the loader validates files with them and :mod:`replay.schema` describes them to
+editors.
 
 Message types are checked against the set in the validation context
 (``{"message_types": ...}``), :data:`replay.protocol.MESSAGE_TYPES` by default.
@@ -11,9 +11,11 @@ Message types are checked against the set in the validation context
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -38,6 +40,13 @@ from replay.protocol import MESSAGE_TYPES
 #: A scenario's name is its file's stem, and must match this.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 NAME_RULE = "lower-case letters, digits, '-' and '_', starting with a letter or digit"
+#: A client id, chosen by the server or by the client with ``?client_id=``.
+CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CLIENT_ID_RULE = "1 to 64 letters, digits, '.', '_', ':' or '-'"
+#: The most tokens per second a ``stream`` step may ask for.
+MAX_RATE = 10_000.0
+#: The most times a ``repeat`` step may repeat (besides ``forever``).
+MAX_REPEAT = 1_000_000
 
 Duration = Annotated[
     float,
@@ -46,13 +55,27 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": 3600},
                 {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$"},
             ],
             "description": 'Seconds (0.5) or a string with a unit ("500ms", "2s", "1m").',
         }
     ),
 ]
+
+#: Who a step's frames go to: every client, the client that started the run (or answered
+#: its last ``wait``), or the clients with this id.
+Target = Annotated[
+    str,
+    Field(
+        description="'all' (every client), 'sender' (the client whose frame or connection "
+        "started the run, or that answered the last wait), or a client id.",
+        json_schema_extra={"examples": ["all", "sender", "browser-1"]},
+    ),
+]
+
+#: Where a fault step acts: one endpoint, or both.
+EndpointChoice = Literal["/ws", "/ws/stream", "all"]
 
 
 def _check_name(value: str) -> str:
@@ -65,6 +88,64 @@ def _check_name(value: str) -> str:
     return value
 
 
+def _check_target(value: str) -> str:
+    if value not in ("all", "sender") and not CLIENT_ID_PATTERN.match(value):
+        raise PydanticCustomError(
+            "target",
+            "not a target",
+            {
+                "expected": f"'all', 'sender' or a client id ({CLIENT_ID_RULE})",
+                "found": repr(value),
+            },
+        )
+    return value
+
+
+def _check_message_type(value: str, info: ValidationInfo) -> str:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    known: Mapping[str, str] = context.get("message_types", MESSAGE_TYPES)
+    if value not in known:
+        raise PydanticCustomError(
+            "message_type",
+            "unknown message type {found}{hint}",
+            {
+                "found": repr(value),
+                "hint": did_you_mean(value, known),
+                "expected": "one of " + ", ".join(known),
+            },
+        )
+    return value
+
+
+def _check_pattern(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise PydanticCustomError(
+                "regex",
+                "not a regular expression: {reason}",
+                {"reason": str(error), "expected": "a Python regular expression"},
+            ) from None
+    return value
+
+
+def _check_json(value: Any) -> Any:
+    # YAML can give dates, bytes (!!binary) or .nan, which have no JSON text.
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise PydanticCustomError(
+            "json_data",
+            "must be plain JSON (quote dates and the like)",
+            {
+                "expected": "strings, finite numbers, booleans, null, lists and mappings",
+                "found": str(error),
+            },
+        ) from None
+    return value
+
+
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,53 +155,38 @@ class _PausedStep(_Step):
         default=None,
         description="Pause after this step; overrides the scenario's delay for this step.",
     )
+    jitter: Duration | None = Field(
+        default=None,
+        description="Vary each pause of this step at random by up to this much either way; "
+        "overrides the scenario's jitter.",
+    )
 
 
-class MessageStep(_PausedStep):
+class _TargetedStep(_PausedStep):
+    to: Target | None = Field(default=None, description="Who gets it (default: the run's target).")
+
+    @field_validator("to")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        return None if value is None else _check_target(value)
+
+
+class MessageStep(_TargetedStep):
     """Send ``{"message_type": message, "message": text}`` to ``/ws``.
 
     Give ``text`` for a plain string, or ``data`` (a mapping or list) to send its JSON text.
     """
 
     message: str = Field(description="The message type, e.g. EVENT or CHAT_REQUESTED.")
-    text: str | None = Field(default=None, description="The message, sent as is.")
+    text: str | None = Field(default=None, description="The message, sent as is (a template).")
     data: dict[str, Any] | list[Any] | None = Field(
-        default=None, description="Sent as its JSON text (Schwarm parses EVENT messages as JSON)."
+        default=None,
+        description="Sent as its JSON text (Schwarm parses EVENT messages as JSON); its "
+        "strings may be templates.",
     )
 
-    @field_validator("message")
-    @classmethod
-    def _known_type(cls, value: str, info: ValidationInfo) -> str:
-        context = info.context if isinstance(info.context, Mapping) else {}
-        known: Mapping[str, str] = context.get("message_types", MESSAGE_TYPES)
-        if value not in known:
-            raise PydanticCustomError(
-                "message_type",
-                "unknown message type {found}{hint}",
-                {
-                    "found": repr(value),
-                    "hint": did_you_mean(value, known),
-                    "expected": "one of " + ", ".join(known),
-                },
-            )
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _plain_json(cls, value: Any) -> Any:
-        # YAML can give dates, bytes (!!binary) or .nan, which have no JSON text.
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise PydanticCustomError(
-                "json_data",
-                "data must be plain JSON (quote dates and the like)",
-                {
-                    "expected": "strings, finite numbers, booleans, null, lists and mappings",
-                    "found": str(error),
-                },
-            ) from None
-        return value
+    _known_type = field_validator("message")(_check_message_type)
+    _plain_json = field_validator("data")(_check_json)
 
     @model_validator(mode="after")
     def _text_or_data(self) -> MessageStep:
@@ -129,32 +195,54 @@ class MessageStep(_PausedStep):
         return self
 
 
-class ChunkStep(_PausedStep):
+class ChunkStep(_TargetedStep):
     """Send ``{"type": "default", "content": chunk}`` to ``/ws/stream``."""
 
     chunk: str = Field(min_length=1, description="The text of the chunk (never empty).")
 
 
-class ToolStep(_PausedStep):
+class ToolStep(_TargetedStep):
     """Send ``{"type": "tool", "content": tool}`` to ``/ws/stream``."""
 
     tool: str = Field(min_length=1, description="The text of the tool chunk (never empty).")
 
 
-class CloseStep(_PausedStep):
+class CloseStep(_TargetedStep):
     """Send the end-of-stream signal ``{"type": "close", "content": null}`` to ``/ws/stream``."""
 
     close: Literal["stream"] = Field(description="What to close: 'stream'.")
+
+
+class StreamStep(_TargetedStep):
+    """Stream a whole text to ``/ws/stream`` as token-sized chunks, like an LLM does.
+
+    The text is cut into tokens (words and word pieces of up to 6 letters, each with the
+    spaces before it, and punctuation marks), sent ``rate`` per second.
+    """
+
+    stream: str = Field(min_length=1, description="The text to stream (a template).")
+    rate: float = Field(
+        default=30.0, gt=0, le=MAX_RATE, description="Tokens per second (default 30)."
+    )
+    type: Literal["default", "tool"] = Field(
+        default="default", description="Send the tokens as 'default' or 'tool' chunks."
+    )
+    close_stream: bool = Field(
+        default=False, description="End with the end-of-stream signal, one token later."
+    )
 
 
 class SleepStep(_Step):
     """Pause for a while before the next step."""
 
     sleep: Duration
+    jitter: Duration | None = Field(
+        default=None, description="Vary the pause at random by up to this much either way."
+    )
 
 
-class PlayStep(_PausedStep):
-    """Play another scenario here, inline, then go on."""
+class PlayStep(_TargetedStep):
+    """Play another scenario here, inline, then go on (``to`` sets its target)."""
 
     play: str = Field(description="The name of the scenario to play.")
 
@@ -164,7 +252,7 @@ class PlayStep(_PausedStep):
         return _check_name(name)
 
 
-class ParallelStep(_PausedStep):
+class ParallelStep(_TargetedStep):
     """Play several scenarios at once; the step lasts as long as the longest of them."""
 
     parallel: list[str] = Field(min_length=1, description="Names of the scenarios to play.")
@@ -175,14 +263,170 @@ class ParallelStep(_PausedStep):
         return [_check_name(name) for name in names]
 
 
+class RepeatStep(_TargetedStep):
+    """Play a block of steps several times, or until the run is cancelled."""
+
+    repeat: int | Literal["forever"] = Field(
+        description="How many times (1 or more), or 'forever' (until the run is cancelled)."
+    )
+    steps: list[Step] = Field(min_length=1, description="The steps to repeat.")
+
+    @field_validator("repeat")
+    @classmethod
+    def _count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= MAX_REPEAT:
+            raise PydanticCustomError(
+                "repeat_count",
+                "not a repeat count",
+                {"expected": f"1 to {MAX_REPEAT} or 'forever'", "found": repr(value)},
+            )
+        return value
+
+
+class ClientFrameMatch(_Step):
+    """Which client frames on ``/ws`` match: a message type, and optionally patterns."""
+
+    message: str = Field(description="The message type the client sends, e.g. CHAT_INPUT.")
+    match: str | None = Field(
+        default=None,
+        description="A regular expression searched for in the frame's message text.",
+    )
+    fields: dict[str, str] | None = Field(
+        default=None,
+        description="Dotted paths into the frame (a message holding JSON is looked into) "
+        "and regular expressions their values must contain, e.g. {'message.action': '^pause$'}.",
+    )
+
+    _known_type = field_validator("message")(_check_message_type)
+    _pattern = field_validator("match")(_check_pattern)
+
+    @field_validator("fields")
+    @classmethod
+    def _patterns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for pattern in (value or {}).values():
+            _check_pattern(pattern)
+        return value
+
+
+class WaitStep(_Step):
+    """Wait until a client sends a matching frame on ``/ws``, or until the timeout.
+
+    The frame is then ``received`` in later templates. Only frames from the run's target
+    are taken (any client when the target is 'all').
+    """
+
+    wait: str = Field(description="The message type to wait for, e.g. CHAT_INPUT.")
+    match: str | None = Field(
+        default=None, description="A regular expression searched for in the message text."
+    )
+    fields: dict[str, str] | None = Field(
+        default=None, description="Dotted paths into the frame and patterns for their values."
+    )
+    timeout: Duration = Field(default=60.0, description="How long to wait (default 60s).")
+    on_timeout: Literal["fail", "continue"] = Field(
+        default="fail", description="'fail' ends the run as failed; 'continue' goes on."
+    )
+
+    _known_type = field_validator("wait")(_check_message_type)
+    _pattern = field_validator("match")(_check_pattern)
+
+    @field_validator("fields")
+    @classmethod
+    def _patterns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for pattern in (value or {}).values():
+            _check_pattern(pattern)
+        return value
+
+    @property
+    def matcher(self) -> ClientFrameMatch:
+        return ClientFrameMatch(message=self.wait, match=self.match, fields=self.fields)
+
+
+class RawStep(_TargetedStep):
+    """Send a text frame exactly as written (for example invalid JSON)."""
+
+    raw: str = Field(description="The frame's text, sent as is (a template).")
+    endpoint: Literal["/ws", "/ws/stream"] = Field(default="/ws", description="Where to send it.")
+
+
+class BinaryStep(_TargetedStep):
+    """Send a binary frame."""
+
+    binary: str = Field(description="The frame's bytes, in base64.")
+    endpoint: Literal["/ws", "/ws/stream"] = Field(default="/ws", description="Where to send it.")
+
+    @field_validator("binary")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error as error:
+            raise PydanticCustomError(
+                "base64",
+                "not base64",
+                {"expected": "base64 text, e.g. 'AAEC/w=='", "found": str(error)},
+            ) from None
+        return value
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.binary)
+
+
+class DisconnectStep(_TargetedStep):
+    """Close clients' connections with a close code and reason, after what was sent before."""
+
+    disconnect: EndpointChoice = Field(
+        description="Which endpoint's clients: /ws, /ws/stream or all."
+    )
+    code: int = Field(default=1000, description="The close code (1000 normal, 1011 error, ...).")
+    reason: str = Field(default="", description="The close reason (at most 123 bytes).")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: int) -> int:
+        # What RFC 6455 lets an endpoint send (1005, 1006 and 1015 are never on the wire).
+        if not (1000 <= value <= 1003 or 1007 <= value <= 1014 or 3000 <= value <= 4999):
+            raise PydanticCustomError(
+                "close_code",
+                "not a close code a server may send",
+                {"expected": "1000-1003, 1007-1014 or 3000-4999", "found": str(value)},
+            )
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if len(value.encode()) > 123:
+            raise PydanticCustomError(
+                "close_reason",
+                "close reason too long",
+                {"expected": "at most 123 bytes", "found": f"{len(value.encode())} bytes"},
+            )
+        return value
+
+
+class DropStep(_TargetedStep):
+    """Cut clients' TCP connections without a close frame, as a crashed backend would."""
+
+    drop: EndpointChoice = Field(description="Which endpoint's clients: /ws, /ws/stream or all.")
+
+
 STEP_KINDS: dict[str, type[_Step]] = {
     "message": MessageStep,
     "chunk": ChunkStep,
     "tool": ToolStep,
     "close": CloseStep,
+    "stream": StreamStep,
     "sleep": SleepStep,
     "play": PlayStep,
     "parallel": ParallelStep,
+    "repeat": RepeatStep,
+    "wait": WaitStep,
+    "raw": RawStep,
+    "binary": BinaryStep,
+    "disconnect": DisconnectStep,
+    "drop": DropStep,
 }
 
 
@@ -202,9 +446,16 @@ Step = Annotated[
     | Annotated[ChunkStep, Tag("chunk")]
     | Annotated[ToolStep, Tag("tool")]
     | Annotated[CloseStep, Tag("close")]
+    | Annotated[StreamStep, Tag("stream")]
     | Annotated[SleepStep, Tag("sleep")]
     | Annotated[PlayStep, Tag("play")]
-    | Annotated[ParallelStep, Tag("parallel")],
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[RepeatStep, Tag("repeat")]
+    | Annotated[WaitStep, Tag("wait")]
+    | Annotated[RawStep, Tag("raw")]
+    | Annotated[BinaryStep, Tag("binary")]
+    | Annotated[DisconnectStep, Tag("disconnect")]
+    | Annotated[DropStep, Tag("drop")],
     Discriminator(
         step_kind,
         custom_error_type="step_kind",
@@ -212,7 +463,10 @@ Step = Annotated[
     ),
 ]
 
-FRAME_STEPS = (MessageStep, ChunkStep, ToolStep, CloseStep)
+RepeatStep.model_rebuild()
+
+#: Steps that put a frame on the wire; the scenario's ``delay`` follows each of them.
+FRAME_STEPS = (MessageStep, ChunkStep, ToolStep, CloseStep, StreamStep, RawStep, BinaryStep)
 
 
 class Scenario(BaseModel):
@@ -224,33 +478,113 @@ class Scenario(BaseModel):
     description: str = Field(default="", description="What this scenario shows, for humans.")
     delay: Duration = Field(
         default=0.0,
-        description="Pause after each message, chunk, tool or close step that sets no delay.",
+        description="Pause after each step that sends a frame and sets no delay of its own.",
+    )
+    jitter: Duration = Field(
+        default=0.0,
+        description="Vary every pause at random by up to this much either way (seeded: "
+        "a run with the same seed pauses the same).",
+    )
+    to: Target | None = Field(
+        default=None, description="Who the frames go to unless a step or trigger says (all)."
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Variables templates read as vars.NAME, with their defaults; a trigger "
+        "may override them.",
+    )
+    reacts_to: ClientFrameMatch | None = Field(
+        default=None,
+        description="Play this scenario whenever a client sends a matching frame on /ws.",
+    )
+    on_connect: bool = Field(
+        default=False,
+        description="Play this scenario to each client as it connects to /ws.",
     )
     steps: list[Step] = Field(min_length=1, description="What to do, in order.")
 
+    _plain_vars = field_validator("vars")(_check_json)
+
+    @field_validator("to")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        return None if value is None else _check_target(value)
+
     def pause_after(self, step: _Step) -> float:
-        """The pause after ``step``: its own delay, else the scenario's for frame steps."""
+        """The pause after ``step``, before jitter: its own delay, else the scenario's delay
+        for steps that send a frame."""
         if isinstance(step, SleepStep):
             return step.sleep
+        if isinstance(step, WaitStep):
+            return 0.0
         assert isinstance(step, _PausedStep)
         if step.delay is not None:
             return step.delay
         return self.delay if isinstance(step, FRAME_STEPS) else 0.0
 
+    def jitter_of(self, step: _Step) -> float:
+        """How much ``step``'s pauses may vary either way."""
+        own = getattr(step, "jitter", None)
+        return self.jitter if own is None else float(own)
+
+    def texts(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """``(path, text)`` of every string that may be a template, nested steps included."""
+        yield from _texts(self.steps, ("steps",))
+
+
+_TEMPLATE_FIELDS = ("text", "chunk", "tool", "stream", "raw")
+
+
+def _texts(
+    steps: list[Any], prefix: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    for index, step in enumerate(steps):
+        at = (*prefix, index)
+        for name in _TEMPLATE_FIELDS:
+            value = getattr(step, name, None)
+            if isinstance(value, str):
+                yield (*at, name), value
+        if isinstance(step, MessageStep) and step.data is not None:
+            yield from _data_texts(step.data, (*at, "data"))
+        if isinstance(step, RepeatStep):
+            yield from _texts(step.steps, (*at, "steps"))
+
+
+def _data_texts(
+    value: Any, at: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if isinstance(value, str):
+        yield at, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _data_texts(item, (*at, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _data_texts(item, (*at, index))
+
 
 __all__ = [
+    "CLIENT_ID_PATTERN",
     "FRAME_STEPS",
     "NAME_PATTERN",
     "STEP_KINDS",
+    "BinaryStep",
     "ChunkStep",
+    "ClientFrameMatch",
     "CloseStep",
+    "DisconnectStep",
+    "DropStep",
     "Duration",
     "MessageStep",
     "ParallelStep",
     "PlayStep",
+    "RawStep",
+    "RepeatStep",
     "Scenario",
     "SleepStep",
     "Step",
+    "StreamStep",
     "ToolStep",
+    "WaitStep",
     "step_kind",
 ]

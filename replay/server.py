@@ -13,26 +13,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi import Body, FastAPI, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from replay import __version__
 from replay.catalog import Catalog
-from replay.client import DEFAULT_QUEUE_SIZE, TransportMiddleware
+from replay.client import DEFAULT_QUEUE_SIZE, Client, TransportMiddleware
 from replay.clock import Clock
+from replay.engine import declared_vars
 from replay.errors import (
     ReplayError,
     RunNotFound,
     ScenarioFolderMissing,
     ScenarioInvalid,
     ScenarioNotFound,
+    TooManyRuns,
+    VariablesInvalid,
 )
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
+from replay.matching import ClientFrame, matches
 from replay.runner import Run, Runner, RunState
-from replay.timeline import MAX_SPEED, build_timeline
+from replay.scenario import CLIENT_ID_PATTERN
+from replay.timeline import MAX_SPEED, Timeline, build_timeline
 
 log = logging.getLogger("replay.server")
 
@@ -51,6 +57,23 @@ class Settings:
     queue_size: int = DEFAULT_QUEUE_SIZE
     #: Use new managers instead of the process-wide WebsocketManager() and StreamManager().
     isolated: bool = False
+    #: Scenarios played to each client as it connects to /ws (besides those whose file
+    #: says ``on_connect: true``).
+    on_connect: list[str] = field(default_factory=list)
+
+
+class TriggerBody(BaseModel):
+    """The optional JSON body of ``POST /trigger/{scenario}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the scenario's declared variables."
+    )
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="As the query's seed.")
+    client: str | None = Field(
+        default=None, pattern=CLIENT_ID_PATTERN.pattern, description="As the query's client."
+    )
 
 
 class Replay:
@@ -67,10 +90,55 @@ class Replay:
             self.messages.queue_size = self.stream.queue_size = settings.queue_size
         self.delivery = LocalDelivery(self.messages, self.stream)
         self.runner = Runner(self.delivery, clock)
+        self.messages.on_frame = self.client_frame
+        self.messages.on_connect = self.client_connected
 
-    def start(self, name: str, speed: float) -> Run:
-        """Start playing a scenario as it is on disk now."""
-        return self.runner.start(build_timeline(name, self.library.catalog()), speed)
+    def start(self, name: str, **options: Any) -> Run:
+        """Start playing a scenario as it is on disk now (options: see Runner.start)."""
+        return self.runner.start(name, self.library.catalog(), **options)
+
+    def client_frame(self, client: Client, text: str) -> None:
+        """A client sent a frame on /ws: runs waiting for it take it, else reactions play."""
+        frame = ClientFrame(client.id, text)
+        if self.runner.receive(frame) or frame.message_type is None:
+            return
+        catalog = self._catalog()
+        if catalog is None:
+            return
+        for loaded in catalog:
+            scenario = loaded.scenario
+            if (
+                loaded.valid
+                and scenario
+                and scenario.reacts_to
+                and matches(scenario.reacts_to, frame)
+            ):
+                self._start_for(
+                    client, loaded.name, catalog, "reaction", sender=client.id, received=frame
+                )
+
+    def client_connected(self, client: Client) -> None:
+        """A client connected to /ws: play the on-connect scenarios to it."""
+        catalog = self._catalog()
+        if catalog is None:
+            return
+        declared = [f.name for f in catalog if f.valid and f.scenario and f.scenario.on_connect]
+        for name in dict.fromkeys([*self.settings.on_connect, *declared]):
+            self._start_for(client, name, catalog, "connect", sender=client.id, client=client.id)
+
+    def _catalog(self) -> Catalog | None:
+        try:
+            return self.library.catalog()
+        except ScenarioFolderMissing:
+            return None
+
+    def _start_for(
+        self, who: Client, name: str, catalog: Catalog, started_by: str, **options: Any
+    ) -> None:
+        try:
+            self.runner.start(name, catalog, started_by=started_by, **options)
+        except ReplayError as error:
+            log.warning("client %s: cannot play %r (%s): %s", who.id, name, started_by, error)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -125,6 +193,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @app.post("/trigger/{scenario}", response_model=None)
     async def trigger(
         scenario: str,
+        body: Annotated[TriggerBody | None, Body()] = None,
         wait: Annotated[bool, Query(description="Answer when the run has ended.")] = True,
         follow: Annotated[
             bool, Query(description="Stream the run's events as JSON lines as they happen.")
@@ -132,9 +201,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         speed: Annotated[
             float, Query(ge=0, le=MAX_SPEED, description="2 = twice as fast; 0 = no pauses.")
         ] = 1.0,
+        client: Annotated[
+            str | None,
+            Query(
+                pattern=CLIENT_ID_PATTERN.pattern,
+                description="Send to this client only (unless a step says otherwise).",
+            ),
+        ] = None,
+        seed: Annotated[
+            int | None,
+            Query(ge=0, lt=2**63, description="Seed for jitter and random values (repeatable)."),
+        ] = None,
     ) -> JSONResponse | StreamingResponse:
-        """Play a scenario to every connected client."""
-        run = replay.start(scenario, speed)
+        """Play a scenario to every connected client (or to ``client``).
+
+        The optional JSON body gives variables (``{"vars": {"user": "Ada"}}``), and may
+        give ``seed`` and ``client`` instead of the query.
+        """
+        body = body or TriggerBody()
+        run = replay.start(
+            scenario,
+            speed=speed,
+            seed=seed if seed is not None else body.seed,
+            vars=body.vars,
+            client=client or body.client,
+        )
         if follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
             # before the response starts streaming.
@@ -147,6 +238,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
         return JSONResponse(_trigger_result(run), status)
+
+    @app.get("/clients")
+    async def list_clients() -> dict[str, Any]:
+        """Connected clients: id, endpoint, since when, frames sent and received."""
+        return {"clients": [client.info() for client in replay.delivery.clients()]}
 
     @app.get("/scenarios")
     async def list_scenarios() -> dict[str, Any]:
@@ -162,10 +258,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         info = _scenario_info(loaded, catalog)
         if loaded.valid and loaded.scenario is not None:
             info["steps"] = loaded.scenario.model_dump(exclude_none=True)["steps"]
-            info["timeline"] = [
-                {"offset": round(cue.offset, 6), "endpoint": cue.endpoint.value, "frame": cue.frame}
-                for cue in build_timeline(name, catalog)
-            ]
+            timeline = _timeline(name, catalog)
+            info["timeline"] = [cue.to_dict() for cue in timeline] if timeline else []
         return info
 
     @app.get("/runs")
@@ -217,18 +311,31 @@ async def _follow(
 
 
 def _scenario_info(loaded: ScenarioFile, catalog: Catalog) -> dict[str, Any]:
+    scenario = loaded.scenario
     info: dict[str, Any] = {
         "name": loaded.name,
         "file": loaded.file,
         "valid": loaded.valid,
-        "description": loaded.scenario.description if loaded.scenario else "",
+        "description": scenario.description if scenario else "",
         "problems": [problem.to_dict() for problem in loaded.problems],
     }
-    if loaded.valid:
-        timeline = build_timeline(loaded.name, catalog)
-        info["frames"] = len(timeline)
-        info["duration_s"] = round(timeline.duration, 6)
+    if loaded.valid and scenario is not None:
+        timeline = _timeline(loaded.name, catalog)
+        info["vars"] = declared_vars(loaded.name, catalog)
+        info["reacts_to"] = scenario.reacts_to.model_dump() if scenario.reacts_to else None
+        info["on_connect"] = scenario.on_connect
+        info["frames"] = timeline.frames if timeline and timeline.duration is not None else None
+        info["waits"] = timeline.waits if timeline else None
+        duration = timeline.duration if timeline else None
+        info["duration_s"] = round(duration, 6) if duration is not None else None
     return info
+
+
+def _timeline(name: str, catalog: Catalog) -> Timeline | None:
+    try:
+        return build_timeline(name, catalog)
+    except ReplayError:
+        return None  # it needs what a client will send; the real run may still play
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -242,6 +349,16 @@ def _add_error_handlers(app: FastAPI) -> None:
             case ScenarioInvalid():
                 problems = [problem.to_dict() for problem in error.problems]
                 return answer(422, error, scenario=error.name, problems=problems)
+            case VariablesInvalid():
+                return answer(
+                    422,
+                    error,
+                    scenario=error.scenario,
+                    unknown=list(error.unknown),
+                    declared=list(error.declared),
+                )
+            case TooManyRuns():
+                return answer(429, error, limit=error.limit)
             case RunNotFound():
                 return answer(404, error, run_id=error.run_id)
             case ScenarioFolderMissing():

@@ -1,68 +1,87 @@
-"""The engine: a scenario becomes a timeline of cues, without I/O and without a clock.
+"""A scenario played on paper: its timeline of cues, for ``--dry-run`` and ``GET /scenarios``.
 
-A cue is one frame for one endpoint at an offset (seconds from the start of the run).
-``play`` steps are expanded inline; ``parallel`` groups start their scenarios at the same
-offset and last as long as the longest one. Frames are encoded here, once per cue, so the
-runner hands the same string to every client.
+:func:`build_timeline` drives the engine's script without clients or a clock. A
+``wait`` is assumed to be answered at once by a frame of the awaited type with an empty
+message (so later templates that read ``received`` render), and is shown as a cue of
+its own. A scenario that repeats forever is cut off after :data:`MAX_CUES` cues.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from replay.catalog import Catalog
-from replay.errors import Problem, ScenarioInvalid
-from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, data_text, message_frame
-from replay.scenario import (
-    ChunkStep,
-    CloseStep,
-    MessageStep,
-    ParallelStep,
-    PlayStep,
-    SleepStep,
-    ToolStep,
-)
+from replay.durations import format_seconds
+from replay.engine import Context, Fork, Hangup, Script, Send, Wait, play
+from replay.matching import ClientFrame
+from replay.protocol import Endpoint, message_frame
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
+#: A timeline stops after this many cues (a scenario that repeats forever never ends).
+MAX_CUES = 10_000
+#: Who answers the waits of a timeline played on paper, unless the run has a sender.
+PAPER_CLIENT = "client"
 
 
 @dataclass(frozen=True)
 class Cue:
-    """One frame to send: when (seconds from the run's start), where, and what."""
+    """One thing a run does: when (seconds from its start), where, and what.
+
+    ``kind`` is ``frame`` (a text frame), ``binary``, ``wait``, ``disconnect`` or ``drop``;
+    ``frame`` is the text sent, or a description for the other kinds. ``to`` is the client
+    id the cue is for, or None for every client.
+    """
 
     offset: float
     endpoint: Endpoint
     frame: str
     scenario: str
-    step: int
+    step: str
+    kind: str = "frame"
+    to: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "offset": round(self.offset, 6),
+            "kind": self.kind,
+            "endpoint": self.endpoint.value,
+            "to": self.to,
+            "frame": self.frame,
+            "scenario": self.scenario,
+            "step": self.step,
+        }
 
 
 @dataclass(frozen=True)
 class Timeline:
-    """A scenario's cues in the order they go out, and the run's total duration."""
+    """A scenario's cues in the order they happen, and how long it lasts.
+
+    ``duration`` is None when the scenario never ends (``repeat: forever``) or was cut
+    off at :data:`MAX_CUES`; ``waits`` counts the cues that wait for a client.
+    """
 
     scenario: str
     cues: tuple[Cue, ...]
-    duration: float
+    duration: float | None
+    truncated: bool = False
+    frames: int = field(init=False)
+    waits: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        frames = sum(1 for cue in self.cues if cue.kind in ("frame", "binary"))
+        object.__setattr__(self, "frames", frames)
+        object.__setattr__(self, "waits", sum(1 for cue in self.cues if cue.kind == "wait"))
 
     def __iter__(self) -> Iterator[Cue]:
         return iter(self.cues)
 
     def __len__(self) -> int:
         return len(self.cues)
-
-    def at_speed(self, speed: float) -> Timeline:
-        """The same timeline played ``speed`` times as fast; 0 means no pauses at all."""
-        check_speed(speed)
-        if speed == 1:
-            return self
-        cues = tuple(
-            Cue(scaled(c.offset, speed), c.endpoint, c.frame, c.scenario, c.step) for c in self
-        )
-        return Timeline(self.scenario, cues, scaled(self.duration, speed))
 
 
 def check_speed(speed: float) -> float:
@@ -75,60 +94,105 @@ def check_speed(speed: float) -> float:
     return speed
 
 
-def scaled(offset: float, speed: float) -> float:
-    """An offset at a playback speed (2 = twice as fast, 0 = no pauses)."""
-    return 0.0 if speed == 0 else offset / speed
+def build_timeline(
+    name: str, catalog: Catalog, context: Context | None = None, limit: int = MAX_CUES
+) -> Timeline:
+    """The timeline of the named scenario, played with ``context`` (seed 0 by default).
 
-
-def build_timeline(name: str, catalog: Catalog) -> Timeline:
-    """The timeline of the named scenario.
-
-    Raises :class:`~replay.errors.ScenarioNotFound` or :class:`~replay.errors.ScenarioInvalid`
-    (also for a scenario that plays an invalid one).
+    Raises ScenarioNotFound, ScenarioInvalid, and StepFailed for a step that cannot be
+    played (a template that fails).
     """
-    cues, end = _expand(name, catalog, 0.0, (name,))
-    # Stable, so ties keep listing order; rounded, so 0.1 + 0.2 ties with 0.3.
-    ordered = sorted(cues, key=lambda cue: round(cue.offset, 9))
-    return Timeline(name, tuple(ordered), end)
+    context = context or Context(run_id="dry-run", seed=0)
+    check_speed(context.speed)
+    paper = _Paper(context.sender or PAPER_CLIENT, limit)
+    end = paper.drive(play(name, catalog, context))
+    # Stable, so ties keep the order they were played in; rounded, so 0.1 + 0.2 ties with 0.3.
+    ordered = tuple(sorted(paper.cues, key=lambda cue: round(cue.offset, 9)))
+    if paper.truncated:
+        return Timeline(name, ordered[:limit], None, truncated=True)
+    return Timeline(name, ordered, end)
 
 
-def _expand(
-    name: str, catalog: Catalog, start: float, chain: tuple[str, ...]
-) -> tuple[list[Cue], float]:
-    scenario = catalog.scenario(name)
-    cues: list[Cue] = []
-    now = start
-    for index, step in enumerate(scenario.steps):
-        match step:
-            case MessageStep(message=kind, text=text, data=data):
-                body = text if text is not None else data_text(data)
-                cues.append(Cue(now, Endpoint.MESSAGES, message_frame(kind, body), name, index))
-            case ChunkStep(chunk=text):
-                cues.append(Cue(now, Endpoint.STREAM, chunk_frame(text), name, index))
-            case ToolStep(tool=text):
-                frame = chunk_frame(text, StreamType.TOOL)
-                cues.append(Cue(now, Endpoint.STREAM, frame, name, index))
-            case CloseStep():
-                cues.append(Cue(now, Endpoint.STREAM, CLOSE_FRAME, name, index))
-            case PlayStep(play=target):
-                played, now = _expand(target, catalog, now, _deeper(chain, target, name))
-                cues.extend(played)
-            case ParallelStep(parallel=targets):
-                ends = [now]
-                for target in targets:
-                    played, end = _expand(target, catalog, now, _deeper(chain, target, name))
-                    cues.extend(played)
-                    ends.append(end)
-                now = max(ends)
-            case SleepStep():
-                pass
-        now += scenario.pause_after(step)
-    return cues, now
+class _Stop(Exception):
+    """Internal: the timeline has reached its limit."""
 
 
-def _deeper(chain: tuple[str, ...], target: str, name: str) -> tuple[str, ...]:
-    # A Catalog already rejects cycles; this guard keeps a hand-built one from recursing forever.
-    if target in chain:
-        cycle = " -> ".join((*chain, target))
-        raise ScenarioInvalid(name, [Problem(name, 0, 0, "", f"plays itself: {cycle}")])
-    return (*chain, target)
+class _Paper:
+    """Drives scripts without clients or a clock, writing down what they do."""
+
+    def __init__(self, answerer: str, limit: int) -> None:
+        self.answerer = answerer
+        self.limit = limit
+        self.cues: list[Cue] = []
+        self.actions = 0
+        self.truncated = False
+
+    def drive(self, script: Script) -> float:
+        try:
+            return self._drive(script)
+        except _Stop:
+            self.truncated = True
+            return math.inf
+        finally:
+            script.close()
+
+    def _drive(self, script: Script) -> float:
+        reply: Any = None
+        while True:
+            try:
+                action = script.send(reply)
+            except StopIteration as stop:
+                return float(stop.value)
+            self.actions += 1
+            # Actions, not only cues: a fork of silent branches repeated forever makes none.
+            if len(self.cues) >= self.limit or self.actions > 10 * self.limit:
+                raise _Stop
+            reply = None
+            match action:
+                case Send(frame=str() as text):
+                    self._cue(action, action.endpoint, text, "frame")
+                case Send(frame=bytes() as data):
+                    shown = f"binary {len(data)} bytes: {base64.b64encode(data).decode()[:60]}"
+                    self._cue(action, action.endpoint, shown, "binary")
+                case Wait():
+                    self._cue(action, Endpoint.MESSAGES, _wait_text(action), "wait", action.source)
+                    answer = message_frame(action.match.message, "")
+                    reply = ClientFrame(action.source or self.answerer, answer, action.at)
+                case Hangup():
+                    kind = "drop" if action.abort else "disconnect"
+                    for endpoint in action.endpoints:
+                        self._cue(action, endpoint, _hangup_text(action), kind)
+                case Fork():
+                    ends = [action.at]
+                    try:
+                        for branch in action.branches:
+                            ends.append(self._drive(branch))
+                    finally:
+                        for branch in action.branches:
+                            branch.close()
+                    reply = max(ends)
+
+    def _cue(
+        self,
+        action: Send | Wait | Hangup,
+        endpoint: Endpoint,
+        text: str,
+        kind: str,
+        to: str | None = None,
+    ) -> None:
+        who = to if isinstance(action, Wait) else action.to
+        self.cues.append(Cue(action.at, endpoint, text, action.scenario, action.step, kind, who))
+
+
+def _wait_text(wait: Wait) -> str:
+    who = f"client {wait.source!r}" if wait.source else "any client"
+    what = wait.match.message
+    if wait.match.match:
+        what += f" matching {wait.match.match!r}"
+    return f"wait for {what} from {who}, up to {format_seconds(wait.timeout)}"
+
+
+def _hangup_text(hangup: Hangup) -> str:
+    if hangup.abort:
+        return "drop the connection (no close frame)"
+    return f"close with code {hangup.code}" + (f" ({hangup.reason})" if hangup.reason else "")

@@ -11,8 +11,11 @@ from starlette.websockets import WebSocketState
 class FakeWebSocket:
     """Records what is sent; can stall (never finish a send) or die (fail every send)."""
 
-    def __init__(self, *, stalled: bool = False, dead: bool = False) -> None:
-        self.sent: list[str] = []
+    def __init__(
+        self, *, stalled: bool = False, dead: bool = False, client_id: str | None = None
+    ) -> None:
+        self.sent: list[str | bytes] = []
+        self.query_params: dict[str, str] = {} if client_id is None else {"client_id": client_id}
         self.stalled = stalled
         self.dead = dead
         self.accepted = False
@@ -26,12 +29,15 @@ class FakeWebSocket:
         self.accepted = True
         self.application_state = WebSocketState.CONNECTED
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str | bytes) -> None:
         if self.dead:
             raise OSError("connection reset by peer")
         if self.stalled:
             await asyncio.Event().wait()  # a peer that never reads: the send never completes
         self.sent.append(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.send_text(data)  # type: ignore[arg-type]
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         if self.stalled:

@@ -288,7 +288,8 @@ def test_unknown_step_kind_with_suggestion() -> None:
     assert problem.found == "'mesage'"
     assert str(problem) == (
         f"{FILE}:3:5: steps.1: unknown step kind (did you mean 'message'?); "
-        "expected one of message, chunk, tool, close, sleep, play, parallel, found 'mesage'"
+        "expected one of message, chunk, tool, close, stream, sleep, play, parallel, repeat, "
+        "wait, raw, binary, disconnect, drop, found 'mesage'"
     )
 
 
@@ -316,7 +317,7 @@ def test_unknown_field_in_a_step_with_suggestion() -> None:
     assert (problem.line, problem.column, problem.field) == (3, 5, "steps.0.txt")
     assert str(problem) == (
         f"{FILE}:3:5: steps.0.txt: unknown field 'txt' (did you mean 'text'?); "
-        "expected one of delay, message, text, data"
+        "expected one of delay, jitter, to, message, text, data"
     )
 
 
@@ -324,7 +325,9 @@ def test_unknown_top_level_field_with_suggestion() -> None:
     problem = only_problem("descripton: x\nsteps:\n  - chunk: a\n")
     assert (problem.line, problem.column, problem.field) == (1, 1, "descripton")
     assert problem.message == "unknown field 'descripton' (did you mean 'description'?)"
-    assert problem.expected == "one of version, description, delay, steps"
+    assert problem.expected == (
+        "one of version, description, delay, jitter, to, vars, reacts_to, on_connect, steps"
+    )
 
 
 DURATION_EXPECTED = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'

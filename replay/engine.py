@@ -1,0 +1,417 @@
+"""The engine: a scenario played step by step as a stream of actions, without I/O or a clock.
+
+:func:`play` returns a *script*: a generator of actions, each with the offset (seconds
+from the start of the run) at which it is due. Whoever drives the script does the
+I/O and the waiting, and sends back what came of it:
+
+- :class:`Send` (put a frame on an endpoint) and :class:`Hangup` (close or cut clients'
+  connections): send back None;
+- :class:`Wait` (for a client frame): send back the :class:`~replay.matching.ClientFrame`
+  taken, with its offset, or None when the timeout passed;
+- :class:`Fork` (``parallel``): drive every branch, a script of its own, from the fork's
+  offset, and send back the offset at which the last one ended.
+
+The script returns the offset at which the run ends. :class:`~replay.runner.Runner`
+drives scripts against a clock and real clients; :func:`replay.timeline.build_timeline`
+drives them on paper for ``--dry-run``. Pauses are already scaled to the run's speed and
+jittered with the run's seeded generator, so the same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from replay import templates
+from replay.catalog import Catalog
+from replay.errors import Problem, ScenarioInvalid, StepFailed, TemplateFailed, VariablesInvalid
+from replay.matching import ClientFrame
+from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, encode, message_frame
+from replay.scenario import (
+    BinaryStep,
+    ChunkStep,
+    ClientFrameMatch,
+    CloseStep,
+    DisconnectStep,
+    DropStep,
+    MessageStep,
+    ParallelStep,
+    PlayStep,
+    RawStep,
+    RepeatStep,
+    Scenario,
+    SleepStep,
+    StreamStep,
+    ToolStep,
+    WaitStep,
+)
+from replay.tokens import split_tokens
+
+#: Close code and reason clients see when a ``drop`` step falls back to a close frame
+#: (the server cannot cut the TCP connection itself).
+DROP_FALLBACK = (1011, "connection dropped")
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put ``frame`` (text, or bytes for a binary frame) on ``endpoint``.
+
+    ``to`` is a client id, or None for every client of the endpoint.
+    """
+
+    at: float
+    endpoint: Endpoint
+    frame: str | bytes
+    to: str | None
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait for a client frame on ``/ws`` that ``match`` accepts, from client ``source``
+    (None: any client), until ``at + timeout``."""
+
+    at: float
+    match: ClientFrameMatch
+    timeout: float
+    source: str | None
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End clients' connections on ``endpoints``, after the frames queued before it:
+    with a close frame (``code``, ``reason``), or by cutting TCP when ``abort``."""
+
+    at: float
+    endpoints: tuple[Endpoint, ...]
+    to: str | None
+    code: int
+    reason: str
+    abort: bool
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Drive each branch from ``at``, all at once; send back when the last one ended."""
+
+    at: float
+    branches: tuple[Script, ...]
+    scenario: str
+    step: str
+
+
+Action = Send | Wait | Hangup | Fork
+#: A scenario being played: yields actions, takes replies, returns the end offset.
+Script = Generator[Action, Any, float]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a run knows when it starts.
+
+    ``client`` is the trigger's target (``?client=``), which overrides the scenario's own
+    ``to``; ``sender`` and ``received`` are the client and frame that started the run
+    (a reaction or a connection), if any. ``epoch`` is the wall-clock time (seconds since
+    1970) of offset 0, for templates' ``now``.
+    """
+
+    run_id: str
+    seed: int
+    speed: float = 1.0
+    epoch: float = 0.0
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    client: str | None = None
+    sender: str | None = None
+    received: ClientFrame | None = None
+
+
+def play(name: str, catalog: Catalog, context: Context) -> Script:
+    """The script of the named scenario.
+
+    Raises ScenarioNotFound or ScenarioInvalid at once; a step that cannot be played
+    (a template that fails, a wait that times out with ``on_timeout: fail``) raises
+    :class:`~replay.errors.StepFailed` from the script.
+    """
+    catalog.scenario(name)
+    return _Player(catalog, context, random.Random(context.seed)).scenario(
+        name, 0.0, context.client, ()
+    )
+
+
+def declared_vars(name: str, catalog: Catalog) -> dict[str, Any]:
+    """Every variable the named scenario and those it plays declare, with defaults."""
+    declared: dict[str, Any] = {}
+    for scenario in _reachable(name, catalog):
+        for key, value in scenario.vars.items():
+            declared.setdefault(key, value)
+    return declared
+
+
+def check_vars(name: str, catalog: Catalog, values: Mapping[str, Any]) -> None:
+    """Raise :class:`VariablesInvalid` unless every variable is declared where it is used."""
+    declared = declared_vars(name, catalog)
+    unknown = [key for key in values if key not in declared]
+    if unknown:
+        raise VariablesInvalid(name, unknown, declared)
+
+
+def _reachable(name: str, catalog: Catalog) -> list[Scenario]:
+    seen: dict[str, Scenario] = {}
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        scenario = catalog.scenario(current)
+        seen[current] = scenario
+        pending.extend(target for _, target in catalog.file(current).plays)
+    return list(seen.values())
+
+
+class _Player:
+    """Plays scenarios for one branch of a run; ``parallel`` branches get their own."""
+
+    def __init__(self, catalog: Catalog, context: Context, rng: random.Random) -> None:
+        self.catalog = catalog
+        self.context = context
+        self.rng = rng
+        self.sender = context.sender
+        self.received = context.received
+        self.iteration = 0
+
+    def scenario(self, name: str, at: float, target: str | None, chain: tuple[str, ...]) -> Script:
+        if name in chain:
+            # A Catalog rejects cycles; this guard keeps a hand-built one from looping.
+            cycle = " -> ".join((*chain, name))
+            raise ScenarioInvalid(name, [Problem(name, 0, 0, "", f"plays itself: {cycle}")])
+        scenario = self.catalog.scenario(name)
+        values = {key: self.context.vars.get(key, value) for key, value in scenario.vars.items()}
+        scope = _Scope(name, scenario, target or scenario.to, values, (*chain, name))
+        return (yield from self.steps(scope, scenario.steps, at, ""))
+
+    def steps(self, scope: _Scope, steps: list[Any], at: float, prefix: str) -> Script:
+        for index, step in enumerate(steps):
+            where = f"{prefix}{index}"
+            at = yield from self.step(scope, step, at, index, where)
+            at += self.pause(scope.scenario.pause_after(step), scope.scenario.jitter_of(step))
+        return at
+
+    def step(self, scope: _Scope, step: Any, at: float, index: int, where: str) -> Script:
+        name = scope.name
+        try:
+            match step:
+                case MessageStep():
+                    frame = message_frame(step.message, self.message_text(scope, step, index, at))
+                    yield Send(
+                        at, Endpoint.MESSAGES, frame, self.to(scope, step, where), name, where
+                    )
+                case ChunkStep(chunk=text) | ToolStep(tool=text):
+                    kind = StreamType.TOOL if isinstance(step, ToolStep) else StreamType.DEFAULT
+                    frame = chunk_frame(self.text(scope, text, index, at), kind)
+                    yield Send(at, Endpoint.STREAM, frame, self.to(scope, step, where), name, where)
+                case CloseStep():
+                    yield Send(
+                        at, Endpoint.STREAM, CLOSE_FRAME, self.to(scope, step, where), name, where
+                    )
+                case StreamStep():
+                    at = yield from self.stream(scope, step, at, index, where)
+                case RawStep():
+                    text = self.text(scope, step.raw, index, at)
+                    yield Send(
+                        at, Endpoint(step.endpoint), text, self.to(scope, step, where), name, where
+                    )
+                case BinaryStep():
+                    endpoint = Endpoint(step.endpoint)
+                    yield Send(at, endpoint, step.payload, self.to(scope, step, where), name, where)
+                case DisconnectStep() | DropStep():
+                    yield self.hangup(scope, step, at, where)
+                case WaitStep():
+                    at = yield from self.wait(scope, step, at, where)
+                case SleepStep():
+                    pass
+                case PlayStep():
+                    target = step.to or scope.target
+                    at = yield from self.scenario(step.play, at, target, scope.chain)
+                case ParallelStep():
+                    target = step.to or scope.target
+                    branches = tuple(
+                        self.fork().scenario(other, at, target, scope.chain)
+                        for other in step.parallel
+                    )
+                    at = max(at, (yield Fork(at, branches, name, where)))
+                case RepeatStep():
+                    at = yield from self.repeat(scope, step, at, where)
+        except TemplateFailed as error:
+            raise StepFailed(name, where, str(error)) from None
+        return at
+
+    def stream(self, scope: _Scope, step: StreamStep, at: float, index: int, where: str) -> Script:
+        to = self.to(scope, step, where)
+        kind = StreamType(step.type)
+        jitter = scope.scenario.jitter_of(step)
+        interval = 1.0 / step.rate
+        for number, token in enumerate(split_tokens(self.text(scope, step.stream, index, at))):
+            if number:
+                at += self.pause(interval, jitter)
+            yield Send(at, Endpoint.STREAM, chunk_frame(token, kind), to, scope.name, where)
+        if step.close_stream:
+            at += self.pause(interval, jitter)
+            yield Send(at, Endpoint.STREAM, CLOSE_FRAME, to, scope.name, where)
+        return at
+
+    def wait(self, scope: _Scope, step: WaitStep, at: float, where: str) -> Script:
+        source = self.resolve(scope, scope.target, where)
+        taken = yield Wait(at, step.matcher, step.timeout, source, scope.name, where)
+        if taken is None:
+            if step.on_timeout == "fail":
+                who = f"client {source!r}" if source else "any client"
+                raise StepFailed(
+                    scope.name,
+                    where,
+                    f"no {step.wait} frame from {who} within {step.timeout:g}s "
+                    "(set 'on_timeout: continue' to go on without one)",
+                )
+            return at + step.timeout
+        self.received = taken
+        self.sender = taken.client
+        return max(at, float(taken.at))
+
+    def repeat(self, scope: _Scope, step: RepeatStep, at: float, where: str) -> Script:
+        inner = replace(scope, target=step.to or scope.target)
+        outer = self.iteration
+        count = 0
+        try:
+            while step.repeat == "forever" or count < step.repeat:
+                self.iteration = count
+                actions = _Counter(self.steps(inner, step.steps, at, f"{where}.steps."))
+                at = yield from actions
+                if actions.count == 0 and step.repeat == "forever":
+                    # Nothing is ever handed to the driver, so looping would hang it.
+                    raise StepFailed(
+                        scope.name,
+                        where,
+                        "the repeated steps do nothing, so repeating them forever would "
+                        "hang; add a step that sends a frame or waits",
+                    )
+                count += 1
+        finally:
+            self.iteration = outer
+        return at
+
+    def hangup(
+        self, scope: _Scope, step: DisconnectStep | DropStep, at: float, where: str
+    ) -> Hangup:
+        choice = step.disconnect if isinstance(step, DisconnectStep) else step.drop
+        endpoints = tuple(Endpoint) if choice == "all" else (Endpoint(choice),)
+        to = self.to(scope, step, where)
+        if isinstance(step, DropStep):
+            code, reason = DROP_FALLBACK
+            return Hangup(at, endpoints, to, code, reason, True, scope.name, where)
+        return Hangup(at, endpoints, to, step.code, step.reason, False, scope.name, where)
+
+    def fork(self) -> _Player:
+        # Each branch draws from its own generator, seeded from this one, so a branch's
+        # values do not depend on how the branches interleave.
+        branch = _Player(self.catalog, self.context, random.Random(self.rng.getrandbits(64)))
+        branch.sender, branch.received, branch.iteration = (
+            self.sender,
+            self.received,
+            self.iteration,
+        )
+        return branch
+
+    def pause(self, seconds: float, jitter: float) -> float:
+        if jitter:
+            seconds = max(0.0, seconds + self.rng.uniform(-jitter, jitter))
+        speed = self.context.speed
+        return 0.0 if speed == 0 else seconds / speed
+
+    def to(self, scope: _Scope, step: Any, where: str) -> str | None:
+        return self.resolve(scope, step.to or scope.target, where)
+
+    def resolve(self, scope: _Scope, target: str | None, where: str) -> str | None:
+        if target in (None, "all"):
+            return None
+        if target == "sender":
+            if self.sender is None:
+                raise StepFailed(
+                    scope.name,
+                    where,
+                    "'to: sender' needs a client that started the run or answered a wait; "
+                    "this run has none (trigger it with ?client=ID, or target 'all')",
+                )
+            return self.sender
+        return target
+
+    def message_text(self, scope: _Scope, step: MessageStep, index: int, at: float) -> str:
+        if step.text is not None:
+            return self.text(scope, step.text, index, at)
+        data = step.data
+        if templates.has_templates(data):
+            data = templates.render_data(data, self.names(scope, index, at))
+        try:
+            return encode(data)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as error:
+            raise TemplateFailed(json.dumps(step.data, default=str), str(error)) from None
+
+    def text(self, scope: _Scope, text: str, index: int, at: float) -> str:
+        if not templates.is_template(text):
+            return text
+        return templates.render_text(text, self.names(scope, index, at))
+
+    def names(self, scope: _Scope, index: int, at: float) -> dict[str, Any]:
+        """What a template can read (see :data:`replay.templates.NAMES`)."""
+        rng = self.rng
+        context = self.context
+        return {
+            "run": {"id": context.run_id, "scenario": scope.chain[0], "seed": context.seed},
+            "scenario": scope.name,
+            "step": index,
+            "iteration": self.iteration,
+            "now": templates.Now(context.epoch + at),
+            "uuid": lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "random": lambda: rng.random(),
+            "randint": lambda low, high: rng.randint(low, high),
+            "choice": lambda items: rng.choice(items),
+            "vars": scope.vars,
+            "received": self.received.for_template() if self.received else None,
+            "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The scenario being played in a branch, and what its steps inherit."""
+
+    name: str
+    scenario: Scenario
+    target: str | None
+    vars: Mapping[str, Any]
+    chain: tuple[str, ...]
+
+
+class _Counter:
+    """Wraps a script and counts the actions it yields (``yield from`` passes replies)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.count = 0
+
+    def __iter__(self) -> Script:
+        reply: Any = None
+        while True:
+            try:
+                action = self.script.send(reply)
+            except StopIteration as stop:
+                return float(stop.value)
+            self.count += 1
+            reply = yield action

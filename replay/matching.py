@@ -1,0 +1,107 @@
+"""Client frames, and whether one matches what a ``wait`` step or a reaction asks for.
+
+A frame is matched on ``/ws`` by its message type, then optionally by a regular
+expression searched for in its message text, then by patterns on dotted paths into the
+frame. A path looks into strings that hold JSON, so ``message.action`` reaches into
+``{"message_type": "PAUSE_REQUEST", "message": "{\\"action\\": \\"pause\\"}"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from replay.scenario import ClientFrameMatch
+
+#: Frames longer than this are never parsed as JSON for matching (they still count).
+MAX_PARSED = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClientFrame:
+    """A frame a client sent: who sent it, its text (None for a binary frame), and when
+    (seconds from the start of the run that took it; set by the runner)."""
+
+    client: str
+    text: str | None
+    at: float = 0.0
+
+    @cached_property
+    def frame(self) -> Any:
+        """The frame parsed as JSON, or None when it is not JSON."""
+        return _json(self.text)
+
+    @property
+    def message_type(self) -> str | None:
+        frame = self.frame
+        kind = frame.get("message_type") if isinstance(frame, dict) else None
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def message(self) -> str | None:
+        frame = self.frame
+        message = frame.get("message") if isinstance(frame, dict) else None
+        return message if isinstance(message, str) else None
+
+    @cached_property
+    def data(self) -> Any:
+        """The message parsed as JSON, or None when it is not JSON."""
+        return _json(self.message)
+
+    def taken_at(self, at: float) -> ClientFrame:
+        """The same frame, taken by a run ``at`` seconds after its start."""
+        return ClientFrame(self.client, self.text, at)
+
+    def for_template(self) -> dict[str, Any]:
+        """What templates see as ``received``."""
+        return {
+            "client": self.client,
+            "text": self.text,
+            "message_type": self.message_type,
+            "message": self.message,
+            "data": self.data,
+            "frame": self.frame,
+        }
+
+
+def matches(match: ClientFrameMatch, frame: ClientFrame) -> bool:
+    """Whether ``frame`` is what ``match`` asks for."""
+    if frame.message_type != match.message:
+        return False
+    if match.match is not None and re.search(match.match, frame.message or "") is None:
+        return False
+    for path, pattern in (match.fields or {}).items():
+        found, value = lookup(frame.frame, path)
+        if not found or re.search(pattern, _as_text(value)) is None:
+            return False
+    return True
+
+
+def lookup(value: Any, path: str) -> tuple[bool, Any]:
+    """``(found, value)`` at a dotted path; strings holding JSON are looked into."""
+    for part in path.split("."):
+        if isinstance(value, str):
+            value = _json(value)
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _json(text: str | None) -> Any:
+    if text is None or len(text) > MAX_PARSED:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

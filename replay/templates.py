@@ -1,0 +1,199 @@
+"""Templates in scenario text: Jinja2, sandboxed, checked when the file loads.
+
+A string in a step's ``text``, ``data``, ``chunk``, ``tool``, ``stream`` or ``raw`` that
+contains ``{{``, ``{%`` or ``{#`` is a template; every other string is sent as written.
+Templates run in Jinja2's immutable sandbox: they can read the names below and call the
+helpers, but cannot reach Python internals, change anything or touch the file system.
+
+Names a template can use (:data:`NAMES`):
+
+- ``run.id``, ``run.scenario``, ``run.seed``: the run;
+- ``scenario`` and ``step``: the scenario being played and the step's index in it;
+- ``iteration``: the pass of the innermost ``repeat`` (0, 1, 2, ...; 0 outside one);
+- ``now.iso``, ``now.ms``, ``now.s``: when the frame is due (ISO 8601 UTC, epoch ms, epoch s);
+- ``uuid()``, ``random()``, ``randint(a, b)``, ``choice(items)``: from the run's seeded
+  generator, so a run with the same seed gets the same values;
+- ``vars.NAME``: a variable, declared with a default under ``vars:`` in the file and
+  overridden by the trigger;
+- ``received``: the last client frame the run received (``received.message_type``,
+  ``received.message``, ``received.data``, ``received.client``, ``received.text``);
+- ``sender``: the id of the client whose frame or connection started the run, or that
+  answered the last ``wait``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.meta import find_undeclared_variables
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from replay.errors import TemplateFailed, did_you_mean
+
+#: The names a template may use.
+NAMES = frozenset(
+    {
+        "run",
+        "scenario",
+        "step",
+        "iteration",
+        "now",
+        "uuid",
+        "random",
+        "randint",
+        "choice",
+        "vars",
+        "received",
+        "sender",
+    }
+)
+#: The longest text one template may render, so a runaway loop fails instead of eating memory.
+MAX_OUTPUT = 1024 * 1024
+
+_MARKERS = ("{{", "{%", "{#")
+# A string that is one expression and nothing else keeps its value's type in ``data``.
+_SOLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+
+_env = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+
+
+def is_template(text: str) -> bool:
+    """Whether ``text`` is a template (contains ``{{``, ``{%`` or ``{#``)."""
+    return any(marker in text for marker in _MARKERS)
+
+
+@dataclass(frozen=True)
+class Now:
+    """A moment, as templates see it: ``now.iso``, ``now.ms``, ``now.s``."""
+
+    s: float
+
+    @property
+    def ms(self) -> int:
+        return int(self.s * 1000)
+
+    @property
+    def iso(self) -> str:
+        moment = datetime.fromtimestamp(self.s, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def __str__(self) -> str:
+        return self.iso
+
+
+def check(text: str, declared_vars: Collection[str]) -> list[str]:
+    """What is wrong with a template, as sentences for the user (empty when it is fine).
+
+    Checks its syntax, that it uses only :data:`NAMES`, and that every ``vars.NAME`` it
+    reads is declared.
+    """
+    try:
+        tree = _env.parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        where = f" (line {error.lineno} of the template)" if "\n" in text.strip() else ""
+        return [f"template syntax error{where}: {error.message}"]
+    problems = [
+        f"unknown name {name!r} in a template{did_you_mean(name, NAMES)}; "
+        f"templates can use {', '.join(sorted(NAMES))}"
+        for name in sorted(find_undeclared_variables(tree) - NAMES)
+    ]
+    for name in sorted(_vars_read(tree) - set(declared_vars)):
+        declared = ", ".join(sorted(declared_vars)) or "none"
+        problems.append(
+            f"variable {name!r} is not declared{did_you_mean(name, declared_vars)}: "
+            f"add it under 'vars:' with a default (declared: {declared})"
+        )
+    return problems
+
+
+def render_text(text: str, context: Mapping[str, Any]) -> str:
+    """Render a template to text; raises :class:`TemplateFailed`."""
+    try:
+        rendered = _template(text).render(context)
+    except TemplateFailed:
+        raise
+    except Exception as error:  # whatever the template did: undefined, security, type
+        raise TemplateFailed(text, _reason(error)) from None
+    if len(rendered) > MAX_OUTPUT:
+        raise TemplateFailed(text, f"it rendered {len(rendered)} characters (at most {MAX_OUTPUT})")
+    return rendered
+
+
+def render_value(text: str, context: Mapping[str, Any]) -> Any:
+    """Render a string from ``data``: a lone ``{{ expression }}`` keeps its type
+    (``"{{ now.ms }}"`` gives a number), anything else renders to text."""
+    sole = _SOLE_EXPRESSION.match(text)
+    if sole is None:
+        return render_text(text, context)
+    try:
+        value = _expression(sole.group(1))(context)
+    except Exception as error:  # as in render_text
+        raise TemplateFailed(text, _reason(error)) from None
+    # Only JSON's own types keep their type; anything else (now, a uuid) becomes its text.
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    return str(value)
+
+
+def render_data(value: Any, context: Mapping[str, Any]) -> Any:
+    """``value`` with every template string in it rendered (mappings and lists walked)."""
+    if isinstance(value, str):
+        return render_value(value, context) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {key: render_data(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_data(item, context) for item in value]
+    return value
+
+
+def has_templates(value: Any) -> bool:
+    """Whether any string in ``value`` (walking mappings and lists) is a template."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(has_templates(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_templates(item) for item in value)
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(text: str) -> jinja2.Template:
+    return _env.from_string(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression(source: str) -> Any:
+    return _env.compile_expression(source, undefined_to_none=False)
+
+
+def _vars_read(tree: nodes.Template) -> set[str]:
+    names: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(node, "node", None)
+        if not (isinstance(target, nodes.Name) and target.name == "vars"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node, nodes.Getitem):
+            key = node.arg
+            if isinstance(key, nodes.Const) and isinstance(key.value, str):
+                names.add(key.value)
+    return names
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, jinja2.UndefinedError):
+        return f"{error.message} (a name or field that does not exist here)"
+    if isinstance(error, jinja2.exceptions.SecurityError):
+        return f"not allowed in a template: {error}"
+    return f"{type(error).__name__}: {error}"
