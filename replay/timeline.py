@@ -3,7 +3,8 @@
 :func:`build_timeline` drives the engine's script without clients or a clock. A
 ``wait`` is assumed to be answered at once by a frame of the awaited type with an empty
 message (so later templates that read ``received`` render), and is shown as a cue of
-its own. A scenario that repeats forever is cut off after :data:`MAX_CUES` cues.
+its own. A run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that
+reactions and on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats forever is cut off after :data:`MAX_CUES` cues.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from replay.catalog import Catalog
@@ -24,7 +25,7 @@ from replay.protocol import Endpoint, message_frame
 MAX_SPEED = 1000.0
 #: A timeline stops after this many cues (a scenario that repeats forever never ends).
 MAX_CUES = 10_000
-#: Who answers the waits of a timeline played on paper, unless the run has a sender.
+#: The stand-in client of a timeline played on paper: the sender, and who answers waits.
 PAPER_CLIENT = "client"
 
 
@@ -104,7 +105,9 @@ def build_timeline(
     """
     context = context or Context(run_id="dry-run", seed=0)
     check_speed(context.speed)
-    paper = _Paper(context.sender or PAPER_CLIENT, limit)
+    if context.sender is None:
+        context = replace(context, sender=PAPER_CLIENT)
+    paper = _Paper(PAPER_CLIENT, limit)
     end = paper.drive(play(name, catalog, context))
     # Stable, so ties keep the order they were played in; rounded, so 0.1 + 0.2 ties with 0.3.
     ordered = tuple(sorted(paper.cues, key=lambda cue: round(cue.offset, 9)))
