@@ -25,7 +25,7 @@ from replay import __version__
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, check_vars
-from replay.errors import ReplayError, ServerRefused, ServerUnavailable
+from replay.errors import ReplayError, ServerRefused, ServerUnavailable, StepFailed
 from replay.library import ScenarioLibrary, unreadable
 from replay.loader import ScenarioFile, parse_scenario, scenario_name
 from replay.schema import scenario_schema
@@ -244,7 +244,21 @@ def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
         options.vars,
         options.client,
     )
-    _print_timeline(build_timeline(name, catalog, context), out)
+    scenario = catalog.scenario(name)
+    if scenario.reacts_to is not None:
+        print(f"plays whenever a client sends {scenario.reacts_to.message} (reacts_to)", file=out)
+    if scenario.on_connect:
+        print("plays to each client as it connects to /ws (on_connect)", file=out)
+    try:
+        timeline = build_timeline(name, catalog, context)
+    except StepFailed as error:
+        raise StepFailed(
+            error.scenario,
+            error.step,
+            f"{error.reason} (--dry-run answers each wait with an empty message of the "
+            "awaited type; a real run may still play)",
+        ) from None
+    _print_timeline(timeline, out)
     return 0
 
 

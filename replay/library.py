@@ -97,7 +97,7 @@ class ScenarioLibrary:
             if isinstance(source, ScenarioFile):
                 protocol = ProtocolFile(str(path), self._builtin_types, {}, source.problems)
             else:
-                protocol = parse_protocol(source, str(path))
+                protocol = parse_protocol(source, str(path), self._builtin_types)
         self._protocol = (stamp, protocol)
         return protocol, True
 

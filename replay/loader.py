@@ -41,6 +41,8 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_VALUES = 100_000
 #: How deep mappings and lists may nest.
 MAX_DEPTH = 32
+#: Top-level keys with this prefix are ignored (a place to define anchors, as in Compose).
+EXTENSION = "x-"
 
 Path = tuple[str | int, ...]
 
@@ -121,6 +123,9 @@ def parse_scenario(
     if isinstance(data, _Duplicates):
         problems.extend(loaded.problem(path, message) for path, message in data.found)
         data = data.value
+    if isinstance(data, dict):
+        # Top-level "x-..." keys are the file's own: a place for YAML anchors to merge.
+        data = {key: value for key, value in data.items() if not key.startswith(EXTENSION)}
     try:
         scenario = Scenario.model_validate(data, context={"message_types": message_types})
     except ValidationError as error:
@@ -159,17 +164,19 @@ class ProtocolFile:
     problems: tuple[Problem, ...] = ()
 
 
-def parse_protocol(source: bytes | str, file: str) -> ProtocolFile:
+def parse_protocol(
+    source: bytes | str, file: str, builtin: Mapping[str, str] = MESSAGE_TYPES
+) -> ProtocolFile:
     """Load a protocol declaration. Never raises for bad content: see ``problems``.
 
     The file is a mapping with one key, ``message_types``, mapping each type's name
-    (upper case, like ``TOKEN_USAGE``) to a description. Declarations with problems are
-    left out; the valid ones still count.
+    (upper case, like ``TOKEN_USAGE``) to a description; they add to ``builtin``.
+    Declarations with problems are left out; the valid ones still count.
     """
     try:
         data, locations = _compose(_decode(source, file), file)
     except _Refused as refused:
-        return ProtocolFile(file, MESSAGE_TYPES, {}, (refused.problem,))
+        return ProtocolFile(file, builtin, {}, (refused.problem,))
     here = ScenarioFile("", file, None, (), locations)
     problems: list[Problem] = []
     if isinstance(data, _Duplicates):
@@ -209,7 +216,7 @@ def parse_protocol(source: bytes | str, file: str) -> ProtocolFile:
             )
         else:
             declared[name] = description
-    return ProtocolFile(file, {**MESSAGE_TYPES, **declared}, declared, in_file_order(problems))
+    return ProtocolFile(file, {**builtin, **declared}, declared, in_file_order(problems))
 
 
 def too_large(file: str, size: int) -> Problem:
@@ -322,8 +329,12 @@ class _Builder:
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
         first_seen: dict[str, yaml.Mark] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                self._merge(merged, value_node, path)
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _Refused(
                     Problem(
@@ -352,7 +363,34 @@ class _Builder:
                 continue
             first_seen[key] = key_mark
             result[key] = self.build(value_node, (*path, key), key_mark)
+        # YAML merge keys: the mapping's own keys win over merged ones.
+        for key, value in merged.items():
+            result.setdefault(key, value)
         return result
+
+    def _merge(self, merged: dict[str, Any], node: yaml.Node, path: Path) -> None:
+        """``<<: *anchor`` or ``<<: [*a, *b]``: earlier mappings win over later ones."""
+        value = self.build(node, path, node.start_mark)
+        sources = value if isinstance(value, list) else [value]
+        if not all(isinstance(source, dict) for source in sources):
+            mark = node.start_mark
+            raise _Refused(
+                Problem(
+                    self.loader.name,
+                    mark.line + 1,
+                    mark.column + 1,
+                    _dotted(path),
+                    "a merge key (<<) must be given a mapping or a list of mappings",
+                    "an alias of a mapping, such as *defaults",
+                    _describe(value),
+                )
+            )
+        for source in sources:
+            for key, item in source.items():
+                merged.setdefault(key, item)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from replay.loader import EXTENSION
 from replay.protocol import MESSAGE_TYPES
 from replay.scenario import ClientFrameMatch, MessageStep, Scenario, WaitStep
 
@@ -26,6 +27,10 @@ def scenario_schema(message_types: Mapping[str, str] = MESSAGE_TYPES) -> dict[st
     schema = Scenario.model_json_schema()
     schema["$schema"] = SCHEMA_URI
     schema["title"] = "replay scenario"
+    # Top-level "x-..." keys are ignored by the loader: a place for YAML anchors.
+    schema["patternProperties"] = {
+        f"^{EXTENSION}": {"description": "Ignored: a place to define YAML anchors."}
+    }
     definitions = schema.get("$defs", {})
     choices = [
         {"const": name, "description": description} for name, description in message_types.items()

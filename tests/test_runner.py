@@ -1,70 +1,201 @@
-"""The runner: timelines played against a virtual clock, frames handed to a fake delivery."""
+"""The runner: scenarios' scripts driven against a virtual or manual clock, into a fake delivery.
+
+VirtualClock jumps to every deadline at once (one run at a time, or counts only);
+ManualClock moves only when a test advances it, for runs that wait for clients and for
+parallel branches that must interleave by time.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import math
+import signal
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NamedTuple
 
 import pytest
 
 import replay.runner
 from replay.catalog import Catalog
-from replay.clock import VirtualClock
-from replay.errors import RunNotFound
+from replay.clock import Clock, ManualClock, VirtualClock
+from replay.errors import RunNotFound, TooManyRuns, VariablesInvalid
 from replay.library import ScenarioLibrary
-from replay.protocol import Endpoint, chunk_frame
+from replay.loader import parse_scenario
+from replay.matching import ClientFrame
+from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, message_frame
 from replay.runner import Run, Runner, RunState
-from replay.timeline import Cue, Timeline, build_timeline
+from replay.tokens import split_tokens
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+START = 1000.0
+
+SUMMARY_KEYS = {
+    "run_id",
+    "scenario",
+    "state",
+    "started_by",
+    "speed",
+    "seed",
+    "vars",
+    "client",
+    "sender",
+    "frames",
+    "sent",
+    "deliveries",
+    "clients",
+    "waiting",
+    "planned_s",
+    "duration_s",
+    "max_lateness_s",
+    "started_at",
+    "ended_at",
+    "error",
+}
+
+
+# --- fakes and helpers ----------------------------------------------------------------------
+
+
+class Sent(NamedTuple):
+    at: float
+    endpoint: Endpoint
+    frame: str | bytes
+    to: str | None
+
+
+class HungUp(NamedTuple):
+    at: float
+    endpoint: Endpoint
+    to: str | None
+    code: int
+    reason: str
+    abort: bool
 
 
 class FakeDelivery:
-    """Records (clock time, endpoint, frame) for every send; reaches ``clients`` clients."""
+    """Records every send and hangup with the clock's time; reaches ``clients`` clients."""
 
     def __init__(
         self,
-        clock: VirtualClock,
-        clients: dict[Endpoint, int] | Callable[[Endpoint, str], int] | None = None,
+        clock: Clock,
+        clients: Mapping[Endpoint, int] | Callable[[Endpoint, str | bytes], int] | None = None,
         on_send: Callable[[int], None] | None = None,
     ) -> None:
         self.clock = clock
-        self.clients = clients or {}
+        self.clients = clients if clients is not None else {}
         self.on_send = on_send
-        self.sent: list[tuple[float, Endpoint, str]] = []
+        self.sent: list[Sent] = []
+        self.hangups: list[HungUp] = []
 
-    def send(self, endpoint: Endpoint, frame: str) -> int:
-        self.sent.append((self.clock.now(), endpoint, frame))
+    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
+        self.sent.append(Sent(self.clock.now(), endpoint, frame, to))
         if self.on_send is not None:
             self.on_send(len(self.sent))
         if callable(self.clients):
             return self.clients(endpoint, frame)
         return self.clients.get(endpoint, 1)
 
+    def hangup(
+        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
+    ) -> int:
+        self.hangups.append(HungUp(self.clock.now(), endpoint, to, code, reason, abort))
+        return 0 if callable(self.clients) else self.clients.get(endpoint, 1)
+
     @property
     def times(self) -> list[float]:
-        return [when for when, _, _ in self.sent]
+        return [sent.at for sent in self.sent]
 
     @property
-    def frames(self) -> list[str]:
-        return [frame for _, _, frame in self.sent]
+    def frames(self) -> list[str | bytes]:
+        return [sent.frame for sent in self.sent]
+
+    @property
+    def targets(self) -> list[str | None]:
+        return [sent.to for sent in self.sent]
 
 
-class HoldingClock(VirtualClock):
-    """A virtual clock whose sleeps to ``hold_from`` or later never end (until cancelled)."""
+def scenarios(sources: Mapping[str, str]) -> Catalog:
+    """A catalog of ``{name: yaml}``; every scenario must be valid."""
+    result = Catalog.resolve(
+        parse_scenario(textwrap.dedent(text), f"scenarios/{name}.yaml")
+        for name, text in sources.items()
+    )
+    for loaded in result:
+        assert loaded.valid, [str(problem) for problem in loaded.problems]
+    return result
 
-    def __init__(self, hold_from: float) -> None:
-        super().__init__()
-        self.hold_from = hold_from
-        self.holding = asyncio.Event()
 
-    async def sleep_until(self, deadline: float) -> None:
-        if deadline >= self.hold_from:
-            self.holding.set()
-            await asyncio.Event().wait()
-        await super().sleep_until(deadline)
+def chunks_yaml(count: int, delay: float) -> str:
+    return f"delay: {delay}\nsteps:\n" + "".join(f"  - chunk: c{i}\n" for i in range(count))
+
+
+def msg(kind: str, text: str) -> str:
+    return message_frame(kind, text)
+
+
+def chat(client: str, text: str) -> ClientFrame:
+    return ClientFrame(client, message_frame("CHAT_INPUT", text))
+
+
+async def play(runner: Runner, name: str, catalog: Catalog, **options: Any) -> Run:
+    run = runner.start(name, catalog, **options)
+    return await asyncio.wait_for(run.wait(), timeout=5)
+
+
+async def settle() -> None:
+    """Let every ready task run until it blocks again."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def advance(clock: ManualClock, seconds: float, step: float = 0.25) -> None:
+    """Move a manual clock forward in small steps, so sleepers wake in deadline order."""
+    target = clock.now() + seconds
+    while clock.now() < target - 1e-9:
+        await clock.advance(min(step, target - clock.now()))
+        await settle()
+
+
+async def run_out(clock: ManualClock, run: Run, limit: float = 60.0, step: float = 0.25) -> None:
+    """Advance a manual clock until the run ends (failing after ``limit`` seconds)."""
+    end = clock.now() + limit
+    await settle()
+    while not run.done:
+        assert clock.now() < end, f"run still {run.state} after {limit}s: {run.summary()}"
+        await clock.advance(step)
+        await settle()
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float) -> Iterator[None]:
+    """Fail instead of hanging, even in a loop that never yields to the event loop."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"still running after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+async def collect(run: Run, heartbeat: float | None = None) -> list[dict[str, Any]]:
+    return [event async for event in run.follow(heartbeat)]
+
+
+async def drain(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event async for event in events]
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [event["event"] for event in events]
 
 
 @pytest.fixture(scope="module")
@@ -74,34 +205,29 @@ def shipped() -> Catalog:
 
 @pytest.fixture
 def clock() -> VirtualClock:
-    return VirtualClock(start=1000.0)
+    return VirtualClock(start=START)
 
 
-def chunks(*offsets: float, duration: float | None = None, name: str = "chunks") -> Timeline:
-    cues = tuple(
-        Cue(offset, Endpoint.STREAM, chunk_frame(f"c{index}"), name, index)
-        for index, offset in enumerate(offsets)
-    )
-    end = duration if duration is not None else max(offsets, default=0.0)
-    return Timeline(name, cues, end)
-
-
-async def play(runner: Runner, line: Timeline, speed: float = 1.0) -> Run:
-    return await runner.start(line, speed).wait()
+@pytest.fixture
+def manual() -> ManualClock:
+    return ManualClock(start=START)
 
 
 # --- timing ---------------------------------------------------------------------------------
 
 
 async def test_frames_go_out_at_start_plus_offset(shipped: Catalog, clock: VirtualClock) -> None:
-    line = build_timeline("all", shipped)
     delivery = FakeDelivery(clock)
-    run = await play(Runner(delivery, clock), line)
-    assert delivery.times == pytest.approx([1000 + cue.offset for cue in line])
+    run = await play(Runner(delivery, clock), "all", shipped)
+    assert run.plan is not None
+    assert delivery.times == pytest.approx([START + cue.offset for cue in run.plan])
     assert delivery.times == pytest.approx(
         [1000.0, 1000.5, 1001.0, 1001.5, 1002.0, 1002.2, 1002.4, 1002.6]
     )
-    assert [(e, f) for _, e, f in delivery.sent] == [(c.endpoint, c.frame) for c in line]
+    assert [(s.endpoint, s.frame) for s in delivery.sent] == [
+        (cue.endpoint, cue.frame) for cue in run.plan
+    ]
+    assert delivery.targets == [None] * 8
     assert run.state is RunState.FINISHED
     assert run.sent == 8
     assert run.error is None
@@ -109,9 +235,8 @@ async def test_frames_go_out_at_start_plus_offset(shipped: Catalog, clock: Virtu
 
 
 async def test_run_ends_after_the_trailing_pause(shipped: Catalog, clock: VirtualClock) -> None:
-    line = build_timeline("messages", shipped)  # last frame at 1.5, duration 2.0
     delivery = FakeDelivery(clock)
-    run = await play(Runner(delivery, clock), line)
+    run = await play(Runner(delivery, clock), "messages", shipped)  # last at 1.5, ends at 2.0
     assert delivery.times[-1] == pytest.approx(1001.5)
     assert clock.now() == pytest.approx(1002.0)
     assert run.elapsed == pytest.approx(2.0)
@@ -120,10 +245,23 @@ async def test_run_ends_after_the_trailing_pause(shipped: Catalog, clock: Virtua
 
 
 async def test_trailing_sleep_is_waited_for(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "tail": """
+                steps:
+                  - chunk: c0
+                    delay: 1
+                  - chunk: c1
+                  - sleep: 4
+            """
+        }
+    )
     delivery = FakeDelivery(clock)
-    run = await play(Runner(delivery, clock), chunks(0.0, 1.0, duration=5.0))
+    run = await play(Runner(delivery, clock), "tail", catalog)
+    assert delivery.times == pytest.approx([1000.0, 1001.0])
     assert clock.now() == pytest.approx(1005.0)
     assert run.elapsed == pytest.approx(5.0)
+    assert run.summary()["planned_s"] == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize(
@@ -138,26 +276,34 @@ async def test_speed_scales_every_pause(
     shipped: Catalog, clock: VirtualClock, speed: float, times: list[float], elapsed: float
 ) -> None:
     delivery = FakeDelivery(clock)
-    run = await play(Runner(delivery, clock), build_timeline("messages", shipped), speed)
-    assert delivery.times == pytest.approx([1000 + t for t in times])
+    run = await play(Runner(delivery, clock), "messages", shipped, speed=speed)
+    assert delivery.times == pytest.approx([START + t for t in times])
     assert run.elapsed == pytest.approx(elapsed)
     assert run.speed == speed
+    assert run.summary()["speed"] == speed
     assert run.summary()["planned_s"] == pytest.approx(elapsed)
     assert run.sent == 4
 
 
-async def test_invalid_speed_starts_no_run(shipped: Catalog, clock: VirtualClock) -> None:
-    runner = Runner(FakeDelivery(clock), clock)
+@pytest.mark.parametrize("speed", [-1.0, 1001.0, math.inf, math.nan])
+async def test_invalid_speed_starts_no_run(
+    shipped: Catalog, clock: VirtualClock, speed: float
+) -> None:
+    delivery = FakeDelivery(clock)
+    runner = Runner(delivery, clock)
     with pytest.raises(ValueError, match="speed"):
-        runner.start(build_timeline("messages", shipped), -1)
+        runner.start("messages", shipped, speed=speed)
     assert runner.runs() == []
+    assert runner.active == []
+    await settle()
+    assert delivery.sent == []
 
 
 async def test_deadlines_are_absolute_when_sends_take_time(
     shipped: Catalog, clock: VirtualClock
 ) -> None:
     delivery = FakeDelivery(clock, on_send=lambda _: clock.advance(0.3))
-    run = await play(Runner(delivery, clock), build_timeline("messages", shipped))
+    run = await play(Runner(delivery, clock), "messages", shipped)
     # start + offset, not offset + 0.3 s per earlier send
     assert delivery.times == pytest.approx([1000.0, 1000.5, 1001.0, 1001.5])
     assert run.elapsed == pytest.approx(2.0)
@@ -165,16 +311,32 @@ async def test_deadlines_are_absolute_when_sends_take_time(
 
 
 async def test_sends_slower_than_the_pauses_catch_up_without_drift(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "slow": """
+                delay: 0.5
+                steps:
+                  - chunk: c0
+                  - chunk: c1
+                  - chunk: c2
+                  - chunk: c3
+                    delay: 3.5
+                  - chunk: c4
+                    delay: 0
+            """
+        }
+    )
     delivery = FakeDelivery(clock, on_send=lambda _: clock.advance(0.7))
-    run = await play(Runner(delivery, clock), chunks(0.0, 0.5, 1.0, 1.5, 5.0))
+    run = await play(Runner(delivery, clock), "slow", catalog)
     # late frames go out at once; once time is available again, the schedule holds
     assert delivery.times == pytest.approx([1000.0, 1000.7, 1001.4, 1002.1, 1005.0])
     assert run.max_lateness == pytest.approx(0.6)
+    assert run.summary()["max_lateness_s"] == pytest.approx(0.6)
     assert run.elapsed == pytest.approx(5.7)
 
 
 async def test_the_clock_is_asked_for_each_deadline(shipped: Catalog, clock: VirtualClock) -> None:
-    await play(Runner(FakeDelivery(clock), clock), build_timeline("stream", shipped))
+    await play(Runner(FakeDelivery(clock), clock), "stream", shipped)
     # the first frame is due at once; then one sleep per later frame, and the trailing pause
     assert clock.sleeps == pytest.approx([1000.2, 1000.4, 1000.6, 1000.6])
 
@@ -183,13 +345,12 @@ async def test_the_clock_is_asked_for_each_deadline(shipped: Catalog, clock: Vir
 
 
 async def test_cancel_from_outside_keeps_the_partial_count(
-    shipped: Catalog,
+    shipped: Catalog, manual: ManualClock
 ) -> None:
-    clock = HoldingClock(hold_from=1.0)
-    delivery = FakeDelivery(clock)
-    runner = Runner(delivery, clock)
-    run = runner.start(build_timeline("messages", shipped))
-    await asyncio.wait_for(clock.holding.wait(), timeout=5)
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("messages", shipped)
+    await advance(manual, 0.75)
     assert not run.done
     assert runner.active == [run]
     assert runner.cancel(run.id) is run
@@ -197,13 +358,16 @@ async def test_cancel_from_outside_keeps_the_partial_count(
     assert run.state is RunState.CANCELLED
     assert run.sent == 2
     assert len(delivery.sent) == 2
-    assert run.elapsed == pytest.approx(0.5)
+    assert run.elapsed == pytest.approx(0.75)
     assert runner.active == []
     assert runner.get(run.id) is run
+    await advance(manual, 5)
+    assert len(delivery.sent) == 2
 
 
 async def test_cancel_during_a_send(shipped: Catalog, clock: VirtualClock) -> None:
     runner: Runner
+    run: Run
 
     def cancel_after_third(count: int) -> None:
         if count == 3:
@@ -211,8 +375,8 @@ async def test_cancel_during_a_send(shipped: Catalog, clock: VirtualClock) -> No
 
     delivery = FakeDelivery(clock, on_send=cancel_after_third)
     runner = Runner(delivery, clock)
-    run = runner.start(build_timeline("all", shipped))
-    await run.wait()
+    run = runner.start("all", shipped)
+    await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.CANCELLED
     assert run.sent == 3
     assert len(delivery.sent) == 3
@@ -223,9 +387,12 @@ async def test_cancelling_a_finished_run_changes_nothing(
     shipped: Catalog, clock: VirtualClock
 ) -> None:
     runner = Runner(FakeDelivery(clock), clock)
-    run = await play(runner, build_timeline("stream", shipped))
+    run = await play(runner, "stream", shipped)
+    ended_at = run.ended_at
     assert runner.cancel(run.id) is run
+    await settle()
     assert run.state is RunState.FINISHED
+    assert run.ended_at == ended_at
 
 
 async def test_a_delivery_that_raises_fails_the_run(shipped: Catalog, clock: VirtualClock) -> None:
@@ -234,30 +401,48 @@ async def test_a_delivery_that_raises_fails_the_run(shipped: Catalog, clock: Vir
             raise RuntimeError("the wire is cut")
 
     delivery = FakeDelivery(clock, on_send=explode)
-    run = await play(Runner(delivery, clock), build_timeline("messages", shipped))
+    runner = Runner(delivery, clock)
+    run = await play(runner, "messages", shipped)
     assert run.state is RunState.FAILED
     assert run.error == "RuntimeError: the wire is cut"
     assert run.sent == 1
+    assert len(delivery.sent) == 2
     assert run.summary()["error"] == "RuntimeError: the wire is cut"
     assert run.summary()["state"] == "failed"
+    assert runner.active == []
 
 
 async def test_several_runs_at_once(shipped: Catalog, clock: VirtualClock) -> None:
     delivery = FakeDelivery(clock)
     runner = Runner(delivery, clock)
-    first = runner.start(build_timeline("messages", shipped))
-    second = runner.start(build_timeline("stream", shipped))
-    third = runner.start(build_timeline("all", shipped), speed=0)
-    assert first.id != second.id != third.id != first.id
+    first = runner.start("messages", shipped)
+    second = runner.start("stream", shipped)
+    third = runner.start("all", shipped, speed=0)
+    assert len({first.id, second.id, third.id}) == 3
     assert {run.id for run in runner.active} == {first.id, second.id, third.id}
-    await asyncio.gather(first.wait(), second.wait(), third.wait())
+    await asyncio.wait_for(asyncio.gather(first.wait(), second.wait(), third.wait()), timeout=5)
     assert [run.state for run in (first, second, third)] == [RunState.FINISHED] * 3
     assert [run.sent for run in (first, second, third)] == [4, 4, 8]
     assert len(delivery.sent) == 16
-    messages = [f for f in delivery.frames if "message_type" in f]
+    messages = [f for f in delivery.frames if isinstance(f, str) and "message_type" in f]
     assert len(messages) == 8
     assert runner.active == []
     assert {run.id for run in runner.runs()} == {first.id, second.id, third.id}
+
+
+async def test_several_runs_interleave_on_one_clock(
+    shipped: Catalog, manual: ManualClock
+) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    first = runner.start("messages", shipped)
+    second = runner.start("stream", shipped)
+    await asyncio.wait_for(run_out(manual, first, step=0.1), timeout=5)
+    assert second.done
+    assert delivery.times == sorted(delivery.times)
+    assert delivery.times == pytest.approx(
+        [1000.0, 1000.0, 1000.2, 1000.4, 1000.5, 1000.6, 1001.0, 1001.5]
+    )
 
 
 async def test_get_unknown_run(clock: VirtualClock) -> None:
@@ -274,8 +459,7 @@ async def test_finished_runs_beyond_keep_finished_are_forgotten(
     shipped: Catalog, clock: VirtualClock
 ) -> None:
     runner = Runner(FakeDelivery(clock), clock, keep_finished=2)
-    line = build_timeline("stream", shipped)
-    runs = [await play(runner, line) for _ in range(3)]
+    runs = [await play(runner, "stream", shipped) for _ in range(3)]
     with pytest.raises(RunNotFound):
         runner.get(runs[0].id)
     assert runner.get(runs[1].id) is runs[1]
@@ -284,53 +468,72 @@ async def test_finished_runs_beyond_keep_finished_are_forgotten(
 
 
 async def test_running_runs_are_kept_whatever_keep_finished_says(
-    shipped: Catalog,
+    shipped: Catalog, manual: ManualClock
 ) -> None:
-    clock = HoldingClock(hold_from=0.1)
-    runner = Runner(FakeDelivery(clock), clock, keep_finished=1)
-    runs = [runner.start(build_timeline("messages", shipped)) for _ in range(3)]
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    runner = Runner(FakeDelivery(manual), manual, keep_finished=1)
+    runs = [runner.start("messages", shipped) for _ in range(3)]
+    await settle()
     assert all(runner.get(run.id) is run for run in runs)
-    await runner.shutdown()
+    assert len(runner.runs()) == 3
+    await asyncio.wait_for(runner.shutdown(), timeout=5)
     assert all(run.state is RunState.CANCELLED for run in runs)
     assert len(runner.runs()) == 1
 
 
-async def test_shutdown_cancels_every_active_run(shipped: Catalog) -> None:
-    clock = HoldingClock(hold_from=1.0)
-    runner = Runner(FakeDelivery(clock), clock)
-    first = runner.start(build_timeline("messages", shipped))
-    second = runner.start(build_timeline("all", shipped))
-    await asyncio.wait_for(clock.holding.wait(), timeout=5)
+async def test_shutdown_cancels_every_active_run(shipped: Catalog, manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    first = runner.start("messages", shipped)
+    second = runner.start("all", shipped)
+    await advance(manual, 0.5)
     await asyncio.wait_for(runner.shutdown(), timeout=5)
     assert first.state is RunState.CANCELLED
     assert second.state is RunState.CANCELLED
     assert runner.active == []
+    sent = len(delivery.sent)
+    await advance(manual, 5)
+    assert len(delivery.sent) == sent
+
+
+async def test_too_many_runs(shipped: Catalog, manual: ManualClock) -> None:
+    runner = Runner(FakeDelivery(manual), manual, max_active=2)
+    first = runner.start("messages", shipped)
+    runner.start("messages", shipped)
+    with pytest.raises(TooManyRuns) as caught:
+        runner.start("stream", shipped)
+    assert caught.value.limit == 2
+    assert len(runner.active) == 2
+    assert len(runner.runs()) == 2
+    runner.cancel(first.id)
+    await asyncio.wait_for(first.wait(), timeout=5)
+    third = runner.start("stream", shipped)  # room again
+    assert len(runner.active) == 2
+    await asyncio.wait_for(runner.shutdown(), timeout=5)
+    assert third.state is RunState.CANCELLED
 
 
 # --- counting -------------------------------------------------------------------------------
 
 
 async def test_clients_is_the_sum_over_endpoints_of_the_best_frame(clock: VirtualClock) -> None:
-    reach = iter([2, 5, 3, 1, 4, 0])
-
-    def clients(endpoint: Endpoint, frame: str) -> int:
-        return next(reach)
-
-    line = Timeline(
-        "mixed",
-        (
-            Cue(0.0, Endpoint.MESSAGES, "m0", "mixed", 0),
-            Cue(0.1, Endpoint.MESSAGES, "m1", "mixed", 1),
-            Cue(0.2, Endpoint.MESSAGES, "m2", "mixed", 2),
-            Cue(0.3, Endpoint.STREAM, "s0", "mixed", 3),
-            Cue(0.4, Endpoint.STREAM, "s1", "mixed", 4),
-            Cue(0.5, Endpoint.STREAM, "s2", "mixed", 5),
-        ),
-        0.5,
+    catalog = scenarios(
+        {
+            "mixed": """
+                delay: 0.1
+                steps:
+                  - raw: m0
+                  - raw: m1
+                  - raw: m2
+                  - chunk: s0
+                  - chunk: s1
+                  - chunk: s2
+            """
+        }
     )
-    run = await play(Runner(FakeDelivery(clock, clients), clock), line)
+    reach = iter([2, 5, 3, 1, 4, 0])
+    run = await play(
+        Runner(FakeDelivery(clock, lambda endpoint, frame: next(reach)), clock), "mixed", catalog
+    )
     assert run.clients == 5 + 4
     assert run.peaks == {Endpoint.MESSAGES: 5, Endpoint.STREAM: 4}
     assert run.deliveries == 2 + 5 + 3 + 1 + 4 + 0
@@ -339,23 +542,30 @@ async def test_clients_is_the_sum_over_endpoints_of_the_best_frame(clock: Virtua
 
 async def test_no_clients(shipped: Catalog, clock: VirtualClock) -> None:
     delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 0, Endpoint.STREAM: 0})
-    run = await play(Runner(delivery, clock), build_timeline("all", shipped))
+    run = await play(Runner(delivery, clock), "all", shipped)
     assert (run.sent, run.deliveries, run.clients) == (8, 0, 0)
     assert run.state is RunState.FINISHED
 
 
 async def test_summary(shipped: Catalog, clock: VirtualClock) -> None:
     delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 2, Endpoint.STREAM: 3})
-    run = await play(Runner(delivery, clock), build_timeline("all", shipped))
+    run = await play(Runner(delivery, clock), "all", shipped, seed=42)
     summary = run.summary()
+    assert set(summary) == SUMMARY_KEYS
     assert summary["run_id"] == run.id
     assert summary["scenario"] == "all"
     assert summary["state"] == "finished"
+    assert summary["started_by"] == "trigger"
     assert summary["speed"] == 1.0
+    assert summary["seed"] == 42
+    assert summary["vars"] == {}
+    assert summary["client"] is None
+    assert summary["sender"] is None
     assert summary["frames"] == 8
     assert summary["sent"] == 8
     assert summary["deliveries"] == 4 * 2 + 4 * 3
     assert summary["clients"] == 5
+    assert summary["waiting"] is None
     assert summary["planned_s"] == pytest.approx(2.6)
     assert summary["duration_s"] == pytest.approx(2.6)
     assert summary["max_lateness_s"] == pytest.approx(0.0)
@@ -363,49 +573,98 @@ async def test_summary(shipped: Catalog, clock: VirtualClock) -> None:
     assert summary["ended_at"] >= summary["started_at"]
 
 
+async def test_summary_of_a_run_a_client_started(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "echo": """
+                vars: {prefix: "you said"}
+                steps:
+                  - message: EVENT
+                    text: "{{ vars.prefix }} {{ received.message }} ({{ sender }})"
+                    to: sender
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = await play(
+        Runner(delivery, clock),
+        "echo",
+        catalog,
+        sender="x",
+        received=chat("x", "hello"),
+        started_by="reaction",
+        vars={"prefix": "echo:"},
+    )
+    assert delivery.sent == [Sent(START, Endpoint.MESSAGES, msg("EVENT", "echo: hello (x)"), "x")]
+    assert (run.sender, run.client, run.started_by) == ("x", None, "reaction")
+    assert run.vars == {"prefix": "echo:"}
+    summary = run.summary()
+    assert summary["started_by"] == "reaction"
+    assert summary["sender"] == "x"
+    assert summary["vars"] == {"prefix": "echo:"}
+
+
 # --- following ------------------------------------------------------------------------------
-
-
-async def collect(run: Run) -> list[dict[str, Any]]:
-    return [event async for event in run.follow()]
 
 
 async def test_follow_yields_frame_events_then_an_end_event(
     shipped: Catalog, clock: VirtualClock
 ) -> None:
     runner = Runner(FakeDelivery(clock, {Endpoint.MESSAGES: 3, Endpoint.STREAM: 1}), clock)
-    line = build_timeline("all", shipped)
-    run = runner.start(line)
+    run = runner.start("all", shipped)
     events = await asyncio.wait_for(collect(run), timeout=5)
+    assert run.plan is not None
     frames, end = events[:-1], events[-1]
-    assert [event["event"] for event in frames] == ["frame"] * 8
+    assert kinds(frames) == ["frame"] * 8
     assert [event["index"] for event in frames] == list(range(8))
-    assert [event["frame"] for event in frames] == [cue.frame for cue in line]
+    assert [event["frame"] for event in frames] == [cue.frame for cue in run.plan]
     assert [event["endpoint"] for event in frames] == ["/ws"] * 4 + ["/ws/stream"] * 4
-    assert [event["offset"] for event in frames] == pytest.approx([cue.offset for cue in line])
+    assert [event["offset"] for event in frames] == pytest.approx([cue.offset for cue in run.plan])
     assert [event["clients"] for event in frames] == [3] * 4 + [1] * 4
+    assert [event["to"] for event in frames] == [None] * 8
+    assert [event["binary"] for event in frames] == [False] * 8
+    assert [event["step"] for event in frames] == ["0", "1", "2", "3"] * 2
     assert all(event["run_id"] == run.id for event in events)
     assert end["event"] == "end"
     assert end["state"] == "finished"
     assert end["sent"] == 8
     assert end["clients"] == 4
+    assert set(end) == SUMMARY_KEYS | {"event"}
+
+
+async def test_binary_frames_are_sent_as_bytes_and_followed_as_hex(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "bin": """
+                steps:
+                  - binary: AAEC/w==
+                    endpoint: /ws/stream
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = Runner(delivery, clock).start("bin", catalog)
+    events = await asyncio.wait_for(collect(run), timeout=5)
+    assert delivery.sent == [Sent(START, Endpoint.STREAM, b"\x00\x01\x02\xff", None)]
+    assert events[0]["binary"] is True
+    assert events[0]["frame"] == "000102ff"
+    assert events[0]["endpoint"] == "/ws/stream"
+    assert kinds(events) == ["frame", "end"]
 
 
 async def test_several_followers_see_the_same_events(shipped: Catalog, clock: VirtualClock) -> None:
-    runner = Runner(FakeDelivery(clock), clock)
-    run = runner.start(build_timeline("stream", shipped))
+    run = Runner(FakeDelivery(clock), clock).start("stream", shipped)
     first, second = await asyncio.wait_for(asyncio.gather(collect(run), collect(run)), timeout=5)
     assert first == second
-    assert len(first) == 5
+    assert kinds(first) == ["frame"] * 4 + ["end"]
 
 
 async def test_following_a_finished_run_gives_just_the_end(
     shipped: Catalog, clock: VirtualClock
 ) -> None:
-    runner = Runner(FakeDelivery(clock), clock)
-    run = await play(runner, build_timeline("stream", shipped))
+    run = await play(Runner(FakeDelivery(clock), clock), "stream", shipped)
     events = await asyncio.wait_for(collect(run), timeout=5)
-    assert [event["event"] for event in events] == ["end"]
+    assert kinds(events) == ["end"]
     assert events[0]["state"] == "finished"
     assert events[0]["run_id"] == run.id
 
@@ -416,11 +675,9 @@ async def test_following_a_failed_run_ends_with_the_error(
     def explode(count: int) -> None:
         raise OSError("gone")
 
-    run = Runner(FakeDelivery(clock, on_send=explode), clock).start(
-        build_timeline("messages", shipped)
-    )
+    run = Runner(FakeDelivery(clock, on_send=explode), clock).start("messages", shipped)
     events = await asyncio.wait_for(collect(run), timeout=5)
-    assert [event["event"] for event in events] == ["end"]
+    assert kinds(events) == ["end"]
     assert events[0]["state"] == "failed"
     assert events[0]["error"] == "OSError: gone"
 
@@ -429,42 +686,830 @@ async def test_a_follower_that_never_reads_is_cut_off_without_blocking_the_run(
     monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
     monkeypatch.setattr(replay.runner, "FOLLOWER_BACKLOG", 3)
+    catalog = scenarios({"many": chunks_yaml(20, 0.1)})
     delivery = FakeDelivery(clock)
-    run = Runner(delivery, clock).start(chunks(*[i / 10 for i in range(20)]))
+    run = Runner(delivery, clock).start("many", catalog)
     idle = run.follow()  # registered, never read while the run plays
     await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.FINISHED
     assert run.sent == 20
     assert len(delivery.sent) == 20
-    events = await asyncio.wait_for(_drain(idle), timeout=5)
-    assert [event["event"] for event in events] == ["frame", "frame", "frame", "lagged"]
+    events = await asyncio.wait_for(drain(idle), timeout=5)
+    assert kinds(events) == ["frame", "frame", "frame", "lagged"]
     assert [event["index"] for event in events[:3]] == [0, 1, 2]
     assert events[-1] == {"event": "lagged", "run_id": run.id}
-
-
-async def _drain(events: Any) -> list[dict[str, Any]]:
-    return [event async for event in events]
 
 
 async def test_a_slow_follower_within_the_backlog_sees_everything(
     monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
     monkeypatch.setattr(replay.runner, "FOLLOWER_BACKLOG", 50)
-    run = Runner(FakeDelivery(clock), clock).start(chunks(*[i / 10 for i in range(20)]))
+    catalog = scenarios({"many": chunks_yaml(20, 0.1)})
+    run = Runner(FakeDelivery(clock), clock).start("many", catalog)
     idle = run.follow()
-    await run.wait()
-    events = await asyncio.wait_for(_drain(idle), timeout=5)
-    assert [event["event"] for event in events] == ["frame"] * 20 + ["end"]
+    await asyncio.wait_for(run.wait(), timeout=5)
+    events = await asyncio.wait_for(drain(idle), timeout=5)
+    assert kinds(events) == ["frame"] * 20 + ["end"]
 
 
-async def test_a_follower_gets_heartbeats_while_the_run_is_silent() -> None:
-    clock = HoldingClock(hold_from=5.0)  # the pause before the second chunk never ends
-    runner = Runner(FakeDelivery(clock), clock)
-    run = runner.start(chunks(0.0, 5.0))
-    events = run.follow(heartbeat=0.01)
-    assert (await anext(events))["event"] == "frame"
-    assert await anext(events) == {"event": "heartbeat", "run_id": run.id}
+async def test_a_follower_gets_heartbeats_while_the_run_is_silent(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "gap": """
+                steps:
+                  - chunk: c0
+                    delay: 5
+                  - chunk: c1
+            """
+        }
+    )
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("gap", catalog)
+    events = run.follow(heartbeat=0.01)  # the manual clock never reaches the second chunk
+    first = await asyncio.wait_for(anext(events), timeout=5)
+    assert first["event"] == "frame"
+    assert await asyncio.wait_for(anext(events), timeout=5) == {
+        "event": "heartbeat",
+        "run_id": run.id,
+    }
     runner.cancel(run.id)
-    kinds = [event["event"] async for event in events]
-    assert kinds[-1] == "end"
-    assert set(kinds[:-1]) <= {"heartbeat"}
+    rest = kinds(await asyncio.wait_for(drain(events), timeout=5))
+    assert rest[-1] == "end"
+    assert set(rest[:-1]) <= {"heartbeat"}
+    assert run.state is RunState.CANCELLED
+
+
+# --- wait -----------------------------------------------------------------------------------
+
+ASK = """
+    steps:
+      - message: CHAT_REQUESTED
+        text: Your name?
+      - wait: CHAT_INPUT
+        match: "^[A-Z]"
+        timeout: 30
+      - message: EVENT
+        text: "Hello {{ received.message }} from {{ received.client }}"
+"""
+
+
+async def test_a_waiting_run_takes_a_matching_client_frame(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", catalog)
+    events = run.follow()
+    await settle()
+    assert delivery.frames == [msg("CHAT_REQUESTED", "Your name?")]
+    assert run.waiting == "CHAT_INPUT from any client"
+    assert run.summary()["waiting"] == "CHAT_INPUT from any client"
+
+    await advance(manual, 2)
+    assert not runner.receive(ClientFrame("b", msg("PAUSE_REQUEST", "Ada")))  # wrong type
+    assert not runner.receive(chat("b", "ada"))  # does not match "^[A-Z]"
+    assert not runner.receive(ClientFrame("b", "Ada"))  # not JSON
+    assert not runner.receive(ClientFrame("b", None))  # binary
+    assert run.waiting is not None
+    assert len(delivery.sent) == 1
+
+    assert runner.receive(chat("b", "Ada"))
+    await settle()
+    assert run.waiting is None
+    assert delivery.sent[1] == Sent(1002.0, Endpoint.MESSAGES, msg("EVENT", "Hello Ada from b"), None)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert run.elapsed == pytest.approx(2.0)
+    assert not runner.receive(chat("b", "Again"))  # nobody waits any more
+
+    seen = await asyncio.wait_for(drain(events), timeout=5)
+    assert kinds(seen) == ["frame", "wait", "received", "frame", "end"]
+    assert seen[1] == {
+        "event": "wait",
+        "run_id": run.id,
+        "message_type": "CHAT_INPUT",
+        "source": None,
+        "step": "1",
+    }
+    assert seen[2] == {
+        "event": "received",
+        "run_id": run.id,
+        "client": "b",
+        "frame": msg("CHAT_INPUT", "Ada"),
+        "step": "1",
+    }
+    assert seen[3]["offset"] == pytest.approx(2.0)
+
+
+async def test_a_run_for_one_client_waits_for_that_client_only(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", catalog, client="a")
+    events = run.follow()
+    await settle()
+    assert delivery.targets == ["a"]
+    assert run.waiting == "CHAT_INPUT from client a"
+    assert not runner.receive(chat("b", "Bob"))
+    assert run.waiting is not None
+    assert runner.receive(chat("a", "Ada"))
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert delivery.sent[1] == Sent(START, Endpoint.MESSAGES, msg("EVENT", "Hello Ada from a"), "a")
+    seen = await asyncio.wait_for(drain(events), timeout=5)
+    assert seen[1]["event"] == "wait"
+    assert seen[1]["source"] == "a"
+
+
+async def test_a_wait_that_times_out_fails_the_run(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", catalog)
+    events = run.follow()
+    await advance(manual, 29.75)
+    assert run.state is RunState.RUNNING
+    assert run.waiting is not None
+    await advance(manual, 0.25)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FAILED
+    assert run.error is not None
+    assert "CHAT_INPUT" in run.error
+    assert "on_timeout" in run.error
+    assert "30s" in run.error
+    assert run.error.startswith("scenario 'ask', step 1:")
+    assert run.waiting is None
+    assert run.elapsed == pytest.approx(30.0)
+    assert len(delivery.sent) == 1
+    assert not runner.receive(chat("b", "Ada"))  # too late
+    seen = await asyncio.wait_for(drain(events), timeout=5)
+    assert kinds(seen) == ["frame", "wait", "timeout", "end"]
+    assert seen[2] == {
+        "event": "timeout",
+        "run_id": run.id,
+        "message_type": "CHAT_INPUT",
+        "step": "1",
+    }
+    assert seen[3]["state"] == "failed"
+
+
+async def test_a_wait_that_times_out_may_continue(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "patient": """
+                steps:
+                  - message: CHAT_REQUESTED
+                    text: anyone?
+                  - sleep: 1
+                  - wait: CHAT_INPUT
+                    timeout: 5
+                    on_timeout: continue
+                  - message: EVENT
+                    text: "nobody: {{ received is none }}"
+                    delay: 1
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = Runner(delivery, clock).start("patient", catalog)
+    events = await asyncio.wait_for(collect(run), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert delivery.times == pytest.approx([1000.0, 1006.0])  # wait at 1, timeout 5
+    assert delivery.frames[1] == msg("EVENT", "nobody: True")
+    assert run.elapsed == pytest.approx(7.0)
+    assert kinds(events) == ["frame", "wait", "timeout", "frame", "end"]
+
+
+async def test_an_answer_during_the_pause_before_the_wait_is_taken(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "early": """
+                steps:
+                  - sleep: 1
+                  - message: CHAT_REQUESTED
+                    text: go
+                    delay: 4
+                  - wait: CHAT_INPUT
+                    timeout: 10
+                  - message: EVENT
+                    text: "got {{ received.message }}"
+            """
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("early", catalog)
+    await advance(manual, 0.5)
+    # the runner has not reached the wait yet: nobody listens
+    assert run.waiting is None
+    assert not runner.receive(chat("b", "too soon"))
+    await advance(manual, 0.5)
+    assert delivery.times == [1001.0]
+    # the wait is due at 5, but the runner listens from the moment it reaches it
+    assert run.waiting == "CHAT_INPUT from any client"
+    await advance(manual, 2)
+    assert runner.receive(chat("b", "early"))
+    await settle()
+    assert run.waiting is None
+    assert len(delivery.sent) == 1  # what follows the wait is still due at 5, not 3
+    await advance(manual, 2)
+    assert delivery.sent[1] == Sent(1005.0, Endpoint.MESSAGES, msg("EVENT", "got early"), None)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert run.elapsed == pytest.approx(5.0)
+
+
+async def test_every_waiting_run_takes_the_frame(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    first = runner.start("ask", catalog)
+    second = runner.start("ask", catalog)
+    await settle()
+    assert runner.receive(chat("c", "Cy"))
+    await asyncio.wait_for(asyncio.gather(first.wait(), second.wait()), timeout=5)
+    assert [run.state for run in (first, second)] == [RunState.FINISHED] * 2
+    assert delivery.frames.count(msg("EVENT", "Hello Cy from c")) == 2
+
+
+async def test_the_answering_client_becomes_the_sender(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "reply": """
+                steps:
+                  - wait: CHAT_INPUT
+                  - message: EVENT
+                    text: "just for {{ sender }}"
+                    to: sender
+            """
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("reply", catalog)
+    await settle()
+    assert runner.receive(chat("z", "hi"))
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert delivery.sent == [Sent(START, Endpoint.MESSAGES, msg("EVENT", "just for z"), "z")]
+
+
+async def test_cancelling_a_waiting_run_stops_listening(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("ask", catalog)
+    await settle()
+    assert run.waiting is not None
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.CANCELLED
+    assert run.waiting is None
+    assert not runner.receive(chat("b", "Ada"))
+
+
+# --- parallel -------------------------------------------------------------------------------
+
+LEFT = """
+    delay: 1
+    steps:
+      - chunk: L0
+      - chunk: L1
+      - chunk: L2
+"""
+
+
+@pytest.mark.parametrize(("tail", "after"), [(0.0, 3.0), (2.0, 4.5)])
+async def test_parallel_branches_interleave_and_the_step_lasts_the_longest(
+    manual: ManualClock, tail: float, after: float
+) -> None:
+    catalog = scenarios(
+        {
+            "left": LEFT,  # 0, 1, 2; ends at 3
+            "right": f"""
+                delay: 1
+                steps:
+                  - sleep: 0.5
+                  - message: EVENT
+                    text: R0
+                  - message: EVENT
+                    text: R1
+                  - sleep: {tail}
+            """,  # 0.5, 1.5; ends at 2.5 + tail
+            "main": """
+                steps:
+                  - parallel: [left, right]
+                  - message: EVENT
+                    text: after
+            """,
+        }
+    )
+    delivery = FakeDelivery(manual)
+    run = Runner(delivery, manual).start("main", catalog)
+    await asyncio.wait_for(run_out(manual, run), timeout=5)
+    assert run.state is RunState.FINISHED, run.error
+    assert delivery.sent == [
+        Sent(1000.0, Endpoint.STREAM, chunk_frame("L0"), None),
+        Sent(1000.5, Endpoint.MESSAGES, msg("EVENT", "R0"), None),
+        Sent(1001.0, Endpoint.STREAM, chunk_frame("L1"), None),
+        Sent(1001.5, Endpoint.MESSAGES, msg("EVENT", "R1"), None),
+        Sent(1002.0, Endpoint.STREAM, chunk_frame("L2"), None),
+        Sent(START + after, Endpoint.MESSAGES, msg("EVENT", "after"), None),
+    ]
+    assert run.elapsed == pytest.approx(after)
+    assert run.plan is not None
+    assert [cue.frame for cue in run.plan] == delivery.frames
+
+
+@pytest.mark.parametrize("how", ["step", "delivery"])
+async def test_a_failing_branch_fails_the_run_with_its_own_error(
+    manual: ManualClock, how: str
+) -> None:
+    catalog = scenarios(
+        {
+            "left": LEFT,
+            "bad": """
+                steps:
+                  - message: EVENT
+                    text: B0
+                    delay: 1.5
+                  - wait: CHAT_INPUT
+                    timeout: 0.5
+            """,
+            "main": """
+                steps:
+                  - parallel: [left, bad]
+                  - message: EVENT
+                    text: after
+            """,
+        }
+    )
+
+    def cut(count: int) -> None:
+        if how == "delivery" and count == 4:  # L0, B0, L1, then the first frame at 2
+            raise ConnectionError("the wire is cut")
+
+    delivery = FakeDelivery(manual, on_send=cut)
+    run = Runner(delivery, manual).start("main", catalog)
+    await asyncio.wait_for(run_out(manual, run), timeout=5)
+    assert run.state is RunState.FAILED
+    assert run.error is not None
+    assert "ExceptionGroup" not in run.error
+    assert "sub-exception" not in run.error
+    if how == "step":
+        assert run.error.startswith("scenario 'bad', step 1: no CHAT_INPUT frame")
+        assert run.elapsed == pytest.approx(2.0)  # the wait starts at 1.5 and lasts 0.5
+    else:
+        assert run.error == "ConnectionError: the wire is cut"
+        assert run.elapsed == pytest.approx(2.0)
+    await advance(manual, 3)
+    # the other branch was stopped: no L2 after the failure, and nothing after the fork
+    assert chunk_frame("L2") not in delivery.frames[:3]
+    assert msg("EVENT", "after") not in delivery.frames
+    assert len(delivery.sent) == (3 if how == "step" else 4)
+
+
+async def test_cancelling_a_run_cancels_its_branches(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "left": LEFT,
+            "asker": """
+                steps:
+                  - wait: CHAT_INPUT
+                  - message: EVENT
+                    text: answered
+            """,
+            "main": """
+                steps:
+                  - parallel: [left, asker]
+            """,
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("main", catalog)
+    await advance(manual, 1)
+    assert delivery.frames == [chunk_frame("L0"), chunk_frame("L1")]
+    assert run.waiting is not None
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    await settle()
+    assert run.state is RunState.CANCELLED
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert not runner.receive(chat("b", "hi"))
+    await advance(manual, 5)
+    assert delivery.frames == [chunk_frame("L0"), chunk_frame("L1")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Runner._wait clears run.waiting when one branch's wait ends, "
+    "though another branch still waits",
+)
+async def test_waiting_stays_set_while_another_branch_still_waits(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "chat": """
+                steps:
+                  - wait: CHAT_INPUT
+            """,
+            "pause": """
+                steps:
+                  - wait: PAUSE_REQUEST
+            """,
+            "main": """
+                steps:
+                  - parallel: [chat, pause]
+            """,
+        }
+    )
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("main", catalog)
+    await settle()
+    assert run.waiting is not None
+    assert runner.receive(chat("b", "hi"))
+    await settle()
+    assert run.state is RunState.RUNNING
+    assert run.waiting is not None  # the pause branch still waits
+    assert "PAUSE_REQUEST" in run.waiting
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+
+
+# --- hangups --------------------------------------------------------------------------------
+
+
+async def test_disconnect_closes_both_endpoints_with_the_code_and_reason(
+    clock: VirtualClock,
+) -> None:
+    catalog = scenarios(
+        {
+            "bye": """
+                steps:
+                  - message: EVENT
+                    text: last words
+                    delay: 1
+                  - disconnect: all
+                    code: 4000
+                    reason: bye
+            """
+        }
+    )
+    delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 2, Endpoint.STREAM: 3})
+    run = Runner(delivery, clock).start("bye", catalog)
+    events = await asyncio.wait_for(collect(run), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert delivery.hangups == [
+        HungUp(1001.0, Endpoint.MESSAGES, None, 4000, "bye", False),
+        HungUp(1001.0, Endpoint.STREAM, None, 4000, "bye", False),
+    ]
+    assert run.sent == 1  # a hangup is not a frame
+    assert kinds(events) == ["frame", "disconnect", "end"]
+    assert events[1] == {
+        "event": "disconnect",
+        "run_id": run.id,
+        "endpoints": ["/ws", "/ws/stream"],
+        "to": None,
+        "code": 4000,
+        "clients": 5,
+        "step": "1",
+    }
+
+
+async def test_drop_cuts_the_connections(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "crash": """
+                steps:
+                  - sleep: 2
+                  - drop: /ws
+                  - disconnect: /ws/stream
+                    to: a
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = Runner(delivery, clock).start("crash", catalog)
+    events = await asyncio.wait_for(collect(run), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert delivery.hangups == [
+        HungUp(1002.0, Endpoint.MESSAGES, None, 1011, "connection dropped", True),
+        HungUp(1002.0, Endpoint.STREAM, "a", 1000, "", False),
+    ]
+    assert delivery.sent == []
+    assert kinds(events) == ["drop", "disconnect", "end"]
+    assert events[0]["endpoints"] == ["/ws"]
+    assert events[0]["code"] == 1011
+    assert events[1]["to"] == "a"
+
+
+# --- targeting ------------------------------------------------------------------------------
+
+
+async def test_to_sender_sends_to_the_sender(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "private": """
+                steps:
+                  - message: EVENT
+                    text: psst
+                    to: sender
+                  - chunk: public
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = await play(Runner(delivery, clock), "private", catalog, sender="x")
+    assert run.state is RunState.FINISHED
+    assert delivery.targets == ["x", None]
+    assert run.sender == "x"
+
+
+async def test_the_trigger_client_overrides_the_scenario_target_not_a_step_target(
+    clock: VirtualClock,
+) -> None:
+    catalog = scenarios(
+        {
+            "aimed": """
+                to: c
+                steps:
+                  - raw: default
+                  - raw: everyone
+                    to: all
+                  - raw: just-d
+                    to: d
+                  - repeat: 1
+                    steps:
+                      - raw: in-a-block
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    await play(Runner(delivery, clock), "aimed", catalog)
+    assert delivery.targets == ["c", None, "d", "c"]
+    delivery.sent.clear()
+    run = await play(Runner(delivery, clock), "aimed", catalog, client="b")
+    assert delivery.targets == ["b", None, "d", "b"]
+    assert run.client == "b"
+    assert run.summary()["client"] == "b"
+
+
+async def test_to_sender_without_a_sender_fails_the_run(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "private": """
+                steps:
+                  - chunk: public
+                  - message: EVENT
+                    text: psst
+                    to: sender
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = await play(Runner(delivery, clock), "private", catalog)
+    assert run.state is RunState.FAILED
+    assert run.error is not None
+    assert "sender" in run.error
+    assert run.error.startswith("scenario 'private', step 1:")
+    assert run.sent == 1
+
+
+# --- seeds ----------------------------------------------------------------------------------
+
+DICE = """
+    delay: 1
+    jitter: 0.4
+    steps:
+      - message: EVENT
+        text: "{{ randint(1, 1000) }} {{ uuid() }}"
+      - message: EVENT
+        text: "{{ randint(1, 1000) }} {{ uuid() }}"
+      - stream: "one two three four"
+        rate: 5
+      - message: EVENT
+        text: "{{ random() }}"
+"""
+
+
+async def dice(seed: int | None) -> tuple[Run, list[tuple[float, str | bytes]]]:
+    clock = VirtualClock(start=START)
+    delivery = FakeDelivery(clock)
+    run = await play(Runner(delivery, clock), "dice", scenarios({"dice": DICE}), seed=seed)
+    assert run.state is RunState.FINISHED, run.error
+    return run, [(sent.at - START, sent.frame) for sent in delivery.sent]
+
+
+async def test_the_same_seed_plays_the_same_run() -> None:
+    first_run, first = await dice(7)
+    second_run, second = await dice(7)
+    assert first_run.id != second_run.id
+    assert [frame for _, frame in first] == [frame for _, frame in second]
+    assert [at for at, _ in first] == [at for at, _ in second]
+    # the jitter moved something off the grid of whole seconds and fifths
+    assert any(abs(at * 5 - round(at * 5)) > 1e-6 for at, _ in first)
+    # and the plan drew the same values as the run
+    assert first_run.plan is not None
+    assert [cue.frame for cue in first_run.plan] == [frame for _, frame in first]
+    assert [cue.offset for cue in first_run.plan] == pytest.approx([at for at, _ in first])
+
+
+async def test_different_seeds_play_different_runs() -> None:
+    _, first = await dice(7)
+    _, second = await dice(8)
+    assert [frame for _, frame in first] != [frame for _, frame in second]
+    assert [at for at, _ in first] != [at for at, _ in second]
+
+
+async def test_a_random_seed_is_chosen_and_recorded() -> None:
+    run, frames = await dice(None)
+    assert isinstance(run.seed, int)
+    assert run.summary()["seed"] == run.seed
+    again, replayed = await dice(run.seed)
+    assert replayed == frames
+
+
+# --- vars -----------------------------------------------------------------------------------
+
+GREET = """
+    vars: {user: Ada}
+    steps:
+      - message: EVENT
+        text: "hello {{ vars.user }}"
+"""
+
+
+async def test_trigger_vars_override_the_defaults(clock: VirtualClock) -> None:
+    catalog = scenarios({"greet": GREET})
+    delivery = FakeDelivery(clock)
+    runner = Runner(delivery, clock)
+    await play(runner, "greet", catalog)
+    run = await play(runner, "greet", catalog, vars={"user": "Bob"})
+    assert delivery.frames == [msg("EVENT", "hello Ada"), msg("EVENT", "hello Bob")]
+    assert run.vars == {"user": "Bob"}
+    assert run.summary()["vars"] == {"user": "Bob"}
+
+
+async def test_vars_reach_the_scenarios_a_run_plays(clock: VirtualClock) -> None:
+    catalog = scenarios({"greet": GREET, "outer": "steps:\n  - play: greet\n"})
+    delivery = FakeDelivery(clock)
+    await play(Runner(delivery, clock), "outer", catalog, vars={"user": "Bob"})
+    assert delivery.frames == [msg("EVENT", "hello Bob")]
+
+
+async def test_an_unknown_var_starts_no_run(clock: VirtualClock) -> None:
+    catalog = scenarios({"greet": GREET})
+    delivery = FakeDelivery(clock)
+    runner = Runner(delivery, clock)
+    with pytest.raises(VariablesInvalid) as caught:
+        runner.start("greet", catalog, vars={"usr": "Bob"})
+    assert caught.value.unknown == ("usr",)
+    assert "'user'" in str(caught.value)  # did you mean
+    assert runner.runs() == []
+    await settle()
+    assert delivery.sent == []
+
+
+# --- repeat ---------------------------------------------------------------------------------
+
+
+async def test_repeat_plays_the_block_that_many_times(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "thrice": """
+                steps:
+                  - repeat: 3
+                    steps:
+                      - message: EVENT
+                        text: "n{{ iteration }}"
+                        delay: 1
+                      - chunk: c
+                  - raw: done
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = await play(Runner(delivery, clock), "thrice", catalog)
+    assert delivery.frames == [
+        msg("EVENT", "n0"),
+        chunk_frame("c"),
+        msg("EVENT", "n1"),
+        chunk_frame("c"),
+        msg("EVENT", "n2"),
+        chunk_frame("c"),
+        "done",
+    ]
+    assert delivery.times == pytest.approx([1000, 1001, 1001, 1002, 1002, 1003, 1003])
+    assert run.sent == 7
+
+
+FOREVER = """
+    steps:
+      - repeat: forever
+        steps:
+          - message: EVENT
+            text: "tick {{ iteration }}"
+            delay: 1
+"""
+
+
+async def test_repeat_forever_runs_until_cancelled(clock: VirtualClock) -> None:
+    runner: Runner
+    run: Run
+
+    def stop_at_five(count: int) -> None:
+        if count == 5:
+            runner.cancel(run.id)
+
+    delivery = FakeDelivery(clock, on_send=stop_at_five)
+    runner = Runner(delivery, clock)
+    with no_hang(10):
+        run = runner.start("forever", scenarios({"forever": FOREVER}))
+        await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.CANCELLED
+    assert run.sent == 5
+    assert delivery.frames == [msg("EVENT", f"tick {i}") for i in range(5)]
+    assert delivery.times == pytest.approx([1000, 1001, 1002, 1003, 1004])
+    assert run.summary()["planned_s"] is None  # it never ends
+    assert run.summary()["frames"] is None
+
+
+async def test_repeat_forever_keeps_going_on_a_manual_clock(manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("forever", scenarios({"forever": FOREVER}))
+    await asyncio.wait_for(advance(manual, 9.5), timeout=5)
+    assert run.state is RunState.RUNNING
+    assert run.sent == 10
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.CANCELLED
+
+
+async def test_repeating_nothing_forever_fails_instead_of_hanging(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "idle": """
+                steps:
+                  - chunk: before
+                  - repeat: forever
+                    steps:
+                      - sleep: 0
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    with no_hang(10):
+        run = Runner(delivery, clock).start("idle", catalog)
+        await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FAILED
+    assert run.error is not None
+    assert run.error.startswith("scenario 'idle', step 1:")
+    assert "forever" in run.error
+    assert "hang" in run.error
+    assert delivery.frames == [chunk_frame("before")]
+
+
+# --- stream ---------------------------------------------------------------------------------
+
+
+async def test_stream_sends_tokens_at_the_rate_then_closes(clock: VirtualClock) -> None:
+    text = "Hello world, this is"
+    tokens = split_tokens(text)
+    assert tokens == ["Hello", " world", ",", " this", " is"]
+    catalog = scenarios(
+        {
+            "llm": f"""
+                steps:
+                  - stream: "{text}"
+                    rate: 4
+                    close_stream: true
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    run = await play(Runner(delivery, clock), "llm", catalog)
+    assert delivery.frames == [*(chunk_frame(token) for token in tokens), CLOSE_FRAME]
+    assert delivery.times == pytest.approx([1000.0, 1000.25, 1000.5, 1000.75, 1001.0, 1001.25])
+    assert {sent.endpoint for sent in delivery.sent} == {Endpoint.STREAM}
+    assert run.elapsed == pytest.approx(1.25)
+
+
+async def test_stream_of_tool_chunks_without_a_close(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "tool": """
+                steps:
+                  - stream: "a b c"
+                    rate: 2
+                    type: tool
+                  - raw: next
+            """
+        }
+    )
+    delivery = FakeDelivery(clock)
+    await play(Runner(delivery, clock), "tool", catalog)
+    tool = StreamType.TOOL
+    assert delivery.frames == [
+        chunk_frame("a", tool),
+        chunk_frame(" b", tool),
+        chunk_frame(" c", tool),
+        "next",
+    ]
+    assert delivery.times == pytest.approx([1000.0, 1000.5, 1001.0, 1001.0])
