@@ -138,12 +138,14 @@ def parse_scenario(
 def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
     # Checked here, not in the models, because 'vars' is declared beside the steps and a
     # problem is located at the exact string, however deep in 'data' it is.
-    return [
-        loaded.problem(path, message)
-        for path, text in scenario.texts()
-        if templates.is_template(text)
-        for message in templates.check(text, scenario.vars)
-    ]
+    found: dict[tuple[int, int, str], Problem] = {}
+    for path, text in scenario.texts():
+        if templates.is_template(text):
+            for message in templates.check(text, scenario.vars):
+                problem = loaded.problem(path, message)
+                # A template merged into several steps (<<: *anchor) is reported once.
+                found.setdefault((problem.line, problem.column, message), problem)
+    return list(found.values())
 
 
 #: Message type names a project may declare.

@@ -111,9 +111,9 @@ BROKEN = [
     ),
     (
         "agent-run",
-        'span_id: "{{ uuid() }}"\n      trace_id',
-        'span_id: "{{ uuid( }}"\n      trace_id',
-        ":16:7: steps.0.data.span_id: template syntax error",
+        'span_id: "{{ uuid() }}"\n  trace_id',
+        'span_id: "{{ uuid( }}"\n  trace_id',
+        ":13:3: steps.0.data.span_id: template syntax error",
     ),
     (
         "agent-run",

@@ -154,6 +154,7 @@ async def settle() -> None:
 
 async def advance(clock: ManualClock, seconds: float, step: float = 0.25) -> None:
     """Move a manual clock forward in small steps, so sleepers wake in deadline order."""
+    await settle()
     target = clock.now() + seconds
     while clock.now() < target - 1e-9:
         await clock.advance(min(step, target - clock.now()))

@@ -1,19 +1,28 @@
-"""The engine: scenarios to timelines of cues, without I/O and without a clock."""
+"""Timelines: scenarios played on paper into cues, without I/O and without a clock."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from replay.catalog import Catalog
-from replay.errors import ScenarioInvalid, ScenarioNotFound
+from replay.engine import Context
+from replay.errors import ScenarioInvalid, ScenarioNotFound, StepFailed
 from replay.library import ScenarioLibrary
 from replay.loader import parse_scenario
 from replay.protocol import Endpoint
-from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed, scaled
+from replay.timeline import (
+    MAX_CUES,
+    MAX_SPEED,
+    PAPER_CLIENT,
+    Timeline,
+    build_timeline,
+    check_speed,
+)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -71,7 +80,7 @@ def test_shipped_messages(shipped: Catalog) -> None:
     assert_rows(line, MESSAGES)
     assert line.duration == pytest.approx(2.0)
     assert len(line) == 4
-    assert [cue.step for cue in line] == [0, 1, 2, 3]
+    assert [cue.step for cue in line] == ["0", "1", "2", "3"]
     assert {cue.scenario for cue in line} == {"messages"}
 
 
@@ -146,7 +155,7 @@ def test_sleep_steps_pause_without_frames() -> None:
         main="delay: 0.1\nsteps:\n  - sleep: 2s\n  - chunk: a\n  - sleep: 500ms\n  - chunk: b\n"
     )
     assert [cue.offset for cue in line] == pytest.approx([2.0, 2.6])
-    assert [cue.step for cue in line] == [1, 3]
+    assert [cue.step for cue in line] == ["1", "3"]
     assert line.duration == pytest.approx(2.7)
 
 
@@ -269,55 +278,354 @@ def test_hand_built_cycle_raises_instead_of_recursing() -> None:
 # --- speed ----------------------------------------------------------------------------------
 
 
-def test_at_speed_two_is_twice_as_fast(shipped: Catalog) -> None:
+def at_speed(name: str, found: Catalog, speed: float) -> Timeline:
+    return build_timeline(name, found, Context(run_id="dry-run", seed=0, speed=speed))
+
+
+def test_speed_two_is_twice_as_fast(shipped: Catalog) -> None:
     line = build_timeline("all", shipped)
-    fast = line.at_speed(2)
+    fast = at_speed("all", shipped, 2)
     assert [cue.offset for cue in fast] == pytest.approx([cue.offset / 2 for cue in line])
     assert fast.duration == pytest.approx(1.3)
     assert [cue.frame for cue in fast] == [cue.frame for cue in line]
     assert fast.scenario == "all"
 
 
-def test_at_speed_half_is_twice_as_slow(shipped: Catalog) -> None:
-    slow = build_timeline("messages", shipped).at_speed(0.5)
+def test_speed_half_is_twice_as_slow(shipped: Catalog) -> None:
+    slow = at_speed("messages", shipped, 0.5)
     assert [cue.offset for cue in slow] == pytest.approx([0, 1, 2, 3])
     assert slow.duration == pytest.approx(4.0)
 
 
-def test_at_speed_zero_has_no_pauses(shipped: Catalog) -> None:
-    line = build_timeline("all", shipped).at_speed(0)
+def test_speed_zero_has_no_pauses(shipped: Catalog) -> None:
+    line = at_speed("all", shipped, 0)
     assert [cue.offset for cue in line] == [0.0] * 8
     assert line.duration == 0.0
     assert [cue.frame for cue in line] == [f for _, _, f in MESSAGES + STREAM]
 
 
-def test_at_speed_one_is_the_same_timeline(shipped: Catalog) -> None:
+def test_speed_one_is_the_default_timeline(shipped: Catalog) -> None:
     line = build_timeline("messages", shipped)
-    assert line.at_speed(1) is line
-    assert line.at_speed(1.0) == line
+    assert at_speed("messages", shipped, 1) == line
+    assert at_speed("messages", shipped, 1.0) == line
+
+
+def test_speed_applies_to_sleeps_and_token_streams() -> None:
+    found = catalog(
+        main="steps:\n  - sleep: 2\n  - stream: 'one two three'\n    rate: 10\n  - sleep: 1\n"
+    )
+    line = at_speed("main", found, 4)
+    assert [cue.offset for cue in line] == pytest.approx([0.5, 0.525, 0.55])
+    assert line.duration == pytest.approx(0.8)
+
+
+def test_speed_does_not_scale_wait_timeouts() -> None:
+    found = catalog(main="steps:\n  - sleep: 1\n  - wait: CHAT_INPUT\n    timeout: 4s\n")
+    [cue] = at_speed("main", found, 2)
+    assert cue.offset == pytest.approx(0.5)
+    assert "4s" in cue.frame
 
 
 @pytest.mark.parametrize("speed", [-1, -0.001, math.nan, math.inf, -math.inf, MAX_SPEED + 1])
 def test_invalid_speeds_raise(speed: float, shipped: Catalog) -> None:
-    line = build_timeline("messages", shipped)
     with pytest.raises(ValueError, match="speed must be between 0"):
-        line.at_speed(speed)
+        at_speed("messages", shipped, speed)
     with pytest.raises(ValueError, match="speed must be between 0"):
         check_speed(speed)
 
 
-def test_speed_limits_are_accepted() -> None:
+def test_speed_limits_are_accepted(shipped: Catalog) -> None:
     assert check_speed(0) == 0
+    assert check_speed(1) == 1
     assert check_speed(MAX_SPEED) == MAX_SPEED
-    assert scaled(3.0, 0) == 0.0
-    assert scaled(3.0, 1.5) == pytest.approx(2.0)
+    assert at_speed("messages", shipped, MAX_SPEED).duration == pytest.approx(2.0 / MAX_SPEED)
 
 
 def test_scaling_keeps_order_for_many_speeds(shipped: Catalog) -> None:
     line = build_timeline("all", shipped)
+    assert line.duration is not None
     for speed in (0.1, 0.25, 1.5, 3, 7.5, 100, MAX_SPEED):
-        fast = line.at_speed(speed)
+        fast = at_speed("all", shipped, speed)
         offsets = [cue.offset for cue in fast]
         assert offsets == sorted(offsets)
         assert fast.duration == pytest.approx(line.duration / speed)
         assert all(cue.offset <= fast.duration + 1e-9 for cue in fast)
+        assert [cue.frame for cue in fast] == [cue.frame for cue in line]
+
+
+# --- waits ----------------------------------------------------------------------------------
+
+CHAT = (
+    "steps:\n"
+    "  - message: CHAT_REQUESTED\n"
+    "    text: your turn\n"
+    "    delay: 1\n"
+    "  - wait: CHAT_INPUT\n"
+    "    timeout: 5s\n"
+    "  - chunk: 'got {{ received.message_type }} ({{ received.message }}) from {{ sender }}'\n"
+    "    to: sender\n"
+)
+
+
+def test_a_wait_is_a_cue_of_its_own() -> None:
+    line = timeline(main=CHAT)
+    assert [cue.kind for cue in line] == ["frame", "wait", "frame"]
+    wait = line.cues[1]
+    assert wait.endpoint is Endpoint.MESSAGES
+    assert wait.offset == 1.0
+    assert (wait.scenario, wait.step) == ("main", "1")
+    assert "CHAT_INPUT" in wait.frame
+    assert "5s" in wait.frame
+    assert wait.to is None
+    assert (line.frames, line.waits) == (2, 1)
+    assert line.duration == 1.0
+
+
+def test_a_wait_is_answered_at_once_so_later_templates_render() -> None:
+    line = timeline(main=CHAT)
+    last = line.cues[-1]
+    assert json.loads(last.frame)["content"] == "got CHAT_INPUT () from client"
+    assert last.offset == 1.0
+    assert last.to == PAPER_CLIENT == "client"
+
+
+def test_a_wait_is_answered_by_the_runs_sender() -> None:
+    line = build_timeline(
+        "main", catalog(main=CHAT), Context(run_id="dry-run", seed=0, sender="alice")
+    )
+    last = line.cues[-1]
+    assert json.loads(last.frame)["content"] == "got CHAT_INPUT () from alice"
+    assert last.to == "alice"
+
+
+def test_a_wait_for_a_target_is_answered_by_it() -> None:
+    line = timeline(main="to: bob\n" + CHAT)
+    wait = line.cues[1]
+    assert wait.to == "bob"
+    assert "'bob'" in wait.frame
+    assert json.loads(line.cues[-1].frame)["content"] == "got CHAT_INPUT () from bob"
+
+
+def test_wait_text_shows_its_pattern_and_a_short_timeout() -> None:
+    line = timeline(
+        main="steps:\n  - wait: PAUSE_REQUEST\n    match: '^pause'\n    timeout: 250ms\n"
+    )
+    [cue] = line
+    assert cue.kind == "wait"
+    assert "PAUSE_REQUEST" in cue.frame
+    assert "'^pause'" in cue.frame
+    assert "250ms" in cue.frame
+    assert line.frames == 0
+    assert line.duration == 0.0
+
+
+def test_received_data_renders_empty_on_paper() -> None:
+    line = timeline(
+        main="steps:\n"
+        "  - wait: CHAT_INPUT\n"
+        "  - message: EVENT\n"
+        "    data: {input: '{{ received.message }}', type: '{{ received.message_type }}'}\n"
+    )
+    frame = json.loads(line.cues[-1].frame)
+    assert json.loads(frame["message"]) == {"input": "", "type": "CHAT_INPUT"}
+
+
+# --- faults, binary frames, targets -----------------------------------------------------------
+
+
+def test_disconnect_and_drop_cues_per_endpoint() -> None:
+    line = timeline(
+        main="delay: 1\n"
+        "steps:\n"
+        "  - chunk: a\n"
+        "  - disconnect: all\n"
+        "    code: 4001\n"
+        "    reason: bye\n"
+        "  - drop: /ws/stream\n"
+        "  - disconnect: /ws\n"
+        "  - drop: all\n"
+    )
+    assert [(cue.offset, cue.kind, cue.endpoint, cue.step) for cue in line] == [
+        (0.0, "frame", Endpoint.STREAM, "0"),
+        (1.0, "disconnect", Endpoint.MESSAGES, "1"),
+        (1.0, "disconnect", Endpoint.STREAM, "1"),
+        (1.0, "drop", Endpoint.STREAM, "2"),
+        (1.0, "disconnect", Endpoint.MESSAGES, "3"),
+        (1.0, "drop", Endpoint.MESSAGES, "4"),
+        (1.0, "drop", Endpoint.STREAM, "4"),
+    ]
+    assert "4001" in line.cues[1].frame
+    assert "bye" in line.cues[1].frame
+    assert "1000" in line.cues[4].frame
+    assert line.frames == 1
+    assert line.waits == 0
+
+
+def test_binary_cue() -> None:
+    line = timeline(main="steps:\n  - binary: AAEC/w==\n    endpoint: /ws/stream\n")
+    [cue] = line
+    assert cue.kind == "binary"
+    assert cue.endpoint is Endpoint.STREAM
+    assert "4 bytes" in cue.frame
+    assert "AAEC/w==" in cue.frame
+    assert line.frames == 1
+
+
+def test_cues_record_who_they_are_for() -> None:
+    line = timeline(
+        main="steps:\n"
+        "  - chunk: everyone\n"
+        "  - chunk: one\n"
+        "    to: alice\n"
+        "  - play: sub\n"
+        "    to: bob\n"
+        "  - drop: /ws\n"
+        "    to: carol\n",
+        sub="steps:\n  - tool: t\n",
+    )
+    assert [cue.to for cue in line] == [None, "alice", "bob", "carol"]
+    assert line.cues[1].to_dict() == {
+        "offset": 0.0,
+        "kind": "frame",
+        "endpoint": "/ws/stream",
+        "to": "alice",
+        "frame": '{"type":"default","content":"one"}',
+        "scenario": "main",
+        "step": "1",
+    }
+
+
+def test_the_client_of_the_run_is_recorded() -> None:
+    line = build_timeline(
+        "messages",
+        catalog(messages="steps:\n  - chunk: a\n"),
+        Context(run_id="dry-run", seed=0, client="dave"),
+    )
+    assert [cue.to for cue in line] == ["dave"]
+
+
+# --- forever ----------------------------------------------------------------------------------
+
+
+def test_forever_is_cut_off_at_the_limit() -> None:
+    found = catalog(
+        main="steps:\n  - repeat: forever\n    steps:\n      - chunk: tick\n        delay: 1\n"
+    )
+    line = build_timeline("main", found, limit=7)
+    assert line.truncated
+    assert line.duration is None
+    assert len(line) == 7
+    assert [cue.offset for cue in line] == [float(index) for index in range(7)]
+
+
+def test_forever_is_cut_off_at_max_cues_by_default() -> None:
+    found = catalog(main="steps:\n  - repeat: forever\n    steps:\n      - chunk: tick\n")
+    line = build_timeline("main", found)
+    assert line.truncated
+    assert line.duration is None
+    assert len(line) == MAX_CUES
+
+
+def test_a_finite_timeline_at_the_limit_is_not_truncated() -> None:
+    line = build_timeline("main", catalog(main="steps:\n" + "  - chunk: a\n" * 5), limit=5)
+    assert not line.truncated
+    assert len(line) == 5
+    assert line.duration == 0.0
+
+
+class BoundedCatalog(Catalog):
+    """A catalog that fails the test after too many scenario lookups, so that a timeline
+    that never stops makes the test fail instead of hanging."""
+
+    def __init__(self, inner: Catalog, budget: int = 5_000) -> None:
+        super().__init__(inner.files, inner.protocol)
+        object.__setattr__(self, "budget", budget)
+
+    def scenario(self, name: str) -> Any:
+        left = self.budget - 1
+        object.__setattr__(self, "budget", left)
+        if left < 0:
+            raise AssertionError("the timeline plays scenarios endlessly (it would hang)")
+        return super().scenario(name)
+
+
+def test_a_fork_of_silent_branches_repeated_forever_stops() -> None:
+    found = BoundedCatalog(
+        catalog(
+            main="steps:\n"
+            "  - chunk: start\n"
+            "  - repeat: forever\n"
+            "    steps:\n"
+            "      - parallel: [silent, silent]\n",
+            silent="steps:\n  - sleep: 1\n",
+        )
+    )
+    line = build_timeline("main", found, limit=5)
+    assert line.truncated
+    assert line.duration is None
+    assert [json.loads(cue.frame)["content"] for cue in line] == ["start"]
+
+
+def test_forever_in_a_parallel_branch_is_cut_off_too() -> None:
+    found = catalog(
+        main="steps:\n  - parallel: [ticks, once]\n  - chunk: never\n",
+        ticks="steps:\n  - repeat: forever\n    steps:\n      - tool: tick\n        delay: 1\n",
+        once="steps:\n  - chunk: once\n",
+    )
+    line = build_timeline("main", found, limit=4)
+    assert line.truncated
+    assert line.duration is None
+    assert len(line) == 4
+    assert "never" not in "".join(cue.frame for cue in line)
+
+
+# --- seeds ----------------------------------------------------------------------------------
+
+SEEDED = {
+    "main": "delay: 0.5\n"
+    "jitter: 0.2\n"
+    "steps:\n"
+    "  - message: EVENT\n"
+    "    data: {span_id: '{{ uuid() }}', x: '{{ random() }}', n: '{{ randint(1, 10**9) }}'}\n"
+    '  - chunk: \'{{ choice(["a", "b", "c", "d", "e", "f"]) }} {{ random() }}\'\n'
+    "  - parallel: [branch, branch]\n"
+    "  - stream: 'tokens, streamed with a jittered rate'\n"
+    "    rate: 20\n"
+    "    jitter: 0.01\n",
+    "branch": "jitter: 0.3\nsteps:\n  - sleep: 1\n  - tool: '{{ uuid() }}'\n",
+}
+
+
+def seeded(seed: int) -> Timeline:
+    return build_timeline("main", catalog(**SEEDED), Context(run_id="dry-run", seed=seed))
+
+
+def test_the_same_seed_gives_the_same_timeline() -> None:
+    first = seeded(42)
+    second = seeded(42)
+    assert [(cue.offset, cue.frame) for cue in first] == [(cue.offset, cue.frame) for cue in second]
+    assert first == second
+    assert first.duration == second.duration
+
+
+def test_another_seed_gives_another_timeline() -> None:
+    first = seeded(42)
+    other = seeded(43)
+    assert len(first) == len(other)
+    assert [cue.frame for cue in first] != [cue.frame for cue in other]
+    assert [cue.offset for cue in first] != [cue.offset for cue in other]
+    assert first.duration != other.duration
+    # the two branches drew different values from each other
+    branch = [cue.frame for cue in first if cue.scenario == "branch"]
+    assert len(branch) == 2
+    assert branch[0] != branch[1]
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_a_template_failing_on_paper_raises_step_failed() -> None:
+    found = catalog(main="steps:\n  - chunk: a\n  - chunk: '{{ received.data.missing }}'\n")
+    with pytest.raises(StepFailed) as failed:
+        build_timeline("main", found)
+    assert (failed.value.scenario, failed.value.step) == ("main", "1")

@@ -1,0 +1,489 @@
+"""Templates: checked when a file loads, rendered in Jinja2's immutable sandbox."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replay import templates
+from replay.errors import TemplateFailed
+from replay.templates import (
+    MAX_OUTPUT,
+    NAMES,
+    Now,
+    check,
+    has_templates,
+    is_template,
+    render_data,
+    render_text,
+    render_value,
+)
+
+#: 2023-11-14T22:13:20.123Z
+MOMENT = 1_700_000_000.123
+
+
+def context(**overrides: Any) -> dict[str, Any]:
+    """What the engine gives a template, with fixed values."""
+    names: dict[str, Any] = {
+        "run": {"id": "run-1", "scenario": "demo", "seed": 7},
+        "scenario": "demo",
+        "step": 2,
+        "iteration": 0,
+        "now": Now(MOMENT),
+        "uuid": lambda: "00000000-0000-4000-8000-000000000000",
+        "random": lambda: 0.25,
+        "randint": lambda low, high: low,
+        "choice": lambda items: items[0],
+        "vars": {"name": "Ada", "count": 3, "tags": ["a", "b"]},
+        "received": {
+            "client": "browser-1",
+            "text": '{"message_type":"CHAT_INPUT","message":"hi"}',
+            "message_type": "CHAT_INPUT",
+            "message": "hi",
+            "data": None,
+            "frame": {"message_type": "CHAT_INPUT", "message": "hi"},
+        },
+        "sender": "browser-1",
+    }
+    names.update(overrides)
+    return names
+
+
+# --- is_template / has_templates ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["{{ x }}", "a {% if 1 %}b{% endif %}", "{# note #}", "{{"])
+def test_is_template(text: str) -> None:
+    assert is_template(text)
+
+
+@pytest.mark.parametrize("text", ["", "plain", "{ {x} }", "} }", "{x}", "%}", "#}"])
+def test_is_not_template(text: str) -> None:
+    assert not is_template(text)
+
+
+def test_has_templates_walks_mappings_and_lists() -> None:
+    assert not has_templates({"a": ["x", {"b": "y"}], "n": 1, "t": None})
+    assert has_templates({"a": ["x", {"b": "{{ step }}"}]})
+    assert has_templates(["x", ["{{ step }}"]])
+    assert has_templates("{{ step }}")
+    assert not has_templates(3)
+    # keys are never templates
+    assert not has_templates({"{{ step }}": "x"})
+
+
+# --- check ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_every_name_is_accepted(name: str) -> None:
+    assert check(f"{{{{ {name} }}}}", []) == []
+
+
+def test_the_documented_uses_are_accepted() -> None:
+    text = (
+        "{{ run.id }} {{ run.scenario }} {{ run.seed }} {{ scenario }} {{ step }} "
+        "{{ iteration + 1 }} {{ now.iso }} {{ now.ms }} {{ now.s }} {{ uuid() }} "
+        "{{ random() }} {{ randint(1, 6) }} {{ choice(['a', 'b']) }} {{ vars.name }} "
+        "{{ vars['count'] }} {{ received.message_type }} {{ received.message }} "
+        "{{ received.data }} {{ received.client }} {{ received.text }} {{ sender }}"
+    )
+    assert check(text, ["name", "count"]) == []
+
+
+def test_local_names_are_not_unknown() -> None:
+    assert check("{% for item in vars.tags %}{{ item }}{% endfor %}", ["tags"]) == []
+    assert check("{% set greeting = 'hi' %}{{ greeting }}", []) == []
+    assert check("{{ vars.name | upper }} {{ range(3) | list }}", ["name"]) == []
+
+
+def test_unknown_name_suggests_the_nearest() -> None:
+    [problem] = check("{{ nwo.iso }}", [])
+    assert problem.startswith("unknown name 'nwo' in a template (did you mean 'now'?); ")
+    assert problem.endswith("templates can use " + ", ".join(sorted(NAMES)))
+
+
+def test_unknown_name_without_suggestion() -> None:
+    [problem] = check("{{ zzzz }}", [])
+    assert problem.startswith("unknown name 'zzzz' in a template; templates can use ")
+
+
+def test_several_unknown_names_are_each_reported_in_order() -> None:
+    problems = check("{{ b_name }} {{ a_name }}", [])
+    assert [re.findall(r"'(\w+)'", p)[0] for p in problems] == ["a_name", "b_name"]
+
+
+@pytest.mark.parametrize("text", ["{{ vars.nmae }}", "{{ vars['nmae'] }}", '{{ vars["nmae"] }}'])
+def test_undeclared_variable_suggests_a_declared_one(text: str) -> None:
+    [problem] = check(text, ["name", "count"])
+    assert problem == (
+        "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
+        "with a default (declared: count, name)"
+    )
+
+
+def test_undeclared_variable_with_nothing_declared() -> None:
+    [problem] = check("{{ vars.x }}", [])
+    assert problem == (
+        "variable 'x' is not declared: add it under 'vars:' with a default (declared: none)"
+    )
+
+
+def test_declared_variables_are_fine() -> None:
+    assert check("{{ vars.name }} {{ vars['count'] }}", {"name": "Ada", "count": 3}) == []
+
+
+def test_syntax_error() -> None:
+    [problem] = check("{{ x", [])
+    assert problem.startswith("template syntax error: ")
+    assert "end of print statement" in problem
+
+
+def test_syntax_error_in_a_multi_line_template_names_the_line() -> None:
+    [problem] = check("line one\n{% if step %}\nno end\n", [])
+    assert problem.startswith("template syntax error (line ")
+    assert "of the template)" in problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ received.message | nofilter }}", "{{ step is notatest }}"],
+    ids=["unknown-filter", "unknown-test"],
+)
+def test_unknown_filter_or_test_is_a_problem_not_an_exception(text: str) -> None:
+    # check() must describe what is wrong, never raise: the loader promises not to raise.
+    problems = check(text, [])
+    assert len(problems) == 1
+    assert ("nofilter" in problems[0]) or ("notatest" in problems[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ " + "(" * 200 + "1" + ")" * 200 + " }}",
+        "{{ " + "[" * 200 + "]" * 200 + " }}",
+        "{{ " + "+".join(["1"] * 2000) + " }}",
+    ],
+    ids=["parentheses", "brackets", "long-sum"],
+)
+def test_deeply_nested_template_is_a_problem_not_an_exception(text: str) -> None:
+    problems = check(text, [])
+    assert problems  # something like "the template nests too deeply"
+
+
+@pytest.mark.parametrize(
+    "text", ['{% include "other" %}', '{% extends "base" %}', '{% import "macros" as m %}']
+)
+def test_templates_that_load_other_templates_are_refused(text: str) -> None:
+    # There is no template loader: these can never render, so they should fail the check
+    # instead of failing every run.
+    assert check(text, []) != []
+
+
+# --- render_text ------------------------------------------------------------------------------
+
+
+def test_render_text_with_context() -> None:
+    text = (
+        "{{ run.id }}/{{ scenario }}/{{ step }}/{{ iteration }}: {{ vars.name }} x"
+        "{{ vars['count'] }} at {{ now.iso }} ({{ now.ms }}) from {{ sender }}: "
+        "{{ received.message }} {{ uuid() }} {{ randint(4, 9) }} {{ choice(vars.tags) }}"
+    )
+    assert render_text(text, context()) == (
+        "run-1/demo/2/0: Ada x3 at 2023-11-14T22:13:20.123Z (1700000000123) from browser-1: "
+        "hi 00000000-0000-4000-8000-000000000000 4 a"
+    )
+
+
+def test_render_text_keeps_trailing_newline_and_plain_text() -> None:
+    assert render_text("{{ step }}\n", context()) == "2\n"
+    assert render_text("no template", context()) == "no template"
+
+
+def test_render_text_loops_and_conditions() -> None:
+    text = "{% for t in vars.tags %}[{{ t }}]{% endfor %}{% if iteration %}x{% else %}y{% endif %}"
+    assert render_text(text, context()) == "[a][b]y"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{{ nope }}", "'nope' is undefined (a name or field that does not exist here)"),
+        ("{{ run.nope }}", "has no attribute 'nope' (a name or field that does not exist here)"),
+        ("{{ vars.missing }}", "has no attribute 'missing'"),
+        ("{{ received.data.field }}", "(a name or field that does not exist here)"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_render_failures_are_template_failed_with_a_reason(text: str, reason: str) -> None:
+    with pytest.raises(TemplateFailed) as caught:
+        render_text(text, context())
+    assert reason in caught.value.reason
+    assert caught.value.source == text
+    assert str(caught.value) == f"template {text!r} failed: {caught.value.reason}"
+
+
+def test_undefined_is_strict_even_in_a_loop_or_a_test() -> None:
+    with pytest.raises(TemplateFailed):
+        render_text("{% for x in nope %}{{ x }}{% endfor %}", context())
+    with pytest.raises(TemplateFailed):
+        render_text("{{ nope ~ 'x' }}", context())
+
+
+def test_long_source_is_shortened_in_the_message() -> None:
+    text = "{{ nope }}" + "x" * 200
+    with pytest.raises(TemplateFailed) as caught:
+        render_text(text, context())
+    assert caught.value.source == text
+    assert "..." in str(caught.value)
+    assert len(str(caught.value)) < 200
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+
+ESCAPES = [
+    "{{ ''.__class__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ ().__class__.__base__.__subclasses__() }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ joiner.__init__.__globals__.os }}",
+    "{{ namespace.__init__.__globals__ }}",
+    "{{ lipsum.__globals__ }}",
+    "{{ self.__init__.__globals__ }}",
+    "{{ run.__class__ }}",
+    "{{ run | attr('__class__') }}",
+    "{{ '{0.__class__}'.format(1) }}",
+    "{{ uuid.__globals__ }}",
+    "{{ now.__class__.__init__.__globals__ }}",
+]
+
+
+@pytest.mark.parametrize("text", ESCAPES)
+def test_sandbox_refuses_python_internals(text: str) -> None:
+    with pytest.raises(TemplateFailed) as caught:
+        render_text(text, context())
+    assert "not allowed in a template" in caught.value.reason
+
+
+def test_sandbox_never_runs_a_command(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
+    with pytest.raises(TemplateFailed):
+        render_text(text, context())
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ vars.update(name='Eve') }}",
+        "{{ vars.pop('name') }}",
+        "{{ vars.__setitem__('name', 'Eve') }}",
+        "{{ vars.tags.append('c') }}",
+        "{{ vars.tags.clear() }}",
+        "{% set run.id = 'other' %}",
+    ],
+)
+def test_sandbox_refuses_changes(text: str) -> None:
+    names = context()
+    with pytest.raises(TemplateFailed):
+        render_text(text, names)
+    assert names["vars"] == {"name": "Ada", "count": 3, "tags": ["a", "b"]}
+    assert names["run"]["id"] == "run-1"
+
+
+def test_output_over_the_limit_fails() -> None:
+    with pytest.raises(TemplateFailed) as caught:
+        render_text("{{ 'a' * (%d + 1) }}" % MAX_OUTPUT, context())
+    assert caught.value.reason == (
+        f"it rendered {MAX_OUTPUT + 1} characters (at most {MAX_OUTPUT})"
+    )
+    assert len(render_text("{{ 'a' * %d }}" % MAX_OUTPUT, context())) == MAX_OUTPUT
+
+
+def test_huge_ranges_are_refused() -> None:
+    with pytest.raises(TemplateFailed, match="Range too big"):
+        render_text("{% for i in range(10000000) %}x{% endfor %}", context())
+
+
+def test_a_runaway_loop_stops_at_the_limit() -> None:
+    # MAX_OUTPUT is there "so a runaway loop fails instead of eating memory": rendering
+    # should stop once the output passes the limit, not build all of it first.
+    calls = 0
+    piece = "x" * 4096
+
+    def big() -> str:
+        nonlocal calls
+        calls += 1
+        return piece
+
+    text = "{% for i in range(20000) %}{{ uuid() }}{% endfor %}"  # 80 MB if rendered in full
+    with pytest.raises(TemplateFailed):
+        render_text(text, context(uuid=big))
+    assert calls <= 2 * (MAX_OUTPUT // len(piece)) + 16
+
+
+# --- render_value -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("{{ 3 }}", 3),
+        ("  {{ 3 }}  ", 3),
+        ("{{ 1.5 }}", 1.5),
+        ("{{ true }}", True),
+        ("{{ none }}", None),
+        ("{{ [1, 'a'] }}", [1, "a"]),
+        ("{{ {'a': 1} }}", {"a": 1}),
+        ("{{ step }}", 2),
+        ("{{ vars.count }}", 3),
+        ("{{ vars.tags }}", ["a", "b"]),
+        ("{{ now.ms }}", 1_700_000_000_123),
+        ("{{ now }}", "2023-11-14T22:13:20.123Z"),
+        ("{{ now.iso }}", "2023-11-14T22:13:20.123Z"),
+        ("{{ uuid() }}", "00000000-0000-4000-8000-000000000000"),
+        ("{{ iteration + 1 }}", 1),
+        ("x {{ 3 }}", "x 3"),
+        ("{{ 1 }}{{ 2 }}", "12"),
+        ("{{ 1 }} and {{ 2 }}", "1 and 2"),
+        ("{{ '}}' }}", "}}"),
+        ("{% if true %}{{ 3 }}{% endif %}", "3"),
+    ],
+)
+def test_render_value(text: str, value: Any) -> None:
+    rendered = render_value(text, context())
+    assert rendered == value
+    assert type(rendered) is type(value)
+
+
+def test_render_value_turns_non_json_values_into_text() -> None:
+    assert render_value("{{ (1, 2) }}", context()) == "(1, 2)"
+    assert render_value("{{ now }}", context(now=Now(0))) == "1970-01-01T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ [now] }}", "{{ {'at': now} }}", "{{ {'when': [now, 1]} }}", "{{ 1e308 * 10 }}"],
+)
+def test_render_value_always_gives_json(text: str) -> None:
+    # "Only JSON's own types keep their type": a list or mapping holding something else
+    # (a Now) must not reach the wire as an unencodable value; nor may an infinity.
+    try:
+        value = render_value(text, context())
+    except TemplateFailed:
+        return
+    json.dumps(value, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "text", ["{{ nope }}", "{{ run.nope }}", "{{ vars.missing }}", "{{ received.data.x }}"]
+)
+def test_render_value_undefined_is_template_failed(text: str) -> None:
+    with pytest.raises(TemplateFailed) as caught:
+        render_value(text, context())
+    assert "(a name or field that does not exist here)" in caught.value.reason
+
+
+@pytest.mark.parametrize("text", ESCAPES)
+def test_render_value_sandbox_is_template_failed(text: str) -> None:
+    with pytest.raises(TemplateFailed) as caught:
+        render_value(text, context())
+    assert "not allowed in a template" in caught.value.reason
+
+
+def test_render_value_syntax_error_is_template_failed() -> None:
+    with pytest.raises(TemplateFailed):
+        render_value("{{ }}", context())
+    with pytest.raises(TemplateFailed):
+        render_value("{{ 1 + }}", context())
+
+
+def test_render_value_output_over_the_limit_fails() -> None:
+    with pytest.raises(TemplateFailed):
+        render_value("{{ 'a' * (%d + 1) }}" % MAX_OUTPUT, context())
+
+
+# --- render_data ------------------------------------------------------------------------------
+
+
+def test_render_data_walks_nested_structures() -> None:
+    data = {
+        "name": "{{ vars.name }} - START",
+        "count": "{{ vars.count }}",
+        "nested": {"list": ["{{ step }}", "plain", {"deep": "{{ now.iso }}"}], "n": 1.5},
+        "flag": True,
+        "nothing": None,
+        "text": "no template here",
+    }
+    original = json.loads(json.dumps(data))
+    assert render_data(data, context()) == {
+        "name": "Ada - START",
+        "count": 3,
+        "nested": {"list": [2, "plain", {"deep": "2023-11-14T22:13:20.123Z"}], "n": 1.5},
+        "flag": True,
+        "nothing": None,
+        "text": "no template here",
+    }
+    assert data == original  # the input is left as it was
+
+
+def test_render_data_leaves_keys_and_scalars() -> None:
+    assert render_data({"{{ step }}": 1}, context()) == {"{{ step }}": 1}
+    assert render_data(5, context()) == 5
+    assert render_data(["{{ step }}"], context()) == [2]
+    assert render_data("{{ step }}", context()) == 2
+
+
+def test_render_data_failure_is_template_failed() -> None:
+    with pytest.raises(TemplateFailed):
+        render_data({"a": ["{{ 1 / 0 }}"]}, context())
+
+
+# --- Now --------------------------------------------------------------------------------------
+
+
+def test_now() -> None:
+    now = Now(MOMENT)
+    assert now.iso == "2023-11-14T22:13:20.123Z"
+    assert now.ms == 1_700_000_000_123
+    assert now.s == MOMENT
+    assert str(now) == now.iso
+    assert Now(0).iso == "1970-01-01T00:00:00.000Z"
+    assert Now(0).ms == 0
+    assert Now(0.5).iso == "1970-01-01T00:00:00.500Z"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", Now(1e9 + 0.0004).iso)
+
+
+@pytest.mark.parametrize("seconds", [1.005, 1.001, 1_700_000_000.1229996, 12.345, 0.999])
+def test_now_ms_and_iso_agree(seconds: float) -> None:
+    # now.ms and now.iso describe the same millisecond.
+    now = Now(seconds)
+    assert now.ms // 1000 == int(seconds)
+    assert now.ms % 1000 == int(now.iso[-4:-1])
+
+
+def test_names_are_the_documented_ones() -> None:
+    documented = {
+        "run",
+        "scenario",
+        "step",
+        "iteration",
+        "now",
+        "uuid",
+        "random",
+        "randint",
+        "choice",
+        "vars",
+        "received",
+        "sender",
+    }
+    assert documented == NAMES
+    assert templates.__doc__ is not None
+    for name in NAMES:
+        assert f"``{name}" in templates.__doc__
