@@ -330,7 +330,8 @@ class _Player:
         return branch
 
     def pause(self, seconds: float, jitter: float) -> float:
-        if jitter:
+        # No pause stays no pause (after a play, or an explicit delay: 0).
+        if jitter and seconds > 0:
             seconds = max(0.0, seconds + self.rng.uniform(-jitter, jitter))
         speed = self.context.speed
         return 0.0 if speed == 0 else seconds / speed
@@ -359,7 +360,7 @@ class _Player:
         if templates.has_templates(data):
             data = templates.render_data(data, self.names(scope, index, at))
         try:
-            return encode(data)  # type: ignore[arg-type]
+            return encode(data)
         except (TypeError, ValueError) as error:
             raise TemplateFailed(json.dumps(step.data, default=str), str(error)) from None
 

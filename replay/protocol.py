@@ -43,9 +43,11 @@ MESSAGE_TYPES: dict[str, str] = {
 }
 
 
-def encode(payload: dict[str, Any]) -> str:
-    """JSON text exactly as Starlette's ``send_json`` writes it."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+def encode(payload: Any) -> str:
+    """JSON text exactly as Starlette's ``send_json`` writes it; raises ValueError for
+    NaN and infinities."""
+    # allow_nan=False: NaN and Infinity are not JSON, and a browser's JSON.parse rejects them.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def message_frame(message_type: str, message: str) -> str:

@@ -107,7 +107,7 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper = _Paper(PAPER_CLIENT, limit)
+    paper = _Paper(context.sender or PAPER_CLIENT, limit)
     end = paper.drive(play(name, catalog, context))
     # Stable, so ties keep the order they were played in; rounded, so 0.1 + 0.2 ties with 0.3.
     ordered = tuple(sorted(paper.cues, key=lambda cue: round(cue.offset, 9)))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+from websockets.asyncio.client import connect
 
 from replay.cli import main
 from tests.conftest import LiveServer
@@ -175,3 +181,252 @@ def test_play_survives_being_cut_off_as_a_lagging_follower(
     assert code == 0
     assert "the server stopped following" in out
     assert ": finished: 4 frames" in out.splitlines()[-1]
+
+
+# The scenario language on the command line: waits, forever, seeds, variables, the
+# protocol file and the schema. Each test writes its own folder.
+
+CHAT = """
+vars:
+  user: nobody
+delay: 0.1
+steps:
+  - message: CHAT_REQUESTED
+    text: "Hi {{ vars.user }}, what now?"
+  - wait: CHAT_INPUT
+    timeout: 5s
+  - message: CHAT
+    text: "{{ vars.user }} said {{ received.message }}"
+  - disconnect: /ws
+    code: 4001
+    reason: bye
+"""
+JITTERED = """
+delay: 0.2
+jitter: 0.1
+steps:
+  - message: EVENT
+    text: "{{ randint(1, 1000000) }} {{ uuid() }}"
+  - chunk: "{{ choice(['a', 'b', 'c', 'd', 'e', 'f']) }}"
+  - repeat: 3
+    steps:
+      - message: EVENT
+        text: "{{ iteration }} {{ random() }}"
+"""
+FOREVER = """
+steps:
+  - repeat: forever
+    steps:
+      - message: EVENT
+        text: tick
+        delay: 1s
+"""
+PROTOCOL = "message_types:\n  TOKEN_USAGE: token counts after each LLM call\n"
+USES_PROTOCOL = "steps:\n  - message: TOKEN_USAGE\n    data: {prompt: 12, completion: 30}\n"
+
+
+def folder_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "scenarios"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_dry_run_shows_waits_and_disconnects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"chat.yaml": CHAT})
+    code, out, _ = run_main(["--scenario", "chat", "--dry-run", "--scenarios", str(folder)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    wait = next(line for line in lines if "wait for" in line)
+    assert wait.split(None, 2)[:2] == ["0.100s", "/ws"]
+    assert "[wait for CHAT_INPUT from any client, up to 5s]" in wait
+    assert '{"message_type":"CHAT","message":"nobody said "}' in out  # answered with ""
+    assert "[close with code 4001 (bye)]" in out
+    assert lines[-1] == (
+        "chat: 2 frames, 0.200s in all; 1 wait for a client, shown as answered at once"
+    )
+
+
+def test_dry_run_of_a_forever_scenario_says_it_repeats_until_cancelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"ticker.yaml": FOREVER})
+    code, out, _ = run_main(
+        ["--scenario", "ticker", "--dry-run", "--scenarios", str(folder)], capsys
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert "repeats until cancelled" in lines[-1]
+    assert lines[1].split(None, 2) == ["0.000s", "/ws", '{"message_type":"EVENT","message":"tick"}']
+    assert lines[3].split()[0] == "2.000s"
+
+
+def test_dry_run_with_a_seed_is_repeatable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"jittered.yaml": JITTERED})
+    args = ["--scenario", "jittered", "--dry-run", "--scenarios", str(folder), "--seed"]
+    runs = [run_main([*args, seed], capsys) for seed in ("3", "3", "4")]
+    assert [code for code, _, _ in runs] == [0, 0, 0]
+    first, again, other = (out for _, out, _ in runs)
+    assert first == again
+    assert first != other
+    offsets = [line.split()[0] for line in first.splitlines()[1:-1]]
+    assert offsets != ["0.000s", "0.200s", "0.400s", "0.600s", "0.800s"]  # jittered
+
+
+def test_dry_run_renders_vars_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"chat.yaml": CHAT})
+    args = ["--scenario", "chat", "--dry-run", "--scenarios", str(folder)]
+    code, out, _ = run_main([*args, "--var", "user=Ada"], capsys)
+    assert code == 0
+    assert '"message":"Hi Ada, what now?"' in out
+    assert '"message":"Ada said "' in out
+    assert "nobody" not in out
+
+    code, out, err = run_main([*args, "--var", "nope=1"], capsys)
+    assert code == 1
+    assert out == ""
+    err = err.strip()
+    assert err.startswith("replay: ")
+    assert "'nope'" in err
+    assert "declares: user" in err
+    assert err.count("\n") == 0  # one sentence
+
+
+def test_var_without_an_equals_sign_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "chat", "--dry-run", "--var", "user"])
+    assert exit_info.value.code == 2
+    assert "is not NAME=VALUE" in capsys.readouterr().err
+
+
+def test_schema_is_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import jsonschema
+
+    folder = folder_with(tmp_path, {})
+    code, out, _ = run_main(["schema", "--scenarios", str(folder)], capsys)
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(yaml.safe_load(CHAT))
+    assert not validator.is_valid(yaml.safe_load(USES_PROTOCOL))  # not a built-in type
+
+
+def test_schema_includes_the_protocol_files_types(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import jsonschema
+
+    folder = folder_with(tmp_path, {"_protocol.yaml": PROTOCOL})
+    code, out, _ = run_main(["schema", "--scenarios", str(folder)], capsys)
+    assert code == 0
+    schema = json.loads(out)
+    choices = schema["$defs"]["MessageStep"]["properties"]["message"]["oneOf"]
+    assert {"const": "TOKEN_USAGE", "description": "token counts after each LLM call"} in choices
+    assert {"EVENT", "CHAT_INPUT"} <= {choice["const"] for choice in choices}
+    assert jsonschema.Draft202012Validator(schema).is_valid(yaml.safe_load(USES_PROTOCOL))
+
+
+def test_validate_reports_a_valid_protocol_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"_protocol.yaml": PROTOCOL, "usage.yaml": USES_PROTOCOL})
+    code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
+    assert code == 0, out
+    assert f"ok       {folder / '_protocol.yaml'} (1 message type)" in out
+    assert f"ok       {folder / 'usage.yaml'}" in out
+    assert out.splitlines()[-1] == "1 valid, 0 invalid"
+
+
+def test_validate_reports_a_broken_protocol_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = "message_types:\n  token_usage: lower case\n  GOOD_ONE: fine\n"
+    folder = folder_with(tmp_path, {"_protocol.yaml": broken, "chat.yaml": CHAT})
+    code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
+    assert code == 1
+    assert f"INVALID  {folder / '_protocol.yaml'}" in out
+    problem = next(line for line in out.splitlines() if "token_usage" in line)
+    assert problem.startswith(f"  {folder / '_protocol.yaml'}:2:")
+    assert "not a message type name" in problem
+    assert f"ok       {folder / 'chat.yaml'}" in out  # the scenarios are still checked
+
+
+def test_validate_reports_an_unparsable_protocol_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"_protocol.yaml": "message_types: [\n", "chat.yaml": CHAT})
+    code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
+    assert code == 1
+    assert f"INVALID  {folder / '_protocol.yaml'}" in out
+
+
+def answer_chat(ws_url: str, ready: threading.Event, seen: list[str]) -> None:
+    """A client thread: connect, then answer the CHAT_REQUESTED with CHAT_INPUT 'hello'."""
+
+    async def converse() -> None:
+        async with connect(f"{ws_url}/ws?client_id=cli-test") as ws:
+            ready.set()
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                seen.append(frame["message"])
+                if frame["message_type"] == "CHAT_REQUESTED":
+                    await ws.send('{"message_type":"CHAT_INPUT","message":"hello"}')
+                if frame["message_type"] == "CHAT":
+                    return
+
+    asyncio.run(converse())
+
+
+def test_play_with_a_var_shows_the_wait_and_what_was_received(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replay.server import Settings
+    from tests.conftest import start_live_server
+
+    folder = folder_with(tmp_path, {"chat.yaml": CHAT})
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    seen: list[str] = []
+    ready = threading.Event()
+    client = threading.Thread(target=answer_chat, args=(live.ws_url, ready, seen), daemon=True)
+    try:
+        client.start()
+        assert ready.wait(10)
+        for _ in range(500):
+            if live.replay.delivery.client_counts()["/ws"] == 1:
+                break
+            time.sleep(0.01)
+        code, out, err = run_main(
+            ["--scenario", "chat", "--var", "user=Ada", "--url", live.url, "--speed", "0"], capsys
+        )
+        client.join(10)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert code == 0, err
+    assert seen == ["Hi Ada, what now?", "Ada said hello"]
+    lines = out.splitlines()
+    assert "playing 'chat'" in lines[0]
+    assert '"message":"Hi Ada, what now?"}  -> 1 client' in out
+    assert "waiting for CHAT_INPUT from any client..." in out
+    received = next(line for line in lines if "received from" in line)
+    assert received.strip() == (
+        'received from cli-test: {"message_type":"CHAT_INPUT","message":"hello"}'
+    )
+    assert '"message":"Ada said hello"}  -> 1 client' in out
+    assert "closed with code 4001: 1 connection(s) on /ws" in out
+    assert ": finished: 2 frames to 1 client in " in lines[-1]

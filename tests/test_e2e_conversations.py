@@ -81,8 +81,12 @@ async def trigger(
     live: LiveServer, name: str, body: Any = None, **query: Any
 ) -> tuple[int, dict[str, Any]]:
     """POST /trigger/name?query with an optional JSON body; (status, answer)."""
-    params = urllib.parse.urlencode({key: str(value).lower() if isinstance(value, bool) else value
-                                     for key, value in query.items()})
+    params = urllib.parse.urlencode(
+        {
+            key: str(value).lower() if isinstance(value, bool) else value
+            for key, value in query.items()
+        }
+    )
     url = f"{live.url}/trigger/{name}" + (f"?{params}" if params else "")
     return await asyncio.wait_for(http("POST", url, body), TIMEOUT * 2)
 
@@ -132,10 +136,11 @@ async def recv_json(ws: ClientConnection) -> Any:
 
 async def closed(ws: ClientConnection) -> ConnectionClosed:
     """Read until the connection ends; the ConnectionClosed it ended with."""
-    with pytest.raises(ConnectionClosed) as ended:
+    try:
         while True:
             await recv(ws)
-    return ended.value
+    except ConnectionClosed as ended:
+        return ended
 
 
 async def nothing_else(live: LiveServer, *sockets: ClientConnection) -> None:
@@ -215,6 +220,30 @@ async def test_chat_round_trip(serve: Serve) -> None:
         assert answer["state"] == "finished"
         assert answer["sent"] == 2 + len(tokens) + 1
         assert answer["waiting"] is None
+
+
+async def test_a_targeted_run_takes_answers_from_its_target_only(serve: Serve) -> None:
+    live = serve({"chat.yaml": CHAT})
+    async with (
+        connect(f"{live.ws_url}/ws?client_id=a") as a,
+        connect(f"{live.ws_url}/ws?client_id=b") as b,
+        connect(f"{live.ws_url}/ws/stream?client_id=a") as stream,
+    ):
+        await registered(live, ("/ws", "a"), ("/ws", "b"), ("/ws/stream", "a"))
+        status, started = await trigger(live, "chat", wait=False, client="a")
+        assert status == 202, started
+        assert (await recv_json(a))["message_type"] == "CHAT_REQUESTED"
+        run = await wait_until_waiting(live, started["run_id"])
+        assert run["waiting"] == "CHAT_INPUT from client a"
+
+        await b.send(json.dumps({"message_type": "CHAT_INPUT", "message": "from b"}))
+        await a.send(json.dumps({"message_type": "CHAT_INPUT", "message": "from a"}))
+        assert await recv_json(a) == {"message_type": "CHAT", "message": "You said: from a"}
+        ended = await run_ended(live, started["run_id"])
+        assert ended["state"] == "finished"
+        frames = [await recv_json(stream) for _ in range(ended["sent"] - 2)]
+        assert frames[-1] == {"type": "close", "content": None}
+        await nothing_else(live, a, b)
 
 
 # 2. A wait that times out -------------------------------------------------------------

@@ -9,16 +9,27 @@ import pytest
 from pydantic import ValidationError
 
 from replay.scenario import (
+    FRAME_STEPS,
+    MAX_RATE,
+    MAX_REPEAT,
     NAME_PATTERN,
     STEP_KINDS,
+    BinaryStep,
     ChunkStep,
+    ClientFrameMatch,
     CloseStep,
+    DisconnectStep,
+    DropStep,
     MessageStep,
     ParallelStep,
     PlayStep,
+    RawStep,
+    RepeatStep,
     Scenario,
     SleepStep,
+    StreamStep,
     ToolStep,
+    WaitStep,
     step_kind,
 )
 
@@ -61,7 +72,26 @@ def test_step_kind() -> None:
     assert step_kind({"text": "a"}) is None
     assert step_kind("chunk") is None
     assert step_kind(ChunkStep(chunk="a")) == "chunk"
-    assert set(STEP_KINDS) == {"message", "chunk", "tool", "close", "sleep", "play", "parallel"}
+    assert set(STEP_KINDS) == {
+        "message",
+        "chunk",
+        "tool",
+        "close",
+        "stream",
+        "sleep",
+        "play",
+        "parallel",
+        "repeat",
+        "wait",
+        "raw",
+        "binary",
+        "disconnect",
+        "drop",
+    }
+    assert step_kind({"repeat": 2, "steps": [{"chunk": "a"}]}) == "repeat"
+    assert step_kind({"wait": "CHAT_INPUT", "timeout": 1}) == "wait"
+    assert step_kind(WaitStep(wait="CHAT_INPUT")) == "wait"
+    assert step_kind(DropStep(drop="all")) == "drop"
 
 
 def test_pause_after() -> None:
@@ -161,8 +191,505 @@ def test_invalid_names(name: str) -> None:
 
 def test_json_schema_describes_the_format() -> None:
     schema = Scenario.model_json_schema()
-    assert set(schema["properties"]) == {"version", "description", "delay", "steps"}
+    assert set(schema["properties"]) == {
+        "version",
+        "description",
+        "delay",
+        "jitter",
+        "to",
+        "vars",
+        "reacts_to",
+        "on_connect",
+        "steps",
+    }
     assert schema["required"] == ["steps"]
     text = str(schema)
     for kind in STEP_KINDS:
         assert f"'{kind}'" in text
+
+
+# --- the newer step kinds -------------------------------------------------------------------
+
+
+def test_new_step_kinds_validate_to_their_models() -> None:
+    loaded = scenario(
+        {"stream": "Hello there"},
+        {"repeat": 2, "steps": [{"chunk": "a"}]},
+        {"wait": "CHAT_INPUT"},
+        {"raw": "{not json"},
+        {"binary": "AAEC/w=="},
+        {"disconnect": "all"},
+        {"drop": "/ws/stream"},
+    )
+    kinds = [type(step) for step in loaded.steps]
+    assert kinds == [StreamStep, RepeatStep, WaitStep, RawStep, BinaryStep, DisconnectStep, DropStep]
+    stream, repeat, wait, raw, binary, disconnect, drop = loaded.steps
+    assert isinstance(stream, StreamStep)
+    assert (stream.rate, stream.type, stream.close_stream) == (30.0, "default", False)
+    assert isinstance(repeat, RepeatStep)
+    assert repeat.repeat == 2
+    assert isinstance(repeat.steps[0], ChunkStep)
+    assert isinstance(wait, WaitStep)
+    assert (wait.timeout, wait.on_timeout, wait.match, wait.fields) == (60.0, "fail", None, None)
+    assert isinstance(raw, RawStep)
+    assert raw.endpoint == "/ws"
+    assert isinstance(binary, BinaryStep)
+    assert binary.payload == b"\x00\x01\x02\xff"
+    assert binary.endpoint == "/ws"
+    assert isinstance(disconnect, DisconnectStep)
+    assert (disconnect.disconnect, disconnect.code, disconnect.reason) == ("all", 1000, "")
+    assert isinstance(drop, DropStep)
+    assert drop.drop == "/ws/stream"
+
+
+def test_every_step_kind_has_a_model_and_a_test_here() -> None:
+    assert set(STEP_KINDS.values()) == {
+        MessageStep,
+        ChunkStep,
+        ToolStep,
+        CloseStep,
+        StreamStep,
+        SleepStep,
+        PlayStep,
+        ParallelStep,
+        RepeatStep,
+        WaitStep,
+        RawStep,
+        BinaryStep,
+        DisconnectStep,
+        DropStep,
+    }
+
+
+def test_new_step_kinds_with_all_their_fields() -> None:
+    loaded = scenario(
+        {"stream": "x", "rate": 40, "type": "tool", "close_stream": True, "to": "sender"},
+        {"wait": "PAUSE_REQUEST", "match": "pa.se", "fields": {"message.a": "^b$"}},
+        {"wait": "CHAT_INPUT", "timeout": "5m", "on_timeout": "continue"},
+        {"raw": "x", "endpoint": "/ws/stream", "delay": "1s", "jitter": "10ms"},
+        {"binary": "", "endpoint": "/ws/stream"},
+        {"disconnect": "/ws", "code": 4000, "reason": "bye", "to": "browser-1"},
+        {"repeat": "forever", "steps": [{"sleep": 1}], "to": "all"},
+    )
+    stream, wait, timed, raw, binary, disconnect, repeat = loaded.steps
+    assert isinstance(stream, StreamStep)
+    assert (stream.rate, stream.type, stream.close_stream, stream.to) == (
+        40.0,
+        "tool",
+        True,
+        "sender",
+    )
+    assert isinstance(wait, WaitStep)
+    assert wait.matcher == ClientFrameMatch(
+        message="PAUSE_REQUEST", match="pa.se", fields={"message.a": "^b$"}
+    )
+    assert isinstance(timed, WaitStep)
+    assert (timed.timeout, timed.on_timeout) == (300.0, "continue")
+    assert isinstance(raw, RawStep)
+    assert (raw.endpoint, raw.delay, raw.jitter) == ("/ws/stream", 1.0, 0.01)
+    assert isinstance(binary, BinaryStep)
+    assert binary.payload == b""
+    assert isinstance(disconnect, DisconnectStep)
+    assert (disconnect.code, disconnect.reason, disconnect.to) == (4000, "bye", "browser-1")
+    assert isinstance(repeat, RepeatStep)
+    assert repeat.repeat == "forever"
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"stream": "x", "colour": "red"},
+        {"repeat": 2, "steps": [{"chunk": "a"}], "colour": "red"},
+        {"wait": "CHAT_INPUT", "colour": "red"},
+        {"wait": "CHAT_INPUT", "delay": 1},  # a wait has no pause of its own
+        {"wait": "CHAT_INPUT", "to": "all"},
+        {"raw": "x", "colour": "red"},
+        {"binary": "AA==", "colour": "red"},
+        {"disconnect": "all", "colour": "red"},
+        {"drop": "all", "code": 1000},
+        {"sleep": 1, "to": "all"},
+        {"repeat": 2, "steps": [{"chunk": "a", "colour": "red"}]},  # nested steps too
+    ],
+)
+def test_new_step_kinds_forbid_extra_fields(step: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        scenario(step)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"stream": ""},
+        {"stream": "x", "type": "close"},
+        {"stream": "x", "close_stream": "maybe"},
+        {"repeat": 2},
+        {"repeat": 2, "steps": []},
+        {"repeat": 2, "steps": [{"nothing": 1}]},
+        {"repeat": 2, "steps": [{"message": "NOPE", "text": "x"}]},
+        {"wait": "NOPE"},
+        {"wait": "CHAT_INPUT", "timeout": "soon"},
+        {"raw": "x", "endpoint": "/other"},
+        {"raw": 5},
+        {"binary": "AA==", "endpoint": "all"},
+        {"disconnect": "everything"},
+        {"drop": "/elsewhere"},
+        {"drop": None},
+    ],
+)
+def test_bad_new_steps_are_refused(step: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        scenario(step)
+
+
+@pytest.mark.parametrize("count", [1, 2, MAX_REPEAT, "forever"])
+def test_repeat_counts(count: int | str) -> None:
+    step = scenario({"repeat": count, "steps": [{"chunk": "a"}]}).steps[0]
+    assert isinstance(step, RepeatStep)
+    assert step.repeat == count
+
+
+@pytest.mark.parametrize("count", [0, -1, MAX_REPEAT + 1, "never", "Forever", 2.5, None])
+def test_bad_repeat_counts(count: object) -> None:
+    with pytest.raises(ValidationError):
+        scenario({"repeat": count, "steps": [{"chunk": "a"}]})
+
+
+def test_repeat_count_error_says_what_is_allowed() -> None:
+    with pytest.raises(ValidationError) as caught:
+        scenario({"repeat": 0, "steps": [{"chunk": "a"}]})
+    [error] = caught.value.errors()
+    assert error["type"] == "repeat_count"
+    assert error["ctx"] == {"expected": f"1 to {MAX_REPEAT} or 'forever'", "found": "0"}
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_repeat_count_is_not_a_boolean(value: bool) -> None:
+    # YAML reads `repeat: yes` as True; it must not quietly mean "once".
+    with pytest.raises(ValidationError):
+        scenario({"repeat": value, "steps": [{"chunk": "a"}]})
+
+
+def test_repeat_nests() -> None:
+    loaded = scenario(
+        {"repeat": 2, "steps": [{"repeat": 3, "steps": [{"wait": "CHAT_INPUT"}]}, {"drop": "all"}]}
+    )
+    outer = loaded.steps[0]
+    assert isinstance(outer, RepeatStep)
+    inner = outer.steps[0]
+    assert isinstance(inner, RepeatStep)
+    assert isinstance(inner.steps[0], WaitStep)
+    assert isinstance(outer.steps[1], DropStep)
+
+
+@pytest.mark.parametrize("value", ["fail", "continue"])
+def test_wait_on_timeout(value: str) -> None:
+    step = scenario({"wait": "CHAT_INPUT", "on_timeout": value}).steps[0]
+    assert isinstance(step, WaitStep)
+    assert step.on_timeout == value
+
+
+@pytest.mark.parametrize("value", ["skip", "Fail", "", None, True])
+def test_bad_wait_on_timeout(value: object) -> None:
+    with pytest.raises(ValidationError):
+        scenario({"wait": "CHAT_INPUT", "on_timeout": value})
+
+
+@pytest.mark.parametrize("pattern", ["(", "[a-", "*", "a{2,1}", "(?P<x>a)(?P<x>b)"])
+def test_bad_regular_expressions_are_refused(pattern: str) -> None:
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        scenario({"wait": "CHAT_INPUT", "match": pattern})
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        scenario({"wait": "CHAT_INPUT", "fields": {"message.a": "ok", "message.b": pattern}})
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        scenario({"chunk": "a"}, reacts_to={"message": "CHAT_INPUT", "match": pattern})
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        scenario({"chunk": "a"}, reacts_to={"message": "CHAT_INPUT", "fields": {"a": pattern}})
+
+
+def test_good_regular_expressions_are_kept() -> None:
+    loaded = scenario(
+        {"wait": "CHAT_INPUT", "match": r"^\d+$", "fields": {"message.a": "(?i)yes|no"}},
+        reacts_to={"message": "PAUSE_REQUEST", "match": "", "fields": {"message_type": "."}},
+    )
+    wait = loaded.steps[0]
+    assert isinstance(wait, WaitStep)
+    assert wait.match == r"^\d+$"
+    assert loaded.reacts_to == ClientFrameMatch(
+        message="PAUSE_REQUEST", match="", fields={"message_type": "."}
+    )
+
+
+def test_reacts_to_checks_the_message_type_and_fields() -> None:
+    with pytest.raises(ValidationError, match="unknown message type 'PAUSE_REQEST'"):
+        scenario({"chunk": "a"}, reacts_to={"message": "PAUSE_REQEST"})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        scenario({"chunk": "a"}, reacts_to={"message": "PAUSE_REQUEST", "mach": "x"})
+    with pytest.raises(ValidationError):
+        scenario({"chunk": "a"}, reacts_to={"match": "x"})
+
+
+@pytest.mark.parametrize("value", ["AAEC/w==", "", "aGVsbG8=", "AA=="])
+def test_binary_base64(value: str) -> None:
+    step = scenario({"binary": value}).steps[0]
+    assert isinstance(step, BinaryStep)
+    assert step.binary == value
+
+
+@pytest.mark.parametrize("value", ["not base64!", "AAE", "A", "AA=A", "AA==\n!", "éé=="])
+def test_binary_must_be_base64(value: str) -> None:
+    with pytest.raises(ValidationError, match="not base64"):
+        scenario({"binary": value})
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1014, 3000, 4000, 4999])
+def test_close_codes_a_server_may_send(code: int) -> None:
+    step = scenario({"disconnect": "all", "code": code}).steps[0]
+    assert isinstance(step, DisconnectStep)
+    assert step.code == code
+
+
+@pytest.mark.parametrize(
+    "code", [999, 0, -1, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535]
+)
+def test_close_codes_a_server_may_not_send(code: int) -> None:
+    with pytest.raises(ValidationError, match="not a close code a server may send") as caught:
+        scenario({"disconnect": "all", "code": code})
+    [error] = caught.value.errors()
+    assert error["ctx"]["expected"] == "1000-1003, 1007-1014 or 3000-4999"
+    assert error["ctx"]["found"] == str(code)
+
+
+def test_close_reason_is_at_most_123_bytes() -> None:
+    for reason in ["", "a" * 123, "é" * 61, "👋" * 30]:
+        step = scenario({"disconnect": "all", "reason": reason}).steps[0]
+        assert isinstance(step, DisconnectStep)
+        assert step.reason == reason
+    for reason in ["a" * 124, "é" * 62, "👋" * 31]:
+        with pytest.raises(ValidationError, match="close reason too long"):
+            scenario({"disconnect": "all", "reason": reason})
+
+
+@pytest.mark.parametrize(
+    "target", ["all", "sender", "browser-1", "a.b:c_d", "A9", "x" * 64, "client:42"]
+)
+def test_targets(target: str) -> None:
+    loaded = scenario({"chunk": "a", "to": target}, to=target)
+    assert loaded.to == target
+    step = loaded.steps[0]
+    assert isinstance(step, ChunkStep)
+    assert step.to == target
+
+
+@pytest.mark.parametrize("target", ["", "x" * 65, "a b", "ü", "a/b", "all!", "*", "a\nb"])
+def test_bad_targets(target: str) -> None:
+    with pytest.raises(ValidationError, match="not a target"):
+        scenario({"chunk": "a", "to": target})
+    with pytest.raises(ValidationError, match="not a target"):
+        scenario({"chunk": "a"}, to=target)
+
+
+def test_every_targeted_step_takes_to() -> None:
+    for step in [
+        {"message": "EVENT", "text": "x"},
+        {"chunk": "a"},
+        {"tool": "a"},
+        {"close": "stream"},
+        {"stream": "a"},
+        {"play": "x"},
+        {"parallel": ["x"]},
+        {"repeat": 1, "steps": [{"chunk": "a"}]},
+        {"raw": "a"},
+        {"binary": "AA=="},
+        {"disconnect": "all"},
+        {"drop": "all"},
+    ]:
+        loaded = scenario({**step, "to": "sender"})
+        assert getattr(loaded.steps[0], "to") == "sender"  # noqa: B009
+
+
+@pytest.mark.parametrize("rate", [0.001, 1, 30, MAX_RATE])
+def test_stream_rates(rate: float) -> None:
+    step = scenario({"stream": "x", "rate": rate}).steps[0]
+    assert isinstance(step, StreamStep)
+    assert step.rate == rate
+
+
+@pytest.mark.parametrize("rate", [0, -1, MAX_RATE + 0.5, float("inf"), float("nan"), "fast"])
+def test_bad_stream_rates(rate: object) -> None:
+    with pytest.raises(ValidationError):
+        scenario({"stream": "x", "rate": rate})
+
+
+def test_stream_rate_is_not_a_boolean() -> None:
+    # YAML reads `rate: yes` as True; it must not quietly mean one token a second.
+    with pytest.raises(ValidationError):
+        scenario({"stream": "x", "rate": True})
+
+
+# --- scenario fields ------------------------------------------------------------------------
+
+
+def test_scenario_defaults() -> None:
+    loaded = scenario({"chunk": "a"})
+    assert loaded.jitter == 0.0
+    assert loaded.to is None
+    assert loaded.vars == {}
+    assert loaded.reacts_to is None
+    assert loaded.on_connect is False
+
+
+def test_scenario_fields() -> None:
+    loaded = scenario(
+        {"chunk": "a"},
+        jitter="50ms",
+        to="sender",
+        vars={"name": "Ada", "n": [1, {"a": None}]},
+        reacts_to={"message": "CHAT_INPUT", "match": "hi"},
+        on_connect=True,
+    )
+    assert loaded.jitter == 0.05
+    assert loaded.to == "sender"
+    assert loaded.vars == {"name": "Ada", "n": [1, {"a": None}]}
+    assert loaded.reacts_to == ClientFrameMatch(message="CHAT_INPUT", match="hi")
+    assert loaded.on_connect is True
+
+
+def test_vars_must_be_plain_json() -> None:
+    with pytest.raises(ValidationError, match="plain JSON"):
+        scenario({"chunk": "a"}, vars={"when": datetime.date(2024, 1, 1)})
+    with pytest.raises(ValidationError, match="plain JSON"):
+        scenario({"chunk": "a"}, vars={"x": float("inf")})
+    with pytest.raises(ValidationError):
+        scenario({"chunk": "a"}, vars=["a"])
+
+
+def test_bad_jitter() -> None:
+    with pytest.raises(ValidationError):
+        scenario({"chunk": "a"}, jitter=-1)
+    with pytest.raises(ValidationError):
+        scenario({"chunk": "a", "jitter": "soon"})
+
+
+# --- pauses ---------------------------------------------------------------------------------
+
+
+def test_frame_steps() -> None:
+    assert set(FRAME_STEPS) == {
+        MessageStep,
+        ChunkStep,
+        ToolStep,
+        CloseStep,
+        StreamStep,
+        RawStep,
+        BinaryStep,
+    }
+
+
+def test_pause_after_new_steps() -> None:
+    loaded = scenario(
+        {"message": "EVENT", "text": "x"},
+        {"stream": "x"},
+        {"raw": "x"},
+        {"binary": "AA=="},
+        {"wait": "CHAT_INPUT", "timeout": 9},
+        {"disconnect": "all"},
+        {"drop": "all"},
+        {"repeat": 2, "steps": [{"chunk": "a"}]},
+        {"stream": "x", "delay": 2},
+        {"disconnect": "all", "delay": "1s"},
+        {"drop": "all", "delay": 3},
+        {"repeat": 2, "steps": [{"chunk": "a"}], "delay": 4},
+        {"raw": "x", "delay": 0},
+        delay=0.5,
+    )
+    pauses = [loaded.pause_after(step) for step in loaded.steps]
+    assert pauses == pytest.approx(
+        [0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 3.0, 4.0, 0.0]
+    )
+
+
+def test_pause_after_steps_inside_a_repeat() -> None:
+    loaded = scenario({"repeat": 2, "steps": [{"chunk": "a"}, {"sleep": 2}]}, delay=0.25)
+    repeat = loaded.steps[0]
+    assert isinstance(repeat, RepeatStep)
+    assert [loaded.pause_after(step) for step in repeat.steps] == pytest.approx([0.25, 2.0])
+
+
+def test_jitter_of() -> None:
+    loaded = scenario(
+        {"chunk": "a"},
+        {"chunk": "a", "jitter": "20ms"},
+        {"chunk": "a", "jitter": 0},
+        {"sleep": 1},
+        {"sleep": 1, "jitter": 0.5},
+        {"stream": "x", "jitter": 0.01},
+        {"disconnect": "all"},
+        {"wait": "CHAT_INPUT"},
+        jitter=0.1,
+    )
+    jitters = [loaded.jitter_of(step) for step in loaded.steps]
+    assert jitters == pytest.approx([0.1, 0.02, 0.0, 0.1, 0.5, 0.01, 0.1, 0.1])
+    assert scenario({"chunk": "a"}).jitter_of(ChunkStep(chunk="a")) == 0.0
+
+
+# --- texts ----------------------------------------------------------------------------------
+
+
+def test_texts_yields_every_template_field_with_its_path() -> None:
+    loaded = scenario(
+        {"message": "EVENT", "text": "t"},
+        {"chunk": "c"},
+        {"tool": "tl"},
+        {"stream": "s"},
+        {"raw": "r"},
+        {"binary": "AA=="},
+        {"close": "stream"},
+        {"play": "p"},
+        {"wait": "CHAT_INPUT", "match": "not a template"},
+        {"message": "EVENT", "data": {"a": ["x", {"b": "y"}, 1, None, True], "k": "z"}},
+        {"message": "EVENT", "data": ["l0", ["l1"]]},
+        vars={"v": "not a template"},
+        description="not a template",
+    )
+    assert list(loaded.texts()) == [
+        (("steps", 0, "text"), "t"),
+        (("steps", 1, "chunk"), "c"),
+        (("steps", 2, "tool"), "tl"),
+        (("steps", 3, "stream"), "s"),
+        (("steps", 4, "raw"), "r"),
+        (("steps", 9, "data", "a", 0), "x"),
+        (("steps", 9, "data", "a", 1, "b"), "y"),
+        (("steps", 9, "data", "k"), "z"),
+        (("steps", 10, "data", 0), "l0"),
+        (("steps", 10, "data", 1, 0), "l1"),
+    ]
+
+
+def test_texts_walks_nested_repeat_steps() -> None:
+    loaded = scenario(
+        {"chunk": "before"},
+        {
+            "repeat": 2,
+            "steps": [
+                {"chunk": "c"},
+                {
+                    "repeat": "forever",
+                    "steps": [
+                        {"message": "EVENT", "data": {"a": ["x", {"b": "y"}]}},
+                        {"stream": "s"},
+                    ],
+                },
+                {"raw": "r"},
+            ],
+        },
+        {"tool": "after"},
+    )
+    assert list(loaded.texts()) == [
+        (("steps", 0, "chunk"), "before"),
+        (("steps", 1, "steps", 0, "chunk"), "c"),
+        (("steps", 1, "steps", 1, "steps", 0, "data", "a", 0), "x"),
+        (("steps", 1, "steps", 1, "steps", 0, "data", "a", 1, "b"), "y"),
+        (("steps", 1, "steps", 1, "steps", 1, "stream"), "s"),
+        (("steps", 1, "steps", 2, "raw"), "r"),
+        (("steps", 2, "tool"), "after"),
+    ]

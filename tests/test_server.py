@@ -201,3 +201,313 @@ def test_concurrent_runs_both_play(client: TestClient) -> None:
 def test_openapi_lists_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/trigger/{scenario}", "/scenarios", "/runs/{run_id}", "/healthz"} <= paths.keys()
+
+
+# The scenario language's routes: trigger bodies, clients, and the scenarios' new fields.
+# These use a folder of their own, so the shipped examples (reactions, greetings) never
+# interfere.
+
+OWN_SCENARIOS = {
+    "mark": "steps:\n  - message: EVENT\n    text: mark\n",
+    "greeting": """
+vars:
+  user: World
+  punctuation: "!"
+steps:
+  - message: CHAT
+    text: "Hello {{ vars.user }}{{ vars.punctuation }} {{ randint(1, 1000000) }}"
+""",
+    "outer": """
+vars:
+  mood: calm
+steps:
+  - play: greeting
+  - message: EVENT
+    text: "{{ vars.mood }}"
+""",
+    "ask": """
+delay: 0.5
+steps:
+  - message: CHAT_REQUESTED
+    text: What now?
+  - wait: CHAT_INPUT
+    timeout: 2s
+  - message: CHAT
+    text: "You said: {{ received.message }}"
+    to: b
+  - binary: AAEC
+  - disconnect: all
+    code: 4000
+    reason: done
+""",
+    "react": """
+reacts_to:
+  message: PAUSE_REQUEST
+  match: "^pause"
+to: sender
+steps:
+  - message: PAUSE_STATUS
+    text: paused
+""",
+    "greet": """
+on_connect: true
+steps:
+  - message: EVENT
+    text: "hi {{ sender }}"
+""",
+    "ticker": """
+steps:
+  - repeat: forever
+    steps:
+      - message: EVENT
+        text: "tick {{ iteration }}"
+        delay: 1s
+""",
+    "answer-sender": """
+steps:
+  - message: PAUSE_STATUS
+    text: for the sender
+    to: sender
+""",
+}
+MARK_FRAME = '{"message_type":"EVENT","message":"mark"}'
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[TestClient]:
+    """A server on a folder of OWN_SCENARIOS (without 'greet', which greets on connect)."""
+    folder = tmp_path / "own"
+    folder.mkdir()
+    for name, text in OWN_SCENARIOS.items():
+        if name != "greet":
+            (folder / f"{name}.yaml").write_text(text)
+    with TestClient(create_app(Settings(scenarios=folder, isolated=True))) as test_client:
+        yield test_client
+
+
+def test_trigger_body_gives_vars_seed_and_client(own: TestClient) -> None:
+    with (
+        own.websocket_connect("/ws?client_id=a") as a,
+        own.websocket_connect("/ws?client_id=b") as b,
+    ):
+        body = {"vars": {"user": "Ada"}, "seed": 5, "client": "a"}
+        answer = own.post("/trigger/greeting?speed=0", json=body)
+        assert answer.status_code == 200, answer.json()
+        run = answer.json()
+        assert (run["vars"], run["seed"], run["client"]) == ({"user": "Ada"}, 5, "a")
+        first = json.loads(a.receive_text())["message"]
+        assert first.startswith("Hello Ada! ")
+        own.post("/trigger/mark?speed=0")
+        assert a.receive_text() == MARK_FRAME
+        assert b.receive_text() == MARK_FRAME  # b got nothing of the targeted run
+
+        # The same seed renders the same random value again.
+        own.post("/trigger/greeting?speed=0", json=body)
+        assert json.loads(a.receive_text())["message"] == first
+
+
+def test_trigger_query_wins_over_the_body(own: TestClient) -> None:
+    with (
+        own.websocket_connect("/ws?client_id=a") as a,
+        own.websocket_connect("/ws?client_id=b") as b,
+    ):
+        answer = own.post(
+            "/trigger/greeting?speed=0&seed=3&client=b", json={"seed": 5, "client": "a"}
+        )
+        assert (answer.json()["seed"], answer.json()["client"]) == (3, "b")
+        assert json.loads(b.receive_text())["message"].startswith("Hello World! ")
+        own.post("/trigger/mark?speed=0")
+        assert a.receive_text() == MARK_FRAME
+
+
+def test_trigger_vars_reach_played_scenarios(own: TestClient) -> None:
+    with own.websocket_connect("/ws") as ws:
+        answer = own.post("/trigger/outer?speed=0", json={"vars": {"user": "Ada", "mood": "glad"}})
+        assert answer.status_code == 200, answer.json()
+        assert json.loads(ws.receive_text())["message"].startswith("Hello Ada! ")
+        assert json.loads(ws.receive_text())["message"] == "glad"
+
+
+def test_trigger_unknown_vars_are_422_with_the_declared_ones(own: TestClient) -> None:
+    answer = own.post("/trigger/outer", json={"vars": {"usr": "Ada", "mood": "glad"}})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["scenario"] == "outer"
+    assert body["unknown"] == ["usr"]
+    assert body["declared"] == ["mood", "punctuation", "user"]
+    assert "'usr'" in body["detail"]
+    assert "did you mean 'user'?" in body["detail"]
+    assert own.get("/runs").json()["runs"] == []  # nothing played
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("client=has%20space", None),
+        ("client=" + "x" * 65, None),
+        ("client=", None),
+        ("seed=-1", None),
+        ("seed=abc", None),
+        ("", {"client": "has space"}),
+        ("", {"client": "x" * 65}),
+        ("", {"seed": -1}),
+        ("", {"seed": 2**63}),
+        ("", {"vars": ["user"]}),
+        ("", {"vars": {}, "speed": 2}),  # a key the body does not take
+        ("", {"variables": {"user": "Ada"}}),
+        ("", ["vars"]),
+    ],
+)
+def test_trigger_refuses_bad_query_and_body(own: TestClient, query: str, body: object) -> None:
+    answer = own.post(f"/trigger/greeting?{query}", json=body)
+    assert answer.status_code == 422, answer.json()
+    assert own.get("/runs").json()["runs"] == []
+
+
+def test_trigger_with_client_makes_it_the_sender(own: TestClient) -> None:
+    # The failure a 'to: sender' step gives without a sender says "trigger it with
+    # ?client=ID": so a run triggered for a client has that client as its sender.
+    with own.websocket_connect("/ws?client_id=a") as a:
+        answer = own.post("/trigger/answer-sender?speed=0&client=a")
+        assert answer.status_code == 200, answer.json()
+        assert json.loads(a.receive_text())["message"] == "for the sender"
+
+
+def test_to_sender_without_a_sender_fails_the_run_saying_why(own: TestClient) -> None:
+    answer = own.post("/trigger/answer-sender?speed=0")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["status"] == "failed"
+    assert "'to: sender'" in body["error"]
+
+
+def test_clients_lists_every_connection(own: TestClient) -> None:
+    assert own.get("/clients").json() == {"clients": []}
+    with own.websocket_connect("/ws?client_id=web-1") as ws, own.websocket_connect("/ws/stream"):
+        ws.send_text('{"message_type":"CHAT_INPUT","message":"hi"}')
+        own.post("/trigger/mark?speed=0")
+        assert ws.receive_text() == MARK_FRAME
+        listed = own.get("/clients").json()["clients"]
+    assert [c["endpoint"] for c in listed] == ["/ws", "/ws/stream"]  # oldest first
+    for entry in listed:
+        assert set(entry) == {
+            "client_id",
+            "endpoint",
+            "connected_at",
+            "connected_since",
+            "sent",
+            "received",
+            "backlog",
+        }
+        assert entry["connected_since"].endswith("Z")
+    web, anonymous = listed
+    assert web["client_id"] == "web-1"
+    assert (web["sent"], web["received"]) == (1, 1)
+    assert len(anonymous["client_id"]) == 8  # made up by the server
+    assert (anonymous["sent"], anonymous["received"]) == (0, 0)
+    assert own.get("/clients").json() == {"clients": []}
+
+
+def test_scenarios_list_the_new_fields(own: TestClient, tmp_path: Path) -> None:
+    (tmp_path / "own" / "greet.yaml").write_text(OWN_SCENARIOS["greet"])
+    listed = {s["name"]: s for s in own.get("/scenarios").json()["scenarios"]}
+    greeting = listed["greeting"]
+    assert greeting["vars"] == {"user": "World", "punctuation": "!"}
+    assert (greeting["reacts_to"], greeting["on_connect"]) == (None, False)
+    assert (greeting["frames"], greeting["waits"], greeting["duration_s"]) == (1, 0, 0)
+    assert listed["outer"]["vars"] == {"mood": "calm", "user": "World", "punctuation": "!"}
+    ask = listed["ask"]
+    assert (ask["frames"], ask["waits"]) == (3, 1)
+    assert ask["duration_s"] == pytest.approx(1.5)  # as if answered at once
+    assert listed["react"]["reacts_to"] == {
+        "message": "PAUSE_REQUEST",
+        "match": "^pause",
+        "fields": None,
+    }
+    assert listed["greet"]["on_connect"] is True
+    ticker = listed["ticker"]
+    assert ticker["valid"] is True
+    assert ticker["duration_s"] is None  # forever
+    assert ticker["frames"] is None
+
+
+def test_scenario_detail_timeline_has_kinds_and_targets(own: TestClient) -> None:
+    detail = own.get("/scenarios/ask").json()
+    shown = [(c["kind"], c["endpoint"], c["to"]) for c in detail["timeline"]]
+    assert shown == [
+        ("frame", "/ws", None),
+        ("wait", "/ws", None),
+        ("frame", "/ws", "b"),
+        ("binary", "/ws", None),
+        ("disconnect", "/ws", None),
+        ("disconnect", "/ws/stream", None),
+    ]
+    for cue in detail["timeline"]:
+        assert {"offset", "kind", "endpoint", "to", "frame", "scenario", "step"} <= cue.keys()
+    assert "CHAT_INPUT" in detail["timeline"][1]["frame"]
+    assert "4000" in detail["timeline"][4]["frame"]
+    assert detail["steps"][1] == {"wait": "CHAT_INPUT", "timeout": 2.0, "on_timeout": "fail"}
+
+
+def test_scenario_detail_of_a_forever_scenario_is_cut_off(own: TestClient) -> None:
+    detail = own.get("/scenarios/ticker").json()
+    assert detail["duration_s"] is None
+    assert len(detail["timeline"]) > 100
+    assert detail["timeline"][2]["frame"] == '{"message_type":"EVENT","message":"tick 2"}'
+
+
+def test_a_reaction_in_process(own: TestClient) -> None:
+    with own.websocket_connect("/ws?client_id=a") as a:
+        a.send_text('{"message_type":"PAUSE_REQUEST","message":"not now"}')  # no match
+        a.send_text('{"message_type":"PAUSE_REQUEST","message":"pause please"}')
+        assert a.receive_text() == '{"message_type":"PAUSE_STATUS","message":"paused"}'
+        own.post("/trigger/mark?speed=0")
+        assert a.receive_text() == MARK_FRAME
+    runs = own.get("/runs").json()["runs"]
+    assert [
+        (r["scenario"], r["started_by"], r["sender"]) for r in runs if r["scenario"] == "react"
+    ] == [("react", "reaction", "a")]
+
+
+def test_on_connect_in_process(tmp_path: Path) -> None:
+    folder = tmp_path / "greeting"
+    folder.mkdir()
+    (folder / "greet.yaml").write_text(OWN_SCENARIOS["greet"])
+    (folder / "mark.yaml").write_text(OWN_SCENARIOS["mark"])
+    with (
+        TestClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
+        app.websocket_connect("/ws?client_id=first") as first,
+    ):
+        assert json.loads(first.receive_text())["message"] == "hi first"
+        with app.websocket_connect("/ws?client_id=second") as second:
+            assert json.loads(second.receive_text())["message"] == "hi second"
+            app.post("/trigger/mark?speed=0")
+            assert first.receive_text() == MARK_FRAME
+            assert second.receive_text() == MARK_FRAME
+
+
+def test_drop_without_uvicorn_falls_back_to_a_close_frame(own: TestClient, tmp_path: Path) -> None:
+    # The TestClient has no TCP transport to cut: the client sees 1011 instead.
+    from starlette.websockets import WebSocketDisconnect
+
+    (tmp_path / "own" / "crash.yaml").write_text("steps:\n  - drop: /ws\n")
+    with own.websocket_connect("/ws") as ws:
+        assert own.post("/trigger/crash?speed=0").status_code == 200
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert (closed.value.code, closed.value.reason) == (1011, "connection dropped")
+
+
+def test_an_unplayable_on_connect_scenario_leaves_the_connection_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "missing-greeting"
+    folder.mkdir()
+    (folder / "mark.yaml").write_text(OWN_SCENARIOS["mark"])
+    (folder / "broken.yaml").write_text("steps:\n  - message: EVNT\n    text: x\n")
+    settings = Settings(scenarios=folder, isolated=True, on_connect=["absent", "broken"])
+    with (
+        TestClient(create_app(settings)) as app,
+        app.websocket_connect("/ws") as ws,
+    ):
+        assert app.post("/trigger/mark?speed=0").status_code == 200
+        assert ws.receive_text() == MARK_FRAME
+        assert app.get("/runs").json()["runs"][0]["scenario"] == "mark"

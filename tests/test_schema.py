@@ -1,0 +1,196 @@
+"""The JSON Schema of scenario files, for editors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from replay.loader import parse_protocol
+from replay.protocol import MESSAGE_TYPES
+from replay.scenario import STEP_KINDS, Scenario
+from replay.schema import SCHEMA_URI, scenario_schema
+
+SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+#: The shipped scenario files (files starting with '_' are not scenarios).
+SCENARIO_FILES = sorted(p for p in SHIPPED.glob("*.yaml") if not p.name.startswith("_"))
+
+#: Where each model's message type field sits in the schema.
+TYPED_FIELDS = [("MessageStep", "message"), ("WaitStep", "wait"), ("ClientFrameMatch", "message")]
+
+
+def shipped_message_types() -> dict[str, str]:
+    protocol = SHIPPED / "_protocol.yaml"
+    if not protocol.exists():
+        return dict(MESSAGE_TYPES)
+    loaded = parse_protocol(protocol.read_bytes(), str(protocol))
+    assert loaded.problems == ()
+    return dict(loaded.message_types)
+
+
+def validator(message_types: dict[str, str] | None = None) -> Draft202012Validator:
+    schema = scenario_schema() if message_types is None else scenario_schema(message_types)
+    return Draft202012Validator(schema)
+
+
+def errors(document: Any, message_types: dict[str, str] | None = None) -> list[str]:
+    return [error.message for error in validator(message_types).iter_errors(document)]
+
+
+def test_schema_is_valid_json_schema() -> None:
+    schema = scenario_schema()
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == SCHEMA_URI
+    assert schema["title"] == "replay scenario"
+    json.dumps(schema)  # printable as JSON
+
+
+def test_schema_with_project_types_is_valid_json_schema() -> None:
+    Draft202012Validator.check_schema(scenario_schema({**MESSAGE_TYPES, "TOKEN_USAGE": "x"}))
+
+
+def test_there_are_shipped_scenarios() -> None:
+    assert len(SCENARIO_FILES) >= 3
+
+
+@pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda path: path.name)
+def test_every_shipped_scenario_validates(path: Path) -> None:
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert errors(document, shipped_message_types()) == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"steps": [{"chunk": "a"}]},
+        {
+            "version": 1,
+            "description": "all of it",
+            "delay": "500ms",
+            "jitter": 0.1,
+            "to": "sender",
+            "vars": {"name": "x", "n": [1, {"a": None}]},
+            "reacts_to": {"message": "PAUSE_REQUEST", "match": "pause", "fields": {"a.b": "c"}},
+            "on_connect": True,
+            "steps": [
+                {"message": "EVENT", "data": {"a": "{{ vars.name }}"}, "to": "browser-1"},
+                {"message": "CHAT", "text": "hi", "delay": 0, "jitter": "20ms"},
+                {"chunk": "a"},
+                {"tool": "t"},
+                {"close": "stream"},
+                {"stream": "text", "rate": 40, "type": "tool", "close_stream": True},
+                {"sleep": "2s", "jitter": 1},
+                {"play": "other"},
+                {"parallel": ["a", "b"]},
+                {"repeat": 3, "steps": [{"chunk": "x"}, {"repeat": "forever", "steps": [{"tool": "y"}]}]},
+                {"wait": "CHAT_INPUT", "timeout": "5m", "on_timeout": "continue"},
+                {"raw": "{not json", "endpoint": "/ws/stream"},
+                {"binary": "AAEC/w==", "endpoint": "/ws"},
+                {"disconnect": "all", "code": 4000, "reason": "bye"},
+                {"drop": "/ws"},
+            ],
+        },
+    ],
+    ids=["minimal", "everything"],
+)
+def test_valid_documents_pass(document: dict[str, Any]) -> None:
+    assert errors(document) == []
+    Scenario.model_validate(document)  # and the models agree
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"steps": [{"nope": 1}]},
+        {"steps": [{"mesage": "EVENT", "text": "x"}]},
+        {"steps": [{"chunk": "a", "tool": "b"}]},
+        {"steps": [{"message": "NOPE", "text": "x"}]},
+        {"steps": [{"wait": "NOPE"}]},
+        {"reacts_to": {"message": "NOPE"}, "steps": [{"chunk": "a"}]},
+        {"steps": [{"chunk": "a"}], "extra": 1},
+        {"steps": [{"chunk": "a", "colour": "red"}]},
+        {"steps": [{"repeat": 2, "steps": [{"chunk": "a", "colour": "red"}]}]},
+        {"steps": [{"repeat": 2, "steps": [{"nope": 1}]}]},
+        {"reacts_to": {"message": "CHAT_INPUT", "mach": "x"}, "steps": [{"chunk": "a"}]},
+        {"steps": [{"sleep": 1, "to": "all"}]},
+        {"steps": []},
+        {"description": "no steps"},
+        {"version": 2, "steps": [{"chunk": "a"}]},
+        {"steps": [{"close": "socket"}]},
+        {"steps": [{"drop": "everything"}]},
+        {"steps": [{"wait": "CHAT_INPUT", "on_timeout": "skip"}]},
+        {"steps": [{"stream": "x", "rate": 0}]},
+        {"steps": [{"sleep": "soon"}]},
+        {"steps": [{"chunk": ""}]},
+    ],
+)
+def test_invalid_documents_fail(document: dict[str, Any]) -> None:
+    assert errors(document) != []
+
+
+def test_unknown_message_type_fails_and_project_types_pass() -> None:
+    document = {"steps": [{"message": "TOKEN_USAGE", "text": "x"}]}
+    assert errors(document) != []
+    assert errors(document, {**MESSAGE_TYPES, "TOKEN_USAGE": "token counts"}) == []
+    # only the types passed in are choices
+    assert errors({"steps": [{"message": "EVENT", "text": "x"}]}, {"TOKEN_USAGE": "t"}) != []
+
+
+@pytest.mark.parametrize(("model", "field"), TYPED_FIELDS)
+def test_message_type_fields_list_the_types_with_descriptions(model: str, field: str) -> None:
+    types = {"TOKEN_USAGE": "token counts after each LLM call", "EVENT": "my own event"}
+    schema = scenario_schema(types)
+    property_ = schema["$defs"][model]["properties"][field]
+    assert property_["oneOf"] == [
+        {"const": "TOKEN_USAGE", "description": "token counts after each LLM call"},
+        {"const": "EVENT", "description": "my own event"},
+    ]
+    assert "type" not in property_
+    assert property_["description"]  # the field's own help stays
+
+
+@pytest.mark.parametrize(("model", "field"), TYPED_FIELDS)
+def test_default_types_are_the_built_in_ones(model: str, field: str) -> None:
+    property_ = scenario_schema()["$defs"][model]["properties"][field]
+    assert property_["oneOf"] == [
+        {"const": name, "description": description} for name, description in MESSAGE_TYPES.items()
+    ]
+
+
+def test_schemas_are_independent() -> None:
+    first = scenario_schema({"A": "a"})
+    second = scenario_schema({"B": "b"})
+    message = "MessageStep", "message"
+    assert first["$defs"][message[0]]["properties"][message[1]]["oneOf"] == [
+        {"const": "A", "description": "a"}
+    ]
+    assert second["$defs"][message[0]]["properties"][message[1]]["oneOf"] == [
+        {"const": "B", "description": "b"}
+    ]
+    # the models' own schema is left alone
+    plain = Scenario.model_json_schema()["$defs"]["MessageStep"]["properties"]["message"]
+    assert plain["type"] == "string"
+    assert "oneOf" not in plain
+
+
+def test_every_step_kind_is_in_the_schema() -> None:
+    schema = scenario_schema()
+    refs = {item["$ref"] for item in schema["properties"]["steps"]["items"]["oneOf"]}
+    assert len(refs) == len(STEP_KINDS)
+    for kind, model in STEP_KINDS.items():
+        assert f"#/$defs/{model.__name__}" in refs
+        definition = schema["$defs"][model.__name__]
+        assert kind in definition["properties"]
+        assert kind in definition["required"]
+        assert definition["additionalProperties"] is False
+
+
+def test_durations_accept_numbers_and_strings() -> None:
+    for delay in [0, 0.5, "500ms", "2s", "1m", " 3 "]:
+        assert errors({"delay": delay, "steps": [{"chunk": "a"}]}) == [], delay
+    for delay in [-1, "soon", "2h", 3601]:
+        assert errors({"delay": delay, "steps": [{"chunk": "a"}]}) != [], delay
