@@ -25,9 +25,9 @@ from replay import __version__
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, check_vars
-from replay.errors import ReplayError, ServerRefused, ServerUnavailable, StepFailed
-from replay.library import ScenarioLibrary, unreadable
-from replay.loader import ScenarioFile, parse_scenario, scenario_name
+from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
+from replay.library import PROTOCOL_FILE, ScenarioLibrary, unreadable
+from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
 
@@ -325,13 +325,9 @@ def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
     kind = event.get("event")
     if kind == "start":
         planned = event.get("planned_s")
-        about = (
-            f"{event['frames']} frames, {format_seconds(planned)}"
-            if planned is not None
-            else "until it ends or is cancelled"
-        )
+        about = "" if planned is None else f"{event['frames']} frames, {format_seconds(planned)}, "
         print(
-            f"run {event['run_id']}: playing {event['scenario']!r} ({about}, seed {event['seed']})",
+            f"run {event['run_id']}: playing {event['scenario']!r} ({about}seed {event['seed']})",
             file=out,
         )
     elif kind == "frame":
@@ -450,12 +446,16 @@ def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
     """Check files (default: the whole folder); print every problem; 1 if any file is invalid."""
     bad = 0
     if files:
-        checked = [_check(path) for path in files]
+        results = [_check(path) for path in files]
+        checked = [r for r in results if isinstance(r, ScenarioFile)]
+        for protocol in (r for r in results if isinstance(r, ProtocolFile)):
+            bad += _report_protocol(protocol, out)
     else:
         catalog = ScenarioLibrary(scenarios).catalog()
         checked = list(catalog)
-        bad += _report_protocol(catalog, out)
-    if not checked:
+        if catalog.protocol is not None:
+            bad += _report_protocol(catalog.protocol, out)
+    if not checked and not bad:
         print(f"no scenarios in {scenarios}/", file=out)
     for loaded in checked:
         if loaded.valid:
@@ -469,11 +469,8 @@ def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
     return 1 if bad or invalid else 0
 
 
-def _report_protocol(catalog: Catalog, out: TextIO) -> int:
+def _report_protocol(protocol: ProtocolFile, out: TextIO) -> int:
     """Print the protocol file's state; 1 if it has problems."""
-    protocol = catalog.protocol
-    if protocol is None:
-        return 0
     if not protocol.problems:
         count = len(protocol.declared)
         print(
@@ -495,12 +492,30 @@ def print_schema(scenarios: Path, out: TextIO) -> int:
     return 0
 
 
-def _check(path: Path) -> ScenarioFile:
+def _check(path: Path) -> ScenarioFile | ProtocolFile:
     """One file, checked together with its folder's other scenarios (for play targets)."""
     try:
         source = path.read_bytes()
     except OSError as error:
         return unreadable(str(path), error)
+    if path.name == PROTOCOL_FILE:
+        return parse_protocol(source, str(path))
+    if path.name.startswith("_"):
+        return ScenarioFile(
+            scenario_name(str(path)),
+            str(path),
+            None,
+            (
+                Problem(
+                    str(path),
+                    0,
+                    0,
+                    "",
+                    "not a scenario: files whose name starts with '_' "
+                    f"are not scenarios (only {PROTOCOL_FILE} has a meaning)",
+                ),
+            ),
+        )
     library = ScenarioLibrary(path.parent)
     try:
         siblings = [s for s in library.catalog() if s.name != scenario_name(str(path))]

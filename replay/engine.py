@@ -9,7 +9,8 @@ I/O and the waiting, and sends back what came of it:
 - :class:`Wait` (for a client frame): send back the :class:`~replay.matching.ClientFrame`
   taken, with its offset, or None when the timeout passed;
 - :class:`Fork` (``parallel``): drive every branch, a script of its own, from the fork's
-  offset, and send back the offset at which the last one ended.
+  offset, and send back :class:`Joined`: when the last one ended, and how many actions
+  the branches yielded in all.
 
 The script returns the offset at which the run ends. :class:`~replay.runner.Runner`
 drives scripts against a clock and real clients; :func:`replay.timeline.build_timeline`
@@ -109,6 +110,15 @@ class Fork:
     step: str
 
 
+@dataclass(frozen=True)
+class Joined:
+    """What came of a :class:`Fork`: when its last branch ended, and how many actions its
+    branches yielded (nested forks' included)."""
+
+    end: float
+    actions: int
+
+
 Action = Send | Wait | Hangup | Fork
 #: A scenario being played: yields actions, takes replies, returns the end offset.
 Script = Generator[Action, Any, float]
@@ -184,7 +194,8 @@ class _Player:
         self.catalog = catalog
         self.context = context
         self.rng = rng
-        self.sender = context.sender
+        # A run triggered for one client answers that client, as one it started would.
+        self.sender = context.sender or context.client
         self.received = context.received
         self.iteration = 0
 
@@ -247,7 +258,8 @@ class _Player:
                         self.fork().scenario(other, at, target, scope.chain)
                         for other in step.parallel
                     )
-                    at = max(at, (yield Fork(at, branches, name, where)))
+                    joined: Joined = yield Fork(at, branches, name, where)
+                    at = max(at, joined.end)
                 case RepeatStep():
                     at = yield from self.repeat(scope, step, at, where)
         except TemplateFailed as error:
@@ -383,7 +395,7 @@ class _Player:
             "random": lambda: rng.random(),
             "randint": lambda low, high: rng.randint(low, high),
             "choice": lambda items: rng.choice(items),
-            "vars": scope.vars,
+            "vars": templates.Variables(scope.vars),
             "received": self.received.for_template() if self.received else None,
             "sender": self.sender,
         }
@@ -401,7 +413,8 @@ class _Scope:
 
 
 class _Counter:
-    """Wraps a script and counts the actions it yields (``yield from`` passes replies)."""
+    """Wraps a script and counts the actions it and its forks' branches yield
+    (``yield from`` passes replies)."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
@@ -414,5 +427,5 @@ class _Counter:
                 action = self.script.send(reply)
             except StopIteration as stop:
                 return float(stop.value)
-            self.count += 1
             reply = yield action
+            self.count += reply.actions if isinstance(action, Fork) else 1

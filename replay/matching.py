@@ -95,7 +95,9 @@ def lookup(value: Any, path: str) -> tuple[bool, Any]:
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json(text: str | None) -> Any:
@@ -103,5 +105,5 @@ def _json(text: str | None) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a client's frame may nest absurdly deep
         return None

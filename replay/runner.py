@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
-from replay.engine import Context, Fork, Hangup, Script, Send, Wait, check_vars, play
+from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
 from replay.errors import ReplayError, RunNotFound, TooManyRuns
 from replay.matching import ClientFrame, matches
 from replay.protocol import Endpoint
@@ -37,6 +37,8 @@ KEEP_FINISHED = 100
 FOLLOWER_BACKLOG = 10_000
 #: Runs that may play at once (each client frame may start a reaction).
 MAX_ACTIVE_RUNS = 1000
+#: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
+PLAN_CUES = 5000
 
 
 class Delivery(Protocol):
@@ -87,7 +89,7 @@ class Run:
     deliveries: int = 0
     #: Clients reached: the most clients one frame reached, summed over the endpoints.
     clients: int = 0
-    #: What the run waits for now, if it waits for a client.
+    #: What the run waits for now, if it waits for a client (one line per waiting branch).
     waiting: str | None = None
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
@@ -99,6 +101,7 @@ class Run:
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _followers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _waits: list[str] = field(default_factory=list, repr=False)
 
     @property
     def done(self) -> bool:
@@ -280,6 +283,7 @@ class Runner:
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
         run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
+        run._task.add_done_callback(lambda _: self._cancelled_early(run, script))
         log.info(
             "run %s: playing %r (%s, speed %g, seed %d)",
             run.id,
@@ -337,7 +341,7 @@ class Runner:
         start = clock.now()
         try:
             end = await self._drive(run, script, start)
-            await clock.sleep_until(start + end)
+            await clock.sleep_until(start + end.end)
         except asyncio.CancelledError:
             self._end(run, RunState.CANCELLED, clock.now() - start)
             log.info("run %s: %r cancelled after %d frames", run.id, run.scenario, run.sent)
@@ -362,22 +366,25 @@ class Runner:
             run.elapsed,
         )
 
-    async def _drive(self, run: Run, script: Script, start: float) -> float:
-        """Do what ``script`` says when it says; return its end offset."""
+    async def _drive(self, run: Run, script: Script, start: float) -> Joined:
+        """Do what ``script`` says when it says; return its end offset and action count."""
         clock = self.clock
         reply: Any = None
+        actions = 0
         try:
             while True:
                 try:
                     action = script.send(reply)
                 except StopIteration as stop:
-                    return float(stop.value)
+                    return Joined(float(stop.value), actions)
                 reply = None
-                if isinstance(action, Wait):
-                    reply = await self._wait(run, action, start)
-                    continue
                 if isinstance(action, Fork):
                     reply = await self._fork(run, action, start)
+                    actions += reply.actions  # a fork is what its branches do
+                    continue
+                actions += 1
+                if isinstance(action, Wait):
+                    reply = await self._wait(run, action, start)
                     continue
                 deadline = start + action.at
                 if deadline > clock.now():
@@ -402,7 +409,9 @@ class Runner:
         waiter = _Waiter(wait.match, wait.source, future)
         self._waiters.append(waiter)
         who = f"client {wait.source}" if wait.source else "any client"
-        run.waiting = f"{wait.match.message} from {who}"
+        what = f"{wait.match.message} from {who}"
+        run._waits.append(what)
+        run.waiting = "; ".join(run._waits)
         run._note("wait", message_type=wait.match.message, source=wait.source, step=wait.step)
         timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
         try:
@@ -412,7 +421,8 @@ class Runner:
             timer.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-            run.waiting = None
+            run._waits.remove(what)
+            run.waiting = "; ".join(run._waits) or None
         if not future.done():
             future.cancel()
             run._note("timeout", message_type=wait.match.message, step=wait.step)
@@ -421,10 +431,11 @@ class Runner:
         run._note("received", client=frame.client, frame=frame.text, step=wait.step)
         return frame.taken_at(self.clock.now() - start)
 
-    async def _fork(self, run: Run, fork: Fork, start: float) -> float:
+    async def _fork(self, run: Run, fork: Fork, start: float) -> Joined:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._drive(run, branch, start)) for branch in fork.branches]
-        return max([fork.at, *(task.result() for task in tasks)])
+        ends = [task.result() for task in tasks]
+        return Joined(max([fork.at, *(end.end for end in ends)]), sum(end.actions for end in ends))
 
     def _hangup(self, run: Run, hangup: Hangup) -> None:
         ended = sum(
@@ -439,6 +450,12 @@ class Runner:
             clients=ended,
             step=hangup.step,
         )
+
+    def _cancelled_early(self, run: Run, script: Script) -> None:
+        # A task cancelled before it first ran never enters _play, so nothing ended the run.
+        if not run.done:
+            script.close()
+            self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
         self._active.pop(run.id, None)
@@ -460,7 +477,8 @@ class _Waiter:
 
 def _plan(name: str, catalog: Catalog, context: Context) -> Timeline | None:
     try:
-        return build_timeline(name, catalog, context)
+        # Bounded, because planning holds up the event loop (about 10 µs a cue).
+        return build_timeline(name, catalog, context, limit=PLAN_CUES)
     except ReplayError:
         # Planning assumes empty answers to waits; the real run may still play.
         return None

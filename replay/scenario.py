@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -146,6 +147,10 @@ def _check_json(value: Any) -> Any:
     return value
 
 
+#: A regular expression, checked when the file loads.
+Pattern = Annotated[str, AfterValidator(lambda value: _check_pattern(value))]
+
+
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -222,7 +227,7 @@ class StreamStep(_TargetedStep):
 
     stream: str = Field(min_length=1, description="The text to stream (a template).")
     rate: float = Field(
-        default=30.0, gt=0, le=MAX_RATE, description="Tokens per second (default 30)."
+        default=30.0, gt=0, le=MAX_RATE, strict=True, description="Tokens per second (default 30)."
     )
     type: Literal["default", "tool"] = Field(
         default="default", description="Send the tokens as 'default' or 'tool' chunks."
@@ -271,16 +276,19 @@ class RepeatStep(_TargetedStep):
     )
     steps: list[Step] = Field(min_length=1, description="The steps to repeat.")
 
-    @field_validator("repeat")
+    @field_validator("repeat", mode="before")
     @classmethod
-    def _count(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= MAX_REPEAT:
-            raise PydanticCustomError(
-                "repeat_count",
-                "not a repeat count",
-                {"expected": f"1 to {MAX_REPEAT} or 'forever'", "found": repr(value)},
-            )
-        return value
+    def _count(cls, value: Any) -> Any:
+        # Before pydantic's own checks, so a bad count is one error, not one per type.
+        if value == "forever" or (
+            isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_REPEAT
+        ):
+            return value
+        raise PydanticCustomError(
+            "repeat_count",
+            "not a repeat count",
+            {"expected": f"1 to {MAX_REPEAT} or 'forever'", "found": repr(value)},
+        )
 
 
 class ClientFrameMatch(_Step):
@@ -291,7 +299,7 @@ class ClientFrameMatch(_Step):
         default=None,
         description="A regular expression searched for in the frame's message text.",
     )
-    fields: dict[str, str] | None = Field(
+    fields: dict[str, Pattern] | None = Field(
         default=None,
         description="Dotted paths into the frame (a message holding JSON is looked into) "
         "and regular expressions their values must contain, e.g. {'message.action': '^pause$'}.",
@@ -299,13 +307,6 @@ class ClientFrameMatch(_Step):
 
     _known_type = field_validator("message")(_check_message_type)
     _pattern = field_validator("match")(_check_pattern)
-
-    @field_validator("fields")
-    @classmethod
-    def _patterns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for pattern in (value or {}).values():
-            _check_pattern(pattern)
-        return value
 
 
 class WaitStep(_Step):
@@ -319,7 +320,7 @@ class WaitStep(_Step):
     match: str | None = Field(
         default=None, description="A regular expression searched for in the message text."
     )
-    fields: dict[str, str] | None = Field(
+    fields: dict[str, Pattern] | None = Field(
         default=None, description="Dotted paths into the frame and patterns for their values."
     )
     timeout: Duration = Field(default=60.0, description="How long to wait (default 60s).")
@@ -329,13 +330,6 @@ class WaitStep(_Step):
 
     _known_type = field_validator("wait")(_check_message_type)
     _pattern = field_validator("match")(_check_pattern)
-
-    @field_validator("fields")
-    @classmethod
-    def _patterns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for pattern in (value or {}).values():
-            _check_pattern(pattern)
-        return value
 
     @property
     def matcher(self) -> ClientFrameMatch:
@@ -360,11 +354,15 @@ class BinaryStep(_TargetedStep):
     def _base64(cls, value: str) -> str:
         try:
             base64.b64decode(value, validate=True)
-        except binascii.Error as error:
+        except (binascii.Error, ValueError) as error:
+            shown = value if len(value) <= 40 else value[:37] + "..."
             raise PydanticCustomError(
                 "base64",
                 "not base64",
-                {"expected": "base64 text, e.g. 'AAEC/w=='", "found": str(error)},
+                {
+                    "expected": "base64 text, e.g. 'AAEC/w=='",
+                    "found": f"{shown!r} ({str(error).rstrip('.').lower()})",
+                },
             ) from None
         return value
 
@@ -379,7 +377,9 @@ class DisconnectStep(_TargetedStep):
     disconnect: EndpointChoice = Field(
         description="Which endpoint's clients: /ws, /ws/stream or all."
     )
-    code: int = Field(default=1000, description="The close code (1000 normal, 1011 error, ...).")
+    code: int = Field(
+        default=1000, strict=True, description="The close code (1000 normal, 1011 error, ...)."
+    )
     reason: str = Field(default="", description="The close reason (at most 123 bytes).")
 
     @field_validator("code")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +64,12 @@ _SOLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTAL
 _env = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
+# |tojson of anything templates see: variables as a mapping, now and the like as text.
+_env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": lambda value: _plain(value)}
+
+
+def _plain(value: Any) -> Any:
+    return dict(value._values) if isinstance(value, Variables) else str(value)
 
 
 def is_template(text: str) -> bool:
@@ -79,11 +85,13 @@ class Now:
 
     @property
     def ms(self) -> int:
-        return int(self.s * 1000)
+        return round(self.s * 1000)
 
     @property
     def iso(self) -> str:
-        moment = datetime.fromtimestamp(self.s, UTC)
+        # From the same whole milliseconds as ``ms``, so the two always agree.
+        seconds, millis = divmod(self.ms, 1000)
+        moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def __str__(self) -> str:
@@ -98,15 +106,25 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
     """
     try:
         tree = _env.parse(text)
+        # Compiling finds what parsing does not: unknown filters and tests.
+        _template(text)
+        used = find_undeclared_variables(tree)
+        read = _vars_read(tree)
     except jinja2.TemplateSyntaxError as error:
         where = f" (line {error.lineno} of the template)" if "\n" in text.strip() else ""
         return [f"template syntax error{where}: {error.message}"]
+    except (jinja2.TemplateError, RecursionError, MemoryError) as error:
+        return [f"template error: {error or type(error).__name__} (it nests too deeply?)"]
+    if any(
+        True for _ in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport))
+    ):
+        return ["templates cannot include, extend or import other templates"]
     problems = [
         f"unknown name {name!r} in a template{did_you_mean(name, NAMES)}; "
         f"templates can use {', '.join(sorted(NAMES))}"
-        for name in sorted(find_undeclared_variables(tree) - NAMES)
+        for name in sorted(used - NAMES)
     ]
-    for name in sorted(_vars_read(tree) - set(declared_vars)):
+    for name in sorted(read - set(declared_vars)):
         declared = ", ".join(sorted(declared_vars)) or "none"
         problems.append(
             f"variable {name!r} is not declared{did_you_mean(name, declared_vars)}: "
@@ -117,15 +135,20 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
 
 def render_text(text: str, context: Mapping[str, Any]) -> str:
     """Render a template to text; raises :class:`TemplateFailed`."""
+    pieces: list[str] = []
+    size = 0
     try:
-        rendered = _template(text).render(context)
+        # Piece by piece, so a runaway loop stops at the limit instead of eating memory.
+        for piece in _template(text).generate(context):
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
+            pieces.append(piece)
     except TemplateFailed:
         raise
     except Exception as error:  # whatever the template did: undefined, security, type
         raise TemplateFailed(text, _reason(error)) from None
-    if len(rendered) > MAX_OUTPUT:
-        raise TemplateFailed(text, f"it rendered {len(rendered)} characters (at most {MAX_OUTPUT})")
-    return rendered
+    return "".join(pieces)
 
 
 def render_value(text: str, context: Mapping[str, Any]) -> Any:
@@ -135,13 +158,45 @@ def render_value(text: str, context: Mapping[str, Any]) -> Any:
     if sole is None:
         return render_text(text, context)
     try:
-        value = _expression(sole.group(1))(context)
-    except Exception as error:  # as in render_text
+        value = _json_value(_expression(sole.group(1))(context), 0)
+    except Exception as error:  # as in render_text; str() of an Undefined raises too
         raise TemplateFailed(text, _reason(error)) from None
+    if len(str(value)) > MAX_OUTPUT:
+        raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
+    return value
+
+
+def _json_value(value: Any, depth: int) -> Any:
     # Only JSON's own types keep their type; anything else (now, a uuid) becomes its text.
-    if value is None or isinstance(value, str | int | float | bool | list | dict):
+    if depth > 32:
+        raise ValueError("the value nests too deeply")
+    if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, list | tuple):
+        return [_json_value(item, depth + 1) for item in value]
+    if isinstance(value, dict | Variables):
+        return {str(key): _json_value(value[key], depth + 1) for key in value}
     return str(value)
+
+
+class Variables:
+    """The run's variables as templates see them: ``vars.NAME`` is always the variable,
+    even for names like ``items`` or ``get`` that a dict would answer with a method."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 def render_data(value: Any, context: Mapping[str, Any]) -> Any:

@@ -4,7 +4,8 @@
 ``wait`` is assumed to be answered at once by a frame of the awaited type with an empty
 message (so later templates that read ``received`` render), and is shown as a cue of
 its own. A run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that
-reactions and on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats forever is cut off after :data:`MAX_CUES` cues.
+reactions and on-connect scenarios (``to: sender``) can be shown too. A scenario that
+repeats forever is cut off after :data:`MAX_CUES` cues.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from replay.catalog import Catalog
 from replay.durations import format_seconds
-from replay.engine import Context, Fork, Hangup, Script, Send, Wait, play
+from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
 from replay.matching import ClientFrame
 from replay.protocol import Endpoint, message_frame
 
@@ -132,25 +133,28 @@ class _Paper:
 
     def drive(self, script: Script) -> float:
         try:
-            return self._drive(script)
+            return self._drive(script).end
         except _Stop:
             self.truncated = True
             return math.inf
         finally:
             script.close()
 
-    def _drive(self, script: Script) -> float:
+    def _drive(self, script: Script) -> Joined:
         reply: Any = None
+        actions = 0
         while True:
             try:
                 action = script.send(reply)
             except StopIteration as stop:
-                return float(stop.value)
+                return Joined(float(stop.value), actions)
             self.actions += 1
             # Actions, not only cues: a fork of silent branches repeated forever makes none.
             if len(self.cues) >= self.limit or self.actions > 10 * self.limit:
                 raise _Stop
             reply = None
+            # A fork counts as what its branches do, so a silent one counts as nothing.
+            actions += 1 if not isinstance(action, Fork) else 0
             match action:
                 case Send(frame=str() as text):
                     self._cue(action, action.endpoint, text, "frame")
@@ -166,14 +170,17 @@ class _Paper:
                     for endpoint in action.endpoints:
                         self._cue(action, endpoint, _hangup_text(action), kind)
                 case Fork():
-                    ends = [action.at]
+                    joined = []
                     try:
                         for branch in action.branches:
-                            ends.append(self._drive(branch))
+                            joined.append(self._drive(branch))
                     finally:
                         for branch in action.branches:
                             branch.close()
-                    reply = max(ends)
+                    reply = Joined(
+                        max([action.at, *(j.end for j in joined)]), sum(j.actions for j in joined)
+                    )
+                    actions += reply.actions
 
     def _cue(
         self,

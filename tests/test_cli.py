@@ -375,6 +375,19 @@ def test_validate_reports_an_unparsable_protocol_file(
     assert f"INVALID  {folder / '_protocol.yaml'}" in out
 
 
+def test_validate_given_files_checks_the_protocol_file_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What 'replay validate scenarios/*.yaml' passes: the protocol file among the scenarios.
+    folder = folder_with(tmp_path, {"_protocol.yaml": PROTOCOL, "usage.yaml": USES_PROTOCOL})
+    files = [str(folder / "_protocol.yaml"), str(folder / "usage.yaml")]
+    code, out, _ = run_main(["validate", *files], capsys)
+    assert "INVALID" not in out, out
+    assert code == 0
+    assert f"ok       {folder / '_protocol.yaml'} (1 message type)" in out
+    assert f"ok       {folder / 'usage.yaml'}" in out
+
+
 def answer_chat(ws_url: str, ready: threading.Event, seen: list[str]) -> None:
     """A client thread: connect, then answer the CHAT_REQUESTED with CHAT_INPUT 'hello'."""
 
@@ -410,9 +423,8 @@ def test_play_with_a_var_shows_the_wait_and_what_was_received(
             if live.replay.delivery.client_counts()["/ws"] == 1:
                 break
             time.sleep(0.01)
-        code, out, err = run_main(
-            ["--scenario", "chat", "--var", "user=Ada", "--url", live.url, "--speed", "0"], capsys
-        )
+        args = ["--scenario", "chat", "--var", "user=Ada", "--url", live.url]
+        code, out, err = run_main([*args, "--speed", "0", "--seed", "42"], capsys)
         client.join(10)
     finally:
         server.should_exit = True
@@ -421,6 +433,7 @@ def test_play_with_a_var_shows_the_wait_and_what_was_received(
     assert seen == ["Hi Ada, what now?", "Ada said hello"]
     lines = out.splitlines()
     assert "playing 'chat'" in lines[0]
+    assert lines[0].endswith(", seed 42)")
     assert '"message":"Hi Ada, what now?"}  -> 1 client' in out
     assert "waiting for CHAT_INPUT from any client..." in out
     received = next(line for line in lines if "received from" in line)

@@ -18,6 +18,7 @@ from replay.engine import (
     Context,
     Fork,
     Hangup,
+    Joined,
     Script,
     Send,
     Wait,
@@ -110,9 +111,10 @@ class Driver:
         if isinstance(action, Wait):
             return self.answer(action)
         if isinstance(action, Fork):
+            before = len(self.actions)
             ends = self._fork(action.branches)
             self.branch_ends.append(ends)
-            return max([action.at, *ends])
+            return Joined(max([action.at, *ends]), len(self.actions) - before)
         return None
 
     def _fork(self, branches: Sequence[Script]) -> list[float]:

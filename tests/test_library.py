@@ -11,6 +11,7 @@ import replay.library
 from replay.errors import ScenarioFolderMissing, ScenarioInvalid
 from replay.library import ScenarioLibrary
 from replay.loader import MAX_FILE_BYTES, ScenarioFile, parse_scenario
+from replay.protocol import MESSAGE_TYPES
 from replay.scenario import ChunkStep
 
 GOOD = "steps:\n  - chunk: a\n"
@@ -218,3 +219,156 @@ def test_invalid_file_name(folder: Path) -> None:
     write(folder, "Bad Name.yaml", GOOD)
     [problem] = ScenarioLibrary(folder).catalog().file("Bad Name").problems
     assert "not a valid scenario name" in problem.message
+
+
+# --- the protocol file ------------------------------------------------------------------------
+
+CUSTOM = "steps:\n  - message: TOKEN_USAGE\n    text: x\n"
+
+
+def test_protocol_file_makes_a_custom_type_valid(folder: Path) -> None:
+    write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: token counts\n")
+    write(folder, "usage.yaml", CUSTOM)
+    write(folder, "waits.yaml", "steps:\n  - wait: TOKEN_USAGE\n")
+    write(folder, "reacts.yaml", "reacts_to: {message: TOKEN_USAGE}\nsteps:\n  - chunk: a\n")
+    library = ScenarioLibrary(folder)
+    found = library.catalog()
+    assert found.names == ["reacts", "usage", "waits"]
+    assert all(loaded.valid for loaded in found), [p for f in found for p in f.problems]
+    assert found.protocol is not None
+    assert found.protocol.file == str(folder / "_protocol.yaml")
+    assert dict(found.protocol.declared) == {"TOKEN_USAGE": "token counts"}
+    assert found.protocol.problems == ()
+    assert library.message_types["TOKEN_USAGE"] == "token counts"
+    assert "EVENT" in library.message_types
+
+
+def test_without_a_protocol_file_custom_types_are_unknown(folder: Path) -> None:
+    write(folder, "usage.yaml", CUSTOM)
+    library = ScenarioLibrary(folder)
+    found = library.catalog()
+    assert found.protocol is None
+    [problem] = found.file("usage").problems
+    assert problem.message == "unknown message type 'TOKEN_USAGE'"
+    assert "TOKEN_USAGE" not in library.message_types
+
+
+def test_editing_the_protocol_rechecks_every_scenario(folder: Path, parses: list[str]) -> None:
+    protocol = write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: token counts\n")
+    write(folder, "usage.yaml", CUSTOM)
+    write(folder, "plain.yaml", GOOD)
+    library = ScenarioLibrary(folder)
+    assert library.catalog().file("usage").valid
+    assert sorted(parses) == ["plain.yaml", "usage.yaml"]
+
+    protocol.write_text("message_types:\n  OTHER: something else\n", encoding="utf-8")
+    bump_mtime(protocol)
+    found = library.catalog()
+    assert sorted(parses) == ["plain.yaml", "plain.yaml", "usage.yaml", "usage.yaml"]
+    [problem] = found.file("usage").problems
+    assert problem.message == "unknown message type 'TOKEN_USAGE'"
+    assert problem.line == 2
+    assert found.file("plain").valid
+    assert "OTHER" in library.message_types
+
+    protocol.write_text("message_types:\n  TOKEN_USAGE: back again\n", encoding="utf-8")
+    bump_mtime(protocol)
+    assert library.catalog().file("usage").valid
+
+
+def test_same_size_protocol_edit_is_seen(folder: Path) -> None:
+    protocol = write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: a\n")
+    write(folder, "usage.yaml", CUSTOM)
+    library = ScenarioLibrary(folder)
+    assert library.catalog().file("usage").valid
+    protocol.write_text("message_types:\n  TOKEN_USAGX: a\n", encoding="utf-8")
+    bump_mtime(protocol)
+    assert not library.catalog().file("usage").valid
+
+
+def test_adding_and_deleting_the_protocol_file(folder: Path) -> None:
+    write(folder, "usage.yaml", CUSTOM)
+    library = ScenarioLibrary(folder)
+    first = library.catalog()
+    assert not first.file("usage").valid
+    protocol = write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: counts\n")
+    second = library.catalog()
+    assert second is not first
+    assert second.file("usage").valid
+    protocol.unlink()
+    third = library.catalog()
+    assert third.protocol is None
+    assert not third.file("usage").valid
+    assert "TOKEN_USAGE" not in library.message_types
+
+
+def test_unchanged_protocol_keeps_the_catalog(folder: Path, parses: list[str]) -> None:
+    write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: counts\n")
+    write(folder, "usage.yaml", CUSTOM)
+    library = ScenarioLibrary(folder)
+    first = library.catalog()
+    assert library.catalog() is first
+    assert parses == ["usage.yaml"]
+
+
+def test_underscore_files_are_not_scenarios(folder: Path, parses: list[str]) -> None:
+    write(folder, "_anything.yaml", "this: is not a scenario\n")
+    write(folder, "_protocol.yaml", "message_types: {}\n")
+    write(folder, "real.yaml", GOOD)
+    found = ScenarioLibrary(folder).catalog()
+    assert found.names == ["real"]
+    assert "_anything" not in found
+    assert "_protocol" not in found
+    assert parses == ["real.yaml"]
+
+
+def test_protocol_problems_are_on_the_catalog(folder: Path) -> None:
+    write(
+        folder,
+        "_protocol.yaml",
+        "message_types:\n  token_usage: lower case\n  GOOD: fine\n  BAD: 5\nextra: 1\n",
+    )
+    write(folder, "uses-good.yaml", "steps:\n  - message: GOOD\n    text: x\n")
+    found = ScenarioLibrary(folder).catalog()
+    assert found.protocol is not None
+    problems = found.protocol.problems
+    assert [(p.line, p.column, p.field) for p in problems] == [
+        (2, 3, "message_types.token_usage"),
+        (4, 3, "message_types.BAD"),
+        (5, 1, "extra"),
+    ]
+    assert all(p.file == str(folder / "_protocol.yaml") for p in problems)
+    # the valid declarations still count; the scenarios are not blamed
+    assert found.file("uses-good").valid
+
+
+def test_broken_protocol_yaml_is_reported_on_the_catalog(folder: Path) -> None:
+    write(folder, "_protocol.yaml", "message_types: [unclosed\n")
+    write(folder, "plain.yaml", GOOD)
+    found = ScenarioLibrary(folder).catalog()
+    assert found.protocol is not None
+    [problem] = found.protocol.problems
+    assert problem.message.startswith("not valid YAML")
+    assert found.file("plain").valid
+
+
+def test_protocol_file_over_the_size_limit(folder: Path) -> None:
+    (folder / "_protocol.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    write(folder, "plain.yaml", GOOD)
+    found = ScenarioLibrary(folder).catalog()
+    assert found.protocol is not None
+    [problem] = found.protocol.problems
+    assert problem.message == "the file is too large"
+    assert found.file("plain").valid
+
+
+def test_protocol_adds_to_the_library_types(folder: Path) -> None:
+    # The types given to the library are its built-in ones; the protocol file adds to them.
+    write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: counts\n")
+    write(folder, "custom.yaml", "steps:\n  - message: CUSTOM\n    text: x\n")
+    write(folder, "usage.yaml", CUSTOM)
+    library = ScenarioLibrary(folder, {**MESSAGE_TYPES, "CUSTOM": "mine"})
+    found = library.catalog()
+    assert found.file("usage").valid
+    assert found.file("custom").valid
+    assert {"CUSTOM", "TOKEN_USAGE"} <= set(library.message_types)

@@ -10,6 +10,7 @@ import pytest
 from replay import loader
 from replay.errors import Problem
 from replay.loader import MAX_DEPTH, MAX_FILE_BYTES, ScenarioFile, parse_scenario, scenario_name
+from replay.protocol import MESSAGE_TYPES
 from replay.scenario import ChunkStep, MessageStep
 
 FILE = "scenarios/demo.yaml"
@@ -534,3 +535,464 @@ def test_plays_are_read_even_from_an_invalid_file() -> None:
     loaded = parse("steps:\n  - message: EVNT\n    text: x\n  - play: other\n")
     assert not loaded.valid
     assert loaded.plays == ((("steps", 1, "play"), "other"),)
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+def only_template_problem(source: str, file: str = FILE) -> Problem:
+    """The one problem of a file whose models are fine but whose templates are not."""
+    loaded = parse(source, file)
+    assert loaded.scenario is not None
+    assert not loaded.valid
+    assert len(loaded.problems) == 1, loaded.problems
+    return loaded.problems[0]
+
+
+def test_templates_that_check_are_fine() -> None:
+    loaded = parse(
+        "vars: {name: Ada}\n"
+        "steps:\n"
+        "  - message: EVENT\n"
+        "    data: {who: '{{ vars.name }}', at: '{{ now.iso }}', n: '{{ iteration }}'}\n"
+        "  - stream: 'Hi {{ vars.name }} from {{ run.id }}'\n"
+    )
+    assert loaded.valid, loaded.problems
+
+
+def test_template_syntax_error_is_located() -> None:
+    problem = only_template_problem(
+        "steps:\n  - chunk: a\n  - message: EVENT\n    text: 'hi {{ x'\n"
+    )
+    assert (problem.line, problem.column, problem.field) == (4, 5, "steps.1.text")
+    assert problem.message.startswith("template syntax error: ")
+    assert str(problem).startswith(f"{FILE}:4:5: steps.1.text: template syntax error: ")
+
+
+def test_template_syntax_error_in_a_block_scalar() -> None:
+    problem = only_template_problem("steps:\n  - stream: |\n      line one\n      {% if x %}\n")
+    assert (problem.line, problem.field) == (2, "steps.0.stream")
+    assert problem.message.startswith("template syntax error (line ")
+
+
+def test_unknown_template_name_is_located_with_a_suggestion() -> None:
+    problem = only_template_problem("steps:\n  - chunk: a\n  - tool: '{{ nwo.iso }}'\n")
+    assert (problem.line, problem.column, problem.field) == (3, 5, "steps.1.tool")
+    assert problem.message.startswith("unknown name 'nwo' in a template (did you mean 'now'?); ")
+
+
+def test_undeclared_variable_is_located_with_a_suggestion() -> None:
+    problem = only_template_problem("vars:\n  name: Ada\nsteps:\n  - raw: '{{ vars.nmae }}'\n")
+    assert (problem.line, problem.column, problem.field) == (4, 5, "steps.0.raw")
+    assert problem.message == (
+        "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
+        "with a default (declared: name)"
+    )
+
+
+def test_template_problems_in_nested_data_are_located_at_the_string() -> None:
+    loaded = parse(
+        "vars: {name: Ada}\n"
+        "steps:\n"
+        "  - message: EVENT\n"
+        "    data:\n"
+        "      outer:\n"
+        "        inner: [ok, '{{ vars.nmae }}']\n"
+        "        deeper: {key: '{{ nope }}'}\n"
+        "      list:\n"
+        "        - plain\n"
+        "        - '{{ x'\n"
+    )
+    assert not loaded.valid
+    assert loaded.scenario is not None  # the models are fine: only templates are wrong
+    assert [(p.line, p.column, p.field) for p in loaded.problems] == [
+        (6, 21, "steps.0.data.outer.inner.1"),
+        (7, 18, "steps.0.data.outer.deeper.key"),
+        (10, 11, "steps.0.data.list.1"),
+    ]
+    nmae, nope, syntax = loaded.problems
+    assert "variable 'nmae' is not declared (did you mean 'name'?)" in nmae.message
+    assert nope.message.startswith("unknown name 'nope' in a template")
+    assert syntax.message.startswith("template syntax error")
+
+
+def test_template_problems_inside_repeat_steps() -> None:
+    loaded = parse(
+        "vars: {name: Ada}\n"
+        "steps:\n"
+        "  - repeat: 2\n"
+        "    steps:\n"
+        "      - chunk: '{{ vars.nmae }}'\n"
+        "      - repeat: forever\n"
+        "        steps:\n"
+        "          - message: EVENT\n"
+        "            data: {a: ['{{ nwo }}']}\n"
+        "          - stream: '{{ x'\n"
+    )
+    assert [(p.line, p.column, p.field) for p in loaded.problems] == [
+        (5, 9, "steps.0.steps.0.chunk"),
+        (9, 24, "steps.0.steps.1.steps.0.data.a.0"),
+        (10, 13, "steps.0.steps.1.steps.1.stream"),
+    ]
+    assert "(did you mean 'name'?)" in loaded.problems[0].message
+    assert "(did you mean 'now'?)" in loaded.problems[1].message
+    assert loaded.problems[2].message.startswith("template syntax error")
+
+
+def test_template_problems_and_other_problems_are_listed_together_in_order() -> None:
+    # A file whose models are fine but templates are not lists every template problem;
+    # a name problem (from the file name) comes first.
+    loaded = parse(
+        "steps:\n  - chunk: '{{ nope }}'\n  - chunk: '{{ vars.x }}'\n", "scenarios/Bad.yaml"
+    )
+    assert [(p.line, p.field) for p in loaded.problems] == [
+        (0, ""),
+        (2, "steps.0.chunk"),
+        (3, "steps.1.chunk"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ received.message | nofilter }}",
+        "{{ step is notatest }}",
+        "{{ " + "(" * 200 + ")" * 200 + " }}",
+    ],
+    ids=["unknown-filter", "unknown-test", "deep-nesting"],
+)
+def test_templates_that_jinja_cannot_compile_are_problems_not_exceptions(template: str) -> None:
+    problem = only_template_problem(f"steps:\n  - chunk: a\n  - chunk: '{template}'\n")
+    assert (problem.line, problem.column, problem.field) == (3, 5, "steps.1.chunk")
+
+
+def test_strings_that_are_not_templates_are_not_checked() -> None:
+    loaded = parse(
+        "steps:\n"
+        "  - message: EVENT\n    text: 'braces { like } this'\n"
+        "  - wait: CHAT_INPUT\n    match: '{{ not checked: a regex }}'\n"
+    )
+    assert loaded.valid, loaded.problems
+
+
+# --- the newer fields -------------------------------------------------------------------------
+
+
+def test_unknown_field_in_a_nested_repeat_step_lists_the_allowed_fields() -> None:
+    problem = only_problem(
+        "steps:\n"
+        "  - repeat: 2\n"
+        "    steps:\n"
+        "      - chunk: a\n"
+        "      - repeat: forever\n"
+        "        steps:\n"
+        "          - stream: hi\n"
+        "            rte: 40\n"
+    )
+    assert (problem.line, problem.column, problem.field) == (8, 13, "steps.0.steps.1.steps.0.rte")
+    assert problem.message == "unknown field 'rte' (did you mean 'rate'?)"
+    assert problem.expected == "one of delay, jitter, to, stream, rate, type, close_stream"
+
+
+def test_unknown_field_on_a_repeat_step() -> None:
+    loaded = parse("steps:\n  - repeat: 2\n    step: [{chunk: a}]\n")
+    assert [(p.field, p.message) for p in loaded.problems] == [
+        ("steps.0.steps", "missing field 'steps'"),
+        ("steps.0.step", "unknown field 'step' (did you mean 'steps'?)"),
+    ]
+    assert loaded.problems[1].expected == "one of delay, jitter, to, repeat, steps"
+
+
+def test_unknown_step_kind_inside_a_repeat() -> None:
+    problem = only_problem("steps:\n  - repeat: 2\n    steps:\n      - mesage: EVENT\n")
+    assert (problem.line, problem.column, problem.field) == (4, 9, "steps.0.steps.0")
+    assert problem.message == "unknown step kind (did you mean 'message'?)"
+
+
+def test_reacts_to_unknown_field() -> None:
+    problem = only_problem(
+        "reacts_to:\n  message: PAUSE_REQUEST\n  mach: x\nsteps:\n  - chunk: a\n"
+    )
+    assert (problem.line, problem.column, problem.field) == (3, 3, "reacts_to.mach")
+    assert problem.message == "unknown field 'mach' (did you mean 'match'?)"
+    assert problem.expected == "one of message, match, fields"
+
+
+def test_reacts_to_unknown_message_type() -> None:
+    problem = only_problem("reacts_to:\n  message: PAUSE_REQEST\nsteps:\n  - chunk: a\n")
+    assert (problem.line, problem.column, problem.field) == (2, 3, "reacts_to.message")
+    assert problem.message == "unknown message type 'PAUSE_REQEST' (did you mean 'PAUSE_REQUEST'?)"
+    assert problem.found == "'PAUSE_REQEST'"
+
+
+def test_reacts_to_not_a_mapping() -> None:
+    problem = only_problem("reacts_to: PAUSE_REQUEST\nsteps:\n  - chunk: a\n")
+    assert (problem.line, problem.field) == (1, "reacts_to")
+    assert problem.message == "wrong type"
+    assert problem.expected == "a mapping"
+
+
+def test_wait_unknown_message_type() -> None:
+    problem = only_problem("steps:\n  - wait: CHAT_INPT\n    timeout: 5m\n")
+    assert (problem.line, problem.column, problem.field) == (2, 5, "steps.0.wait")
+    assert problem.message == "unknown message type 'CHAT_INPT' (did you mean 'CHAT_INPUT'?)"
+    assert problem.expected.startswith("one of CHAT_REQUESTED, ")
+
+
+def test_wait_with_project_message_types() -> None:
+    source = "steps:\n  - wait: TOKEN_USAGE\n"
+    assert not parse(source).valid
+    assert parse_scenario(source, FILE, {"TOKEN_USAGE": "token counts"}).valid
+
+
+def test_bad_wait_fields_are_located() -> None:
+    loaded = parse(
+        "steps:\n  - wait: CHAT_INPUT\n    on_timeout: skip\n    timeout: soon\n    match: '('\n"
+    )
+    assert [(p.line, p.field, p.message) for p in loaded.problems] == [
+        (3, "steps.0.on_timeout", "not an allowed value"),
+        (4, "steps.0.timeout", "'soon' is not a duration"),
+        (
+            5,
+            "steps.0.match",
+            "not a regular expression: missing ), unterminated subpattern at position 0",
+        ),
+    ]
+    assert loaded.problems[0].expected == "'fail' or 'continue'"
+    assert loaded.problems[1].expected == DURATION_EXPECTED
+    assert loaded.problems[2].expected == "a Python regular expression"
+
+
+def test_bad_pattern_in_fields_is_located_at_its_path() -> None:
+    problem = only_problem(
+        "steps:\n  - wait: CHAT_INPUT\n    fields:\n      message.a: ok\n      message.b: '['\n"
+    )
+    assert problem.message.startswith("not a regular expression: ")
+    assert (problem.line, problem.column, problem.field) == (5, 7, "steps.0.fields.message.b")
+    assert problem.found == "'['"
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "message"),
+    [
+        ("repeat: 0\n    steps: [{chunk: a}]", "steps.0.repeat", "not a repeat count"),
+        ("binary: 'zz!'", "steps.0.binary", "not base64"),
+        ("disconnect: all\n    code: 1006", "steps.0.code", "not a close code a server may send"),
+        (
+            "disconnect: all\n    reason: '" + "a" * 124 + "'",
+            "steps.0.reason",
+            "close reason too long",
+        ),
+        ("drop: everything", "steps.0.drop", "not an allowed value"),
+        ("raw: x\n    endpoint: /nope", "steps.0.endpoint", "not an allowed value"),
+        ("stream: x\n    type: close", "steps.0.type", "not an allowed value"),
+        ("chunk: a\n    to: 'a b'", "steps.0.to", "not a target"),
+    ],
+)
+def test_new_step_field_problems_are_located(step: str, field: str, message: str) -> None:
+    problem = only_problem(f"steps:\n  - {step}\n")
+    assert (problem.field, problem.message) == (field, message)
+    assert problem.line >= 2
+    assert problem.expected
+
+
+def test_scenario_target_and_vars_problems() -> None:
+    problem = only_problem("to: 'bad id'\nsteps:\n  - chunk: a\n")
+    assert (problem.line, problem.column, problem.field, problem.message) == (
+        1,
+        1,
+        "to",
+        "not a target",
+    )
+    assert problem.found == "'bad id'"
+    problem = only_problem("vars: [a]\nsteps:\n  - chunk: a\n")
+    assert (problem.field, problem.message, problem.expected) == ("vars", "wrong type", "a mapping")
+
+
+# --- plays ------------------------------------------------------------------------------------
+
+
+def test_plays_inside_repeat_steps() -> None:
+    loaded = parse(
+        "steps:\n"
+        "  - play: first\n"
+        "  - repeat: 2\n"
+        "    steps:\n"
+        "      - play: second\n"
+        "      - repeat: forever\n"
+        "        steps:\n"
+        "          - parallel: [third, fourth]\n"
+    )
+    assert loaded.valid
+    assert loaded.plays == (
+        (("steps", 0, "play"), "first"),
+        (("steps", 1, "steps", 0, "play"), "second"),
+        (("steps", 1, "steps", 1, "steps", 0, "parallel", 0), "third"),
+        (("steps", 1, "steps", 1, "steps", 0, "parallel", 1), "fourth"),
+    )
+    assert loaded.locate(("steps", 1, "steps", 0, "play")) == (5, 9)
+
+
+def test_plays_inside_repeat_steps_of_an_invalid_file() -> None:
+    loaded = parse("steps:\n  - repeat: 0\n    steps:\n      - play: other\n")
+    assert not loaded.valid
+    assert loaded.plays == ((("steps", 0, "steps", 0, "play"), "other"),)
+
+
+def test_catalog_reports_a_missing_play_target_inside_a_repeat() -> None:
+    from replay.catalog import Catalog
+
+    user = parse_scenario(
+        "steps:\n  - repeat: 2\n    steps:\n      - chunk: a\n      - play: mising\n",
+        "scenarios/user.yaml",
+    )
+    target = parse_scenario("steps:\n  - chunk: a\n", "scenarios/missing.yaml")
+    catalog = Catalog.resolve([user, target])
+    [problem] = catalog.file("user").problems
+    assert (problem.line, problem.column, problem.field) == (5, 9, "steps.0.steps.1.play")
+    assert problem.message == "plays 'mising', which does not exist (did you mean 'missing'?)"
+
+
+def test_catalog_finds_a_cycle_through_a_repeat() -> None:
+    from replay.catalog import Catalog
+
+    one = parse_scenario("steps:\n  - repeat: 2\n    steps: [{play: two}]\n", "s/one.yaml")
+    two = parse_scenario("steps:\n  - play: one\n", "s/two.yaml")
+    catalog = Catalog.resolve([one, two])
+    [problem] = catalog.file("one").problems
+    assert problem.field == "steps.0.steps.0.play"
+    assert problem.message == "plays itself: one -> two -> one"
+
+
+# --- parse_protocol ---------------------------------------------------------------------------
+
+PROTOCOL = "scenarios/_protocol.yaml"
+
+
+def protocol(source: str | bytes) -> loader.ProtocolFile:
+    return loader.parse_protocol(source, PROTOCOL)
+
+
+def test_protocol_file() -> None:
+    loaded = protocol("message_types:\n  TOKEN_USAGE: token counts\n  EVENT: my own event\n")
+    assert loaded.problems == ()
+    assert loaded.file == PROTOCOL
+    assert dict(loaded.declared) == {"TOKEN_USAGE": "token counts", "EVENT": "my own event"}
+    types = dict(loaded.message_types)
+    assert types["TOKEN_USAGE"] == "token counts"
+    assert types["EVENT"] == "my own event"  # a built-in type may get a new description
+    assert set(types) == set(MESSAGE_TYPES) | {"TOKEN_USAGE"}
+    assert MESSAGE_TYPES["EVENT"] != "my own event"  # the built-in table is left alone
+
+
+def test_protocol_types_are_usable_by_scenarios() -> None:
+    loaded = protocol("message_types: {TOKEN_USAGE: token counts}\n")
+    source = "reacts_to: {message: TOKEN_USAGE}\nsteps:\n  - message: TOKEN_USAGE\n    text: x\n"
+    assert parse_scenario(source, FILE, loaded.message_types).valid
+
+
+def test_empty_protocol_file_declares_nothing() -> None:
+    for source in ("", "# only comments\n", "message_types: {}\n"):
+        loaded = protocol(source)
+        assert loaded.problems == ()
+        assert dict(loaded.declared) == {}
+        assert dict(loaded.message_types) == MESSAGE_TYPES
+
+
+@pytest.mark.parametrize("name", ["token_usage", "2BAD", "A-B", "Token", "_X", "1", "true"])
+def test_protocol_bad_names(name: str) -> None:
+    loaded = protocol(f"message_types:\n  GOOD: fine\n  {name}: x\n")
+    [problem] = loaded.problems
+    assert (problem.file, problem.line, problem.column) == (PROTOCOL, 3, 3)
+    assert problem.field == f"message_types.{name}"
+    assert problem.message == "not a message type name"
+    assert problem.expected == "upper-case letters, digits and '_', starting with a letter"
+    assert problem.found == repr(name)
+    assert dict(loaded.declared) == {"GOOD": "fine"}  # the valid ones still count
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("5", "5"),
+        ("[a]", "a list"),
+        ("{a: 1}", "a mapping"),
+        ("", "nothing (null)"),
+        ("yes", "the boolean true"),
+    ],
+)
+def test_protocol_descriptions_must_be_strings(value: str, found: str) -> None:
+    loaded = protocol(f"message_types:\n  GOOD: fine\n  BAD: {value}\n")
+    [problem] = loaded.problems
+    assert (problem.line, problem.column, problem.field) == (3, 3, "message_types.BAD")
+    assert (problem.message, problem.expected, problem.found) == (
+        "wrong type",
+        "a description (a string)",
+        found,
+    )
+    assert "BAD" not in loaded.declared
+    assert "BAD" not in loaded.message_types
+
+
+def test_protocol_unknown_top_level_keys() -> None:
+    loaded = protocol("message_typs:\n  A: x\nother: 1\n")
+    assert [(p.line, p.column, p.field, p.message) for p in loaded.problems] == [
+        (1, 1, "message_typs", "unknown field 'message_typs' (did you mean 'message_types'?)"),
+        (2 + 1, 1, "other", "unknown field 'other'"),
+    ]
+    assert all(p.expected == "message_types" for p in loaded.problems)
+
+
+def test_protocol_duplicates() -> None:
+    loaded = protocol("message_types:\n  A: first\n  A: second\n")
+    [problem] = loaded.problems
+    assert (problem.line, problem.column, problem.field) == (3, 3, "message_types.A")
+    assert "duplicate key 'A' (first at line 2)" in problem.message
+    loaded = protocol("message_types: {A: x}\nmessage_types: {B: y}\n")
+    [problem] = loaded.problems
+    assert (problem.line, problem.column, problem.field) == (2, 1, "message_types")
+    assert "duplicate key 'message_types' (first at line 1)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [("- A\n- B\n", "a list"), ("hello\n", "'hello'"), ("5\n", "5")],
+)
+def test_protocol_not_a_mapping(source: str, found: str) -> None:
+    loaded = protocol(source)
+    [problem] = loaded.problems
+    assert (problem.line, problem.column, problem.field) == (1, 1, "")
+    assert problem.message == "wrong type"
+    assert problem.expected == "a mapping with 'message_types' (NAME: description)"
+    assert problem.found == found
+    assert dict(loaded.message_types) == MESSAGE_TYPES
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [("message_types: [A, B]\n", "a list"), ("message_types:\n", "nothing (null)")],
+)
+def test_protocol_message_types_not_a_mapping(source: str, found: str) -> None:
+    [problem] = protocol(source).problems
+    assert (problem.line, problem.column, problem.field) == (1, 1, "message_types")
+    assert (problem.message, problem.expected, problem.found) == ("wrong type", "a mapping", found)
+
+
+def test_protocol_yaml_and_encoding_errors_are_located() -> None:
+    [problem] = protocol("message_types: [unclosed\n").problems
+    assert problem.message.startswith("not valid YAML: ")
+    assert problem.line == 2
+    [problem] = protocol(b"message_types:\n  A: caf\xe9\n").problems
+    assert (problem.line, problem.column) == (2, 9)
+    assert problem.message == "the file is not valid UTF-8"
+
+
+def test_protocol_never_raises() -> None:
+    rng = random.Random(99)
+    pieces = [*":-[]{}&*!|>'\"#\n ", "message_types", "A", "b", "1", "\n  ", "~", "\x00"]
+    for _ in range(1000):
+        source = "".join(rng.choice(pieces) for _ in range(rng.randrange(40)))
+        loaded = protocol(source)
+        assert isinstance(loaded, loader.ProtocolFile)
+        for problem in loaded.problems:
+            assert str(problem).startswith(PROTOCOL)

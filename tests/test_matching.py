@@ -22,9 +22,13 @@ ACTION = {
 }
 
 
-def frame(message_type: Any = "PAUSE_REQUEST", message: Any = None, client: str = "c1") -> ClientFrame:
+def frame(
+    message_type: Any = "PAUSE_REQUEST", message: Any = None, client: str = "c1"
+) -> ClientFrame:
     """A /ws frame whose message is the JSON text of ``message`` (ACTION by default)."""
-    text = message if isinstance(message, str) else json.dumps(ACTION if message is None else message)
+    text = (
+        message if isinstance(message, str) else json.dumps(ACTION if message is None else message)
+    )
     return ClientFrame(client, json.dumps({"message_type": message_type, "message": text}))
 
 

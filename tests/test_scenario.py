@@ -222,7 +222,15 @@ def test_new_step_kinds_validate_to_their_models() -> None:
         {"drop": "/ws/stream"},
     )
     kinds = [type(step) for step in loaded.steps]
-    assert kinds == [StreamStep, RepeatStep, WaitStep, RawStep, BinaryStep, DisconnectStep, DropStep]
+    assert kinds == [
+        StreamStep,
+        RepeatStep,
+        WaitStep,
+        RawStep,
+        BinaryStep,
+        DisconnectStep,
+        DropStep,
+    ]
     stream, repeat, wait, raw, binary, disconnect, drop = loaded.steps
     assert isinstance(stream, StreamStep)
     assert (stream.rate, stream.type, stream.close_stream) == (30.0, "default", False)
@@ -489,7 +497,7 @@ def test_bad_targets(target: str) -> None:
 
 
 def test_every_targeted_step_takes_to() -> None:
-    for step in [
+    steps: list[dict[str, Any]] = [
         {"message": "EVENT", "text": "x"},
         {"chunk": "a"},
         {"tool": "a"},
@@ -502,7 +510,8 @@ def test_every_targeted_step_takes_to() -> None:
         {"binary": "AA=="},
         {"disconnect": "all"},
         {"drop": "all"},
-    ]:
+    ]
+    for step in steps:
         loaded = scenario({**step, "to": "sender"})
         assert getattr(loaded.steps[0], "to") == "sender"  # noqa: B009
 

@@ -86,7 +86,10 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
                 {"sleep": "2s", "jitter": 1},
                 {"play": "other"},
                 {"parallel": ["a", "b"]},
-                {"repeat": 3, "steps": [{"chunk": "x"}, {"repeat": "forever", "steps": [{"tool": "y"}]}]},
+                {
+                    "repeat": 3,
+                    "steps": [{"chunk": "x"}, {"repeat": "forever", "steps": [{"tool": "y"}]}],
+                },
                 {"wait": "CHAT_INPUT", "timeout": "5m", "on_timeout": "continue"},
                 {"raw": "{not json", "endpoint": "/ws/stream"},
                 {"binary": "AAEC/w==", "endpoint": "/ws"},

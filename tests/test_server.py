@@ -247,7 +247,7 @@ reacts_to:
 to: sender
 steps:
   - message: PAUSE_STATUS
-    text: paused
+    text: "paused ({{ received.message }})"
 """,
     "greet": """
 on_connect: true
@@ -460,7 +460,10 @@ def test_a_reaction_in_process(own: TestClient) -> None:
     with own.websocket_connect("/ws?client_id=a") as a:
         a.send_text('{"message_type":"PAUSE_REQUEST","message":"not now"}')  # no match
         a.send_text('{"message_type":"PAUSE_REQUEST","message":"pause please"}')
-        assert a.receive_text() == '{"message_type":"PAUSE_STATUS","message":"paused"}'
+        assert json.loads(a.receive_text()) == {
+            "message_type": "PAUSE_STATUS",
+            "message": "paused (pause please)",
+        }
         own.post("/trigger/mark?speed=0")
         assert a.receive_text() == MARK_FRAME
     runs = own.get("/runs").json()["runs"]

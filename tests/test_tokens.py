@@ -36,7 +36,7 @@ TEXTS = [
     "Ünïcödé wörds, naïve café",
     "école: e\u0301cole",  # a combining accent
     "日本語のテキストです。とても長い文章になります。",
-    "中文文本，没有空格也可以切分。",
+    "中文文本\uff0c没有空格也可以切分。",  # with a fullwidth comma
     "한국어 텍스트입니다",
     "مرحبا بالعالم",
     "שלום עולם",
