@@ -84,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client", metavar="ID", help="send to this client only (unless a step says otherwise)"
     )
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--json",
+        dest="output",
+        action="store_const",
+        const="json",
+        default="text",
+        help="print each event of the run as one JSON object per line (for scripts)",
+    )
+    shown.add_argument(
+        "--quiet",
+        "-q",
+        dest="output",
+        action="store_const",
+        const="quiet",
+        help="print only the summary at the end",
+    )
     _scenarios_option(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -178,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
-            return play(args.scenario, args.url, options, sys.stdout)
+            bar = sys.stderr if sys.stderr.isatty() else None
+            return play(args.scenario, args.url, options, sys.stdout, args.output, bar)
     except ReplayError as error:
         print(f"replay: {error}", file=sys.stderr)
         return 1
@@ -286,38 +304,106 @@ def _print_timeline(timeline: Timeline, out: TextIO) -> None:
     print(summary, file=out)
 
 
-def play(name: str, url: str, options: Options, out: TextIO) -> int:
-    """Play a scenario on a running server and print each frame as it goes out."""
+def play(
+    name: str,
+    url: str,
+    options: Options,
+    out: TextIO,
+    output: str = "text",
+    progress: TextIO | None = None,
+) -> int:
+    """Play a scenario on a running server and show it as it goes out.
+
+    ``output`` is ``text`` (each frame, then a summary), ``json`` (each event as one
+    JSON object per line, for scripts) or ``quiet`` (only the summary). ``progress``, a
+    terminal, gets a progress bar over the planned frames.
+    """
     query = urllib.parse.urlencode({"follow": "true", "speed": f"{options.speed:g}"})
     target = f"{url.rstrip('/')}/trigger/{urllib.parse.quote(name, safe='')}?{query}"
     body = {"vars": options.vars, "seed": options.seed, "client": options.client}
     end: dict[str, Any] = {}
     run_id = None
+    bar = Progress(progress) if progress is not None and output == "text" else None
     try:
         for event in _post_lines(target, url, body):
             run_id = event.get("run_id", run_id)
-            end = _show(event, out) or end
+            if output == "json":
+                print(json.dumps(event), file=out, flush=True)
+            elif output == "text":
+                if bar is not None:
+                    bar.clear()
+                _show(event, out)
+            if bar is not None:
+                bar.update(event)
+            if event.get("event") == "end":
+                end = event
     except KeyboardInterrupt:
         if run_id is None:
             raise
         _cancel(url, run_id)
-        print(f"\nrun {run_id}: cancelled", file=out)
+        if output != "json":
+            print(f"\nrun {run_id}: cancelled", file=out)
         return 130
+    finally:
+        if bar is not None:
+            bar.clear()
     if not end and run_id is not None:
         end = _wait_for_end(url, run_id)  # the server stopped following (lagged)
+        if end and output == "json":
+            print(json.dumps({"event": "end", **end}), file=out)
     if not end:
         print("replay: the server closed the connection before the run ended", file=sys.stderr)
         return 1
-    print(
-        f"run {end['run_id']}: {end['state']}: {end['sent']} frames to {end['clients']} "
-        f"client{'s' if end['clients'] != 1 else ''} in {end['duration_s']:.3f}s",
-        file=out,
-    )
+    if output != "json":
+        print(
+            f"run {end['run_id']}: {end['state']}: {end['sent']} frames to {end['clients']} "
+            f"client{'s' if end['clients'] != 1 else ''} in {end['duration_s']:.3f}s",
+            file=out,
+        )
     if end["state"] != "finished":
         if end.get("error"):
             print(f"replay: the run failed: {end['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+class Progress:
+    """A one-line progress bar on a terminal: frames sent of those planned, and the step."""
+
+    WIDTH = 24
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.planned: int | None = None
+        self.sent = 0
+        self.step = ""
+        self.shown = False
+
+    def update(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.planned = event.get("frames")
+        elif kind == "frame":
+            self.sent += 1
+            self.step = str(event.get("step", ""))
+        elif kind == "end":
+            return
+        self.out.write("\r" + self.line())
+        self.out.flush()
+        self.shown = True
+
+    def line(self) -> str:
+        if self.planned:
+            done = min(self.WIDTH, self.WIDTH * self.sent // self.planned)
+            bar = "#" * done + "." * (self.WIDTH - done)
+            return f"[{bar}] {self.sent}/{self.planned} frames, step {self.step}"
+        return f"{self.sent} frames, step {self.step}"
+
+    def clear(self) -> None:
+        if self.shown:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self.shown = False
 
 
 def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:

@@ -30,6 +30,8 @@ log = logging.getLogger("replay.client")
 DEFAULT_QUEUE_SIZE = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
+#: The close reason of a client dropped for not reading.
+TOO_SLOW = "client too slow: send queue full"
 #: How long a dropped client has to take its close frame before its connection is cut.
 CLOSE_GRACE = 2.0
 
@@ -89,7 +91,7 @@ class Client:
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
-            self.drop(CLOSE_TOO_SLOW, "client too slow: send queue full")
+            self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
             return False
         return True
 

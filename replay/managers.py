@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Self
 
 from starlette.websockets import WebSocket
 
-from replay.client import DEFAULT_QUEUE_SIZE, Client, FrameListener
+from replay.client import DEFAULT_QUEUE_SIZE, TOO_SLOW, Client, FrameListener
+from replay.feed import Feed
 from replay.protocol import (
     CLOSE_FRAME,
     Endpoint,
@@ -52,6 +53,8 @@ class EndpointManager:
         manager.clients = {}
         manager.on_connect = None
         manager.on_frame = None
+        manager.feed = None
+        manager.frames_sent = manager.bytes_sent = manager.drops = 0
         return manager
 
     queue_size: int
@@ -60,6 +63,13 @@ class EndpointManager:
     on_connect: Callable[[Client], None] | None
     #: Called with each text frame a client sends (the server feeds waits and reactions).
     on_frame: FrameListener | None
+    #: Where connections, disconnections and client frames are published, if anywhere.
+    feed: Feed | None
+    #: Frame copies handed to clients' send queues, and their size in bytes (UTF-8).
+    frames_sent: int
+    bytes_sent: int
+    #: Clients dropped because their send queue was full.
+    drops: int
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -71,6 +81,13 @@ class EndpointManager:
         self.clients[websocket] = client
         client.start()
         log.info("client %s connected to %s (%d connected)", client.id, self.endpoint, len(self))
+        if self.feed is not None:
+            self.feed.publish(
+                "client.connected",
+                client=client.id,
+                endpoint=self.endpoint.value,
+                clients=len(self),
+            )
         return client
 
     async def disconnect(self, websocket: WebSocket) -> None:
@@ -79,9 +96,20 @@ class EndpointManager:
         if client is None:
             return
         await client.stop()
+        self._gone(client)
+
+    def _gone(self, client: Client) -> None:
         log.info(
             "client %s disconnected from %s (%d connected)", client.id, self.endpoint, len(self)
         )
+        if self.feed is not None:
+            self.feed.publish(
+                "client.disconnected",
+                client=client.id,
+                endpoint=self.endpoint.value,
+                clients=len(self),
+                reason=client.dropped,
+            )
 
     async def serve(self, websocket: WebSocket) -> None:
         """Handle one connection from accept to close: the body of a WebSocket route.
@@ -98,9 +126,17 @@ class EndpointManager:
         try:
             if self.on_connect is not None:
                 self.on_connect(client)
-            await client.receive_until_closed(self.on_frame)
+            await client.receive_until_closed(self._received)
         finally:
             await self.disconnect(websocket)
+
+    def _received(self, client: Client, text: str) -> None:
+        if self.feed is not None:
+            self.feed.publish(
+                "frame.received", client=client.id, endpoint=self.endpoint.value, frame=text
+            )
+        if self.on_frame is not None:
+            self.on_frame(client, text)
 
     def broadcast(self, frame: str | bytes, to: str | None = None) -> int:
         """Queue a frame for every client, or for the clients with id ``to``; return how
@@ -110,6 +146,10 @@ class EndpointManager:
         for client in list(self.clients.values()):
             if (to is None or client.id == to) and client.offer(frame):
                 reached += 1
+        if reached:
+            self.frames_sent += reached
+            size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+            self.bytes_sent += reached * size
         return reached
 
     def hangup(self, to: str | None, code: int, reason: str, abort: bool = False) -> int:
@@ -122,8 +162,13 @@ class EndpointManager:
         return ended
 
     def _forget(self, client: Client) -> None:
+        # The server gave up on the client (dropped, closed on purpose): it is gone now,
+        # even if its connection takes a moment to end.
         if self.clients.get(client.websocket) is client:
             del self.clients[client.websocket]
+            if client.dropped == TOO_SLOW:
+                self.drops += 1
+            self._gone(client)
 
 
 class WebsocketManager(EndpointManager):

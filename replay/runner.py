@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
 from replay.errors import ReplayError, RunNotFound, TooManyRuns
+from replay.feed import Feed
 from replay.matching import ClientFrame, matches
 from replay.protocol import Endpoint
 from replay.scenario import ClientFrameMatch
@@ -91,6 +92,8 @@ class Run:
     clients: int = 0
     #: What the run waits for now, if it waits for a client (one line per waiting branch).
     waiting: str | None = None
+    #: The step being played ("2", or "2.steps.0" inside a repeat).
+    step: str | None = None
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     elapsed: float = 0.0
@@ -131,6 +134,7 @@ class Run:
             "deliveries": self.deliveries,
             "clients": self.clients,
             "waiting": self.waiting,
+            "step": self.step,
             "planned_s": round(planned, 6) if planned is not None else None,
             "duration_s": round(self.elapsed, 6),
             "max_lateness_s": round(self.max_lateness, 6),
@@ -237,10 +241,18 @@ class Runner:
         clock: Clock | None = None,
         keep_finished: int = KEEP_FINISHED,
         max_active: int = MAX_ACTIVE_RUNS,
+        feed: Feed | None = None,
     ) -> None:
         self.delivery = delivery
         self.clock: Clock = clock or MonotonicClock()
         self.max_active = max_active
+        #: Where run and frame events are published.
+        self.feed = feed or Feed()
+        #: Runs that ended, by state; and each frame's lateness, for metrics.
+        self.ended: dict[RunState, int] = dict.fromkeys(
+            (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED), 0
+        )
+        self.on_lateness: Callable[[float], None] | None = None
         self._active: dict[str, Run] = {}
         self._finished: deque[Run] = deque(maxlen=keep_finished)
         self._waiters: list[_Waiter] = []
@@ -284,6 +296,7 @@ class Runner:
         self._active[run.id] = run
         run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
         run._task.add_done_callback(lambda _: self._cancelled_early(run, script))
+        self.feed.publish("run.started", run_id=run.id, scenario=name, run=run.summary())
         log.info(
             "run %s: playing %r (%s, speed %g, seed %d)",
             run.id,
@@ -394,9 +407,15 @@ class Runner:
                     await asyncio.sleep(0)
                 # Lateness is when the frame went out, not when a slow send returned.
                 lateness = clock.now() - deadline
+                if action.step != run.step:
+                    self._step(run, action.step)
                 if isinstance(action, Send):
                     reached = self.delivery.send(action.endpoint, action.frame, action.to)
                     run._record(action, reached, lateness)
+                    if self.on_lateness is not None:
+                        self.on_lateness(lateness)
+                    if self.feed.listening:
+                        self._publish_frame(run, action, reached)
                 else:
                     self._hangup(run, action)
         finally:
@@ -413,6 +432,8 @@ class Runner:
         run._waits.append(what)
         run.waiting = "; ".join(run._waits)
         run._note("wait", message_type=wait.match.message, source=wait.source, step=wait.step)
+        self._step(run, wait.step)
+        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
         timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
         try:
             either: list[asyncio.Future[Any]] = [future, timer]
@@ -451,6 +472,24 @@ class Runner:
             step=hangup.step,
         )
 
+    def _step(self, run: Run, step: str) -> None:
+        run.step = step
+        self.feed.publish("run.step", run_id=run.id, scenario=run.scenario, step=step)
+
+    def _publish_frame(self, run: Run, send: Send, reached: int) -> None:
+        frame = send.frame
+        self.feed.publish(
+            "frame.sent",
+            run_id=run.id,
+            scenario=send.scenario,
+            step=send.step,
+            endpoint=send.endpoint.value,
+            to=send.to,
+            clients=reached,
+            binary=isinstance(frame, bytes),
+            frame=frame if isinstance(frame, str) else frame.hex(),
+        )
+
     def _cancelled_early(self, run: Run, script: Script) -> None:
         # A task cancelled before it first ran never enters _play, so nothing ended the run.
         if not run.done:
@@ -461,6 +500,10 @@ class Runner:
         self._active.pop(run.id, None)
         self._finished.append(run)
         run._finish(state, elapsed, error)
+        self.ended[state] += 1
+        self.feed.publish(
+            f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
+        )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,7 +16,8 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from replay import __version__
@@ -24,6 +26,7 @@ from replay.client import DEFAULT_QUEUE_SIZE, Client, TransportMiddleware
 from replay.clock import Clock
 from replay.engine import declared_vars
 from replay.errors import (
+    Problem,
     ReplayError,
     RunNotFound,
     ScenarioFolderMissing,
@@ -32,10 +35,12 @@ from replay.errors import (
     TooManyRuns,
     VariablesInvalid,
 )
+from replay.feed import Feed
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
+from replay.metrics import CONTENT_TYPE, Metrics
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN
 from replay.timeline import MAX_SPEED, Timeline, build_timeline
@@ -44,6 +49,10 @@ log = logging.getLogger("replay.server")
 
 #: Seconds between heartbeat lines while a followed run is silent (a long sleep step).
 HEARTBEAT = 10.0
+#: Seconds between looks at the scenarios folder for the event feed.
+WATCH_EVERY = 1.0
+#: The dashboard's files, served by replay itself.
+DASHBOARD = Path(__file__).parent / "dashboard"
 
 
 @dataclass
@@ -89,9 +98,38 @@ class Replay:
             self.messages, self.stream = WebsocketManager(), StreamManager()
             self.messages.queue_size = self.stream.queue_size = settings.queue_size
         self.delivery = LocalDelivery(self.messages, self.stream)
-        self.runner = Runner(self.delivery, clock)
+        self.feed = Feed()
+        self.messages.feed = self.stream.feed = self.feed
+        self.runner = Runner(self.delivery, clock, feed=self.feed)
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
+        self.metrics = Metrics(self)
+        self._seen: dict[str, tuple[str, bool, tuple[Problem, ...]]] | None = None
+
+    def watch_scenarios(self) -> None:
+        """Look at the scenarios folder and publish what changed since the last look."""
+        catalog = self._catalog()
+        if catalog is None:
+            return
+        seen = {f.name: (f.file, f.valid, f.problems) for f in catalog}
+        before, self._seen = self._seen, seen
+        if before is None or before == seen:
+            return
+        for name in sorted(seen.keys() | before.keys()):
+            now, then = seen.get(name), before.get(name)
+            if now == then:
+                continue
+            if now is None:
+                assert then is not None
+                self.feed.publish("scenario.removed", scenario=name, file=then[0])
+                continue
+            file, valid, problems = now
+            if not valid:
+                found = [problem.to_dict() for problem in problems]
+                self.feed.publish("scenario.invalid", scenario=name, file=file, problems=found)
+            else:
+                kind = "scenario.added" if then is None else "scenario.changed"
+                self.feed.publish(kind, scenario=name, file=file)
 
     def start(self, name: str, **options: Any) -> Run:
         """Start playing a scenario as it is on disk now (options: see Runner.start)."""
@@ -160,7 +198,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             )
         except ScenarioFolderMissing as error:
             log.warning("%s", error)
+        watcher = asyncio.create_task(_watch(replay), name="replay-watch-scenarios")
         yield
+        watcher.cancel()
         await replay.runner.shutdown()
 
     app = FastAPI(
@@ -283,6 +323,40 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await replay.runner.cancel(run_id).wait()
         return run.summary()
 
+    @app.get("/events", response_class=StreamingResponse)
+    async def events(
+        kinds: Annotated[
+            str,
+            Query(
+                description="Comma-separated event kinds or prefixes ending in '.' "
+                "(e.g. 'run.,frame.sent'); empty for all."
+            ),
+        ] = "",
+    ) -> StreamingResponse:
+        """The live event feed, as Server-Sent Events (one JSON event per message)."""
+        wanted = [kind.strip() for kind in kinds.split(",") if kind.strip()]
+        stream = replay.feed.subscribe(wanted, heartbeat=HEARTBEAT)
+        return StreamingResponse(
+            _server_sent(stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        """Metrics in the Prometheus text format."""
+        return Response(replay.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html")
+
+    @app.get("/viewer", include_in_schema=False)
+    async def viewer() -> FileResponse:
+        return FileResponse(DASHBOARD / "viewer.html")
+
+    app.mount("/ui", StaticFiles(directory=DASHBOARD), name="ui")
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness, with the number of connected clients and active runs."""
@@ -296,10 +370,30 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return app
 
 
+async def _watch(replay: Replay) -> None:
+    """Publish scenario file changes to the feed, looking once every WATCH_EVERY seconds."""
+    while True:
+        try:
+            replay.watch_scenarios()
+        except Exception:  # a watcher that dies would silently stop the events
+            log.exception("watching the scenarios folder failed")
+        await asyncio.sleep(WATCH_EVERY)
+
+
 def _trigger_result(run: Run) -> dict[str, Any]:
     status = "success" if run.state is RunState.FINISHED else run.state.value
     summary = run.summary()
     return {"status": status, **summary}
+
+
+async def _server_sent(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    # A browser's EventSource reconnects on its own, one second after a drop.
+    yield "retry: 1000\n\n"
+    async for event in events:
+        if event["event"] == "heartbeat":
+            yield ": heartbeat\n\n"  # a comment: keeps proxies from closing a quiet stream
+        else:
+            yield f"id: {event['seq']}\ndata: {json.dumps(event)}\n\n"
 
 
 async def _follow(

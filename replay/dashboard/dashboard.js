@@ -1,0 +1,262 @@
+// The replay dashboard: state from the REST API, live updates from the event feed
+// (GET /events, Server-Sent Events). Plain JavaScript, no build step, nothing from a CDN.
+"use strict";
+
+const MAX_LOG = 500;
+const $ = (selector) => document.querySelector(selector);
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const problems = (data.problems || []).map((p) => p.text).join("\n");
+    throw new Error([data.detail || `${response.status} ${response.statusText}`, problems]
+      .filter(Boolean).join("\n"));
+  }
+  return data;
+}
+
+// Coalesce bursts of events into one refresh.
+function debounced(action, wait = 150) {
+  let timer = null;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(action, wait);
+  };
+}
+
+function seconds(value) {
+  if (value === null || value === undefined) return "until cancelled";
+  return value < 1 && value > 0 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
+}
+
+// --- scenarios ---------------------------------------------------------------------------
+
+async function loadScenarios() {
+  const { scenarios } = await api("GET", "/scenarios");
+  const list = $("#scenarios");
+  list.replaceChildren(...scenarios.map(renderScenario));
+}
+
+function renderScenario(scenario) {
+  const item = element("li", {
+    class: "scenario", "data-name": scenario.name, "data-valid": String(scenario.valid),
+  });
+  item.append(element("h3", { text: scenario.name }));
+  if (scenario.description) item.append(element("p", { text: scenario.description }));
+  if (scenario.valid) {
+    const parts = [];
+    if (scenario.frames !== null && scenario.frames !== undefined) parts.push(`${scenario.frames} frames`);
+    parts.push(seconds(scenario.duration_s));
+    if (scenario.waits) parts.push(`waits for a client ${scenario.waits}×`);
+    if (scenario.reacts_to) parts.push(`reacts to ${scenario.reacts_to.message}`);
+    if (scenario.on_connect) parts.push("plays on connect");
+    item.append(element("p", { class: "meta", text: parts.join(" · ") }));
+  } else {
+    const problems = element("ul", { class: "problems", "aria-label": `Problems in ${scenario.name}` });
+    for (const problem of scenario.problems) problems.append(element("li", { text: problem.text }));
+    item.append(problems);
+  }
+  const vars = Object.entries(scenario.vars || {});
+  const fields = element("fieldset", {}, element("legend", { class: "visually-hidden", text: `Variables of ${scenario.name}` }));
+  for (const [name, value] of vars) {
+    const shown = typeof value === "string" ? value : JSON.stringify(value);
+    fields.append(element("label", {}, `${name} `,
+      element("input", { "data-var": name, value: shown, size: Math.max(6, Math.min(24, shown.length)) })));
+  }
+  if (vars.length) item.append(fields);
+  const play = element("button", {
+    type: "button", "data-play": scenario.name, text: "Play",
+    "aria-label": `Play ${scenario.name}`, disabled: !scenario.valid,
+  });
+  play.addEventListener("click", () => playScenario(scenario.name, item));
+  item.append(play);
+  return item;
+}
+
+function readVars(item) {
+  const vars = {};
+  for (const input of item.querySelectorAll("input[data-var]")) {
+    // As on the command line: JSON if it parses, else text.
+    try { vars[input.dataset.var] = JSON.parse(input.value); } catch { vars[input.dataset.var] = input.value; }
+  }
+  return vars;
+}
+
+async function playScenario(name, item) {
+  const error = $("#play-error");
+  error.hidden = true;
+  const speed = $("#speed").value || "1";
+  try {
+    await api("POST", `/trigger/${encodeURIComponent(name)}?wait=false&speed=${encodeURIComponent(speed)}`,
+      { vars: readVars(item) });
+    refreshRuns();
+  } catch (problem) {
+    error.textContent = `Could not play ${name}: ${problem.message}`;
+    error.hidden = false;
+  }
+}
+
+// --- clients -----------------------------------------------------------------------------
+
+async function loadClients() {
+  const { clients } = await api("GET", "/clients");
+  const counts = { "/ws": 0, "/ws/stream": 0 };
+  const rows = clients.map((client) => {
+    counts[client.endpoint] = (counts[client.endpoint] || 0) + 1;
+    return element("tr", { "data-client": client.client_id },
+      element("td", { text: client.client_id }),
+      element("td", { text: client.endpoint }),
+      element("td", { text: new Date(client.connected_at * 1000).toLocaleTimeString() }),
+      element("td", { text: String(client.sent) }),
+      element("td", { text: String(client.received) }));
+  });
+  $("#clients").replaceChildren(...rows);
+  for (const [endpoint, count] of Object.entries(counts)) {
+    const cell = document.querySelector(`[data-count="${endpoint}"]`);
+    if (cell) cell.textContent = String(count);
+  }
+}
+
+// --- runs --------------------------------------------------------------------------------
+
+async function loadRuns() {
+  const { runs } = await api("GET", "/runs");
+  $("#runs").replaceChildren(...runs.slice(0, 30).map((run) => {
+    const actions = element("td");
+    if (run.state === "running") {
+      const cancel = element("button", {
+        type: "button", text: "Cancel", "data-cancel": run.run_id, "aria-label": `Cancel run ${run.run_id}`,
+      });
+      cancel.addEventListener("click", async () => {
+        cancel.disabled = true;
+        try { await api("DELETE", `/runs/${run.run_id}`); } catch { /* it ended meanwhile */ }
+        refreshRuns();
+      });
+      actions.append(cancel);
+    }
+    const state = run.waiting ? `${run.state} (waiting for ${run.waiting})` : run.state;
+    return element("tr", { "data-run": run.run_id, "data-state": run.state, title: run.error || "" },
+      element("td", {}, element("code", { text: run.run_id })),
+      element("td", { text: run.scenario }),
+      element("td", { class: "state", text: run.error ? `${state}: ${run.error}` : state }),
+      element("td", { text: run.frames === null ? String(run.sent) : `${run.sent}/${run.frames}` }),
+      element("td", { text: run.started_by }),
+      actions);
+  }));
+}
+
+// --- the frame log and the assembled stream ----------------------------------------------
+
+function logFrame(event) {
+  const received = event.event === "frame.received";
+  let type = "";
+  let parsed = null;
+  try { parsed = JSON.parse(event.frame); } catch { /* raw or binary: shown as is */ }
+  if (parsed && typeof parsed === "object") type = parsed.message_type || parsed.type || "";
+  const who = received ? `from ${event.client}` : `to ${event.to || "all"} (${event.clients})`;
+  const entry = element("li", {
+    "data-endpoint": event.endpoint, "data-type": type, "data-direction": received ? "received" : "sent",
+    "data-client": received ? event.client : (event.to || ""),
+  },
+  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
+  element("span", { class: "where", text: `${event.endpoint} ${who}` }),
+  element("span", { class: "frame", text: event.binary ? `[binary ${event.frame}]` : event.frame }));
+  applyFilters(entry);
+  const log = $("#log");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.append(entry);
+  while (log.children.length > MAX_LOG) log.firstElementChild.remove();
+  if (atBottom) log.scrollTop = log.scrollHeight;
+  if (!received && event.endpoint === "/ws/stream" && parsed) assemble(parsed);
+}
+
+function assemble(chunk) {
+  const streams = $("#streams");
+  let open = streams.querySelector('li[data-open="true"]');
+  if (chunk.type === "close") {
+    if (open) open.dataset.open = "false";
+    return;
+  }
+  if (typeof chunk.content !== "string") return;
+  if (!open) {
+    open = element("li", { "data-open": "true" });
+    streams.append(open);
+    while (streams.children.length > 50) streams.firstElementChild.remove();
+  }
+  const piece = element("span", { class: chunk.type === "tool" ? "tool" : "text", text: chunk.content });
+  open.append(piece);
+}
+
+function applyFilters(entry) {
+  const endpoint = $("#filter-endpoint").value;
+  const client = $("#filter-client").value.trim();
+  const type = $("#filter-type").value.trim().toUpperCase();
+  entry.hidden = Boolean(
+    (endpoint && entry.dataset.endpoint !== endpoint)
+    || (client && !entry.dataset.client.includes(client))
+    || (type && !entry.dataset.type.toUpperCase().includes(type)));
+}
+
+function refilter() {
+  for (const entry of $("#log").children) applyFilters(entry);
+}
+
+// --- the live feed -----------------------------------------------------------------------
+
+const refreshScenarios = debounced(() => loadScenarios().catch(showOffline));
+const refreshClients = debounced(() => loadClients().catch(showOffline));
+const refreshRuns = debounced(() => loadRuns().catch(showOffline));
+
+function showOffline() {
+  const status = $("#status");
+  status.dataset.state = "reconnecting";
+  status.textContent = "Server unreachable: reconnecting…";
+}
+
+let feed = null;
+
+function connect() {
+  feed = new EventSource("/events");
+  feed.addEventListener("open", () => {
+    const status = $("#status");
+    status.dataset.state = "live";
+    status.textContent = "Live";
+    // Whatever happened while we were away: load it all again.
+    refreshScenarios(); refreshClients(); refreshRuns();
+  });
+  feed.addEventListener("error", () => {
+    showOffline();
+    // EventSource retries by itself, but gives up for good after an HTTP error.
+    if (feed.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+  });
+  feed.addEventListener("message", (message) => {
+    const event = JSON.parse(message.data);
+    const kind = event.event;
+    if (kind === "frame.sent" || kind === "frame.received") logFrame(event);
+    if (kind.startsWith("client.")) refreshClients();
+    if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
+    if (kind.startsWith("scenario.")) refreshScenarios();
+    if (kind === "lagged") { refreshClients(); refreshRuns(); }
+  });
+}
+
+$("#filters").addEventListener("input", refilter);
+$("#clear-log").addEventListener("click", () => { $("#log").replaceChildren(); $("#streams").replaceChildren(); });
+connect();

@@ -1,0 +1,103 @@
+"""The live event feed: what happens in the server, for the dashboard and the CLI.
+
+Every event is a JSON-ready mapping with ``event`` (its kind), ``seq`` (1, 2, 3, ... in
+the order they happened) and ``time`` (seconds since 1970), plus the kind's own fields:
+
+- ``client.connected`` / ``client.disconnected``: ``client``, ``endpoint``, ``clients``
+  (how many are connected to that endpoint now);
+- ``frame.sent``: ``run_id``, ``scenario``, ``step``, ``endpoint``, ``to`` (a client id,
+  or null for every client), ``clients`` (how many took it), ``frame`` (the text; a
+  binary frame's bytes in hex with ``binary: true``);
+- ``frame.received``: ``client``, ``endpoint``, ``frame``;
+- ``run.started``, ``run.step`` (``step``: the step being played), ``run.waiting``,
+  ``run.finished``, ``run.failed``, ``run.cancelled``: ``run_id``, ``scenario`` and, for
+  the start and the end, the run's summary as ``run``;
+- ``scenario.added``, ``scenario.changed``, ``scenario.removed``, ``scenario.invalid``:
+  ``scenario``, ``file`` and, when invalid, ``problems``.
+
+Publishing never waits. Each subscriber has a bounded queue: one that falls
+:data:`BACKLOG` events behind loses the events it cannot hold and then gets a
+``lagged`` event saying how many it missed, so a slow reader never slows the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+#: Events a subscriber may fall behind by before it starts missing some.
+BACKLOG = 1000
+
+
+class Feed:
+    """One server's event feed."""
+
+    def __init__(self, backlog: int = BACKLOG) -> None:
+        self.backlog = backlog
+        self.seq = 0
+        self._subscribers: set[_Subscriber] = set()
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribes (publishers skip building events otherwise)."""
+        return bool(self._subscribers)
+
+    def publish(self, kind: str, **fields: Any) -> None:
+        """Hand an event to every subscriber; never waits."""
+        self.seq += 1
+        if not self._subscribers:
+            return
+        event = {"event": kind, "seq": self.seq, "time": time.time(), **fields}
+        for subscriber in self._subscribers:
+            subscriber.offer(event)
+
+    def subscribe(
+        self, kinds: Collection[str] = (), heartbeat: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events from now on. ``kinds`` keeps only events whose kind is listed or starts
+        with a listed prefix ending in ``.`` (``"run."``); empty keeps all. With
+        ``heartbeat``, a ``{"event": "heartbeat"}`` comes after that many quiet seconds.
+
+        The subscription starts when this is called, not when iteration starts.
+        """
+        subscriber = _Subscriber(self.backlog, tuple(kinds))
+        self._subscribers.add(subscriber)
+        return self._drain(subscriber, heartbeat)
+
+    async def _drain(
+        self, subscriber: _Subscriber, heartbeat: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                except TimeoutError:
+                    yield {"event": "heartbeat", "seq": self.seq, "time": time.time()}
+                    continue
+                if subscriber.missed:
+                    missed, subscriber.missed = subscriber.missed, 0
+                    yield {"event": "lagged", "missed": missed, "seq": event["seq"]}
+                yield event
+        finally:
+            self._subscribers.discard(subscriber)
+
+
+class _Subscriber:
+    def __init__(self, backlog: int, kinds: tuple[str, ...]) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=backlog)
+        self.kinds = kinds
+        self.missed = 0
+
+    def offer(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if self.kinds and not any(
+            kind == wanted or (wanted.endswith(".") and kind.startswith(wanted))
+            for wanted in self.kinds
+        ):
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.missed += 1

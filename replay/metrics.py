@@ -1,0 +1,81 @@
+"""``GET /metrics``: the server's state in the Prometheus text format.
+
+Counts live where they are made (the managers count frames, bytes and drops; the runner
+counts runs); a collector reads them when Prometheus scrapes, so the hot path never
+touches a metrics object, except one histogram observation per frame for lateness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from replay.runner import RunState
+
+if TYPE_CHECKING:
+    from replay.server import Replay
+
+#: What ``GET /metrics`` answers with.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Lateness buckets, in seconds: a frame is on time within a millisecond or two.
+LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """One server's metrics registry."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_StateCollector(replay))
+        self.lateness = Histogram(
+            "replay_frame_lateness_seconds",
+            "How late each frame went out against its deadline.",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        replay.runner.on_lateness = self.lateness.observe
+
+    def render(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+
+    def collect(self) -> Iterator[Metric]:
+        managers = self.replay.delivery.managers
+        clients = GaugeMetricFamily(
+            "replay_clients", "Clients connected, per endpoint.", labels=["endpoint"]
+        )
+        frames = CounterMetricFamily(
+            "replay_frames_sent",
+            "Frame copies handed to clients' send queues, per endpoint.",
+            labels=["endpoint"],
+        )
+        sent_bytes = CounterMetricFamily(
+            "replay_bytes_sent",
+            "Bytes (UTF-8) of the frame copies handed to clients' send queues, per endpoint.",
+            labels=["endpoint"],
+        )
+        drops = CounterMetricFamily(
+            "replay_send_queue_drops",
+            "Clients dropped because their send queue was full, per endpoint.",
+            labels=["endpoint"],
+        )
+        for endpoint, manager in managers.items():
+            clients.add_metric([endpoint.value], len(manager))
+            frames.add_metric([endpoint.value], manager.frames_sent)
+            sent_bytes.add_metric([endpoint.value], manager.bytes_sent)
+            drops.add_metric([endpoint.value], manager.drops)
+        runner = self.replay.runner
+        runs = CounterMetricFamily("replay_runs", "Runs that ended, by state.", labels=["state"])
+        for state in (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED):
+            runs.add_metric([state.value], runner.ended[state])
+        active = GaugeMetricFamily("replay_runs_active", "Runs playing now.", len(runner.active))
+        yield from (clients, frames, sent_bytes, drops, runs, active)
