@@ -214,7 +214,7 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     import uvicorn
 
     from replay.errors import ScenarioFolderMissing
-    from replay.server import Settings, create_app
+    from replay.server import Server, Settings, create_app
 
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
@@ -232,7 +232,10 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         f" (WebSockets: ws://{args.host}:{args.port}/ws and /ws/stream)",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level
+    )
+    Server(config).run()
     return 0
 
 

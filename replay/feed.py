@@ -37,7 +37,14 @@ class Feed:
     def __init__(self, backlog: int = BACKLOG) -> None:
         self.backlog = backlog
         self.seq = 0
+        self.closed = False
         self._subscribers: set[_Subscriber] = set()
+
+    def close(self) -> None:
+        """End every subscription (the server is stopping); later ones end at once."""
+        self.closed = True
+        for subscriber in self._subscribers:
+            subscriber.end()
 
     @property
     def listening(self) -> bool:
@@ -64,6 +71,8 @@ class Feed:
         """
         subscriber = _Subscriber(self.backlog, tuple(kinds))
         self._subscribers.add(subscriber)
+        if self.closed:
+            subscriber.end()
         return self._drain(subscriber, heartbeat)
 
     async def _drain(
@@ -76,6 +85,8 @@ class Feed:
                 except TimeoutError:
                     yield {"event": "heartbeat", "seq": self.seq, "time": time.time()}
                     continue
+                if event is None:
+                    return
                 if subscriber.missed:
                     missed, subscriber.missed = subscriber.missed, 0
                     yield {"event": "lagged", "missed": missed, "seq": event["seq"]}
@@ -86,7 +97,9 @@ class Feed:
 
 class _Subscriber:
     def __init__(self, backlog: int, kinds: tuple[str, ...]) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=backlog)
+        # One slot more than the backlog, for the end of the subscription.
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 1)
+        self.backlog = backlog
         self.kinds = kinds
         self.missed = 0
 
@@ -97,7 +110,10 @@ class _Subscriber:
             for wanted in self.kinds
         ):
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self.queue.qsize() >= self.backlog:
             self.missed += 1
+            return
+        self.queue.put_nowait(event)
+
+    def end(self) -> None:
+        self.queue.put_nowait(None)

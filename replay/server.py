@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Body, FastAPI, Query, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -368,6 +370,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         }
 
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending replay's long responses first when it stops.
+
+    uvicorn waits for open connections to finish before it shuts the application down,
+    and a dashboard's event feed or a followed run never finishes by itself: without this
+    a server with a browser open would never stop.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        replay = getattr(getattr(self.config.app, "state", None), "replay", None)
+        if isinstance(replay, Replay):
+            replay.feed.close()
+            await replay.runner.shutdown()
+        await super().shutdown(sockets)
 
 
 async def _watch(replay: Replay) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from replay.server import Replay, Settings, create_app
+from replay.server import Replay, Server, Settings, create_app
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -32,11 +32,13 @@ class LiveServer:
     replay: Replay
 
 
-def start_live_server(settings: Settings) -> tuple[LiveServer, uvicorn.Server, threading.Thread]:
-    """uvicorn on 127.0.0.1, port 0, in a thread with its own event loop."""
+def start_live_server(
+    settings: Settings, port: int = 0
+) -> tuple[LiveServer, uvicorn.Server, threading.Thread]:
+    """uvicorn on 127.0.0.1 (port 0: a free one), in a thread with its own event loop."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     for _ in range(500):
