@@ -229,7 +229,8 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     _configure_logging(args.log_level)
     print(
         f"replay {__version__}: playing scenarios from {scenarios}/ on http://{args.host}:{args.port}"
-        f" (WebSockets: ws://{args.host}:{args.port}/ws and /ws/stream)",
+        f" (dashboard: http://{args.host}:{args.port}/, WebSockets: ws://{args.host}:{args.port}/ws"
+        " and /ws/stream)",
         file=sys.stderr,
     )
     config = uvicorn.Config(
@@ -245,6 +246,21 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
     )
+    # replay logs each WebSocket connection itself, with its client id: uvicorn's own lines
+    # for the same connection would only repeat it.
+    quiet = _Repeats()
+    logging.getLogger("uvicorn.error").addFilter(quiet)
+    logging.getLogger("uvicorn.access").addFilter(quiet)
+
+
+class _Repeats:
+    """A logging filter that drops uvicorn's per-WebSocket lines."""
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        return not (
+            message in ("connection open", "connection closed") or '"WebSocket /' in message
+        )
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,7 @@ class Runner:
         run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
         run._task.add_done_callback(lambda _: self._cancelled_early(run, script))
         self.feed.publish("run.started", run_id=run.id, scenario=name, run=run.summary())
-        log.info(
+        log.debug(
             "run %s: playing %r (%s, speed %g, seed %d)",
             run.id,
             run.scenario,
@@ -357,27 +357,20 @@ class Runner:
             await clock.sleep_until(start + end.end)
         except asyncio.CancelledError:
             self._end(run, RunState.CANCELLED, clock.now() - start)
-            log.info("run %s: %r cancelled after %d frames", run.id, run.scenario, run.sent)
+            log.info("%s", _line(run))
             return
         except Exception as error:
             failure = _first(error)
             if isinstance(failure, ReplayError):
-                message = str(failure)
-                log.warning("run %s: %r failed: %s", run.id, run.scenario, message)
+                self._end(run, RunState.FAILED, clock.now() - start, str(failure))
+                log.warning("%s", _line(run))
             else:
                 message = f"{type(failure).__name__}: {failure}"
-                log.error("run %s: %r failed", run.id, run.scenario, exc_info=failure)
-            self._end(run, RunState.FAILED, clock.now() - start, message)
+                self._end(run, RunState.FAILED, clock.now() - start, message)
+                log.error("%s", _line(run), exc_info=failure)
             return
         self._end(run, RunState.FINISHED, clock.now() - start)
-        log.info(
-            "run %s: %r finished: %d frames to %d clients in %.3fs",
-            run.id,
-            run.scenario,
-            run.sent,
-            run.clients,
-            run.elapsed,
-        )
+        log.info("%s", _line(run))
 
     async def _drive(self, run: Run, script: Script, start: float) -> Joined:
         """Do what ``script`` says when it says; return its end offset and action count."""
@@ -516,6 +509,16 @@ class _Waiter:
 
     def accepts(self, frame: ClientFrame) -> bool:
         return (self.source is None or frame.client == self.source) and matches(self.match, frame)
+
+
+def _line(run: Run) -> str:
+    """The one log line of an ended run."""
+    clients = f"{run.clients} client{'s' if run.clients != 1 else ''}"
+    line = (
+        f"run {run.id}: {run.scenario!r} {run.state.value}: {run.sent} frames to {clients} "
+        f"in {run.elapsed:.3f}s ({run.started_by}, speed {run.speed:g}, seed {run.seed})"
+    )
+    return f"{line}: {run.error}" if run.error else line
 
 
 def _plan(name: str, catalog: Catalog, context: Context) -> Timeline | None:
