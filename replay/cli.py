@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="play scenario NAME to each client as it connects to /ws (repeat for more)",
     )
+    serve.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="accept per-message compression (permessage-deflate) when a client offers it",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     listing = commands.add_parser("list", help="list the scenarios in the scenarios folder")
@@ -211,10 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace, scenarios: Path) -> int:
-    import uvicorn
 
     from replay.errors import ScenarioFolderMissing
-    from replay.server import Server, Settings, create_app
+    from replay.server import Server, Settings, create_app, uvicorn_config
 
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
@@ -233,8 +237,12 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         " and /ws/stream)",
         file=sys.stderr,
     )
-    config = uvicorn.Config(
-        create_app(settings), host=args.host, port=args.port, log_level=args.log_level
+    config = uvicorn_config(
+        create_app(settings),
+        args.host,
+        args.port,
+        log_level=args.log_level,
+        ws_per_message_deflate=args.ws_deflate,
     )
     Server(config).run()
     return 0

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from replay.direct import TRANSPORT_KEY, Line
 from replay.protocol import Endpoint
 
 log = logging.getLogger("replay.client")
 
 #: Frames a client may fall behind by before it is dropped.
 DEFAULT_QUEUE_SIZE = 1024
+#: On the direct path (see :mod:`replay.direct`) the bound is in bytes: this many per frame.
+BYTES_PER_FRAME = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
 #: The close reason of a client dropped for not reading.
@@ -76,18 +78,41 @@ class Client:
         self.sent = 0
         self.received = 0
         self.dropped: str | None = None
-        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        # Made only when needed: a client on a direct line never uses it (memory counts
+        # when thousands of clients sit idle).
+        self._outbox: asyncio.Queue[Outgoing] | None = None
         self._on_gone = on_gone
         self._writer: asyncio.Task[None] | None = None
+        #: The direct line to the connection, when the server is uvicorn's sans-I/O one.
+        self.line: Line | None = None
+        self._max_buffered = queue_size * BYTES_PER_FRAME
 
     def start(self) -> None:
-        """Start the writer task (the websocket must be accepted)."""
-        self._writer = asyncio.create_task(self._write(), name=f"replay-client-{self.id}")
+        """Start sending (the websocket must be accepted): directly if the server allows,
+        else through a writer task."""
+        queued = self._outbox is not None and not self._outbox.empty()
+        self.line = None if queued else Line.of(self.websocket.scope)
+        if self.line is None:
+            self._writer = asyncio.create_task(self._write(), name=f"replay-client-{self.id}")
 
-    def offer(self, frame: str | bytes) -> bool:
-        """Queue a frame without waiting; a full queue drops the client and returns False."""
+    def offer(self, frame: str | bytes, shared: bytes | None = None) -> bool:
+        """Send or queue a frame without waiting; a client too far behind is dropped and
+        False returned. ``shared`` is the frame framed for the wire, if the caller has it
+        (see :func:`replay.direct.framed`)."""
         if self.dropped is not None:
             return False
+        line = self.line
+        if line is not None:
+            if not line.open:
+                self.drop(1011, "connection closing")
+                return False
+            if line.buffered > self._max_buffered:
+                self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
+                return False
+            line.write(frame, shared)
+            self.sent += 1
+            return True
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
@@ -96,9 +121,17 @@ class Client:
         return True
 
     @property
+    def _queue(self) -> asyncio.Queue[Outgoing]:
+        if self._outbox is None:  # offered before start(): queue, the writer will send it
+            self._outbox = asyncio.Queue(maxsize=self._queue_size)
+        return self._outbox
+
+    @property
     def backlog(self) -> int:
-        """Frames queued and not yet sent."""
-        return self._queue.qsize()
+        """Frames queued and not yet sent (bytes not yet taken, on the direct line)."""
+        if self.line is not None:
+            return self.line.buffered
+        return self._outbox.qsize() if self._outbox is not None else 0
 
     def drop(self, code: int, reason: str) -> None:
         """Stop sending to this client and close its connection with ``code`` (never waits)."""
@@ -129,6 +162,10 @@ class Client:
         log.info("client %s on %s: %s by a scenario", self.id, self.endpoint, self.dropped)
         if self._on_gone is not None:
             self._on_gone(self)
+        if self.line is not None:
+            # What was written is already on its way: the goodbye follows it.
+            self._spawn(self._goodbye(Goodbye(code, reason, abort)))
+            return True
         try:
             self._queue.put_nowait(Goodbye(code, reason, abort))
         except asyncio.QueueFull:
@@ -217,31 +254,6 @@ class Client:
 
 # Tasks closing dropped clients; kept here so they are not garbage-collected mid-way.
 _background: set[asyncio.Task[None]] = set()
-
-
-#: Where :class:`TransportMiddleware` leaves a connection's transport in its ASGI scope.
-TRANSPORT_KEY = "replay.transport"
-
-
-class TransportMiddleware:
-    """ASGI middleware that keeps each WebSocket connection's transport in its scope.
-
-    ASGI has no way to cut a connection whose peer stopped reading (a close frame can
-    never get out). uvicorn's ``send`` callable is a method of its protocol object, which
-    holds the asyncio transport; remembering it here lets a dropped client be cut at once.
-    With another server nothing is remembered and the server's ping timeout ends such a
-    connection later.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if transport is not None:
-                scope[TRANSPORT_KEY] = transport
-        await self.app(scope, receive, send)
 
 
 def _abort(websocket: WebSocket) -> bool:

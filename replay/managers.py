@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 from starlette.websockets import WebSocket
 
 from replay.client import DEFAULT_QUEUE_SIZE, TOO_SLOW, Client, FrameListener
+from replay.direct import framed
 from replay.feed import Feed
 from replay.protocol import (
     CLOSE_FRAME,
@@ -142,9 +143,11 @@ class EndpointManager:
         """Queue a frame for every client, or for the clients with id ``to``; return how
         many took it. Never waits."""
         reached = 0
-        # A copy: a full queue drops its client, which removes it from self.clients.
+        # Framed once for every direct line; a copy of the clients, because a client
+        # that is too far behind is dropped, which removes it from self.clients.
+        shared = framed(frame) if self.clients else None
         for client in list(self.clients.values()):
-            if (to is None or client.id == to) and client.offer(frame):
+            if (to is None or client.id == to) and client.offer(frame, shared):
                 reached += 1
         if reached:
             self.frames_sent += reached

@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from replay import __version__
 from replay.catalog import Catalog
-from replay.client import DEFAULT_QUEUE_SIZE, Client, TransportMiddleware
+from replay.client import DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
+from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
 from replay.errors import (
     Problem,
@@ -370,6 +371,18 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         }
 
     return app
+
+
+def uvicorn_config(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 8123, **options: Any
+) -> uvicorn.Config:
+    """How replay runs under uvicorn: its sans-I/O WebSocket implementation (which
+    :mod:`replay.direct` writes to), and no per-message compression unless asked for
+    (``ws_per_message_deflate=True``): compressing each frame once per client costs far
+    more than it saves on a developer's machine."""
+    options.setdefault("ws", "websockets-sansio")
+    options.setdefault("ws_per_message_deflate", False)
+    return uvicorn.Config(app, host=host, port=port, **options)
 
 
 class Server(uvicorn.Server):

@@ -8,11 +8,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
-from replay.server import Replay, Server, Settings, create_app
+from replay.server import Replay, Server, Settings, create_app, uvicorn_config
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -33,11 +34,12 @@ class LiveServer:
 
 
 def start_live_server(
-    settings: Settings, port: int = 0
+    settings: Settings, port: int = 0, **options: Any
 ) -> tuple[LiveServer, uvicorn.Server, threading.Thread]:
-    """uvicorn on 127.0.0.1 (port 0: a free one), in a thread with its own event loop."""
+    """uvicorn on 127.0.0.1 (port 0: a free one), in a thread with its own event loop;
+    ``options`` go to uvicorn's config."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn_config(app, "127.0.0.1", port, log_level="warning", lifespan="on", **options)
     server = Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

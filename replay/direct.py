@@ -1,0 +1,103 @@
+"""Frames written straight to uvicorn's WebSocket connections: the fast path of fan-out.
+
+Going through ASGI costs a task switch and uvicorn's ``send`` per frame per client. When
+the server is uvicorn with its ``websockets-sansio`` implementation (what ``replay serve``
+runs), replay can do what the ``websockets`` library's own ``broadcast()`` does: put
+each frame on every connection's transport synchronously, with no task and no await.
+A frame is framed once (server frames are not masked), and the same bytes are written
+to every connection that negotiated no extension; a connection that negotiated
+compression gets the frame through its own protocol object.
+
+The transport's write buffer is then the client's send queue, bounded in bytes: a
+client that lets it grow past the limit is dropped, as one whose queue is full is.
+Anything else (another server, another WebSocket implementation) uses the ASGI path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, State
+
+#: Where :class:`TransportMiddleware` leaves a connection's transport in its ASGI scope.
+TRANSPORT_KEY = "replay.transport"
+#: Where it leaves the server's protocol object for the connection, if it is uvicorn's.
+PROTOCOL_KEY = "replay.protocol"
+
+
+class TransportMiddleware:
+    """ASGI middleware that keeps each WebSocket connection's transport in its scope.
+
+    ASGI has no way to cut a connection whose peer stopped reading (a close frame can
+    never get out), nor to write without a task switch per frame. uvicorn's ``send``
+    callable is a method of its protocol object, which holds the asyncio transport and,
+    with ``websockets-sansio``, the ``websockets`` protocol; remembering them lets a
+    dropped client be cut at once and frames be written directly. With another server
+    nothing is remembered: dropped clients end by the server's ping timeout, and frames
+    go through ASGI.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                scope[TRANSPORT_KEY] = transport
+            if isinstance(getattr(protocol, "conn", None), Protocol) and hasattr(
+                protocol, "close_sent"
+            ):
+                scope[PROTOCOL_KEY] = protocol
+        await self.app(scope, receive, send)
+
+
+def framed(frame: str | bytes) -> bytes:
+    """A frame as a server puts it on the wire with no extension: header, then payload."""
+    if isinstance(frame, str):
+        return Frame(Opcode.TEXT, frame.encode()).serialize(mask=False)
+    return Frame(Opcode.BINARY, frame).serialize(mask=False)
+
+
+class Line:
+    """A direct line to one uvicorn ``websockets-sansio`` connection."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.conn: Protocol = protocol.conn
+        self.transport = protocol.transport
+
+    @classmethod
+    def of(cls, scope: Scope) -> Line | None:
+        """The direct line of the connection in ``scope``, or None (not uvicorn's)."""
+        protocol = scope.get(PROTOCOL_KEY)
+        return None if protocol is None else cls(protocol)
+
+    @property
+    def open(self) -> bool:
+        """Whether frames may still be written (no close sent, not closing)."""
+        return (
+            self.conn.state is State.OPEN
+            and not self.protocol.close_sent
+            and not self.transport.is_closing()
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the peer's socket."""
+        return int(self.transport.get_write_buffer_size())
+
+    def write(self, frame: str | bytes, shared: bytes | None) -> None:
+        """Write ``frame``; ``shared`` is :func:`framed` of it, used when no extension
+        (compression) is in force."""
+        if shared is not None and not self.conn.extensions:
+            self.transport.write(shared)
+            return
+        if isinstance(frame, str):
+            self.conn.send_text(frame.encode())
+        else:
+            self.conn.send_binary(frame)
+        self.transport.write(b"".join(self.conn.data_to_send()))

@@ -1,0 +1,158 @@
+"""The direct line: frames written straight to uvicorn's sans-I/O WebSocket connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from replay.client import Client
+from replay.direct import PROTOCOL_KEY, TRANSPORT_KEY, Line, framed
+from replay.protocol import Endpoint, chunk_frame
+from replay.server import Settings
+from tests.conftest import LiveServer, start_live_server
+from tests.fakes import FakeWebSocket
+
+
+def parse(data: bytes) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+        return frame
+    raise AssertionError("the frame did not parse")
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_framed_text_is_what_a_server_puts_on_the_wire(size: int) -> None:
+    text = "é" * (size // 2) + "x" * (size % 2)
+    frame = parse(framed(text))
+    assert frame.opcode is Opcode.TEXT
+    assert frame.fin
+    assert frame.data.decode() == text
+
+
+def test_framed_bytes_are_a_binary_frame() -> None:
+    frame = parse(framed(b"\x00\x01\xff"))
+    assert (frame.opcode, frame.data) == (Opcode.BINARY, b"\x00\x01\xff")
+
+
+def test_a_connection_without_uvicorns_protocol_has_no_line() -> None:
+    assert Line.of({"type": "websocket"}) is None
+    ws = FakeWebSocket()
+    client = Client(ws, Endpoint.MESSAGES)  # type: ignore[arg-type]
+    assert client.line is None
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    # A small send bound (16 frames, so 16 KiB on a direct line) for the stalled client.
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "burst.yaml").write_text(
+        "steps:\n  - repeat: 300\n    steps:\n      - chunk: 'frame {{ iteration }} "
+        + "x" * 20000
+        + "'\n"
+    )
+    settings = Settings(scenarios=folder, isolated=True, queue_size=16)
+    served, server, thread = start_live_server(settings)
+    try:
+        yield served
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def wait_for(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_under_uvicorn_clients_get_a_direct_line_and_every_frame(live: LiveServer) -> None:
+    async with connect(live.ws_url + "/ws/stream") as ws:
+        await wait_for(lambda: len(live.replay.stream) == 1)
+        client = next(iter(live.replay.stream.clients.values()))
+        assert client.line is not None
+        assert PROTOCOL_KEY in client.websocket.scope and TRANSPORT_KEY in client.websocket.scope
+        run = await asyncio.to_thread(
+            live.replay.runner.get, (await trigger(live, "burst"))["run_id"]
+        )
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 5))["content"] for _ in range(300)]
+    assert [text.split()[1] for text in got] == [str(n) for n in range(300)]
+    assert run.sent == 300
+    assert client.sent == 300
+
+
+async def test_with_compression_frames_go_through_the_connections_own_protocol(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "hello.yaml").write_text("steps:\n  - chunk: 'hello hello hello hello'\n")
+    settings = Settings(scenarios=folder, isolated=True)
+    served, server, thread = start_live_server(settings, ws_per_message_deflate=True)
+    try:
+        async with connect(served.ws_url + "/ws/stream", compression="deflate") as ws:
+            await wait_for(lambda: len(served.replay.stream) == 1)
+            client = next(iter(served.replay.stream.clients.values()))
+            assert client.line is not None and client.line.conn.extensions  # deflate is on
+            await trigger(served, "hello")
+            assert await asyncio.wait_for(ws.recv(), 5) == chunk_frame("hello hello hello hello")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_a_client_that_never_reads_is_dropped_and_the_others_get_everything(
+    live: LiveServer,
+) -> None:
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
+    stalled.connect(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+    stalled.sendall(
+        b"GET /ws/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    try:
+        async with connect(live.ws_url + "/ws/stream") as healthy:
+            await wait_for(lambda: len(live.replay.stream) == 2)
+            slow = next(c for c in live.replay.stream.clients.values() if c.sent == 0)
+            # 300 frames of 20 KB each, four times: more than the kernel buffers of a socket hold.
+            for _ in range(4):
+                await trigger(live, "burst", speed="0")
+                for _ in range(300):
+                    await asyncio.wait_for(healthy.recv(), 5)
+            await wait_for(lambda: slow.dropped is not None)
+            assert slow.dropped == "client too slow: send queue full"
+            assert len(live.replay.stream) == 1
+            assert live.replay.stream.drops == 1
+    finally:
+        stalled.close()
+
+
+async def trigger(live: LiveServer, name: str, speed: str = "0") -> dict[str, object]:
+    import urllib.request
+
+    def post() -> dict[str, object]:
+        request = urllib.request.Request(
+            f"{live.url}/trigger/{name}?speed={speed}&wait=false", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(post)
