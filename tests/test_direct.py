@@ -75,8 +75,8 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
         thread.join(timeout=10)
 
 
-async def wait_for(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(check) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 5.0
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -88,7 +88,8 @@ async def test_under_uvicorn_clients_get_a_direct_line_and_every_frame(live: Liv
         await wait_for(lambda: len(live.replay.stream) == 1)
         client = next(iter(live.replay.stream.clients.values()))
         assert client.line is not None
-        assert PROTOCOL_KEY in client.websocket.scope and TRANSPORT_KEY in client.websocket.scope
+        assert PROTOCOL_KEY in client.websocket.scope
+        assert TRANSPORT_KEY in client.websocket.scope
         run = await asyncio.to_thread(
             live.replay.runner.get, (await trigger(live, "burst"))["run_id"]
         )
@@ -110,7 +111,8 @@ async def test_with_compression_frames_go_through_the_connections_own_protocol(
         async with connect(served.ws_url + "/ws/stream", compression="deflate") as ws:
             await wait_for(lambda: len(served.replay.stream) == 1)
             client = next(iter(served.replay.stream.clients.values()))
-            assert client.line is not None and client.line.conn.extensions  # deflate is on
+            assert client.line is not None
+            assert client.line.conn.extensions  # deflate is on
             await trigger(served, "hello")
             assert await asyncio.wait_for(ws.recv(), 5) == chunk_frame("hello hello hello hello")
     finally:
