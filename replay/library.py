@@ -75,6 +75,11 @@ class ScenarioLibrary:
             self._catalog = Catalog.resolve((loaded for _, loaded in files.values()), protocol)
         return self._catalog
 
+    def versions(self) -> dict[str, tuple[int, int, int]]:
+        """Each scenario file's version as last read (modification time, size, inode), by
+        name: a change means the file changed on disk."""
+        return {scenario_name(str(path)): stamp for path, (stamp, _) in self._files.items()}
+
     @property
     def message_types(self) -> Mapping[str, str]:
         """The message types scenarios may use: built in, plus the project's."""

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from replay import __version__
 from replay.catalog import Catalog
@@ -44,6 +45,7 @@ from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
+from replay.protocol import Endpoint
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN
 from replay.timeline import MAX_SPEED, Timeline, build_timeline
@@ -72,6 +74,27 @@ class Settings:
     #: Scenarios played to each client as it connects to /ws (besides those whose file
     #: says ``on_connect: true``).
     on_connect: list[str] = field(default_factory=list)
+
+
+class WebSocketEndpoints:
+    """ASGI middleware that serves replay's WebSocket endpoints itself.
+
+    ``endpoints`` maps a path to the coroutine that serves a connection to it (a
+    manager's ``serve``); other WebSocket paths and all HTTP requests go on to the app.
+    """
+
+    def __init__(
+        self, app: ASGIApp, endpoints: Mapping[str, Callable[[WebSocket], Awaitable[None]]]
+    ) -> None:
+        self.app = app
+        self.endpoints = dict(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        serve = self.endpoints.get(scope["path"]) if scope["type"] == "websocket" else None
+        if serve is None:
+            await self.app(scope, receive, send)
+            return
+        await serve(WebSocket(scope, receive, send))
 
 
 class TriggerBody(BaseModel):
@@ -107,14 +130,15 @@ class Replay:
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
         self.metrics = Metrics(self)
-        self._seen: dict[str, tuple[str, bool, tuple[Problem, ...]]] | None = None
+        self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
 
     def watch_scenarios(self) -> None:
         """Look at the scenarios folder and publish what changed since the last look."""
         catalog = self._catalog()
         if catalog is None:
             return
-        seen = {f.name: (f.file, f.valid, f.problems) for f in catalog}
+        versions = self.library.versions()
+        seen = {f.name: (f.file, f.valid, f.problems, versions.get(f.name)) for f in catalog}
         before, self._seen = self._seen, seen
         if before is None or before == seen:
             return
@@ -126,7 +150,7 @@ class Replay:
                 assert then is not None
                 self.feed.publish("scenario.removed", scenario=name, file=then[0])
                 continue
-            file, valid, problems = now
+            file, valid, problems, _ = now
             if not valid:
                 found = [problem.to_dict() for problem in problems]
                 self.feed.publish("scenario.invalid", scenario=name, file=file, problems=found)
@@ -220,18 +244,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    # The WebSocket endpoints sit outside the routing and the other middleware: each of
+    # thousands of idle connections would otherwise hold their frames (memory counts).
+    app.add_middleware(
+        WebSocketEndpoints,
+        endpoints={
+            Endpoint.MESSAGES.value: replay.messages.serve,
+            Endpoint.STREAM.value: replay.stream.serve,
+        },
+    )
     app.add_middleware(TransportMiddleware)
     _add_error_handlers(app)
-
-    @app.websocket("/ws")
-    async def messages_endpoint(websocket: WebSocket) -> None:
-        """Typed messages: {"message_type": "...", "message": "..."}."""
-        await replay.messages.serve(websocket)
-
-    @app.websocket("/ws/stream")
-    async def stream_endpoint(websocket: WebSocket) -> None:
-        """Streamed chunks: {"type": "default"|"tool", "content": "..."}, then the close signal."""
-        await replay.stream.serve(websocket)
 
     @app.post("/trigger/{scenario}", response_model=None)
     async def trigger(
