@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from typing import Any
 
 #: Events a subscriber may fall behind by before it starts missing some.
@@ -61,59 +61,78 @@ class Feed:
             subscriber.offer(event)
 
     def subscribe(
-        self, kinds: Collection[str] = (), heartbeat: float | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, kinds: str | Collection[str] = (), heartbeat: float | None = None
+    ) -> Subscription:
         """Events from now on. ``kinds`` keeps only events whose kind is listed or starts
         with a listed prefix ending in ``.`` (``"run."``); empty keeps all. With
         ``heartbeat``, a ``{"event": "heartbeat"}`` comes after that many quiet seconds.
 
-        The subscription starts when this is called, not when iteration starts.
+        The subscription starts when this is called, not when iteration starts; close it
+        (``await subscription.aclose()``) when done with it, read or not.
         """
-        subscriber = _Subscriber(self.backlog, tuple(kinds))
+        wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        subscriber = _Subscriber(self.backlog, wanted)
         self._subscribers.add(subscriber)
         if self.closed:
             subscriber.end()
-        return self._drain(subscriber, heartbeat)
+        return Subscription(self, subscriber, heartbeat)
 
-    async def _drain(
-        self, subscriber: _Subscriber, heartbeat: float | None
-    ) -> AsyncIterator[dict[str, Any]]:
+
+class Subscription:
+    """One reader's events, as an async iterator; see :meth:`Feed.subscribe`."""
+
+    def __init__(self, feed: Feed, subscriber: _Subscriber, heartbeat: float | None) -> None:
+        self._feed = feed
+        self._subscriber = subscriber
+        self._heartbeat = heartbeat
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
-                except TimeoutError:
-                    yield {"event": "heartbeat", "seq": self.seq, "time": time.time()}
-                    continue
-                if event is None:
-                    return
-                if subscriber.missed:
-                    missed, subscriber.missed = subscriber.missed, 0
-                    yield {"event": "lagged", "missed": missed, "seq": event["seq"]}
-                yield event
-        finally:
-            self._subscribers.discard(subscriber)
+            event = await asyncio.wait_for(self._subscriber.queue.get(), self._heartbeat)
+        except TimeoutError:
+            return {"event": "heartbeat", "seq": self._feed.seq, "time": time.time()}
+        if event is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """Stop the subscription (safe to call more than once)."""
+        self._feed._subscribers.discard(self._subscriber)
 
 
 class _Subscriber:
     def __init__(self, backlog: int, kinds: tuple[str, ...]) -> None:
-        # One slot more than the backlog, for the end of the subscription.
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 1)
+        # Two slots more than the backlog: a lagged notice, and the end of the subscription.
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 2)
         self.backlog = backlog
         self.kinds = kinds
         self.missed = 0
+        self.ended = False
 
     def offer(self, event: dict[str, Any]) -> None:
         kind = event["event"]
-        if self.kinds and not any(
-            kind == wanted or (wanted.endswith(".") and kind.startswith(wanted))
-            for wanted in self.kinds
+        if self.ended or (
+            self.kinds
+            and not any(
+                kind == wanted or (wanted.endswith(".") and kind.startswith(wanted))
+                for wanted in self.kinds
+            )
         ):
             return
         if self.queue.qsize() >= self.backlog:
             self.missed += 1
             return
+        if self.missed:
+            # Told where the gap is: after what was kept, before what comes next.
+            self.queue.put_nowait({"event": "lagged", "missed": self.missed, "seq": event["seq"]})
+            self.missed = 0
         self.queue.put_nowait(event)
 
     def end(self) -> None:
-        self.queue.put_nowait(None)
+        if not self.ended:
+            self.ended = True
+            self.queue.put_nowait(None)

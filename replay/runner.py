@@ -92,8 +92,10 @@ class Run:
     clients: int = 0
     #: What the run waits for now, if it waits for a client (one line per waiting branch).
     waiting: str | None = None
-    #: The step being played ("2", or "2.steps.0" inside a repeat).
+    #: The step being played ("2", or "2.steps.0" inside a repeat), and its scenario
+    #: (the run's own, or one it plays).
     step: str | None = None
+    step_scenario: str | None = None
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     elapsed: float = 0.0
@@ -400,8 +402,8 @@ class Runner:
                     await asyncio.sleep(0)
                 # Lateness is when the frame went out, not when a slow send returned.
                 lateness = clock.now() - deadline
-                if action.step != run.step:
-                    self._step(run, action.step)
+                if action.step != run.step or action.scenario != run.step_scenario:
+                    self._step(run, action.scenario, action.step)
                 if isinstance(action, Send):
                     reached = self.delivery.send(action.endpoint, action.frame, action.to)
                     run._record(action, reached, lateness)
@@ -425,7 +427,7 @@ class Runner:
         run._waits.append(what)
         run.waiting = "; ".join(run._waits)
         run._note("wait", message_type=wait.match.message, source=wait.source, step=wait.step)
-        self._step(run, wait.step)
+        self._step(run, wait.scenario, wait.step)
         self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
         timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
         try:
@@ -465,9 +467,11 @@ class Runner:
             step=hangup.step,
         )
 
-    def _step(self, run: Run, step: str) -> None:
-        run.step = step
-        self.feed.publish("run.step", run_id=run.id, scenario=run.scenario, step=step)
+    def _step(self, run: Run, scenario: str, step: str) -> None:
+        run.step, run.step_scenario = step, scenario
+        self.feed.publish(
+            "run.step", run_id=run.id, scenario=run.scenario, step=step, step_scenario=scenario
+        )
 
     def _publish_frame(self, run: Run, send: Send, reached: int) -> None:
         frame = send.frame

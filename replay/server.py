@@ -39,7 +39,7 @@ from replay.errors import (
     TooManyRuns,
     VariablesInvalid,
 )
-from replay.feed import Feed
+from replay.feed import Feed, Subscription
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
@@ -440,14 +440,17 @@ def _trigger_result(run: Run) -> dict[str, Any]:
     return {"status": status, **summary}
 
 
-async def _server_sent(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
-    # A browser's EventSource reconnects on its own, one second after a drop.
-    yield "retry: 1000\n\n"
-    async for event in events:
-        if event["event"] == "heartbeat":
-            yield ": heartbeat\n\n"  # a comment: keeps proxies from closing a quiet stream
-        else:
-            yield f"id: {event['seq']}\ndata: {json.dumps(event)}\n\n"
+async def _server_sent(events: Subscription) -> AsyncIterator[str]:
+    try:
+        # A browser's EventSource reconnects on its own, one second after a drop.
+        yield "retry: 1000\n\n"
+        async for event in events:
+            if event["event"] == "heartbeat":
+                yield ": heartbeat\n\n"  # a comment: keeps proxies from closing a quiet stream
+            else:
+                yield f"id: {event['seq']}\ndata: {json.dumps(event)}\n\n"
+    finally:
+        await events.aclose()  # the reader left, maybe before the first event
 
 
 async def _follow(

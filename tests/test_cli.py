@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import threading
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from websockets.asyncio.client import connect
 
-from replay.cli import main
+from replay.cli import Options, Progress, main, play
 from tests.conftest import LiveServer
 
 
@@ -443,3 +444,147 @@ def test_play_with_a_var_shows_the_wait_and_what_was_received(
     assert '"message":"Ada said hello"}  -> 1 client' in out
     assert "closed with code 4001: 1 connection(s) on /ws" in out
     assert ": finished: 2 frames to 1 client in " in lines[-1]
+
+
+# --json, --quiet and the progress bar.
+
+
+def test_json_prints_one_event_per_line_and_nothing_else(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--scenario", "stream", "--url", live_server.url, "--speed", "0", "--json"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert err == ""
+    assert out.endswith("\n")
+    events = [json.loads(line) for line in out.splitlines()]  # every line is JSON
+    assert all(isinstance(event, dict) for event in events)
+    assert [event["event"] for event in events] == [
+        "start",
+        "frame",
+        "frame",
+        "frame",
+        "frame",
+        "end",
+    ]
+    run_id = events[0]["run_id"]
+    assert all(event["run_id"] == run_id for event in events)
+    assert events[0]["scenario"] == "stream"
+    assert json.loads(events[1]["frame"]) == {"type": "default", "content": "This is a "}
+    assert (events[-1]["state"], events[-1]["sent"]) == ("finished", 4)
+
+
+def test_json_of_a_failed_run_keeps_stdout_json(
+    live_server: LiveServer, scenarios_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (scenarios_dir / "private.yaml").write_text("steps:\n  - chunk: hi\n    to: sender\n")
+    args = ["--scenario", "private", "--url", live_server.url, "--speed", "0", "--json"]
+    code, out, err = run_main(args, capsys)
+    assert code == 1
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [event["event"] for event in events] == ["start", "end"]
+    assert events[-1]["state"] == "failed"
+    assert "replay: the run failed: " in err
+
+
+def test_quiet_prints_only_the_summary(
+    live_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flag in ("--quiet", "-q"):
+        args = ["--scenario", "stream", "--url", live_server.url, "--speed", "0", flag]
+        code, out, err = run_main(args, capsys)
+        assert code == 0, err
+        assert err == ""
+        lines = out.splitlines()
+        assert len(lines) == 1, out
+        assert lines[0].startswith("run ")
+        assert ": finished: 4 frames to 0 clients in " in lines[0]
+
+
+def test_json_and_quiet_together_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "stream", "--json", "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not allowed with argument" in err
+    assert "--json" in err
+    assert "--quiet" in err
+
+
+def test_the_progress_bar_counts_frames_and_shows_the_step() -> None:
+    screen = io.StringIO()
+    bar = Progress(screen)
+    bar.clear()  # nothing shown yet: nothing to clear
+    assert screen.getvalue() == ""
+    bar.update({"event": "start", "frames": 4})
+    assert screen.getvalue() == "\r[" + "." * 24 + "] 0/4 frames, step "
+    bar.update({"event": "frame", "step": "0"})
+    assert screen.getvalue().endswith("\r[" + "#" * 6 + "." * 18 + "] 1/4 frames, step 0")
+    bar.update({"event": "frame", "step": "2.steps.1"})
+    assert bar.line() == "[" + "#" * 12 + "." * 12 + "] 2/4 frames, step 2.steps.1"
+    bar.update({"event": "wait", "step": "3"})  # redrawn, not counted
+    assert bar.line().startswith("[" + "#" * 12 + "." * 12 + "] 2/4 frames")
+    for step in ("3", "4"):
+        bar.update({"event": "frame", "step": step})
+    assert bar.line() == "[" + "#" * 24 + "] 4/4 frames, step 4"
+    written = screen.getvalue()
+    bar.update({"event": "end", "state": "finished"})
+    assert screen.getvalue() == written  # the end draws nothing
+    bar.clear()
+    assert screen.getvalue() == written + "\r\033[K"
+    bar.clear()  # cleared already
+    assert screen.getvalue() == written + "\r\033[K"
+
+
+def test_the_progress_bar_without_a_plan_counts_only() -> None:
+    screen = io.StringIO()
+    bar = Progress(screen)
+    bar.update({"event": "start", "frames": None})
+    bar.update({"event": "frame", "step": "0"})
+    assert screen.getvalue().endswith("\r1 frames, step 0")
+    assert "[" not in screen.getvalue()
+
+
+def test_the_progress_bar_never_overflows() -> None:
+    bar = Progress(io.StringIO())
+    bar.update({"event": "start", "frames": 2})
+    for _ in range(5):
+        bar.update({"event": "frame", "step": "0"})
+    assert bar.line().startswith("[" + "#" * 24 + "] ")
+
+
+def test_play_draws_the_bar_between_lines_and_clears_it(live_server: LiveServer) -> None:
+    out, screen = io.StringIO(), io.StringIO()
+    code = play("stream", live_server.url, Options(speed=0), out, "text", screen)
+    assert code == 0
+    drawn = screen.getvalue()
+    assert "4/4 frames, step 3" in drawn
+    assert drawn.endswith("\r\033[K")  # nothing left on the terminal line
+    assert "\r" not in out.getvalue()  # the frames and summary are plain lines
+    assert len(out.getvalue().splitlines()) == 6
+
+
+@pytest.mark.parametrize("output", ["json", "quiet"])
+def test_play_shows_no_bar_for_json_or_quiet(live_server: LiveServer, output: str) -> None:
+    out, screen = io.StringIO(), io.StringIO()
+    assert play("stream", live_server.url, Options(speed=0), out, output, screen) == 0
+    assert screen.getvalue() == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_goes_to_stderr_only_when_it_is_a_terminal(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--scenario", "stream", "--url", live_server.url, "--speed", "0"]
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""  # captured stderr is not a terminal
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(args) == 0
+    assert "4/4 frames" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\r\033[K")
+    assert "\r" not in capsys.readouterr().out

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from replay import client as client_module
+from replay.client import TOO_SLOW
+from replay.feed import Feed
 from replay.managers import (
     LocalDelivery,
     MessageType,
@@ -129,3 +133,196 @@ async def test_local_delivery_routes_by_endpoint() -> None:
     await settle()
     assert on_stream.sent == ["chunk"]
     assert on_messages.sent == []
+
+
+# --- the event feed and the counters ------------------------------------------------------
+
+
+async def events_of(events: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    return [await asyncio.wait_for(anext(events), timeout=5) for _ in range(count)]
+
+
+def without_times(event: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in event.items() if key not in ("seq", "time")}
+
+
+async def test_connections_and_disconnections_are_published() -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    manager = StreamManager.isolated()
+    manager.feed = feed
+    first, second = FakeWebSocket(), FakeWebSocket()
+    await manager.connect(first, "one")  # type: ignore[arg-type]
+    await manager.connect(second, "two")  # type: ignore[arg-type]
+    await manager.disconnect(first)  # type: ignore[arg-type]
+    # Twice: published once.
+    await manager.disconnect(first)  # type: ignore[arg-type]
+    await manager.disconnect(second)  # type: ignore[arg-type]
+    feed.publish("marker")
+    async with contextlib.aclosing(events):
+        got = [without_times(event) for event in await events_of(events, 5)]
+    assert got == [
+        {"event": "client.connected", "client": "one", "endpoint": "/ws/stream", "clients": 1},
+        {"event": "client.connected", "client": "two", "endpoint": "/ws/stream", "clients": 2},
+        {
+            "event": "client.disconnected",
+            "client": "one",
+            "endpoint": "/ws/stream",
+            "clients": 1,
+            "reason": None,
+        },
+        {
+            "event": "client.disconnected",
+            "client": "two",
+            "endpoint": "/ws/stream",
+            "clients": 0,
+            "reason": None,
+        },
+        {"event": "marker"},
+    ]
+
+
+async def test_serve_publishes_the_client_id_from_the_query() -> None:
+    feed = Feed()
+    events = feed.subscribe(["client."])
+    manager = WebsocketManager.isolated()
+    manager.feed = feed
+    ws = FakeWebSocket(client_id="browser-1")
+    task = asyncio.create_task(manager.serve(ws))  # type: ignore[arg-type]
+    async with contextlib.aclosing(events):
+        connected = await asyncio.wait_for(anext(events), timeout=5)
+        ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1001})
+        await asyncio.wait_for(task, 5)
+        disconnected = await asyncio.wait_for(anext(events), timeout=5)
+    assert (connected["event"], connected["client"], connected["endpoint"]) == (
+        "client.connected",
+        "browser-1",
+        "/ws",
+    )
+    assert (disconnected["event"], disconnected["client"], disconnected["clients"]) == (
+        "client.disconnected",
+        "browser-1",
+        0,
+    )
+
+
+@pytest.mark.parametrize("manager_class", [WebsocketManager, StreamManager])
+async def test_text_frames_from_clients_are_published(manager_class: Any) -> None:
+    feed = Feed()
+    events = feed.subscribe(["frame.received"])
+    manager = manager_class.isolated()
+    manager.feed = feed
+    heard: list[str] = []
+    manager.on_frame = lambda client, text: heard.append(text)
+    ws = FakeWebSocket(client_id="c1")
+    task = asyncio.create_task(manager.serve(ws))
+    ws.incoming.put_nowait({"type": "websocket.receive", "text": '{"message_type":"CHAT_INPUT"}'})
+    ws.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00\x01"})  # not text
+    ws.incoming.put_nowait({"type": "websocket.receive", "text": "plain é"})
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 5)
+    feed.publish("frame.received", frame="marker")
+    async with contextlib.aclosing(events):
+        got = await events_of(events, 3)
+    assert [without_times(event) for event in got[:2]] == [
+        {
+            "event": "frame.received",
+            "client": "c1",
+            "endpoint": manager.endpoint.value,
+            "frame": '{"message_type":"CHAT_INPUT"}',
+        },
+        {
+            "event": "frame.received",
+            "client": "c1",
+            "endpoint": manager.endpoint.value,
+            "frame": "plain é",
+        },
+    ]
+    assert got[2]["frame"] == "marker"  # the binary frame was not published
+    assert heard == ['{"message_type":"CHAT_INPUT"}', "plain é"]  # on_frame still runs
+
+
+async def test_without_a_feed_nothing_is_published_and_nothing_breaks() -> None:
+    manager = WebsocketManager.isolated()
+    assert manager.feed is None
+    ws = FakeWebSocket()
+    task = asyncio.create_task(manager.serve(ws))  # type: ignore[arg-type]
+    ws.incoming.put_nowait({"type": "websocket.receive", "text": "hi"})
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 5)
+    assert len(manager) == 0
+
+
+async def test_frames_and_bytes_sent_count_each_copy_in_utf8() -> None:
+    manager = WebsocketManager.isolated()
+    assert (manager.frames_sent, manager.bytes_sent, manager.drops) == (0, 0, 0)
+    assert manager.broadcast("nobody listens") == 0
+    assert (manager.frames_sent, manager.bytes_sent) == (0, 0)  # no client: no copy
+    for client_id in ("a", "b", "c"):
+        await manager.connect(FakeWebSocket(), client_id)  # type: ignore[arg-type]
+    assert manager.broadcast("é") == 3  # one character, two bytes in UTF-8
+    assert (manager.frames_sent, manager.bytes_sent) == (3, 6)
+    assert manager.broadcast(b"\x00\x01\x02\xff") == 3  # binary: its own length
+    assert (manager.frames_sent, manager.bytes_sent) == (6, 18)
+    assert manager.broadcast("ab€", to="b") == 1  # to one client: one copy of 5 bytes
+    assert (manager.frames_sent, manager.bytes_sent) == (7, 23)
+    assert manager.broadcast("x", to="nobody") == 0
+    assert (manager.frames_sent, manager.bytes_sent) == (7, 23)
+    await manager.send_message({"message_type": "EVENT", "message": "ü"})
+    frame = '{"message_type":"EVENT","message":"ü"}'
+    assert (manager.frames_sent, manager.bytes_sent) == (10, 23 + 3 * len(frame.encode()))
+
+
+async def test_a_client_whose_queue_overflows_is_a_drop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "CLOSE_GRACE", 0.01)
+    feed = Feed()
+    events = feed.subscribe(["client.disconnected"])
+    manager = WebsocketManager.isolated(queue_size=1)
+    manager.feed = feed
+    healthy = FakeWebSocket(client_id="healthy")
+    stalled = FakeWebSocket(stalled=True, client_id="stalled")
+    serving = [
+        asyncio.create_task(manager.serve(ws))  # type: ignore[arg-type]
+        for ws in (healthy, stalled)
+    ]
+    await settle()
+    assert len(manager) == 2
+    taken = []
+    for n in range(3):
+        # The stalled client's writer holds the first frame forever, its queue the
+        # second; the third overflows it.
+        taken.append(manager.broadcast(f"frame {n}"))
+        await settle()
+    assert taken == [2, 2, 1]
+    assert manager.drops == 1
+    assert len(manager) == 1
+    assert manager.frames_sent == 5  # copies handed over, not the one refused
+    async with contextlib.aclosing(events):
+        dropped = await asyncio.wait_for(anext(events), timeout=5)
+        # The stalled connection is cut after the grace period; serve() then ends.
+        await asyncio.wait_for(serving[1], timeout=5)
+        healthy.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(serving[0], timeout=5)
+        left = await asyncio.wait_for(anext(events), timeout=5)
+    assert (dropped["client"], dropped["reason"], dropped["clients"]) == ("stalled", TOO_SLOW, 1)
+    # The dropped client was published once, when dropped; the next one is the healthy one.
+    assert (left["client"], left["reason"], left["clients"]) == ("healthy", None, 0)
+    assert stalled.aborted
+    assert manager.drops == 1
+
+
+async def test_closing_or_failing_clients_are_not_drops() -> None:
+    feed = Feed()
+    events = feed.subscribe(["client.disconnected"])
+    manager = StreamManager.isolated()
+    manager.feed = feed
+    await connect(manager, dead=True)
+    await connect(manager)
+    manager.broadcast("x")
+    await settle()
+    assert manager.hangup(None, 4000, "bye") == 1
+    await settle()
+    async with contextlib.aclosing(events):
+        got = await events_of(events, 2)
+    assert [event["reason"] for event in got] == ["send failed", "closed with code 4000"]
+    assert manager.drops == 0

@@ -23,6 +23,7 @@ import replay.runner
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
 from replay.errors import RunNotFound, TooManyRuns, VariablesInvalid
+from replay.feed import Feed
 from replay.library import ScenarioLibrary
 from replay.loader import parse_scenario
 from replay.matching import ClientFrame
@@ -48,6 +49,7 @@ SUMMARY_KEYS = {
     "deliveries",
     "clients",
     "waiting",
+    "step",
     "planned_s",
     "duration_s",
     "max_lateness_s",
@@ -1593,3 +1595,249 @@ async def test_stream_of_tool_chunks_without_a_close(clock: VirtualClock) -> Non
         "next",
     ]
     assert delivery.times == pytest.approx([1000.0, 1000.5, 1001.0, 1001.0])
+
+
+# --- the event feed -------------------------------------------------------------------------
+
+RUN_ENDS = {"run.finished", "run.failed", "run.cancelled"}
+
+
+async def feed_until_end(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The feed's events up to the first end of a run (bounded: fails instead of hanging)."""
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["event"] not in RUN_ENDS:
+        seen.append(await asyncio.wait_for(anext(events), timeout=5))
+    return seen
+
+
+async def test_a_run_publishes_start_steps_frames_and_end_in_order(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 2})
+    run = await play(Runner(delivery, clock, feed=feed), "messages", shipped, seed=7)
+    got = await feed_until_end(events)
+    assert kinds(got) == ["run.started", *["run.step", "frame.sent"] * 4, "run.finished"]
+    assert all(event["run_id"] == run.id for event in got)
+    assert all(event["scenario"] == "messages" for event in got)
+    seqs = [event["seq"] for event in got]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+
+    started = got[0]["run"]
+    assert set(started) == SUMMARY_KEYS
+    assert (started["state"], started["sent"], started["seed"]) == ("running", 0, 7)
+    assert started["frames"] == 4
+
+    assert [event["step"] for event in got if event["event"] == "run.step"] == ["0", "1", "2", "3"]
+    frames = [event for event in got if event["event"] == "frame.sent"]
+    assert [event["frame"] for event in frames] == delivery.frames
+    assert [event["step"] for event in frames] == ["0", "1", "2", "3"]
+    assert {event["endpoint"] for event in frames} == {"/ws"}
+    assert {event["clients"] for event in frames} == {2}
+    assert {event["to"] for event in frames} == {None}
+    assert {event["binary"] for event in frames} == {False}
+
+    finished = got[-1]["run"]
+    assert finished == run.summary()
+    assert (finished["state"], finished["sent"], finished["error"]) == ("finished", 4, None)
+
+
+async def test_a_binary_frame_is_published_as_hex(clock: VirtualClock) -> None:
+    catalog = scenarios({"bin": "steps:\n  - binary: AAEC/w==\n    to: x\n"})
+    feed = Feed()
+    events = feed.subscribe(["frame.sent"])
+    await play(Runner(FakeDelivery(clock), clock, feed=feed), "bin", catalog)
+    sent = await asyncio.wait_for(anext(events), timeout=5)
+    assert (sent["binary"], sent["frame"], sent["to"]) == (True, "000102ff", "x")
+
+
+async def test_a_waiting_run_publishes_what_it_waits_for(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ASK})
+    feed = Feed()
+    events = feed.subscribe()
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("ask", catalog)
+    await settle()
+    assert run.waiting is not None
+    assert runner.receive(chat("b", "Ada"))
+    await asyncio.wait_for(run_out(manual, run), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got) == [
+        "run.started",
+        "run.step",
+        "frame.sent",
+        "run.step",
+        "run.waiting",
+        "run.step",
+        "frame.sent",
+        "run.finished",
+    ]
+    waiting = got[4]
+    assert waiting["waiting"] == "CHAT_INPUT from any client"
+    assert (waiting["run_id"], waiting["scenario"]) == (run.id, "ask")
+    assert [event["step"] for event in got if event["event"] == "run.step"] == ["0", "1", "2"]
+    assert got[-1]["run"]["state"] == "finished"
+
+
+async def test_a_failed_run_publishes_run_failed_with_the_error(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    def explode(count: int) -> None:
+        if count == 2:
+            raise RuntimeError("the wire is cut")
+
+    feed = Feed()
+    events = feed.subscribe()
+    runner = Runner(FakeDelivery(clock, on_send=explode), clock, feed=feed)
+    run = await play(runner, "messages", shipped)
+    got = await feed_until_end(events)
+    assert kinds(got) == ["run.started", "run.step", "frame.sent", "run.step", "run.failed"]
+    failed = got[-1]
+    assert (failed["run_id"], failed["scenario"]) == (run.id, "messages")
+    assert failed["run"]["state"] == "failed"
+    assert failed["run"]["error"] == "RuntimeError: the wire is cut"
+    assert failed["run"]["sent"] == 1
+
+
+async def test_a_scenario_error_publishes_run_failed_with_the_error(clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "private": (
+                "steps:\n  - chunk: public\n  - message: EVENT\n    text: psst\n    to: sender\n"
+            )
+        }
+    )
+    feed = Feed()
+    events = feed.subscribe(["run.failed"])
+    run = await play(Runner(FakeDelivery(clock), clock, feed=feed), "private", catalog)
+    failed = await asyncio.wait_for(anext(events), timeout=5)
+    assert failed["run"]["error"] == run.error
+    assert failed["run"]["error"].startswith("scenario 'private', step 1:")
+
+
+async def test_a_cancelled_run_publishes_run_cancelled(
+    shipped: Catalog, manual: ManualClock
+) -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("messages", shipped)
+    await advance(manual, 0.75)
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got) == [
+        "run.started",
+        *["run.step", "frame.sent"] * 2,
+        "run.cancelled",
+    ]
+    cancelled = got[-1]["run"]
+    assert (cancelled["state"], cancelled["sent"], cancelled["error"]) == ("cancelled", 2, None)
+    assert cancelled["duration_s"] == pytest.approx(0.75)
+
+
+async def test_a_run_cancelled_before_it_starts_publishes_start_and_cancel(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    runner = Runner(FakeDelivery(clock), clock, feed=feed)
+    run = runner.start("messages", shipped)
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got) == ["run.started", "run.cancelled"]
+    assert got[-1]["run"]["state"] == "cancelled"
+
+
+async def test_a_feed_reader_that_never_reads_does_not_delay_the_frames(
+    shipped: Catalog,
+) -> None:
+    def played(feed: Feed) -> tuple[FakeDelivery, VirtualClock, Run]:
+        clock = VirtualClock(start=START)
+        delivery = FakeDelivery(clock)
+        return delivery, clock, Runner(delivery, clock, feed=feed).start("all", shipped)
+
+    # The same run twice: alone, and with a subscriber that holds one event and never reads.
+    alone_delivery, alone_clock, alone = played(Feed())
+    await asyncio.wait_for(alone.wait(), timeout=5)
+    stuck = Feed(backlog=1)
+    stalled = stuck.subscribe()
+    delivery, clock, run = played(stuck)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert run.sent == 8
+    assert delivery.times == pytest.approx(
+        [1000.0, 1000.5, 1001.0, 1001.5, 1002.0, 1002.2, 1002.4, 1002.6]
+    )
+    assert delivery.times == alone_delivery.times
+    assert clock.sleeps == alone_clock.sleeps
+    assert run.max_lateness == 0.0
+    assert stuck.seq > 8  # it kept publishing: run.started, steps, frames, run.finished
+    assert stuck.listening
+    del stalled
+
+
+async def test_runs_that_ended_are_counted_by_state(shipped: Catalog, clock: VirtualClock) -> None:
+    catalog = scenarios(
+        {
+            "ok": "steps:\n  - chunk: fine\n",
+            "private": "steps:\n  - message: EVENT\n    text: psst\n    to: sender\n",
+        }
+    )
+    runner = Runner(FakeDelivery(clock), clock)
+    assert runner.ended == {RunState.FINISHED: 0, RunState.FAILED: 0, RunState.CANCELLED: 0}
+    for _ in range(3):
+        await play(runner, "ok", catalog)
+    await play(runner, "private", catalog)
+    early = runner.start("ok", catalog)
+    runner.cancel(early.id)
+    await asyncio.wait_for(early.wait(), timeout=5)
+    assert runner.ended == {RunState.FINISHED: 3, RunState.FAILED: 1, RunState.CANCELLED: 1}
+    running = runner.start("ok", catalog)
+    assert sum(runner.ended.values()) == 5  # a running run is not counted
+    await asyncio.wait_for(running.wait(), timeout=5)
+    assert runner.ended[RunState.FINISHED] == 4
+
+
+async def test_on_lateness_is_called_once_per_frame_with_its_lateness(
+    clock: VirtualClock,
+) -> None:
+    catalog = scenarios(
+        {
+            "slow": """
+                delay: 0.5
+                steps:
+                  - chunk: c0
+                  - chunk: c1
+                  - chunk: c2
+                  - chunk: c3
+                    delay: 3.5
+                  - chunk: c4
+                    delay: 0
+                  - disconnect: all
+                  - sleep: 1
+            """
+        }
+    )
+    runner = Runner(FakeDelivery(clock, on_send=lambda _: clock.advance(0.7)), clock)
+    assert runner.on_lateness is None
+    lateness: list[float] = []
+    runner.on_lateness = lateness.append
+    run = await play(runner, "slow", catalog)
+    assert run.state is RunState.FINISHED
+    # Sends take 0.7 s and are due every 0.5 s: later and later, until a long pause.
+    assert lateness == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.0])  # frames only, not the hangup
+    assert max(lateness) == pytest.approx(run.max_lateness)
+
+
+async def test_a_runner_without_a_feed_has_its_own(shipped: Catalog, clock: VirtualClock) -> None:
+    first = Runner(FakeDelivery(clock), clock)
+    second = Runner(FakeDelivery(clock), clock)
+    assert isinstance(first.feed, Feed)
+    assert first.feed is not second.feed
+    await play(first, "stream", shipped)
+    assert first.feed.seq > 0
+    assert second.feed.seq == 0

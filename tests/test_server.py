@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-from collections.abc import Iterator
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from websockets.sync.client import connect as ws_connect
 
+import replay.server
 from replay.server import Settings, create_app
+from tests.conftest import LiveServer, start_live_server
 
 MESSAGES = [
     '{"message_type":"CHAT_REQUESTED","message":"Test chat request"}',
@@ -514,3 +526,294 @@ def test_an_unplayable_on_connect_scenario_leaves_the_connection_alone(tmp_path:
         assert app.post("/trigger/mark?speed=0").status_code == 200
         assert ws.receive_text() == MARK_FRAME
         assert app.get("/runs").json()["runs"][0]["scenario"] == "mark"
+
+
+# The observability routes: the event feed (GET /events, Server-Sent Events, on a live
+# server), the dashboard's pages and files. Reads wait for their event with a bound.
+
+#: How long the tests wait for an event (the watcher looks once a second).
+PATIENCE = 10.0
+
+Event = dict[str, Any]
+
+
+class EventStream:
+    """GET /events on a live server, read line by line by a thread."""
+
+    def __init__(self, base: str, query: str = "") -> None:
+        parts = urllib.parse.urlsplit(base)
+        assert parts.hostname is not None
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.connection.request("GET", f"/events{query}", headers={"Accept": "text/event-stream"})
+        self.sock = self.connection.sock
+        # The headers come once the route has subscribed: nothing published after is missed.
+        self.response = self.connection.getresponse()
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):  # the test closed the connection
+            for raw in self.response:
+                line = raw.decode().rstrip("\r\n")
+                self.lines.put(line)
+                if line.startswith("data:"):
+                    self.events.put(json.loads(line.removeprefix("data:")))
+
+    def until(self, done: Callable[[Event], bool], timeout: float = PATIENCE) -> list[Event]:
+        """Every event up to and including the first for which ``done`` is true."""
+        deadline = time.monotonic() + timeout
+        seen: list[Event] = []
+        while True:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no such event within {timeout}s; saw {[e['event'] for e in seen]}")
+            seen.append(event)
+            if done(event):
+                return seen
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        self.connection.close()
+        self.reader.join(5)
+
+
+@contextlib.contextmanager
+def event_stream(live: LiveServer, query: str = "") -> Iterator[EventStream]:
+    stream = EventStream(live.url, query)
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+def trigger(live: LiveServer, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"{live.url}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=PATIENCE) as answer:
+        body: dict[str, Any] = json.loads(answer.read())
+    return body
+
+
+def is_event(kind: str, **fields: Any) -> Callable[[Event], bool]:
+    return lambda event: (
+        event["event"] == kind and all(event.get(key) == value for key, value in fields.items())
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = PATIENCE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still not so after {timeout}s"
+        time.sleep(0.01)
+
+
+def test_events_stream_a_run_in_order(live_server: LiveServer) -> None:
+    with event_stream(live_server) as stream:
+        assert stream.response.status == 200
+        assert stream.response.getheader("content-type", "").startswith("text/event-stream")
+        assert stream.response.getheader("cache-control") == "no-cache"
+        assert live_server.replay.feed.listening
+        run_id = trigger(live_server, "/trigger/messages?speed=0")["run_id"]
+        seen = stream.until(is_event("run.finished", run_id=run_id))
+        lines = [stream.lines.get(timeout=PATIENCE) for _ in range(3)]
+    ours = [event for event in seen if event.get("run_id") == run_id]
+    assert [event["event"] for event in ours] == [
+        "run.started",
+        *["run.step", "frame.sent"] * 4,
+        "run.finished",
+    ]
+    frames = [event["frame"] for event in ours if event["event"] == "frame.sent"]
+    assert [json.loads(frame)["message_type"] for frame in frames] == [
+        "CHAT_REQUESTED",
+        "IS_WAITING",
+        "EVENT",
+        "PAUSE_STATUS",
+    ]
+    assert ours[0]["run"]["scenario"] == "messages"
+    assert ours[-1]["run"]["state"] == "finished"
+    assert ours[-1]["run"]["sent"] == 4
+    seqs = [event["seq"] for event in seen]
+    assert seqs == sorted(seqs)
+    # The wire format: a retry hint, then "id: seq" and "data: json" per event.
+    assert lines[0] == "retry: 1000"
+    assert lines[1] == ""
+    assert lines[2] == f"id: {seen[0]['seq']}"
+
+
+def test_events_kinds_filters_by_kind_and_prefix(live_server: LiveServer) -> None:
+    with event_stream(live_server, "?kinds=run.,client.disconnected") as stream:
+        with ws_connect(f"{live_server.ws_url}/ws?client_id=filtered", open_timeout=PATIENCE):
+            run_id = trigger(live_server, "/trigger/stream?speed=0")["run_id"]
+        seen = stream.until(is_event("client.disconnected", client="filtered"))
+    kinds = [event["event"] for event in seen]
+    assert all(kind.startswith("run.") or kind == "client.disconnected" for kind in kinds)
+    assert "client.connected" not in kinds
+    assert "frame.sent" not in kinds
+    ours = [event["event"] for event in seen if event.get("run_id") == run_id]
+    assert ours == ["run.started", "run.step", "run.step", "run.step", "run.step", "run.finished"]
+
+
+def test_events_show_clients_and_what_they_send(live_server: LiveServer) -> None:
+    with event_stream(live_server, "?kinds=client.,frame.received") as stream:
+        with ws_connect(f"{live_server.ws_url}/ws?client_id=watcher", open_timeout=PATIENCE) as ws:
+            connected = stream.until(is_event("client.connected"))[-1]
+            ws.send("hello from the client")
+            received = stream.until(is_event("frame.received"))[-1]
+        disconnected = stream.until(is_event("client.disconnected"))[-1]
+    assert {key: connected[key] for key in ("client", "endpoint", "clients")} == {
+        "client": "watcher",
+        "endpoint": "/ws",
+        "clients": 1,
+    }
+    assert {key: received[key] for key in ("client", "endpoint", "frame")} == {
+        "client": "watcher",
+        "endpoint": "/ws",
+        "frame": "hello from the client",
+    }
+    assert (disconnected["client"], disconnected["clients"]) == ("watcher", 0)
+
+
+def test_events_send_heartbeats_while_quiet(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay.server, "HEARTBEAT", 0.05)
+    with event_stream(live_server, "?kinds=nothing.") as stream:
+        deadline = time.monotonic() + PATIENCE
+        while (line := stream.lines.get(timeout=max(0.0, deadline - time.monotonic()))) != (
+            ": heartbeat"
+        ):
+            assert not line.startswith("data:"), line  # a comment, not an event
+
+
+def test_an_events_client_that_goes_away_is_unsubscribed(live_server: LiveServer) -> None:
+    with event_stream(live_server):
+        wait_for(lambda: live_server.replay.feed.listening)
+    wait_for(lambda: not live_server.replay.feed.listening)
+
+
+def test_the_server_stops_with_an_events_client_connected(scenarios_dir: Path) -> None:
+    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
+    stream = EventStream(live.url)
+    try:
+        wait_for(lambda: live.replay.feed.listening)
+        server.should_exit = True
+        thread.join(timeout=PATIENCE)
+        assert not thread.is_alive()
+        stream.reader.join(timeout=PATIENCE)
+        assert not stream.reader.is_alive()  # the stream ended: the client saw its end
+    finally:
+        server.should_exit = True
+        stream.close()
+        thread.join(timeout=PATIENCE)
+
+
+def test_scenario_files_are_watched(live_server: LiveServer, scenarios_dir: Path) -> None:
+    path = scenarios_dir / "probe.yaml"
+    file = str(path)
+    with event_stream(live_server, "?kinds=scenario.") as stream:
+        path.write_text("steps:\n  - message: EVENT\n    text: hello\n")
+        added = stream.until(is_event("scenario.added", scenario="probe"))[-1]
+        assert added["file"] == file
+
+        path.write_text("steps:\n  - message: EVNT\n    text: hello\n")
+        invalid = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
+        assert invalid["file"] == file
+        problem = invalid["problems"][0]
+        assert (problem["line"], problem["column"], problem["field"]) == (2, 5, "steps.0.message")
+        assert "did you mean 'EVENT'?" in problem["message"]
+
+        path.write_text("steps:\n  - message: EVENT\n    text: fixed again\n")
+        changed = stream.until(is_event("scenario.changed", scenario="probe"))[-1]
+        assert changed["file"] == file
+        assert "problems" not in changed
+
+        path.unlink()
+        removed = stream.until(is_event("scenario.removed", scenario="probe"))[-1]
+        assert removed["file"] == file
+        # Another look later: nothing changed, nothing published (a marker proves it).
+        (scenarios_dir / "zz-marker.yaml").write_text("steps:\n  - chunk: x\n")
+        later = stream.until(is_event("scenario.added", scenario="zz-marker"))
+    assert [event["event"] for event in later] == ["scenario.added"]
+
+
+def test_a_scenario_that_stays_broken_differently_is_published_again(
+    live_server: LiveServer, scenarios_dir: Path
+) -> None:
+    path = scenarios_dir / "probe.yaml"
+    with event_stream(live_server, "?kinds=scenario.") as stream:
+        path.write_text("steps: [\n")
+        first = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
+        path.write_text("steps:\n  - sleep: -1\n")
+        second = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
+    assert first["problems"] != second["problems"]
+    assert "zero or more" in second["problems"][0]["message"]
+
+
+def test_editing_a_valid_scenario_publishes_changed(
+    live_server: LiveServer, scenarios_dir: Path
+) -> None:
+    # The dashboard re-reads the scenario list on scenario.* events: an edit that keeps
+    # the file valid (a new description, other steps) must be published too.
+    path = scenarios_dir / "messages.yaml"
+    with event_stream(live_server, "?kinds=scenario.") as stream:
+        path.write_text("description: edited\nsteps:\n  - message: EVENT\n    text: only one now\n")
+        # Written after the edit, so any look that sees the marker has seen the edit.
+        (scenarios_dir / "zz-marker.yaml").write_text("steps:\n  - chunk: x\n")
+        seen = stream.until(is_event("scenario.added", scenario="zz-marker"))
+    assert [(event["event"], event["scenario"]) for event in seen] == [
+        ("scenario.changed", "messages"),
+        ("scenario.added", "zz-marker"),
+    ]
+
+
+def test_the_dashboard_is_served_at_the_root(client: TestClient) -> None:
+    answer = client.get("/")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    page = answer.text
+    assert "replay" in page
+    assert "<script" in page
+    assert "/ui/dashboard.js" in page
+
+
+def test_the_viewer_is_served(client: TestClient) -> None:
+    answer = client.get("/viewer")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "/ui/viewer.js" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/ui/dashboard.js", "javascript"),
+        ("/ui/viewer.js", "javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/index.html", "text/html"),
+    ],
+)
+def test_the_dashboard_files_are_served_with_their_types(
+    client: TestClient, path: str, content_type: str
+) -> None:
+    answer = client.get(path)
+    assert answer.status_code == 200
+    assert content_type in answer.headers["content-type"]
+    assert answer.content
+
+
+def test_files_outside_the_dashboard_folder_are_not_served(client: TestClient) -> None:
+    assert client.get("/ui/nope.js").status_code == 404
+    assert client.get("/ui/../server.py").status_code == 404
+    assert client.get("/ui/%2e%2e/server.py").status_code == 404
+
+
+def test_openapi_lists_the_feed_and_metrics_but_not_the_pages(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/events", "/metrics"} <= paths.keys()
+    assert "/" not in paths
+    assert "/viewer" not in paths
+    assert not [path for path in paths if path.startswith("/ui")]
