@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
 
 DEFAULT_URL = "http://127.0.0.1:8123"
 DEFAULT_PORT = 8123
+#: The largest frame a client may send, in bytes, unless --max-frame-size says otherwise.
+MAX_FRAME_SIZE = 1024 * 1024
 
 
 def default_scenarios() -> Path:
@@ -84,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client", metavar="ID", help="send to this client only (unless a step says otherwise)"
     )
+    parser.add_argument(
+        "--token",
+        dest="client_token",
+        default=None,
+        help="the server's token, if it has one (default $REPLAY_TOKEN)",
+    )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument(
         "--json",
@@ -130,6 +139,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="play scenario NAME to each client as it connects to /ws (repeat for more)",
     )
     serve.add_argument(
+        "--token",
+        default=os.environ.get("REPLAY_TOKEN") or None,
+        help="require this token on every control route (default $REPLAY_TOKEN); clients "
+        "send 'Authorization: Bearer TOKEN' or ?token=TOKEN",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow serving on a non-loopback address without a token",
+    )
+    serve.add_argument(
+        "--ws-origin",
+        action="append",
+        dest="ws_origins",
+        default=[],
+        metavar="ORIGIN",
+        help="a page origin allowed to open WebSockets (repeat for more; default: any)",
+    )
+    serve.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=None,
+        help="clients connected at once, both endpoints together (default 10000)",
+    )
+    serve.add_argument(
+        "--client-rate",
+        type=float,
+        default=None,
+        help="frames per second a client may send before the excess is ignored (default 100)",
+    )
+    serve.add_argument(
+        "--max-frame-size",
+        type=_positive_int,
+        default=MAX_FRAME_SIZE,
+        help="largest frame a client may send, in bytes; larger ones close the "
+        f"connection with 1009 (default {MAX_FRAME_SIZE})",
+    )
+    serve.add_argument(
         "--ws-deflate",
         action="store_true",
         help="accept per-message compression (permessage-deflate) when a client offers it",
@@ -173,6 +220,16 @@ def _speed(text: str) -> float:
         ) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _variable(text: str) -> tuple[str, Any]:
     name, equals, value = text.partition("=")
     if not equals or not name:
@@ -196,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate(args.files, scenarios, sys.stdout)
         if args.command == "schema":
             return print_schema(scenarios, sys.stdout)
-        options = Options(args.speed, args.seed, dict(args.vars), args.client)
+        token = args.client_token or os.environ.get("REPLAY_TOKEN") or None
+        options = Options(args.speed, args.seed, dict(args.vars), args.client, token)
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
@@ -222,7 +280,27 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
 
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
-    settings = Settings(scenarios=scenarios, on_connect=args.on_connect)
+    if not args.token and not args.insecure and not _loopback(args.host):
+        print(
+            f"replay: refusing to serve on {args.host} without a token: anyone who can reach "
+            "it could play scenarios and read what clients send. Pass --token TOKEN (or set "
+            "REPLAY_TOKEN), or --insecure if that is what you want.",
+            file=sys.stderr,
+        )
+        return 2
+    settings = Settings(
+        scenarios=scenarios,
+        on_connect=args.on_connect,
+        token=args.token,
+        ws_origins=args.ws_origins,
+    )
+    if args.max_clients is not None:
+        settings.max_clients = args.max_clients
+    if args.client_rate is not None:
+        if not args.client_rate > 0:
+            print("replay: --client-rate must be more than 0", file=sys.stderr)
+            return 2
+        settings.client_rate = args.client_rate
     if args.cors_origins:
         settings.cors_origins = args.cors_origins
     if args.queue_size is not None:
@@ -243,9 +321,19 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         args.port,
         log_level=args.log_level,
         ws_per_message_deflate=args.ws_deflate,
+        ws_max_size=args.max_frame_size,
     )
     Server(config).run()
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _configure_logging(level: str) -> None:
@@ -279,6 +367,8 @@ class Options:
     seed: int | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     client: str | None = None
+    #: The server's token, sent as 'Authorization: Bearer ...'.
+    token: str | None = None
 
 
 def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
@@ -352,7 +442,7 @@ def play(
     run_id = None
     bar = Progress(progress) if progress is not None and output == "text" else None
     try:
-        for event in _post_lines(target, url, body):
+        for event in _post_lines(target, url, body, options.token):
             run_id = event.get("run_id", run_id)
             if output == "json":
                 print(json.dumps(event), file=out, flush=True)
@@ -367,7 +457,7 @@ def play(
     except KeyboardInterrupt:
         if run_id is None:
             raise
-        _cancel(url, run_id)
+        _cancel(url, run_id, options.token)
         if output != "json":
             print(f"\nrun {run_id}: cancelled", file=out)
         return 130
@@ -375,7 +465,7 @@ def play(
         if bar is not None:
             bar.clear()
     if not end and run_id is not None:
-        end = _wait_for_end(url, run_id)  # the server stopped following (lagged)
+        end = _wait_for_end(url, run_id, options.token)  # the server stopped following
         if end and output == "json":
             print(json.dumps({"event": "end", **end}), file=out)
     if not end:
@@ -475,11 +565,16 @@ def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
     return None  # heartbeats and anything newer than this client
 
 
-def _wait_for_end(url: str, run_id: str) -> dict[str, Any]:
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _wait_for_end(url: str, run_id: str, token: str | None = None) -> dict[str, Any]:
     """Poll the run until it has ended; {} if the server stops answering."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/runs/{run_id}", headers=_headers(token))
     while True:
         try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/runs/{run_id}", timeout=10) as answer:
+            with urllib.request.urlopen(request, timeout=10) as answer:
                 run: dict[str, Any] = json.loads(answer.read())
         except (OSError, ValueError):
             return {}
@@ -488,17 +583,21 @@ def _wait_for_end(url: str, run_id: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def _cancel(url: str, run_id: str) -> None:
-    request = urllib.request.Request(f"{url.rstrip('/')}/runs/{run_id}", method="DELETE")
+def _cancel(url: str, run_id: str, token: str | None = None) -> None:
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/runs/{run_id}", method="DELETE", headers=_headers(token)
+    )
     with contextlib.suppress(OSError):
         urllib.request.urlopen(request, timeout=10).close()
 
 
-def _post_lines(target: str, base: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _post_lines(
+    target: str, base: str, body: dict[str, Any], token: str | None = None
+) -> Iterator[dict[str, Any]]:
     request = urllib.request.Request(
         target,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **_headers(token)},
         method="POST",
     )
     try:

@@ -28,6 +28,8 @@ log = logging.getLogger("replay.client")
 
 #: Frames a client may fall behind by before it is dropped.
 DEFAULT_QUEUE_SIZE = 1024
+#: Frames a second a client may send before the excess is ignored (bursts of twice that).
+DEFAULT_CLIENT_RATE = 100.0
 #: On the direct path (see :mod:`replay.direct`) the bound is in bytes: this many per frame.
 BYTES_PER_FRAME = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
@@ -77,7 +79,11 @@ class Client:
         self.connected_at = time.time()
         self.sent = 0
         self.received = 0
+        #: Frames the client sent over its rate limit, which were not acted on.
+        self.ignored = 0
         self.dropped: str | None = None
+        self._allowance: float | None = None
+        self._allowance_at = 0.0
         self._queue_size = queue_size
         # Made only when needed: a client on a direct line never uses it (memory counts
         # when thousands of clients sit idle).
@@ -144,6 +150,42 @@ class Client:
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
         self._spawn(self._close(code, reason))
+
+    def allow(self, rate: float) -> bool:
+        """Whether a frame just received is within ``rate`` frames per second (bursts of
+        up to twice that are fine); the first frame over the rate is logged."""
+        now = time.monotonic()
+        if self._allowance is None:
+            self._allowance = 2 * rate
+        else:
+            self._allowance = min(2 * rate, self._allowance + (now - self._allowance_at) * rate)
+        self._allowance_at = now
+        if self._allowance >= 1:
+            self._allowance -= 1
+            return True
+        if not self.ignored:
+            log.warning(
+                "client %s on %s sends more than %g frames a second: ignoring the excess",
+                self.id,
+                self.endpoint,
+                rate,
+            )
+        self.ignored += 1
+        return False
+
+    async def close_now(self, code: int, reason: str) -> None:
+        """Close the connection now with ``code`` (the server is stopping): what is still
+        queued is dropped, and a peer that does not take the close frame is cut."""
+        if self.dropped is None:
+            self.dropped = reason
+            if self._on_gone is not None:
+                self._on_gone(self)
+        if self._writer is not None:
+            self._writer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.websocket.close(code, reason), 1.0)
+            return
+        _abort(self.websocket)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -212,6 +254,7 @@ class Client:
             "connected_since": _iso(self.connected_at),
             "sent": self.sent,
             "received": self.received,
+            "ignored": self.ignored,
             "backlog": self.backlog,
         }
 

@@ -10,6 +10,7 @@ bounded queue (see :mod:`replay.client`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from enum import Enum
@@ -17,7 +18,13 @@ from typing import Any, ClassVar, Self
 
 from starlette.websockets import WebSocket
 
-from replay.client import DEFAULT_QUEUE_SIZE, TOO_SLOW, Client, FrameListener
+from replay.client import (
+    DEFAULT_CLIENT_RATE,
+    DEFAULT_QUEUE_SIZE,
+    TOO_SLOW,
+    Client,
+    FrameListener,
+)
 from replay.direct import framed
 from replay.feed import Feed
 from replay.protocol import (
@@ -56,6 +63,7 @@ class EndpointManager:
         manager.on_frame = None
         manager.feed = None
         manager.frames_sent = manager.bytes_sent = manager.drops = 0
+        manager.client_rate = DEFAULT_CLIENT_RATE
         return manager
 
     queue_size: int
@@ -71,6 +79,8 @@ class EndpointManager:
     bytes_sent: int
     #: Clients dropped because their send queue was full.
     drops: int
+    #: Frames per second a client may send before the excess is ignored.
+    client_rate: float
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -132,6 +142,8 @@ class EndpointManager:
             await self.disconnect(websocket)
 
     def _received(self, client: Client, text: str) -> None:
+        if not client.allow(self.client_rate):
+            return
         if self.feed is not None:
             self.feed.publish(
                 "frame.received", client=client.id, endpoint=self.endpoint.value, frame=text
@@ -154,6 +166,12 @@ class EndpointManager:
             size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
             self.bytes_sent += reached * size
         return reached
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every client's connection now with ``code`` (the server is stopping)."""
+        await asyncio.gather(
+            *(client.close_now(code, reason) for client in list(self.clients.values()))
+        )
 
     def hangup(self, to: str | None, code: int, reason: str, abort: bool = False) -> int:
         """Close every client's connection (or those with id ``to``) after what is queued;

@@ -78,4 +78,11 @@ class _StateCollector(Collector):
         for state in (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED):
             runs.add_metric([state.value], runner.ended[state])
         active = GaugeMetricFamily("replay_runs_active", "Runs playing now.", len(runner.active))
-        yield from (clients, frames, sent_bytes, drops, runs, active)
+        refused = CounterMetricFamily(
+            "replay_clients_refused",
+            "WebSocket clients refused: origin not allowed, or over the client limit.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.replay.refused.items()):
+            refused.add_metric([reason], count)
+        yield from (clients, frames, sent_bytes, drops, runs, active, refused)

@@ -9,23 +9,23 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Body, FastAPI, Query, Request, WebSocket
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from replay import __version__
 from replay.catalog import Catalog
-from replay.client import DEFAULT_QUEUE_SIZE, Client
+from replay.client import DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
@@ -40,6 +40,7 @@ from replay.errors import (
     VariablesInvalid,
 )
 from replay.feed import Feed, Subscription
+from replay.guard import TokenGuard, WebSocketGate
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
@@ -47,7 +48,7 @@ from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
 from replay.protocol import Endpoint
 from replay.runner import Run, Runner, RunState
-from replay.scenario import CLIENT_ID_PATTERN
+from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
 from replay.timeline import MAX_SPEED, Timeline, build_timeline
 
 log = logging.getLogger("replay.server")
@@ -56,6 +57,11 @@ log = logging.getLogger("replay.server")
 HEARTBEAT = 10.0
 #: Seconds between looks at the scenarios folder for the event feed.
 WATCH_EVERY = 1.0
+#: Seconds a list of reacting scenarios is used before the folder is looked at again.
+REACTIONS_TTL = 0.5
+#: Clients connected at once (both endpoints) unless --max-clients says otherwise.
+DEFAULT_MAX_CLIENTS = 10_000
+
 #: The dashboard's files, served by replay itself.
 DASHBOARD = Path(__file__).parent / "dashboard"
 
@@ -74,27 +80,14 @@ class Settings:
     #: Scenarios played to each client as it connects to /ws (besides those whose file
     #: says ``on_connect: true``).
     on_connect: list[str] = field(default_factory=list)
-
-
-class WebSocketEndpoints:
-    """ASGI middleware that serves replay's WebSocket endpoints itself.
-
-    ``endpoints`` maps a path to the coroutine that serves a connection to it (a
-    manager's ``serve``); other WebSocket paths and all HTTP requests go on to the app.
-    """
-
-    def __init__(
-        self, app: ASGIApp, endpoints: Mapping[str, Callable[[WebSocket], Awaitable[None]]]
-    ) -> None:
-        self.app = app
-        self.endpoints = dict(endpoints)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        serve = self.endpoints.get(scope["path"]) if scope["type"] == "websocket" else None
-        if serve is None:
-            await self.app(scope, receive, send)
-            return
-        await serve(WebSocket(scope, receive, send))
+    #: The token every control route needs (None: no token, anyone on the network may).
+    token: str | None = None
+    #: Page origins allowed to open WebSockets (empty: any); clients with no Origin pass.
+    ws_origins: list[str] = field(default_factory=list)
+    #: Clients connected at once, both endpoints together; more are refused with 1013.
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    #: Frames per second a client may send; more are ignored (counted, not acted on).
+    client_rate: float = DEFAULT_CLIENT_RATE
 
 
 class TriggerBody(BaseModel):
@@ -129,6 +122,12 @@ class Replay:
         self.runner = Runner(self.delivery, clock, feed=self.feed)
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
+        self.messages.client_rate = self.stream.client_rate = settings.client_rate
+        #: WebSocket clients refused, by reason ("origin", "limit").
+        self.refused: dict[str, int] = {"origin": 0, "limit": 0}
+        self._reactions: list[tuple[str, ClientFrameMatch]] = []
+        self._reactions_catalog: Catalog | None = None
+        self._reactions_at = -REACTIONS_TTL
         self.metrics = Metrics(self)
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
 
@@ -162,25 +161,35 @@ class Replay:
         """Start playing a scenario as it is on disk now (options: see Runner.start)."""
         return self.runner.start(name, self.library.catalog(), **options)
 
+    def refuse(self, reason: str) -> None:
+        """Count a WebSocket client refused (see :class:`replay.guard.WebSocketGate`)."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        log.warning("a WebSocket client was refused (%s)", reason)
+
     def client_frame(self, client: Client, text: str) -> None:
         """A client sent a frame on /ws: runs waiting for it take it, else reactions play."""
         frame = ClientFrame(client.id, text)
         if self.runner.receive(frame) or frame.message_type is None:
             return
-        catalog = self._catalog()
-        if catalog is None:
-            return
-        for loaded in catalog:
-            scenario = loaded.scenario
-            if (
-                loaded.valid
-                and scenario
-                and scenario.reacts_to
-                and matches(scenario.reacts_to, frame)
-            ):
-                self._start_for(
-                    client, loaded.name, catalog, "reaction", sender=client.id, received=frame
-                )
+        catalog = self._reacting()
+        for name, match in self._reactions:
+            if catalog is not None and matches(match, frame):
+                self._start_for(client, name, catalog, "reaction", sender=client.id, received=frame)
+
+    def _reacting(self) -> Catalog | None:
+        # Looked up at most every REACTIONS_TTL seconds, not on every frame: a client
+        # sending a flood of frames must not make the server read the folder each time.
+        now = time.monotonic()
+        if now - self._reactions_at >= REACTIONS_TTL:
+            self._reactions_at = now
+            catalog = self._catalog()
+            self._reactions_catalog = catalog
+            self._reactions = [
+                (f.name, f.scenario.reacts_to)
+                for f in catalog or ()
+                if f.valid and f.scenario is not None and f.scenario.reacts_to is not None
+            ]
+        return self._reactions_catalog
 
     def client_connected(self, client: Client) -> None:
         """A client connected to /ws: play the on-connect scenarios to it."""
@@ -244,16 +253,19 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    # The WebSocket endpoints sit outside the routing and the other middleware: each of
-    # thousands of idle connections would otherwise hold their frames (memory counts).
     app.add_middleware(
-        WebSocketEndpoints,
+        WebSocketGate,
         endpoints={
             Endpoint.MESSAGES.value: replay.messages.serve,
             Endpoint.STREAM.value: replay.stream.serve,
         },
+        origins=settings.ws_origins,
+        max_clients=settings.max_clients,
+        count=lambda: sum(replay.delivery.client_counts().values()),
+        refused=replay.refuse,
     )
     app.add_middleware(TransportMiddleware)
+    app.add_middleware(TokenGuard, token=settings.token)
     _add_error_handlers(app)
 
     @app.post("/trigger/{scenario}", response_model=None)
@@ -416,11 +428,45 @@ class Server(uvicorn.Server):
     a server with a browser open would never stop.
     """
 
+    #: Seconds a connection may take to send its request (or WebSocket handshake).
+    handshake_timeout = 10.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._reaper = asyncio.create_task(self._reap(), name="replay-reap-handshakes")
+
+    async def _reap(self) -> None:
+        """Close connections that never finish their request: uvicorn waits for a
+        request's headers without a time limit, so a client could hold a connection (and
+        a file descriptor) forever by sending nothing."""
+        first_seen: dict[int, float] = {}
+        while True:
+            await asyncio.sleep(min(1.0, self.handshake_timeout / 2))
+            now = time.monotonic()
+            waiting = {}
+            for connection in list(self.server_state.connections):
+                # An HTTP connection with no request in progress ("cycle") is waiting
+                # for one; a WebSocket connection is another class, with no "cycle".
+                if getattr(connection, "cycle", ...) is None:
+                    key = id(connection)
+                    waiting[key] = first_seen.get(key, now)
+                    if now - waiting[key] >= self.handshake_timeout:
+                        connection.transport.close()
+            first_seen = waiting
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        reaper = getattr(self, "_reaper", None)
+        if reaper is not None:
+            reaper.cancel()
         replay = getattr(getattr(self.config.app, "state", None), "replay", None)
         if isinstance(replay, Replay):
             replay.feed.close()
             await replay.runner.shutdown()
+            # 1001 "going away", as RFC 6455 asks of a server that stops (uvicorn says 1012).
+            await asyncio.gather(
+                replay.messages.close_all(1001, "server shutting down"),
+                replay.stream.close_all(1001, "server shutting down"),
+            )
         await super().shutdown(sockets)
 
 

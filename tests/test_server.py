@@ -409,6 +409,7 @@ def test_clients_lists_every_connection(own: TestClient) -> None:
             "connected_since",
             "sent",
             "received",
+            "ignored",
             "backlog",
         }
         assert entry["connected_since"].endswith("Z")

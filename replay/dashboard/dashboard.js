@@ -16,13 +16,38 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+// A server started with --token needs it on every call: from ?token= in the page's
+// address (then kept for this tab only, and taken out of the address bar), or typed in.
+function readToken() {
+  const url = new URL(location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem("replay-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return sessionStorage.getItem("replay-token") || "";
+}
+
+let token = readToken();
+
+function askForToken() {
+  const form = $("#token-form");
+  form.hidden = false;
+  $("#status").dataset.state = "reconnecting";
+  $("#status").textContent = "This server needs its token";
+  $("#token").focus();
+}
+
 async function api(method, path, body) {
   const options = { method, headers: {} };
+  if (token) options.headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
+  if (response.status === 401) askForToken();
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const problems = (data.problems || []).map((p) => p.text).join("\n");
@@ -233,7 +258,7 @@ function showOffline() {
 let feed = null;
 
 function connect() {
-  feed = new EventSource("/events");
+  feed = new EventSource(token ? `/events?token=${encodeURIComponent(token)}` : "/events");
   feed.addEventListener("open", () => {
     const status = $("#status");
     status.dataset.state = "live";
@@ -243,6 +268,8 @@ function connect() {
   });
   feed.addEventListener("error", () => {
     showOffline();
+    // An EventSource cannot tell a 401 from a dead server: ask the API which it is.
+    loadScenarios().then(() => {}, () => {});
     // EventSource retries by itself, but gives up for good after an HTTP error.
     if (feed.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   });
@@ -257,6 +284,14 @@ function connect() {
   });
 }
 
+$("#token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("#token").value.trim();
+  sessionStorage.setItem("replay-token", token);
+  $("#token-form").hidden = true;
+  if (feed) feed.close();
+  connect();
+});
 $("#filters").addEventListener("input", refilter);
 $("#clear-log").addEventListener("click", () => { $("#log").replaceChildren(); $("#streams").replaceChildren(); });
 connect();
