@@ -209,3 +209,32 @@ def test_the_dashboard_reconnects_by_itself_when_the_server_restarts(
         if again is not None:
             again[1].should_exit = True
             again[2].join(timeout=10)
+
+
+def test_a_server_with_a_token_asks_for_it_and_then_works(
+    browser: Browser, scenarios_dir: Path
+) -> None:
+    settings = Settings(scenarios=scenarios_dir, isolated=True, token="s3cret")
+    live, server, thread = start_live_server(settings)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(live.url + "/")
+        expect(page.locator("#token-form")).to_be_visible()
+        expect(page.locator("#status")).to_have_text("This server needs its token")
+        expect(page.locator("li.scenario")).to_have_count(0)  # nothing leaks without it
+        page.get_by_role("textbox", name="Token").fill("s3cret")
+        page.get_by_role("button", name="Use").click()
+        expect(page.locator("#status")).to_have_text("Live")
+        expect(scenario(page, "all")).to_contain_text("8 frames")
+        page.get_by_role("button", name="Play messages").click()
+        expect(page.locator("#log")).to_contain_text("System paused")
+        # Given once in the address, the token is kept for the tab and taken out of it.
+        fresh = context.new_page()
+        fresh.goto(live.url + "/?token=s3cret")
+        expect(fresh.locator("#status")).to_have_text("Live")
+        assert "token" not in fresh.url
+    finally:
+        context.close()
+        server.should_exit = True
+        thread.join(timeout=10)
