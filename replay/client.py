@@ -235,7 +235,8 @@ class Client:
             if message["type"] == "websocket.disconnect":
                 return
             self.received += 1
-            log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))
+            if log.isEnabledFor(logging.DEBUG):  # parsing every frame costs, in a flood
+                log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))
             text = message.get("text")
             if listener is not None and text is not None:
                 try:
@@ -319,6 +320,6 @@ def _describe(message: Any) -> str:
         return f"a binary frame of {size} bytes"
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return f"a text frame that is not JSON: {text[:80]!r}"
     return f"a JSON frame: {json.dumps(data)[:200]}"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -45,11 +45,12 @@ def presented_token(scope: Scope) -> str | None:
     if query.get("token"):
         return str(query["token"][0])
     for name, value in scope.get("headers", []):
+        # Starlette's lenient parser: browsers send every cookie of the host, and one odd
+        # cookie must not hide the token (SimpleCookie drops the whole header then).
         if name == b"cookie":
-            cookie = SimpleCookie()
-            cookie.load(value.decode("latin-1"))
-            if TOKEN_COOKIE in cookie:
-                return str(cookie[TOKEN_COOKIE].value)
+            cookies = cookie_parser(bytes(value).decode("latin-1"))
+            if TOKEN_COOKIE in cookies:
+                return cookies[TOKEN_COOKIE]
     return None
 
 

@@ -413,14 +413,41 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
     except yaml.YAMLError as error:
         raise _Refused(Problem(file, 0, 0, "", f"not valid YAML: {error}")) from None
     except RecursionError:
+        line, column = _too_deep(text)
         raise _Refused(
-            Problem(file, 0, 0, "", "the document nests too deeply", f"at most {MAX_DEPTH} levels")
+            Problem(
+                file,
+                line,
+                column,
+                "",
+                "the document nests too deeply",
+                f"at most {MAX_DEPTH} levels",
+                "more",
+            )
         ) from None
     finally:
         loader.dispose()
     if builder.duplicates:
         return _Duplicates(value, builder.duplicates), builder.locations
     return value, builder.locations
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where flow brackets (``[[[...``) first nest deeper than MAX_DEPTH; (0, 0) if they
+    never do (YAML's parser ran out of stack before the builder could say where)."""
+    depth = 0
+    line, column = 1, 0
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column = line + 1, 0
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, column
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return 0, 0
 
 
 def _reader_problem(error: yaml.reader.ReaderError, text: str, file: str) -> Problem:
@@ -490,6 +517,9 @@ def _explain(loaded: ScenarioFile, error: ValidationError, data: Any) -> list[Pr
 
 
 _EXPECTED_TYPES = {
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "int_from_float": "a whole number",
     "string_type": "a string",
     "float_type": "a number",
     "int_type": "an integer",
@@ -529,12 +559,32 @@ def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: A
         message = "wrong type"
         if isinstance(value, bool) and kind == "string_type":
             message += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
-    expected = str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "")
+    expected = (
+        str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "") or _bound(kind, context)
+    )
+    if expected and kind in _BOUNDS:
+        message = "out of range"
     if field_name in ("delay", "sleep", "jitter", "timeout") and kind == "value_error":
         expected = DURATION_EXPECTED
     scalar = not isinstance(value, Mapping | list)
     found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
     return loaded.problem(path, message, expected, found)
+
+
+_BOUNDS = {
+    "greater_than": "more than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+}
+
+
+def _bound(kind: str, context: Mapping[str, Any]) -> str:
+    template = _BOUNDS.get(kind)
+    try:
+        return template.format(**context) if template else ""
+    except (KeyError, IndexError):
+        return ""
 
 
 def _allowed_fields(path: Path, data: Any) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +19,12 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Body, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__
 from replay.catalog import Catalog
@@ -57,6 +60,8 @@ log = logging.getLogger("replay.server")
 HEARTBEAT = 10.0
 #: Seconds between looks at the scenarios folder for the event feed.
 WATCH_EVERY = 1.0
+#: The largest request body accepted (trigger variables); larger ones get 413.
+MAX_BODY_BYTES = 1024 * 1024
 #: Seconds a list of reacting scenarios is used before the folder is looked at again.
 REACTIONS_TTL = 0.5
 #: Clients connected at once (both endpoints) unless --max-clients says otherwise.
@@ -99,6 +104,17 @@ class TriggerBody(BaseModel):
         default_factory=dict, description="Values for the scenario's declared variables."
     )
     seed: int | None = Field(default=None, ge=0, lt=2**63, description="As the query's seed.")
+
+    @field_validator("vars")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Python's json reads NaN and Infinity, which JSON (and a browser) does not have.
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("variables must be plain JSON: no NaN or Infinity") from None
+        return value
+
     client: str | None = Field(
         default=None, pattern=CLIENT_ID_PATTERN.pattern, description="As the query's client."
     )
@@ -244,6 +260,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         summary="A scripted scenario replay engine for WebSocket frontends.",
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.replay = replay
     app.add_middleware(
@@ -535,6 +552,17 @@ def _timeline(name: str, catalog: Catalog) -> Timeline | None:
         return None  # it needs what a client will send; the real run may still play
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities written as text, so that it encodes as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     def answer(status: int, error: ReplayError, **extra: Any) -> JSONResponse:
         return JSONResponse({"detail": str(error), **extra}, status)
@@ -565,3 +593,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         raise error
 
     app.add_exception_handler(ReplayError, handle)
+
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which fails to encode if it holds NaN
+        # or Infinity (Python's json reads them): a 500 for a bad request.
+        assert isinstance(error, RequestValidationError)
+        return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, 422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)

@@ -64,6 +64,10 @@ _SOLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTAL
 _env = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
+# Jinja's own globals are not part of replay's template language (and cycler & co. are
+# ways into Python objects): templates see NAMES, plus range and dict.
+for _name in ("cycler", "joiner", "lipsum", "namespace"):
+    _env.globals.pop(_name, None)
 # |tojson of anything templates see: variables as a mapping, now and the like as text.
 _env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": lambda value: _plain(value)}
 

@@ -8,14 +8,18 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from websockets.asyncio.client import connect
 
+import replay.server
 from replay.cli import Options, Progress, main, play
-from tests.conftest import LiveServer
+from replay.server import Settings
+from tests.conftest import LiveServer, start_live_server
 
 
 def names_in(folder: Path) -> list[str]:
@@ -588,3 +592,151 @@ def test_the_bar_goes_to_stderr_only_when_it_is_a_terminal(
     assert "4/4 frames" in terminal.getvalue()
     assert terminal.getvalue().endswith("\r\033[K")
     assert "\r" not in capsys.readouterr().out
+
+
+# --- access: the token and non-loopback addresses -----------------------------------------------
+
+REFUSE_WITHOUT_TOKEN = (
+    "replay: refusing to serve on {host} without a token: anyone who can reach it could play "
+    "scenarios and read what clients send. Pass --token TOKEN (or set REPLAY_TOKEN), or "
+    "--insecure if that is what you want."
+)
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The servers `replay serve` would run; none actually runs (Server.run is replaced)."""
+    monkeypatch.delenv("REPLAY_TOKEN", raising=False)
+    started: list[Any] = []
+    monkeypatch.setattr(
+        replay.server.Server, "run", lambda self, sockets=None: started.append(self)
+    )
+    return started
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.168.1.10", "replay.example.com"])
+def test_serve_on_a_non_loopback_address_without_a_token_exits_2(
+    scenarios_dir: Path, served: list[Any], capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    assert main(["serve", "--host", host, "--scenarios", str(scenarios_dir)]) == 2
+    assert capsys.readouterr().err.strip() == REFUSE_WITHOUT_TOKEN.format(host=host)
+    assert served == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_serve_on_loopback_needs_no_token(
+    scenarios_dir: Path, served: list[Any], host: str
+) -> None:
+    assert main(["serve", "--host", host, "--scenarios", str(scenarios_dir)]) == 0
+    [server] = served
+    assert server.config.host == host
+    assert server.config.app.state.replay.settings.token is None
+
+
+def test_serve_insecure_serves_without_a_token(scenarios_dir: Path, served: list[Any]) -> None:
+    assert (
+        main(["serve", "--host", "0.0.0.0", "--insecure", "--scenarios", str(scenarios_dir)]) == 0
+    )
+    [server] = served
+    assert server.config.host == "0.0.0.0"
+    assert server.config.app.state.replay.settings.token is None
+
+
+def test_serve_with_a_token_from_the_option_or_the_environment(
+    scenarios_dir: Path, served: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        main(["serve", "--host", "0.0.0.0", "--token", "T", "--scenarios", str(scenarios_dir)]) == 0
+    )
+    monkeypatch.setenv("REPLAY_TOKEN", "from-env")
+    assert main(["serve", "--host", "0.0.0.0", "--scenarios", str(scenarios_dir)]) == 0
+    assert [s.config.app.state.replay.settings.token for s in served] == ["T", "from-env"]
+
+
+def test_serve_passes_the_limits_on(scenarios_dir: Path, served: list[Any]) -> None:
+    limits = ["--ws-origin", "http://a.example", "--ws-origin", "http://b.example"]
+    limits += ["--max-clients", "7", "--client-rate", "2.5", "--max-frame-size", "4096"]
+    assert main(["serve", "--scenarios", str(scenarios_dir), *limits]) == 0
+    [server] = served
+    settings = server.config.app.state.replay.settings
+    assert settings.ws_origins == ["http://a.example", "http://b.example"]
+    assert (settings.max_clients, settings.client_rate) == (7, 2.5)
+    assert server.config.ws_max_size == 4096
+
+
+def test_serve_defaults_limit_frames_to_one_mib(scenarios_dir: Path, served: list[Any]) -> None:
+    assert main(["serve", "--scenarios", str(scenarios_dir)]) == 0
+    [server] = served
+    assert server.config.ws_max_size == 1024 * 1024
+    assert server.config.app.state.replay.settings.ws_origins == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--max-clients", "0"), ("--max-frame-size", "-1"), ("--max-clients", "x")],
+)
+def test_serve_refuses_limits_below_one(
+    scenarios_dir: Path,
+    served: list[Any],
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--scenarios", str(scenarios_dir), option, value])
+    assert exit_info.value.code == 2
+    assert f"{value!r} is not a whole number of at least 1" in capsys.readouterr().err
+    assert served == []
+
+
+@pytest.mark.parametrize("rate", ["0", "-5", "nan"])
+def test_serve_refuses_a_client_rate_that_is_not_positive(
+    scenarios_dir: Path, served: list[Any], capsys: pytest.CaptureFixture[str], rate: str
+) -> None:
+    assert main(["serve", "--scenarios", str(scenarios_dir), "--client-rate", rate]) == 2
+    assert capsys.readouterr().err.strip() == "replay: --client-rate must be more than 0"
+    assert served == []
+
+
+@pytest.fixture
+def guarded_server(scenarios_dir: Path) -> Iterator[LiveServer]:
+    live, server, thread = start_live_server(
+        Settings(scenarios=scenarios_dir, isolated=True, token="s3cret")
+    )
+    try:
+        yield live
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_play_sends_the_token(
+    guarded_server: LiveServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLAY_TOKEN", raising=False)
+    url = guarded_server.url
+    args = ["--scenario", "stream", "--url", url, "--speed", "0", "--quiet"]
+    assert main([*args, "--token", "s3cret"]) == 0
+    assert ": finished: 4 frames" in capsys.readouterr().out
+    monkeypatch.setenv("REPLAY_TOKEN", "s3cret")
+    assert main(args) == 0
+    assert ": finished: 4 frames" in capsys.readouterr().out
+    [first, second] = guarded_server.replay.runner.runs()
+    assert first.state == second.state == "finished"
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_play_without_the_right_token_says_so(
+    guarded_server: LiveServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    token: str | None,
+) -> None:
+    monkeypatch.delenv("REPLAY_TOKEN", raising=False)
+    args = ["--scenario", "stream", "--url", guarded_server.url, "--speed", "0"]
+    assert main(args + (["--token", token] if token else [])) == 1
+    assert capsys.readouterr().err.strip() == (
+        "replay: this server needs its token: send 'Authorization: Bearer <token>' (or add "
+        "?token=<token> to the URL); replay serve was started with --token or REPLAY_TOKEN"
+    )
+    assert guarded_server.replay.runner.runs() == []

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
+import hypothesis
 import pytest
+import yaml
+from hypothesis import strategies as st
 
 from replay import loader
 from replay.errors import Problem
 from replay.loader import MAX_DEPTH, MAX_FILE_BYTES, ScenarioFile, parse_scenario, scenario_name
 from replay.protocol import MESSAGE_TYPES
-from replay.scenario import ChunkStep, MessageStep
+from replay.scenario import STEP_KINDS, ChunkStep, MessageStep
 
 FILE = "scenarios/demo.yaml"
 
@@ -996,3 +1000,238 @@ def test_protocol_never_raises() -> None:
         assert isinstance(loaded, loader.ProtocolFile)
         for problem in loaded.problems:
             assert str(problem).startswith(PROTOCOL)
+
+
+# --- the exact messages users see -------------------------------------------------------------
+# Each bad file, with the whole sentence `replay validate`, GET /scenarios and a 422 show.
+
+MESSAGE_TYPES_EXPECTED = (
+    "one of CHAT_REQUESTED, IS_WAITING, CHAT_INPUT, EVENT, PAUSE_STATUS, PAUSE_REQUEST, CHAT, "
+    "BREAK, ERROR, STREAM"
+)
+#: A "billion laughs" file: nine levels of ten aliases each, 10**9 values expanded.
+ALIAS_BOMB = (
+    "\n".join(
+        [
+            "a: &a [x, x, x, x, x, x, x, x, x, x]",
+            *(
+                f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]"
+                for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            "steps: *i",
+        ]
+    )
+    + "\n"
+)
+
+
+def only_text(source: str | bytes) -> str:
+    return str(only_problem(source))
+
+
+def test_exact_yaml_syntax_error() -> None:
+    assert only_text("steps:\n  - message: EVENT\n    text: [unclosed\n") == (
+        f"{FILE}:4:1: not valid YAML: while parsing a flow sequence: expected ',' or ']', "
+        "but got '<stream end>'"
+    )
+
+
+def test_exact_tab_indentation() -> None:
+    assert only_text("steps:\n  - chunk: a\n\tdelay: 1\n") == (
+        f"{FILE}:3:1: not valid YAML: while scanning for the next token: found character '\\t' "
+        "that cannot start any token (YAML indents with spaces; replace the tab)"
+    )
+
+
+def test_exact_duplicate_key_in_a_step() -> None:
+    loaded = parse("steps:\n  - message: EVENT\n    text: one\n    text: two\n")
+    assert not loaded.valid
+    assert [str(problem) for problem in loaded.problems] == [
+        f"{FILE}:4:5: steps.0.text: duplicate key 'text' (first at line 3); "
+        "YAML would keep only the last one: rename or remove one of them"
+    ]
+
+
+def test_exact_alias_bomb() -> None:
+    # Refused while expanding the fifth anchor (11 + 111 + 1111 + 11111 + 111111 values):
+    # located at the aliased value being copied for the 100,001st time.
+    assert only_text(ALIAS_BOMB) == (
+        f"{FILE}:1:35: e.7.8.8.8.9: the document expands to too many values (aliases count "
+        f"each time); expected at most {loader.MAX_VALUES} values, found more"
+    )
+
+
+def test_exact_deep_nesting() -> None:
+    data = "[" * 40 + "]" * 40
+    # steps, 0 and data are three levels; the 31st bracket is the 33rd level, at column 41.
+    field = "steps.0.data" + ".0" * (MAX_DEPTH - 2)
+    assert only_text(f"steps:\n  - message: EVENT\n    data: {data}\n") == (
+        f"{FILE}:3:41: {field}: the document nests too deeply; expected at most {MAX_DEPTH} "
+        "levels, found more"
+    )
+
+
+def test_exact_very_deep_nesting_is_located_like_shallower_nesting() -> None:
+    # Nesting deep enough to exhaust PyYAML's recursive composer is refused, but should be
+    # refused as the same located problem as 40 levels: the user still needs the line and
+    # column. As with 400 levels (which PyYAML composes): the 33rd bracket, at column 40.
+    # (Without the field path: the parser ran out of stack before a path was built.)
+    assert only_text("steps: " + "[" * 1500 + "]" * 1500 + "\n") == (
+        f"{FILE}:1:40: the document nests too deeply; expected at most {MAX_DEPTH} "
+        "levels, found more"
+    )
+
+
+def test_exact_unknown_message_type_with_a_suggestion() -> None:
+    assert only_text("steps:\n  - message: EVNT\n    text: hi\n") == (
+        f"{FILE}:2:5: steps.0.message: unknown message type 'EVNT' (did you mean 'EVENT'?); "
+        f"expected {MESSAGE_TYPES_EXPECTED}, found 'EVNT'"
+    )
+
+
+def test_exact_unknown_message_type_without_a_suggestion() -> None:
+    assert only_text("steps:\n  - message: WHATEVER_ZZZ\n    text: hi\n") == (
+        f"{FILE}:2:5: steps.0.message: unknown message type 'WHATEVER_ZZZ'; "
+        f"expected {MESSAGE_TYPES_EXPECTED}, found 'WHATEVER_ZZZ'"
+    )
+
+
+def test_exact_wrong_type_of_a_chunk() -> None:
+    assert only_text("steps:\n  - chunk: 5\n") == (
+        f"{FILE}:2:5: steps.0.chunk: wrong type; expected a string, found 5"
+    )
+
+
+def test_exact_absurd_sleep() -> None:
+    assert only_text("steps:\n  - sleep: 7200\n") == (
+        f"{FILE}:2:5: steps.0.sleep: 7200 is longer than the limit of 3600 s for one pause "
+        f"(write milliseconds with a unit: '500ms'); expected {DURATION_EXPECTED}, found 7200"
+    )
+
+
+def test_exact_unknown_step_kind_in_a_scenario_file_of_many_problems() -> None:
+    # README's broken.yaml, as `replay validate` prints it (play targets are the catalog's).
+    loaded = parse(
+        "description: A scenario with mistakes.\n"
+        "delay: 0.5\n"
+        "steps:\n"
+        "  - message: EVNT\n"
+        "    text: hello\n"
+        "  - mesage: EVENT\n"
+        "    text: typo in the kind\n"
+        "  - chunk: x\n"
+        "    sleep: -1\n"
+    )
+    kinds = (
+        "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, binary, "
+        "disconnect, drop"
+    )
+    assert [str(problem) for problem in loaded.problems] == [
+        f"{FILE}:4:5: steps.0.message: unknown message type 'EVNT' (did you mean 'EVENT'?); "
+        f"expected {MESSAGE_TYPES_EXPECTED}, found 'EVNT'",
+        f"{FILE}:6:5: steps.1: unknown step kind (did you mean 'message'?); "
+        f"expected one of {kinds}, found 'mesage'",
+        f"{FILE}:8:5: steps.2: a step has exactly one kind, but this one has chunk and sleep; "
+        f"expected one of {kinds}, found chunk, sleep",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "found"),
+    [
+        ("on_connect: maybe\nsteps:\n  - chunk: a\n", "on_connect", "'maybe'"),
+        ("steps:\n  - stream: a\n    close_stream: maybe\n", "steps.0.close_stream", "'maybe'"),
+        ("steps:\n  - stream: a\n    rate: 0\n", "steps.0.rate", "0"),
+        ("steps:\n  - stream: a\n    rate: 20000\n", "steps.0.rate", "20000"),
+        ("steps:\n  - disconnect: all\n    code: 1000.5\n", "steps.0.code", "1000.5"),
+    ],
+    ids=["boolean", "step-boolean", "rate-zero", "rate-over-limit", "fractional-code"],
+)
+def test_every_wrong_value_says_what_was_expected(source: str, field: str, found: str) -> None:
+    # Like every other problem: our own sentence and what was expected, not pydantic's
+    # "Input should be ..." with nothing after "expected".
+    problem = only_problem(source)
+    assert (problem.field, problem.found) == (field, found)
+    assert not problem.message.startswith("Input should"), str(problem)
+    assert problem.expected, str(problem)
+
+
+# --- properties: the loader never raises ------------------------------------------------------
+
+PROPERTY_FILE = "scenarios/prop.yaml"
+
+
+def assert_loaded(source: bytes | str) -> ScenarioFile:
+    """parse_scenario's promise: a ScenarioFile, valid or with located problems of the file."""
+    loaded = parse_scenario(source, PROPERTY_FILE)
+    assert isinstance(loaded, ScenarioFile)
+    assert loaded.valid == (loaded.scenario is not None and not loaded.problems)
+    assert loaded.valid or loaded.problems
+    for problem in loaded.problems:
+        assert str(problem).startswith(PROPERTY_FILE)
+        assert problem.line >= 0
+        assert problem.column >= 0
+        assert (problem.line == 0) == (problem.column == 0)  # a line always has its column
+    return loaded
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.binary(max_size=300))
+def test_property_any_bytes_never_raise(source: bytes) -> None:
+    assert_loaded(source)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.text(max_size=300))
+def test_property_any_text_never_raises(source: str) -> None:
+    assert_loaded(source)
+
+
+_WORDS = [*STEP_KINDS, "mesage", "text", "data", "delay", "jitter", "to", "steps", "endpoint"]
+_WORDS += ["code", "reason", "rate", "type", "close_stream", "match", "fields", "timeout"]
+_WORDS += ["on_timeout", "vars", "version", "description", "reacts_to", "on_connect", "<<"]
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            *["EVENT", "EVNT", "CHAT_INPUT", "stream", "all", "/ws", "forever", "500ms", "-1s"],
+            *["{{ now.ms }}", "{{ x", "{% include 'a' %}", "{{ vars.v }}", "AAEC", "sender"],
+        ]
+    ),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), inner, max_size=4),
+    ),
+    max_leaves=16,
+)
+_STEP = st.dictionaries(st.sampled_from(_WORDS), _VALUES, max_size=4)
+_DOCUMENTS = st.one_of(
+    _VALUES,
+    st.fixed_dictionaries(
+        {"steps": st.lists(st.one_of(_STEP, _VALUES), max_size=6)},
+        optional={
+            key: _VALUES
+            for key in ("version", "description", "delay", "jitter", "to", "vars", "reacts_to")
+        }
+        | {"on_connect": _VALUES, "x-shared": _VALUES},
+    ),
+)
+
+
+@hypothesis.settings(
+    max_examples=100, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+@hypothesis.given(_DOCUMENTS, st.sampled_from(["block", "flow", "json"]))
+def test_property_yaml_shaped_documents_never_raise(document: object, style: str) -> None:
+    if style == "json":
+        source = json.dumps(document)
+    else:
+        source = yaml.safe_dump(document, allow_unicode=True, default_flow_style=style == "flow")
+    assert_loaded(source)

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from websockets.sync.client import connect as ws_connect
 
 import replay.server
+from replay.loader import MAX_FILE_BYTES
 from replay.server import Settings, create_app
 from tests.conftest import LiveServer, start_live_server
 
@@ -92,6 +93,150 @@ def test_broken_file_leaves_the_others_playable(client: TestClient, scenarios_di
     assert listed["broken"]["valid"] is False
     assert "not valid YAML" in listed["broken"]["problems"][0]["message"]
     assert listed["messages"]["valid"] is True
+
+
+def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
+    """Write one file per kind of mistake next to a good scenario; return the problems each
+    file should be listed with (the text users see), by scenario name."""
+    folder.mkdir()
+    (folder / "good.yaml").write_text("steps:\n  - message: EVENT\n    text: still here\n")
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [
+        f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]"
+        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    deep = "[" * 40 + "]" * 40
+    sources: dict[str, str | bytes] = {
+        "syntax": "steps:\n  - message: EVENT\n    text: [unclosed\n",
+        "tabs": "steps:\n  - chunk: a\n\tdelay: 1\n",
+        "duplicate": "steps:\n  - chunk: a\nsteps:\n  - chunk: b\n",
+        "bomb": "\n".join([*bomb, "steps: *i"]) + "\n",
+        "huge": b"# " + b"x" * MAX_FILE_BYTES,
+        "deep": f"steps:\n  - message: EVENT\n    data: {deep}\n",
+        "wrong-type": "steps:\n  - chunk: [1, 2]\n",
+        "kind": "steps:\n  - mesage: EVENT\n    text: hi\n",
+        "negative": "steps:\n  - chunk: a\n    delay: -1\n",
+        "absurd": "steps:\n  - sleep: 5000\n",
+        "message-type": "steps:\n  - message: EVNT\n    text: hi\n",
+        "empty": "",
+        "latin1": b"steps:\n  - chunk: caf\xe9\n",
+        "cycle-a": "steps:\n  - play: cycle-b\n",
+        "cycle-b": "steps:\n  - play: cycle-a\n",
+        "missing": "steps:\n  - chunk: a\n  - play: godo\n",
+        "player": "steps:\n  - play: syntax\n",
+    }
+    for name, source in sources.items():
+        path = folder / f"{name}.yaml"
+        if isinstance(source, bytes):
+            path.write_bytes(source)
+        else:
+            path.write_text(source)
+    (outside / "secret.yaml").write_text("steps:\n  - message: EVENT\n    text: secret\n")
+    (folder / "sneaky.yaml").symlink_to(outside / "secret.yaml")
+
+    def at(name: str) -> str:
+        return str(folder / f"{name}.yaml")
+
+    durations = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
+    kinds = (
+        "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, "
+        "binary, disconnect, drop"
+    )
+    types = (
+        "CHAT_REQUESTED, IS_WAITING, CHAT_INPUT, EVENT, PAUSE_STATUS, PAUSE_REQUEST, CHAT, "
+        "BREAK, ERROR, STREAM"
+    )
+    return {
+        "syntax": [
+            f"{at('syntax')}:4:1: not valid YAML: while parsing a flow sequence: expected ',' "
+            "or ']', but got '<stream end>'"
+        ],
+        "tabs": [
+            f"{at('tabs')}:3:1: not valid YAML: while scanning for the next token: found "
+            "character '\\t' that cannot start any token (YAML indents with spaces; replace "
+            "the tab)"
+        ],
+        "duplicate": [
+            f"{at('duplicate')}:3:1: steps: duplicate key 'steps' (first at line 1); YAML "
+            "would keep only the last one: rename or remove one of them"
+        ],
+        "bomb": [
+            f"{at('bomb')}:1:35: e.7.8.8.8.9: the document expands to too many values "
+            "(aliases count each time); expected at most 100000 values, found more"
+        ],
+        "huge": [
+            f"{at('huge')}: the file is too large; expected at most {MAX_FILE_BYTES} bytes, "
+            f"found {MAX_FILE_BYTES + 2} bytes"
+        ],
+        "deep": [
+            f"{at('deep')}:3:41: steps.0.data{'.0' * 30}: the document nests too deeply; "
+            "expected at most 32 levels, found more"
+        ],
+        "wrong-type": [
+            f"{at('wrong-type')}:2:5: steps.0.chunk: wrong type; expected a string, found a list"
+        ],
+        "kind": [
+            f"{at('kind')}:2:5: steps.0: unknown step kind (did you mean 'message'?); "
+            f"expected one of {kinds}, found 'mesage'"
+        ],
+        "negative": [
+            f"{at('negative')}:3:5: steps.0.delay: a duration must be zero or more seconds; "
+            f"expected {durations}, found -1"
+        ],
+        "absurd": [
+            f"{at('absurd')}:2:5: steps.0.sleep: 5000 is longer than the limit of 3600 s for "
+            f"one pause (write milliseconds with a unit: '500ms'); expected {durations}, "
+            "found 5000"
+        ],
+        "message-type": [
+            f"{at('message-type')}:2:5: steps.0.message: unknown message type 'EVNT' (did you "
+            f"mean 'EVENT'?); expected one of {types}, found 'EVNT'"
+        ],
+        "empty": [
+            f"{at('empty')}: the file is empty; expected a mapping with 'steps' (and "
+            "optionally 'description')"
+        ],
+        "latin1": [
+            f"{at('latin1')}:2:15: the file is not valid UTF-8; expected UTF-8 text, found "
+            "byte 0xe9"
+        ],
+        "cycle-a": [
+            f"{at('cycle-a')}:2:5: steps.0.play: plays itself: cycle-a -> cycle-b -> cycle-a"
+        ],
+        "cycle-b": [
+            f"{at('cycle-b')}:2:5: steps.0.play: plays itself: cycle-b -> cycle-a -> cycle-b"
+        ],
+        "missing": [
+            f"{at('missing')}:3:5: steps.1.play: plays 'godo', which does not exist (did you "
+            "mean 'good'?)"
+        ],
+        "player": [f"{at('player')}:2:5: steps.0.play: plays 'syntax', which is invalid"],
+        "sneaky": [f"{at('sneaky')}: the file links outside the scenarios folder"],
+    }
+
+
+def test_every_kind_of_broken_file_is_listed_with_its_problem_and_the_good_one_plays(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "scenarios"
+    expected = broken_folder(folder, tmp_path)
+    with TestClient(create_app(Settings(scenarios=folder, isolated=True))) as client:
+        listed = {s["name"]: s for s in client.get("/scenarios").json()["scenarios"]}
+        assert sorted(listed) == sorted([*expected, "good"])
+        assert listed["good"]["valid"] is True
+        for name, texts in expected.items():
+            assert listed[name]["valid"] is False, name
+            assert [problem["text"] for problem in listed[name]["problems"]] == texts, name
+            detail = client.get(f"/scenarios/{name}").json()
+            assert [problem["text"] for problem in detail["problems"]] == texts, name
+            refused = client.post(f"/trigger/{name}?speed=0")
+            assert refused.status_code == 422, name
+            assert [problem["text"] for problem in refused.json()["problems"]] == texts, name
+        with client.websocket_connect("/ws") as ws:
+            answer = client.post("/trigger/good?speed=0")
+            assert answer.status_code == 200
+            assert answer.json()["status"] == "success"
+            assert ws.receive_text() == '{"message_type":"EVENT","message":"still here"}'
 
 
 def test_edits_take_effect_on_the_next_trigger(client: TestClient, scenarios_dir: Path) -> None:

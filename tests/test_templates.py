@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from replay import templates
-from replay.errors import TemplateFailed
+from replay.catalog import Catalog
+from replay.errors import StepFailed, TemplateFailed
+from replay.loader import parse_scenario
 from replay.templates import (
     MAX_OUTPUT,
     NAMES,
@@ -22,6 +24,7 @@ from replay.templates import (
     render_text,
     render_value,
 )
+from replay.timeline import build_timeline
 
 #: 2023-11-14T22:13:20.123Z
 MOMENT = 1_700_000_000.123
@@ -248,12 +251,12 @@ def test_long_source_is_shortened_in_the_message() -> None:
 
 ESCAPES = [
     "{{ ''.__class__ }}",
+    "{{ ''.__class__.__mro__ }}",
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",
     "{{ ().__class__.__base__.__subclasses__() }}",
-    "{{ cycler.__init__.__globals__ }}",
-    "{{ joiner.__init__.__globals__.os }}",
-    "{{ namespace.__init__.__globals__ }}",
-    "{{ lipsum.__globals__ }}",
+    "{{ dict.__init__.__globals__ }}",
+    "{{ dict.__class__ }}",
+    "{{ range.__globals__ }}",
     "{{ self.__init__.__globals__ }}",
     "{{ run.__class__ }}",
     "{{ run | attr('__class__') }}",
@@ -270,9 +273,18 @@ def test_sandbox_refuses_python_internals(text: str) -> None:
     assert "not allowed in a template" in caught.value.reason
 
 
+@pytest.mark.parametrize("name", ["cycler", "joiner", "lipsum", "namespace"])
+def test_jinjas_helper_objects_are_not_part_of_the_language(name: str) -> None:
+    # They are ways into Python objects, and replay does not document them: unknown names.
+    assert check("{{ " + name + ".__init__ }}", []) == [
+        f"unknown name {name!r} in a template; templates can use "
+        "choice, iteration, now, randint, random, received, run, scenario, sender, step, uuid, vars"
+    ]
+
+
 def test_sandbox_never_runs_a_command(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    text = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
+    text = "{{ dict.__init__.__globals__.os.system('touch " + str(marker) + "') }}"
     with pytest.raises(TemplateFailed):
         render_text(text, context())
     assert not marker.exists()
@@ -324,6 +336,82 @@ def test_a_runaway_loop_stops_at_the_limit() -> None:
     with pytest.raises(TemplateFailed):
         render_text(text, context(uuid=big))
     assert calls <= 2 * (MAX_OUTPUT // len(piece)) + 16
+
+
+#: Templates that try to read files: no loader exists, so they can never render anything.
+FILE_READS = [
+    "{% include '/etc/passwd' %}",
+    "{% include '../scenarios/all.yaml' %}",
+    "{% import '/etc/passwd' as passwd %}",
+    "{% from '/etc/passwd' import root %}",
+    "{% extends '/etc/passwd' %}",
+]
+
+
+@pytest.mark.parametrize("text", FILE_READS)
+def test_reading_a_file_is_refused_when_the_file_loads(text: str) -> None:
+    assert check(text, []) == ["templates cannot include, extend or import other templates"]
+
+
+@pytest.mark.parametrize("text", FILE_READS)
+def test_reading_a_file_fails_at_run_time_too_without_its_content(
+    text: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT")
+    for source in (text, text.replace("/etc/passwd", str(secret))):
+        with pytest.raises(TemplateFailed) as caught:
+            render_text(source, context())
+        assert caught.value.reason == "TypeError: no loader for this environment specified"
+        assert "TOP-SECRET" not in str(caught.value)
+        assert "root:" not in str(caught.value)
+
+
+def test_a_scenario_file_that_includes_a_file_is_invalid_with_a_located_problem() -> None:
+    loaded = parse_scenario(
+        "steps:\n  - chunk: a\n  - message: EVENT\n    text: \"{% include '/etc/passwd' %}\"\n",
+        "scenarios/leak.yaml",
+    )
+    assert [str(problem) for problem in loaded.problems] == [
+        "scenarios/leak.yaml:4:5: steps.1.text: templates cannot include, extend or import "
+        "other templates"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "{{ ''.__class__.__mro__ }}",
+            "access to attribute '__class__' of 'str' object is unsafe.",
+        ),
+        (
+            "{{ dict.__init__.__globals__ }}",
+            "access to attribute '__init__' of 'type' object is unsafe.",
+        ),
+        (
+            "{{ range.__globals__ }}",
+            "access to attribute '__globals__' of 'function' object is unsafe.",
+        ),
+    ],
+)
+@pytest.mark.parametrize("where", ["text", "data"])
+def test_an_escape_that_loads_fails_the_run_at_that_step_and_sends_nothing(
+    text: str, reason: str, where: str
+) -> None:
+    # These read only names Jinja itself provides, so the load-time check lets them
+    # through: the sandbox stops them when the step plays, and no frame carries anything.
+    value = f'"{text}"' if where == "text" else f'{{leak: "{text}"}}'
+    loaded = parse_scenario(
+        f"steps:\n  - chunk: before\n  - message: EVENT\n    {where}: {value}\n",
+        "scenarios/main.yaml",
+    )
+    assert loaded.valid, loaded.problems
+    with pytest.raises(StepFailed) as caught:
+        build_timeline("main", Catalog.resolve([loaded]))
+    assert str(caught.value) == (
+        f"scenario 'main', step 1: template {text!r} failed: not allowed in a template: {reason}"
+    )
 
 
 # --- render_value -----------------------------------------------------------------------------

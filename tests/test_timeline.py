@@ -7,7 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+import yaml
+from hypothesis import strategies as st
 
 from replay.catalog import Catalog
 from replay.engine import Context
@@ -627,3 +630,74 @@ def test_a_template_failing_on_paper_raises_step_failed() -> None:
     with pytest.raises(StepFailed) as failed:
         build_timeline("main", found)
     assert (failed.value.scenario, failed.value.step) == ("main", "1")
+
+
+# --- properties: random valid scenarios -------------------------------------------------------
+
+#: A pause as the file writes it, with its value in seconds: whole milliseconds with a unit,
+#: or seconds as a number.
+_PAUSES = st.one_of(
+    st.integers(0, 3_600_000).map(lambda ms: (ms / 1000, f"{ms}ms")),
+    st.floats(0, 3600).map(lambda seconds: (seconds, seconds)),
+)
+#: Text that is sent as written (no template markers).
+_PLAIN = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="{}"), max_size=8)
+
+
+@st.composite
+def _timed_scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[float]]:
+    """A scenario of message, chunk and sleep steps with random pauses, and the pause after
+    each step in seconds (the step's own delay, else the scenario's, for frames)."""
+    default = draw(st.none() | _PAUSES)
+    steps: list[dict[str, Any]] = []
+    pauses: list[float] = []
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["message", "chunk", "sleep"]))
+        if kind == "sleep":
+            seconds, written = draw(_PAUSES)
+            steps.append({"sleep": written})
+            pauses.append(seconds)
+            continue
+        if kind == "message":
+            step = {"message": draw(st.sampled_from(["EVENT", "CHAT"])), "text": draw(_PLAIN)}
+        else:
+            step = {"chunk": draw(_PLAIN.filter(bool))}
+        own = draw(st.none() | _PAUSES)
+        if own is not None:
+            step["delay"] = own[1]
+        pauses.append(own[0] if own is not None else default[0] if default is not None else 0.0)
+        steps.append(step)
+    document: dict[str, Any] = {"steps": steps}
+    if default is not None:
+        document["delay"] = default[1]
+    return document, pauses
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(
+    _timed_scenarios(),
+    st.floats(0, 10, exclude_min=True) | st.just(0.0),
+    st.integers(0, 2**63 - 1),
+)
+def test_property_offsets_are_ordered_and_the_duration_is_the_pauses_over_speed(
+    scenario: tuple[dict[str, Any], list[float]], speed: float, seed: int
+) -> None:
+    document, pauses = scenario
+    loaded = parse_scenario(yaml.safe_dump(document, allow_unicode=True), "scenarios/main.yaml")
+    assert loaded.valid, loaded.problems
+    line = build_timeline("main", Catalog.resolve([loaded]), Context("prop", seed, speed=speed))
+    offsets = [cue.offset for cue in line]
+    assert offsets == sorted(offsets)
+    assert line.frames == sum(1 for step in document["steps"] if "sleep" not in step)
+    # Each frame goes out once the pauses before it have passed.
+    planned, elapsed = [], 0.0
+    for step, pause in zip(document["steps"], pauses, strict=True):
+        if "sleep" not in step:
+            planned.append(elapsed)
+        elapsed += pause
+    if speed == 0:
+        assert line.duration == 0
+        assert offsets == [0.0] * len(offsets)
+    else:
+        assert line.duration == pytest.approx(sum(pauses) / speed, rel=1e-9, abs=1e-9)
+        assert offsets == pytest.approx([at / speed for at in planned], rel=1e-9, abs=1e-9)
