@@ -74,7 +74,7 @@ class Run:
     speed: float
     seed: int
     #: The run as planned on paper (None if it could not be planned, e.g. a template
-    #: that reads what a client will send).
+    #: that reads what a client will send); once the run has ended, only its counts.
     plan: Timeline | None = field(repr=False)
     vars: Mapping[str, Any] = field(default_factory=dict)
     #: The trigger's target client, if any.
@@ -494,6 +494,8 @@ class Runner:
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
+        if run.plan is not None:
+            run.plan = run.plan.counts()
         self._active.pop(run.id, None)
         self._finished.append(run)
         run._finish(state, elapsed, error)

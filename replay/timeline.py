@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from replay.catalog import Catalog
@@ -71,13 +71,22 @@ class Timeline:
     cues: tuple[Cue, ...]
     duration: float | None
     truncated: bool = False
-    frames: int = field(init=False)
-    waits: int = field(init=False)
+    #: Counted from the cues unless given (see :meth:`counts`).
+    frames: int = -1
+    waits: int = -1
 
     def __post_init__(self) -> None:
-        frames = sum(1 for cue in self.cues if cue.kind in ("frame", "binary"))
-        object.__setattr__(self, "frames", frames)
-        object.__setattr__(self, "waits", sum(1 for cue in self.cues if cue.kind == "wait"))
+        if self.frames < 0:
+            frames = sum(1 for cue in self.cues if cue.kind in ("frame", "binary"))
+            object.__setattr__(self, "frames", frames)
+        if self.waits < 0:
+            waits = sum(1 for cue in self.cues if cue.kind == "wait")
+            object.__setattr__(self, "waits", waits)
+
+    def counts(self) -> Timeline:
+        """The same timeline without its cues: what a finished run keeps (a run's frames
+        can be megabytes, and the server remembers a hundred finished runs)."""
+        return Timeline(self.scenario, (), self.duration, self.truncated, self.frames, self.waits)
 
     def __iter__(self) -> Iterator[Cue]:
         return iter(self.cues)

@@ -143,9 +143,19 @@ def chat(client: str, text: str) -> ClientFrame:
     return ClientFrame(client, message_frame("CHAT_INPUT", text))
 
 
+#: Each run's plan as it was when the run started (a finished run keeps only its counts).
+PLANS: dict[str, Any] = {}
+
+
 async def play(runner: Runner, name: str, catalog: Catalog, **options: Any) -> Run:
     run = runner.start(name, catalog, **options)
+    PLANS[run.id] = run.plan
     return await asyncio.wait_for(run.wait(), timeout=5)
+
+
+def plan_of(run: Run) -> Any:
+    """The plan ``run`` started with, cues and all."""
+    return PLANS[run.id]
 
 
 async def settle() -> None:
@@ -222,13 +232,13 @@ def manual() -> ManualClock:
 async def test_frames_go_out_at_start_plus_offset(shipped: Catalog, clock: VirtualClock) -> None:
     delivery = FakeDelivery(clock)
     run = await play(Runner(delivery, clock), "all", shipped)
-    assert run.plan is not None
-    assert delivery.times == pytest.approx([START + cue.offset for cue in run.plan])
+    assert plan_of(run) is not None
+    assert delivery.times == pytest.approx([START + cue.offset for cue in plan_of(run)])
     assert delivery.times == pytest.approx(
         [1000.0, 1000.5, 1001.0, 1001.5, 1002.0, 1002.2, 1002.4, 1002.6]
     )
     assert [(s.endpoint, s.frame) for s in delivery.sent] == [
-        (cue.endpoint, cue.frame) for cue in run.plan
+        (cue.endpoint, cue.frame) for cue in plan_of(run)
     ]
     assert delivery.targets == [None] * 8
     assert run.state is RunState.FINISHED
@@ -634,14 +644,18 @@ async def test_follow_yields_frame_events_then_an_end_event(
 ) -> None:
     runner = Runner(FakeDelivery(clock, {Endpoint.MESSAGES: 3, Endpoint.STREAM: 1}), clock)
     run = runner.start("all", shipped)
+    plan = run.plan
     events = await asyncio.wait_for(collect(run), timeout=5)
+    assert plan is not None
     assert run.plan is not None
+    assert run.plan.cues == ()  # a finished run keeps only the counts
+    assert run.plan.frames == 8
     frames, end = events[:-1], events[-1]
     assert kinds(frames) == ["frame"] * 8
     assert [event["index"] for event in frames] == list(range(8))
-    assert [event["frame"] for event in frames] == [cue.frame for cue in run.plan]
+    assert [event["frame"] for event in frames] == [cue.frame for cue in plan]
     assert [event["endpoint"] for event in frames] == ["/ws"] * 4 + ["/ws/stream"] * 4
-    assert [event["offset"] for event in frames] == pytest.approx([cue.offset for cue in run.plan])
+    assert [event["offset"] for event in frames] == pytest.approx([cue.offset for cue in plan])
     assert [event["clients"] for event in frames] == [3] * 4 + [1] * 4
     assert [event["to"] for event in frames] == [None] * 8
     assert [event["binary"] for event in frames] == [False] * 8
@@ -1050,6 +1064,7 @@ async def test_parallel_branches_interleave_and_the_step_lasts_the_longest(
     )
     delivery = FakeDelivery(manual)
     run = Runner(delivery, manual).start("main", catalog)
+    plan = run.plan
     await asyncio.wait_for(run_out(manual, run), timeout=5)
     assert run.state is RunState.FINISHED, run.error
     assert delivery.sent == [
@@ -1061,8 +1076,8 @@ async def test_parallel_branches_interleave_and_the_step_lasts_the_longest(
         Sent(START + after, Endpoint.MESSAGES, msg("EVENT", "after"), None),
     ]
     assert run.elapsed == pytest.approx(after)
-    assert run.plan is not None
-    assert [cue.frame for cue in run.plan] == delivery.frames
+    assert plan is not None
+    assert [cue.frame for cue in plan] == delivery.frames
 
 
 @pytest.mark.parametrize("how", ["step", "delivery"])
@@ -1349,9 +1364,9 @@ async def test_the_same_seed_plays_the_same_run() -> None:
     # the jitter moved something off the grid of whole seconds and fifths
     assert any(abs(at * 5 - round(at * 5)) > 1e-6 for at, _ in first)
     # and the plan drew the same values as the run
-    assert first_run.plan is not None
-    assert [cue.frame for cue in first_run.plan] == [frame for _, frame in first]
-    assert [cue.offset for cue in first_run.plan] == pytest.approx([at for at, _ in first])
+    assert plan_of(first_run) is not None
+    assert [cue.frame for cue in plan_of(first_run)] == [frame for _, frame in first]
+    assert [cue.offset for cue in plan_of(first_run)] == pytest.approx([at for at, _ in first])
 
 
 async def test_different_seeds_play_different_runs() -> None:
