@@ -111,7 +111,8 @@ class Client:
         line = self.line
         if line is not None:
             if not line.open:
-                self.drop(1011, "connection closing")
+                # It is going away: an ordinary disconnect, not worth a warning.
+                self.drop(1011, "connection closing", quiet=True)
                 return False
             if line.buffered > self._max_buffered:
                 self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
@@ -139,12 +140,15 @@ class Client:
             return self.line.buffered
         return self._outbox.qsize() if self._outbox is not None else 0
 
-    def drop(self, code: int, reason: str) -> None:
-        """Stop sending to this client and close its connection with ``code`` (never waits)."""
+    def drop(self, code: int, reason: str, quiet: bool = False) -> None:
+        """Stop sending to this client and close its connection with ``code`` (never waits).
+
+        Logged as a warning, or at DEBUG when ``quiet`` (the client is leaving anyway)."""
         if self.dropped is not None:
             return
         self.dropped = reason
-        log.warning("client %s on %s dropped: %s", self.id, self.endpoint, reason)
+        level = logging.DEBUG if quiet else logging.WARNING
+        log.log(level, "client %s on %s dropped: %s", self.id, self.endpoint, reason)
         if self._on_gone is not None:
             self._on_gone(self)
         if self._writer is not None and self._writer is not asyncio.current_task():
@@ -277,7 +281,7 @@ class Client:
             raise
         except Exception as error:  # whatever the server raises for a vanished peer
             log.debug("client %s on %s: send failed: %r", self.id, self.endpoint, error)
-            self.drop(1011, "send failed")
+            self.drop(1011, "send failed", quiet=True)  # the peer is gone
 
     async def _goodbye(self, goodbye: Goodbye) -> None:
         if goodbye.abort and _abort(self.websocket):
