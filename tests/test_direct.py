@@ -66,6 +66,11 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
         + "x" * 20000
         + "'\n"
     )
+    # Small frames for checking delivery: 300 of them fit in the kernel's socket buffers,
+    # so even the small bound above is never reached by a client that reads.
+    (folder / "small.yaml").write_text(
+        "steps:\n  - repeat: 300\n    steps:\n      - chunk: 'frame {{ iteration }} x'\n"
+    )
     settings = Settings(scenarios=folder, isolated=True, queue_size=16)
     served, server, thread = start_live_server(settings)
     try:
@@ -91,7 +96,7 @@ async def test_under_uvicorn_clients_get_a_direct_line_and_every_frame(live: Liv
         assert PROTOCOL_KEY in client.websocket.scope
         assert TRANSPORT_KEY in client.websocket.scope
         run = await asyncio.to_thread(
-            live.replay.runner.get, (await trigger(live, "burst"))["run_id"]
+            live.replay.runner.get, (await trigger(live, "small"))["run_id"]
         )
         got = [json.loads(await asyncio.wait_for(ws.recv(), 5))["content"] for _ in range(300)]
     assert [text.split()[1] for text in got] == [str(n) for n in range(300)]
