@@ -52,7 +52,13 @@ class TransportMiddleware:
                 protocol, "close_sent"
             ):
                 scope[PROTOCOL_KEY] = protocol
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            # uvicorn's protocol holds the scope: leaving it in there too would make a
+            # cycle, and every closed connection would wait for the cyclic collector.
+            scope.pop(PROTOCOL_KEY, None)
+            scope.pop(TRANSPORT_KEY, None)
 
 
 def framed(frame: str | bytes) -> bytes:
