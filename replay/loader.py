@@ -296,28 +296,16 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path, mark: yaml.Mark) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise _Refused(
-                Problem(
-                    self.loader.name,
-                    mark.line + 1,
-                    mark.column + 1,
-                    _dotted(path),
-                    "the document expands to too many values (aliases count each time)",
-                    f"at most {MAX_VALUES} values",
-                    "more",
-                )
+            raise self._refused(
+                mark,
+                path,
+                "the document expands to too many values (aliases count each time)",
+                f"at most {MAX_VALUES} values",
+                "more",
             )
         if len(path) > MAX_DEPTH:
-            raise _Refused(
-                Problem(
-                    self.loader.name,
-                    mark.line + 1,
-                    mark.column + 1,
-                    _dotted(path),
-                    "the document nests too deeply",
-                    f"at most {MAX_DEPTH} levels",
-                    "more",
-                )
+            raise self._refused(
+                mark, path, "the document nests too deeply", f"at most {MAX_DEPTH} levels", "more"
             )
         self.locations.setdefault(path, (mark.line + 1, mark.column + 1))
         if isinstance(node, yaml.MappingNode):
@@ -338,16 +326,12 @@ class _Builder:
                 self._merge(merged, value_node, path)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                raise _Refused(
-                    Problem(
-                        self.loader.name,
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                        _dotted(path),
-                        "a key must be a plain word",
-                        "a name such as 'steps'",
-                        "a mapping or list used as a key",
-                    )
+                raise self._refused(
+                    key_node.start_mark,
+                    path,
+                    "a key must be a plain word",
+                    "a name such as 'steps'",
+                    "a mapping or list used as a key",
                 )
             # The key's text, not its YAML 1.1 value: `on:` is the word "on", not True.
             key = str(key_node.value)
@@ -370,22 +354,26 @@ class _Builder:
             result.setdefault(key, value)
         return result
 
+    def _refused(
+        self, mark: yaml.Mark, path: Path, message: str, expected: str, found: str
+    ) -> _Refused:
+        """The document cannot be built: a problem at ``mark``, on the field at ``path``."""
+        line, column = mark.line + 1, mark.column + 1
+        return _Refused(
+            Problem(self.loader.name, line, column, _dotted(path), message, expected, found)
+        )
+
     def _merge(self, merged: dict[str, Any], node: yaml.Node, path: Path) -> None:
         """``<<: *anchor`` or ``<<: [*a, *b]``: earlier mappings win over later ones."""
         value = self.build(node, path, node.start_mark)
         sources = value if isinstance(value, list) else [value]
         if not all(isinstance(source, dict) for source in sources):
-            mark = node.start_mark
-            raise _Refused(
-                Problem(
-                    self.loader.name,
-                    mark.line + 1,
-                    mark.column + 1,
-                    _dotted(path),
-                    "a merge key (<<) must be given a mapping or a list of mappings",
-                    "an alias of a mapping, such as *defaults",
-                    _describe(value),
-                )
+            raise self._refused(
+                node.start_mark,
+                path,
+                "a merge key (<<) must be given a mapping or a list of mappings",
+                "an alias of a mapping, such as *defaults",
+                _describe(value),
             )
         for source in sources:
             for key, item in source.items():
