@@ -30,7 +30,8 @@ log = logging.getLogger("replay.client")
 DEFAULT_QUEUE_SIZE = 1024
 #: Frames a second a client may send before the excess is ignored (bursts of twice that).
 DEFAULT_CLIENT_RATE = 100.0
-#: On the direct path (see :mod:`replay.direct`) the bound is in bytes: this many per frame.
+#: On the direct path (see :mod:`replay.direct`) the bound is in bytes: queue-size frames
+#: of the size being sent, counting each as at least this many bytes.
 BYTES_PER_FRAME = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
@@ -92,7 +93,6 @@ class Client:
         self._writer: asyncio.Task[None] | None = None
         #: The direct line to the connection, when the server is uvicorn's sans-I/O one.
         self.line: Line | None = None
-        self._max_buffered = queue_size * BYTES_PER_FRAME
 
     def start(self) -> None:
         """Start sending (the websocket must be accepted): directly if the server allows,
@@ -114,7 +114,8 @@ class Client:
                 # It is going away: an ordinary disconnect, not worth a warning.
                 self.drop(1011, "connection closing", quiet=True)
                 return False
-            if line.buffered > self._max_buffered:
+            size = len(shared) if shared is not None else len(frame)
+            if line.buffered > self._queue_size * max(BYTES_PER_FRAME, size):
                 self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
                 return False
             line.write(frame, shared)
