@@ -180,15 +180,20 @@ class ReplayServer(Server):
         return None
 
 
-class BareServer(Server):
-    kind = "bare"
+class ReferenceServer(Server):
+    """A reference server from bench/: its script, the path that counts its clients, and
+    the HTTP method of its trigger (websockets' HTTP parser serves GET only)."""
+
+    script = ""
+    count_path = ""
+    trigger_method = "GET"
 
     def __init__(self, log_path: Path) -> None:
         port = free_port()
-        super().__init__([sys.executable, str(BENCH / "bare_server.py"), str(port)], log_path, port)
+        super().__init__([sys.executable, str(BENCH / self.script), str(port)], log_path, port)
 
     def count(self) -> int:
-        status, answer = http(f"{self.base}/count", timeout=5)
+        status, answer = http(f"{self.base}{self.count_path}", timeout=5)
         return int(answer["clients"]) if status == 200 else -1
 
     def trigger(
@@ -201,33 +206,22 @@ class BareServer(Server):
         timeout: float = 60,
     ) -> tuple[int, Any]:
         query = f"frames={frames}&pause={pause}&pad={pad}&repeat={repeat}"
-        return http(f"{self.base}/trigger?{query}", "GET", timeout)
+        return http(f"{self.base}/trigger?{query}", self.trigger_method, timeout)
 
 
-class SeedServer(Server):
+class BareServer(ReferenceServer):
+    kind = "bare"
+    script = "bare_server.py"
+    count_path = "/count"
+
+
+class SeedServer(ReferenceServer):
     kind = "seed"
+    script = "seed_style.py"
+    count_path = "/healthz"
+    trigger_method = "POST"
     # Its handlers sleep-poll forever: uvicorn's graceful shutdown would wait for them.
     grace = 3.0
-
-    def __init__(self, log_path: Path) -> None:
-        port = free_port()
-        super().__init__([sys.executable, str(BENCH / "seed_style.py"), str(port)], log_path, port)
-
-    def count(self) -> int:
-        status, answer = http(f"{self.base}/healthz", timeout=5)
-        return int(answer["clients"]) if status == 200 else -1
-
-    def trigger(
-        self,
-        frames: int,
-        pause: float = 0.0,
-        pad: int = 0,
-        repeat: int = 1,
-        wait: bool = True,
-        timeout: float = 60,
-    ) -> tuple[int, Any]:
-        query = f"frames={frames}&pause={pause}&pad={pad}&repeat={repeat}"
-        return http(f"{self.base}/trigger?{query}", "POST", timeout)
 
 
 def _die_with_parent() -> None:
