@@ -27,7 +27,7 @@ from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
-from replay.library import PROTOCOL_FILE, ScenarioLibrary, unreadable
+from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
@@ -706,10 +706,9 @@ def print_schema(scenarios: Path, out: TextIO) -> int:
 
 def _check(path: Path) -> ScenarioFile | ProtocolFile:
     """One file, checked together with its folder's other scenarios (for play targets)."""
-    try:
-        source = path.read_bytes()
-    except OSError as error:
-        return unreadable(str(path), error)
+    source = read_source(path)
+    if isinstance(source, ScenarioFile):
+        return source
     if path.name == PROTOCOL_FILE:
         return parse_protocol(source, str(path))
     if path.name.startswith("_"):

@@ -102,13 +102,13 @@ class ScenarioNotFound(ReplayError):
 
 
 class ScenarioFolderMissing(ReplayError):
-    """The scenarios folder does not exist."""
+    """The scenarios folder does not exist (or cannot be listed: ``reason`` says why)."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, reason: str = "") -> None:
         self.folder = folder
-        super().__init__(
-            f"scenarios folder {folder!r} does not exist: create it, or pass --scenarios DIR"
-        )
+        self.reason = reason
+        what = f"cannot be read ({reason})" if reason else "does not exist"
+        super().__init__(f"scenarios folder {folder!r} {what}: create it, or pass --scenarios DIR")
 
 
 class RunNotFound(ReplayError):

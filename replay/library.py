@@ -11,6 +11,7 @@ every scenario is checked again.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from replay.loader import (
     parse_scenario,
     scenario_name,
     too_large,
+    unexpected,
 )
 from replay.protocol import MESSAGE_TYPES
 
@@ -53,11 +55,14 @@ class ScenarioLibrary:
             raise ScenarioFolderMissing(str(self.folder))
         protocol, changed = self._read_protocol()
         # Hidden files are editors' lock and swap files, not scenarios.
-        paths = sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.suffix == SUFFIX and not p.name.startswith((".", "_"))
-        )
+        try:
+            paths = sorted(
+                p
+                for p in self.folder.iterdir()
+                if p.suffix == SUFFIX and not p.name.startswith((".", "_"))
+            )
+        except OSError as error:
+            raise ScenarioFolderMissing(str(self.folder), error.strerror or str(error)) from None
         if changed:
             self._files = {}
         changed = changed or set(self._files) != set(paths)
@@ -78,7 +83,7 @@ class ScenarioLibrary:
     def versions(self) -> dict[str, tuple[int, int, int]]:
         """Each scenario file's version as last read (modification time, size, inode), by
         name: a change means the file changed on disk."""
-        return {scenario_name(str(path)): stamp for path, (stamp, _) in self._files.items()}
+        return {scenario_name(shown(path)): stamp for path, (stamp, _) in self._files.items()}
 
     @property
     def message_types(self) -> Mapping[str, str]:
@@ -98,7 +103,7 @@ class ScenarioLibrary:
             return self._protocol[1], False
         protocol = None
         if stamp != (0, 0, 0):
-            source = self._read(path)
+            source = read_source(path, self.folder)
             if isinstance(source, ScenarioFile):
                 protocol = ProtocolFile(str(path), self._builtin_types, {}, source.problems)
             else:
@@ -107,27 +112,75 @@ class ScenarioLibrary:
         return protocol, True
 
     def _load(self, path: Path) -> ScenarioFile:
-        source = self._read(path)
+        source = read_source(path, self.folder)
         if isinstance(source, ScenarioFile):
             return source
-        return parse_scenario(source, str(path), self.message_types)
+        return parse_scenario(source, shown(path), self.message_types)
 
-    def _read(self, path: Path) -> bytes | ScenarioFile:
-        """The file's bytes, or a broken ScenarioFile saying why they cannot be had."""
-        shown = str(path)
-        name = scenario_name(shown)
+
+def shown(path: Path) -> str:
+    """``path`` as text that can be printed and sent as JSON: bytes of a file name that
+    are not UTF-8 are written as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_source(path: Path, folder: Path | None = None) -> bytes | ScenarioFile:
+    """A scenario file's bytes, or a broken ScenarioFile saying why they cannot be had.
+
+    Only regular files are read (a FIFO, a device or a folder named ``x.yaml`` would
+    block or mean nothing), at most :data:`MAX_FILE_BYTES`; with ``folder``, a file that
+    links outside it is refused. Never raises.
+    """
+    file = shown(path)
+    name = scenario_name(file)
+    if file != str(path):
+        return _broken(name, file, "the file name is not valid UTF-8: rename the file")
+    try:
+        if folder is not None:
+            # Not strict: a symbolic link loop is reported by open() below, as ELOOP.
+            real = Path(os.path.realpath(path))
+            if not real.is_relative_to(os.path.realpath(folder)):
+                return _broken(name, file, "the file links outside the scenarios folder")
+        # Non-blocking, so that opening a FIFO with no writer returns at once.
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:
-            real = path.resolve(strict=True)
-            if not real.is_relative_to(self.folder.resolve()):
-                return _broken(name, shown, "the file links outside the scenarios folder")
-            size = real.stat().st_size
-            if size > MAX_FILE_BYTES:
-                return ScenarioFile(name, shown, None, (too_large(shown, size),))
-            with real.open("rb") as handle:
-                # Never more than the limit plus one byte, even if the file grew since stat.
-                return handle.read(MAX_FILE_BYTES + 1)
-        except OSError as error:
-            return unreadable(shown, error)
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode):
+                return _broken(name, file, f"not a regular file ({_kind(info.st_mode)})")
+            if info.st_size > MAX_FILE_BYTES:
+                return ScenarioFile(name, file, None, (too_large(file, info.st_size),))
+            # Never more than the limit plus one byte, even if the file grew since fstat.
+            return _read_at_most(handle, MAX_FILE_BYTES + 1)
+        finally:
+            os.close(handle)
+    except OSError as error:
+        return unreadable(file, error)
+    except Exception as error:
+        return ScenarioFile(name, file, None, (unexpected(file, error),))
+
+
+def _read_at_most(handle: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(handle, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def _stamp(path: Path) -> _Stamp:

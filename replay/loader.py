@@ -99,6 +99,28 @@ def parse_scenario(
     References to other scenarios (``play``, ``parallel``) are not checked here; a
     :class:`~replay.catalog.Catalog` checks them against the other files.
     """
+    try:
+        return _parse_scenario(source, file, message_types)
+    except Exception as error:
+        # Whatever the content, one file's failure stays that file's problem.
+        return ScenarioFile(scenario_name(file), file, None, (unexpected(file, error),))
+
+
+def unexpected(file: str, error: BaseException) -> Problem:
+    """The problem of a file whose reading failed in a way replay did not foresee."""
+    return Problem(
+        file,
+        0,
+        0,
+        "",
+        f"replay could not read this file ({_reason(error)}); this is a bug in replay, "
+        "please report it with the file",
+    )
+
+
+def _parse_scenario(
+    source: bytes | str, file: str, message_types: Mapping[str, str]
+) -> ScenarioFile:
     name = scenario_name(file)
     empty = ScenarioFile(name, file, None)
     try:
@@ -175,6 +197,13 @@ def parse_protocol(
     (upper case, like ``TOKEN_USAGE``) to a description; they add to ``builtin``.
     Declarations with problems are left out; the valid ones still count.
     """
+    try:
+        return _parse_protocol(source, file, builtin)
+    except Exception as error:
+        return ProtocolFile(file, builtin, {}, (unexpected(file, error),))
+
+
+def _parse_protocol(source: bytes | str, file: str, builtin: Mapping[str, str]) -> ProtocolFile:
     try:
         data, locations = _compose(_decode(source, file), file)
     except _Refused as refused:
@@ -315,7 +344,29 @@ class _Builder:
                 self.build(item, (*path, index), item.start_mark)
                 for index, item in enumerate(node.value)
             ]
-        return self.loader.construct_object(node, deep=True)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        try:
+            value = self.loader.construct_object(node, deep=True)
+            # Hexadecimal, octal and binary integers escape Python's limit on decimal
+            # digits, and then fail wherever they are printed.
+            if isinstance(value, int) and abs(value) >= _LARGEST_INTEGER:
+                raise ValueError("too many digits")
+            return value
+        except yaml.YAMLError:
+            raise  # located by _compose
+        except Exception as error:
+            # PyYAML's constructors raise plain Python errors for values they cannot build:
+            # an impossible date (2024-02-30), an integer of thousands of digits...
+            raise self._refused(
+                node.start_mark,
+                path,
+                f"cannot read this value ({_value_reason(node, error)})",
+                _EXPECTED_SCALAR.get(str(node.tag), "a value YAML can read")
+                + "; quote it to keep it as text",
+                _describe(getattr(node, "value", "")),
+            ) from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -381,6 +432,25 @@ class _Builder:
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_LARGEST_INTEGER = 10**4000
+_EXPECTED_SCALAR = {
+    "tag:yaml.org,2002:timestamp": "a real date or time",
+    "tag:yaml.org,2002:int": "an integer of at most 4000 digits",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:binary": "base64 text",
+}
+
+
+def _value_reason(node: yaml.Node, error: BaseException) -> str:
+    if node.tag == "tag:yaml.org,2002:int" and isinstance(error, ValueError):
+        return "the number has too many digits"
+    return _reason(error)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).split("\n")[0]
+    text = text if len(text) <= 100 else text[:97] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:

@@ -214,3 +214,50 @@ async def test_garbage_from_one_client_does_not_disturb_another(live_server: Liv
         assert len(result["/ws"]) == 4
         await rude.send('{"message_type": "CHAT_INPUT", "message": "still here"}')
         assert json.loads(await rude.recv())["message_type"] == "CHAT_REQUESTED"
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+async def test_odd_files_never_take_the_server_or_its_clients_down(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "good.yaml").write_text("steps:\n  - message: EVENT\n    text: still here\n")
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    try:
+        async with connect(live.ws_url + "/ws") as ws:
+            await connected(live, 1)
+            # Files that once froze the server or made every route answer 500, added
+            # while it runs and a client is connected.
+            os.mkfifo(folder / "fifo.yaml")
+            (folder / "loop.yaml").symlink_to(folder / "loop.yaml")
+            (folder / "date.yaml").write_text("x-released: 2024-02-30\nsteps:\n  - chunk: a\n")
+            (folder / "digits.yaml").write_text(f"x-n: {'9' * 5000}\nsteps:\n  - chunk: a\n")
+            (folder / os.fsdecode(b"\xff.yaml")).write_text("steps:\n  - chunk: a\n")
+            status, listing = await asyncio.to_thread(get, f"{live.url}/scenarios")
+            assert status == 200
+            valid = {s["name"]: s["valid"] for s in listing["scenarios"]}
+            assert valid == {
+                "good": True,
+                "fifo": False,
+                "loop": False,
+                "date": False,
+                "digits": False,
+                "\\xff": False,
+            }
+            answer = await asyncio.to_thread(post, f"{live.url}/trigger/good?speed=0")
+            assert answer["status"] == "success"
+            frame = await asyncio.wait_for(ws.recv(), 5)
+            assert json.loads(frame) == {"message_type": "EVENT", "message": "still here"}
+            # A second client still gets in (connecting reads the folder for on-connect runs).
+            async with connect(live.ws_url + "/ws") as other:
+                await connected(live, 2)
+                await other.ping()
+        status, health = await asyncio.to_thread(get, f"{live.url}/healthz")
+        assert (status, health["status"]) == (200, "ok")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive(), "the server did not stop"

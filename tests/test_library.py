@@ -372,3 +372,50 @@ def test_protocol_adds_to_the_library_types(folder: Path) -> None:
     assert found.file("usage").valid
     assert found.file("custom").valid
     assert {"CUSTOM", "TOKEN_USAGE"} <= set(library.message_types)
+
+
+def test_files_that_are_not_regular_files_are_problems_of_their_own(folder: Path) -> None:
+    write(folder, "good.yaml", GOOD)
+    os.mkfifo(folder / "fifo.yaml")  # reading it would block forever
+    (folder / "folder.yaml").mkdir()
+    (folder / "loop.yaml").symlink_to(folder / "loop.yaml")
+    (folder / "a.yaml").symlink_to(folder / "b.yaml")
+    (folder / "b.yaml").symlink_to(folder / "a.yaml")
+    (folder / os.fsdecode(b"caf\xe9.yaml")).write_text(GOOD)
+    catalog = ScenarioLibrary(folder).catalog()
+    messages = {f.name: [p.message for p in f.problems] for f in catalog}
+    assert messages == {
+        "good": [],
+        "fifo": ["not a regular file (a named pipe)"],
+        "folder": ["not a regular file (a folder)"],
+        "loop": ["cannot read the file: Too many levels of symbolic links"],
+        "a": ["cannot read the file: Too many levels of symbolic links"],
+        "b": ["cannot read the file: Too many levels of symbolic links"],
+        "caf\\xe9": ["the file name is not valid UTF-8: rename the file"],
+    }
+    assert catalog.scenario("good").steps == [ChunkStep(chunk="a")]
+    # Every name and file can be written as JSON (a surrogate in a name could not).
+    for loaded in catalog:
+        loaded.name.encode("utf-8")
+        loaded.file.encode("utf-8")
+
+
+def test_read_source_reads_at_most_the_limit(folder: Path) -> None:
+    path = write(folder, "big.yaml", "x" * 10)
+    assert replay.library.read_source(path) == b"x" * 10
+    huge = folder / "huge.yaml"
+    huge.write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    refused = replay.library.read_source(huge)
+    assert isinstance(refused, ScenarioFile)
+    assert refused.problems[0].message == "the file is too large"
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(self: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(ScenarioFolderMissing, match=r"cannot be read \(Permission denied\)"):
+        ScenarioLibrary(folder).catalog()

@@ -1235,3 +1235,67 @@ def test_property_yaml_shaped_documents_never_raise(document: object, style: str
     else:
         source = yaml.safe_dump(document, allow_unicode=True, default_flow_style=style == "flow")
     assert_loaded(source)
+
+
+# Scalars YAML's constructors turn into Python values, or fail on with plain Python errors
+# (ValueError, OverflowError...): each must be a located problem of its file, never a crash.
+_TAGS = ["", "!!timestamp ", "!!int ", "!!float ", "!!binary ", "!!str ", "!!bool ", "!!null "]
+_TAGS += ["!!set ", "!!omap ", "!!python/name:os.system ", "!!python/object:os.Stat "]
+_ODD_SCALARS = st.one_of(
+    st.builds(
+        "{:04d}-{:02d}-{:02d}{}".format,
+        st.integers(0, 9999),
+        st.integers(0, 99),
+        st.integers(0, 99),
+        st.sampled_from(["", "T25:61:61Z", " 10:00:00", "t1:2:3.4+99:99", "T00:00:00.123456789"]),
+    ),
+    st.integers(4000, 6000).map(lambda digits: "9" * digits),
+    st.integers(4000, 6000).map(lambda digits: "0x" + "f" * digits),
+    st.sampled_from(["1e999", "-1e999", ".nan", ".inf", "0b102", "0o9", "190:20:30", "1_000"]),
+    st.sampled_from(["=", "<<", "~", "AAE=", "!!", "{a: 1}", "[1, 2]", "- x", "&a x"]),
+    st.text(max_size=20),
+)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(st.sampled_from(_TAGS), _ODD_SCALARS, st.sampled_from(["x-k", "data"]))
+def test_property_odd_scalars_are_located_problems(tag: str, scalar: str, where: str) -> None:
+    value = f"{tag}{scalar}"
+    if where == "data":
+        source = f"steps:\n  - message: EVENT\n    data: {value}\n"
+    else:
+        source = f"x-k: {value}\nsteps:\n  - chunk: a\n"
+    loaded = assert_loaded(source)
+    for problem in loaded.problems:
+        assert problem.line > 0, problem  # the value that failed is pointed at
+
+
+@pytest.mark.parametrize(
+    ("value", "message", "expected"),
+    [
+        ("2024-02-30", "ValueError: day is out of range for month", "a real date or time"),
+        ("9" * 4400, "the number has too many digits", "an integer of at most 4000 digits"),
+        ("!!timestamp 2024-13-01", "ValueError: month must be in 1..12", "a real date or time"),
+    ],
+)
+def test_a_value_yaml_cannot_build_is_located(value: str, message: str, expected: str) -> None:
+    problem = only_problem(f"description: ok\nx-when: {value}\nsteps:\n  - chunk: a\n")
+    assert (problem.line, problem.column, problem.field) == (2, 9, "x-when")
+    assert problem.message == f"cannot read this value ({message})"
+    assert problem.expected == f"{expected}; quote it to keep it as text"
+
+
+def test_a_bug_while_loading_is_a_problem_of_that_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RecursionError("something replay did not foresee")
+
+    monkeypatch.setattr(loader, "_compose", broken)
+    loaded = parse_scenario("steps:\n  - chunk: a\n", FILE)
+    assert not loaded.valid
+    [problem] = loaded.problems
+    assert problem.message == (
+        "replay could not read this file (RecursionError: something replay did not foresee); "
+        "this is a bug in replay, please report it with the file"
+    )
+    protocol = loader.parse_protocol("message_types: {}\n", FILE)
+    assert protocol.problems[0].message == problem.message

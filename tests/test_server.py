@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import queue
 import socket
 import threading
@@ -124,6 +125,8 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
         "cycle-b": "steps:\n  - play: cycle-a\n",
         "missing": "steps:\n  - chunk: a\n  - play: godo\n",
         "player": "steps:\n  - play: syntax\n",
+        "date": "x-released: 2024-02-30\nsteps:\n  - chunk: a\n",
+        "digits": f"x-big: {'9' * 5000}\nsteps:\n  - chunk: a\n",
     }
     for name, source in sources.items():
         path = folder / f"{name}.yaml"
@@ -133,6 +136,10 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
             path.write_text(source)
     (outside / "secret.yaml").write_text("steps:\n  - message: EVENT\n    text: secret\n")
     (folder / "sneaky.yaml").symlink_to(outside / "secret.yaml")
+    (folder / "loop.yaml").symlink_to(folder / "loop.yaml")
+    os.mkfifo(folder / "fifo.yaml")
+    (folder / "folder.yaml").mkdir()
+    (folder / os.fsdecode(b"name\xff.yaml")).write_text("steps:\n  - chunk: a\n")
 
     def at(name: str) -> str:
         return str(folder / f"{name}.yaml")
@@ -212,6 +219,20 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
         ],
         "player": [f"{at('player')}:2:5: steps.0.play: plays 'syntax', which is invalid"],
         "sneaky": [f"{at('sneaky')}: the file links outside the scenarios folder"],
+        "date": [
+            f"{at('date')}:1:13: x-released: cannot read this value (ValueError: day is out of "
+            "range for month); expected a real date or time; quote it to keep it as text, "
+            "found '2024-02-30'"
+        ],
+        "digits": [
+            f"{at('digits')}:1:8: x-big: cannot read this value (the number has too many "
+            "digits); expected an integer of at most 4000 digits; quote it to keep it as text, "
+            f"found '{'9' * 56}..."
+        ],
+        "loop": [f"{at('loop')}: cannot read the file: Too many levels of symbolic links"],
+        "fifo": [f"{at('fifo')}: not a regular file (a named pipe)"],
+        "folder": [f"{at('folder')}: not a regular file (a folder)"],
+        "name\\xff": [at("name\\xff") + ": the file name is not valid UTF-8: rename the file"],
     }
 
 
