@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
+from replay import budget
 from replay.errors import (
     Problem,
     ScenarioInvalid,
@@ -36,6 +37,8 @@ class Catalog:
         """Check every file's references against the others and build the catalog."""
         by_name = {loaded.name: loaded for loaded in files}
         extra = _link_problems(by_name)
+        for name, problems in _budget_problems(by_name, extra).items():
+            extra.setdefault(name, []).extend(problems)
         checked = {
             name: replace(loaded, problems=in_file_order(loaded.problems, extra.get(name, [])))
             for name, loaded in sorted(by_name.items())
@@ -104,6 +107,29 @@ def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]
                     add(name, path, f"plays {target!r}, which is invalid")
                     changed = True
                     break
+    return problems
+
+
+def _budget_problems(
+    files: Mapping[str, ScenarioFile], known: Mapping[str, list[Problem]]
+) -> dict[str, list[Problem]]:
+    """Scenarios that would make a run do too much (see :mod:`replay.budget`)."""
+    playable = {
+        name: loaded.scenario
+        for name, loaded in files.items()
+        if loaded.valid and loaded.scenario is not None and name not in known
+    }
+    problems: dict[str, list[Problem]] = {}
+    try:
+        found = budget.costs(playable)
+    except RecursionError:
+        # Thousands of files each playing the next: too deep to count, so too deep to play.
+        message = "scenarios play each other too deeply to be counted"
+        return {name: [files[name].problem((), message)] for name in playable}
+    for name, scenario in playable.items():
+        for excess in budget.check(scenario, found.__getitem__):
+            problem = files[name].problem(excess.path, excess.message, excess.expected)
+            problems.setdefault(name, []).append(replace(problem, found=excess.found))
     return problems
 
 

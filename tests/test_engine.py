@@ -932,12 +932,18 @@ def test_repeat_forever_goes_on() -> None:
     ],
 )
 def test_repeat_forever_of_nothing_fails_instead_of_hanging(block: str) -> None:
-    found = BoundedCatalog(
-        catalog(
-            main="steps:\n  - chunk: start\n  - repeat: forever\n    steps:\n" + block,
-            idle="steps:\n  - sleep: 2\n",
-        )
-    )
+    sources = {
+        "main": "steps:\n  - chunk: start\n  - repeat: forever\n    steps:\n" + block,
+        "idle": "steps:\n  - sleep: 2\n",
+    }
+    loaded = {
+        name: parse_scenario(text, f"scenarios/{name}.yaml") for name, text in sources.items()
+    }
+    # A checked catalog refuses it when the file loads (replay.budget)...
+    checked = Catalog.resolve(loaded.values())
+    assert "forever would hang" in checked.file("main").problems[0].message
+    # ...and the engine still fails such a run if handed one unchecked.
+    found = BoundedCatalog(Catalog(loaded))
     driver = Driver()
     with pytest.raises(StepFailed, match="forever") as failed:
         driver.run(play("main", found, context()))
