@@ -8,7 +8,7 @@ Every other scenario stays playable: one broken file never takes the others down
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from replay import budget
 from replay.errors import (
@@ -29,6 +29,8 @@ class Catalog:
     files: Mapping[str, ScenarioFile]
     #: The project's protocol declaration, if the folder has one.
     protocol: ProtocolFile | None = None
+    #: What playing each valid scenario costs (see :mod:`replay.budget`), by name.
+    costs: Mapping[str, budget.Cost] = field(default_factory=dict)
 
     @classmethod
     def resolve(
@@ -37,13 +39,14 @@ class Catalog:
         """Check every file's references against the others and build the catalog."""
         by_name = {loaded.name: loaded for loaded in files}
         extra = _link_problems(by_name)
-        for name, problems in _budget_problems(by_name, extra).items():
+        costs, over = _budget_problems(by_name, extra)
+        for name, problems in over.items():
             extra.setdefault(name, []).extend(problems)
         checked = {
             name: replace(loaded, problems=in_file_order(loaded.problems, extra.get(name, [])))
             for name, loaded in sorted(by_name.items())
         }
-        return cls(checked, protocol)
+        return cls(checked, protocol, {name: costs[name] for name in costs if name not in over})
 
     def __iter__(self) -> Iterator[ScenarioFile]:
         return iter(self.files.values())
@@ -112,8 +115,9 @@ def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]
 
 def _budget_problems(
     files: Mapping[str, ScenarioFile], known: Mapping[str, list[Problem]]
-) -> dict[str, list[Problem]]:
-    """Scenarios that would make a run do too much (see :mod:`replay.budget`)."""
+) -> tuple[dict[str, budget.Cost], dict[str, list[Problem]]]:
+    """What each playable scenario costs, and those that would make a run do too much
+    (see :mod:`replay.budget`)."""
     playable = {
         name: loaded.scenario
         for name, loaded in files.items()
@@ -125,12 +129,12 @@ def _budget_problems(
     except RecursionError:
         # Thousands of files each playing the next: too deep to count, so too deep to play.
         message = "scenarios play each other too deeply to be counted"
-        return {name: [files[name].problem((), message)] for name in playable}
+        return {}, {name: [files[name].problem((), message)] for name in playable}
     for name, scenario in playable.items():
         for excess in budget.check(scenario, found.__getitem__):
             problem = files[name].problem(excess.path, excess.message, excess.expected)
             problems.setdefault(name, []).append(replace(problem, found=excess.found))
-    return problems
+    return found, problems
 
 
 def _cycle_through(start: str, files: Mapping[str, ScenarioFile]) -> list[str] | None:

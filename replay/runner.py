@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from replay import planning
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
@@ -40,6 +41,9 @@ FOLLOWER_BACKLOG = 10_000
 MAX_ACTIVE_RUNS = 1000
 #: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
 PLAN_CUES = 5000
+#: Cues planned on the event loop when a run starts (about 10 µs each); a longer plan
+#: is made in the planning thread and filled in when it is ready.
+PLAN_INLINE_CUES = 200
 
 
 class Delivery(Protocol):
@@ -107,6 +111,7 @@ class Run:
     _followers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
+    _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
     def done(self) -> bool:
@@ -116,6 +121,17 @@ class Run:
         """Wait until the run has finished, failed or been cancelled."""
         await self._done.wait()
         return self
+
+    async def planned(self) -> Run:
+        """Wait until the run's plan is known (``plan``: None if it cannot be made).
+        A long scenario is planned in a thread: its plan comes a little after the start."""
+        await self._planned.wait()
+        return self
+
+    def _set_plan(self, plan: Timeline | None) -> None:
+        # Only the counts: memory must not grow with the frames a run will send.
+        self.plan = plan.counts() if plan is not None else None
+        self._planned.set()
 
     def summary(self) -> dict[str, Any]:
         """The run as JSON-ready data (what GET /runs/{id} answers)."""
@@ -293,7 +309,8 @@ class Runner:
         run_id = uuid.uuid4().hex[:12]
         context = Context(run_id, seed, speed, time.time(), values, client, sender, received)
         script = play(name, catalog, context)
-        run = Run(run_id, name, speed, seed, _plan(name, catalog, context), values)
+        run = Run(run_id, name, speed, seed, None, values)
+        _start_plan(run, name, catalog, context)
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
         run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
@@ -494,8 +511,6 @@ class Runner:
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
-        if run.plan is not None:
-            run.plan = run.plan.counts()
         self._active.pop(run.id, None)
         self._finished.append(run)
         run._finish(state, elapsed, error)
@@ -527,13 +542,28 @@ def _line(run: Run) -> str:
     return f"{line}: {run.error}" if run.error else line
 
 
-def _plan(name: str, catalog: Catalog, context: Context) -> Timeline | None:
+def _plan(name: str, catalog: Catalog, context: Context, limit: int) -> Timeline | None:
     try:
-        # Bounded, because planning holds up the event loop (about 10 µs a cue).
-        return build_timeline(name, catalog, context, limit=PLAN_CUES)
+        return build_timeline(name, catalog, context, limit=limit, keep=False)
     except ReplayError:
         # Planning assumes empty answers to waits; the real run may still play.
         return None
+
+
+def _start_plan(run: Run, name: str, catalog: Catalog, context: Context) -> None:
+    """Plan ``run`` for its summary: at once if the plan is short, else in the planning
+    thread (planning takes about 10 µs a cue, and the loop must not wait for it)."""
+    plan = _plan(name, catalog, context, PLAN_INLINE_CUES)
+    if plan is None or not plan.truncated:
+        run._set_plan(plan)
+        return
+    later = asyncio.ensure_future(planning.off_loop(_plan, name, catalog, context, PLAN_CUES))
+
+    def planned(future: asyncio.Future[Timeline | None]) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        run._set_plan(None if failed else future.result())
+
+    later.add_done_callback(planned)
 
 
 def _first(error: BaseException) -> BaseException:

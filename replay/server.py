@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from replay import __version__
+from replay import __version__, planning
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
@@ -52,12 +53,14 @@ from replay.metrics import CONTENT_TYPE, Metrics
 from replay.protocol import Endpoint
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
-from replay.timeline import MAX_SPEED, Timeline, build_timeline
+from replay.timeline import MAX_SPEED, Timeline
 
 log = logging.getLogger("replay.server")
 
 #: Seconds between heartbeat lines while a followed run is silent (a long sleep step).
 HEARTBEAT = 10.0
+#: Seconds a followed run's first line waits for the run's plan (made in a thread).
+PLAN_WAIT = 2.0
 #: Seconds between looks at the scenarios folder for the event feed.
 WATCH_EVERY = 1.0
 #: The largest request body accepted (trigger variables); larger ones get 413.
@@ -145,6 +148,8 @@ class Replay:
         self._reactions_catalog: Catalog | None = None
         self._reactions_at = -REACTIONS_TTL
         self.metrics = Metrics(self)
+        #: Each scenario's frames, waits and duration, made off the event loop.
+        self.summaries = planning.Summaries()
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
 
     def watch_scenarios(self) -> None:
@@ -324,7 +329,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
             # before the response starts streaming.
-            lines = _follow(run.summary(), run.follow(heartbeat=HEARTBEAT))
+            lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
             return JSONResponse(
@@ -343,18 +348,26 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def list_scenarios() -> dict[str, Any]:
         """Every scenario file, valid or not, with its description and duration."""
         catalog = replay.library.catalog()
-        return {"scenarios": [_scenario_info(f, catalog) for f in catalog]}
+        replay.summaries.forget(set(catalog.names))
+        plans = await asyncio.gather(*(replay.summaries.of(f.name, catalog) for f in catalog))
+        return {
+            "scenarios": [
+                _scenario_info(f, catalog, plan) for f, plan in zip(catalog, plans, strict=True)
+            ]
+        }
 
     @app.get("/scenarios/{name}")
     async def show_scenario(name: str) -> dict[str, Any]:
-        """One scenario: its steps and its timeline, or its problems."""
+        """One scenario: its steps and its timeline (cut off after 10,000 cues or 8 MiB
+        of frames: see ``truncated``), or its problems."""
         catalog = replay.library.catalog()
         loaded = catalog.file(name)
-        info = _scenario_info(loaded, catalog)
+        info = _scenario_info(loaded, catalog, await replay.summaries.of(name, catalog))
         if loaded.valid and loaded.scenario is not None:
             info["steps"] = loaded.scenario.model_dump(exclude_none=True)["steps"]
-            timeline = _timeline(name, catalog)
+            timeline = await planning.off_loop(planning.shown, name, catalog)
             info["timeline"] = [cue.to_dict() for cue in timeline] if timeline else []
+            info["truncated"] = timeline.truncated if timeline is not None else False
         return info
 
     @app.get("/runs")
@@ -517,14 +530,23 @@ async def _server_sent(events: Subscription) -> AsyncIterator[str]:
 
 
 async def _follow(
-    start: dict[str, Any], events: AsyncIterator[dict[str, Any]]
+    run: Run, start: dict[str, Any], events: AsyncIterator[dict[str, Any]]
 ) -> AsyncIterator[str]:
+    if run.plan is None:
+        # A long scenario's plan is made in a thread: give it a moment, so the start
+        # line can say how many frames to expect (the CLI draws its progress bar from it).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.planned(), PLAN_WAIT)
+        planned = run.summary()
+        start = {**start, "frames": planned["frames"], "planned_s": planned["planned_s"]}
     yield json.dumps({"event": "start", **start}) + "\n"
     async for event in events:
         yield json.dumps(event) + "\n"
 
 
-def _scenario_info(loaded: ScenarioFile, catalog: Catalog) -> dict[str, Any]:
+def _scenario_info(
+    loaded: ScenarioFile, catalog: Catalog, timeline: Timeline | None
+) -> dict[str, Any]:
     scenario = loaded.scenario
     info: dict[str, Any] = {
         "name": loaded.name,
@@ -534,22 +556,14 @@ def _scenario_info(loaded: ScenarioFile, catalog: Catalog) -> dict[str, Any]:
         "problems": [problem.to_dict() for problem in loaded.problems],
     }
     if loaded.valid and scenario is not None:
-        timeline = _timeline(loaded.name, catalog)
         info["vars"] = declared_vars(loaded.name, catalog)
         info["reacts_to"] = scenario.reacts_to.model_dump() if scenario.reacts_to else None
         info["on_connect"] = scenario.on_connect
-        info["frames"] = timeline.frames if timeline and timeline.duration is not None else None
-        info["waits"] = timeline.waits if timeline else None
-        duration = timeline.duration if timeline else None
+        duration = timeline.duration if timeline is not None else None
+        info["frames"] = timeline.frames if timeline is not None and duration is not None else None
+        info["waits"] = timeline.waits if timeline is not None else None
         info["duration_s"] = round(duration, 6) if duration is not None else None
     return info
-
-
-def _timeline(name: str, catalog: Catalog) -> Timeline | None:
-    try:
-        return build_timeline(name, catalog)
-    except ReplayError:
-        return None  # it needs what a client will send; the real run may still play
 
 
 def _finite(value: Any) -> Any:

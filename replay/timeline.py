@@ -106,9 +106,21 @@ def check_speed(speed: float) -> float:
 
 
 def build_timeline(
-    name: str, catalog: Catalog, context: Context | None = None, limit: int = MAX_CUES
+    name: str,
+    catalog: Catalog,
+    context: Context | None = None,
+    limit: int = MAX_CUES,
+    *,
+    keep: bool = True,
+    max_bytes: int | None = None,
 ) -> Timeline:
     """The timeline of the named scenario, played with ``context`` (seed 0 by default).
+
+    At most ``limit`` cues, and cues holding at most ``max_bytes`` of frame text in all
+    (None: no bound); a longer timeline is cut off (``truncated``). With ``keep=False``
+    the cues are only counted, so that memory does not grow with the frames (a run's
+    plan). Planning takes about 10 µs a cue: call it off the event loop when ``limit``
+    is large (see :mod:`replay.planning`).
 
     Raises ScenarioNotFound, ScenarioInvalid, and StepFailed for a step that cannot be
     played (a template that fails).
@@ -117,8 +129,11 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper = _Paper(context.sender or PAPER_CLIENT, limit)
+    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes)
     end = paper.drive(play(name, catalog, context))
+    if not keep:
+        duration = None if paper.truncated else end
+        return Timeline(name, (), duration, paper.truncated, paper.frames, paper.waits)
     # Stable, so ties keep the order they were played in; rounded, so 0.1 + 0.2 ties with 0.3.
     ordered = tuple(sorted(paper.cues, key=lambda cue: round(cue.offset, 9)))
     if paper.truncated:
@@ -133,10 +148,18 @@ class _Stop(Exception):
 class _Paper:
     """Drives scripts without clients or a clock, writing down what they do."""
 
-    def __init__(self, answerer: str, limit: int) -> None:
+    def __init__(
+        self, answerer: str, limit: int, keep: bool = True, max_bytes: int | None = None
+    ) -> None:
         self.answerer = answerer
         self.limit = limit
+        self.keep = keep
+        self.max_bytes = max_bytes
         self.cues: list[Cue] = []
+        self.count = 0
+        self.bytes = 0
+        self.frames = 0
+        self.waits = 0
         self.actions = 0
         self.truncated = False
 
@@ -159,7 +182,9 @@ class _Paper:
                 return Joined(float(stop.value), actions)
             self.actions += 1
             # Actions, not only cues: a fork of silent branches repeated forever makes none.
-            if len(self.cues) >= self.limit or self.actions > 10 * self.limit:
+            if self.count >= self.limit or self.actions > 10 * self.limit:
+                raise _Stop
+            if self.max_bytes is not None and self.bytes > self.max_bytes:
                 raise _Stop
             reply = None
             # A fork counts as what its branches do, so a silent one counts as nothing.
@@ -199,6 +224,12 @@ class _Paper:
         kind: str,
         to: str | None = None,
     ) -> None:
+        self.count += 1
+        self.frames += kind in ("frame", "binary")
+        self.waits += kind == "wait"
+        if not self.keep:
+            return
+        self.bytes += len(text)
         who = to if isinstance(action, Wait) else action.to
         self.cues.append(Cue(action.at, endpoint, text, action.scenario, action.step, kind, who))
 

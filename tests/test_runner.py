@@ -12,6 +12,7 @@ import contextlib
 import math
 import signal
 import textwrap
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -22,6 +23,7 @@ import pytest
 import replay.runner
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
+from replay.engine import Context
 from replay.errors import RunNotFound, TooManyRuns, VariablesInvalid
 from replay.feed import Feed
 from replay.library import ScenarioLibrary
@@ -29,6 +31,7 @@ from replay.loader import parse_scenario
 from replay.matching import ClientFrame
 from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, message_frame
 from replay.runner import Run, Runner, RunState
+from replay.timeline import build_timeline
 from replay.tokens import split_tokens
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
@@ -149,13 +152,18 @@ PLANS: dict[str, Any] = {}
 
 async def play(runner: Runner, name: str, catalog: Catalog, **options: Any) -> Run:
     run = runner.start(name, catalog, **options)
-    PLANS[run.id] = run.plan
+    PLANS[run.id] = catalog
     return await asyncio.wait_for(run.wait(), timeout=5)
 
 
 def plan_of(run: Run) -> Any:
-    """The plan ``run`` started with, cues and all."""
-    return PLANS[run.id]
+    """``run`` played on paper, cues and all (a run keeps only its plan's counts)."""
+    return paper(run, PLANS[run.id])
+
+
+def paper(run: Run, catalog: Catalog) -> Any:
+    context = Context(run.id, run.seed, run.speed, 0.0, run.vars, run.client, run.sender)
+    return build_timeline(run.scenario, catalog, context)
 
 
 async def settle() -> None:
@@ -644,7 +652,7 @@ async def test_follow_yields_frame_events_then_an_end_event(
 ) -> None:
     runner = Runner(FakeDelivery(clock, {Endpoint.MESSAGES: 3, Endpoint.STREAM: 1}), clock)
     run = runner.start("all", shipped)
-    plan = run.plan
+    plan = paper(run, shipped)
     events = await asyncio.wait_for(collect(run), timeout=5)
     assert plan is not None
     assert run.plan is not None
@@ -1064,7 +1072,7 @@ async def test_parallel_branches_interleave_and_the_step_lasts_the_longest(
     )
     delivery = FakeDelivery(manual)
     run = Runner(delivery, manual).start("main", catalog)
-    plan = run.plan
+    plan = paper(run, catalog)
     await asyncio.wait_for(run_out(manual, run), timeout=5)
     assert run.state is RunState.FINISHED, run.error
     assert delivery.sent == [
@@ -1849,3 +1857,40 @@ async def test_a_runner_without_a_feed_has_its_own(shipped: Catalog, clock: Virt
     await play(first, "stream", shipped)
     assert first.feed.seq > 0
     assert second.feed.seq == 0
+
+
+# --- plans: counts only, long ones off the loop ----------------------------------------------
+
+
+async def test_a_long_run_is_planned_off_the_loop_and_keeps_only_counts(
+    manual: ManualClock,
+) -> None:
+    frame = "x" * 100_000
+    repeated = f"      - chunk: '{frame}'\n        delay: 1\n"
+    catalog = scenarios({"big": f"steps:\n  - repeat: 3000\n    steps:\n{repeated}"})
+    # The manual clock stands still: the run sends its first frame and waits.
+    runner = Runner(FakeDelivery(manual), manual)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        run = runner.start("big", catalog)
+        assert run.plan is None  # too long to plan on the loop: the planning thread does it
+        await asyncio.wait_for(run.planned(), timeout=30)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        runner.cancel(run.id)
+        await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.plan is not None
+    assert run.plan.cues == ()
+    assert run.summary()["frames"] == 3000
+    # 5000 planned frames of 100 kB would be 500 MB; a run holds a few frames at most.
+    assert held - before < 5_000_000
+
+
+async def test_a_short_run_is_planned_at_once(shipped: Catalog, clock: VirtualClock) -> None:
+    run = Runner(FakeDelivery(clock), clock).start("all", shipped)
+    assert run.plan is not None
+    assert run.summary()["frames"] == 8
+    await asyncio.wait_for(run.planned(), timeout=1)
+    await asyncio.wait_for(run.wait(), timeout=5)
