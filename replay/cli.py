@@ -30,7 +30,7 @@ from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
 from replay.schema import scenario_schema
-from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
+from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
 
 DEFAULT_URL = "http://127.0.0.1:8123"
 DEFAULT_PORT = 8123
@@ -216,7 +216,8 @@ def _speed(text: str) -> float:
         return check_speed(float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a speed: use a number from 0 (no pauses) to {MAX_SPEED:g}"
+            f"{text!r} is not a speed: use 0 (no pauses) or a number from {MIN_SPEED:g} to "
+            f"{MAX_SPEED:g}"
         ) from None
 
 

@@ -372,14 +372,14 @@ class _Player:
         if templates.has_templates(data):
             data = templates.render_data(data, self.names(scope, index, at))
         try:
-            return encode(data)
+            return _unicode(encode(data), json.dumps(step.data, default=str))
         except (TypeError, ValueError) as error:
             raise TemplateFailed(json.dumps(step.data, default=str), str(error)) from None
 
     def text(self, scope: _Scope, text: str, index: int, at: float) -> str:
         if not templates.is_template(text):
             return text
-        return templates.render_text(text, self.names(scope, index, at))
+        return _unicode(templates.render_text(text, self.names(scope, index, at)), text)
 
     def names(self, scope: _Scope, index: int, at: float) -> dict[str, Any]:
         """What a template can read (see :data:`replay.templates.NAMES`)."""
@@ -399,6 +399,21 @@ class _Player:
             "received": self.received.for_template() if self.received else None,
             "sender": self.sender,
         }
+
+
+def _unicode(text: str, source: str) -> str:
+    """``text`` if a text frame can carry it; raises TemplateFailed for a lone surrogate
+    (a client's or a variable's ``"\\ud800"`` escape, rendered into the frame)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start : error.end]
+        raise TemplateFailed(
+            source, f"the text holds {bad!r}, half of a surrogate pair, which UTF-8 cannot carry"
+        ) from None
+    return text
 
 
 @dataclass(frozen=True)

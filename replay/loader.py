@@ -353,6 +353,8 @@ class _Builder:
             # digits, and then fail wherever they are printed.
             if isinstance(value, int) and abs(value) >= _LARGEST_INTEGER:
                 raise ValueError("too many digits")
+            if isinstance(value, str) and not value.isascii():
+                _check_unicode(value)
             return value
         except yaml.YAMLError:
             raise  # located by _compose
@@ -438,7 +440,21 @@ _EXPECTED_SCALAR = {
     "tag:yaml.org,2002:int": "an integer of at most 4000 digits",
     "tag:yaml.org,2002:float": "a number",
     "tag:yaml.org,2002:binary": "base64 text",
+    "tag:yaml.org,2002:str": "valid Unicode text",
 }
+
+
+def _check_unicode(text: str) -> None:
+    """Raise ValueError if ``text`` holds a lone surrogate (from a ``"\\ud800"`` escape):
+    no UTF-8 frame can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start : error.end]
+        raise ValueError(
+            f"{bad!r} is half of a surrogate pair; write the character itself, or both "
+            "halves of the pair"
+        ) from None
 
 
 def _value_reason(node: yaml.Node, error: BaseException) -> str:

@@ -23,9 +23,9 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__, planning
 from replay.catalog import Catalog
@@ -51,9 +51,10 @@ from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
 from replay.protocol import Endpoint
+from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
-from replay.timeline import MAX_SPEED, Timeline
+from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, check_speed
 
 log = logging.getLogger("replay.server")
 
@@ -111,9 +112,16 @@ class TriggerBody(BaseModel):
     @field_validator("vars")
     @classmethod
     def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Python's json reads NaN and Infinity, which JSON (and a browser) does not have.
+        # Python's json reads NaN and Infinity, which JSON (and a browser) does not have,
+        # and "\ud800" escapes into a lone surrogate, which no UTF-8 frame can carry.
         try:
-            json.dumps(value, allow_nan=False)
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = error.object[error.start : error.end]
+            raise ValueError(
+                f"variables must be valid Unicode text: {bad!r} is half of a surrogate "
+                "pair (a \\uD800-\\uDFFF escape without its other half)"
+            ) from None
         except ValueError:
             raise ValueError("variables must be plain JSON: no NaN or Infinity") from None
         return value
@@ -266,6 +274,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         summary="A scripted scenario replay engine for WebSocket frontends.",
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
+        default_response_class=JSONAnswer,
     )
     app.state.replay = replay
     app.add_middleware(
@@ -299,7 +308,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             bool, Query(description="Stream the run's events as JSON lines as they happen.")
         ] = False,
         speed: Annotated[
-            float, Query(ge=0, le=MAX_SPEED, description="2 = twice as fast; 0 = no pauses.")
+            float,
+            Query(
+                ge=0,
+                le=MAX_SPEED,
+                description=f"2 = twice as fast; 0 = no pauses; at least {MIN_SPEED:g} otherwise.",
+            ),
+            AfterValidator(check_speed),
         ] = 1.0,
         client: Annotated[
             str | None,
@@ -312,7 +327,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             int | None,
             Query(ge=0, lt=2**63, description="Seed for jitter and random values (repeatable)."),
         ] = None,
-    ) -> JSONResponse | StreamingResponse:
+    ) -> JSONAnswer | StreamingResponse:
         """Play a scenario to every connected client (or to ``client``).
 
         The optional JSON body gives variables (``{"vars": {"user": "Ada"}}``), and may
@@ -332,12 +347,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
-            return JSONResponse(
+            return JSONAnswer(
                 {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
             )
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
-        return JSONResponse(_trigger_result(run), status)
+        return JSONAnswer(_trigger_result(run), status)
 
     @app.get("/clients")
     async def list_clients() -> dict[str, Any]:
@@ -381,11 +396,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return replay.runner.get(run_id).summary()
 
     @app.delete("/runs/{run_id}", response_model=None)
-    async def cancel_run(run_id: str) -> dict[str, Any] | JSONResponse:
+    async def cancel_run(run_id: str) -> dict[str, Any] | JSONAnswer:
         """Cancel a running run; answers once it has stopped."""
         run = replay.runner.get(run_id)
         if run.done:
-            return JSONResponse(
+            return JSONAnswer(
                 {"detail": f"run {run_id} has already ended ({run.state})", **run.summary()}, 409
             )
         await replay.runner.cancel(run_id).wait()
@@ -578,10 +593,10 @@ def _finite(value: Any) -> Any:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    def answer(status: int, error: ReplayError, **extra: Any) -> JSONResponse:
-        return JSONResponse({"detail": str(error), **extra}, status)
+    def answer(status: int, error: ReplayError, **extra: Any) -> JSONAnswer:
+        return JSONAnswer({"detail": str(error), **extra}, status)
 
-    async def handle(request: Request, error: Exception) -> JSONResponse:
+    async def handle(request: Request, error: Exception) -> JSONAnswer:
         match error:
             case ScenarioNotFound():
                 return answer(404, error, scenario=error.name, known=list(error.known))
@@ -608,10 +623,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ReplayError, handle)
 
-    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, error: Exception) -> JSONAnswer:
         # FastAPI's own handler echoes the input, which fails to encode if it holds NaN
         # or Infinity (Python's json reads them): a 500 for a bad request.
         assert isinstance(error, RequestValidationError)
-        return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, 422)
+        return JSONAnswer({"detail": _finite(jsonable_encoder(error.errors()))}, 422)
 
     app.add_exception_handler(RequestValidationError, invalid_request)

@@ -24,6 +24,9 @@ from replay.protocol import Endpoint, message_frame
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
+#: The slowest playback speed accepted: slower, a one-hour pause would last over a month
+#: (and a speed near zero would make every deadline infinite).
+MIN_SPEED = 0.001
 #: A timeline stops after this many cues (a scenario that repeats forever never ends).
 MAX_CUES = 10_000
 #: The stand-in client of a timeline played on paper: the sender, and who answers waits.
@@ -97,10 +100,10 @@ class Timeline:
 
 def check_speed(speed: float) -> float:
     """``speed`` if it is a playback speed replay accepts; raises ValueError otherwise."""
-    if not math.isfinite(speed) or speed < 0 or speed > MAX_SPEED:
+    if not math.isfinite(speed) or speed < 0 or speed > MAX_SPEED or 0 < speed < MIN_SPEED:
         raise ValueError(
-            f"speed must be between 0 (no pauses) and {MAX_SPEED:g}, where 1 is real time; "
-            f"got {speed}"
+            f"speed must be 0 (no pauses) or from {MIN_SPEED:g} to {MAX_SPEED:g}, where 1 is "
+            f"real time; got {speed:g}"
         )
     return speed
 

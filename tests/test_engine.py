@@ -238,6 +238,18 @@ def test_message_data_templates_render_and_a_lone_expression_keeps_its_type() ->
     assert isinstance(data["at"], int)
 
 
+@pytest.mark.parametrize(
+    "step", ["text: '{{ received.message }}'", "data: {said: '{{ received.message }}'}"]
+)
+def test_a_lone_surrogate_a_client_sent_fails_the_step_not_the_server(step: str) -> None:
+    found = catalog(main=f"steps:\n  - wait: CHAT_INPUT\n  - message: EVENT\n    {step}\n")
+    answer = ClientFrame("c1", '{"message_type": "CHAT_INPUT", "message": "a\\ud800"}', 0.0)
+    driver = Driver(lambda wait: answer)
+    with pytest.raises(StepFailed, match="half of a surrogate pair") as failed:
+        driver.run(play("main", found, context()))
+    assert (failed.value.scenario, failed.value.step) == ("main", "1")
+
+
 def test_message_data_template_giving_a_non_finite_number_fails_the_step() -> None:
     # The loader refuses NaN and infinities in data (they have no JSON text); a template
     # that computes one must not put "Infinity" (invalid JSON) on the wire either.

@@ -1276,6 +1276,12 @@ def test_property_odd_scalars_are_located_problems(tag: str, scalar: str, where:
         ("2024-02-30", "ValueError: day is out of range for month", "a real date or time"),
         ("9" * 4400, "the number has too many digits", "an integer of at most 4000 digits"),
         ("!!timestamp 2024-13-01", "ValueError: month must be in 1..12", "a real date or time"),
+        (
+            '"a\\ud800"',
+            "ValueError: '\\ud800' is half of a surrogate pair; write the character itself, "
+            "or both halves of the pair",
+            "valid Unicode text",
+        ),
     ],
 )
 def test_a_value_yaml_cannot_build_is_located(value: str, message: str, expected: str) -> None:

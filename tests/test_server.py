@@ -296,9 +296,28 @@ def test_trigger_follow_streams_json_lines(client: TestClient) -> None:
     assert events[-1]["state"] == "finished"
 
 
-@pytest.mark.parametrize("speed", ["-1", "1001", "fast"])
+@pytest.mark.parametrize("speed", ["-1", "1001", "fast", "1e-320", "0.0001", "nan", "inf"])
 def test_trigger_refuses_bad_speeds(client: TestClient, speed: str) -> None:
     assert client.post(f"/trigger/messages?speed={speed}").status_code == 422
+    assert client.get("/runs").json() == {"runs": []}  # nothing was started
+
+
+@pytest.mark.parametrize("variable", ["a\\ud800b", "\\udfff", "x\\ud83d", "\\ud83d\\ud83d\\ude00"])
+def test_a_lone_surrogate_in_a_variable_is_refused_and_harms_nothing(
+    client: TestClient, scenarios_dir: Path, variable: str
+) -> None:
+    (scenarios_dir / "hello.yaml").write_text(
+        "vars: {user: x}\nsteps:\n  - message: EVENT\n    text: 'hi {{ vars.user }}'\n"
+    )
+    body = b'{"vars": {"user": "' + variable.encode() + b'"}}'
+    answer = client.post(
+        "/trigger/hello?speed=0", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 422
+    assert "surrogate" in answer.text
+    assert client.get("/runs").json() == {"runs": []}
+    assert client.post("/trigger/hello?speed=0", json={"vars": {"user": "😀"}}).status_code == 200
+    assert client.get("/runs").status_code == 200
 
 
 def test_scenarios_list_and_detail(client: TestClient, scenarios_dir: Path) -> None:
