@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ MAX_ACTIVE_RUNS = 1000
 PLAN_CUES = 5000
 #: Cues planned on the event loop when a run starts (about 10 µs each); a longer plan
 #: is made in the planning thread and filled in when it is ready.
-PLAN_INLINE_CUES = 200
+PLAN_INLINE_CUES = 100
 
 
 class Delivery(Protocol):
@@ -308,13 +308,15 @@ class Runner:
             seed = random.SystemRandom().randrange(2**32)
         run_id = uuid.uuid4().hex[:12]
         context = Context(run_id, seed, speed, time.time(), values, client, sender, received)
-        script = play(name, catalog, context)
+        catalog.scenario(name)  # raises now, not in the run's task
         run = Run(run_id, name, speed, seed, None, values)
         _start_plan(run, name, catalog, context)
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
-        run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
-        run._task.add_done_callback(lambda _: self._cancelled_early(run, script))
+        run._task = asyncio.create_task(
+            self._play(run, name, catalog, context), name=f"replay-run-{run.id}"
+        )
+        run._task.add_done_callback(lambda _: self._cancelled_early(run))
         self.feed.publish("run.started", run_id=run.id, scenario=name, run=run.summary())
         log.debug(
             "run %s: playing %r (%s, speed %g, seed %d)",
@@ -368,9 +370,12 @@ class Runner:
                 taken = True
         return taken
 
-    async def _play(self, run: Run, script: Script) -> None:
+    async def _play(self, run: Run, name: str, catalog: Catalog, context: Context) -> None:
         clock = self.clock
         start = clock.now()
+        # Templates' "now" is when a frame is due: count from when the run starts playing,
+        # not from when it was asked for (planning and other tasks came in between).
+        script = play(name, catalog, replace(context, epoch=time.time()))
         try:
             end = await self._drive(run, script, start)
             await clock.sleep_until(start + end.end)
@@ -504,10 +509,9 @@ class Runner:
             frame=frame if isinstance(frame, str) else frame.hex(),
         )
 
-    def _cancelled_early(self, run: Run, script: Script) -> None:
+    def _cancelled_early(self, run: Run) -> None:
         # A task cancelled before it first ran never enters _play, so nothing ended the run.
         if not run.done:
-            script.close()
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
