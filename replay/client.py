@@ -82,6 +82,8 @@ class Client:
         self.received = 0
         #: Frames the client sent over its rate limit, which were not acted on.
         self.ignored = 0
+        #: Runs (reactions, on-connect) not started for it because its share was full.
+        self.skipped = 0
         self.dropped: str | None = None
         self._allowance: float | None = None
         self._allowance_at = 0.0
@@ -261,6 +263,7 @@ class Client:
             "sent": self.sent,
             "received": self.received,
             "ignored": self.ignored,
+            "skipped": self.skipped,
             "backlog": self.backlog,
         }
 

@@ -36,8 +36,17 @@ log = logging.getLogger("replay.run")
 KEEP_FINISHED = 100
 #: Events a follower may fall behind by before it is cut off.
 FOLLOWER_BACKLOG = 10_000
-#: Runs that may play at once (each client frame may start a reaction).
+#: Runs started by triggers that may play at once: the token holder's share, which
+#: nothing a client does can use up.
 MAX_ACTIVE_RUNS = 1000
+#: Runs started by clients (reactions, on-connect runs) that may play at once, all clients
+#: together: a share of their own, apart from the triggers'.
+MAX_CLIENT_RUNS = 1000
+#: Runs one client (one client id, all its connections) may have started and playing at
+#: once: enough for any real conversation, and one client cannot take the clients' share.
+MAX_RUNS_PER_CLIENT = 10
+#: What starts runs on a client's behalf; every other run is the triggers'.
+CLIENT_STARTED = frozenset({"reaction", "connect"})
 #: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
 PLAN_CUES = 5000
 
@@ -244,10 +253,19 @@ class Runner:
         keep_finished: int = KEEP_FINISHED,
         max_active: int = MAX_ACTIVE_RUNS,
         feed: Feed | None = None,
+        max_client_runs: int = MAX_CLIENT_RUNS,
+        max_per_client: int = MAX_RUNS_PER_CLIENT,
     ) -> None:
         self.delivery = delivery
         self.clock: Clock = clock or MonotonicClock()
+        #: The shares of runs playing at once (see :meth:`start`): triggered runs; runs
+        #: started by clients, all together; and those of one client.
         self.max_active = max_active
+        self.max_client_runs = max_client_runs
+        self.max_per_client = max_per_client
+        #: Runs not started because their share was full, by share ("trigger", "clients",
+        #: "client").
+        self.refused: dict[str, int] = {"trigger": 0, "clients": 0, "client": 0}
         #: Where run and frame events are published.
         self.feed = feed or Feed()
         #: Runs that ended, by state; and each frame's lateness, for metrics.
@@ -258,6 +276,9 @@ class Runner:
         self._active: dict[str, Run] = {}
         self._finished: deque[Run] = deque(maxlen=keep_finished)
         self._waiters: list[_Waiter] = []
+        self._triggered = 0
+        self._client_started = 0
+        self._by_client: dict[str, int] = {}
 
     def start(
         self,
@@ -279,13 +300,17 @@ class Runner:
         ``client`` sends every frame to that client unless a step says otherwise;
         ``sender`` and ``received`` are the client and frame that started the run.
 
+        Runs have shares of their own, each with its cap: triggered runs (``max_active``),
+        and runs ``started_by`` a client ("reaction", "connect"): ``max_client_runs`` all
+        clients together and ``max_per_client`` per ``sender``. A full share raises
+        TooManyRuns saying which; the other shares are not touched.
+
         Raises ScenarioNotFound, ScenarioInvalid, VariablesInvalid, TooManyRuns and
         ValueError (a bad speed) before anything plays. Must be called from a running
         event loop.
         """
         check_speed(speed)
-        if len(self._active) >= self.max_active:
-            raise TooManyRuns(self.max_active)
+        self._admit(started_by, sender)
         values = dict(vars or {})
         check_vars(name, catalog, values)
         if seed is None:
@@ -296,6 +321,7 @@ class Runner:
         run = Run(run_id, name, speed, seed, _plan(name, catalog, context), values)
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
+        self._count(run, 1)
         run._task = asyncio.create_task(self._play(run, script), name=f"replay-run-{run.id}")
         run._task.add_done_callback(lambda _: self._cancelled_early(run, script))
         self.feed.publish("run.started", run_id=run.id, scenario=name, run=run.summary())
@@ -308,6 +334,49 @@ class Runner:
             seed,
         )
         return run
+
+    def shares(self) -> dict[str, dict[str, int]]:
+        """Each share's runs playing now, its cap, and the runs it refused (GET /runs)."""
+        return {
+            "trigger": {
+                "active": self._triggered,
+                "limit": self.max_active,
+                "refused": self.refused["trigger"],
+            },
+            "client": {
+                "active": self._client_started,
+                "limit": self.max_client_runs,
+                "per_client": self.max_per_client,
+                "refused": self.refused["clients"] + self.refused["client"],
+            },
+        }
+
+    def _admit(self, started_by: str, sender: str | None) -> None:
+        """Raise TooManyRuns if the share a new run would count in is full."""
+        if started_by not in CLIENT_STARTED:
+            if self._triggered >= self.max_active:
+                self._refuse(TooManyRuns(self.max_active))
+        elif self._client_started >= self.max_client_runs:
+            self._refuse(TooManyRuns(self.max_client_runs, "clients"))
+        elif sender is not None and self._by_client.get(sender, 0) >= self.max_per_client:
+            self._refuse(TooManyRuns(self.max_per_client, "client", sender))
+
+    def _refuse(self, error: TooManyRuns) -> None:
+        self.refused[error.share] += 1
+        raise error
+
+    def _count(self, run: Run, change: int) -> None:
+        """Count ``run`` in (``change`` 1) or out (-1) of its share."""
+        if run.started_by not in CLIENT_STARTED:
+            self._triggered += change
+            return
+        self._client_started += change
+        if run.sender is not None:
+            left = self._by_client.get(run.sender, 0) + change
+            if left:
+                self._by_client[run.sender] = left
+            else:
+                del self._by_client[run.sender]  # no id stays behind once its runs end
 
     def get(self, run_id: str) -> Run:
         """The run with that id; raises RunNotFound."""
@@ -496,7 +565,8 @@ class Runner:
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
         if run.plan is not None:
             run.plan = run.plan.counts()
-        self._active.pop(run.id, None)
+        if self._active.pop(run.id, None) is not None:
+            self._count(run, -1)
         self._finished.append(run)
         run._finish(state, elapsed, error)
         self.ended[state] += 1

@@ -227,8 +227,25 @@ class Replay:
     ) -> None:
         try:
             self.runner.start(name, catalog, started_by=started_by, **options)
+        except TooManyRuns as error:
+            self._skipped(who, name, started_by, error)
         except ReplayError as error:
             log.warning("client %s: cannot play %r (%s): %s", who.id, name, started_by, error)
+
+    @staticmethod
+    def _skipped(who: Client, name: str, started_by: str, error: TooManyRuns) -> None:
+        # Counted every time, logged once per connection: a client sending frame after
+        # frame over its share must not write a line per frame.
+        who.skipped += 1
+        if who.skipped == 1:
+            log.warning(
+                "client %s: %r (%s) skipped: %s; more skipped runs are counted in GET "
+                "/clients, not logged",
+                who.id,
+                name,
+                started_by,
+                error,
+            )
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -359,8 +376,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @app.get("/runs")
     async def list_runs() -> dict[str, Any]:
-        """Running runs and the latest finished ones, newest first."""
-        return {"runs": [run.summary() for run in replay.runner.runs()]}
+        """Running runs and the latest finished ones, newest first; and ``shares``: for
+        triggered runs and for runs clients started, how many play, the cap, and how many
+        were refused (429 for triggers, skipped for clients)."""
+        return {
+            "runs": [run.summary() for run in replay.runner.runs()],
+            "shares": replay.runner.shares(),
+        }
 
     @app.get("/runs/{run_id}")
     async def show_run(run_id: str) -> dict[str, Any]:
@@ -583,7 +605,7 @@ def _add_error_handlers(app: FastAPI) -> None:
                     declared=list(error.declared),
                 )
             case TooManyRuns():
-                return answer(429, error, limit=error.limit)
+                return answer(429, error, limit=error.limit, share=error.share)
             case RunNotFound():
                 return answer(404, error, run_id=error.run_id)
             case ScenarioFolderMissing():

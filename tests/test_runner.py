@@ -1856,3 +1856,45 @@ async def test_a_runner_without_a_feed_has_its_own(shipped: Catalog, clock: Virt
     await play(first, "stream", shipped)
     assert first.feed.seq > 0
     assert second.feed.seq == 0
+
+
+# --- shares of runs -----------------------------------------------------------------------------
+
+
+async def test_triggers_and_clients_have_shares_of_their_own(
+    shipped: Catalog, manual: ManualClock
+) -> None:
+    runner = Runner(FakeDelivery(manual), manual, max_active=1, max_client_runs=3, max_per_client=2)
+
+    def by(sender: str, started_by: str = "reaction") -> Run:
+        return runner.start("messages", shipped, sender=sender, started_by=started_by)
+
+    runner.start("messages", shipped)
+    with pytest.raises(TooManyRuns) as caught:
+        runner.start("messages", shipped)
+    assert (caught.value.limit, caught.value.share) == (1, "trigger")
+    # The triggers' share is full: clients still start theirs, in a share of their own.
+    first, _ = by("a"), by("a", "connect")  # on-connect runs count as the client's too
+    with pytest.raises(TooManyRuns) as caught:
+        by("a")
+    assert (caught.value.limit, caught.value.share, caught.value.client) == (2, "client", "a")
+    assert "client a already has 2 runs" in str(caught.value)
+    by("b")  # another client has a share of its own
+    with pytest.raises(TooManyRuns) as caught:
+        by("c")  # but all clients together have a cap
+    assert (caught.value.limit, caught.value.share) == (3, "clients")
+    assert runner.refused == {"trigger": 1, "client": 1, "clients": 1}
+    assert runner.shares() == {
+        "trigger": {"active": 1, "limit": 1, "refused": 1},
+        "client": {"active": 3, "limit": 3, "per_client": 2, "refused": 2},
+    }
+    # A run that ends gives its place back to its own share only.
+    runner.cancel(first.id)
+    await asyncio.wait_for(first.wait(), timeout=5)
+    assert runner.shares()["client"]["active"] == 2
+    by("a")
+    with pytest.raises(TooManyRuns):
+        runner.start("messages", shipped)
+    await asyncio.wait_for(runner.shutdown(), timeout=5)
+    assert runner.shares()["trigger"]["active"] == runner.shares()["client"]["active"] == 0
+    assert runner._by_client == {}  # no client id is remembered once its runs have ended
