@@ -24,7 +24,7 @@ from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
 from replay.errors import ReplayError, RunNotFound, TooManyRuns
-from replay.feed import Feed
+from replay.feed import Feed, event_size
 from replay.matching import ClientFrame, matches
 from replay.protocol import Endpoint
 from replay.scenario import ClientFrameMatch
@@ -36,6 +36,9 @@ log = logging.getLogger("replay.run")
 KEEP_FINISHED = 100
 #: Events a follower may fall behind by before it is cut off.
 FOLLOWER_BACKLOG = 10_000
+#: Bytes of events (see :func:`replay.feed.event_size`) a follower may fall behind by
+#: before it is cut off: 10,000 events of 1 MiB frames would be 10 GB for one reader.
+FOLLOWER_BACKLOG_BYTES = 8 * 1024 * 1024
 #: Runs started by triggers that may play at once: the token holder's share, which
 #: nothing a client does can use up.
 MAX_ACTIVE_RUNS = 1000
@@ -113,7 +116,7 @@ class Run:
     #: The most clients one frame reached, per endpoint.
     peaks: dict[Endpoint, int] = field(default_factory=dict, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _followers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    _followers: list[_Follower] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
 
@@ -162,24 +165,23 @@ class Run:
 
         The follower is registered when this is called, not when iteration starts, so
         call it before yielding to the event loop to miss nothing. A follower that falls
-        more than FOLLOWER_BACKLOG events behind gets a ``"lagged"`` event and no more;
-        it never slows the run down.
+        more than FOLLOWER_BACKLOG events or FOLLOWER_BACKLOG_BYTES bytes behind gets a
+        ``"lagged"`` event and no more; it never slows the run down.
         """
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        follower = _Follower()
         if self.done:
-            queue.put_nowait(self._end_event())
-            queue.put_nowait(None)
+            follower.end(self._end_event())
         else:
-            self._followers.append(queue)
-        return self._drain(queue, heartbeat)
+            self._followers.append(follower)
+        return self._drain(follower, heartbeat)
 
     async def _drain(
-        self, queue: asyncio.Queue[dict[str, Any] | None], heartbeat: float | None
+        self, follower: _Follower, heartbeat: float | None
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                    event = await asyncio.wait_for(follower.get(), heartbeat)
                 except TimeoutError:
                     yield {"event": "heartbeat", "run_id": self.id}
                     continue
@@ -188,16 +190,13 @@ class Run:
                 yield event
         finally:
             with contextlib.suppress(ValueError):
-                self._followers.remove(queue)
+                self._followers.remove(follower)
 
     def _publish(self, event: dict[str, Any]) -> None:
-        for queue in list(self._followers):
-            if queue.qsize() >= FOLLOWER_BACKLOG:
-                self._followers.remove(queue)
-                queue.put_nowait({"event": "lagged", "run_id": self.id})
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(event)
+        for follower in list(self._followers):
+            if not follower.offer(event):
+                self._followers.remove(follower)
+                follower.end({"event": "lagged", "run_id": self.id})
 
     def _end_event(self) -> dict[str, Any]:
         return {"event": "end", **self.summary()}
@@ -237,10 +236,43 @@ class Run:
         self.ended_at = time.time()
         self._done.set()
         end = self._end_event()
-        for queue in self._followers:
-            queue.put_nowait(end)
-            queue.put_nowait(None)
+        for follower in self._followers:
+            follower.end(end)
         self._followers.clear()
+
+
+class _Follower:
+    """One reader of :meth:`Run.follow`: its events, and the bytes they hold."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        #: The bytes (see event_size) of the events queued and not yet read.
+        self.held = 0
+
+    def offer(self, event: dict[str, Any]) -> bool:
+        """Queue ``event``; False, and nothing queued, if the follower is too far behind
+        (one holding nothing takes any event, however large)."""
+        size = event_size(event)
+        if self.queue.qsize() >= FOLLOWER_BACKLOG or (
+            self.held and self.held + size > FOLLOWER_BACKLOG_BYTES
+        ):
+            return False
+        self.held += size
+        self.queue.put_nowait(event)
+        return True
+
+    def end(self, last: dict[str, Any]) -> None:
+        """Queue ``last`` and the end of the events, whatever the bounds (both are small)."""
+        self.held += event_size(last)
+        self.queue.put_nowait(last)
+        self.queue.put_nowait(None)
+
+    async def get(self) -> dict[str, Any] | None:
+        """The next event, or None at the end."""
+        event = await self.queue.get()
+        if event is not None:
+            self.held -= event_size(event)
+        return event
 
 
 class Runner:

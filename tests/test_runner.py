@@ -736,6 +736,36 @@ async def test_a_follower_that_never_reads_is_cut_off_without_blocking_the_run(
     assert events[-1] == {"event": "lagged", "run_id": run.id}
 
 
+async def test_a_stalled_follower_of_big_frames_holds_no_more_than_its_bytes(
+    clock: VirtualClock,
+) -> None:
+    big = "x" * 1_000_000  # about as large as a template may render
+    frames = 40  # far fewer than FOLLOWER_BACKLOG events: only bytes can bound them
+    source = """
+        vars:
+          big: ""
+        steps:
+          - repeat: 40
+            steps:
+              - raw: "{{ vars.big }}"
+                delay: 0.1
+    """
+    held: list[int] = []
+    delivery = FakeDelivery(clock, on_send=lambda _: held.append(follower.held))
+    run = Runner(delivery, clock).start("big", scenarios({"big": source}), vars={"big": big})
+    idle = run.follow()  # registered, never read while the run plays
+    [follower] = run._followers
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.sent == frames
+    assert max(held) <= replay.runner.FOLLOWER_BACKLOG_BYTES
+    events = await asyncio.wait_for(drain(idle), timeout=5)
+    assert kinds(events)[-1] == "lagged"
+    kept = [event for event in events if event["event"] == "frame"]
+    assert 0 < len(kept) < frames
+    assert [event["index"] for event in kept] == list(range(len(kept)))
+    assert follower.held == 0  # what was read is no longer counted
+
+
 async def test_a_slow_follower_within_the_backlog_sees_everything(
     monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
