@@ -26,12 +26,14 @@ from replay.protocol import Endpoint
 
 log = logging.getLogger("replay.client")
 
-#: Frames a client may fall behind by before it is dropped.
+#: Frames a client may fall behind by before it is dropped, counted in bytes: that many
+#: frames of the size being sent (see BYTES_PER_FRAME).
 DEFAULT_QUEUE_SIZE = 1024
 #: Frames a second a client may send before the excess is ignored (bursts of twice that).
 DEFAULT_CLIENT_RATE = 100.0
-#: On the direct path (see :mod:`replay.direct`) the bound is in bytes: queue-size frames
-#: of the size being sent, counting each as at least this many bytes.
+#: A client's send backlog is bounded in bytes, on the direct path (see
+#: :mod:`replay.direct`) and the queue alike: queue-size frames of the size being sent,
+#: counting each as at least this many bytes.
 BYTES_PER_FRAME = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
@@ -89,8 +91,11 @@ class Client:
         self._allowance_at = 0.0
         self._queue_size = queue_size
         # Made only when needed: a client on a direct line never uses it (memory counts
-        # when thousands of clients sit idle).
-        self._outbox: asyncio.Queue[Outgoing] | None = None
+        # when thousands of clients sit idle). Each item goes with its size in bytes.
+        self._outbox: asyncio.Queue[tuple[Outgoing, int]] | None = None
+        #: Bytes queued and not yet sent, the frame being sent included.
+        self._queued = 0
+        self._last_size = 0
         self._on_gone = on_gone
         self._writer: asyncio.Task[None] | None = None
         #: The direct line to the connection, when the server is uvicorn's sans-I/O one.
@@ -110,38 +115,43 @@ class Client:
         (see :func:`replay.direct.framed`)."""
         if self.dropped is not None:
             return False
+        size = len(shared) if shared is not None else len(frame)
         line = self.line
-        if line is not None:
-            if not line.open:
-                # It is going away: an ordinary disconnect, not worth a warning.
-                self.drop(1011, "connection closing", quiet=True)
-                return False
-            size = len(shared) if shared is not None else len(frame)
-            if line.buffered > self._queue_size * max(BYTES_PER_FRAME, size):
-                self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
-                return False
-            line.write(frame, shared)
-            self.sent += 1
-            return True
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if line is not None and not line.open:
+            # It is going away: an ordinary disconnect, not worth a warning.
+            self.drop(1011, "connection closing", quiet=True)
+            return False
+        if self._behind(size):
             self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
             return False
+        if line is not None:
+            line.write(frame, shared)
+            self.sent += 1
+        else:
+            self._queue.put_nowait((frame, size))
+            self._queued += size
+            self._last_size = size
         return True
 
+    def _behind(self, size: int) -> bool:
+        """Whether the backlog is past the bound for a frame of ``size`` bytes: queue-size
+        frames of that size, each counted as at least BYTES_PER_FRAME."""
+        return self.backlog > self._queue_size * max(BYTES_PER_FRAME, size)
+
     @property
-    def _queue(self) -> asyncio.Queue[Outgoing]:
+    def _queue(self) -> asyncio.Queue[tuple[Outgoing, int]]:
         if self._outbox is None:  # offered before start(): queue, the writer will send it
-            self._outbox = asyncio.Queue(maxsize=self._queue_size)
+            # Unbounded in frames: offer() bounds it in bytes.
+            self._outbox = asyncio.Queue()
         return self._outbox
 
     @property
     def backlog(self) -> int:
-        """Frames queued and not yet sent (bytes not yet taken, on the direct line)."""
+        """Bytes sent to the client and not yet taken: on the direct line, what its
+        transport holds; else what its queue holds, the frame being sent included."""
         if self.line is not None:
             return self.line.buffered
-        return self._outbox.qsize() if self._outbox is not None else 0
+        return self._queued
 
     def drop(self, code: int, reason: str, quiet: bool = False) -> None:
         """Stop sending to this client and close its connection with ``code`` (never waits).
@@ -215,13 +225,14 @@ class Client:
             # What was written is already on its way: the goodbye follows it.
             self._spawn(self._goodbye(Goodbye(code, reason, abort)))
             return True
-        try:
-            self._queue.put_nowait(Goodbye(code, reason, abort))
-        except asyncio.QueueFull:
-            # The client is not reading: what is queued would never get out anyway.
+        if self._behind(self._last_size):
+            # The client is not reading (another frame like the last would drop it): what
+            # is queued would never get out anyway.
             if self._writer is not None:
                 self._writer.cancel()
             self._spawn(self._goodbye(Goodbye(code, reason, abort)))
+        else:
+            self._queue.put_nowait((Goodbye(code, reason, abort), 0))
         return True
 
     async def stop(self) -> None:
@@ -272,7 +283,7 @@ class Client:
         queue = self._queue
         try:
             while True:
-                item = await queue.get()
+                item, size = await queue.get()
                 if isinstance(item, str):
                     await websocket.send_text(item)
                 elif isinstance(item, bytes):
@@ -280,6 +291,7 @@ class Client:
                 else:
                     await self._goodbye(item)
                     return
+                self._queued -= size
                 self.sent += 1
         except asyncio.CancelledError:
             raise

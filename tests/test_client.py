@@ -29,6 +29,10 @@ async def test_frames_go_out_in_order() -> None:
     await client.stop()
 
 
+#: A frame of 4 KiB: the queue's bound is queue-size frames of this size.
+FRAME = "x" * 4096
+
+
 async def test_a_full_queue_drops_the_client_with_a_close_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -37,9 +41,10 @@ async def test_a_full_queue_drops_the_client_with_a_close_code(
     gone: list[Client] = []
     client = Client(ws, Endpoint.STREAM, queue_size=3, on_gone=gone.append)  # type: ignore[arg-type]
     client.start()
-    results = [client.offer(str(n)) for n in range(6)]
-    # the writer has not run yet: three frames fit, the fourth overflows and drops the client
-    assert results == [True, True, True, False, False, False]
+    results = [client.offer(FRAME) for n in range(6)]
+    # the writer has not run yet: the backlog may reach three frames of this size, as on
+    # the direct line; the frame after that overflows it and drops the client
+    assert results == [True, True, True, True, False, False]
     assert client.dropped == "client too slow: send queue full"
     assert gone == [client]
     await asyncio.sleep(0.05)
@@ -52,8 +57,9 @@ async def test_a_dropped_reader_gets_the_close_code() -> None:
     ws = FakeWebSocket()
     client = Client(ws, Endpoint.MESSAGES, queue_size=1)  # type: ignore[arg-type]
     # no writer started: the queue fills at once, and the close frame can still be sent
-    assert client.offer("a")
-    assert not client.offer("b")
+    assert client.offer(FRAME)
+    assert client.offer(FRAME)
+    assert not client.offer(FRAME)
     await settle()
     assert ws.closed == (CLOSE_TOO_SLOW, "client too slow: send queue full")
 
@@ -89,3 +95,61 @@ async def test_info_describes_the_client() -> None:
     assert info["client_id"] == "abc"
     assert info["endpoint"] == "/ws/stream"
     assert info["sent"] == info["received"] == info["backlog"] == 0
+
+
+async def test_the_queue_is_bounded_in_bytes_like_the_direct_line() -> None:
+    ws = FakeWebSocket(stalled=True)
+    client = Client(ws, Endpoint.STREAM, queue_size=8)  # type: ignore[arg-type]
+    client.start()
+    big = "y" * (1024 * 1024)
+    offered = 0
+    while client.offer(big):
+        offered += 1
+        await settle()  # the writer takes the first frame and stalls sending it
+        # In bytes, the frame being sent included: it is not sent until the peer takes it.
+        assert client.backlog == offered * len(big)
+    assert client.dropped == client_module.TOO_SLOW
+    assert offered == 9  # the backlog may reach eight frames of this size, and no more
+
+
+async def test_a_small_frame_behind_big_ones_finds_the_queue_full() -> None:
+    # queue-size frames of the size being sent (at least 1 KiB each): a backlog of big
+    # frames is far behind for a small one, as on the direct line.
+    client = Client(FakeWebSocket(stalled=True), Endpoint.STREAM, queue_size=4)  # type: ignore[arg-type]
+    client.start()
+    for _ in range(3):
+        assert client.offer("z" * 100_000)
+    assert client.backlog == 300_000
+    assert not client.offer("small")
+    assert client.dropped == client_module.TOO_SLOW
+
+
+async def test_a_hangup_goes_out_after_the_queued_frames_however_big() -> None:
+    ws = FakeWebSocket()
+    client = Client(ws, Endpoint.MESSAGES, queue_size=1)  # type: ignore[arg-type]
+    big = "b" * 100_000
+    assert client.offer(big)  # not sent yet: no writer
+    assert client.hangup(4000, "bye")
+    client.start()
+    for _ in range(20):
+        await settle()
+        if ws.closed is not None:
+            break
+    assert ws.sent == [big]
+    assert ws.closed == (4000, "bye")
+
+
+async def test_a_hangup_behind_a_backlog_past_its_bound_closes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "CLOSE_GRACE", 0.01)
+    ws = FakeWebSocket(stalled=True)
+    client = Client(ws, Endpoint.MESSAGES, queue_size=1)  # type: ignore[arg-type]
+    client.start()
+    assert client.offer(FRAME)
+    await settle()  # the writer holds it, stalled
+    assert client.offer(FRAME)  # a backlog of one such frame is allowed: now past it
+    assert client.hangup(4000, "bye")
+    await asyncio.wait_for(ws.incoming.get(), 5)  # cut after the grace period
+    assert ws.aborted
+    assert ws.sent == []

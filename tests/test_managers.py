@@ -80,12 +80,13 @@ async def test_a_stalled_client_never_delays_the_others(monkeypatch: pytest.Monk
     manager = WebsocketManager.isolated(queue_size=4)
     healthy = [await connect(manager) for _ in range(2)]
     stalled = await connect(manager, stalled=True)
-    for n in range(50):
-        manager.broadcast(f"frame {n}")
+    frames = [f"frame {n} " + "." * 2048 for n in range(50)]  # the bound is in bytes
+    for frame in frames:
+        manager.broadcast(frame)
         await settle()
     assert len(manager) == 2  # the stalled one was dropped once its queue overflowed
     for ws in healthy:
-        assert ws.sent == [f"frame {n}" for n in range(50)]
+        assert ws.sent == frames
     await asyncio.sleep(0.05)
     assert stalled.aborted
 
@@ -290,8 +291,8 @@ async def test_a_client_whose_queue_overflows_is_a_drop(monkeypatch: pytest.Monk
     taken = []
     for n in range(3):
         # The stalled client's writer holds the first frame forever, its queue the
-        # second; the third overflows it.
-        taken.append(manager.broadcast(f"frame {n}"))
+        # second (a backlog of one frame of this size is allowed); the third overflows.
+        taken.append(manager.broadcast(f"frame {n} " + "." * 2048))
         await settle()
     assert taken == [2, 2, 1]
     assert manager.drops == 1

@@ -181,7 +181,7 @@ async def test_a_client_dropped_for_a_full_queue_is_counted(
     stalled = FakeWebSocket(stalled=True)
     await replay.stream.connect(stalled)  # type: ignore[arg-type]
     for n in range(3):  # one frame in the writer, one queued, one too many
-        replay.stream.broadcast(f"chunk {n}")
+        replay.stream.broadcast(f"chunk {n} " + "." * 2048)  # at least 1 KiB: the bound
         for _ in range(10):
             await asyncio.sleep(0)
     _, samples = parse(replay.metrics.render().decode())
