@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__
 from replay.catalog import Catalog
-from replay.client import DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
+from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
@@ -93,6 +93,9 @@ class Settings:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: Frames per second a client may send; more are ignored (counted, not acted on).
     client_rate: float = DEFAULT_CLIENT_RATE
+    #: Bytes per second a client may send (bursts of twice that); over it, its socket is
+    #: read more slowly (or, on a server other than uvicorn, the excess is ignored).
+    client_bytes: float = DEFAULT_CLIENT_BYTES
 
 
 class TriggerBody(BaseModel):
@@ -139,6 +142,7 @@ class Replay:
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
         self.messages.client_rate = self.stream.client_rate = settings.client_rate
+        self.messages.client_bytes = self.stream.client_bytes = settings.client_bytes
         #: WebSocket clients refused, by reason ("origin", "limit").
         self.refused: dict[str, int] = {"origin": 0, "limit": 0}
         self._reactions: list[tuple[str, ClientFrameMatch]] = []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable
 
 import pytest
 
 from replay import client as client_module
-from replay.client import CLOSE_TOO_SLOW, Client
+from replay.client import CLOSE_TOO_SLOW, ByteBudget, Client
 from replay.protocol import Endpoint
 from tests.fakes import FakeWebSocket
 
@@ -153,3 +156,99 @@ async def test_a_hangup_behind_a_backlog_past_its_bound_closes_at_once(
     await asyncio.wait_for(ws.incoming.get(), 5)  # cut after the grace period
     assert ws.aborted
     assert ws.sent == []
+
+
+# --- the byte rate ------------------------------------------------------------------------------
+
+
+def test_a_byte_budget_is_a_burst_then_a_rate_and_may_be_overdrawn_by_one_frame() -> None:
+    budget = ByteBudget(1000)
+    budget.spend(1500, now=0.0)  # a burst of twice the rate
+    assert not budget.overdrawn(now=0.0)
+    budget.spend(1500, now=0.0)  # taken while not overdrawn: now 1000 over
+    assert budget.overdrawn(now=0.0)
+    assert budget.debt(now=0.0) == pytest.approx(1.0)
+    assert budget.overdrawn(now=0.5)  # still 500 over
+    assert budget.debt(now=1.0) == 0.0
+    assert not budget.overdrawn(now=1.0)
+    budget.spend(50_000, now=1.0)  # larger than the burst: it still gets through
+    assert budget.debt(now=1.0) == pytest.approx(50.0)
+    assert budget.debt(now=1000.0) == 0.0
+    budget.spend(2000, now=1000.0)  # saved up no more than the burst
+    assert not budget.overdrawn(now=1000.0)
+    budget.spend(1, now=1000.0)
+    assert budget.overdrawn(now=1000.0)
+
+
+def text_frames(*texts: str) -> list[dict[str, object]]:
+    return [{"type": "websocket.receive", "text": text} for text in texts]
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition``, looking at each turn of the loop; fail after a few seconds."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.001)
+
+
+async def test_a_client_over_its_byte_rate_is_not_read_until_its_budget_is_back() -> None:
+    ws = FakeWebSocket()
+    client = Client(ws, Endpoint.MESSAGES, byte_rate=100_000)  # type: ignore[arg-type]
+    frames = ["a" * 150_000, "b" * 100_000, "c", "d"]  # the second overdraws the budget
+    for message in text_frames(*frames):
+        ws.incoming.put_nowait(message)
+    taken: list[str] = []
+    reader = asyncio.create_task(client.receive_until_closed(lambda _, text: taken.append(text)))
+    await until(lambda: len(taken) == len(frames), "every frame was taken")
+    # Its socket was left unread for a while, then read again: slowed down, not ignored.
+    assert (ws.pauses, ws.resumes) == (1, 1)
+    assert ws.reading
+    assert taken == frames  # in order
+    assert (client.throttled, client.ignored) == (1, 0)
+    assert client.received_bytes == 250_002
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(reader, 5)
+
+
+async def test_a_client_resting_over_its_byte_rate_is_woken_when_the_server_gives_up() -> None:
+    ws = FakeWebSocket()
+    client = Client(ws, Endpoint.MESSAGES, byte_rate=1000)  # type: ignore[arg-type]
+    for message in text_frames("x" * 100_000, "after"):  # a debt of about 98 seconds
+        ws.incoming.put_nowait(message)
+    taken: list[str] = []
+    reader = asyncio.create_task(client.receive_until_closed(lambda _, text: taken.append(text)))
+    await until(lambda: not ws.reading, "its reading was paused")
+    assert len(taken) == 1
+    client.drop(4000, "enough")  # the close frame's answer must be read: reading resumes
+    await asyncio.wait_for(reader, 5)
+    assert ws.reading
+    assert ws.closed == (4000, "enough")
+
+
+async def test_without_a_transport_frames_over_the_byte_rate_are_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ws = FakeWebSocket(transport=False)
+    client = Client(ws, Endpoint.STREAM, byte_rate=1000)  # type: ignore[arg-type]
+    frames = ["1" * 1500, "2" * 1500, "3", "4" * 10, "5"]  # the second overdraws the budget
+    for message in [*text_frames(*frames), {"type": "websocket.disconnect", "code": 1000}]:
+        ws.incoming.put_nowait(message)
+    taken: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="replay.client"):
+        await asyncio.wait_for(client.receive_until_closed(lambda _, t: taken.append(t)), 5)
+    assert taken == frames[:2]  # the rest came faster than 1000 bytes a second could pay for
+    assert (client.received, client.ignored, client.throttled) == (5, 3, 0)
+    assert client.info()["ignored"] == 3
+    [warning] = [r for r in caplog.records if "bytes a second" in r.getMessage()]
+    assert "ignoring the excess" in warning.getMessage()
+
+
+async def test_a_binary_frame_and_a_non_ascii_one_count_their_bytes() -> None:
+    ws = FakeWebSocket()
+    client = Client(ws, Endpoint.STREAM)  # type: ignore[arg-type]
+    ws.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00" * 10})
+    ws.incoming.put_nowait({"type": "websocket.receive", "text": "\N{GRINNING FACE}"})
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(client.receive_until_closed(), 5)
+    assert client.received_bytes == 10 + 4

@@ -327,3 +327,17 @@ async def test_closing_or_failing_clients_are_not_drops() -> None:
         got = await events_of(events, 2)
     assert [event["reason"] for event in got] == ["send failed", "closed with code 4000"]
     assert manager.drops == 0
+
+
+async def test_each_client_gets_the_managers_byte_rate() -> None:
+    manager = WebsocketManager.isolated()
+    assert manager.client_bytes == client_module.DEFAULT_CLIENT_BYTES
+    manager.client_bytes = 100
+    heard: list[str] = []
+    manager.on_frame = lambda _, text: heard.append(text)
+    ws = FakeWebSocket(transport=False)  # no transport to pause: the excess is ignored
+    for text in ("a" * 300, "b", "c"):
+        ws.incoming.put_nowait({"type": "websocket.receive", "text": text})
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(manager.serve(ws), 5)  # type: ignore[arg-type]
+    assert heard == ["a" * 300]

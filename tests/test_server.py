@@ -554,7 +554,9 @@ def test_clients_lists_every_connection(own: TestClient) -> None:
             "connected_since",
             "sent",
             "received",
+            "received_bytes",
             "ignored",
+            "throttled",
             "skipped",
             "backlog",
         }
