@@ -9,8 +9,10 @@ schemathesis. Clients are real WebSocket (or raw TCP) connections to real uvicor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -550,6 +552,34 @@ async def trigger_ticks(live: LiveServer, ws: Any) -> None:
     await post(live, "/trigger/tick?wait=false")
     for index in range(TICKS):
         assert await asyncio.wait_for(ws.recv(), PATIENCE) == tick_frame(index)
+
+
+async def test_text_that_is_not_utf8_closes_with_1007_and_logs_one_warning(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # No logging set up by uvicorn: its records reach the root logger, and caplog.
+    with serving(Settings(scenarios=folder, isolated=True), log_config=None) as (live, _):
+        async with connect(live.ws_url + "/ws?client_id=healthy") as healthy:
+            for attempt in range(2):
+                async with connect(live.ws_url + f"/ws?client_id=bad{attempt}") as bad:
+                    await connected(live, 2)
+                    with contextlib.suppress(ConnectionClosed):
+                        for _ in range(3):  # one warning per client, not per frame
+                            await bad.send(b"\xff\xfe not UTF-8", text=True)
+                    closed = await until_closed(bad)
+                    assert closed.rcvd is not None
+                    assert closed.rcvd.code == 1007  # RFC 6455: inconsistent data
+                await settled(live, 1)
+            await trigger_ticks(live, healthy)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r for r in caplog.records if "UTF-8" in r.getMessage()]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    for attempt, warning in enumerate(warnings):
+        assert warning.levelno == logging.WARNING
+        assert warning.exc_info is None
+        assert f"on /ws (client_id bad{attempt})" in warning.getMessage()
+        assert "closed with 1007" in warning.getMessage()
 
 
 def client_named(live: LiveServer, client_id: str) -> Any:
