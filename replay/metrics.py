@@ -101,5 +101,14 @@ class _StateCollector(Collector):
         )
         for reason, count in sorted(self.replay.refused.items()):
             refused.add_metric([reason], count)
-        yield from (clients, frames, sent_bytes, drops, runs, active, by_share, runs_refused)
-        yield refused
+        yield from (
+            clients,
+            frames,
+            sent_bytes,
+            drops,
+            runs,
+            active,
+            by_share,
+            runs_refused,
+            refused,
+        )

@@ -406,9 +406,18 @@ async def test_binary_frames_and_garbage_are_ignored_without_closing(folder: Pat
             assert [frame for frame in got if "tick" in frame] == [tick_frame(i) for i in range(5)]
             assert '{"message_type":"PAUSE_STATUS","message":"System paused"}' in got
             await rude_stream.send("still here")
-            counts = {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
+            # The server reads it in its own thread: wait for it, with a deadline.
+            deadline = time.monotonic() + PATIENCE
+            while (counts := received_counts(live))[("rude", "/ws/stream")] < len(garbage) + 1:
+                assert time.monotonic() < deadline, f"the server never read it: {counts}"
+                await asyncio.sleep(0.01)
             assert counts[("rude", "/ws")] == len(garbage)
             assert counts[("rude", "/ws/stream")] == len(garbage) + 1
+
+
+def received_counts(live: LiveServer) -> dict[tuple[str, str], int]:
+    """Frames received from each client, by client id and endpoint."""
+    return {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
 
 
 @pytest.mark.parametrize(
