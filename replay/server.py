@@ -127,6 +127,11 @@ class Replay:
     """Everything one server holds: its scenarios, its clients and its runs."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        if not settings.client_bytes > 0:
+            # Checked here, not when the first client connects and its budget is made.
+            raise ValueError(
+                f"client_bytes must be more than 0 bytes a second, not {settings.client_bytes}"
+            )
         self.settings = settings
         self.library = ScenarioLibrary(settings.scenarios)
         if settings.isolated:

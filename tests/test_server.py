@@ -1023,3 +1023,9 @@ def test_a_clients_reactions_never_make_a_trigger_429(
         refused = own.post("/trigger/ticker?wait=false")
         assert refused.status_code == 429
         assert (refused.json()["limit"], refused.json()["share"]) == (2, "trigger")
+
+
+@pytest.mark.parametrize("rate", [0, -1.0, float("nan")])
+def test_a_byte_rate_that_is_not_positive_is_refused_at_once(tmp_path: Path, rate: float) -> None:
+    with pytest.raises(ValueError, match="client_bytes must be more than 0"):
+        create_app(Settings(scenarios=tmp_path, isolated=True, client_bytes=rate))
