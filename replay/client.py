@@ -26,12 +26,19 @@ from replay.protocol import Endpoint
 
 log = logging.getLogger("replay.client")
 
-#: Frames a client may fall behind by before it is dropped.
+#: Frames a client may fall behind by before it is dropped, counted in bytes: that many
+#: frames of the size being sent (see BYTES_PER_FRAME).
 DEFAULT_QUEUE_SIZE = 1024
 #: Frames a second a client may send before the excess is ignored (bursts of twice that).
 DEFAULT_CLIENT_RATE = 100.0
-#: On the direct path (see :mod:`replay.direct`) the bound is in bytes: queue-size frames
-#: of the size being sent, counting each as at least this many bytes.
+#: Bytes a second a client may send, sustained (bursts of twice that, and one frame of any
+#: size over): above it, its socket is read no faster than that (see
+#: :meth:`Client.receive_until_closed`). A frame rate alone let one client sending 1 MiB
+#: frames make everyone else's frames late.
+DEFAULT_CLIENT_BYTES = 1024 * 1024
+#: A client's send backlog is bounded in bytes, on the direct path (see
+#: :mod:`replay.direct`) and the queue alike: queue-size frames of the size being sent,
+#: counting each as at least this many bytes.
 BYTES_PER_FRAME = 1024
 #: WebSocket close code for a client dropped for not reading (RFC 6455: policy violation).
 CLOSE_TOO_SLOW = 1008
@@ -73,6 +80,7 @@ class Client:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         on_gone: Callable[[Client], None] | None = None,
         client_id: str | None = None,
+        byte_rate: float = DEFAULT_CLIENT_BYTES,
     ) -> None:
         self.id = client_id or uuid.uuid4().hex[:8]
         self.websocket = websocket
@@ -80,15 +88,29 @@ class Client:
         self.connected_at = time.time()
         self.sent = 0
         self.received = 0
-        #: Frames the client sent over its rate limit, which were not acted on.
+        #: Bytes of the frames received (UTF-8, for text).
+        self.received_bytes = 0
+        #: Frames the client sent over its rate limits, which were not acted on.
         self.ignored = 0
+        #: Times its socket was left unread for a while: it sent more than its byte rate.
+        self.throttled = 0
+        #: Runs (reactions, on-connect) not started for it because its share was full.
+        self.skipped = 0
         self.dropped: str | None = None
         self._allowance: float | None = None
         self._allowance_at = 0.0
+        self._bytes = ByteBudget(byte_rate)
+        self._warned_bytes = False
+        # Set while the reader rests (see _rest): done early when the server gives up on
+        # the client, whose close must then be read.
+        self._resting: asyncio.Future[None] | None = None
         self._queue_size = queue_size
         # Made only when needed: a client on a direct line never uses it (memory counts
-        # when thousands of clients sit idle).
-        self._outbox: asyncio.Queue[Outgoing] | None = None
+        # when thousands of clients sit idle). Each item goes with its size in bytes.
+        self._outbox: asyncio.Queue[tuple[Outgoing, int]] | None = None
+        #: Bytes queued and not yet sent, the frame being sent included.
+        self._queued = 0
+        self._last_size = 0
         self._on_gone = on_gone
         self._writer: asyncio.Task[None] | None = None
         #: The direct line to the connection, when the server is uvicorn's sans-I/O one.
@@ -108,38 +130,43 @@ class Client:
         (see :func:`replay.direct.framed`)."""
         if self.dropped is not None:
             return False
+        size = len(shared) if shared is not None else len(frame)
         line = self.line
-        if line is not None:
-            if not line.open:
-                # It is going away: an ordinary disconnect, not worth a warning.
-                self.drop(1011, "connection closing", quiet=True)
-                return False
-            size = len(shared) if shared is not None else len(frame)
-            if line.buffered > self._queue_size * max(BYTES_PER_FRAME, size):
-                self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
-                return False
-            line.write(frame, shared)
-            self.sent += 1
-            return True
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if line is not None and not line.open:
+            # It is going away: an ordinary disconnect, not worth a warning.
+            self.drop(1011, "connection closing", quiet=True)
+            return False
+        if self._behind(size):
             self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
             return False
+        if line is not None:
+            line.write(frame, shared)
+            self.sent += 1
+        else:
+            self._queue.put_nowait((frame, size))
+            self._queued += size
+            self._last_size = size
         return True
 
+    def _behind(self, size: int) -> bool:
+        """Whether the backlog is past the bound for a frame of ``size`` bytes: queue-size
+        frames of that size, each counted as at least BYTES_PER_FRAME."""
+        return self.backlog > self._queue_size * max(BYTES_PER_FRAME, size)
+
     @property
-    def _queue(self) -> asyncio.Queue[Outgoing]:
+    def _queue(self) -> asyncio.Queue[tuple[Outgoing, int]]:
         if self._outbox is None:  # offered before start(): queue, the writer will send it
-            self._outbox = asyncio.Queue(maxsize=self._queue_size)
+            # Unbounded in frames: offer() bounds it in bytes.
+            self._outbox = asyncio.Queue()
         return self._outbox
 
     @property
     def backlog(self) -> int:
-        """Frames queued and not yet sent (bytes not yet taken, on the direct line)."""
+        """Bytes sent to the client and not yet taken: on the direct line, what its
+        transport holds; else what its queue holds, the frame being sent included."""
         if self.line is not None:
             return self.line.buffered
-        return self._outbox.qsize() if self._outbox is not None else 0
+        return self._queued
 
     def drop(self, code: int, reason: str, quiet: bool = False) -> None:
         """Stop sending to this client and close its connection with ``code`` (never waits).
@@ -148,6 +175,7 @@ class Client:
         if self.dropped is not None:
             return
         self.dropped = reason
+        self._wake()
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "client %s on %s dropped: %s", self.id, self.endpoint, reason)
         if self._on_gone is not None:
@@ -185,6 +213,7 @@ class Client:
             self.dropped = reason
             if self._on_gone is not None:
                 self._on_gone(self)
+        self._wake()
         if self._writer is not None:
             self._writer.cancel()
         with contextlib.suppress(Exception):
@@ -206,6 +235,7 @@ class Client:
         if self.dropped is not None:
             return False
         self.dropped = "dropped on purpose" if abort else f"closed with code {code}"
+        self._wake()
         log.info("client %s on %s: %s by a scenario", self.id, self.endpoint, self.dropped)
         if self._on_gone is not None:
             self._on_gone(self)
@@ -213,13 +243,14 @@ class Client:
             # What was written is already on its way: the goodbye follows it.
             self._spawn(self._goodbye(Goodbye(code, reason, abort)))
             return True
-        try:
-            self._queue.put_nowait(Goodbye(code, reason, abort))
-        except asyncio.QueueFull:
-            # The client is not reading: what is queued would never get out anyway.
+        if self._behind(self._last_size):
+            # The client is not reading (another frame like the last would drop it): what
+            # is queued would never get out anyway.
             if self._writer is not None:
                 self._writer.cancel()
             self._spawn(self._goodbye(Goodbye(code, reason, abort)))
+        else:
+            self._queue.put_nowait((Goodbye(code, reason, abort), 0))
         return True
 
     async def stop(self) -> None:
@@ -230,19 +261,36 @@ class Client:
                 await self._writer
 
     async def receive_until_closed(self, listener: FrameListener | None = None) -> None:
-        """Read the client's frames until it disconnects, handing text frames to ``listener``.
+        """Read the client's frames until it disconnects, handing text frames to ``listener``
+        in the order they came.
 
         Frames are logged at DEBUG; a listener that fails is logged and the reading goes
         on. Nothing a client sends can break the connection's handler or anyone else's.
+
+        A client that sends more bytes than its byte rate allows is read more slowly:
+        after the frame that overdraws its budget, its socket is not read until the
+        budget is back (TCP then slows the sender down, and the server decodes nothing
+        meanwhile). Without the connection's transport (a server other than uvicorn),
+        frames that come while the budget is overdrawn are ignored instead, and counted.
         """
+        transport = self.websocket.scope.get(TRANSPORT_KEY)
+        can_pause = hasattr(transport, "pause_reading")
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             self.received += 1
+            text = message.get("text")
+            size = _size(text, message.get("bytes"))
+            self.received_bytes += size
             if log.isEnabledFor(logging.DEBUG):  # parsing every frame costs, in a flood
                 log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))
-            text = message.get("text")
+            now = time.monotonic()
+            if not can_pause and self._bytes.overdrawn(now):
+                self._over_bytes("ignoring the excess")
+                self.ignored += 1
+                continue
+            self._bytes.spend(size, now)
             if listener is not None and text is not None:
                 try:
                     listener(self, text)
@@ -250,6 +298,52 @@ class Client:
                     log.exception(
                         "client %s on %s: handling its frame failed", self.id, self.endpoint
                     )
+            if can_pause:
+                await self._catch_up(transport)
+
+    async def _catch_up(self, transport: Any) -> None:
+        """Leave the socket unread until the byte budget is no longer overdrawn (or the
+        server gives up on the client)."""
+        wait = self._bytes.debt(time.monotonic())
+        if wait <= 0 or self.dropped is not None:
+            return
+        self._over_bytes("reading it more slowly")
+        self.throttled += 1
+        # Pause only a transport that reads: uvicorn pauses it itself after each frame
+        # until the application asks for the next, and resumes only what it paused.
+        paused = transport.is_reading()
+        if paused:
+            transport.pause_reading()
+        try:
+            while wait > 0 and self.dropped is None:
+                await self._rest(wait)
+                wait = self._bytes.debt(time.monotonic())
+        finally:
+            if paused and not transport.is_closing():
+                transport.resume_reading()
+
+    async def _rest(self, seconds: float) -> None:
+        self._resting = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait([self._resting], timeout=seconds)
+        finally:
+            self._resting = None
+
+    def _wake(self) -> None:
+        """Stop resting: the server is closing the connection, and must read the answer."""
+        if self._resting is not None and not self._resting.done():
+            self._resting.set_result(None)
+
+    def _over_bytes(self, what: str) -> None:
+        if not self._warned_bytes:
+            self._warned_bytes = True
+            log.warning(
+                "client %s on %s sends more than %g bytes a second: %s",
+                self.id,
+                self.endpoint,
+                self._bytes.rate,
+                what,
+            )
 
     def info(self) -> dict[str, Any]:
         """The client as GET /clients shows it."""
@@ -260,7 +354,10 @@ class Client:
             "connected_since": _iso(self.connected_at),
             "sent": self.sent,
             "received": self.received,
+            "received_bytes": self.received_bytes,
             "ignored": self.ignored,
+            "throttled": self.throttled,
+            "skipped": self.skipped,
             "backlog": self.backlog,
         }
 
@@ -269,7 +366,7 @@ class Client:
         queue = self._queue
         try:
             while True:
-                item = await queue.get()
+                item, size = await queue.get()
                 if isinstance(item, str):
                     await websocket.send_text(item)
                 elif isinstance(item, bytes):
@@ -277,6 +374,7 @@ class Client:
                 else:
                     await self._goodbye(item)
                     return
+                self._queued -= size
                 self.sent += 1
         except asyncio.CancelledError:
             raise
@@ -301,6 +399,38 @@ class Client:
         _abort(self.websocket)
 
 
+class ByteBudget:
+    """How many bytes a client may still send: ``rate`` bytes a second, saved up to twice
+    that. A frame is taken while the budget is not overdrawn, and may overdraw it, so a
+    frame larger than the burst still gets through; the frames after it wait (or, without
+    a way to wait, are ignored) until the debt is paid off (see :meth:`debt`)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._allowance = 2 * rate
+        self._at: float | None = None
+
+    def overdrawn(self, now: float) -> bool:
+        """Whether the budget is overdrawn at ``now`` (seconds): the next frame must wait."""
+        self._refill(now)
+        return self._allowance < 0
+
+    def spend(self, size: int, now: float) -> None:
+        """Take ``size`` bytes from the budget at ``now``, overdrawing it if need be."""
+        self._refill(now)
+        self._allowance -= size
+
+    def debt(self, now: float) -> float:
+        """Seconds until the budget is no longer overdrawn (0 if it is not)."""
+        self._refill(now)
+        return max(0.0, -self._allowance / self.rate)
+
+    def _refill(self, now: float) -> None:
+        if self._at is not None:
+            self._allowance = min(2 * self.rate, self._allowance + (now - self._at) * self.rate)
+        self._at = now
+
+
 # Tasks closing dropped clients; kept here so they are not garbage-collected mid-way.
 _background: set[asyncio.Task[None]] = set()
 
@@ -316,6 +446,14 @@ def _abort(websocket: WebSocket) -> bool:
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _size(text: str | None, data: bytes | None) -> int:
+    """A frame's size in bytes; a text frame's as UTF-8, encoded only if not ASCII (an
+    O(1) check in CPython: a flood of 1 MiB ASCII frames is not copied to be measured)."""
+    if text is None:
+        return len(data or b"")
+    return len(text) if text.isascii() else len(text.encode(errors="surrogatepass"))
 
 
 def _describe(message: Any) -> str:

@@ -15,7 +15,9 @@ Anything else (another server, another WebSocket implementation) uses the ASGI p
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.frames import Frame, Opcode
@@ -41,6 +43,7 @@ class TransportMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        quiet_invalid_utf8()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -59,6 +62,49 @@ class TransportMiddleware:
             # cycle, and every closed connection would wait for the cyclic collector.
             scope.pop(PROTOCOL_KEY, None)
             scope.pop(TRANSPORT_KEY, None)
+
+
+#: What uvicorn's ``websockets-sansio`` protocol logs, with a traceback, at ERROR, for a
+#: text frame that is not valid UTF-8 (it then closes the connection with 1007).
+INVALID_UTF8 = "Invalid UTF-8 sequence received from client."
+
+
+class InvalidUtf8Filter(logging.Filter):
+    """Makes uvicorn's ERROR and traceback for a text frame that is not UTF-8 one WARNING
+    line naming the client: it is the client's mistake (or malice), not the server's, and
+    any client could fill the log with tracebacks. uvicorn logs it once per connection,
+    as it closes it with 1007 (RFC 6455) and discards what follows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == INVALID_UTF8 and record.levelno >= logging.ERROR:
+            record.msg = "%s sent a text frame that is not valid UTF-8: closed with 1007"
+            record.args = (_sender(record),)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_invalid_utf8() -> None:
+    """Put :class:`InvalidUtf8Filter` on uvicorn's error logger (once, however often
+    called)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, InvalidUtf8Filter) for existing in logger.filters):
+        logger.addFilter(InvalidUtf8Filter())
+
+
+def _sender(record: logging.LogRecord) -> str:
+    """Who sent the frame, as far as the record tells: the connection's address, path and
+    client id, read from uvicorn's protocol object in the traceback's frame."""
+    traceback = record.exc_info[2] if record.exc_info else None
+    protocol = traceback.tb_frame.f_locals.get("self") if traceback is not None else None
+    scope = getattr(protocol, "scope", None)
+    if not isinstance(scope, dict):
+        return "a WebSocket client"
+    host, port = scope.get("client") or ("?", 0)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    # Only the client id of the query: it may hold anything else, a token included.
+    client_id = query.get("client_id", ["none given"])[0]
+    return f"a WebSocket client at {host}:{port} on {scope.get('path')} (client_id {client_id})"
 
 
 def framed(frame: str | bytes) -> bytes:

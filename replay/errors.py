@@ -181,11 +181,22 @@ class TemplateFailed(ReplayError):
 
 
 class TooManyRuns(ReplayError):
-    """The server is already playing as many runs as it allows at once."""
+    """A share of runs is full: the run was not started.
 
-    def __init__(self, limit: int) -> None:
+    ``share`` is whose runs: ``"trigger"`` (POST /trigger), ``"clients"`` (reactions and
+    on-connect runs, all clients together) or ``"client"`` (those of ``client`` alone).
+    """
+
+    def __init__(self, limit: int, share: str = "trigger", client: str | None = None) -> None:
         self.limit = limit
+        self.share = share
+        self.client = client
+        if share == "client":
+            what = f"client {client} already has {limit} runs (reactions, on-connect) playing"
+        elif share == "clients":
+            what = f"already {limit} runs started by clients (reactions, on-connect) playing"
+        else:
+            what = f"already {limit} triggered runs playing"
         super().__init__(
-            f"already {limit} runs playing at once; wait for some to end or cancel them "
-            "(DELETE /runs/{id})"
+            f"{what} at once; wait for some to end or cancel them (DELETE /runs/{{id}})"
         )

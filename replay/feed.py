@@ -16,8 +16,9 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
   ``scenario``, ``file`` and, when invalid, ``problems``.
 
 Publishing never waits. Each subscriber has a bounded queue: one that falls
-:data:`BACKLOG` events behind loses the events it cannot hold and then gets a
-``lagged`` event saying how many it missed, so a slow reader never slows the replay.
+:data:`BACKLOG` events or :data:`BACKLOG_BYTES` bytes behind loses the events it cannot
+hold and then gets a ``lagged`` event saying how many it missed, so a slow reader never
+slows the replay, nor holds more than that much memory however large the frames are.
 """
 
 from __future__ import annotations
@@ -29,13 +30,29 @@ from typing import Any
 
 #: Events a subscriber may fall behind by before it starts missing some.
 BACKLOG = 1000
+#: Bytes of events (see :func:`event_size`) a subscriber may fall behind by before it
+#: starts missing some: without it, a thousand 1 MiB frames would be a gigabyte held for
+#: one stalled reader.
+BACKLOG_BYTES = 8 * 1024 * 1024
+#: What an event is counted as besides its frame: a dict of a dozen small fields.
+EVENT_BYTES = 1024
+
+
+def event_size(event: dict[str, Any]) -> int:
+    """An estimate of the memory ``event`` holds: its ``frame``'s length plus EVENT_BYTES.
+
+    Cheap on purpose (nothing is serialised): frames are the only part of an event a
+    client or a scenario can make large."""
+    frame = event.get("frame")
+    return EVENT_BYTES + (len(frame) if isinstance(frame, str | bytes) else 0)
 
 
 class Feed:
     """One server's event feed."""
 
-    def __init__(self, backlog: int = BACKLOG) -> None:
+    def __init__(self, backlog: int = BACKLOG, backlog_bytes: int = BACKLOG_BYTES) -> None:
         self.backlog = backlog
+        self.backlog_bytes = backlog_bytes
         self.seq = 0
         self.closed = False
         self._subscribers: set[_Subscriber] = set()
@@ -71,7 +88,7 @@ class Feed:
         (``await subscription.aclose()``) when done with it, read or not.
         """
         wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        subscriber = _Subscriber(self.backlog, wanted)
+        subscriber = _Subscriber(self.backlog, self.backlog_bytes, wanted)
         self._subscribers.add(subscriber)
         if self.closed:
             subscriber.end()
@@ -97,6 +114,7 @@ class Subscription:
         if event is None:
             await self.aclose()
             raise StopAsyncIteration
+        self._subscriber.held -= event_size(event)
         return event
 
     async def aclose(self) -> None:
@@ -105,10 +123,13 @@ class Subscription:
 
 
 class _Subscriber:
-    def __init__(self, backlog: int, kinds: tuple[str, ...]) -> None:
+    def __init__(self, backlog: int, backlog_bytes: int, kinds: tuple[str, ...]) -> None:
         # Two slots more than the backlog: a lagged notice, and the end of the subscription.
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 2)
         self.backlog = backlog
+        self.backlog_bytes = backlog_bytes
+        #: The bytes (see event_size) of the events queued and not yet read.
+        self.held = 0
         self.kinds = kinds
         self.missed = 0
         self.ended = False
@@ -123,13 +144,22 @@ class _Subscriber:
             )
         ):
             return
-        if self.queue.qsize() >= self.backlog:
+        # Room for the event, and for the lagged notice before it if one is due; a reader
+        # holding nothing takes any event, however large: it is not behind.
+        size = event_size(event) + (EVENT_BYTES if self.missed else 0)
+        if self.queue.qsize() >= self.backlog or (
+            self.held and self.held + size > self.backlog_bytes
+        ):
             self.missed += 1
             return
         if self.missed:
             # Told where the gap is: after what was kept, before what comes next.
-            self.queue.put_nowait({"event": "lagged", "missed": self.missed, "seq": event["seq"]})
+            self._put({"event": "lagged", "missed": self.missed, "seq": event["seq"]})
             self.missed = 0
+        self._put(event)
+
+    def _put(self, event: dict[str, Any]) -> None:
+        self.held += event_size(event)
         self.queue.put_nowait(event)
 
     def end(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self
 from starlette.websockets import WebSocket
 
 from replay.client import (
+    DEFAULT_CLIENT_BYTES,
     DEFAULT_CLIENT_RATE,
     DEFAULT_QUEUE_SIZE,
     TOO_SLOW,
@@ -64,6 +65,7 @@ class EndpointManager:
         manager.feed = None
         manager.frames_sent = manager.bytes_sent = manager.drops = 0
         manager.client_rate = DEFAULT_CLIENT_RATE
+        manager.client_bytes = DEFAULT_CLIENT_BYTES
         return manager
 
     queue_size: int
@@ -81,6 +83,9 @@ class EndpointManager:
     drops: int
     #: Frames per second a client may send before the excess is ignored.
     client_rate: float
+    #: Bytes per second a client may send before it is read more slowly (see
+    #: :meth:`replay.client.Client.receive_until_closed`).
+    client_bytes: float
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -88,7 +93,9 @@ class EndpointManager:
     async def connect(self, websocket: WebSocket, client_id: str | None = None) -> Client:
         """Accept the connection and start sending to it."""
         await websocket.accept()
-        client = Client(websocket, self.endpoint, self.queue_size, self._forget, client_id)
+        client = Client(
+            websocket, self.endpoint, self.queue_size, self._forget, client_id, self.client_bytes
+        )
         self.clients[websocket] = client
         client.start()
         log.info("client %s connected to %s (%d connected)", client.id, self.endpoint, len(self))

@@ -78,6 +78,22 @@ class _StateCollector(Collector):
         for state in (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED):
             runs.add_metric([state.value], runner.ended[state])
         active = GaugeMetricFamily("replay_runs_active", "Runs playing now.", len(runner.active))
+        shares = runner.shares()
+        by_share = GaugeMetricFamily(
+            "replay_runs_active_by_share",
+            "Runs playing now, by share: triggered, or started by clients.",
+            labels=["share"],
+        )
+        for share in ("trigger", "client"):
+            by_share.add_metric([share], shares[share]["active"])
+        runs_refused = CounterMetricFamily(
+            "replay_runs_refused",
+            "Runs not started because their share was full: triggers (429), all clients' "
+            "(skipped), one client's (skipped).",
+            labels=["share"],
+        )
+        for share, count in sorted(runner.refused.items()):
+            runs_refused.add_metric([share], count)
         refused = CounterMetricFamily(
             "replay_clients_refused",
             "WebSocket clients refused: origin not allowed, or over the client limit.",
@@ -85,4 +101,14 @@ class _StateCollector(Collector):
         )
         for reason, count in sorted(self.replay.refused.items()):
             refused.add_metric([reason], count)
-        yield from (clients, frames, sent_bytes, drops, runs, active, refused)
+        yield from (
+            clients,
+            frames,
+            sent_bytes,
+            drops,
+            runs,
+            active,
+            by_share,
+            runs_refused,
+            refused,
+        )

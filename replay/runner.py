@@ -25,7 +25,7 @@ from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
 from replay.errors import ReplayError, RunNotFound, TooManyRuns
-from replay.feed import Feed
+from replay.feed import Feed, event_size
 from replay.matching import ClientFrame, matches
 from replay.protocol import Endpoint
 from replay.scenario import ClientFrameMatch
@@ -37,8 +37,20 @@ log = logging.getLogger("replay.run")
 KEEP_FINISHED = 100
 #: Events a follower may fall behind by before it is cut off.
 FOLLOWER_BACKLOG = 10_000
-#: Runs that may play at once (each client frame may start a reaction).
+#: Bytes of events (see :func:`replay.feed.event_size`) a follower may fall behind by
+#: before it is cut off: 10,000 events of 1 MiB frames would be 10 GB for one reader.
+FOLLOWER_BACKLOG_BYTES = 8 * 1024 * 1024
+#: Runs started by triggers that may play at once: the token holder's share, which
+#: nothing a client does can use up.
 MAX_ACTIVE_RUNS = 1000
+#: Runs started by clients (reactions, on-connect runs) that may play at once, all clients
+#: together: a share of their own, apart from the triggers'.
+MAX_CLIENT_RUNS = 1000
+#: Runs one client (one client id, all its connections) may have started and playing at
+#: once: enough for any real conversation, and one client cannot take the clients' share.
+MAX_RUNS_PER_CLIENT = 10
+#: What starts runs on a client's behalf; every other run is the triggers'.
+CLIENT_STARTED = frozenset({"reaction", "connect"})
 #: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
 PLAN_CUES = 5000
 #: Cues planned on the event loop when a run starts (about 10 µs each); a longer plan
@@ -108,7 +120,7 @@ class Run:
     #: The most clients one frame reached, per endpoint.
     peaks: dict[Endpoint, int] = field(default_factory=dict, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _followers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list, repr=False)
+    _followers: list[_Follower] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
     _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -169,24 +181,23 @@ class Run:
 
         The follower is registered when this is called, not when iteration starts, so
         call it before yielding to the event loop to miss nothing. A follower that falls
-        more than FOLLOWER_BACKLOG events behind gets a ``"lagged"`` event and no more;
-        it never slows the run down.
+        more than FOLLOWER_BACKLOG events or FOLLOWER_BACKLOG_BYTES bytes behind gets a
+        ``"lagged"`` event and no more; it never slows the run down.
         """
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        follower = _Follower()
         if self.done:
-            queue.put_nowait(self._end_event())
-            queue.put_nowait(None)
+            follower.end(self._end_event())
         else:
-            self._followers.append(queue)
-        return self._drain(queue, heartbeat)
+            self._followers.append(follower)
+        return self._drain(follower, heartbeat)
 
     async def _drain(
-        self, queue: asyncio.Queue[dict[str, Any] | None], heartbeat: float | None
+        self, follower: _Follower, heartbeat: float | None
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                    event = await asyncio.wait_for(follower.get(), heartbeat)
                 except TimeoutError:
                     yield {"event": "heartbeat", "run_id": self.id}
                     continue
@@ -195,16 +206,13 @@ class Run:
                 yield event
         finally:
             with contextlib.suppress(ValueError):
-                self._followers.remove(queue)
+                self._followers.remove(follower)
 
     def _publish(self, event: dict[str, Any]) -> None:
-        for queue in list(self._followers):
-            if queue.qsize() >= FOLLOWER_BACKLOG:
-                self._followers.remove(queue)
-                queue.put_nowait({"event": "lagged", "run_id": self.id})
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(event)
+        for follower in list(self._followers):
+            if not follower.offer(event):
+                self._followers.remove(follower)
+                follower.end({"event": "lagged", "run_id": self.id})
 
     def _end_event(self) -> dict[str, Any]:
         return {"event": "end", **self.summary()}
@@ -244,10 +252,43 @@ class Run:
         self.ended_at = time.time()
         self._done.set()
         end = self._end_event()
-        for queue in self._followers:
-            queue.put_nowait(end)
-            queue.put_nowait(None)
+        for follower in self._followers:
+            follower.end(end)
         self._followers.clear()
+
+
+class _Follower:
+    """One reader of :meth:`Run.follow`: its events, and the bytes they hold."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        #: The bytes (see event_size) of the events queued and not yet read.
+        self.held = 0
+
+    def offer(self, event: dict[str, Any]) -> bool:
+        """Queue ``event``; False, and nothing queued, if the follower is too far behind
+        (one holding nothing takes any event, however large)."""
+        size = event_size(event)
+        if self.queue.qsize() >= FOLLOWER_BACKLOG or (
+            self.held and self.held + size > FOLLOWER_BACKLOG_BYTES
+        ):
+            return False
+        self.held += size
+        self.queue.put_nowait(event)
+        return True
+
+    def end(self, last: dict[str, Any]) -> None:
+        """Queue ``last`` and the end of the events, whatever the bounds (both are small)."""
+        self.held += event_size(last)
+        self.queue.put_nowait(last)
+        self.queue.put_nowait(None)
+
+    async def get(self) -> dict[str, Any] | None:
+        """The next event, or None at the end."""
+        event = await self.queue.get()
+        if event is not None:
+            self.held -= event_size(event)
+        return event
 
 
 class Runner:
@@ -260,10 +301,19 @@ class Runner:
         keep_finished: int = KEEP_FINISHED,
         max_active: int = MAX_ACTIVE_RUNS,
         feed: Feed | None = None,
+        max_client_runs: int = MAX_CLIENT_RUNS,
+        max_per_client: int = MAX_RUNS_PER_CLIENT,
     ) -> None:
         self.delivery = delivery
         self.clock: Clock = clock or MonotonicClock()
+        #: The shares of runs playing at once (see :meth:`start`): triggered runs; runs
+        #: started by clients, all together; and those of one client.
         self.max_active = max_active
+        self.max_client_runs = max_client_runs
+        self.max_per_client = max_per_client
+        #: Runs not started because their share was full, by share ("trigger", "clients",
+        #: "client").
+        self.refused: dict[str, int] = {"trigger": 0, "clients": 0, "client": 0}
         #: Where run and frame events are published.
         self.feed = feed or Feed()
         #: Runs that ended, by state; and each frame's lateness, for metrics.
@@ -274,6 +324,9 @@ class Runner:
         self._active: dict[str, Run] = {}
         self._finished: deque[Run] = deque(maxlen=keep_finished)
         self._waiters: list[_Waiter] = []
+        self._triggered = 0
+        self._client_started = 0
+        self._by_client: dict[str, int] = {}
 
     def start(
         self,
@@ -295,13 +348,17 @@ class Runner:
         ``client`` sends every frame to that client unless a step says otherwise;
         ``sender`` and ``received`` are the client and frame that started the run.
 
+        Runs have shares of their own, each with its cap: triggered runs (``max_active``),
+        and runs ``started_by`` a client ("reaction", "connect"): ``max_client_runs`` all
+        clients together and ``max_per_client`` per ``sender``. A full share raises
+        TooManyRuns saying which; the other shares are not touched.
+
         Raises ScenarioNotFound, ScenarioInvalid, VariablesInvalid, TooManyRuns and
         ValueError (a bad speed) before anything plays. Must be called from a running
         event loop.
         """
         check_speed(speed)
-        if len(self._active) >= self.max_active:
-            raise TooManyRuns(self.max_active)
+        self._admit(started_by, sender)
         values = dict(vars or {})
         check_vars(name, catalog, values)
         if seed is None:
@@ -313,6 +370,7 @@ class Runner:
         _start_plan(run, name, catalog, context)
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
+        self._count(run, 1)
         run._task = asyncio.create_task(
             self._play(run, name, catalog, context), name=f"replay-run-{run.id}"
         )
@@ -327,6 +385,49 @@ class Runner:
             seed,
         )
         return run
+
+    def shares(self) -> dict[str, dict[str, int]]:
+        """Each share's runs playing now, its cap, and the runs it refused (GET /runs)."""
+        return {
+            "trigger": {
+                "active": self._triggered,
+                "limit": self.max_active,
+                "refused": self.refused["trigger"],
+            },
+            "client": {
+                "active": self._client_started,
+                "limit": self.max_client_runs,
+                "per_client": self.max_per_client,
+                "refused": self.refused["clients"] + self.refused["client"],
+            },
+        }
+
+    def _admit(self, started_by: str, sender: str | None) -> None:
+        """Raise TooManyRuns if the share a new run would count in is full."""
+        if started_by not in CLIENT_STARTED:
+            if self._triggered >= self.max_active:
+                self._refuse(TooManyRuns(self.max_active))
+        elif self._client_started >= self.max_client_runs:
+            self._refuse(TooManyRuns(self.max_client_runs, "clients"))
+        elif sender is not None and self._by_client.get(sender, 0) >= self.max_per_client:
+            self._refuse(TooManyRuns(self.max_per_client, "client", sender))
+
+    def _refuse(self, error: TooManyRuns) -> None:
+        self.refused[error.share] += 1
+        raise error
+
+    def _count(self, run: Run, change: int) -> None:
+        """Count ``run`` in (``change`` 1) or out (-1) of its share."""
+        if run.started_by not in CLIENT_STARTED:
+            self._triggered += change
+            return
+        self._client_started += change
+        if run.sender is not None:
+            left = self._by_client.get(run.sender, 0) + change
+            if left:
+                self._by_client[run.sender] = left
+            else:
+                del self._by_client[run.sender]  # no id stays behind once its runs end
 
     def get(self, run_id: str) -> Run:
         """The run with that id; raises RunNotFound."""
@@ -515,7 +616,8 @@ class Runner:
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
-        self._active.pop(run.id, None)
+        if self._active.pop(run.id, None) is not None:
+            self._count(run, -1)
         self._finished.append(run)
         run._finish(state, elapsed, error)
         self.ended[state] += 1

@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from replay import __version__, planning
 from replay.catalog import Catalog
-from replay.client import DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
+from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
@@ -97,6 +97,9 @@ class Settings:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: Frames per second a client may send; more are ignored (counted, not acted on).
     client_rate: float = DEFAULT_CLIENT_RATE
+    #: Bytes per second a client may send (bursts of twice that); over it, its socket is
+    #: read more slowly (or, on a server other than uvicorn, the excess is ignored).
+    client_bytes: float = DEFAULT_CLIENT_BYTES
 
 
 class TriggerBody(BaseModel):
@@ -135,6 +138,11 @@ class Replay:
     """Everything one server holds: its scenarios, its clients and its runs."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        if not settings.client_bytes > 0:
+            # Checked here, not when the first client connects and its budget is made.
+            raise ValueError(
+                f"client_bytes must be more than 0 bytes a second, not {settings.client_bytes}"
+            )
         self.settings = settings
         self.library = ScenarioLibrary(settings.scenarios)
         if settings.isolated:
@@ -150,6 +158,7 @@ class Replay:
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
         self.messages.client_rate = self.stream.client_rate = settings.client_rate
+        self.messages.client_bytes = self.stream.client_bytes = settings.client_bytes
         #: WebSocket clients refused, by reason ("origin", "limit").
         self.refused: dict[str, int] = {"origin": 0, "limit": 0}
         self._reactions: list[tuple[str, ClientFrameMatch]] = []
@@ -240,8 +249,25 @@ class Replay:
     ) -> None:
         try:
             self.runner.start(name, catalog, started_by=started_by, **options)
+        except TooManyRuns as error:
+            self._skipped(who, name, started_by, error)
         except ReplayError as error:
             log.warning("client %s: cannot play %r (%s): %s", who.id, name, started_by, error)
+
+    @staticmethod
+    def _skipped(who: Client, name: str, started_by: str, error: TooManyRuns) -> None:
+        # Counted every time, logged once per connection: a client sending frame after
+        # frame over its share must not write a line per frame.
+        who.skipped += 1
+        if who.skipped == 1:
+            log.warning(
+                "client %s: %r (%s) skipped: %s; more skipped runs are counted in GET "
+                "/clients, not logged",
+                who.id,
+                name,
+                started_by,
+                error,
+            )
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -387,8 +413,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @app.get("/runs")
     async def list_runs() -> dict[str, Any]:
-        """Running runs and the latest finished ones, newest first."""
-        return {"runs": [run.summary() for run in replay.runner.runs()]}
+        """Running runs and the latest finished ones, newest first; and ``shares``: for
+        triggered runs and for runs clients started, how many play, the cap, and how many
+        were refused (429 for triggers, skipped for clients)."""
+        return {
+            "runs": [run.summary() for run in replay.runner.runs()],
+            "shares": replay.runner.shares(),
+        }
 
     @app.get("/runs/{run_id}")
     async def show_run(run_id: str) -> dict[str, Any]:
@@ -612,7 +643,7 @@ def _add_error_handlers(app: FastAPI) -> None:
                     declared=list(error.declared),
                 )
             case TooManyRuns():
-                return answer(429, error, limit=error.limit)
+                return answer(429, error, limit=error.limit, share=error.share)
             case RunNotFound():
                 return answer(404, error, run_id=error.run_id)
             case ScenarioFolderMissing():

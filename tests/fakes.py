@@ -9,10 +9,19 @@ from starlette.websockets import WebSocketState
 
 
 class FakeWebSocket:
-    """Records what is sent; can stall (never finish a send) or die (fail every send)."""
+    """Records what is sent; can stall (never finish a send) or die (fail every send).
+
+    It is its own transport (see TransportMiddleware), which records when its reading is
+    paused and resumed; ``transport=False`` makes it a connection of a server whose
+    transport replay cannot reach."""
 
     def __init__(
-        self, *, stalled: bool = False, dead: bool = False, client_id: str | None = None
+        self,
+        *,
+        stalled: bool = False,
+        dead: bool = False,
+        client_id: str | None = None,
+        transport: bool = True,
     ) -> None:
         self.sent: list[str | bytes] = []
         self.query_params: dict[str, str] = {} if client_id is None else {"client_id": client_id}
@@ -23,7 +32,9 @@ class FakeWebSocket:
         self.aborted = False
         self.application_state = WebSocketState.CONNECTING
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.scope: dict[str, Any] = {"replay.transport": self}  # see TransportMiddleware
+        self.scope: dict[str, Any] = {"replay.transport": self} if transport else {}
+        self.reading = True
+        self.pauses = self.resumes = 0
 
     async def accept(self) -> None:
         self.accepted = True
@@ -45,6 +56,22 @@ class FakeWebSocket:
         self.closed = (code, reason or "")
         self.application_state = WebSocketState.DISCONNECTED
         self.incoming.put_nowait({"type": "websocket.disconnect", "code": code})
+
+    def pause_reading(self) -> None:
+        assert self.reading, "paused twice"
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        assert not self.reading, "resumed while reading"
+        self.reading = True
+        self.resumes += 1
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def is_closing(self) -> bool:
+        return self.aborted
 
     def abort(self) -> None:
         self.aborted = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,15 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from replay.client import Client
-from replay.direct import PROTOCOL_KEY, TRANSPORT_KEY, Line, framed
+from replay.direct import (
+    INVALID_UTF8,
+    PROTOCOL_KEY,
+    TRANSPORT_KEY,
+    InvalidUtf8Filter,
+    Line,
+    framed,
+    quiet_invalid_utf8,
+)
 from replay.protocol import Endpoint, chunk_frame
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
@@ -163,3 +172,27 @@ async def trigger(live: LiveServer, name: str, speed: str = "0") -> dict[str, ob
             return json.loads(answer.read())  # type: ignore[no-any-return]
 
     return await asyncio.to_thread(post)
+
+
+def uvicorn_record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.error", level, __file__, 1, message, None, None)
+
+
+def test_uvicorns_invalid_utf8_error_becomes_one_warning_line() -> None:
+    # Without a traceback to find the connection in, it still reads as a sentence.
+    record = uvicorn_record(INVALID_UTF8)
+    assert InvalidUtf8Filter().filter(record)
+    assert (record.levelno, record.levelname) == (logging.WARNING, "WARNING")
+    assert record.getMessage() == (
+        "a WebSocket client sent a text frame that is not valid UTF-8: closed with 1007"
+    )
+    other = uvicorn_record("Exception in ASGI application\n")
+    assert InvalidUtf8Filter().filter(other)
+    assert other.levelno == logging.ERROR  # every other error is left as it is
+
+
+def test_the_filter_is_put_on_uvicorns_logger_once() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    quiet_invalid_utf8()
+    quiet_invalid_utf8()
+    assert sum(isinstance(f, InvalidUtf8Filter) for f in logger.filters) == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from replay.feed import BACKLOG, Feed
+from replay.feed import BACKLOG, BACKLOG_BYTES, EVENT_BYTES, Feed, event_size
 
 #: How long any single read may take before the test fails (it normally takes no time).
 LIMIT = 5.0
@@ -310,3 +310,46 @@ async def test_closing_the_feed_twice_is_harmless() -> None:
     feed.close()
     feed.close()
     assert kinds(await asyncio.wait_for(collect(full), LIMIT)) == ["a", "b"]
+
+
+#: A frame as large as a client or a template may make one.
+MIB = 1024 * 1024
+BIG = "x" * MIB
+
+
+async def test_a_stalled_reader_holds_no_more_than_its_bytes_of_big_events() -> None:
+    feed = Feed()  # the default bounds: 1000 events, 8 MiB
+    stalled = feed.subscribe()
+    # A thousand 1 MiB frames fit the count bound: only the bytes bound keeps the
+    # stalled reader from holding a gigabyte.
+    for n in range(1000):
+        feed.publish("frame.received", client="flood", frame=BIG, n=n)
+        held = stalled._subscriber.held
+        assert held <= BACKLOG_BYTES, f"after {n + 1} events the reader holds {held} bytes"
+    kept = BACKLOG_BYTES // event_size({"frame": BIG})
+    assert stalled._subscriber.queue.qsize() == kept
+    async with contextlib.aclosing(stalled):
+        got = await take(stalled, kept)
+        feed.publish("run.finished")
+        rest = await take(stalled, 2)
+    assert [event["n"] for event in got] == list(range(kept))
+    assert rest[0] == {"event": "lagged", "missed": 1000 - kept, "seq": 1001}
+    assert rest[1]["event"] == "run.finished"
+    assert stalled._subscriber.held == 0  # what was read is no longer counted
+
+
+async def test_an_event_larger_than_the_bytes_bound_still_reaches_an_idle_reader() -> None:
+    feed = Feed(backlog_bytes=1024)
+    events = feed.subscribe()
+    async with contextlib.aclosing(events):
+        feed.publish("frame.sent", frame=BIG)  # alone, it may pass: the reader holds nothing
+        feed.publish("frame.sent", frame="small")  # behind it, no room
+        assert (await next_event(events))["frame"] == BIG
+        feed.publish("frame.sent", frame="after")
+        assert kinds(await take(events, 2)) == ["lagged", "frame.sent"]
+
+
+def test_an_events_size_is_its_frame_and_a_constant() -> None:
+    assert event_size({"event": "run.started", "seq": 1}) == EVENT_BYTES
+    assert event_size({"event": "frame.sent", "frame": "abc"}) == EVENT_BYTES + 3
+    assert Feed().backlog_bytes == BACKLOG_BYTES

@@ -9,8 +9,10 @@ schemathesis. Clients are real WebSocket (or raw TCP) connections to real uvicor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from tests.hostile import (
     TICKS,
     add_tick,
     connected,
+    post,
     serving,
     settled,
     tick_frame,
@@ -403,9 +406,18 @@ async def test_binary_frames_and_garbage_are_ignored_without_closing(folder: Pat
             assert [frame for frame in got if "tick" in frame] == [tick_frame(i) for i in range(5)]
             assert '{"message_type":"PAUSE_STATUS","message":"System paused"}' in got
             await rude_stream.send("still here")
-            counts = {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
+            # The server reads it in its own thread: wait for it, with a deadline.
+            deadline = time.monotonic() + PATIENCE
+            while (counts := received_counts(live))[("rude", "/ws/stream")] < len(garbage) + 1:
+                assert time.monotonic() < deadline, f"the server never read it: {counts}"
+                await asyncio.sleep(0.01)
             assert counts[("rude", "/ws")] == len(garbage)
             assert counts[("rude", "/ws/stream")] == len(garbage) + 1
+
+
+def received_counts(live: LiveServer) -> dict[tuple[str, str], int]:
+    """Frames received from each client, by client id and endpoint."""
+    return {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
 
 
 @pytest.mark.parametrize(
@@ -474,6 +486,109 @@ async def test_a_flood_of_frames_is_rate_limited_and_delays_no_one(folder: Path)
         frames_seen = []
         while len([f for f in frames_seen if "tick" in f]) < 2 * TICKS:
             frames_seen.append(str(flooder.recv(timeout=PATIENCE)))
+
+
+#: Frames of about 1 MiB, as large as `replay serve` takes by default.
+BIG_FRAME = 1024 * 1024 - 100
+
+
+def big_frame(index: int) -> str:
+    return json.dumps({"message_type": "NOISE", "message": f"{index:04d} " + "x" * BIG_FRAME})
+
+
+def flood_big(connection: Any, count: int) -> None:
+    """Send ``count`` numbered frames of about 1 MiB as fast as the server lets it (from a
+    thread: a flooding client is another program)."""
+    for index in range(count):
+        connection.send(big_frame(index))
+
+
+async def test_a_flood_of_big_frames_is_read_no_faster_than_its_byte_rate(folder: Path) -> None:
+    rate, count = 4 * 1024 * 1024, 16  # 16 MiB: a burst of 8 MiB, then 4 MiB a second
+    settings = Settings(scenarios=folder, isolated=True, client_bytes=rate)
+    with (
+        serving(settings) as (live, _),
+        connect_sync(live.ws_url + "/ws?client_id=flood", max_queue=None) as flooder,
+    ):
+        async with connect(live.ws_url + "/ws?client_id=healthy") as healthy:
+            await connected(live, 2)
+            taken: list[tuple[str, str]] = []
+            handler = live.replay.messages.on_frame
+            assert handler is not None
+
+            def record(client: Any, text: str) -> None:
+                taken.append((client.id, json.loads(text)["message"][:4]))
+                handler(client, text)
+
+            live.replay.messages.on_frame = record
+            started = time.monotonic()
+            flooded = asyncio.create_task(asyncio.to_thread(flood_big, flooder, count))
+            flooding = client_named(live, "flood")
+            # The server stops reading the flooder once it is over its budget: TCP then
+            # holds the rest, on the flooder's side.
+            deadline = time.monotonic() + PATIENCE
+            while flooding.throttled == 0:
+                assert time.monotonic() < deadline, "the flooder's reads were never paused"
+                await asyncio.sleep(0.01)
+            for index in range(20):
+                await healthy.send(json.dumps({"message_type": "HELLO", "message": f"{index:04d}"}))
+            await trigger_ticks(live, healthy)
+            deadline = time.monotonic() + PATIENCE * 3
+            while flooding.received < count or len(healthy_frames(taken)) < 20:
+                # Never read faster than the budget: a burst, the rate, one frame over.
+                allowed = 2 * rate + rate * (time.monotonic() - started) + len(big_frame(0))
+                assert flooding.received_bytes <= allowed
+                assert time.monotonic() < deadline, "the server stopped reading"
+                await asyncio.sleep(0.01)
+            await flooded
+            # Slowed down, not punished: every frame was taken, in order, none ignored.
+            assert flooding.ignored == 0
+            assert [index for who, index in taken if who == "flood"] == [
+                f"{index:04d}" for index in range(count)
+            ]
+            assert healthy_frames(taken) == [f"{index:04d}" for index in range(20)]
+            listed = {c["client_id"]: c for c in (await clients(live))}
+            assert listed["flood"]["throttled"] == flooding.throttled
+            assert listed["flood"]["received_bytes"] == count * len(big_frame(0))
+
+
+def healthy_frames(taken: list[tuple[str, str]]) -> list[str]:
+    return [index for who, index in taken if who == "healthy"]
+
+
+async def trigger_ticks(live: LiveServer, ws: Any) -> None:
+    """Trigger the tick scenario; ``ws`` gets every frame of it, in order."""
+    await post(live, "/trigger/tick?wait=false")
+    for index in range(TICKS):
+        assert await asyncio.wait_for(ws.recv(), PATIENCE) == tick_frame(index)
+
+
+async def test_text_that_is_not_utf8_closes_with_1007_and_logs_one_warning(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # No logging set up by uvicorn: its records reach the root logger, and caplog.
+    with serving(Settings(scenarios=folder, isolated=True), log_config=None) as (live, _):
+        async with connect(live.ws_url + "/ws?client_id=healthy") as healthy:
+            for attempt in range(2):
+                async with connect(live.ws_url + f"/ws?client_id=bad{attempt}") as bad:
+                    await connected(live, 2)
+                    with contextlib.suppress(ConnectionClosed):
+                        for _ in range(3):  # one warning per client, not per frame
+                            await bad.send(b"\xff\xfe not UTF-8", text=True)
+                    closed = await until_closed(bad)
+                    assert closed.rcvd is not None
+                    assert closed.rcvd.code == 1007  # RFC 6455: inconsistent data
+                await settled(live, 1)
+            await trigger_ticks(live, healthy)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r for r in caplog.records if "UTF-8" in r.getMessage()]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    for attempt, warning in enumerate(warnings):
+        assert warning.levelno == logging.WARNING
+        assert warning.exc_info is None
+        assert f"on /ws (client_id bad{attempt})" in warning.getMessage()
+        assert "closed with 1007" in warning.getMessage()
 
 
 def client_named(live: LiveServer, client_id: str) -> Any:

@@ -80,12 +80,13 @@ async def test_a_stalled_client_never_delays_the_others(monkeypatch: pytest.Monk
     manager = WebsocketManager.isolated(queue_size=4)
     healthy = [await connect(manager) for _ in range(2)]
     stalled = await connect(manager, stalled=True)
-    for n in range(50):
-        manager.broadcast(f"frame {n}")
+    frames = [f"frame {n} " + "." * 2048 for n in range(50)]  # the bound is in bytes
+    for frame in frames:
+        manager.broadcast(frame)
         await settle()
     assert len(manager) == 2  # the stalled one was dropped once its queue overflowed
     for ws in healthy:
-        assert ws.sent == [f"frame {n}" for n in range(50)]
+        assert ws.sent == frames
     await asyncio.sleep(0.05)
     assert stalled.aborted
 
@@ -290,8 +291,8 @@ async def test_a_client_whose_queue_overflows_is_a_drop(monkeypatch: pytest.Monk
     taken = []
     for n in range(3):
         # The stalled client's writer holds the first frame forever, its queue the
-        # second; the third overflows it.
-        taken.append(manager.broadcast(f"frame {n}"))
+        # second (a backlog of one frame of this size is allowed); the third overflows.
+        taken.append(manager.broadcast(f"frame {n} " + "." * 2048))
         await settle()
     assert taken == [2, 2, 1]
     assert manager.drops == 1
@@ -326,3 +327,17 @@ async def test_closing_or_failing_clients_are_not_drops() -> None:
         got = await events_of(events, 2)
     assert [event["reason"] for event in got] == ["send failed", "closed with code 4000"]
     assert manager.drops == 0
+
+
+async def test_each_client_gets_the_managers_byte_rate() -> None:
+    manager = WebsocketManager.isolated()
+    assert manager.client_bytes == client_module.DEFAULT_CLIENT_BYTES
+    manager.client_bytes = 100
+    heard: list[str] = []
+    manager.on_frame = lambda _, text: heard.append(text)
+    ws = FakeWebSocket(transport=False)  # no transport to pause: the excess is ignored
+    for text in ("a" * 300, "b", "c"):
+        ws.incoming.put_nowait({"type": "websocket.receive", "text": text})
+    ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(manager.serve(ws), 5)  # type: ignore[arg-type]
+    assert heard == ["a" * 300]

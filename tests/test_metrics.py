@@ -84,6 +84,8 @@ def test_metrics_of_a_fresh_server(client: TestClient) -> None:
             "replay_send_queue_drops": "counter",
             "replay_runs": "counter",
             "replay_runs_active": "gauge",
+            "replay_runs_active_by_share": "gauge",
+            "replay_runs_refused": "counter",
             "replay_frame_lateness_seconds": "histogram",
         }.items()
     )
@@ -95,6 +97,10 @@ def test_metrics_of_a_fresh_server(client: TestClient) -> None:
     for state in ("finished", "failed", "cancelled"):
         assert value(samples, "replay_runs_total", state=state) == 0
     assert value(samples, "replay_runs_active") == 0
+    for share in ("trigger", "client"):
+        assert value(samples, "replay_runs_active_by_share", share=share) == 0
+    for share in ("trigger", "clients", "client"):
+        assert value(samples, "replay_runs_refused_total", share=share) == 0
     assert value(samples, "replay_frame_lateness_seconds_count") == 0
 
 
@@ -158,6 +164,8 @@ def test_active_and_cancelled_runs(client: TestClient) -> None:
     assert started.status_code == 202
     _, samples = scrape(client)
     assert value(samples, "replay_runs_active") == 1
+    assert value(samples, "replay_runs_active_by_share", share="trigger") == 1
+    assert value(samples, "replay_runs_active_by_share", share="client") == 0
     assert value(samples, "replay_runs_total", state="cancelled") == 0
     assert client.delete(started.json()["url"]).json()["state"] == "cancelled"
     _, samples = scrape(client)
@@ -173,7 +181,7 @@ async def test_a_client_dropped_for_a_full_queue_is_counted(
     stalled = FakeWebSocket(stalled=True)
     await replay.stream.connect(stalled)  # type: ignore[arg-type]
     for n in range(3):  # one frame in the writer, one queued, one too many
-        replay.stream.broadcast(f"chunk {n}")
+        replay.stream.broadcast(f"chunk {n} " + "." * 2048)  # at least 1 KiB: the bound
         for _ in range(10):
             await asyncio.sleep(0)
     _, samples = parse(replay.metrics.render().decode())

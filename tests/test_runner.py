@@ -744,6 +744,36 @@ async def test_a_follower_that_never_reads_is_cut_off_without_blocking_the_run(
     assert events[-1] == {"event": "lagged", "run_id": run.id}
 
 
+async def test_a_stalled_follower_of_big_frames_holds_no_more_than_its_bytes(
+    clock: VirtualClock,
+) -> None:
+    big = "x" * 1_000_000  # about as large as a template may render
+    frames = 40  # far fewer than FOLLOWER_BACKLOG events: only bytes can bound them
+    source = """
+        vars:
+          big: ""
+        steps:
+          - repeat: 40
+            steps:
+              - raw: "{{ vars.big }}"
+                delay: 0.1
+    """
+    held: list[int] = []
+    delivery = FakeDelivery(clock, on_send=lambda _: held.append(follower.held))
+    run = Runner(delivery, clock).start("big", scenarios({"big": source}), vars={"big": big})
+    idle = run.follow()  # registered, never read while the run plays
+    [follower] = run._followers
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.sent == frames
+    assert max(held) <= replay.runner.FOLLOWER_BACKLOG_BYTES
+    events = await asyncio.wait_for(drain(idle), timeout=5)
+    assert kinds(events)[-1] == "lagged"
+    kept = [event for event in events if event["event"] == "frame"]
+    assert 0 < len(kept) < frames
+    assert [event["index"] for event in kept] == list(range(len(kept)))
+    assert follower.held == 0  # what was read is no longer counted
+
+
 async def test_a_slow_follower_within_the_backlog_sees_everything(
     monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
@@ -1894,3 +1924,45 @@ async def test_a_short_run_is_planned_at_once(shipped: Catalog, clock: VirtualCl
     assert run.summary()["frames"] == 8
     await asyncio.wait_for(run.planned(), timeout=1)
     await asyncio.wait_for(run.wait(), timeout=5)
+
+
+# --- shares of runs -----------------------------------------------------------------------------
+
+
+async def test_triggers_and_clients_have_shares_of_their_own(
+    shipped: Catalog, manual: ManualClock
+) -> None:
+    runner = Runner(FakeDelivery(manual), manual, max_active=1, max_client_runs=3, max_per_client=2)
+
+    def by(sender: str, started_by: str = "reaction") -> Run:
+        return runner.start("messages", shipped, sender=sender, started_by=started_by)
+
+    runner.start("messages", shipped)
+    with pytest.raises(TooManyRuns) as caught:
+        runner.start("messages", shipped)
+    assert (caught.value.limit, caught.value.share) == (1, "trigger")
+    # The triggers' share is full: clients still start theirs, in a share of their own.
+    first, _ = by("a"), by("a", "connect")  # on-connect runs count as the client's too
+    with pytest.raises(TooManyRuns) as caught:
+        by("a")
+    assert (caught.value.limit, caught.value.share, caught.value.client) == (2, "client", "a")
+    assert "client a already has 2 runs" in str(caught.value)
+    by("b")  # another client has a share of its own
+    with pytest.raises(TooManyRuns) as caught:
+        by("c")  # but all clients together have a cap
+    assert (caught.value.limit, caught.value.share) == (3, "clients")
+    assert runner.refused == {"trigger": 1, "client": 1, "clients": 1}
+    assert runner.shares() == {
+        "trigger": {"active": 1, "limit": 1, "refused": 1},
+        "client": {"active": 3, "limit": 3, "per_client": 2, "refused": 2},
+    }
+    # A run that ends gives its place back to its own share only.
+    runner.cancel(first.id)
+    await asyncio.wait_for(first.wait(), timeout=5)
+    assert runner.shares()["client"]["active"] == 2
+    by("a")
+    with pytest.raises(TooManyRuns):
+        runner.start("messages", shipped)
+    await asyncio.wait_for(runner.shutdown(), timeout=5)
+    assert runner.shares()["trigger"]["active"] == runner.shares()["client"]["active"] == 0
+    assert runner._by_client == {}  # no client id is remembered once its runs have ended

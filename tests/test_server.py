@@ -299,7 +299,7 @@ def test_trigger_follow_streams_json_lines(client: TestClient) -> None:
 @pytest.mark.parametrize("speed", ["-1", "1001", "fast", "1e-320", "0.0001", "nan", "inf"])
 def test_trigger_refuses_bad_speeds(client: TestClient, speed: str) -> None:
     assert client.post(f"/trigger/messages?speed={speed}").status_code == 422
-    assert client.get("/runs").json() == {"runs": []}  # nothing was started
+    assert client.get("/runs").json()["runs"] == []  # nothing was started
 
 
 @pytest.mark.parametrize("variable", ["a\\ud800b", "\\udfff", "x\\ud83d", "\\ud83d\\ud83d\\ude00"])
@@ -315,7 +315,7 @@ def test_a_lone_surrogate_in_a_variable_is_refused_and_harms_nothing(
     )
     assert answer.status_code == 422
     assert "surrogate" in answer.text
-    assert client.get("/runs").json() == {"runs": []}
+    assert client.get("/runs").json()["runs"] == []
     assert client.post("/trigger/hello?speed=0", json={"vars": {"user": "😀"}}).status_code == 200
     assert client.get("/runs").status_code == 200
 
@@ -594,7 +594,10 @@ def test_clients_lists_every_connection(own: TestClient) -> None:
             "connected_since",
             "sent",
             "received",
+            "received_bytes",
             "ignored",
+            "throttled",
+            "skipped",
             "backlog",
         }
         assert entry["connected_since"].endswith("Z")
@@ -1003,3 +1006,66 @@ def test_openapi_lists_the_feed_and_metrics_but_not_the_pages(client: TestClient
     assert "/" not in paths
     assert "/viewer" not in paths
     assert not [path for path in paths if path.startswith("/ui")]
+
+
+# --- run shares: what clients start never crowds out the token holder's triggers ----------------
+
+#: A reaction that plays for a minute: every matching frame holds a run that long.
+SLOW_REACTION = "reacts_to:\n  message: PAUSE_REQUEST\nsteps:\n  - sleep: 60\n"
+PAUSE_FRAME = '{"message_type":"PAUSE_REQUEST","message":"pause"}'
+
+
+def poll(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, looking every few milliseconds; fail after ``limit``."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def test_a_clients_reactions_never_make_a_trigger_429(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "shares"
+    folder.mkdir()
+    (folder / "slow-react.yaml").write_text(SLOW_REACTION)
+    for name in ("mark", "ticker"):
+        (folder / f"{name}.yaml").write_text(OWN_SCENARIOS[name])
+    app = create_app(Settings(scenarios=folder, isolated=True))
+    replay_state = app.state.replay
+    runner = replay_state.runner
+    runner.max_active = 2  # triggers' share: small, so that a shared cap would show at once
+    with TestClient(app) as own, own.websocket_connect("/ws?client_id=eager") as ws:
+        frames = runner.max_per_client + 5  # well within the client's frame rate
+        for _ in range(frames):
+            ws.send_text(PAUSE_FRAME)
+        [eager] = replay_state.delivery.clients()
+        poll(lambda: eager.received == frames, "the server read every frame")
+        reactions = [run for run in runner.active if run.started_by == "reaction"]
+        assert len(reactions) == runner.max_per_client
+        assert eager.skipped == 5
+        skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(skipped) == 1, "logged once, not once per frame"
+        assert "client eager already has 10 runs" in skipped[0].getMessage()
+        # The token holder's triggers have a share of their own: the client took none of it.
+        answer = own.post("/trigger/mark?speed=0")
+        assert answer.status_code == 200, answer.json()
+        assert ws.receive_text() == MARK_FRAME
+        listed = {c["client_id"]: c for c in own.get("/clients").json()["clients"]}
+        assert listed["eager"]["skipped"] == 5
+        shares = own.get("/runs").json()["shares"]
+        assert shares["trigger"] == {"active": 0, "limit": 2, "refused": 0}
+        assert shares["client"]["active"] == runner.max_per_client
+        assert shares["client"]["refused"] == 5
+        # Triggers still have their cap: it answers 429, naming the share.
+        for _ in range(2):
+            assert own.post("/trigger/ticker?wait=false").status_code == 202
+        refused = own.post("/trigger/ticker?wait=false")
+        assert refused.status_code == 429
+        assert (refused.json()["limit"], refused.json()["share"]) == (2, "trigger")
+
+
+@pytest.mark.parametrize("rate", [0, -1.0, float("nan")])
+def test_a_byte_rate_that_is_not_positive_is_refused_at_once(tmp_path: Path, rate: float) -> None:
+    with pytest.raises(ValueError, match="client_bytes must be more than 0"):
+        create_app(Settings(scenarios=tmp_path, isolated=True, client_bytes=rate))
