@@ -245,7 +245,7 @@ def main() -> int:
                 print(f"measuring {label} ...", file=sys.stderr)
                 results[label] = bench(label.replace(" ", "-"), source, work, args.port + offset)
         finally:
-            for label, source in sources.items():
+            for source in sources.values():
                 if source != ROOT:
                     subprocess.run(
                         ["git", "worktree", "remove", "--force", str(source)],
