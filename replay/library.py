@@ -50,7 +50,10 @@ class ScenarioLibrary:
         self._protocol: tuple[_Stamp, ProtocolFile | None] = ((0, 0, 0), None)
 
     def catalog(self) -> Catalog:
-        """Every scenario in the folder as it is now; raises ScenarioFolderMissing."""
+        """Every scenario in the folder as it is now; raises ScenarioFolderMissing.
+
+        Not thread-safe, and parsing a large changed file takes seconds: a server calls
+        it from one worker thread only (see :meth:`replay.server.Replay.catalog`)."""
         if not self.folder.is_dir():
             raise ScenarioFolderMissing(str(self.folder))
         protocol, changed = self._read_protocol()
@@ -78,6 +81,11 @@ class ScenarioLibrary:
         self._files = files
         if changed or self._catalog is None:
             self._catalog = Catalog.resolve((loaded for _, loaded in files.values()), protocol)
+        return self._catalog
+
+    @property
+    def last(self) -> Catalog | None:
+        """The catalog as last read (None before the first read), without reading."""
         return self._catalog
 
     def versions(self) -> dict[str, tuple[int, int, int]]:

@@ -12,7 +12,8 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,10 @@ MAX_BODY_BYTES = 1024 * 1024
 REACTIONS_TTL = 0.5
 #: Clients connected at once (both endpoints) unless --max-clients says otherwise.
 DEFAULT_MAX_CLIENTS = 10_000
+
+#: The thread scenario folders are read in: one, because a library is not thread-safe
+#: (and one for every server in the process, which only queues their reads).
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
 
 #: The dashboard's files, served by replay itself.
 DASHBOARD = Path(__file__).parent / "dashboard"
@@ -168,10 +173,26 @@ class Replay:
         #: Each scenario's frames, waits and duration, made off the event loop.
         self.summaries = planning.Summaries()
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
 
-    def watch_scenarios(self) -> None:
+    async def catalog(self) -> Catalog:
+        """The scenarios as they are on disk now; raises ScenarioFolderMissing.
+
+        The folder is read in a thread of its own: parsing a large file that changed takes
+        seconds, and the event loop must not wait for it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_READER, self.library.catalog)
+
+    async def refresh(self) -> Catalog | None:
+        """:meth:`catalog`, or None if the folder is missing."""
+        try:
+            return await self.catalog()
+        except ScenarioFolderMissing:
+            return None
+
+    async def watch_scenarios(self) -> None:
         """Look at the scenarios folder and publish what changed since the last look."""
-        catalog = self._catalog()
+        catalog = await self.refresh()
         if catalog is None:
             return
         versions = self.library.versions()
@@ -195,9 +216,9 @@ class Replay:
                 kind = "scenario.added" if then is None else "scenario.changed"
                 self.feed.publish(kind, scenario=name, file=file)
 
-    def start(self, name: str, **options: Any) -> Run:
+    async def start(self, name: str, **options: Any) -> Run:
         """Start playing a scenario as it is on disk now (options: see Runner.start)."""
-        return self.runner.start(name, self.library.catalog(), **options)
+        return self.runner.start(name, await self.catalog(), **options)
 
     def refuse(self, reason: str) -> None:
         """Count a WebSocket client refused (see :class:`replay.guard.WebSocketGate`)."""
@@ -215,34 +236,41 @@ class Replay:
                 self._start_for(client, name, catalog, "reaction", sender=client.id, received=frame)
 
     def _reacting(self) -> Catalog | None:
-        # Looked up at most every REACTIONS_TTL seconds, not on every frame: a client
+        # The catalog as last read, looked at again at most every REACTIONS_TTL seconds
+        # (in the reading thread, while frames go on using the one known): a client
         # sending a flood of frames must not make the server read the folder each time.
         now = time.monotonic()
         if now - self._reactions_at >= REACTIONS_TTL:
             self._reactions_at = now
-            catalog = self._catalog()
+            self._spawn(self.refresh())
+        catalog = self.library.last
+        if catalog is not self._reactions_catalog:
             self._reactions_catalog = catalog
             self._reactions = [
                 (f.name, f.scenario.reacts_to)
                 for f in catalog or ()
                 if f.valid and f.scenario is not None and f.scenario.reacts_to is not None
             ]
-        return self._reactions_catalog
+        return catalog
 
     def client_connected(self, client: Client) -> None:
-        """A client connected to /ws: play the on-connect scenarios to it."""
-        catalog = self._catalog()
+        """A client connected to /ws: play the on-connect scenarios to it (as soon as the
+        folder has been looked at, in the reading thread)."""
+        self._spawn(self._play_on_connect(client))
+
+    async def _play_on_connect(self, client: Client) -> None:
+        catalog = await self.refresh()
         if catalog is None:
             return
         declared = [f.name for f in catalog if f.valid and f.scenario and f.scenario.on_connect]
         for name in dict.fromkeys([*self.settings.on_connect, *declared]):
             self._start_for(client, name, catalog, "connect", sender=client.id, client=client.id)
 
-    def _catalog(self) -> Catalog | None:
-        try:
-            return self.library.catalog()
-        except ScenarioFolderMissing:
-            return None
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        # Held until done: the loop keeps only weak references to tasks.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start_for(
         self, who: Client, name: str, catalog: Catalog, started_by: str, **options: Any
@@ -278,7 +306,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            catalog = replay.library.catalog()
+            catalog = await replay.catalog()
             broken = [f.name for f in catalog if not f.valid]
             log.info(
                 "replay %s: %d scenarios in %s%s",
@@ -360,7 +388,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         give ``seed`` and ``client`` instead of the query.
         """
         body = body or TriggerBody()
-        run = replay.start(
+        run = await replay.start(
             scenario,
             speed=speed,
             seed=seed if seed is not None else body.seed,
@@ -388,7 +416,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @app.get("/scenarios")
     async def list_scenarios() -> dict[str, Any]:
         """Every scenario file, valid or not, with its description and duration."""
-        catalog = replay.library.catalog()
+        catalog = await replay.catalog()
         replay.summaries.forget(set(catalog.names))
         plans = await asyncio.gather(*(replay.summaries.of(f.name, catalog) for f in catalog))
         return {
@@ -401,7 +429,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     async def show_scenario(name: str) -> dict[str, Any]:
         """One scenario: its steps and its timeline (cut off after 10,000 cues or 8 MiB
         of frames: see ``truncated``), or its problems."""
-        catalog = replay.library.catalog()
+        catalog = await replay.catalog()
         loaded = catalog.file(name)
         info = _scenario_info(loaded, catalog, await replay.summaries.of(name, catalog))
         if loaded.valid and loaded.scenario is not None:
@@ -550,7 +578,7 @@ async def _watch(replay: Replay) -> None:
     """Publish scenario file changes to the feed, looking once every WATCH_EVERY seconds."""
     while True:
         try:
-            replay.watch_scenarios()
+            await replay.watch_scenarios()
         except Exception:  # a watcher that dies would silently stop the events
             log.exception("watching the scenarios folder failed")
         await asyncio.sleep(WATCH_EVERY)

@@ -20,6 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from websockets.sync.client import connect as ws_connect
 
+import replay.library
+import replay.planning
 import replay.server
 from replay.loader import MAX_FILE_BYTES
 from replay.server import Settings, create_app
@@ -1069,3 +1071,33 @@ def test_a_clients_reactions_never_make_a_trigger_429(
 def test_a_byte_rate_that_is_not_positive_is_refused_at_once(tmp_path: Path, rate: float) -> None:
     with pytest.raises(ValueError, match="client_bytes must be more than 0"):
         create_app(Settings(scenarios=tmp_path, isolated=True, client_bytes=rate))
+
+
+def test_the_folder_is_read_and_plans_made_off_the_event_loop(
+    scenarios_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parsing a 1 MiB file takes seconds, and planning a long scenario a tenth of one:
+    # neither may run on the thread of the event loop, whatever the request.
+    threads: dict[str, set[str]] = {"read": set(), "plan": set()}
+    read, plan = replay.library.ScenarioLibrary.catalog, replay.planning.build_timeline
+
+    def reading(self: replay.library.ScenarioLibrary) -> Any:
+        threads["read"].add(threading.current_thread().name)
+        return read(self)
+
+    def planning(*args: Any, **kwargs: Any) -> Any:
+        threads["plan"].add(threading.current_thread().name)
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(replay.library.ScenarioLibrary, "catalog", reading)
+    monkeypatch.setattr(replay.planning, "build_timeline", planning)
+    app = create_app(Settings(scenarios=scenarios_dir, isolated=True))
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        assert client.get("/scenarios").status_code == 200
+        assert client.get("/scenarios/agent-run").status_code == 200
+        assert client.post("/trigger/messages?speed=0").status_code == 200
+        assert json.loads(ws.receive_text())["message_type"] == "CHAT_REQUESTED"
+    assert threads["read"]
+    assert all(name.startswith("replay-read") for name in threads["read"]), threads
+    assert threads["plan"]
+    assert all(name.startswith("replay-plan") for name in threads["plan"]), threads
