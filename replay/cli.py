@@ -121,9 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-origin",
         action="append",
         dest="cors_origins",
+        default=[],
         metavar="ORIGIN",
-        help="an origin allowed to call the HTTP API from a browser (repeat for more; "
-        "default: any)",
+        help="a page origin allowed to call the HTTP API from a browser, e.g. "
+        "https://app.example (repeat for more; default: the server's own pages and pages on "
+        "localhost, any port; '*': any page)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers to besides loopback names, e.g. devbox.lan or "
+        "*.example.test (repeat for more; '*': any name, which lets DNS rebinding in). "
+        "Bound to another address than loopback, IP addresses and this machine's names are "
+        "answered to as well, and any name with --token",
     )
     serve.add_argument(
         "--queue-size",
@@ -290,6 +303,9 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         return 2
     settings = Settings(
         scenarios=scenarios,
+        bind=args.host,
+        allowed_hosts=args.allowed_hosts,
+        cors_origins=args.cors_origins,
         on_connect=args.on_connect,
         token=args.token,
         ws_origins=args.ws_origins,
@@ -301,8 +317,6 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
             print("replay: --client-rate must be more than 0", file=sys.stderr)
             return 2
         settings.client_rate = args.client_rate
-    if args.cors_origins:
-        settings.cors_origins = args.cors_origins
     if args.queue_size is not None:
         if args.queue_size < 1:
             print("replay: --queue-size must be at least 1", file=sys.stderr)

@@ -80,7 +80,7 @@ class _StateCollector(Collector):
         active = GaugeMetricFamily("replay_runs_active", "Runs playing now.", len(runner.active))
         refused = CounterMetricFamily(
             "replay_clients_refused",
-            "WebSocket clients refused: origin not allowed, or over the client limit.",
+            "WebSocket clients refused: Host or origin not allowed, or over the client limit.",
             labels=["reason"],
         )
         for reason, count in sorted(self.replay.refused.items()):

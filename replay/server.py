@@ -21,7 +21,6 @@ import uvicorn
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -43,12 +42,14 @@ from replay.errors import (
     VariablesInvalid,
 )
 from replay.feed import Feed, Subscription
-from replay.guard import TokenGuard, WebSocketGate
+from replay.guard import BrowserGuard, TokenGuard, WebSocketGate
+from replay.hosts import host_policy
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
+from replay.origins import Cors, OriginPolicy
 from replay.protocol import Endpoint
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
@@ -76,8 +77,14 @@ class Settings:
     """How a server is set up. Every field has the default ``replay serve`` uses."""
 
     scenarios: Path = Path("scenarios")
-    #: Origins allowed to call the HTTP API from a browser; ["*"] allows any.
-    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    #: The address the server listens on (``--host``): bound to a loopback address, it
+    #: answers only to loopback Host names (see :mod:`replay.hosts`).
+    bind: str = "127.0.0.1"
+    #: Host names answered to besides the default ones (``--allow-host``); ["*"]: any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Page origins allowed to call the HTTP API from a browser besides the server's own
+    #: and loopback ones (see :mod:`replay.origins`); ["*"] allows any.
+    cors_origins: list[str] = field(default_factory=list)
     #: Frames a client may fall behind by before it is dropped.
     queue_size: int = DEFAULT_QUEUE_SIZE
     #: Use new managers instead of the process-wide WebsocketManager() and StreamManager().
@@ -263,26 +270,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         max_body_size=MAX_BODY_BYTES,
     )
     app.state.replay = replay
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_credentials=True,
-        allow_methods=["*"],
-        allow_headers=["*"],
-    )
-    app.add_middleware(
-        WebSocketGate,
-        endpoints={
-            Endpoint.MESSAGES.value: replay.messages.serve,
-            Endpoint.STREAM.value: replay.stream.serve,
-        },
-        origins=settings.ws_origins,
-        max_clients=settings.max_clients,
-        count=lambda: sum(replay.delivery.client_counts().values()),
-        refused=replay.refuse,
-    )
-    app.add_middleware(TransportMiddleware)
-    app.add_middleware(TokenGuard, token=settings.token)
+    _add_middleware(app, settings, replay)
     _add_error_handlers(app)
 
     @app.post("/trigger/{scenario}", response_model=None)
@@ -423,6 +411,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         }
 
     return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
+    """The guards around the routes. Starlette runs the last added first: a request meets
+    them from the bottom of this function up."""
+    hosts = host_policy(settings.bind, settings.allowed_hosts, settings.token)
+    origins = OriginPolicy.of(settings.cors_origins)
+    app.add_middleware(TokenGuard, token=settings.token)
+    app.add_middleware(BrowserGuard, hosts=hosts, origins=origins)
+    # Outside the browser guard: a page allowed to call replay can read why it was refused.
+    app.add_middleware(Cors, policy=origins)
+    # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
+    app.add_middleware(
+        WebSocketGate,
+        endpoints={
+            Endpoint.MESSAGES.value: replay.messages.serve,
+            Endpoint.STREAM.value: replay.stream.serve,
+        },
+        origins=settings.ws_origins,
+        max_clients=settings.max_clients,
+        count=lambda: sum(replay.delivery.client_counts().values()),
+        refused=replay.refuse,
+        hosts=hosts,
+    )
+    app.add_middleware(TransportMiddleware)
 
 
 def uvicorn_config(
