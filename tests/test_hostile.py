@@ -404,9 +404,18 @@ async def test_binary_frames_and_garbage_are_ignored_without_closing(folder: Pat
             assert [frame for frame in got if "tick" in frame] == [tick_frame(i) for i in range(5)]
             assert '{"message_type":"PAUSE_STATUS","message":"System paused"}' in got
             await rude_stream.send("still here")
-            counts = {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
-            assert counts[("rude", "/ws")] == len(garbage)
-            assert counts[("rude", "/ws/stream")] == len(garbage) + 1
+
+            def counts() -> dict[tuple[str, str], int]:
+                clients = live.replay.delivery.clients()
+                return {(c.id, c.endpoint.value): c.received for c in clients}
+
+            # The last frame is read by the server's thread some time after it is sent.
+            deadline = time.monotonic() + PATIENCE
+            while counts()[("rude", "/ws/stream")] < len(garbage) + 1:
+                assert time.monotonic() < deadline, counts()
+                await asyncio.sleep(0.01)
+            assert counts()[("rude", "/ws")] == len(garbage)
+            assert counts()[("rude", "/ws/stream")] == len(garbage) + 1
 
 
 @pytest.mark.parametrize(
