@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__
+from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
@@ -100,6 +101,8 @@ class Settings:
     max_clients: int = DEFAULT_MAX_CLIENTS
     #: Frames per second a client may send; more are ignored (counted, not acted on).
     client_rate: float = DEFAULT_CLIENT_RATE
+    #: Seconds a request may take to send its body; then it is answered 408.
+    body_timeout: float = BODY_TIMEOUT
 
 
 class TriggerBody(BaseModel):
@@ -418,10 +421,12 @@ def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
     them from the bottom of this function up."""
     hosts = host_policy(settings.bind, settings.allowed_hosts, settings.token)
     origins = OriginPolicy.of(settings.cors_origins)
+    pending = app.state.pending_bodies = PendingBodies()  # for Server.shutdown
     app.add_middleware(TokenGuard, token=settings.token)
     app.add_middleware(BrowserGuard, hosts=hosts, origins=origins)
     # Outside the browser guard: a page allowed to call replay can read why it was refused.
     app.add_middleware(Cors, policy=origins)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout, pending=pending)
     # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
     app.add_middleware(
         WebSocketGate,
@@ -488,7 +493,11 @@ class Server(uvicorn.Server):
         reaper = getattr(self, "_reaper", None)
         if reaper is not None:
             reaper.cancel()
-        replay = getattr(getattr(self.config.app, "state", None), "replay", None)
+        state = getattr(self.config.app, "state", None)
+        pending = getattr(state, "pending_bodies", None)
+        if isinstance(pending, PendingBodies):
+            pending.close()  # requests still sending their body: answered now, not later
+        replay = getattr(state, "replay", None)
         if isinstance(replay, Replay):
             replay.feed.close()
             await replay.runner.shutdown()
