@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from replay import __version__
 from replay.catalog import Catalog
@@ -31,6 +31,9 @@ from replay.library import PROTOCOL_FILE, ScenarioLibrary, unreadable
 from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, Timeline, build_timeline, check_speed
+
+if TYPE_CHECKING:  # the server's modules load only for 'replay serve'
+    from replay.server import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8123"
 DEFAULT_PORT = 8123
@@ -323,6 +326,7 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
             return 2
         settings.queue_size = args.queue_size
     _configure_logging(args.log_level)
+    _budget_files(settings)
     print(
         f"replay {__version__}: playing scenarios from {scenarios}/ on http://{args.host}:{args.port}"
         f" (dashboard: http://{args.host}:{args.port}/, WebSockets: ws://{args.host}:{args.port}/ws"
@@ -353,6 +357,8 @@ def _loopback(host: str) -> bool:
 def _configure_logging(level: str) -> None:
     import logging
 
+    from replay.logs import Throttle
+
     logging.basicConfig(
         level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
     )
@@ -361,6 +367,23 @@ def _configure_logging(level: str) -> None:
     quiet = _Repeats()
     logging.getLogger("uvicorn.error").addFilter(quiet)
     logging.getLogger("uvicorn.access").addFilter(quiet)
+    logging.getLogger("asyncio").addFilter(Throttle())
+
+
+def _budget_files(settings: Settings) -> None:
+    """Raise the open-file limit, and lower the client limit to what it allows."""
+    import logging
+
+    from replay.fds import file_budget
+
+    budget = file_budget(settings.max_clients)
+    settings.max_clients = budget.clients
+    message = budget.message()
+    if message is not None:
+        lowered = budget.clients < budget.asked
+        logging.getLogger("replay.limits").log(
+            logging.WARNING if lowered else logging.INFO, "%s", message
+        )
 
 
 class _Repeats:
