@@ -357,16 +357,17 @@ def _loopback(host: str) -> bool:
 def _configure_logging(level: str) -> None:
     import logging
 
-    from replay.logs import Throttle
+    from replay.logs import Redact, Throttle
 
     logging.basicConfig(
         level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
     )
     # replay logs each WebSocket connection itself, with its client id: uvicorn's own lines
     # for the same connection would only repeat it.
-    quiet = _Repeats()
-    logging.getLogger("uvicorn.error").addFilter(quiet)
-    logging.getLogger("uvicorn.access").addFilter(quiet)
+    quiet, secrets = _Repeats(), Redact()
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(quiet)
+        logging.getLogger(name).addFilter(secrets)  # the dashboard's feed has ?token=
     logging.getLogger("asyncio").addFilter(Throttle())
 
 

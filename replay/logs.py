@@ -1,10 +1,56 @@
-"""Logging filters ``replay serve`` installs: no flood of asyncio's repeated errors."""
+"""Logging filters ``replay serve`` installs: secrets out of uvicorn's request lines, and
+no flood of asyncio's repeated errors.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
+from urllib.parse import unquote_plus
+
+#: Query parameters whose value is a secret (matched in lower case: ``token``,
+#: ``access_token``, ``api_key``, ``password``, ``auth``, ``sig`` ...).
+SECRET_NAMES = re.compile(
+    r"token|secret|passw|pwd|api[-_]?key|apikey|authori[sz]ation|credential|session"
+    r"|signature|^(auth|key|sig)$"
+)
+#: What a secret is replaced with.
+REDACTED = "***"
+#: A query string in a log line: from "?" to the first space, quote or "#".
+_QUERY = re.compile(r"\?[^\s\"'#]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret-looking query parameter replaced by
+    ``***`` (``/events?token=s3cret&kinds=run.`` gives ``/events?token=***&kinds=run.``)."""
+    return _QUERY.sub(_redact_query, text)
+
+
+def _redact_query(found: re.Match[str]) -> str:
+    pairs = found.group(0)[1:].split("&")
+    for index, pair in enumerate(pairs):
+        name, equals, _ = pair.partition("=")
+        # Encoded or not: the server decodes the name before it reads the token.
+        if equals and SECRET_NAMES.search(unquote_plus(name).lower()):
+            pairs[index] = f"{name}={REDACTED}"
+    return "?" + "&".join(pairs)
+
+
+class Redact(logging.Filter):
+    """Takes secrets out of log lines: see :func:`redact`. For uvicorn's access and error
+    loggers, whose lines hold each request's path and query (the dashboard's event feed
+    carries ``?token=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact(arg) if isinstance(arg, str) and "?" in arg else arg for arg in record.args
+            )
+        elif record.args is None and isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = redact(record.msg)
+        return True
 
 
 class Throttle(logging.Filter):
