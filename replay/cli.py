@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from replay import __version__
 from replay.catalog import Catalog
@@ -31,6 +31,9 @@ from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
+
+if TYPE_CHECKING:  # the server's modules load only for 'replay serve'
+    from replay.server import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8123"
 DEFAULT_PORT = 8123
@@ -121,9 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-origin",
         action="append",
         dest="cors_origins",
+        default=[],
         metavar="ORIGIN",
-        help="an origin allowed to call the HTTP API from a browser (repeat for more; "
-        "default: any)",
+        help="a page origin allowed to call the HTTP API from a browser, e.g. "
+        "https://app.example (repeat for more; default: the server's own pages and pages on "
+        "localhost, any port; '*': any page)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers to besides loopback names, e.g. devbox.lan or "
+        "*.example.test (repeat for more; '*': any name, which lets DNS rebinding in). "
+        "Bound to another address than loopback, IP addresses and this machine's names are "
+        "answered to as well, and any name with --token",
     )
     serve.add_argument(
         "--queue-size",
@@ -291,6 +307,9 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         return 2
     settings = Settings(
         scenarios=scenarios,
+        bind=args.host,
+        allowed_hosts=args.allowed_hosts,
+        cors_origins=args.cors_origins,
         on_connect=args.on_connect,
         token=args.token,
         ws_origins=args.ws_origins,
@@ -302,14 +321,13 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
             print("replay: --client-rate must be more than 0", file=sys.stderr)
             return 2
         settings.client_rate = args.client_rate
-    if args.cors_origins:
-        settings.cors_origins = args.cors_origins
     if args.queue_size is not None:
         if args.queue_size < 1:
             print("replay: --queue-size must be at least 1", file=sys.stderr)
             return 2
         settings.queue_size = args.queue_size
     _configure_logging(args.log_level)
+    _budget_files(settings)
     print(
         f"replay {__version__}: playing scenarios from {scenarios}/ on http://{args.host}:{args.port}"
         f" (dashboard: http://{args.host}:{args.port}/, WebSockets: ws://{args.host}:{args.port}/ws"
@@ -340,14 +358,34 @@ def _loopback(host: str) -> bool:
 def _configure_logging(level: str) -> None:
     import logging
 
+    from replay.logs import Redact, Throttle
+
     logging.basicConfig(
         level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
     )
     # replay logs each WebSocket connection itself, with its client id: uvicorn's own lines
     # for the same connection would only repeat it.
-    quiet = _Repeats()
-    logging.getLogger("uvicorn.error").addFilter(quiet)
-    logging.getLogger("uvicorn.access").addFilter(quiet)
+    quiet, secrets = _Repeats(), Redact()
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(quiet)
+        logging.getLogger(name).addFilter(secrets)  # the dashboard's feed has ?token=
+    logging.getLogger("asyncio").addFilter(Throttle())
+
+
+def _budget_files(settings: Settings) -> None:
+    """Raise the open-file limit, and lower the client limit to what it allows."""
+    import logging
+
+    from replay.fds import file_budget
+
+    budget = file_budget(settings.max_clients)
+    settings.max_clients = budget.clients
+    message = budget.message()
+    if message is not None:
+        lowered = budget.clients < budget.asked
+        logging.getLogger("replay.limits").log(
+            logging.WARNING if lowered else logging.INFO, "%s", message
+        )
 
 
 class _Repeats:

@@ -96,7 +96,7 @@ class _StateCollector(Collector):
             runs_refused.add_metric([share], count)
         refused = CounterMetricFamily(
             "replay_clients_refused",
-            "WebSocket clients refused: origin not allowed, or over the client limit.",
+            "WebSocket clients refused: Host or origin not allowed, or over the client limit.",
             labels=["reason"],
         )
         for reason, count in sorted(self.replay.refused.items()):

@@ -23,12 +23,12 @@ import uvicorn
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__, planning
+from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
@@ -45,12 +45,14 @@ from replay.errors import (
     VariablesInvalid,
 )
 from replay.feed import Feed, Subscription
-from replay.guard import TokenGuard, WebSocketGate
+from replay.guard import BrowserGuard, TokenGuard, WebSocketGate
+from replay.hosts import host_policy
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
+from replay.origins import Cors, OriginPolicy
 from replay.protocol import Endpoint
 from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
@@ -85,8 +87,14 @@ class Settings:
     """How a server is set up. Every field has the default ``replay serve`` uses."""
 
     scenarios: Path = Path("scenarios")
-    #: Origins allowed to call the HTTP API from a browser; ["*"] allows any.
-    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    #: The address the server listens on (``--host``): bound to a loopback address, it
+    #: answers only to loopback Host names (see :mod:`replay.hosts`).
+    bind: str = "127.0.0.1"
+    #: Host names answered to besides the default ones (``--allow-host``); ["*"]: any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Page origins allowed to call the HTTP API from a browser besides the server's own
+    #: and loopback ones (see :mod:`replay.origins`); ["*"] allows any.
+    cors_origins: list[str] = field(default_factory=list)
     #: Frames a client may fall behind by before it is dropped.
     queue_size: int = DEFAULT_QUEUE_SIZE
     #: Use new managers instead of the process-wide WebsocketManager() and StreamManager().
@@ -105,6 +113,8 @@ class Settings:
     #: Bytes per second a client may send (bursts of twice that); over it, its socket is
     #: read more slowly (or, on a server other than uvicorn, the excess is ignored).
     client_bytes: float = DEFAULT_CLIENT_BYTES
+    #: Seconds a request may take to send its body; then it is answered 408.
+    body_timeout: float = BODY_TIMEOUT
 
 
 class TriggerBody(BaseModel):
@@ -331,26 +341,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         default_response_class=JSONAnswer,
     )
     app.state.replay = replay
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_credentials=True,
-        allow_methods=["*"],
-        allow_headers=["*"],
-    )
-    app.add_middleware(
-        WebSocketGate,
-        endpoints={
-            Endpoint.MESSAGES.value: replay.messages.serve,
-            Endpoint.STREAM.value: replay.stream.serve,
-        },
-        origins=settings.ws_origins,
-        max_clients=settings.max_clients,
-        count=lambda: sum(replay.delivery.client_counts().values()),
-        refused=replay.refuse,
-    )
-    app.add_middleware(TransportMiddleware)
-    app.add_middleware(TokenGuard, token=settings.token)
+    _add_middleware(app, settings, replay)
     _add_error_handlers(app)
 
     @app.post("/trigger/{scenario}", response_model=None)
@@ -512,6 +503,33 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return app
 
 
+def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
+    """The guards around the routes. Starlette runs the last added first: a request meets
+    them from the bottom of this function up."""
+    hosts = host_policy(settings.bind, settings.allowed_hosts, settings.token)
+    origins = OriginPolicy.of(settings.cors_origins)
+    pending = app.state.pending_bodies = PendingBodies()  # for Server.shutdown
+    app.add_middleware(TokenGuard, token=settings.token)
+    app.add_middleware(BrowserGuard, hosts=hosts, origins=origins)
+    # Outside the browser guard: a page allowed to call replay can read why it was refused.
+    app.add_middleware(Cors, policy=origins)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout, pending=pending)
+    # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
+    app.add_middleware(
+        WebSocketGate,
+        endpoints={
+            Endpoint.MESSAGES.value: replay.messages.serve,
+            Endpoint.STREAM.value: replay.stream.serve,
+        },
+        origins=settings.ws_origins,
+        max_clients=settings.max_clients,
+        count=lambda: sum(replay.delivery.client_counts().values()),
+        refused=replay.refuse,
+        hosts=hosts,
+    )
+    app.add_middleware(TransportMiddleware)
+
+
 def uvicorn_config(
     app: FastAPI, host: str = "127.0.0.1", port: int = 8123, **options: Any
 ) -> uvicorn.Config:
@@ -562,7 +580,11 @@ class Server(uvicorn.Server):
         reaper = getattr(self, "_reaper", None)
         if reaper is not None:
             reaper.cancel()
-        replay = getattr(getattr(self.config.app, "state", None), "replay", None)
+        state = getattr(self.config.app, "state", None)
+        pending = getattr(state, "pending_bodies", None)
+        if isinstance(pending, PendingBodies):
+            pending.close()  # requests still sending their body: answered now, not later
+        replay = getattr(state, "replay", None)
         if isinstance(replay, Replay):
             replay.feed.close()
             await replay.runner.shutdown()

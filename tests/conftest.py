@@ -9,13 +9,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from replay.server import Replay, Server, Settings, create_app, uvicorn_config
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class LocalClient(TestClient):
+    """Starlette's TestClient, sending its requests and WebSocket handshakes to
+    ``localhost``: unless told, it says ``Host: testserver``, a name a server bound to
+    loopback does not answer to (see replay.hosts)."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        options.setdefault("base_url", "http://localhost")
+        super().__init__(app, **options)
+
+    def websocket_connect(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        return super().websocket_connect(urljoin("ws://localhost", url), *args, **kwargs)
 
 
 @pytest.fixture

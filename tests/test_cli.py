@@ -671,6 +671,26 @@ def test_serve_defaults_limit_frames_to_one_mib(scenarios_dir: Path, served: lis
     assert server.config.app.state.replay.settings.ws_origins == []
 
 
+def test_serve_passes_the_web_page_options_on(scenarios_dir: Path, served: list[Any]) -> None:
+    pages = ["--allow-host", "devbox.lan", "--allow-host", "*.example.test"]
+    pages += ["--cors-origin", "https://app.example", "--cors-origin", "*"]
+    assert main(["serve", "--scenarios", str(scenarios_dir), "--host", "::1", *pages]) == 0
+    [server] = served
+    settings = server.config.app.state.replay.settings
+    assert settings.bind == "::1"
+    assert settings.allowed_hosts == ["devbox.lan", "*.example.test"]
+    assert settings.cors_origins == ["https://app.example", "*"]
+
+
+def test_serve_defaults_answer_only_loopback_names_and_pages(
+    scenarios_dir: Path, served: list[Any]
+) -> None:
+    assert main(["serve", "--scenarios", str(scenarios_dir)]) == 0
+    [server] = served
+    settings = server.config.app.state.replay.settings
+    assert (settings.bind, settings.allowed_hosts, settings.cors_origins) == ("127.0.0.1", [], [])
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--max-clients", "0"), ("--max-frame-size", "-1"), ("--max-clients", "x")],

@@ -12,15 +12,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import hypothesis
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
+from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from replay.guard import CLOSE_TRY_LATER
+from replay.hosts import host_policy
 from replay.server import Settings, create_app
-from tests.conftest import SHIPPED
-from tests.hostile import add_tick, connected, serving, settled, ticks_arrive_on_time
+from tests.conftest import SHIPPED, LocalClient
+from tests.hostile import PATIENCE, add_tick, connected, serving, settled, ticks_arrive_on_time
 
 TOKEN = "s3cret"
 REFUSAL = (
@@ -70,7 +74,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     folder = tmp_path_factory.mktemp("guarded-in-process") / "scenarios"
     shutil.copytree(SHIPPED, folder)
     app = create_app(Settings(scenarios=folder, isolated=True, token=TOKEN))
-    with TestClient(app) as client:
+    with LocalClient(app) as client:
         app.state.replay.feed.close()
         yield client
 
@@ -337,3 +341,468 @@ async def test_a_burst_of_handshakes_never_lets_more_than_the_limit_in(
             assert live.replay.refused["limit"] == 27
         finally:
             await asyncio.gather(*(ws.close() for ws in admitted))
+
+
+# --- web pages: the Host allow-list (DNS rebinding) and the Origin allow-list ---------------------
+
+#: Every kind of route: control routes, open pages (GET), and the WebSocket endpoints.
+ROUTES = [*CONTROL, *(("GET", path) for path in OPEN)]
+LOOPBACK_HOSTS = [
+    "localhost",
+    "localhost:8123",
+    "LOCALHOST:1",
+    "localhost.",
+    "app.localhost:5173",
+    "127.0.0.1",
+    "127.0.0.1:8123",
+    "127.1.2.3:65535",
+    "[::1]",
+    "[::1]:8123",
+    "[0:0:0:0:0:0:0:1]:80",
+]
+REBINDING_HOSTS = [
+    "evil.example",
+    "evil.example:8123",
+    "localhost.evil.example",
+    "127.0.0.1.nip.io:8123",
+    "10.0.0.1:8123",
+    "0.0.0.0:8123",
+    "[::2]:8123",
+    "[::ffff:10.0.0.1]",
+    "",
+    "localhost:port",
+    "localhost:99999",
+    "[::1",
+    "local host",
+    "x" * 5000,
+]
+LOOPBACK_ORIGINS = [
+    "http://localhost:5173",
+    "http://localhost",
+    "https://localhost:8443",
+    "http://127.0.0.1:3000",
+    "http://127.0.0.2:3000",
+    "http://[::1]:5173",
+    "http://app.localhost:5173",
+]
+FOREIGN_ORIGINS = [
+    "http://evil.example",
+    "https://evil.example:8123",
+    "http://localhost.evil.example",
+    "http://10.0.0.1:5173",
+    "null",
+    "file://",
+    "http://localhost:5173/../evil",
+    "localhost:5173",
+]
+
+
+def refused_for_host(answer: Any) -> bool:
+    return answer.status_code == 403 and "DNS rebinding" in answer.json()["detail"]
+
+
+def refused_for_origin(answer: Any) -> bool:
+    return answer.status_code == 403 and "--cors-origin" in answer.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def open_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A server with the defaults (no token, bound to loopback), in process. Its event feed
+    is closed, so that GET /events answers and ends at once."""
+    folder = tmp_path_factory.mktemp("open-in-process") / "scenarios"
+    shutil.copytree(SHIPPED, folder)
+    app = create_app(Settings(scenarios=folder, isolated=True))
+    with LocalClient(app) as client:
+        app.state.replay.feed.close()
+        yield client
+
+
+def app_with(folder: Path, **settings: Any) -> LocalClient:
+    return LocalClient(create_app(Settings(scenarios=folder, isolated=True, **settings)))
+
+
+def a_run_id(client: TestClient) -> str:
+    answer = client.post("/trigger/messages?speed=0.001&wait=false")
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["run_id"])
+
+
+@pytest.mark.parametrize("host", REBINDING_HOSTS[:6])
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_a_rebinding_host_is_refused_on_every_route(
+    open_app: TestClient, method: str, path: str, host: str
+) -> None:
+    target = path.replace("{run}", a_run_id(open_app)) if "{run}" in path else path
+    before = [(run.id, run.state) for run in runs_of(open_app)]
+    answer = open_app.request(method, target, headers={"Host": host})
+    assert refused_for_host(answer), answer.text[:300]
+    assert f"--allow-host {host.split(':')[0]}" in answer.json()["detail"]
+    assert [(run.id, run.state) for run in runs_of(open_app)] == before
+
+
+@pytest.mark.parametrize("host", REBINDING_HOSTS)
+def test_no_malformed_or_foreign_host_gets_in(open_app: TestClient, host: str) -> None:
+    for method, path in (("POST", "/trigger/messages?speed=0"), ("GET", "/runs"), ("GET", "/")):
+        answer = open_app.request(method, path, headers={"Host": host})
+        assert refused_for_host(answer), (method, path, answer.text[:300])
+        assert len(answer.content) < 1000  # a long Host is not repeated back whole
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+def test_loopback_hosts_with_any_port_pass(open_app: TestClient, host: str) -> None:
+    assert open_app.get("/runs", headers={"Host": host}).status_code == 200
+    assert open_app.get("/healthz", headers={"Host": host}).status_code == 200
+
+
+def test_allow_host_adds_names_and_star_turns_the_check_off(scenarios_dir: Path) -> None:
+    added = ["devbox.lan", "*.example.test", "[fe80::0001]"]
+    with app_with(scenarios_dir, allowed_hosts=added) as client:
+        for host in ("devbox.lan", "DEVBOX.LAN:8123", "a.example.test", "[fe80::1]:1", "localhost"):
+            assert client.get("/runs", headers={"Host": host}).status_code == 200, host
+        for host in ("example.test", "devbox.lan.evil", "evil.example"):
+            assert refused_for_host(client.get("/runs", headers={"Host": host})), host
+    with app_with(scenarios_dir, allowed_hosts=["*"]) as client:
+        for host in ("evil.example:8123", "anything", "localhost"):
+            assert client.get("/runs", headers={"Host": host}).status_code == 200, host
+
+
+def test_bound_elsewhere_with_a_token_any_host_may_ask(scenarios_dir: Path) -> None:
+    # The token is what guards such a server: a rebound page does not have it.
+    with app_with(scenarios_dir, bind="0.0.0.0", token=TOKEN) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for host in ("evil.example", "devbox.lan:8123", "192.168.1.10:8123"):
+            assert client.get("/runs", headers={"Host": host, **auth}).status_code == 200
+            assert client.get("/runs", headers={"Host": host}).status_code == 401
+
+
+def test_bound_elsewhere_without_a_token_ip_addresses_and_machine_names_may_ask(
+    scenarios_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("replay.hosts.machine_names", lambda: {"devbox", "devbox.local"})
+    with app_with(scenarios_dir, bind="0.0.0.0") as client:
+        for host in ("192.168.1.10:8123", "[fe80::1]:8123", "devbox:8123", "devbox.local", "::1"):
+            if host == "::1":
+                continue  # not a Host header (an IPv6 address is written in brackets)
+            assert client.get("/runs", headers={"Host": host}).status_code == 200, host
+        answer = client.get("/runs", headers={"Host": "evil.example:8123"})
+        assert refused_for_host(answer)
+        assert "IP addresses, devbox, devbox.local" in answer.json()["detail"]
+
+
+def test_host_policy_for_each_way_of_binding() -> None:
+    loopback = host_policy("127.0.0.1")
+    assert loopback.allows("localhost:1")
+    assert not loopback.allows("192.168.1.10")
+    for bind in ("localhost", "::1", "[::1]", "127.0.0.2"):
+        assert host_policy(bind).described == loopback.described, bind
+    named = host_policy("devbox.lan", machine=[])
+    assert named.allows("devbox.lan:8123")
+    assert named.allows("10.1.1.1")
+    assert not named.allows("evil.example")
+    assert host_policy("0.0.0.0", token="t").allows("evil.example")
+    assert host_policy("127.0.0.1", ["*"]).allows("evil.example")
+    assert host_policy("127.0.0.1").allows(None)  # no Host at all: not a browser
+
+
+# Cross-origin requests.
+
+
+@pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
+def test_a_no_cors_form_post_from_another_site_plays_nothing(
+    open_app: TestClient, origin: str
+) -> None:
+    before = len(runs_of(open_app))
+    # What <form method=post action=http://localhost:8123/trigger/messages> sends.
+    answer = open_app.post(
+        "/trigger/messages?speed=0",
+        content=b"vars=x",
+        headers={
+            "Origin": origin,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Mode": "navigate",
+        },
+    )
+    assert refused_for_origin(answer), answer.text[:300]
+    assert "access-control-allow-origin" not in answer.headers
+    assert len(runs_of(open_app)) == before
+
+
+def test_nothing_plays_from_another_site_on_a_fresh_server(scenarios_dir: Path) -> None:
+    with app_with(scenarios_dir) as client:
+        for path in ("/trigger/messages?speed=0", "/trigger/all?speed=0&wait=false"):
+            answer = client.post(path, headers={"Origin": "http://evil.example"})
+            assert answer.status_code == 403
+        assert client.get("/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize("origin", FOREIGN_ORIGINS[:3])
+@pytest.mark.parametrize(("method", "path"), CONTROL)
+def test_another_sites_page_reaches_no_control_route(
+    open_app: TestClient, method: str, path: str, origin: str
+) -> None:
+    target = path.replace("{run}", a_run_id(open_app)) if "{run}" in path else path
+    before = [(run.id, run.state) for run in runs_of(open_app)]
+    answer = open_app.request(method, target, headers={"Origin": origin})
+    assert refused_for_origin(answer), answer.text[:300]
+    assert [(run.id, run.state) for run in runs_of(open_app)] == before
+
+
+@pytest.mark.parametrize("path", OPEN)
+def test_open_pages_load_from_anywhere_but_share_nothing(open_app: TestClient, path: str) -> None:
+    answer = open_app.get(path, headers={"Origin": "http://evil.example"})
+    assert answer.status_code == 200
+    assert "access-control-allow-origin" not in answer.headers
+
+
+def test_cross_site_requests_without_an_origin_are_refused_but_links_open(
+    open_app: TestClient,
+) -> None:
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    for mode, dest in (("no-cors", "script"), ("no-cors", "image"), ("navigate", "iframe")):
+        fetch = {**cross, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+        answer = open_app.get("/runs", headers=fetch)
+        assert answer.status_code == 403
+        assert "Sec-Fetch-Site: cross-site" in answer.json()["detail"]
+    # A link followed from another site opens (that site cannot read the page it opened).
+    link = {**cross, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert open_app.get("/runs", headers=link).status_code == 200
+    for site in ("same-origin", "same-site", "none"):
+        assert open_app.get("/runs", headers={"Sec-Fetch-Site": site}).status_code == 200
+
+
+@pytest.mark.parametrize("origin", LOOPBACK_ORIGINS)
+def test_pages_on_loopback_may_call_and_read(open_app: TestClient, origin: str) -> None:
+    answer = open_app.post("/trigger/messages?speed=0", headers={"Origin": origin})
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["status"] == "success"
+    assert answer.headers["access-control-allow-origin"] == origin
+    assert answer.headers["access-control-allow-credentials"] == "true"
+    assert open_app.get("/runs", headers={"Origin": origin}).status_code == 200
+
+
+def test_the_servers_own_pages_may_call(scenarios_dir: Path) -> None:
+    with app_with(scenarios_dir, allowed_hosts=["devbox.lan"]) as client:
+        for host, origin in (
+            ("devbox.lan:8123", "http://devbox.lan:8123"),
+            ("devbox.lan:8123", "https://devbox.lan:8123"),  # behind a TLS proxy
+            ("devbox.lan", "https://devbox.lan"),
+            ("localhost:8123", "http://localhost:8123"),
+        ):
+            answer = client.get("/runs", headers={"Host": host, "Origin": origin})
+            assert answer.status_code == 200, (host, origin)
+        # Another port of the same name is another origin.
+        answer = client.get(
+            "/runs", headers={"Host": "devbox.lan:8123", "Origin": "http://devbox.lan:5173"}
+        )
+        assert refused_for_origin(answer)
+
+
+def test_cors_origin_adds_origins(scenarios_dir: Path) -> None:
+    with app_with(
+        scenarios_dir, cors_origins=["https://app.example/", "HTTP://Other.Example:80"]
+    ) as (client):
+        for origin in ("https://app.example", "http://other.example", "http://localhost:5173"):
+            answer = client.post("/trigger/messages?speed=0", headers={"Origin": origin})
+            assert answer.status_code == 200, origin
+            assert answer.headers["access-control-allow-origin"] == origin
+        assert refused_for_origin(client.get("/runs", headers={"Origin": "https://evil.example"}))
+
+
+def test_cors_origin_star_restores_the_open_behaviour(scenarios_dir: Path) -> None:
+    with app_with(scenarios_dir, cors_origins=["*"]) as client:
+        evil = {"Origin": "http://evil.example"}
+        answer = client.post("/trigger/messages?speed=0", headers=evil)
+        assert answer.status_code == 200
+        # Echoed, not "*": a browser refuses "*" on a request with credentials.
+        assert answer.headers["access-control-allow-origin"] == "http://evil.example"
+        assert answer.headers["access-control-allow-credentials"] == "true"
+        answer = client.get("/runs", headers={**evil, "Sec-Fetch-Site": "cross-site"})
+        assert answer.status_code == 200
+        assert len(answer.json()["runs"]) == 1
+        # The Host check is a separate switch.
+        assert refused_for_host(client.get("/runs", headers={"Host": "evil.example"}))
+
+
+def preflight(client: TestClient, origin: str, path: str = "/trigger/messages") -> Any:
+    return client.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+
+
+@pytest.mark.parametrize("origin", LOOPBACK_ORIGINS)
+def test_a_preflight_from_a_loopback_page_is_allowed(open_app: TestClient, origin: str) -> None:
+    answer = preflight(open_app, origin)
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == origin
+    assert answer.headers["access-control-allow-credentials"] == "true"
+    assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+    assert "POST" in answer.headers["access-control-allow-methods"]
+
+
+@pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
+def test_a_preflight_from_another_site_is_refused(open_app: TestClient, origin: str) -> None:
+    before = len(runs_of(open_app))
+    answer = preflight(open_app, origin)
+    assert answer.status_code == 400
+    assert "access-control-allow-origin" not in answer.headers
+    assert len(runs_of(open_app)) == before
+
+
+def test_a_preflight_with_star_is_allowed_for_any_page(scenarios_dir: Path) -> None:
+    with app_with(scenarios_dir, cors_origins=["*"]) as client:
+        answer = preflight(client, "http://evil.example")
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "http://evil.example"
+
+
+# WebSocket handshakes.
+
+
+@pytest.mark.parametrize("path", ["/ws", "/ws/stream", "/ws/elsewhere"])
+def test_a_websocket_handshake_with_a_rebinding_host_is_refused_in_process(
+    open_app: TestClient, path: str
+) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        open_app.websocket_connect(path, headers={"Host": "evil.example:8123"}),
+    ):
+        pass
+    assert refused.value.code == 1008  # refused before the handshake: HTTP 403
+    with open_app.websocket_connect("/ws", headers={"Host": "[::1]:8123"}) as ws:
+        ws.send_text("{}")
+
+
+async def raw_handshake(live: Any, path: str, host: str) -> bytes:
+    address, port = live.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(address, int(port))
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example:8123\r\n\r\n".encode()
+        )
+        return await asyncio.wait_for(reader.read(4096), PATIENCE)
+    finally:
+        writer.close()
+
+
+async def test_a_websocket_handshake_with_a_rebinding_host_gets_403(scenarios_dir: Path) -> None:
+    with serving(Settings(scenarios=scenarios_dir, isolated=True)) as (live, _):
+        async with connect(live.ws_url + "/ws") as healthy:
+            await connected(live, 1)
+            for path in ("/ws", "/ws/stream"):
+                answer = await raw_handshake(live, path, "evil.example:8123")
+                assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+            assert live.replay.delivery.client_counts() == {"/ws": 1, "/ws/stream": 0}
+            assert live.replay.refused["host"] == 2
+            assert refused_count(live, "host") == 2
+            answer = await raw_handshake(live, "/ws", "localhost:1")
+            assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+            await healthy.send("{}")
+
+
+# The property: whatever Host and Origin a request carries, no 500, and a value that is
+# not allowed never reaches a route.
+
+GOOD_NAMES = ["localhost", "LocalHost", "127.0.0.1", "127.9.8.7", "[::1]", "app.localhost"]
+ports = st.one_of(st.just(""), st.integers(0, 65535).map(lambda port: f":{port}"))
+good_hosts = st.builds("{}{}".format, st.sampled_from(GOOD_NAMES), ports)
+evil_names = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9-]{0,12}\.(example|test|com|lan)", fullmatch=True),
+    st.sampled_from(["localhost.evil.com", "127.0.0.1.nip.io", "10.0.0.1", "[::2]", "0.0.0.0"]),
+)
+evil_hosts = st.builds("{}{}".format, evil_names, ports)
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+schemes = st.sampled_from(["http://", "https://"])
+good_origins = st.builds("{}{}".format, schemes, good_hosts)
+evil_origins = st.one_of(
+    st.builds("{}{}".format, schemes, evil_hosts), st.sampled_from(["null", "file://"])
+)
+#: (method, path, whether a page of another site may send it)
+PROBES = [
+    ("POST", "/trigger/no-such-scenario", False),
+    ("DELETE", "/runs/no-such-run", False),
+    ("GET", "/runs", False),
+    ("GET", "/events?kinds=nothing", False),
+    ("GET", "/metrics", False),
+    ("GET", "/healthz", True),
+    ("GET", "/ui/dashboard.js", True),
+    ("POST", "/healthz", False),
+]
+#: Loopback hosts as a Host header or an origin writes them (an oracle written apart from
+#: replay.hosts: what replay answers to must be one of these).
+LOOPBACK = (
+    r"(localhost|[^/:]+\.localhost|127\.\d+\.\d+\.\d+|\[[0:]*:0*1\]|\[::ffff:127(\.\d+){3}\])"
+    r"(:\d+)?"
+)
+
+
+def loopback_host(value: str) -> bool:
+    return re.fullmatch(LOOPBACK, value.strip().lower().replace(".:", ":").rstrip(".")) is not None
+
+
+def loopback_or_own_origin(origin: str, host: str) -> bool:
+    scheme, _, authority = origin.strip().lower().partition("://")
+    if scheme not in ("http", "https"):
+        return False
+    authority = authority.rstrip("/")
+    default = {"http": ":80", "https": ":443"}[scheme]
+    own = host.strip().lower().removesuffix(default) == authority.removesuffix(default)
+    return own or loopback_host(authority)
+
+
+def labelled(strategy: Any, label: str | None) -> Any:
+    return strategy.map(lambda value: (value, label))
+
+
+@hypothesis.given(
+    host=st.one_of(
+        labelled(good_hosts, "good"), labelled(evil_hosts, "evil"), labelled(header_text, None)
+    ),
+    origin=st.one_of(
+        st.just((None, "good")),
+        labelled(good_origins, "good"),
+        labelled(evil_origins, "evil"),
+        labelled(header_text, None),
+    ),
+    probe=st.sampled_from(PROBES),
+)
+@hypothesis.settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+def test_no_host_or_origin_value_gets_past_the_guard_or_breaks_the_server(
+    open_app: TestClient,
+    host: tuple[str, str | None],
+    origin: tuple[str | None, str | None],
+    probe: tuple[str, str, bool],
+) -> None:
+    (host_value, host_label), (origin_value, origin_label) = host, origin
+    method, path, open_to_pages = probe
+    headers = {"Host": host_value}
+    if origin_value is not None:
+        headers["Origin"] = origin_value
+    before = len(runs_of(open_app))
+    answer = open_app.request(method, path, headers=headers)
+    assert answer.status_code < 500, answer.text[:300]
+    assert len(runs_of(open_app)) == before
+    # No route answers 403: a 403 is the guard's, anything else reached a route.
+    reached = answer.status_code != 403
+    if reached:
+        assert loopback_host(host_value), host_value
+        if origin_value is not None and not open_to_pages:
+            assert loopback_or_own_origin(origin_value, host_value), origin_value
+    if host_label == "evil":
+        assert not reached
+    if host_label == "good" and origin_label == "good":
+        assert reached, answer.text[:300]
+    if host_label == "good" and origin_label == "evil":
+        assert reached == open_to_pages, answer.text[:300]

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from replay import client as client_module
 from replay.metrics import LATENESS_BUCKETS
 from replay.server import Replay, Settings, create_app
-from tests.conftest import SHIPPED
+from tests.conftest import SHIPPED, LocalClient
 from tests.fakes import FakeWebSocket
 
 MESSAGES = [
@@ -59,7 +59,7 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(folder: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(scenarios=folder, isolated=True))) as test_client:
+    with LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as test_client:
         yield test_client
 
 

@@ -25,7 +25,7 @@ import replay.planning
 import replay.server
 from replay.loader import MAX_FILE_BYTES
 from replay.server import Settings, create_app
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer, LocalClient, start_live_server
 
 MESSAGES = [
     '{"message_type":"CHAT_REQUESTED","message":"Test chat request"}',
@@ -49,7 +49,7 @@ def names_in(folder: Path) -> list[str]:
 @pytest.fixture
 def client(scenarios_dir: Path) -> Iterator[TestClient]:
     app = create_app(Settings(scenarios=scenarios_dir, isolated=True))
-    with TestClient(app) as test_client:
+    with LocalClient(app) as test_client:
         yield test_client
 
 
@@ -243,7 +243,7 @@ def test_every_kind_of_broken_file_is_listed_with_its_problem_and_the_good_one_p
 ) -> None:
     folder = tmp_path / "scenarios"
     expected = broken_folder(folder, tmp_path)
-    with TestClient(create_app(Settings(scenarios=folder, isolated=True))) as client:
+    with LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as client:
         listed = {s["name"]: s for s in client.get("/scenarios").json()["scenarios"]}
         assert sorted(listed) == sorted([*expected, "good"])
         assert listed["good"]["valid"] is True
@@ -362,7 +362,7 @@ def test_cors_allows_a_frontend_on_another_port(client: TestClient) -> None:
 
 def test_cors_can_be_restricted(scenarios_dir: Path) -> None:
     settings = Settings(scenarios=scenarios_dir, isolated=True, cors_origins=["http://ok.test"])
-    with TestClient(create_app(settings)) as restricted:
+    with LocalClient(create_app(settings)) as restricted:
         denied = restricted.options(
             "/trigger/all",
             headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"},
@@ -372,7 +372,7 @@ def test_cors_can_be_restricted(scenarios_dir: Path) -> None:
 
 def test_missing_scenarios_folder_is_503(tmp_path: Path) -> None:
     settings = Settings(scenarios=tmp_path / "absent", isolated=True)
-    with TestClient(create_app(settings)) as missing:
+    with LocalClient(create_app(settings)) as missing:
         answer = missing.post("/trigger/all")
         assert answer.status_code == 503
         assert "does not exist" in answer.json()["detail"]
@@ -480,7 +480,7 @@ def own(tmp_path: Path) -> Iterator[TestClient]:
     for name, text in OWN_SCENARIOS.items():
         if name != "greet":
             (folder / f"{name}.yaml").write_text(text)
-    with TestClient(create_app(Settings(scenarios=folder, isolated=True))) as test_client:
+    with LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as test_client:
         yield test_client
 
 
@@ -681,7 +681,7 @@ def test_on_connect_in_process(tmp_path: Path) -> None:
     (folder / "greet.yaml").write_text(OWN_SCENARIOS["greet"])
     (folder / "mark.yaml").write_text(OWN_SCENARIOS["mark"])
     with (
-        TestClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
+        LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
         app.websocket_connect("/ws?client_id=first") as first,
     ):
         assert json.loads(first.receive_text())["message"] == "hi first"
@@ -711,7 +711,7 @@ def test_an_unplayable_on_connect_scenario_leaves_the_connection_alone(tmp_path:
     (folder / "broken.yaml").write_text("steps:\n  - message: EVNT\n    text: x\n")
     settings = Settings(scenarios=folder, isolated=True, on_connect=["absent", "broken"])
     with (
-        TestClient(create_app(settings)) as app,
+        LocalClient(create_app(settings)) as app,
         app.websocket_connect("/ws") as ws,
     ):
         assert app.post("/trigger/mark?speed=0").status_code == 200
@@ -1037,7 +1037,7 @@ def test_a_clients_reactions_never_make_a_trigger_429(
     replay_state = app.state.replay
     runner = replay_state.runner
     runner.max_active = 2  # triggers' share: small, so that a shared cap would show at once
-    with TestClient(app) as own, own.websocket_connect("/ws?client_id=eager") as ws:
+    with LocalClient(app) as own, own.websocket_connect("/ws?client_id=eager") as ws:
         frames = runner.max_per_client + 5  # well within the client's frame rate
         for _ in range(frames):
             ws.send_text(PAUSE_FRAME)
@@ -1092,7 +1092,7 @@ def test_the_folder_is_read_and_plans_made_off_the_event_loop(
     monkeypatch.setattr(replay.library.ScenarioLibrary, "catalog", reading)
     monkeypatch.setattr(replay.planning, "build_timeline", planning)
     app = create_app(Settings(scenarios=scenarios_dir, isolated=True))
-    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+    with LocalClient(app) as client, client.websocket_connect("/ws") as ws:
         assert client.get("/scenarios").status_code == 200
         assert client.get("/scenarios/agent-run").status_code == 200
         assert client.post("/trigger/messages?speed=0").status_code == 200
