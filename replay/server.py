@@ -598,11 +598,18 @@ class Server(uvicorn.Server):
 
 async def _watch(replay: Replay) -> None:
     """Publish scenario file changes to the feed, looking once every WATCH_EVERY seconds."""
+    failing = ""
     while True:
         try:
             await replay.watch_scenarios()
-        except Exception:  # a watcher that dies would silently stop the events
-            log.exception("watching the scenarios folder failed")
+            if failing:
+                log.info("watching the scenarios folder works again")
+            failing = ""
+        except Exception as error:  # a watcher that dies would silently stop the events
+            # Once per kind of failure, not once a second (out of file descriptors, say).
+            if repr(error) != failing:
+                log.exception("watching the scenarios folder failed")
+            failing = repr(error)
         await asyncio.sleep(WATCH_EVERY)
 
 
