@@ -312,7 +312,11 @@ def test_sandbox_refuses_changes(text: str) -> None:
 def test_output_over_the_limit_fails() -> None:
     with pytest.raises(TemplateFailed) as caught:
         render_text(f"{{{{ 'a' * ({MAX_OUTPUT} + 1) }}}}", context())
-    assert caught.value.reason == (f"it renders more than {MAX_OUTPUT} characters")
+    # Refused before the text is built, saying by what.
+    assert caught.value.reason == (
+        f"it renders more than {MAX_OUTPUT} characters: '*' would make 1,048,577; "
+        "make the text shorter"
+    )
     assert len(render_text(f"{{{{ 'a' * {MAX_OUTPUT} }}}}", context())) == MAX_OUTPUT
 
 
