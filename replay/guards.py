@@ -112,8 +112,8 @@ def _check_repeat(left: Any, right: Any, what: str) -> None:
     if isinstance(sequence, str):
         current().make(len(sequence) * times, what, wide=not sequence.isascii(), exact=True)
     elif sequence:
-        once = text_size(sequence) - 2  # the brackets are written once, not per copy
-        current().make(once * times + 2, what, items=len(sequence) * times)
+        once = text_size(sequence) - 16  # the brackets are written once, not per copy
+        current().make(once * times + 16, what, items=len(sequence) * times)
 
 
 def _check_add(left: Any, right: Any, what: str) -> None:

@@ -78,7 +78,8 @@ class Budget:
         if self.steps > MAX_STEPS:
             raise Refused(
                 f"the template does too much work: more than {MAX_STEPS} loop iterations "
-                "or calls (each KiB of text handled counts as one); loop over fewer items"
+                "or calls (an item of a list read, or a KiB of text, counts as one); loop "
+                "over fewer or smaller values"
             )
 
     def hold(self, size: int) -> None:
@@ -240,7 +241,7 @@ def quoted_size(text: str, how: int, room: int) -> int:
     rough = per_char * length + 2
     if rough <= room or length < 256:
         return rough
-    current().charge(8 * (length // KIB))
+    current().charge(SCAN_STEPS * (length // KIB))
     if not text.isprintable() or (how == JSON and wide):
         return rough
     if how == REPR:
@@ -264,6 +265,9 @@ def text(value: Any, what: str) -> str:
     """``str(value)``, refused before it is built if it would be too long."""
     if type(value) is str:
         return value
+    if value is None or isinstance(value, bool | float) or type(value) is int:
+        current().charge(int_text_steps(value) if type(value) is int else 0)
+        return str(value)  # short (a number has at most MAX_INT_BITS bits, or is a float)
     size = text_size(value)
     current().make(size, what)
     return str(value)
@@ -274,11 +278,14 @@ def texts(values: Iterable[Any], what: str, separator: str = "") -> str:
     built if the result would be too long."""
     values = list(values)
     total = len(separator) * max(len(values) - 1, 0)
-    for value in values:
+    exact = all(type(value) is str for value in values)
+    if exact:
+        total += sum(map(len, values))
+    for value in () if exact else values:
         total += text_size(value, MAX_OUTPUT - total)
         if total > MAX_OUTPUT:
             break
-    current().make(total, what)
+    current().make(total, what, exact=exact)
     return separator.join(value if type(value) is str else str(value) for value in values)
 
 
@@ -309,7 +316,8 @@ def printf_size(form: str, values: Any) -> int:
     Stops where Python would refuse the form (it refuses before building more)."""
     current().charge(form.count("%") + len(form) // KIB)
     # Python's rule: %(key)s reads any mapping but a tuple or a text.
-    keyed = None if isinstance(values, tuple | str) else values
+    mapping = hasattr(values, "__getitem__") and not isinstance(values, tuple | str)
+    keyed = values if mapping else None
     positional = iter(values if isinstance(values, tuple) else (values,))
     total = end = len(form)
     at = form.find("%")

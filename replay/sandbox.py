@@ -87,12 +87,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def getitem(self, obj: Any, argument: Any) -> Any:
         budget = current()
         budget.charge(ATTRIBUTE_STEPS)
-        if isinstance(argument, slice) and isinstance(obj, str | list | tuple):
-            size = len(range(*argument.indices(len(obj))))
-            if isinstance(obj, str):
-                budget.make(size, "a slice", wide=not obj.isascii())
-            else:
-                budget.make(0, "a slice", items=size)
+        if isinstance(argument, slice):
+            _check_slice(obj, argument)
         elif isinstance(argument, tuple):
             budget.charge(touch(argument))  # hashed
         return super().getitem(obj, argument)
@@ -119,6 +115,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 return guards.call_method(__obj, args, kwargs)
             if isinstance(__obj, LoopContext) and args:
                 args = (charged(args[0]), *args[1:])  # a recursive loop's next level
+            elif getattr(__obj, "__func__", None) is LoopContext.changed:
+                budget.charge(sum(map(touch, args)))  # compared with the last ones
             elif __obj is dict:
                 args = tuple(_read(arg) for arg in args)
                 size = sum(len(arg) for arg in args) + len(kwargs)
@@ -134,6 +132,24 @@ def _read(value: Any) -> Any:
     if isinstance(value, Mapping | list | tuple | str):
         return value
     return list(charged(value))
+
+
+def _check_slice(obj: Any, part: slice) -> None:
+    """Before ``obj[part]``: a slice of a text or sequence is a copy, counted as built."""
+    if isinstance(obj, str | list | tuple):
+        size = len(range(*part.indices(len(obj))))
+        if isinstance(obj, str):
+            current().make(size, "a slice", wide=not obj.isascii())
+        else:
+            current().make(0, "a slice", items=size)
+
+
+def _slice(obj: Any, start: Any, stop: Any, step: Any) -> Any:
+    """``obj[start:stop:step]`` (Jinja writes a slice as Python, with no hook)."""
+    current().charge(ATTRIBUTE_STEPS)
+    part = slice(start, stop, step)
+    _check_slice(obj, part)
+    return obj[part]
 
 
 def _finalize(value: Any) -> str:
@@ -157,24 +173,25 @@ _INTERNAL: dict[str, Callable[..., Any]] = {
     "_charge": _charge,
     "_compare": guards.compare,
     "_concat": _concat,
+    "_slice": _slice,
 }
 
 
 class Metered(NodeTransformer):
     """Rewrites a template's tree so that its work is counted: a ``for`` goes over its
     items through ``_iterate`` (a step each); every loop body, macro, call block and block
-    starts by charging its size; comparisons and ``~`` call guarded functions (Jinja's
-    sandbox has no hook for them)."""
+    starts by charging its size; comparisons, ``~`` and slices call guarded functions
+    (Jinja's sandbox has no hook for them)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
         node.iter = _filter(node.iter, "_iterate")
-        node.body.insert(0, _charge_for(node.body))
+        _charge_body(node.body)
         return node
 
     def _visit_body(self, node: nodes.Macro | nodes.CallBlock | nodes.Block) -> nodes.Node:
         self.generic_visit(node)
-        node.body.insert(0, _charge_for(node.body))
+        _charge_body(node.body)
         return node
 
     visit_Macro = visit_CallBlock = visit_Block = _visit_body
@@ -186,6 +203,23 @@ class Metered(NodeTransformer):
             chain += [nodes.Const(operand.op), operand.expr]
         return _filter(node.expr, "_compare", chain)
 
+    def visit_ScopedEvalContextModifier(self, node: nodes.ScopedEvalContextModifier) -> Any:
+        # {% autoescape %} stays off: escaped output, and the Markup values it makes
+        # (whose +, % and join escape the other side), would be up to five times longer
+        # than predicted. The loader refuses such templates; this is the second lock.
+        self.generic_visit(node)
+        return node.body
+
+    def visit_EvalContextModifier(self, node: nodes.EvalContextModifier) -> Any:
+        return None  # removed
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        if not isinstance(node.arg, nodes.Slice):
+            return node  # environment.getitem sees it
+        bounds = (node.arg.start, node.arg.stop, node.arg.step)
+        return _filter(node.node, "_slice", [bound or nodes.Const(None) for bound in bounds])
+
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         return _filter(node.nodes[0], "_concat", node.nodes[1:])
@@ -195,8 +229,9 @@ def _filter(node: nodes.Node, name: str, args: Iterable[nodes.Node] = ()) -> nod
     return nodes.Filter(node, name, list(args), [], None, None, lineno=node.lineno)
 
 
-def _charge_for(body: list[nodes.Node]) -> nodes.ExprStmt:
-    """A statement that charges, each time ``body`` runs, a step per NODES_PER_STEP
-    nodes in it."""
+def _charge_body(body: list[nodes.Node]) -> None:
+    """Start ``body`` with a statement that charges, each time it runs, a step per
+    NODES_PER_STEP nodes in it (a small body is paid for by its loop item or call)."""
     size = sum(1 for node in body for _ in itertools.chain((node,), node.find_all(nodes.Node)))
-    return nodes.ExprStmt(_filter(nodes.Const(1 + size // NODES_PER_STEP), "_charge"))
+    if size >= NODES_PER_STEP:
+        body.insert(0, nodes.ExprStmt(_filter(nodes.Const(size // NODES_PER_STEP), "_charge")))

@@ -40,7 +40,6 @@ from jinja2 import nodes
 from jinja2.meta import find_undeclared_variables
 
 from replay.errors import TemplateFailed, did_you_mean
-
 from replay.limits import MAX_OUTPUT as MAX_OUTPUT
 from replay.limits import Refused, rendering, text_size
 from replay.sandbox import Sandbox
@@ -127,6 +126,8 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
         True for _ in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport))
     ):
         return ["templates cannot include, extend or import other templates"]
+    if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
+        return ["templates cannot turn autoescaping on: use the escape filter where needed"]
     problems = [
         f"unknown name {name!r} in a template{did_you_mean(name, NAMES)}; "
         f"templates can use {', '.join(sorted(NAMES))}"
@@ -171,10 +172,14 @@ def render_value(text: str, context: Mapping[str, Any]) -> Any:
         return render_text(text, context)
     try:
         expression = _expression(sole.group(1))
-        with rendering():
+        with rendering() as budget:
             value = expression(context)
-            if text_size(value) > MAX_OUTPUT:
+            size = text_size(value)
+            if size > MAX_OUTPUT:
                 raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
+            # A value the template did not build (received.text) still goes into the
+            # frame: the step's templates together are held to the budget's memory.
+            budget.hold(size)
             return _json_value(value, 0)
     except TemplateFailed:
         raise
