@@ -68,6 +68,8 @@ CASES: dict[str, str] = {
     "dictsort": "{{ vars.mapping | dictsort | length }}",
     "groupby": "{{ vars.records | groupby('a') | length }}",
     "tojson": "{{ vars.records | tojson | length }}",
+    "tojson, indented": "{{ vars.records | tojson(1) | length }}",
+    "refused recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "pprint": "{{ vars.records | pprint | length }}",
     "join": "{{ vars.strings | join(',') | length }}",
     "escape": "{{ vars.html | e | length }}",

@@ -157,7 +157,7 @@ def compare(left: Any, *chain: Any) -> bool:
 
 
 #: Containers that find an item by its hash, not by reading them all.
-_HASHED: tuple[type[Any], ...] = (Mapping, range, set, frozenset, type({}.keys()), type({}.items()))
+_HASHED: tuple[type[Any], ...] = (Mapping, set, frozenset, type({}.keys()), type({}.items()))
 
 
 def compare_cost(name: str, left: Any, right: Any) -> int:
@@ -165,6 +165,8 @@ def compare_cost(name: str, left: Any, right: Any) -> int:
     if name in ("in", "notin"):
         if isinstance(right, _HASHED):
             return touch(left)
+        if isinstance(right, range):  # computed for a number, else read item by item
+            return 0 if type(left) in (int, bool) else len(right) // 16
         return touch(left) + touch(right)
     # Comparing stops at the end of the shorter one.
     return touch(min(left, right, key=lambda value: len(value) if isinstance(value, SIZED) else 0))
@@ -180,8 +182,10 @@ class _Formatter(SandboxedFormatter):
     total = 0
 
     def vformat(self, format_string: str, args: Any, kwargs: Any) -> str:
-        current().charge(1 + format_string.count("{") + len(format_string) // KIB)
-        self.total = len(format_string)
+        budget = current()
+        budget.charge(1 + format_string.count("{") + touch(format_string))
+        budget.make(len(format_string), "str.format()", wide=not format_string.isascii())
+        self.total = len(format_string)  # its text, copied; then the fields
         return super().vformat(format_string, args, kwargs)
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
@@ -286,9 +290,18 @@ def strip_steps(text: str, chars: Any = None, *rest: Any) -> int:
 def _recase(method: Callable[..., Any], receiver: str, args: tuple[Any, ...], kwargs: Any) -> Any:
     # Title case looks at each character twice: about 9 microseconds a KiB.
     current().charge(touch(receiver) * (3 if method.__name__ == "title" else 1))
-    what = f"str.{method.__name__}()"
-    current().make(_recased(receiver), what, wide=not receiver.isascii())
+    recase(receiver, method.__name__, f"str.{method.__name__}()")
     return method(*args, **kwargs)
+
+
+def recase(source: str, name: str, what: str) -> None:
+    """Before changing the case of ``source`` (``name``: upper, title, ...; ``what``
+    does it, for a refusal): the result, and CPython's buffer of three 4-byte characters
+    for each one (only ASCII upper() and lower() go without)."""
+    current().fits(_recased(source), what)
+    fast = name in ("upper", "lower") and source.isascii()
+    current().hold(0 if fast else 12 * len(source))
+    current().make(_recased(source), what, wide=not source.isascii())
 
 
 def _pad(method: Callable[..., Any], receiver: str, args: tuple[Any, ...], kwargs: Any) -> Any:
@@ -494,6 +507,20 @@ def _on_text(
     return guarded
 
 
+def _recasing(name: str) -> Callable[[Any], str]:
+    """Jinja's filter ``name``, one that changes the case of a text (see :func:`recase`)."""
+    original = FILTERS[name]
+
+    @wraps(original)
+    def guarded(s: Any) -> str:
+        source = text(s, f"the {name} filter")
+        current().charge(1 + touch(source))
+        recase(source, name, f"the {name} filter")
+        return str(original(source))
+
+    return guarded
+
+
 def _recased(source: str) -> int:
     # Some characters change case into up to three ('ß'.upper() is 'SS').
     return len(source) * (1 if source.isascii() else 3)
@@ -571,6 +598,7 @@ def _indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = Fal
     prefix = len(width) if isinstance(width, str) else max(int(width), 0)
     lines = line_count(source) + 1
     current().charge(1 + lines // 8 + len(source) // KIB)
+    current().hold(64 * lines)  # the list of lines, one text each
     current().make(len(source) + 1 + lines * prefix, "the indent filter")
     return str(FILTERS["indent"](source, width, first, blank))
 
@@ -689,27 +717,42 @@ def _round(value: Any, precision: int = 0, method: str = "common") -> Any:
     return FILTERS["round"](value, precision, method)
 
 
-_NUMERAL = re.compile(r"\s*[-+]?[0-9a-zA-Z_]*\s*")
-
-
 def _int(value: Any, default: int = 0, base: int = 10) -> Any:
     current().charge(1)
     if isinstance(value, str) and len(value) > 256 and isinstance(base, int):
-        # Reading decimal digits takes time quadratic in their number.
-        current().charge((len(value) // 256) ** 2)
-        # Only base 10 has a length limit in Python; every digit of base b is log2(b) bits.
-        bits = len(value) * math.log2(base if 2 <= base <= 36 else 16)
-        if bits > MAX_INT_BITS and _NUMERAL.fullmatch(value):
-            raise Refused(f"the int filter would make a number of more than {MAX_INT_BITS} bits")
+        current().charge(touch(value))
+        if is_numeral(value, base):
+            # Every digit of base b is log2(b) bits; reading decimal takes time quadratic
+            # in the number of digits.
+            _number(int(len(value.strip()) * math.log2(base or 16)), "the int filter")
+            current().charge((len(value) // 256) ** 2)
     return FILTERS["int"](value, default, base)
+
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def is_numeral(text: str, base: int) -> bool:
+    """Whether ``int(text, base)`` could read ``text`` (else the int filter gives its
+    default, or reads it as a float)."""
+    if base == 1 or not 0 <= base <= 36:
+        return False
+    body = text.strip().lstrip("+-").lower()
+    if base in (0, 2, 8, 16) and body[:2] in ("0x", "0o", "0b"):
+        body = body[2:]
+    return bool(body) and not body.strip(_ALPHABET[: base or 16] + "_")
 
 
 @pass_eval_context
 def _tojson(eval_ctx: EvalContext, value: Any, indent: int | str | None = None) -> str:
     current().charge(1)
     step = len(indent) if isinstance(indent, str) else max(int(indent or 0), 0)
+    # json builds ' ' * indent first, whatever the value.
+    current().make(step, f"tojson({step})", exact=True)
     default = eval_ctx.environment.policies["json.dumps_kwargs"].get("default")
     size = text_size(value, MAX_OUTPUT, JSON, indent=(1, step), default=default)
+    if indent is not None:
+        current().charge(size // 64)  # json indents in Python, not in C
     current().make(size, "the tojson filter")
     return str(FILTERS["tojson"](eval_ctx, value, indent))
 
@@ -784,7 +827,7 @@ def filters() -> dict[str, Callable[..., Any]]:
             name: _over_items(name, SORT_STEPS)
             for name in ["sort", "unique", "min", "max", "groupby"]
         },
-        **{name: _on_text(name, _recased, touch) for name in ["capitalize", "lower", "upper"]},
+        **{name: _recasing(name) for name in ["capitalize", "lower", "upper"]},
         "title": _on_text("title", _recased, _title_steps),
         "trim": _trim,
         **dict.fromkeys(("e", "escape", "forceescape"), _escape),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import nodes
@@ -158,6 +158,10 @@ def _finalize(value: Any) -> str:
     return text(value, "the output")
 
 
+def _iterate(iterable: Iterable[Any]) -> Iterator[Any]:
+    return charged(iterable)  # a step an item, whatever a template passes
+
+
 def _charge(steps: int) -> None:
     current().charge(steps)
 
@@ -167,9 +171,10 @@ def _concat(*values: Any) -> str:
     return texts(values, "'~'")
 
 
-#: The filters :class:`Metered` writes into templates.
+#: The filters :class:`Metered` writes into templates. Templates can call them too (by
+#: name, or through map()): none can do more than what it guards, or give steps back.
 _INTERNAL: dict[str, Callable[..., Any]] = {
-    "_iterate": charged,
+    "_iterate": _iterate,
     "_charge": _charge,
     "_compare": guards.compare,
     "_concat": _concat,

@@ -330,6 +330,36 @@ def test_round_and_int_refuse_huge_work() -> None:
     with pytest.raises(Refused):
         guarded("{{ x | int(base=2) }}", x="1" * 5000)
     assert guarded("{{ x | int }}", x="not a number " * 100) == "0"
+    assert guarded("{{ x | int }}", x="x" * 1_000_000) == "0"
+    assert guarded("{{ x | int }}", x="7" * 1000) == "7" * 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "numeral"),
+    [
+        ("123", 10, True),
+        (" -1_000 ", 10, True),
+        ("12a", 10, False),
+        ("ff", 16, True),
+        ("0xff", 16, True),
+        ("0xff", 0, True),
+        ("0b101", 2, True),
+        ("102", 2, False),
+        ("zz", 36, True),
+        ("", 10, False),
+        ("12", 1, False),
+        ("12", 37, False),
+    ],
+)
+def test_is_numeral_as_int_reads(text: str, base: int, numeral: bool) -> None:
+    assert guards.is_numeral(text, base) is numeral
+    if 2 <= base <= 36 or base == 0:
+        try:
+            int(text, base)
+            readable = True
+        except ValueError:
+            readable = False
+        assert readable == numeral
 
 
 def test_slice_and_batch_refuse_huge_fills() -> None:

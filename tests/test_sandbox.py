@@ -151,3 +151,16 @@ def test_nothing_guarded_runs_outside_a_render() -> None:
     source = ENV.compile("{{ 'ab' * 3 }}{{ [1, 2] | join }}{{ 1 < 2 }}", raw=True)
     assert "call_binop" in source
     assert "'ababab'" not in source
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ [-1000000000] | map('_charge') | list }}{% for i in range(20000) %}{% endfor %}",
+        "{{ -1000000000 | _charge }}{% for i in range(20000) %}{% endfor %}",
+        "{% for i in range(20000) | _iterate(-1) %}{% endfor %}",
+    ],
+)
+def test_a_template_cannot_give_steps_back(text: str) -> None:
+    with pytest.raises((Refused, TypeError)):
+        render(text)
