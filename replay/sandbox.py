@@ -166,6 +166,17 @@ def _charge(steps: int) -> None:
     current().charge(steps)
 
 
+def _spread(values: Iterable[Any]) -> tuple[Any, ...]:
+    """The values of ``f(*values)``, read (and charged) one by one."""
+    return tuple(charged(values))
+
+
+def _spread_mapping(mapping: Any) -> Any:
+    """The mapping of ``f(**mapping)``, charged for Python copying it."""
+    current().charge(len(mapping) // 16 if isinstance(mapping, Mapping) else 0)
+    return mapping
+
+
 def _concat(*values: Any) -> str:
     current().charge(1)
     return texts(values, "'~'")
@@ -179,14 +190,16 @@ _INTERNAL: dict[str, Callable[..., Any]] = {
     "_compare": guards.compare,
     "_concat": _concat,
     "_slice": _slice,
+    "_spread": _spread,
+    "_spread_mapping": _spread_mapping,
 }
 
 
 class Metered(NodeTransformer):
     """Rewrites a template's tree so that its work is counted: a ``for`` goes over its
     items through ``_iterate`` (a step each); every loop body, macro, call block and block
-    starts by charging its size; comparisons, ``~`` and slices call guarded functions
-    (Jinja's sandbox has no hook for them)."""
+    starts by charging its size; comparisons, ``~``, slices and ``*args`` call guarded
+    functions (Jinja's sandbox has no hook for them)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
@@ -200,6 +213,17 @@ class Metered(NodeTransformer):
         return node
 
     visit_Macro = visit_CallBlock = visit_Block = _visit_body
+
+    def _visit_arguments(self, node: nodes.Call | nodes.Filter | nodes.Test) -> nodes.Node:
+        # f(*values) and f(**mapping): Python builds the arguments before any hook runs.
+        self.generic_visit(node)
+        if node.dyn_args is not None:
+            node.dyn_args = _filter(node.dyn_args, "_spread")
+        if node.dyn_kwargs is not None:
+            node.dyn_kwargs = _filter(node.dyn_kwargs, "_spread_mapping")
+        return node
+
+    visit_Call = visit_Filter = visit_Test = _visit_arguments
 
     def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
         self.generic_visit(node)

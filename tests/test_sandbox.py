@@ -164,3 +164,25 @@ def test_nothing_guarded_runs_outside_a_render() -> None:
 def test_a_template_cannot_give_steps_back(text: str) -> None:
     with pytest.raises((Refused, TypeError)):
         render(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% for i in range(100) %}{{ f(*range(100000)) }}{% endfor %}",
+        "{% for i in range(100) %}{{ '' | format(*range(100000)) }}{% endfor %}",
+        "{% for i in range(100) %}{{ 1 is divisibleby(*range(1, 100000)) }}{% endfor %}",
+    ],
+)
+def test_spreading_arguments_is_read_item_by_item(text: str) -> None:
+    with pytest.raises(Refused) as caught:
+        render(text, f=lambda *args: len(args))
+    assert caught.value.reason.startswith("the template does too much work")
+
+
+def test_spread_arguments_still_work() -> None:
+    output, _ = render(
+        "{{ f(*[1, 2], **{'c': 3}) }}{{ '%s-%s' | format(*'ab') }}",
+        f=lambda a, b, c: a + b + c,
+    )
+    assert output == "6a-b"
