@@ -691,6 +691,36 @@ def test_a_value_longer_than_the_limit_is_refused_before_it_is_built(text: str, 
 
 
 @pytest.mark.parametrize(
+    "text", ["{{ 'x' * 1.5e9 }}", "{{ 'x' * 1500000000 }}", "{{ 'x' * 15 * 100000000 }}"]
+)
+def test_the_issues_payloads_are_neither_built_when_the_file_loads_nor_when_they_render(
+    text: str,
+) -> None:
+    # Jinja folds constant expressions while compiling: '*' is never folded, so loading
+    # the file builds nothing (it used to peak at 6 GB).
+    tracemalloc.start()
+    try:
+        templates._template.cache_clear()
+        assert check(text, []) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_OUTPUT
+    refused(text)
+
+
+def test_python_running_out_of_stack_is_template_failed() -> None:
+    def deep() -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    with pytest.raises(TemplateFailed) as caught:
+        render_text("{{ uuid() }}", context(uuid=deep))
+    assert caught.value.reason == (
+        "calls nest too deeply (a macro that calls itself without end?); nest fewer calls"
+    )
+
+
+@pytest.mark.parametrize(
     "text", ["{{ vars.big | string }}", "{{ 'x' * 1048576 }}", "{{ vars.big[::-1] }}"]
 )
 def test_a_value_as_long_as_the_limit_renders(text: str) -> None:
