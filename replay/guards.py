@@ -578,8 +578,9 @@ def _wordcount(s: Any) -> int:
 
 def _striptags(value: Any) -> str:
     source = text(value, "the striptags filter")
-    # markupsafe goes over every tag, word and entity in Python.
-    current().charge(1 + _words(source) + source.count("<") + source.count("&"))
+    # markupsafe goes over every tag, word and entity in Python: count them first.
+    current().charge(1 + 2 * touch(source))
+    current().charge(source.count("<") + source.count("&") + _words(source))
     current().make(len(source), "the striptags filter", wide=not source.isascii())
     return str(Markup(source).striptags())
 
