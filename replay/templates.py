@@ -4,6 +4,10 @@ A string in a step's ``text``, ``data``, ``chunk``, ``tool``, ``stream`` or ``ra
 contains ``{{``, ``{%`` or ``{#`` is a template; every other string is sent as written.
 Templates run in Jinja2's immutable sandbox: they can read the names below and call the
 helpers, but cannot reach Python internals, change anything or touch the file system.
+They are also limited (:mod:`replay.limits`): a render makes at most :data:`MAX_OUTPUT`
+characters and never builds a longer value, does a bounded amount of work, and builds a
+bounded amount of memory; a template over a limit fails with ``TemplateFailed``, saying
+which limit.
 
 Names a template can use (:data:`NAMES`):
 
@@ -24,6 +28,7 @@ Names a template can use (:data:`NAMES`):
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,9 +38,11 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.meta import find_undeclared_variables
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from replay.errors import TemplateFailed, did_you_mean
+from replay.limits import MAX_OUTPUT as MAX_OUTPUT
+from replay.limits import Refused, rendering, text_size
+from replay.sandbox import Sandbox
 
 #: The names a template may use.
 NAMES = frozenset(
@@ -54,16 +61,12 @@ NAMES = frozenset(
         "sender",
     }
 )
-#: The longest text one template may render, so a runaway loop fails instead of eating memory.
-MAX_OUTPUT = 1024 * 1024
 
 _MARKERS = ("{{", "{%", "{#")
 # A string that is one expression and nothing else keeps its value's type in ``data``.
 _SOLE_EXPRESSION = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 
-_env = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
+_env = Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 # Jinja's own globals are not part of replay's template language (and cycler & co. are
 # ways into Python objects): templates see NAMES, plus range and dict.
 for _name in ("cycler", "joiner", "lipsum", "namespace"):
@@ -123,6 +126,8 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
         True for _ in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport))
     ):
         return ["templates cannot include, extend or import other templates"]
+    if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
+        return ["templates cannot turn autoescaping on: use the escape filter where needed"]
     problems = [
         f"unknown name {name!r} in a template{did_you_mean(name, NAMES)}; "
         f"templates can use {', '.join(sorted(NAMES))}"
@@ -138,16 +143,23 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
 
 
 def render_text(text: str, context: Mapping[str, Any]) -> str:
-    """Render a template to text; raises :class:`TemplateFailed`."""
+    """Render a template to text; raises :class:`TemplateFailed`, also for a template
+    that would render more than :data:`MAX_OUTPUT` characters or do too much work."""
     pieces: list[str] = []
     size = 0
     try:
-        # Piece by piece, so a runaway loop stops at the limit instead of eating memory.
-        for piece in _template(text).generate(context):
-            size += len(piece)
-            if size > MAX_OUTPUT:
-                raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
-            pieces.append(piece)
+        template = _template(text)
+        with rendering() as budget:
+            # Piece by piece, so a runaway loop stops at the limit instead of eating memory.
+            # Not template.generate(): on an error it rewrites the traceback, compiling code
+            # for each template frame (a millisecond each, 40 for a refused recursion), and
+            # only the error's message is used.
+            for piece in template.root_render_func(template.new_context(dict(context))):
+                size += len(piece)
+                if size > MAX_OUTPUT:
+                    raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
+                pieces.append(piece)
+            budget.hold(size)
     except TemplateFailed:
         raise
     except Exception as error:  # whatever the template did: undefined, security, type
@@ -162,18 +174,29 @@ def render_value(text: str, context: Mapping[str, Any]) -> Any:
     if sole is None:
         return render_text(text, context)
     try:
-        value = _json_value(_expression(sole.group(1))(context), 0)
+        expression = _expression(sole.group(1))
+        with rendering() as budget:
+            value = expression(context)
+            size = text_size(value)
+            if size > MAX_OUTPUT:
+                raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
+            # A value the template did not build (received.text) still goes into the
+            # frame: the step's templates together are held to the budget's memory.
+            budget.hold(size)
+            return _json_value(value, 0)
+    except TemplateFailed:
+        raise
     except Exception as error:  # as in render_text; str() of an Undefined raises too
         raise TemplateFailed(text, _reason(error)) from None
-    if len(str(value)) > MAX_OUTPUT:
-        raise TemplateFailed(text, f"it renders more than {MAX_OUTPUT} characters")
-    return value
 
 
 def _json_value(value: Any, depth: int) -> Any:
     # Only JSON's own types keep their type; anything else (now, a uuid) becomes its text.
     if depth > 32:
         raise ValueError("the value nests too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no infinity or NaN (a browser's JSON.parse refuses them).
+        raise ValueError(f"{value} is not a number JSON can carry")
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, list | tuple):
@@ -204,13 +227,19 @@ class Variables:
 
 
 def render_data(value: Any, context: Mapping[str, Any]) -> Any:
-    """``value`` with every template string in it rendered (mappings and lists walked)."""
+    """``value`` with every template string in it rendered (mappings and lists walked).
+    Its templates share one budget of work and memory, as one render."""
+    with rendering():
+        return _render_data(value, context)
+
+
+def _render_data(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         return render_value(value, context) if is_template(value) else value
     if isinstance(value, Mapping):
-        return {key: render_data(item, context) for key, item in value.items()}
+        return {key: _render_data(item, context) for key, item in value.items()}
     if isinstance(value, list):
-        return [render_data(item, context) for item in value]
+        return [_render_data(item, context) for item in value]
     return value
 
 
@@ -251,6 +280,10 @@ def _vars_read(tree: nodes.Template) -> set[str]:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, Refused):
+        return error.reason
+    if isinstance(error, RecursionError):
+        return "calls nest too deeply (a macro that calls itself without end?); nest fewer calls"
     if isinstance(error, jinja2.UndefinedError):
         return f"{error.message} (a name or field that does not exist here)"
     if isinstance(error, jinja2.exceptions.SecurityError):

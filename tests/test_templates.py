@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from replay import templates
 from replay.catalog import Catalog
@@ -17,6 +20,7 @@ from replay.templates import (
     MAX_OUTPUT,
     NAMES,
     Now,
+    Variables,
     check,
     has_templates,
     is_template,
@@ -312,7 +316,11 @@ def test_sandbox_refuses_changes(text: str) -> None:
 def test_output_over_the_limit_fails() -> None:
     with pytest.raises(TemplateFailed) as caught:
         render_text(f"{{{{ 'a' * ({MAX_OUTPUT} + 1) }}}}", context())
-    assert caught.value.reason == (f"it renders more than {MAX_OUTPUT} characters")
+    # Refused before the text is built, saying by what.
+    assert caught.value.reason == (
+        f"it renders more than {MAX_OUTPUT} characters: '*' would make 1,048,577; "
+        "make the text shorter"
+    )
     assert len(render_text(f"{{{{ 'a' * {MAX_OUTPUT} }}}}", context())) == MAX_OUTPUT
 
 
@@ -346,6 +354,22 @@ FILE_READS = [
     "{% from '/etc/passwd' import root %}",
     "{% extends '/etc/passwd' %}",
 ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% autoescape true %}{{ x }}{% endautoescape %}",
+        "{% autoescape false %}{% endautoescape %}",
+    ],
+)
+def test_autoescaping_cannot_be_turned_on(text: str) -> None:
+    # Escaped output and Markup values are longer than the sandbox predicts.
+    assert check(text, []) == [
+        "templates cannot turn autoescaping on: use the escape filter where needed"
+    ]
+    # And if one ever rendered, it renders unescaped.
+    assert render_text(text, context(x="<")) in ("<", "")
 
 
 @pytest.mark.parametrize("text", FILE_READS)
@@ -573,3 +597,337 @@ def test_names_are_the_documented_ones() -> None:
     assert templates.__doc__ is not None
     for name in NAMES:
         assert f"``{name}" in templates.__doc__
+
+
+# --- limits: no template can hold the event loop or the memory -----------------------------
+#
+# Each class of runaway template is refused with TemplateFailed, before the value is built:
+# the peak memory (tracemalloc: deterministic, unlike time) stays a small multiple of
+# MAX_OUTPUT while the template asks for gigabytes.
+
+#: A text as long as a template may render.
+BIG = "x" * MAX_OUTPUT
+
+
+def big_context() -> dict[str, Any]:
+    """The usual names, with variables and a received frame as big as they may be."""
+    names = context(vars=Variables({"name": "Ada", "big": BIG, "items": ["a", "b"]}))
+    names["received"] = {**names["received"], "text": BIG, "data": {"n": list(range(20_000))}}
+    return names
+
+
+def refused(text: str, names: dict[str, Any] | None = None, render: Any = render_text) -> str:
+    """The reason ``text`` is refused for; fails the test if rendering it at any point
+    held more than 8 * MAX_OUTPUT bytes."""
+    names = big_context() if names is None else names
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateFailed) as caught:
+            render(text, names)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MAX_OUTPUT, f"{peak} bytes for {text!r}"
+    assert caught.value.source == text
+    return caught.value.reason
+
+
+TOO_LONG = f"it renders more than {MAX_OUTPUT} characters: "
+TOO_MUCH_WORK = "the template does too much work: more than 10000 loop iterations or calls"
+
+#: Templates that ask for a value far longer than MAX_OUTPUT, and what the refusal names.
+GROWTH = [
+    ("{{ 'x' * 1500000000 }}", "'*' would make 1,500,000,000"),
+    ("{{ 1500000000 * 'x' }}", "'*' would make 1,500,000,000"),
+    ("{{ [1, 2] * 1500000000 }}", "'*' could make more than that"),
+    ("{{ (vars.big,) * 2 }}", "'*' could make more than that"),
+    ("{{ vars.big + vars.big }}", "'+' would make 2,097,152"),
+    ("{{ vars.big ~ vars.big }}", "'~' would make 2,097,152"),
+    ("{{ '%500000000d' % 1 }}", "'%' could make more than that"),
+    ("{{ '%.500000000f' % 1.5 }}", "'%' could make more than that"),
+    ("{{ '%*d' % (500000000, 1) }}", "'%' could make more than that"),
+    ("{{ '%(a)s%(a)s' % {'a': vars.big} }}", "'%' could make more than that"),
+    ("{{ '%1500000000s' | format(1) }}", "the format filter could make more than that"),
+    ("{{ '{:500000000}'.format(1) }}", "str.format() could make more than that"),
+    ("{{ '{:{w}}'.format(1, w=500000000) }}", "str.format() could make more than that"),
+    ("{{ '{0}{0}'.format(vars.big) }}", "str.format() could make more than that"),
+    ("{{ '{a:>500000000}'.format_map({'a': 1}) }}", "str.format() could make more than that"),
+    ("{{ 'x'.center(1500000000) }}", "str.center(1500000000) would make 1,500,000,000"),
+    ("{{ 'x'.ljust(1500000000) }}", "str.ljust(1500000000) would make 1,500,000,000"),
+    ("{{ 'x'.rjust(1500000000, '-') }}", "str.rjust(1500000000) would make 1,500,000,000"),
+    ("{{ '1'.zfill(1500000000) }}", "str.zfill(1500000000) would make 1,500,000,000"),
+    ("{{ ('\t' * 1000).expandtabs(10000000) }}", "str.expandtabs(10000000) could make"),
+    ("{{ vars.big.replace('x', 'xy') }}", "str.replace() would make 2,097,152"),
+    ("{{ ('x' * 1000).replace('x', 'y' * 10000) }}", "str.replace() would make 10,000,000"),
+    ("{{ ('x' * 1000).replace('', 'y' * 10000) }}", "str.replace() would make 10,011,000"),
+    ("{{ vars.big | replace('x', 'xy') }}", "the replace filter would make 2,097,152"),
+    ("{{ 'x'.join([vars.big, vars.big]) }}", "str.join() would make 2,097,153"),
+    ("{{ [vars.big, vars.big] | join }}", "the join filter would make 2,097,152"),
+    ("{{ vars.items | join(vars.big) }}", "the join filter would make 1,048,578"),
+    ("{{ [vars.items, vars.big] | join }}", "the join filter could make more than that"),
+    ("{{ 'x' | center(1500000000) }}", "center(1500000000) would make 1,500,000,000"),
+    ("{{ 'a\nb' | indent(1500000000) }}", "the indent filter could make more than that"),
+    ("{{ 'ab' | wordwrap(1, wrapstring=vars.big) }}", "the wordwrap filter could make more"),
+    ("{{ vars.big | truncate(5, end=vars.big) }}", "the truncate filter could make more"),
+    ("{{ [1] | batch(1500000000, 'x') | list }}", "the batch filter could make more"),
+    ("{{ ('<' * 300000) | e }}", "the escape filter could make more than that"),
+    ("{{ ('ß' * 400000) | upper }}", "the upper filter could make more than that"),
+    ("{{ ('ß' * 400000).upper() }}", "str.upper() could make more than that"),
+    ('{{ ("\'" * 300000) | tojson }}', "the tojson filter could make more than that"),
+    ("{{ [1, 2] | tojson(indent=1500000000) }}", "tojson(1500000000) would make 1,500,000,000"),
+    ("{{ 2.5 | tojson(2147483648) }}", "tojson(2147483648) would make 2,147,483,648"),
+    ("{{ vars.big | pprint }}", "the pprint filter could make more than that"),
+    ("{{ vars.big | urlencode }}", "the urlencode filter could make more than that"),
+    ("{{ [vars.big, vars.big] }}", "the output could make more than that"),
+    ("{{ vars.big[0:] ~ 'x' }}", "'~' would make 1,048,577"),
+]
+
+
+@pytest.mark.parametrize(("text", "what"), GROWTH, ids=[text for text, _ in GROWTH])
+def test_a_value_longer_than_the_limit_is_refused_before_it_is_built(text: str, what: str) -> None:
+    reason = refused(text)
+    assert reason.startswith(TOO_LONG + what), reason
+    assert reason.endswith("; make the text shorter")
+
+
+@pytest.mark.parametrize(
+    "text", ["{{ 'x' * 1.5e9 }}", "{{ 'x' * 1500000000 }}", "{{ 'x' * 15 * 100000000 }}"]
+)
+def test_the_issues_payloads_are_neither_built_when_the_file_loads_nor_when_they_render(
+    text: str,
+) -> None:
+    # Jinja folds constant expressions while compiling: '*' is never folded, so loading
+    # the file builds nothing (it used to peak at 6 GB).
+    tracemalloc.start()
+    try:
+        templates._template.cache_clear()
+        assert check(text, []) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_OUTPUT
+    refused(text)
+
+
+def test_python_running_out_of_stack_is_template_failed() -> None:
+    def deep() -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    with pytest.raises(TemplateFailed) as caught:
+        render_text("{{ uuid() }}", context(uuid=deep))
+    assert caught.value.reason == (
+        "calls nest too deeply (a macro that calls itself without end?); nest fewer calls"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["{{ vars.big | string }}", "{{ 'x' * 1048576 }}", "{{ vars.big[::-1] }}"]
+)
+def test_a_value_as_long_as_the_limit_renders(text: str) -> None:
+    assert len(render_text(text, big_context())) == MAX_OUTPUT
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ 2 ** 100000000 }}",
+        "{{ 7 ** 5000 }}",
+        "{{ (2 ** 4000) * (2 ** 4000) }}",
+        "{{ 2 ** 4096 + 2 ** 4096 }}",
+        "{{ ('f' * 2000) | int(base=16) }}",
+    ],
+)
+def test_a_huge_number_is_refused_before_it_is_computed(text: str) -> None:
+    assert "a number of more than 4096 bits" in refused(text)
+
+
+#: Templates that would keep the server busy for seconds, or for ever.
+WORK = [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% for a in range(10) %}{% for b in range(10) %}{% for c in range(10) %}"
+    "{% for d in range(10) %}{% for e in range(10) %}.{% endfor %}{% endfor %}{% endfor %}"
+    "{% endfor %}{% endfor %}",
+    "{% for c in vars.big %}{% endfor %}",
+    "{% for c in received.text %}{% for d in received.text %}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{{ i }}{% endfor %}",
+    "{% for i in range(100000) if i < 0 %}{% endfor %}",
+    "{% for i in range(100000) %}{% if 'yz' in vars.big %}{% endif %}{% endfor %}",
+    "{% for i in range(100000) %}{{ vars.big.count('yz') }}{% endfor %}",
+    "{% for i in range(10000) %}{{ vars.big == received.text }}{% endfor %}",
+    "{% for i in range(100000) %}{{ received.data.n | length }}{% endfor %}",
+    "{% macro f(n) %}{% for i in range(1000) %}{{ n }}{% endfor %}{% endmacro %}"
+    "{% for i in range(1000) %}{{ f(i) }}{% endfor %}",
+    "{{ range(100000) | map('string') | join }}",
+    "{{ range(100000) | select('odd') | list | length }}",
+    "{{ range(100000) | list | sort | length }}",
+    "{{ range(100000) | sum }}",
+    "{{ range(100000) | unique | list | length }}",
+    "{{ vars.big | list | length }}",
+    "{{ vars.big | wordwrap(1) }}",
+    "{{ ('a ' * 400000) | title }}",
+    "{{ ('a ' * 400000) | wordcount }}",
+    "{{ ('<a>' * 300000) | striptags }}",
+    "{{ ('a.com ' * 100000) | urlize }}",
+    "{{ ('a ' * 400000).split() | length }}",
+    "{{ ('a\n' * 400000).splitlines() | length }}",
+    "{{ dict.fromkeys(range(100000)) | length }}",
+    "{{ ([[1] * 100] * 100) | sum(start=[]) | length }}",
+    "{{ vars.big.strip('y' * 1000) }}",
+    "{% for i in range(1000) %}{{ (2 ** 4000) // (2 ** 2000 + 1) }}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("text", WORK)
+def test_a_template_that_does_too_much_work_is_stopped(text: str) -> None:
+    reason = refused(text)
+    assert reason.startswith(TOO_MUCH_WORK), reason
+    assert reason.endswith("; loop over fewer or smaller values")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        "{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(0) }}",
+        "{% macro f() %}{% call f() %}{{ caller() }}{% endcall %}{% endmacro %}"
+        "{% call f() %}x{% endcall %}",
+        "{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}",
+        "{% block b %}{{ self.b() }}{% endblock %}",
+    ],
+)
+def test_endless_recursion_is_stopped(text: str) -> None:
+    reason = refused(text, context())
+    assert reason.startswith("calls nest more than 40 deep (a macro that calls itself"), reason
+
+
+@pytest.mark.parametrize(
+    "value", ["vars.big[1:] ~ 'y'", "vars.big[1:]", "vars.big[1:].center(1048576)"]
+)
+def test_values_under_the_limit_cannot_add_up_to_gigabytes(value: str) -> None:
+    lines = "".join(f"{{% set v{n} = {value} %}}" for n in range(64))
+    assert refused(lines).startswith("the template builds more than 4194304 bytes of values")
+
+
+def test_output_that_is_not_rendered_yet_is_refused_too() -> None:
+    # A macro's, block's or {% set %} block's output is joined before it is used.
+    for text in (
+        "{% macro f() %}{% for i in range(8) %}{{ vars.big }}{% endfor %}{% endmacro %}{{ f() }}",
+        "{% set s %}{% for i in range(8) %}{{ vars.big }}{% endfor %}{% endset %}",
+        "{% filter upper %}{{ vars.big }}{{ vars.big }}{% endfilter %}",
+    ):
+        assert refused(text).startswith(TOO_LONG + "the output of a macro or block"), text
+
+
+@pytest.mark.parametrize(
+    ("text", "method"),
+    [
+        ("{{ 'x'.encode() }}", "str.encode()"),
+        ("{{ 'x'.translate({120: 'y' * 1000}) }}", "str.translate()"),
+        ("{{ (1).to_bytes(1500000000, 'big') }}", "int.to_bytes()"),
+        ("{{ dict.update(received, text='changed') }}", "dict.update()"),
+        ("{{ dict.pop(received, 'text') }}", "dict.pop()"),
+    ],
+)
+def test_methods_that_could_build_or_change_anything_are_not_available(
+    text: str, method: str
+) -> None:
+    names = context()
+    assert refused(text, names) == f"{method} is not available in templates"
+    assert names["received"]["text"] == '{"message_type":"CHAT_INPUT","message":"hi"}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ 'x' * 1500000000 }}", "{{ [vars.big, vars.big] }}", "{{ range(100000) | list }}"],
+)
+def test_a_value_in_data_is_refused_the_same(text: str) -> None:
+    assert refused(text, render=render_value)
+
+
+def test_the_templates_of_one_step_share_a_budget() -> None:
+    # Each alone is fine; together the step's data would be 64 MiB.
+    data = {f"k{n}": "{{ received.text }}" for n in range(64)}
+    with pytest.raises(TemplateFailed) as caught:
+        render_data(data, big_context())
+    assert caught.value.reason.startswith("the template builds more than 4194304 bytes")
+    assert render_data({"a": "{{ received.text }}"}, big_context()) == {"a": BIG}
+
+
+def test_the_budget_is_per_render() -> None:
+    # Renders one after the other each get the whole budget.
+    text = "{% for i in range(2000) %}{{ i % 10 }}{% endfor %}"
+    for _ in range(5):
+        assert len(render_text(text, context())) == 2000
+
+
+#: What templates do today, which must keep working.
+EVERYDAY = [
+    ("{{ vars.name }} {{ now.iso }} {{ uuid() }}", "Ada 2023-11-14T22:13:20.123Z " + "0" * 8),
+    ("{% for i in range(3) %}{{ i }}{% endfor %}{{ 'ab' * 3 }}", "012ababab"),
+    ("{{ vars.tags | join(', ') }} {{ vars.tags | map('upper') | join }}", "a, b AB"),
+    ("{{ '%s is %d' % (vars.name, vars.count) }} {{ '{:>4}|'.format(vars.count) }}", "Ada is 3"),
+    ("{{ (vars.tags + ['c']) | length }} {{ 2 ** 10 }} {{ 'x'.center(5, '*') }}", "3 1024 **x**"),
+]
+
+
+@pytest.mark.parametrize(("text", "start"), EVERYDAY)
+def test_everyday_templates_still_render(text: str, start: str) -> None:
+    assert render_text(text, context()).startswith(start)
+
+
+# A small grammar of ways to grow a value, with sizes from tiny to absurd.
+_SIZES = st.one_of(st.integers(-2, 20), st.integers(0, 5000), st.integers(0, 10**12))
+_LEAVES = st.sampled_from(["'ab'", "vars.name", "received.text", "[1, 'a']", "(1, 2)", "7", "2"])
+
+
+@st.composite
+def _growth(draw: st.DrawFn, depth: int = 0) -> str:
+    """An expression that grows a value."""
+    if depth > 2 or draw(st.integers(0, 3)) == 0:
+        return draw(_LEAVES)
+    inner = draw(_growth(depth + 1))
+    other = draw(_growth(depth + 1))
+    size = draw(_SIZES)
+    forms = [
+        f"({inner}) * {size}",
+        f"{size} ** {draw(_SIZES)}",
+        f"({inner}) ~ ({other})",
+        f"({inner}) + ({other})",
+        f"'%{size}d' % {size}",
+        f"'%-{size}s' % ({inner},)",
+        f"'{{:>{size}}}'.format({inner})",
+        f"({inner} | string).center({size})",
+        f"({inner} | string).replace('a', ({other} | string) * 3)",
+        f"({inner} | string) | indent({size})",
+        f"[{inner}, {other}] | join({other} | string)",
+        f"({inner} | string) | list",
+        f"[{inner}] * {size} | batch(3, {other}) | list",
+        f"({inner}) | tojson",
+    ]
+    return draw(st.sampled_from(forms))
+
+
+@st.composite
+def _templates(draw: st.DrawFn) -> str:
+    expression = "{{ " + draw(_growth()) + " }}"
+    loops = draw(st.integers(0, 2))
+    for _ in range(loops):
+        expression = f"{{% for i in range({draw(_SIZES) % 100001}) %}}{expression}{{% endfor %}}"
+    return expression
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(text=_templates())
+def test_property_any_growth_renders_within_the_limits_or_is_refused(text: str) -> None:
+    names = big_context()
+    tracemalloc.start()
+    try:
+        try:
+            output = render_text(text, names)
+        except TemplateFailed:
+            output = ""
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(output) <= MAX_OUTPUT
+    assert peak < 8 * MAX_OUTPUT, f"{peak} bytes"
