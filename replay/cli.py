@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per second a client may send before the excess is ignored (default 100)",
     )
     serve.add_argument(
+        "--client-bytes",
+        type=float,
+        default=None,
+        help="bytes per second a client may send (bursts of twice that); beyond it the "
+        "server reads its socket more slowly (default 1048576)",
+    )
+    serve.add_argument(
         "--max-frame-size",
         type=_positive_int,
         default=MAX_FRAME_SIZE,
@@ -321,6 +328,11 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
             print("replay: --client-rate must be more than 0", file=sys.stderr)
             return 2
         settings.client_rate = args.client_rate
+    if args.client_bytes is not None:
+        if not args.client_bytes > 0:
+            print("replay: --client-bytes must be more than 0", file=sys.stderr)
+            return 2
+        settings.client_bytes = args.client_bytes
     if args.queue_size is not None:
         if args.queue_size < 1:
             print("replay: --queue-size must be at least 1", file=sys.stderr)

@@ -656,11 +656,13 @@ def test_serve_with_a_token_from_the_option_or_the_environment(
 def test_serve_passes_the_limits_on(scenarios_dir: Path, served: list[Any]) -> None:
     limits = ["--ws-origin", "http://a.example", "--ws-origin", "http://b.example"]
     limits += ["--max-clients", "7", "--client-rate", "2.5", "--max-frame-size", "4096"]
+    limits += ["--client-bytes", "65536"]
     assert main(["serve", "--scenarios", str(scenarios_dir), *limits]) == 0
     [server] = served
     settings = server.config.app.state.replay.settings
     assert settings.ws_origins == ["http://a.example", "http://b.example"]
     assert (settings.max_clients, settings.client_rate) == (7, 2.5)
+    assert settings.client_bytes == 65536
     assert server.config.ws_max_size == 4096
 
 
@@ -709,12 +711,17 @@ def test_serve_refuses_limits_below_one(
     assert served == []
 
 
+@pytest.mark.parametrize("option", ["--client-rate", "--client-bytes"])
 @pytest.mark.parametrize("rate", ["0", "-5", "nan"])
 def test_serve_refuses_a_client_rate_that_is_not_positive(
-    scenarios_dir: Path, served: list[Any], capsys: pytest.CaptureFixture[str], rate: str
+    scenarios_dir: Path,
+    served: list[Any],
+    capsys: pytest.CaptureFixture[str],
+    rate: str,
+    option: str,
 ) -> None:
-    assert main(["serve", "--scenarios", str(scenarios_dir), "--client-rate", rate]) == 2
-    assert capsys.readouterr().err.strip() == "replay: --client-rate must be more than 0"
+    assert main(["serve", "--scenarios", str(scenarios_dir), option, rate]) == 2
+    assert capsys.readouterr().err.strip() == f"replay: {option} must be more than 0"
     assert served == []
 
 
