@@ -23,7 +23,7 @@ from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from replay import guards
+from replay import filters, guards
 from replay.limits import (
     MAX_DEPTH,
     Refused,
@@ -53,8 +53,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(finalize=_finalize, **options)
-        self.filters = {**guards.filters(), **_INTERNAL}
-        self.tests = guards.tests()  # type: ignore[assignment]  # typed as FunctionType
+        self.filters = {**filters.filters(), **_INTERNAL}
+        self.tests = filters.tests()  # type: ignore[assignment]  # typed as FunctionType
 
     @staticmethod
     def concat(pieces: Iterable[str]) -> str:
