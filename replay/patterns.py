@@ -45,7 +45,8 @@ MAX_MEMORY = 2 * 1024 * 1024
 MAX_PROGRAM = 5_000
 #: Instructions times bytes of text one search may cost. When RE2's fast automaton
 #: gives up (patterns like ``[ab]*a[ab]{20}`` on adversarial text), each byte costs a few
-#: nanoseconds per instruction: this bounds a search to well under a second.
+#: nanoseconds per instruction: this bounds a search to about half a second even then,
+#: while a pattern of up to 128 instructions is searched in any frame up to 1 MiB.
 MAX_WORK = 1 << 27
 
 #: What a pattern must be (for problems).
@@ -241,7 +242,7 @@ def _syntax_error(pattern: str, kind: str, what: str) -> str:
                 re.compile(pattern)
         except re.error as error:
             return str(error)
-        except RecursionError:  # nested too deeply for Python's parser
+        except (RecursionError, OverflowError):  # nested too deeply, or counts too large
             pass
     shown = what if len(what) <= 40 else what[:37] + "..."
     return f"{kind} ('{shown}')" if shown else kind
