@@ -89,6 +89,23 @@ class ScenarioInvalid(ReplayError):
         )
 
 
+class PatternRefused(ReplayError):
+    """A regular expression replay will not search client text with.
+
+    ``reason`` says why and, where there is one, what to write instead; ``expected`` says
+    what replay accepts; ``found`` is what was found, when that says more than the pattern
+    itself (empty otherwise).
+    """
+
+    def __init__(self, pattern: str, reason: str, expected: str, found: str = "") -> None:
+        self.pattern = pattern
+        self.reason = reason
+        self.expected = expected
+        self.found = found
+        shown = pattern if len(pattern) <= 60 else pattern[:57] + "..."
+        super().__init__(f"pattern {shown!r}: {reason}; expected {expected}")
+
+
 class ScenarioNotFound(ReplayError):
     """No scenario of that name exists; ``known`` lists the names that do."""
 

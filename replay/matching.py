@@ -4,16 +4,17 @@ A frame is matched on ``/ws`` by its message type, then optionally by a regular
 expression searched for in its message text, then by patterns on dotted paths into the
 frame. A path looks into strings that hold JSON, so ``message.action`` reaches into
 ``{"message_type": "PAUSE_REQUEST", "message": "{\\"action\\": \\"pause\\"}"}``.
+Patterns run on RE2, in time linear in the text (see :mod:`replay.patterns`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from replay.patterns import search
 from replay.scenario import ClientFrameMatch
 
 #: Frames longer than this are never parsed as JSON for matching (they still count).
@@ -71,11 +72,12 @@ def matches(match: ClientFrameMatch, frame: ClientFrame) -> bool:
     """Whether ``frame`` is what ``match`` asks for."""
     if frame.message_type != match.message:
         return False
-    if match.match is not None and re.search(match.match, frame.message or "") is None:
+    if match.match is not None and not search(match.match, frame.message or ""):
         return False
     for path, pattern in (match.fields or {}).items():
         found, value = lookup(frame.frame, path)
-        if not found or re.search(pattern, _as_text(value)) is None:
+        text = _as_text(value) if found else None
+        if text is None or not search(pattern, text):
             return False
     return True
 
@@ -94,10 +96,16 @@ def lookup(value: Any, path: str) -> tuple[bool, Any]:
     return True, value
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: Any) -> str | None:
+    """The text a field's pattern is searched in: a string as is, anything else as its
+    compact JSON; None (no match) when that is longer than MAX_PARSED characters."""
+    # A value comes from a frame of at most MAX_PARSED characters, but its JSON can be a
+    # few times longer than it was in the frame (1e15 is written 1000000000000000.0).
     if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        text = value
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= MAX_PARSED else None
 
 
 def _json(text: str | None) -> Any:

@@ -35,7 +35,8 @@ from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from replay.durations import parse_duration
-from replay.errors import did_you_mean
+from replay.errors import PatternRefused, did_you_mean
+from replay.patterns import compile_pattern
 from replay.protocol import MESSAGE_TYPES
 
 #: A scenario's name is its file's stem, and must match this.
@@ -119,15 +120,17 @@ def _check_message_type(value: str, info: ValidationInfo) -> str:
 
 
 def _check_pattern(value: str | None) -> str | None:
+    # Compiled here, when the file loads, so a pattern RE2 refuses is a located problem
+    # and matching finds it compiled (replay.patterns caches it).
     if value is not None:
         try:
-            re.compile(value)
-        except re.error as error:
-            raise PydanticCustomError(
-                "regex",
-                "not a regular expression: {reason}",
-                {"reason": str(error), "expected": "a Python regular expression"},
-            ) from None
+            compile_pattern(value)
+        except PatternRefused as refused:
+            # The reason is passed as a value, not as the template: it may hold braces.
+            context = {"reason": refused.reason, "expected": refused.expected}
+            if refused.found:
+                context["found"] = refused.found
+            raise PydanticCustomError("regex", "{reason}", context) from None
     return value
 
 
@@ -147,7 +150,7 @@ def _check_json(value: Any) -> Any:
     return value
 
 
-#: A regular expression, checked when the file loads.
+#: A regular expression searched in client text, compiled by RE2 when the file loads.
 Pattern = Annotated[str, AfterValidator(lambda value: _check_pattern(value))]
 
 
@@ -297,7 +300,8 @@ class ClientFrameMatch(_Step):
     message: str = Field(description="The message type the client sends, e.g. CHAT_INPUT.")
     match: str | None = Field(
         default=None,
-        description="A regular expression searched for in the frame's message text.",
+        description="A regular expression searched for in the frame's message text (RE2 "
+        "syntax: no backreferences or lookaround; \\w, \\d, \\s are ASCII-only).",
     )
     fields: dict[str, Pattern] | None = Field(
         default=None,
@@ -318,7 +322,9 @@ class WaitStep(_Step):
 
     wait: str = Field(description="The message type to wait for, e.g. CHAT_INPUT.")
     match: str | None = Field(
-        default=None, description="A regular expression searched for in the message text."
+        default=None,
+        description="A regular expression searched for in the message text (RE2 syntax: no "
+        "backreferences or lookaround; \\w, \\d, \\s are ASCII-only).",
     )
     fields: dict[str, Pattern] | None = Field(
         default=None, description="Dotted paths into the frame and patterns for their values."

@@ -764,7 +764,7 @@ def test_bad_wait_fields_are_located() -> None:
     ]
     assert loaded.problems[0].expected == "'fail' or 'continue'"
     assert loaded.problems[1].expected == DURATION_EXPECTED
-    assert loaded.problems[2].expected == "a Python regular expression"
+    assert loaded.problems[2].expected == "a regular expression (RE2 syntax)"
 
 
 def test_bad_pattern_in_fields_is_located_at_its_path() -> None:
@@ -774,6 +774,125 @@ def test_bad_pattern_in_fields_is_located_at_its_path() -> None:
     assert problem.message.startswith("not a regular expression: ")
     assert (problem.line, problem.column, problem.field) == (5, 7, "steps.0.fields.message.b")
     assert problem.found == "'['"
+
+
+NO_BACKTRACKING = (
+    "a regular expression without backreferences, lookaround, atomic groups or "
+    "possessive quantifiers (RE2 syntax)"
+)
+
+
+def test_a_pattern_that_needs_backtracking_is_located() -> None:
+    problem = only_problem(
+        "steps:\n  - chunk: hi\n  - wait: CHAT_INPUT\n    match: '^(?=\\w)(\\w+\\s?)+$'\n",
+        "chat.yaml",
+    )
+    assert str(problem) == (
+        "chat.yaml:4:5: steps.1.match: this pattern needs backtracking (lookahead '(?='), "
+        "which replay refuses because client text could make it run for minutes; expected "
+        + NO_BACKTRACKING
+        + ", found '^(?=\\\\w)(\\\\w+\\\\s?)+$'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "feature"),
+    [
+        ("(a)\\1", "backreference '\\1'"),
+        ("(?P<a>x)(?P=a)", "named backreference '(?P='"),
+        ("(?!x)", "negative lookahead '(?!'"),
+        ("(?<=x)y", "lookbehind '(?<='"),
+        ("(?<!x)y", "negative lookbehind '(?<!'"),
+        ("(?>x)", "atomic group '(?>'"),
+        ("x++", "possessive quantifier '++'"),
+        ("x{2}+", "possessive quantifier '{2}+'"),
+        ("(x)?(?(1)y|z)", "conditional group '(?('"),
+    ],
+)
+def test_backtracking_in_fields_and_reactions_is_located(pattern: str, feature: str) -> None:
+    quoted = json.dumps(pattern)
+    loaded = parse(
+        f"reacts_to:\n  message: CHAT_INPUT\n  match: {quoted}\n"
+        f"steps:\n  - wait: PAUSE_REQUEST\n    fields:\n      message.action: {quoted}\n"
+    )
+    assert [(p.line, p.column, p.field) for p in loaded.problems] == [
+        (3, 3, "reacts_to.match"),
+        (7, 7, "steps.0.fields.message.action"),
+    ]
+    for problem in loaded.problems:
+        assert problem.message == (
+            f"this pattern needs backtracking ({feature}), which replay refuses because "
+            "client text could make it run for minutes"
+        )
+        assert problem.expected == NO_BACKTRACKING
+        assert problem.found == repr(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message", "expected", "found"),
+    [
+        (
+            "a{2000}",
+            "this pattern repeats too much ({2000}): RE2 allows at most 1000 repetitions, "
+            "nested ones multiplied",
+            "repetition counts up to 1000, e.g. a{1000} or (a{10}){100}",
+            "'a{2000}'",
+        ),
+        (
+            "(a{1000}){1000}",
+            "this pattern repeats too much ({1000}): RE2 allows at most 1000 repetitions, "
+            "nested ones multiplied",
+            "repetition counts up to 1000, e.g. a{1000} or (a{10}){100}",
+            "'(a{1000}){1000}'",
+        ),
+        (
+            "\\pL{5}",
+            "this pattern is too large to search client text quickly",
+            "at most 5000 RE2 instructions (a Unicode class such as \\pL is about 1,200: "
+            "use fewer of them, or repeat them less)",
+            "5984 instructions",
+        ),
+        (
+            "a{,3}",
+            "RE2 reads {,3} as the text '{,3}', not as a repetition: write {0,3} to repeat, "
+            "or \\{,3} for the text",
+            "a regular expression (RE2 syntax)",
+            "'a{,3}'",
+        ),
+        (
+            "yes\\Z",
+            "RE2 has no \\Z: write \\z for the very end of the text, or $, which also "
+            "matches before a final newline",
+            "a regular expression (RE2 syntax)",
+            "'yes\\\\Z'",
+        ),
+        (
+            "caf\\u00e9",
+            "RE2 has no \\u escapes: write \\x{00e9} (any number of hex digits) or the "
+            "character itself",
+            "a regular expression (RE2 syntax)",
+            "'caf\\\\u00e9'",
+        ),
+        (
+            "(?x) yes",
+            "RE2 has no verbose mode (?x): remove it, with the spaces and comments it allowed",
+            "a regular expression (RE2 syntax)",
+            "'(?x) yes'",
+        ),
+        (
+            "\\pX",
+            "not a regular expression: invalid character class range ('\\pX')",
+            "a regular expression (RE2 syntax)",
+            "'\\\\pX'",
+        ),
+    ],
+)
+def test_patterns_replay_cannot_run_are_located(
+    pattern: str, message: str, expected: str, found: str
+) -> None:
+    problem = only_problem(f"steps:\n  - wait: CHAT_INPUT\n    match: {json.dumps(pattern)}\n")
+    assert (problem.line, problem.column, problem.field) == (3, 5, "steps.0.match")
+    assert (problem.message, problem.expected, problem.found) == (message, expected, found)
 
 
 @pytest.mark.parametrize(

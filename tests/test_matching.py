@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from replay.matching import MAX_PARSED, ClientFrame, lookup, matches
+from replay.patterns import MAX_WORK, compile_pattern, search
 from replay.scenario import ClientFrameMatch
 
 ACTION = {
@@ -262,6 +267,188 @@ def test_matching_never_raises_on_odd_frames(text: str | None) -> None:
     received = ClientFrame("c", text)
     assert not matches(wanted, received)
     received.for_template()
+
+
+# --- patterns that backtrack catastrophically in Python's re ----------------------------------
+# With backtracking, these searches would run for longer than the universe has existed; that
+# they complete is the test. Each asserts the right answer, not a time.
+
+LENGTHS = [30, 1000, 10_000]
+
+CATASTROPHIC = [
+    # (pattern, adversarial text of about n characters, whether it matches)
+    (r"^(\w+\s?)+$", lambda n: "word " * (n // 5) + "!", False),
+    (r"^(\w+\s?)+$", lambda n: "word " * (n // 5) + "end", True),
+    (r"(a+)+$", lambda n: "a" * n + "!", False),
+    (r"(a+)+$", lambda n: "!" + "a" * n, True),
+    (r"(a|aa)+$", lambda n: "a" * n + "b", False),
+    (r"^(a|a?)+$", lambda n: "a" * n + "b", False),
+    (r"(.*a){20}", lambda n: "a" * 19 + "b" * n, False),
+    (r"(.*a){20}", lambda n: "ba" * max(n // 2, 20), True),
+    (r"(x+x+)+y", lambda n: "x" * n, False),
+    (r"^(\d+)*$", lambda n: "1" * n + "x", False),
+    (r"^([a-z0-9]+[._-]?)+@example\.com$", lambda n: "a" * n + "@example.org", False),
+    (r"^([a-z0-9]+[._-]?)+@example\.com$", lambda n: "a." * (n // 2) + "b@example.com", True),
+    (r"^(\w+\s?)+$", lambda n: "a" * n + "!", False),  # issue 10: 27 characters, 6 s
+]
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize(("pattern", "text", "expected"), CATASTROPHIC)
+def test_catastrophic_patterns_finish_with_the_right_answer(
+    pattern: str, text: Any, expected: bool, length: int
+) -> None:
+    adversarial = text(length)
+    received = frame("CHAT_INPUT", adversarial)
+    assert matches(match("CHAT_INPUT", match=pattern), received) is expected
+    assert matches(match("CHAT_INPUT", fields={"message": pattern}), received) is expected
+
+
+def test_a_catastrophic_pattern_on_the_largest_frame_finishes() -> None:
+    adversarial = "word " * (MAX_PARSED // 5 - 20) + "!"
+    received = frame("CHAT_INPUT", adversarial)
+    assert received.message == adversarial  # parsed: the frame is within the limit
+    assert not matches(match("CHAT_INPUT", match=r"^(\w+\s?)+$"), received)
+    assert matches(match("CHAT_INPUT", match=r"^(\w+\s?)+!$"), received)
+
+
+# --- what patterns mean -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "expected"),
+    [
+        # $ matches before a final newline too, as in Python; \z only at the very end.
+        ("^yes$", "yes", True),
+        ("^yes$", "yes\n", True),
+        ("^yes$", "yes\n\n", False),
+        ("^yes\\z", "yes\n", False),
+        ("^yes\n$", "yes\n", True),
+        ("yes\\$", "yes$\n", True),  # an escaped $ is the character
+        ("(?m)^no$", "yes\nno\nmaybe", True),
+        # the classes are ASCII-only (like Python's re.ASCII); \pL and \pN are not
+        (r"^\w+$", "café", False),
+        (r"^[\pL\pN_]+$", "café_2", True),
+        (r"\d", "٣", False),
+        (r"\pN", "٣", True),
+        (r"\s", "\xa0", False),
+        (r"\s", "\v", False),
+        (r"\bcafé\b", "un café!", False),
+        (r"(?i)CAFÉ", "café", True),  # case folding is Unicode
+        # the rest is Python's: classes, groups, repetition, non-greedy, flags
+        (r"(?P<verb>pause|resume) (?:now|later)", "please pause later", True),
+        (r"^\d{3}-\d{2,4}$", "123-4567", True),
+        (r"^\d{3}-\d{2,4}$", "123-45678", False),
+        (r"a.*?b", "a\nb", False),
+        (r"(?s)a.*?b", "a\nb", True),
+        (r"[^\x00-\x7f]", "plain", False),
+        (r"a.b", "a\x00b", True),
+        (r"^.$", "\ud800", True),  # a lone surrogate from a client's JSON is one character
+        ("", "", True),
+    ],
+)
+def test_pattern_meanings(pattern: str, text: str, expected: bool) -> None:
+    assert search(pattern, text) is expected
+
+
+def test_a_lone_surrogate_in_a_frame_is_matched_like_any_character() -> None:
+    received = ClientFrame("c", '{"message_type": "EVENT", "message": "x\\ud800y"}')
+    assert received.message == "x\ud800y"
+    assert matches(match("EVENT", match="^x.y$"), received)
+    assert matches(match("EVENT", fields={"message": "[^a]y$"}), received)
+
+
+def test_a_pattern_is_compiled_once() -> None:
+    assert compile_pattern(r"^compiled (once)$") is compile_pattern(r"^compiled (once)$")
+
+
+def test_a_text_too_long_for_a_large_pattern_does_not_match(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pattern = r"^\pL+$"  # a Unicode class: about 1,200 RE2 instructions
+    compiled = compile_pattern(pattern)
+    assert compiled.longest_text == MAX_WORK // compiled.size
+    assert search(pattern, "a" * compiled.longest_text)
+    with caplog.at_level(logging.WARNING, logger="replay.match"):
+        assert not search(pattern, "a" * (compiled.longest_text + 1))
+        assert not search(pattern, "é" * compiled.longest_text)  # bytes count, not characters
+    warnings = [r.getMessage() for r in caplog.records if r.name == "replay.match"]
+    assert len(warnings) == 1  # once per pattern, not once per frame
+    assert "is searched in at most" in warnings[0]
+    # an ordinary pattern is searched in any frame
+    assert compile_pattern(r"^(\w+\s?)+$").longest_text > 4 * MAX_PARSED
+
+
+def test_a_field_whose_json_is_too_long_does_not_match() -> None:
+    # 1e15 is 4 characters in the frame but 18 as JSON (1000000000000000.0): a value's
+    # text can be longer than the frame it came from.
+    numbers = "[" + ",".join(["1e15"] * 200_000) + "]"
+    text = '{"message_type": "EVENT", "message": "x", "data": ' + numbers + "}"
+    assert len(text) <= MAX_PARSED
+    received = ClientFrame("c", text)
+    assert received.frame is not None
+    assert not matches(match("EVENT", fields={"data": ""}), received)
+    assert matches(match("EVENT", fields={"data.0": r"^1000000000000000\.0$"}), received)
+    short = ClientFrame("c", '{"message_type": "EVENT", "data": [1e15, 2]}')
+    assert matches(match("EVENT", fields={"data": r"^\[1000000000000000\.0,2\]$"}), short)
+
+
+# --- RE2 agrees with Python's re on ordinary patterns ------------------------------------------
+
+_ATOMS = ["a", "b", "ab", "A", "1", "_", " ", "-", ".", r"\.", r"\d", r"\D", r"\w", r"\W"]
+_ATOMS += [r"\s", r"\S", "[ab]", "[^a]", "[a-c0-9]", r"[\w.-]", r"[^\s]", r"\n"]
+_QUANTIFIERS = ["", "", "*", "+", "?", "*?", "+?", "??", "{2}", "{1,3}", "{0,2}?", "{2,}"]
+
+
+def _quantified(parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(lambda part, q: part + q, parts, st.sampled_from(_QUANTIFIERS))
+
+
+# A quantifier applies to an atom or to a group of unquantified atoms, never to a group
+# that holds a quantifier: (a*)* would make Python's re, the reference, backtrack for
+# longer than the test may run.
+_PLAIN = st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=3).map("".join)
+_CHOICE = st.lists(_PLAIN, min_size=1, max_size=3).map("|".join)
+_ITEMS = st.one_of(
+    _quantified(st.sampled_from(_ATOMS)),
+    _quantified(_CHOICE.map(lambda inner: f"({inner})")),
+    _quantified(_CHOICE.map(lambda inner: f"(?:{inner})")),
+    st.sampled_from([r"\b", r"\B"]),
+)
+
+
+def _extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.lists(children, max_size=4).map("".join),
+        children.map(lambda inner: f"({inner})"),
+        children.map(lambda inner: f"(?:{inner})"),
+        st.lists(children, min_size=2, max_size=3).map("|".join),
+    )
+
+
+_BODIES = st.recursive(_ITEMS, _extend, max_leaves=8)
+
+
+@st.composite
+def ordinary_patterns(draw: st.DrawFn) -> str:
+    """Patterns of constructs both engines have, written as Python users write them;
+    ^ only at the start and $ only at the end (Python's $ may be followed by the final
+    newline it stands before, which replay does not emulate)."""
+    body = draw(_BODIES)
+    if draw(st.booleans()):
+        body = f"(?P<name>{body})"
+    start = draw(st.sampled_from(["", "^", r"\A"]))
+    end = draw(st.sampled_from(["", "$"]))
+    flags = draw(st.sampled_from(["", "(?i)", "(?s)", "(?m)", "(?is)"]))
+    return flags + start + body + end
+
+
+@hypothesis.settings(max_examples=600, deadline=None)
+@hypothesis.given(ordinary_patterns(), st.text(alphabet="abAB1_ .-\n\t", max_size=16))
+def test_property_re2_agrees_with_python_on_ordinary_patterns(pattern: str, text: str) -> None:
+    # Python before 3.14 does not let \B match the empty text; RE2 and Python 3.14 do.
+    hypothesis.assume(text or r"\B" not in pattern)
+    assert search(pattern, text) is (re.search(pattern, text) is not None)
 
 
 # --- lookup -----------------------------------------------------------------------------------

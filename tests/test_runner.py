@@ -1064,6 +1064,38 @@ async def test_cancelling_a_waiting_run_stops_listening(manual: ManualClock) -> 
     assert not runner.receive(chat("b", "Ada"))
 
 
+async def test_a_wait_with_a_catastrophic_pattern_takes_the_frame_after_an_adversarial_one(
+    manual: ManualClock,
+) -> None:
+    # ^(\w+\s?)+$ backtracks for 2^n steps in Python's re on n letters and a "!"
+    # (issue 10); replay runs it on RE2, so the 10 kB frame is refused at once.
+    catalog = scenarios(
+        {
+            "names": r"""
+                steps:
+                  - wait: CHAT_INPUT
+                    match: '^(\w+\s?)+$'
+                    fields:
+                      message: '(a|aa)+$'
+                    timeout: 30
+                  - message: EVENT
+                    text: "{{ received.message | length }} characters"
+            """
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("names", catalog)
+    await settle()
+    assert not runner.receive(chat("b", "a" * 10_000 + "!"))
+    assert not runner.receive(chat("b", "word " * 2_000 + "!"))
+    assert run.waiting is not None
+    assert runner.receive(chat("b", "a" * 9_999 + " aa"))
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert delivery.frames == [msg("EVENT", "10002 characters")]
+
+
 # --- parallel -------------------------------------------------------------------------------
 
 LEFT = """

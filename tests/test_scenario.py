@@ -402,7 +402,7 @@ def test_bad_wait_on_timeout(value: object) -> None:
         scenario({"wait": "CHAT_INPUT", "on_timeout": value})
 
 
-@pytest.mark.parametrize("pattern", ["(", "[a-", "*", "a{2,1}", "(?P<x>a)(?P<x>b)"])
+@pytest.mark.parametrize("pattern", ["(", "[a-", "*", "a{2,1}", "\\pX"])
 def test_bad_regular_expressions_are_refused(pattern: str) -> None:
     with pytest.raises(ValidationError, match="not a regular expression"):
         scenario({"wait": "CHAT_INPUT", "match": pattern})
@@ -425,6 +425,40 @@ def test_good_regular_expressions_are_kept() -> None:
     assert loaded.reacts_to == ClientFrameMatch(
         message="PAUSE_REQUEST", match="", fields={"message_type": "."}
     )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(?=x)", r"(a)\1", r"(?P<a>x)(?P=a)", r"(?<!x)y", r"(?>x)", r"x*+", r"(?(1)x|y)"],
+)
+def test_patterns_that_need_backtracking_are_refused_everywhere(pattern: str) -> None:
+    refused = "this pattern needs backtracking"
+    with pytest.raises(ValidationError, match=refused):
+        scenario({"wait": "CHAT_INPUT", "match": pattern})
+    with pytest.raises(ValidationError, match=refused):
+        scenario({"wait": "CHAT_INPUT", "fields": {"message.a": "ok", "message.b": pattern}})
+    with pytest.raises(ValidationError, match=refused):
+        scenario({"chunk": "a"}, reacts_to={"message": "CHAT_INPUT", "match": pattern})
+    with pytest.raises(ValidationError, match=refused):
+        scenario({"chunk": "a"}, reacts_to={"message": "CHAT_INPUT", "fields": {"a": pattern}})
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\pL+",  # RE2 syntax that Python's re lacks
+        r"^\p{Greek}",
+        r"end\z",
+        r"[[:alpha:]]",
+        r"(?P<x>a)(?P<x>b)",  # RE2 allows a name twice; groups are never read
+        r"(?i)^(yes|no)$",
+    ],
+)
+def test_re2_syntax_is_accepted(pattern: str) -> None:
+    loaded = scenario({"wait": "CHAT_INPUT", "match": pattern, "fields": {"a": pattern}})
+    wait = loaded.steps[0]
+    assert isinstance(wait, WaitStep)
+    assert (wait.match, wait.fields) == (pattern, {"a": pattern})
 
 
 def test_reacts_to_checks_the_message_type_and_fields() -> None:

@@ -675,6 +675,26 @@ def test_a_reaction_in_process(own: TestClient) -> None:
     ] == [("react", "reaction", "a")]
 
 
+def test_a_reaction_with_a_catastrophic_pattern_in_process(tmp_path: Path) -> None:
+    # Issue 10: with Python's re, this pattern on the first frame blocked the server for
+    # longer than any test runs (2^10000 steps); on RE2 the reaction answers the second.
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "name.yaml").write_text(
+        "reacts_to:\n  message: CHAT_INPUT\n  match: '^(\\w+\\s?)+$'\n"
+        "to: sender\nsteps:\n  - message: EVENT\n    text: a name\n"
+    )
+    with (
+        TestClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
+        app.websocket_connect("/ws?client_id=a") as a,
+    ):
+        a.send_text(json.dumps({"message_type": "CHAT_INPUT", "message": "a" * 10_000 + "!"}))
+        a.send_text(json.dumps({"message_type": "CHAT_INPUT", "message": "Ada Lovelace"}))
+        assert json.loads(a.receive_text()) == {"message_type": "EVENT", "message": "a name"}
+    runs = app.get("/runs").json()["runs"]
+    assert [r["scenario"] for r in runs] == ["name"]
+
+
 def test_on_connect_in_process(tmp_path: Path) -> None:
     folder = tmp_path / "greeting"
     folder.mkdir()
