@@ -83,3 +83,16 @@ def test_format_then_parse_round_trips() -> None:
     values = [rng.randrange(0, 3_600_000) / 1000 for _ in range(500)] + [0.0, 0.001, 0.999, 1.0]
     for seconds in values:
         assert parse_duration(format_seconds(seconds)) == pytest.approx(seconds, rel=1e-5), seconds
+
+
+@pytest.mark.parametrize("text", ["1" + " " * 16_000 + "x", " " * 100_000 + "1s", "9" * 70])
+def test_long_strings_are_not_durations_and_are_shown_short(text: str) -> None:
+    # Once a regex with a run of spaces on both sides took seconds on such strings.
+    with pytest.raises(ValueError, match="is not a duration") as refused:
+        parse_duration(text)
+    assert len(str(refused.value)) < 80
+
+
+def test_spaces_around_a_duration_are_fine() -> None:
+    assert parse_duration("  2 s ") == 2.0
+    assert parse_duration("\t500 ms\n") == 0.5
