@@ -44,10 +44,11 @@ MAX_MEMORY = 2 * 1024 * 1024
 #: a Unicode class such as ``\pL`` is about 1,200.
 MAX_PROGRAM = 5_000
 #: Instructions times bytes of text one search may cost. When RE2's fast automaton
-#: gives up (patterns like ``[ab]*a[ab]{20}`` on adversarial text), each byte costs a few
-#: nanoseconds per instruction: this bounds a search to about half a second even then,
-#: while a pattern of up to 128 instructions is searched in any frame up to 1 MiB.
-MAX_WORK = 1 << 27
+#: gives up (patterns like ``(a|b)*a(a|b){30}c`` on adversarial text), each byte costs
+#: about 5 ns per instruction: this bounds a search to about 45 ms even then (the event
+#: loop's bound is 50 ms), while an ordinary pattern (about 10 instructions) is searched
+#: in frames up to about 800 KB.
+MAX_WORK = 1 << 23
 
 #: What a pattern must be (for problems).
 EXPECTED = "a regular expression (RE2 syntax)"

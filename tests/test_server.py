@@ -685,7 +685,7 @@ def test_a_reaction_with_a_catastrophic_pattern_in_process(tmp_path: Path) -> No
         "to: sender\nsteps:\n  - message: EVENT\n    text: a name\n"
     )
     with (
-        TestClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
+        LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
         app.websocket_connect("/ws?client_id=a") as a,
     ):
         a.send_text(json.dumps({"message_type": "CHAT_INPUT", "message": "a" * 10_000 + "!"}))
