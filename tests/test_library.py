@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import tempfile
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 import replay.library
 from replay.errors import ScenarioFolderMissing, ScenarioInvalid
@@ -419,3 +424,26 @@ def test_a_folder_that_cannot_be_listed_is_reported(
     monkeypatch.setattr(Path, "iterdir", denied)
     with pytest.raises(ScenarioFolderMissing, match=r"cannot be read \(Permission denied\)"):
         ScenarioLibrary(folder).catalog()
+
+
+_NAME_BYTES = st.binary(min_size=1, max_size=40).filter(
+    lambda name: b"/" not in name and b"\x00" not in name and name not in (b".", b"..")
+)
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(st.lists(_NAME_BYTES, min_size=1, max_size=6, unique=True))
+def test_property_any_file_names_give_a_catalog_that_encodes(names: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        write(folder, "good.yaml", GOOD)
+        for name in names:
+            path = folder / os.fsdecode(name + b".yaml")
+            with contextlib.suppress(OSError):  # a name the file system refuses
+                path.write_bytes(b"steps:\n  - chunk: x\n")
+        catalog = ScenarioLibrary(folder).catalog()
+        assert catalog.file("good").valid
+        for loaded in catalog:
+            json.dumps({"name": loaded.name, "file": loaded.file}, ensure_ascii=False).encode()
+            for problem in loaded.problems:
+                str(problem).encode("utf-8")

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
 import replay.library
@@ -1121,3 +1123,35 @@ def test_the_folder_is_read_and_plans_made_off_the_event_loop(
     assert all(name.startswith("replay-read") for name in threads["read"]), threads
     assert threads["plan"]
     assert all(name.startswith("replay-plan") for name in threads["plan"]), threads
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(), max_size=8)  # surrogates included
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_JSON_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@hypothesis.settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    st.fixed_dictionaries({}, optional={"vars": _JSON, "seed": _JSON, "client": _JSON}) | _JSON
+)
+def test_property_no_trigger_body_is_a_server_error(client: TestClient, body: Any) -> None:
+    # ASCII escapes, so that lone surrogates and NaN reach the server as a client sends them.
+    raw = json.dumps(body, ensure_ascii=True).encode()
+    answer = client.post(
+        "/trigger/chat?speed=0&wait=false",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code in (202, 422), answer.text
+    listed = client.get("/runs")
+    assert listed.status_code == 200
+    for run in listed.json()["runs"]:
+        if run["state"] == "running":
+            client.delete(f"/runs/{run['run_id']}")
