@@ -174,6 +174,21 @@ def check_vars(name: str, catalog: Catalog, values: Mapping[str, Any]) -> None:
         raise VariablesInvalid(name, unknown, declared)
 
 
+def awaited(name: str, catalog: Catalog) -> tuple[ClientFrameMatch, ...]:
+    """What a run of the named scenario may ``wait`` for (in it, in the scenarios it
+    plays, at any depth): the frames its mailbox keeps are those one of these accepts."""
+    found: dict[str, ClientFrameMatch] = {}
+    pending: list[Any] = [step for scenario in _reachable(name, catalog) for step in scenario.steps]
+    while pending:
+        step = pending.pop()
+        if isinstance(step, WaitStep):
+            matcher = step.matcher
+            found.setdefault(matcher.model_dump_json(), matcher)
+        elif isinstance(step, RepeatStep):
+            pending.extend(step.steps)
+    return tuple(found.values())
+
+
 def _reachable(name: str, catalog: Catalog) -> list[Scenario]:
     seen: dict[str, Scenario] = {}
     pending = [name]

@@ -23,12 +23,23 @@ from typing import Any, Protocol
 from replay import planning
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
-from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, check_vars, play
+from replay.engine import (
+    Context,
+    Fork,
+    Hangup,
+    Joined,
+    Script,
+    Send,
+    Wait,
+    awaited,
+    check_vars,
+    play,
+)
 from replay.errors import ReplayError, RunNotFound, TooManyRuns
 from replay.feed import Feed, event_size
-from replay.matching import ClientFrame, matches
+from replay.mailbox import Mailbox, Waiter
+from replay.matching import ClientFrame
 from replay.protocol import Endpoint
-from replay.scenario import ClientFrameMatch
 from replay.timeline import Timeline, build_timeline, check_speed
 
 log = logging.getLogger("replay.run")
@@ -124,6 +135,8 @@ class Run:
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
     _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: The client frames the run may consume, kept from its start (see replay.mailbox).
+    mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
 
     @property
     def done(self) -> bool:
@@ -171,6 +184,7 @@ class Run:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "error": self.error,
+            "mailbox": self.mailbox.summary(),
         }
 
     def follow(self, heartbeat: float | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -323,7 +337,6 @@ class Runner:
         self.on_lateness: Callable[[float], None] | None = None
         self._active: dict[str, Run] = {}
         self._finished: deque[Run] = deque(maxlen=keep_finished)
-        self._waiters: list[_Waiter] = []
         self._triggered = 0
         self._client_started = 0
         self._by_client: dict[str, int] = {}
@@ -367,6 +380,7 @@ class Runner:
         context = Context(run_id, seed, speed, time.time(), values, client, sender, received)
         catalog.scenario(name)  # raises now, not in the run's task
         run = Run(run_id, name, speed, seed, None, values)
+        run.mailbox = Mailbox(awaited(name, catalog), client)
         _start_plan(run, name, catalog, context)
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
@@ -462,14 +476,21 @@ class Runner:
             await run.wait()
 
     def receive(self, frame: ClientFrame) -> bool:
-        """Hand a client's frame to every run waiting for one like it; False if none was."""
-        taken = False
-        for waiter in list(self._waiters):
-            if waiter.accepts(frame) and not waiter.future.done():
-                waiter.future.set_result(frame)
-                self._waiters.remove(waiter)
-                taken = True
-        return taken
+        """Give a client's frame to every playing run that may consume it (to a waiting
+        step, or into the run's mailbox for a later one; see :mod:`replay.mailbox`);
+        False if no run may, and then it is free to start reactions."""
+        kept = False
+        for run in list(self._active.values()):
+            dropped = run.mailbox.dropped
+            kept |= run.mailbox.offer(frame)
+            if run.mailbox.dropped == 1 and dropped == 0:
+                log.warning(
+                    "run %s: its mailbox is full (%d frames unread): client frames are "
+                    "dropped until a wait takes some",
+                    run.id,
+                    run.mailbox.summary()["unread"],
+                )
+        return kept
 
     async def _play(self, run: Run, name: str, catalog: Catalog, context: Context) -> None:
         clock = self.clock
@@ -540,11 +561,15 @@ class Runner:
             script.close()
 
     async def _wait(self, run: Run, wait: Wait, start: float) -> ClientFrame | None:
-        # Listening starts now, not at wait.at: an answer that comes during the pause
-        # before the wait is kept, and taken when the wait begins.
+        # The run's mailbox has kept what it may consume since it started: an answer
+        # that came before the wait (during the pause before it, or at once) is taken now.
         future: asyncio.Future[ClientFrame] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(wait.match, wait.source, future)
-        self._waiters.append(waiter)
+        waiter = Waiter(wait.match, wait.source, future)
+        early = run.mailbox.take(waiter)
+        if early is not None:
+            self._step(run, wait.scenario, wait.step)
+            run._note("received", client=early.client, frame=early.text, step=wait.step)
+            return early.taken_at(self.clock.now() - start)
         who = f"client {wait.source}" if wait.source else "any client"
         what = f"{wait.match.message} from {who}"
         run._waits.append(what)
@@ -558,8 +583,7 @@ class Runner:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+            run.mailbox.forget(waiter)
             run._waits.remove(what)
             run.waiting = "; ".join(run._waits) or None
         if not future.done():
@@ -616,6 +640,7 @@ class Runner:
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
+        run.mailbox.clear()  # what it did not read goes with it
         if self._active.pop(run.id, None) is not None:
             self._count(run, -1)
         self._finished.append(run)
@@ -624,18 +649,6 @@ class Runner:
         self.feed.publish(
             f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
         )
-
-
-@dataclass(frozen=True)
-class _Waiter:
-    """A run waiting for a client frame."""
-
-    match: ClientFrameMatch
-    source: str | None
-    future: asyncio.Future[ClientFrame]
-
-    def accepts(self, frame: ClientFrame) -> bool:
-        return (self.source is None or frame.client == self.source) and matches(self.match, frame)
 
 
 def _line(run: Run) -> str:

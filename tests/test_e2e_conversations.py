@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from replay.server import Settings
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import SHIPPED, LiveServer, start_live_server
 
 TIMEOUT = 5.0  # seconds any single expected thing may take; generous on purpose
 
@@ -220,6 +220,35 @@ async def test_chat_round_trip(serve: Serve) -> None:
         assert answer["state"] == "finished"
         assert answer["sent"] == 2 + len(tokens) + 1
         assert answer["waiting"] is None
+
+
+async def test_the_shipped_chat_completes_for_a_client_that_answers_at_once(
+    serve: Serve,
+) -> None:
+    # Issue 11: an answer sent within a millisecond of CHAT_REQUESTED arrives before the
+    # run reaches its wait (chat pauses 0.3 s first); the run's mailbox keeps it.
+    live = serve({"chat.yaml": (SHIPPED / "chat.yaml").read_text()})
+    async with (
+        connect(f"{live.ws_url}/ws?client_id=fast") as ws,
+        connect(f"{live.ws_url}/ws/stream?client_id=fast") as stream,
+    ):
+        await registered(live, ("/ws", "fast"), ("/ws/stream", "fast"))
+        for attempt in range(100):
+            # speed 50: a 6 ms pause before the wait, still longer than the answer takes
+            run = asyncio.create_task(trigger(live, "chat", client="fast", speed=50))
+            asked = await recv_json(ws)
+            await ws.send(json.dumps({"message_type": "CHAT_INPUT", "message": f"go {attempt}"}))
+            assert asked["message_type"] == "CHAT_REQUESTED"
+            assert (await recv_json(ws))["message_type"] == "IS_WAITING"
+            event = await recv_json(ws)
+            assert json.loads(event["message"])["attributes"] == {"input": f"go {attempt}"}
+            text = []
+            while (chunk := await recv_json(stream))["type"] != "close":
+                text.append(chunk["content"])
+            assert "".join(text).startswith(f'You asked: "go {attempt}".')
+            status, answer = await asyncio.wait_for(run, TIMEOUT)
+            assert (status, answer["state"]) == (200, "finished"), answer
+            assert answer["mailbox"]["taken"] == 1
 
 
 async def test_a_targeted_run_takes_answers_from_its_target_only(serve: Serve) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import signal
 import textwrap
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+import replay.mailbox
 import replay.runner
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
@@ -39,6 +41,7 @@ START = 1000.0
 
 SUMMARY_KEYS = {
     "run_id",
+    "mailbox",
     "scenario",
     "state",
     "started_by",
@@ -954,7 +957,9 @@ async def test_a_wait_that_times_out_may_continue(clock: VirtualClock) -> None:
     assert kinds(events) == ["frame", "wait", "timeout", "frame", "end"]
 
 
-async def test_an_answer_during_the_pause_before_the_wait_is_taken(manual: ManualClock) -> None:
+async def test_an_answer_before_the_wait_is_kept_and_the_oldest_is_taken(
+    manual: ManualClock,
+) -> None:
     catalog = scenarios(
         {
             "early": """
@@ -974,23 +979,73 @@ async def test_an_answer_during_the_pause_before_the_wait_is_taken(manual: Manua
     runner = Runner(delivery, manual)
     run = runner.start("early", catalog)
     await advance(manual, 0.5)
-    # the runner has not reached the wait yet: nobody listens
+    # the runner has not reached the wait yet, but the run's mailbox keeps the answer
     assert run.waiting is None
-    assert not runner.receive(chat("b", "too soon"))
+    assert runner.receive(chat("b", "first"))
+    assert not runner.receive(ClientFrame("b", msg("EVENT", "not awaited")))
     await advance(manual, 0.5)
     assert delivery.times == [1001.0]
-    # the wait is due at 5, but the runner listens from the moment it reaches it
-    assert run.waiting == "CHAT_INPUT from any client"
-    await advance(manual, 2)
-    assert runner.receive(chat("b", "early"))
-    await settle()
+    # the runner reached the wait (due at 5) and took the oldest kept answer at once
     assert run.waiting is None
-    assert len(delivery.sent) == 1  # what follows the wait is still due at 5, not 3
-    await advance(manual, 2)
-    assert delivery.sent[1] == Sent(1005.0, Endpoint.MESSAGES, msg("EVENT", "got early"), None)
+    assert runner.receive(chat("c", "second"))
+    assert run.summary()["mailbox"] == {"kept": 2, "taken": 1, "unread": 1, "dropped": 0}
+    # what follows the wait is still due at 5
+    await advance(manual, 4)
+    await settle()
+    assert delivery.sent[1] == Sent(1005.0, Endpoint.MESSAGES, msg("EVENT", "got first"), None)
     await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.FINISHED
     assert run.elapsed == pytest.approx(5.0)
+    assert run.summary()["mailbox"] == {"kept": 2, "taken": 1, "unread": 0, "dropped": 0}
+
+
+ECHO = "steps:\n  - wait: CHAT_INPUT\n  - message: EVENT\n    text: '{{ received.message }}'\n"
+
+
+async def test_a_waiting_run_takes_an_answer_at_once(manual: ManualClock) -> None:
+    catalog = scenarios({"now": ECHO})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("now", catalog)
+    await settle()
+    assert run.waiting == "CHAT_INPUT from any client"
+    assert runner.receive(chat("b", "hi"))
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert delivery.frames == [msg("EVENT", "hi")]
+    assert run.summary()["mailbox"] == {"kept": 0, "taken": 1, "unread": 0, "dropped": 0}
+
+
+async def test_a_targeted_run_keeps_only_its_clients_frames(manual: ManualClock) -> None:
+    catalog = scenarios({"ask": ECHO})
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    for_a = runner.start("ask", catalog, client="a")
+    for_b = runner.start("ask", catalog, client="b")
+    assert runner.receive(chat("b", "from b"))
+    assert runner.receive(chat("a", "from a"))
+    assert not runner.receive(chat("c", "from nobody's client"))  # free for reactions
+    await asyncio.wait_for(asyncio.gather(for_a.wait(), for_b.wait()), timeout=5)
+    assert sorted((sent.to, sent.frame) for sent in delivery.sent) == [
+        ("a", msg("EVENT", "from a")),
+        ("b", msg("EVENT", "from b")),
+    ]
+
+
+async def test_a_full_mailbox_drops_and_counts(
+    manual: ManualClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(replay.mailbox, "MAX_FRAMES", 3)
+    catalog = scenarios({"slow": "steps:\n  - sleep: 5\n  - wait: CHAT_INPUT\n"})
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("slow", catalog)
+    with caplog.at_level(logging.WARNING, logger="replay.run"):
+        for index in range(5):
+            assert runner.receive(chat("b", f"answer {index}"))  # kept or dropped: not free
+    assert run.summary()["mailbox"] == {"kept": 3, "taken": 0, "unread": 3, "dropped": 2}
+    assert len([r for r in caplog.records if "mailbox is full" in r.getMessage()]) == 1
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.summary()["mailbox"]["unread"] == 0
 
 
 async def test_a_run_whose_plan_needs_the_real_answer_still_plays(manual: ManualClock) -> None:
