@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 #: Events a subscriber may fall behind by before it starts missing some.
@@ -56,6 +56,8 @@ class Feed:
         self.seq = 0
         self.closed = False
         self._subscribers: set[_Subscriber] = set()
+        #: Called with every event, synchronously (the journal): must not block.
+        self.recorders: list[Callable[[dict[str, Any]], None]] = []
 
     def close(self) -> None:
         """End every subscription (the server is stopping); later ones end at once."""
@@ -64,16 +66,23 @@ class Feed:
             subscriber.end()
 
     @property
+    def subscribers(self) -> int:
+        """How many readers subscribe now."""
+        return len(self._subscribers)
+
+    @property
     def listening(self) -> bool:
         """Whether anyone subscribes (publishers skip building events otherwise)."""
-        return bool(self._subscribers)
+        return bool(self._subscribers or self.recorders)
 
     def publish(self, kind: str, **fields: Any) -> None:
-        """Hand an event to every subscriber; never waits."""
+        """Hand an event to every recorder and subscriber; never waits."""
         self.seq += 1
-        if not self._subscribers:
+        if not (self._subscribers or self.recorders):
             return
         event = {"event": kind, "seq": self.seq, "time": time.time(), **fields}
+        for record in self.recorders:
+            record(event)
         for subscriber in self._subscribers:
             subscriber.offer(event)
 

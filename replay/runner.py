@@ -467,6 +467,12 @@ class Runner:
             run._task.cancel()
         return run
 
+    def forget_finished(self) -> int:
+        """Forget the runs that have ended (``POST /reset``); return how many."""
+        count = len(self._finished)
+        self._finished.clear()
+        return count
+
     async def shutdown(self) -> None:
         """Cancel every active run and wait for them to end."""
         runs = self.active
@@ -479,10 +485,15 @@ class Runner:
         """Give a client's frame to every playing run that may consume it (to a waiting
         step, or into the run's mailbox for a later one; see :mod:`replay.mailbox`);
         False if no run may, and then it is free to start reactions."""
-        kept = False
+        return bool(self.keep(frame))
+
+    def keep(self, frame: ClientFrame) -> list[str]:
+        """:meth:`receive`, returning the ids of the runs that kept the frame."""
+        kept: list[str] = []
         for run in list(self._active.values()):
             dropped = run.mailbox.dropped
-            kept |= run.mailbox.offer(frame)
+            if run.mailbox.offer(frame):
+                kept.append(run.id)
             if run.mailbox.dropped == 1 and dropped == 0:
                 log.warning(
                     "run %s: its mailbox is full (%d frames unread): client frames are "

@@ -47,6 +47,8 @@ from replay.errors import (
 from replay.feed import Feed, Subscription
 from replay.guard import BrowserGuard, TokenGuard, WebSocketGate
 from replay.hosts import host_policy
+from replay.journal import MAX_ENTRIES as JOURNAL_ENTRIES
+from replay.journal import Journal
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
 from replay.managers import LocalDelivery, StreamManager, WebsocketManager
@@ -115,6 +117,8 @@ class Settings:
     client_bytes: float = DEFAULT_CLIENT_BYTES
     #: Seconds a request may take to send its body; then it is answered 408.
     body_timeout: float = BODY_TIMEOUT
+    #: Entries GET /journal keeps (0: no journal).
+    journal_entries: int = JOURNAL_ENTRIES
 
 
 class TriggerBody(BaseModel):
@@ -182,6 +186,10 @@ class Replay:
         self.metrics = Metrics(self)
         #: Each scenario's frames, waits and duration, made off the event loop.
         self.summaries = planning.Summaries()
+        #: What each client was sent and sent back (GET /journal).
+        self.journal = Journal(settings.journal_entries)
+        if settings.journal_entries > 0:
+            self.feed.recorders.append(self.journal.record)
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -236,9 +244,12 @@ class Replay:
         log.warning("a WebSocket client was refused (%s)", reason)
 
     def client_frame(self, client: Client, text: str) -> None:
-        """A client sent a frame on /ws: runs waiting for it take it, else reactions play."""
+        """A client sent a frame on /ws: the runs that may consume it keep it (see
+        :mod:`replay.mailbox`), else reactions play."""
         frame = ClientFrame(client.id, text)
-        if self.runner.receive(frame) or frame.message_type is None:
+        runs = self.runner.keep(frame)
+        self.journal.received(client.id, Endpoint.MESSAGES.value, text, runs)
+        if runs or frame.message_type is None:
             return
         catalog = self._reacting()
         for name, match in self._reactions:
@@ -455,6 +466,62 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             )
         await replay.runner.cancel(run_id).wait()
         return run.summary()
+
+    @app.post("/reset")
+    async def reset(
+        disconnect: Annotated[
+            bool,
+            Query(description="Also close every client (1012: they may reconnect)."),
+        ] = False,
+    ) -> dict[str, Any]:
+        """Start afresh between tests: cancel every playing run (their mailboxes go with
+        them), forget the finished ones and the journal, and with ``disconnect`` close
+        every client. Answers once it is done."""
+        cancelled = len(replay.runner.active)
+        await replay.runner.shutdown()
+        forgotten = replay.runner.forget_finished()
+        disconnected = 0
+        if disconnect:
+            disconnected = sum(replay.delivery.client_counts().values())
+            await asyncio.gather(
+                replay.messages.close_all(1012, "replay was reset"),
+                replay.stream.close_all(1012, "replay was reset"),
+            )
+        replay.journal.clear()
+        return {"cancelled": cancelled, "forgotten": forgotten, "disconnected": disconnected}
+
+    @app.get("/journal")
+    async def journal(
+        client: Annotated[
+            str | None, Query(description="Only what this client sent, was sent, or was there for.")
+        ] = None,
+        run: Annotated[str | None, Query(description="Only what this run sent or kept.")] = None,
+        direction: Annotated[
+            str | None, Query(pattern="^(sent|received|connected|disconnected)$")
+        ] = None,
+        message_type: Annotated[
+            str | None, Query(description="Only frames of this message type (or stream type).")
+        ] = None,
+        endpoint: Annotated[str | None, Query(pattern="^/ws(/stream)?$")] = None,
+        limit: Annotated[int | None, Query(ge=1, description="Only the newest N.")] = None,
+    ) -> dict[str, Any]:
+        """What each client was sent and sent back, oldest first, filtered (all filters
+        must hold). ``forgotten`` counts entries dropped to stay within the bound."""
+        entries = replay.journal.entries(
+            client=client,
+            run=run,
+            direction=direction,
+            message_type=message_type,
+            endpoint=endpoint,
+            limit=limit,
+        )
+        return {"entries": entries, "forgotten": replay.journal.forgotten}
+
+    @app.delete("/journal")
+    async def clear_journal() -> dict[str, Any]:
+        """Forget the journal."""
+        replay.journal.clear()
+        return {"entries": []}
 
     @app.get("/events", response_class=StreamingResponse)
     async def events(

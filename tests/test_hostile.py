@@ -275,6 +275,9 @@ FUZZED = [
     ("DELETE", "/runs/{run_id}"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
+    ("POST", "/reset"),
+    ("GET", "/journal"),
+    ("DELETE", "/journal"),
 ]
 STREAMING = [("GET", "/events")]
 EXAMPLES = 25

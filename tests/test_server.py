@@ -20,6 +20,7 @@ import hypothesis
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import strategies as st
+from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import connect as ws_connect
 
 import replay.library
@@ -716,7 +717,6 @@ def test_on_connect_in_process(tmp_path: Path) -> None:
 
 def test_drop_without_uvicorn_falls_back_to_a_close_frame(own: TestClient, tmp_path: Path) -> None:
     # The TestClient has no TCP transport to cut: the client sees 1011 instead.
-    from starlette.websockets import WebSocketDisconnect
 
     (tmp_path / "own" / "crash.yaml").write_text("steps:\n  - drop: /ws\n")
     with own.websocket_connect("/ws") as ws:
@@ -829,7 +829,7 @@ def test_events_stream_a_run_in_order(live_server: LiveServer) -> None:
         assert stream.response.status == 200
         assert stream.response.getheader("content-type", "").startswith("text/event-stream")
         assert stream.response.getheader("cache-control") == "no-cache"
-        assert live_server.replay.feed.listening
+        assert live_server.replay.feed.subscribers
         run_id = trigger(live_server, "/trigger/messages?speed=0")["run_id"]
         seen = stream.until(is_event("run.finished", run_id=run_id))
         lines = [stream.lines.get(timeout=PATIENCE) for _ in range(3)]
@@ -904,15 +904,15 @@ def test_events_send_heartbeats_while_quiet(
 
 def test_an_events_client_that_goes_away_is_unsubscribed(live_server: LiveServer) -> None:
     with event_stream(live_server):
-        wait_for(lambda: live_server.replay.feed.listening)
-    wait_for(lambda: not live_server.replay.feed.listening)
+        wait_for(lambda: live_server.replay.feed.subscribers)
+    wait_for(lambda: not live_server.replay.feed.subscribers)
 
 
 def test_the_server_stops_with_an_events_client_connected(scenarios_dir: Path) -> None:
     live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
     stream = EventStream(live.url)
     try:
-        wait_for(lambda: live.replay.feed.listening)
+        wait_for(lambda: live.replay.feed.subscribers)
         server.should_exit = True
         thread.join(timeout=PATIENCE)
         assert not thread.is_alive()
@@ -1155,3 +1155,59 @@ def test_property_no_trigger_body_is_a_server_error(client: TestClient, body: An
     for run in listed.json()["runs"]:
         if run["state"] == "running":
             client.delete(f"/runs/{run['run_id']}")
+
+
+ASK = "steps:\n  - message: CHAT_REQUESTED\n    text: go\n  - wait: CHAT_INPUT\n    timeout: 5m\n"
+
+
+def test_the_journal_says_what_each_client_was_sent_and_sent_back(
+    client: TestClient, scenarios_dir: Path
+) -> None:
+    (scenarios_dir / "ask.yaml").write_text(ASK + "  - message: EVENT\n    text: thanks\n")
+    with (
+        client.websocket_connect("/ws?client_id=a") as a,
+        client.websocket_connect("/ws?client_id=b") as b,
+    ):
+        started = client.post("/trigger/ask?client=a&wait=false&speed=0").json()
+        assert json.loads(a.receive_text())["message_type"] == "CHAT_REQUESTED"
+        a.send_text(json.dumps({"message_type": "CHAT_INPUT", "message": "yes"}))
+        assert json.loads(a.receive_text())["message"] == "thanks"
+        client.post("/trigger/messages?speed=0")  # to everyone
+        for _ in range(4):
+            b.receive_text()
+        of_a = client.get("/journal", params={"client": "a", "direction": "sent"}).json()
+        assert [e["message_type"] for e in of_a["entries"]][:2] == ["CHAT_REQUESTED", "EVENT"]
+        answers = client.get("/journal", params={"run": started["run_id"]}).json()["entries"]
+        assert [(e["direction"], e["message_type"]) for e in answers] == [
+            ("sent", "CHAT_REQUESTED"),
+            ("received", "CHAT_INPUT"),
+            ("sent", "EVENT"),
+        ]
+        assert answers[1]["client"] == "a"
+        assert answers[1]["runs"] == [started["run_id"]]
+        of_b = client.get("/journal", params={"client": "b", "direction": "sent"}).json()
+        assert [e["message_type"] for e in of_b["entries"]] == [
+            "CHAT_REQUESTED",
+            "IS_WAITING",
+            "EVENT",
+            "PAUSE_STATUS",
+        ]  # the four of `messages`, none of a's conversation
+
+
+def test_reset_cancels_runs_and_forgets_the_journal_and_may_disconnect(
+    client: TestClient, scenarios_dir: Path
+) -> None:
+    (scenarios_dir / "ask.yaml").write_text(ASK)
+    with client.websocket_connect("/ws?client_id=a") as a:
+        run = client.post("/trigger/ask?client=a&wait=false").json()
+        a.receive_text()
+        assert client.get("/journal").json()["entries"]
+        answer = client.post("/reset")
+        assert answer.json() == {"cancelled": 1, "forgotten": 1, "disconnected": 0}
+        assert client.get("/runs").json()["runs"] == []
+        assert client.get("/journal").json()["entries"] == []
+        assert client.get(f"/runs/{run['run_id']}").status_code == 404
+        assert client.post("/reset?disconnect=true").json()["disconnected"] == 1
+        with pytest.raises(WebSocketDisconnect) as closed:
+            a.receive_text()
+        assert closed.value.code == 1012
