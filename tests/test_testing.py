@@ -127,6 +127,17 @@ def test_expect_takes_frames_in_order_and_says_what_came_instead(server: ReplayS
     assert "What should I do next?" in message
 
 
+def test_a_client_may_take_the_id_of_one_the_server_let_go(server: ReplayServer) -> None:
+    first = server.client("ui-4")
+    server.trigger("hang-up", speed=0)
+    with pytest.raises(AssertionError, match="the connection closed"):
+        first.expect("CHAT")
+    assert first.open_endpoints == ("/ws/stream",)
+    second = server.client("ui-4")
+    server.trigger("messages", client="ui-4", speed=0)
+    assert second.expect().message == "Test chat request"
+
+
 def test_expect_filters(server: ReplayServer) -> None:
     client = server.client()
     server.trigger("all", speed=0)

@@ -131,16 +131,20 @@ class ReplayClient:
         self._ended: dict[str, str] = {}
         self._sockets: dict[str, ClientConnection] = {}
         self._readers: list[threading.Thread] = []
+        self._exits = contextlib.ExitStack()
         query = urllib.parse.urlencode({"client_id": self.id})
         try:
             for endpoint in self.endpoints:
-                socket = connect(
+                connecting = connect(
                     f"{self.url}{endpoint}?{query}",
                     open_timeout=timeout,
                     close_timeout=timeout,
                     max_size=max_size,
                     proxy=None,
                 )
+                # Entered as a context manager, as newer websockets versions ask (it
+                # closes the connection on exit, like close()).
+                socket = self._exits.enter_context(connecting)
                 self._sockets[endpoint] = socket
                 reader = threading.Thread(
                     target=self._read,
@@ -161,8 +165,8 @@ class ReplayClient:
     def _read(self, endpoint: str, socket: ClientConnection) -> None:
         ended = ""
         try:
-            for message in socket:
-                self._add(endpoint, message)
+            while True:
+                self._add(endpoint, socket.recv())
         except ConnectionClosed:
             pass
         except Exception as error:  # a reader must end quietly, saying why
@@ -218,6 +222,7 @@ class ReplayClient:
         so; each is checked only if given. After ``timeout`` seconds, or as soon as the
         connection has closed, raises AssertionError listing what arrived instead.
         """
+        __tracebackhide__ = True  # pytest shows the test's line, not this one
         self._endpoint(endpoint)
         wanted = _matcher(message_type, text, match)
         deadline = time.monotonic() + timeout
@@ -241,6 +246,7 @@ class ReplayClient:
         frame) and return the text of the chunks before it (``default`` and ``tool``
         alike), from where the last expectation there left off. Raises AssertionError
         with the text so far if the stream does not close within ``timeout`` seconds."""
+        __tracebackhide__ = True
         self._endpoint(STREAM)
         deadline = time.monotonic() + timeout
         chunks: list[str] = []
@@ -339,16 +345,20 @@ class ReplayClient:
     # Closing -------------------------------------------------------------------------
 
     @property
+    def open_endpoints(self) -> tuple[str, ...]:
+        """The endpoints whose connection has not ended (as far as this client knows)."""
+        with self._lock:
+            return tuple(endpoint for endpoint in self._sockets if endpoint not in self._ended)
+
+    @property
     def closed(self) -> bool:
         """Whether every connection of this client has ended."""
-        with self._lock:
-            return all(endpoint in self._ended for endpoint in self._sockets)
+        return not self.open_endpoints
 
     def close(self) -> None:
         """Close the connections (with 1000) and stop reading. Safe to call twice."""
-        for socket in self._sockets.values():
-            with contextlib.suppress(Exception):  # already gone: nothing more to do
-                socket.close()
+        with contextlib.suppress(Exception):  # already gone: nothing more to do
+            self._exits.close()
         deadline = time.monotonic() + self.timeout
         for reader in self._readers:
             reader.join(max(0.0, deadline - time.monotonic()))

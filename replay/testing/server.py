@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -191,13 +191,20 @@ class ReplayServer(ReplayApi):
         client = ReplayClient(self.ws_url, client_id, endpoints=endpoints, **options)
         with self._lock:
             self._clients.append(client)
-            mine = Counter(
-                (endpoint, made.id)
-                for made in self._clients
-                if made.id == client.id and not made.closed
-                for endpoint in made.endpoints
-            )
-        if not self._listed(mine, present=True):
+
+        def listed(have: Counter[tuple[str, str]]) -> bool:
+            # As many connections with this id as this server's open clients have (an
+            # older client with the same id counts; one the server has let go does not).
+            with self._lock:
+                mine = Counter(
+                    (endpoint, made.id)
+                    for made in self._clients
+                    if made.id == client.id
+                    for endpoint in made.open_endpoints
+                )
+            return all(have[key] >= count for key, count in mine.items())
+
+        if not self._until(listed):
             client.close()
             raise ReplayTestError(
                 f"the server did not list client {client.id} within {self.timeout:g}s"
@@ -206,35 +213,44 @@ class ReplayServer(ReplayApi):
 
     def reset(self) -> list[dict[str, Any]]:
         """Make the server as a new test expects it: close the clients made with
-        :meth:`client` (and wait until the server has let them go), then cancel every run
+        :meth:`client` (and wait until the server has let them go, so that a client of
+        the next test with the same id is not mistaken for them), then cancel every run
         still playing. Returns the runs it cancelled."""
-        gone = self._close_clients()
-        if gone:
-            self._listed(gone, present=False)  # best effort: a stale id is harmless later
+        with self._lock:
+            clients, self._clients = self._clients, []
+        if clients:
+            closing = Counter(
+                (endpoint, client.id) for client in clients for endpoint in client.open_endpoints
+            )
+            before = self._connections()
+            for client in clients:
+                client.close()
+            left = {key: max(0, before[key] - count) for key, count in closing.items()}
+            # Best effort: if the server is slow to notice, the next test's client waits.
+            self._until(lambda have: all(have[key] <= count for key, count in left.items()))
         return self.cancel_all()
 
-    def _close_clients(self) -> Counter[tuple[str, str]]:
+    def _close_clients(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
-        return Counter((endpoint, client.id) for client in clients for endpoint in client.endpoints)
 
-    def _listed(self, wanted: Counter[tuple[str, str]], *, present: bool) -> bool:
-        """Wait until the server lists at least the ``wanted`` (endpoint, client id)
-        connections (``present``), or none of them; whether it did within ``timeout``."""
+    def _connections(self) -> Counter[tuple[str, str]]:
+        """How many connections the server lists per (endpoint, client id)."""
+        return Counter((c["endpoint"], c["client_id"]) for c in self.clients())
+
+    def _until(self, done: Callable[[Counter[tuple[str, str]]], bool]) -> bool:
+        """Ask the server for its clients until ``done`` says they are as wanted; whether
+        they were within ``timeout``."""
         deadline = time.monotonic() + self.timeout
         pause = 0.002
-        while True:
-            have = Counter((c["endpoint"], c["client_id"]) for c in self.clients())
-            if present and all(have[key] >= count for key, count in wanted.items()):
-                return True
-            if not present and not any(have[key] for key in wanted):
-                return True
+        while not done(self._connections()):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+        return True
 
     def __repr__(self) -> str:
         where = self._url or "not started"
