@@ -224,9 +224,16 @@ def test_cancel_returns_the_run_also_when_it_had_ended(server: ReplayServer) -> 
     assert server.cancel(started["run_id"])["state"] == "cancelled"  # 409: as it ended
 
 
-def test_a_token(tmp_path: Path) -> None:
-    with ReplayServer(scenarios_in(tmp_path / "scenarios"), token="s3cret") as server:
-        assert server.trigger("messages", speed=0)["status"] == "success"
+def test_a_token_on_connect_and_settings(tmp_path: Path) -> None:
+    with ReplayServer(
+        scenarios_in(tmp_path / "scenarios"), token="s3cret", on_connect=["welcome"], queue_size=64
+    ) as server:
+        assert server.settings.queue_size == 64
+        assert server.settings.isolated
+        with server.client("ui-5") as client:
+            greeting = client.expect("EVENT")
+            assert json.loads(greeting.message)["client"] == "ui-5"
+        assert server.trigger("messages", speed=0)["status"] == "success"  # with the token
         with pytest.raises(ReplayTestError) as refused:
             ReplayApi(server.url).runs()
         assert refused.value.status == 401

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from inspect import signature
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +36,10 @@ ENDPOINTS = (STREAM, MESSAGES)
 #: Frames an expectation's failure lists (the latest ones), and how much of each.
 SHOWN_FRAMES = 20
 SHOWN_WIDTH = 120
+
+#: websockets 15 and later connect through ``HTTP_PROXY`` and the like unless told not
+#: to; a test's server is on this machine. (Older versions have no proxy support.)
+_NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in signature(connect).parameters else {}
 
 #: What ``expect(match=...)`` takes: a regular expression searched in the frame's message,
 #: or a function of the frame that says whether it is the one.
@@ -140,7 +145,7 @@ class ReplayClient:
                     open_timeout=timeout,
                     close_timeout=timeout,
                     max_size=max_size,
-                    proxy=None,
+                    **_NO_PROXY,
                 )
                 # Entered as a context manager, as newer websockets versions ask (it
                 # closes the connection on exit, like close()).
@@ -163,20 +168,18 @@ class ReplayClient:
     # Receiving -----------------------------------------------------------------------
 
     def _read(self, endpoint: str, socket: ClientConnection) -> None:
-        ended = ""
+        ended = "ended"
         try:
             while True:
                 self._add(endpoint, socket.recv())
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as closed:
+            frame = closed.rcvd  # the server's close frame, if it sent one
+            ended = "closed without a close frame"
+            if frame is not None:
+                ended = f"closed with {frame.code}" + (f" {frame.reason!r}" if frame.reason else "")
         except Exception as error:  # a reader must end quietly, saying why
-            ended = f"reading failed: {error!r}"
+            ended = f"could not be read: {error!r}"
         finally:
-            if not ended:
-                code, reason = socket.close_code, socket.close_reason
-                ended = f"closed with {code}" + (f" {reason!r}" if reason else "")
-                if code is None:
-                    ended = "closed without a close frame"
             with self._lock:
                 self._ended[endpoint] = ended
                 self._lock.notify_all()
