@@ -338,9 +338,11 @@ class ReplayClient:
 
     def send_json(self, value: Any, *, endpoint: str = MESSAGES) -> None:
         """Send ``value`` as a JSON text frame."""
-        self.send_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")), endpoint)
+        self.send_text(
+            json.dumps(value, ensure_ascii=False, separators=(",", ":")), endpoint=endpoint
+        )
 
-    def send_text(self, text: str, endpoint: str = MESSAGES) -> None:
+    def send_text(self, text: str, *, endpoint: str = MESSAGES) -> None:
         """Send a text frame as it is."""
         self._endpoint(endpoint)
         self._sockets[endpoint].send(text)
