@@ -62,6 +62,9 @@ MAX_CLIENT_RUNS = 1000
 MAX_RUNS_PER_CLIENT = 10
 #: What starts runs on a client's behalf; every other run is the triggers'.
 CLIENT_STARTED = frozenset({"reaction", "connect"})
+#: Seconds a run at speed 0 leaves between a frame on one endpoint and a frame on the
+#: other, so that a client reading both connections reads them in the scenario's order.
+ENDPOINT_SWITCH_GAP = 0.001
 #: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
 PLAN_CUES = 5000
 #: Cues planned on the event loop when a run starts (about 10 µs each); a longer plan
@@ -135,6 +138,8 @@ class Run:
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
     _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: The endpoint of the last frame the run sent (for the order at speed 0).
+    _endpoint: Endpoint | None = field(default=None, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
 
@@ -552,9 +557,16 @@ class Runner:
                 deadline = start + action.at
                 if deadline > clock.now():
                     await clock.sleep_until(deadline)
+                elif run.speed == 0 and _switches(run, action):
+                    # No pauses, but frames must reach a client in the scenario's order
+                    # across its two connections: give the one written last a moment to
+                    # be read before writing to the other (TCP orders each on its own).
+                    await clock.sleep_until(clock.now() + ENDPOINT_SWITCH_GAP)
                 else:
                     # Due already (speed 0, or ties): still let the clients' writers run.
                     await asyncio.sleep(0)
+                if isinstance(action, Send):
+                    run._endpoint = action.endpoint
                 # Lateness is when the frame went out, not when a slow send returned.
                 lateness = clock.now() - deadline
                 if action.step != run.step or action.scenario != run.step_scenario:
@@ -660,6 +672,11 @@ class Runner:
         self.feed.publish(
             f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
         )
+
+
+def _switches(run: Run, action: Send | Hangup) -> bool:
+    """Whether ``action`` puts a frame on another endpoint than the run's last frame."""
+    return isinstance(action, Send) and run._endpoint not in (None, action.endpoint)
 
 
 def _line(run: Run) -> str:

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import json
 import multiprocessing
 import os
 import socket
+import struct
+import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +24,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from replay.library import ScenarioLibrary
 from replay.server import Settings
+from replay.timeline import build_timeline
 from tests.conftest import LiveServer, start_live_server
 
 SLACK = 0.15  # seconds of lateness tolerated on a shared, noisy machine
@@ -261,3 +268,138 @@ async def test_odd_files_never_take_the_server_or_its_clients_down(tmp_path: Pat
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive(), "the server did not stop"
+
+
+# --- order across both endpoints at speed 0 -------------------------------------------------
+
+INTERLEAVED = """
+steps:
+  - repeat: 3
+    steps:
+      - message: CHAT_REQUESTED
+        text: "ask {{ iteration }}"
+      - stream: "one{{ iteration }} two{{ iteration }} three{{ iteration }}"
+        rate: 20
+      - message: EVENT
+        text: "event {{ iteration }}"
+      - tool: "tool {{ iteration }}"
+      - message: IS_WAITING
+        text: "waiting {{ iteration }}"
+"""
+
+
+#: Linux's SO_TIMESTAMPNS (and SCM_TIMESTAMPNS), which Python's socket module lacks.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+class StampedReader:
+    """A WebSocket client of one endpoint that writes down when each frame's bytes
+    reached this machine's kernel (SO_TIMESTAMPNS), so that arrival order across two
+    connections can be checked whatever order a program then reads them in.
+
+    One read may bring several frames and carries the time its last bytes arrived, so a
+    frame is known to have arrived after the previous read (``after``) and by the time
+    of its own (``by``): bounds, not a guess."""
+
+    def __init__(self, live: LiveServer, path: str) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.frames: list[tuple[int, int, str]] = []  # (after, by, text)
+        self.sock = socket.create_connection(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.protocol = ClientProtocol(parse_uri(live.ws_url + path))
+        self.protocol.send_request(self.protocol.connect())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        from websockets.frames import Opcode
+
+        previous = 0
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(16))
+            except OSError:
+                return
+            if not data:
+                return
+            stamp = next(
+                (
+                    seconds * 1_000_000_000 + nanoseconds
+                    for level, kind, raw in ancillary
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS
+                    for seconds, nanoseconds in [struct.unpack("qq", raw[:16])]
+                ),
+                0,
+            )
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if getattr(event, "opcode", None) == Opcode.TEXT:
+                    self.frames.append((previous, stamp, event.data.decode()))
+            previous = stamp
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+def inversions(
+    planned: list[str], readers: dict[str, list[tuple[int, int, str]]], endpoint: dict[str, str]
+) -> list[str]:
+    """Pairs of frames that provably arrived in the other order than planned: each
+    connection's frames must be in the planned order, and a frame planned before one on
+    the other connection must not have arrived only after that one had (``after`` of
+    the first later than ``by`` of the second)."""
+    found = []
+    for path, frames in readers.items():
+        if [text for _, _, text in frames] != [text for text in planned if endpoint[text] == path]:
+            found.append(f"{path}: not in the planned order")
+    position = {path: 0 for path in readers}
+    arrival = []
+    for text in planned:
+        path = endpoint[text]
+        arrival.append(readers[path][position[path]])
+        position[path] += 1
+    for (after, _, first), (_, by, second) in itertools.pairwise(arrival):
+        if endpoint[first] != endpoint[second] and after > by:
+            found.append(f"{second} arrived before {first}")
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="kernel receive timestamps (Linux)")
+def test_at_speed_0_frames_arrive_in_the_scenarios_order_across_both_endpoints(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "mixed.yaml").write_text(INTERLEAVED)
+    cues = [cue for cue in build_timeline("mixed", ScenarioLibrary(folder).catalog())]
+    planned = [cue.frame for cue in cues]
+    endpoint = {cue.frame: cue.endpoint.value for cue in cues}
+    assert len(set(planned)) == len(planned)  # each frame tells which it is
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    readers = {path: StampedReader(live, path + "?client_id=ui") for path in ("/ws", "/ws/stream")}
+    try:
+        deadline = time.monotonic() + 10
+        while sum(live.replay.delivery.client_counts().values()) < 2:
+            assert time.monotonic() < deadline, "the clients never connected"
+            time.sleep(0.01)
+        for run in range(100):
+            for reader in readers.values():
+                reader.frames.clear()
+            post(f"{live.url}/trigger/mixed?speed=0")
+            deadline = time.monotonic() + 10
+            while sum(len(reader.frames) for reader in readers.values()) < len(planned):
+                assert time.monotonic() < deadline, f"run {run}: frames missing"
+                time.sleep(0.005)
+            frames = {path: list(reader.frames) for path, reader in readers.items()}
+            assert inversions(planned, frames, endpoint) == [], f"run {run}"
+    finally:
+        for reader in readers.values():
+            reader.close()
+        server.should_exit = True
+        thread.join(timeout=10)
