@@ -2,7 +2,7 @@ import { test, expect, type APIRequestContext } from '@playwright/test';
 
 // Set by playwright.config.ts's webServer.wait, from the lines the servers print.
 const replay = `http://127.0.0.1:${process.env.REPLAY_PORT}`;
-const page_url = `http://127.0.0.1:${process.env.PAGE_PORT}`;
+const pageUrl = `http://127.0.0.1:${process.env.PAGE_PORT}`;
 
 /** The endpoints `client` is connected to, as replay's GET /clients lists them. */
 async function endpointsOf(request: APIRequestContext, client: string): Promise<string[]> {
@@ -21,7 +21,7 @@ test('the chat scenario asks, takes the answer and streams a reply that quotes i
 }) => {
   expect(process.env.REPLAY_PORT, 'replay printed its port').toBeTruthy();
   const client = `pw-${Date.now()}`;
-  await page.goto(`${page_url}/?replay=${encodeURIComponent(replay)}&client=${client}`);
+  await page.goto(`${pageUrl}/?replay=${encodeURIComponent(replay)}&client=${client}`);
   await expect(page.getByTestId('status')).toHaveText('connected');
   // Both sockets are registered with replay before anything is sent to this client.
   await expect.poll(() => endpointsOf(request, client)).toEqual(['/ws', '/ws/stream']);
