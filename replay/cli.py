@@ -316,9 +316,11 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
     ready_file: Path | None = args.ready_file
-    if ready_file is not None and not ready_file.parent.is_dir():
-        print(f"replay: --ready-file: no folder {ready_file.parent}", file=sys.stderr)
-        return 2
+    if ready_file is not None:
+        problem = _ready_file_problem(ready_file)
+        if problem:
+            print(f"replay: --ready-file: {problem}", file=sys.stderr)
+            return 2
     if not args.token and not args.insecure and not _loopback(args.host):
         print(
             f"replay: refusing to serve on {args.host} without a token: anyone who can reach "
@@ -363,9 +365,6 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         ws_per_message_deflate=args.ws_deflate,
         ws_max_size=args.max_frame_size,
     )
-    if ready_file is not None:
-        with contextlib.suppress(FileNotFoundError):
-            ready_file.unlink()  # one left by a server that was killed: not this one's
     server = ReadyServer(
         config, announce=lambda host, port: _announce(scenarios, host, port), ready_file=ready_file
     )
@@ -374,6 +373,20 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     finally:
         server.remove_ready_file()
     return 1 if server.failed else 0
+
+
+def _ready_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the ready file, if it cannot; an old one (left by a server
+    that was killed) is removed, so that nobody reads it for this server's."""
+    if not path.parent.is_dir():
+        return f"no folder {path.parent}"
+    if path.is_dir():
+        return f"{path} is a folder"
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        return f"cannot remove the old {path}: {error.strerror or error}"
+    return None
 
 
 def _announce(scenarios: Path, host: str, port: int) -> None:

@@ -852,14 +852,35 @@ def test_serve_on_port_0_prints_its_real_port_and_writes_a_ready_file(
             process.wait()
 
 
-def test_serve_refuses_a_ready_file_in_a_missing_folder(
-    scenarios_dir: Path, tmp_path: Path, served: list[Any], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [("absent/ready.json", "no folder {tmp}/absent"), (".", "{tmp} is a folder")],
+)
+def test_serve_refuses_a_ready_file_it_could_not_write(
+    scenarios_dir: Path,
+    tmp_path: Path,
+    served: list[Any],
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    problem: str,
 ) -> None:
-    ready = tmp_path / "absent" / "ready.json"
+    ready = tmp_path / where
     args = ["serve", "--scenarios", str(scenarios_dir), "--ready-file", str(ready)]
     assert main(args) == 2
-    assert f"--ready-file: no folder {ready.parent}" in capsys.readouterr().err
+    said = capsys.readouterr().err.strip()
+    assert said == "replay: --ready-file: " + problem.format(tmp=tmp_path)
     assert served == []
+
+
+def test_serve_removes_an_old_ready_file_before_it_starts(
+    scenarios_dir: Path, tmp_path: Path, served: list[Any]
+) -> None:
+    ready = tmp_path / "ready.json"
+    ready.write_text('{"url": "http://127.0.0.1:1", "port": 1, "pid": 1}')
+    assert main(["serve", "--scenarios", str(scenarios_dir), "--ready-file", str(ready)]) == 0
+    [server] = served  # its run() is replaced: it never got ready
+    assert server.ready_file == ready
+    assert not ready.exists()
 
 
 def test_the_bound_address_prefers_ipv4_and_brackets_ipv6() -> None:
