@@ -118,7 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the server (the main job)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8123)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (default 8123; 0: a free one)"
+    )
+    serve.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="once the server is ready, write PATH: JSON with its url, ws, port and pid (for "
+        "scripts and test runners that start it with --port 0); removed when it stops",
+    )
     _scenarios_option(serve)
     serve.add_argument(
         "--cors-origin",
@@ -300,10 +310,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(args: argparse.Namespace, scenarios: Path) -> int:
 
     from replay.errors import ScenarioFolderMissing
-    from replay.server import Server, Settings, create_app, uvicorn_config
+    from replay.ready import ReadyServer
+    from replay.server import Settings, create_app, uvicorn_config
 
     if not scenarios.is_dir():
         raise ScenarioFolderMissing(str(scenarios))
+    ready_file: Path | None = args.ready_file
+    if ready_file is not None:
+        problem = _ready_file_problem(ready_file)
+        if problem:
+            print(f"replay: --ready-file: {problem}", file=sys.stderr)
+            return 2
     if not args.token and not args.insecure and not _loopback(args.host):
         print(
             f"replay: refusing to serve on {args.host} without a token: anyone who can reach "
@@ -340,12 +357,6 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         settings.queue_size = args.queue_size
     _configure_logging(args.log_level)
     _budget_files(settings)
-    print(
-        f"replay {__version__}: playing scenarios from {scenarios}/ on http://{args.host}:{args.port}"
-        f" (dashboard: http://{args.host}:{args.port}/, WebSockets: ws://{args.host}:{args.port}/ws"
-        " and /ws/stream)",
-        file=sys.stderr,
-    )
     config = uvicorn_config(
         create_app(settings),
         args.host,
@@ -354,8 +365,46 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         ws_per_message_deflate=args.ws_deflate,
         ws_max_size=args.max_frame_size,
     )
-    Server(config).run()
-    return 0
+    server = ReadyServer(
+        config, announce=lambda host, port: _announce(scenarios, host, port), ready_file=ready_file
+    )
+    try:
+        server.run()
+    finally:
+        server.remove_ready_file()
+    return 1 if server.failed else 0
+
+
+def _ready_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the ready file, if it cannot; an old one (left by a server
+    that was killed) is removed, so that nobody reads it for this server's."""
+    if not path.parent.is_dir():
+        return f"no folder {path.parent}"
+    if path.is_dir():
+        return f"{path} is a folder"
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        return f"cannot remove the old {path}: {error.strerror or error}"
+    return None
+
+
+def _announce(scenarios: Path, host: str, port: int) -> None:
+    """Print where the server listens, once it does, to stdout at once: a parent process
+    can wait for this line (and read the port from it when it asked for port 0)."""
+    from replay.ready import url_host
+
+    where = f"{url_host(host)}:{port}"
+    try:
+        print(
+            f"replay {__version__}: playing scenarios from {scenarios}/ on http://{where}"
+            f" (dashboard: http://{where}/, WebSockets: ws://{where}/ws and /ws/stream)",
+            flush=True,
+        )
+    except BrokenPipeError:  # nobody reads stdout: serve all the same
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is closed
 
 
 def _loopback(host: str) -> bool:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from websockets.asyncio.client import connect
 
 import replay.server
 from replay.cli import Options, Progress, main, play
+from replay.ready import bound_address, ready_document
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 
@@ -767,3 +773,142 @@ def test_play_without_the_right_token_says_so(
         "?token=<token> to the URL); replay serve was started with --token or REPLAY_TOKEN"
     )
     assert guarded_server.replay.runner.runs() == []
+
+
+# --- serve's start-up: the real address, and the ready file ---------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds a served process may take to start, answer or stop (generous: 2 shared cores).
+STARTUP = 20.0
+
+
+def wait_until(done: Any, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Poll ``done()`` until it is true; fail at once if ``process`` exits, or after STARTUP."""
+    deadline = time.monotonic() + STARTUP
+    while not done():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"replay serve exited ({process.returncode}) before {what}:\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {STARTUP}s:\n" + log.read_text()[-3000:])
+        time.sleep(0.02)
+
+
+def test_serve_on_port_0_prints_its_real_port_and_writes_a_ready_file(
+    scenarios_dir: Path, tmp_path: Path
+) -> None:
+    ready, out, err = tmp_path / "ready.json", tmp_path / "stdout", tmp_path / "stderr"
+    ready.write_text('{"url": "http://127.0.0.1:1", "port": 1, "pid": 1}')  # a stale one
+    command = [sys.executable, "-m", "replay", "serve", "--port", "0", "--ready-file", str(ready)]
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*command, "--scenarios", str(scenarios_dir)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        wait_until(
+            lambda: ready.exists() and json.loads(ready.read_text())["pid"] == process.pid,
+            process,
+            "ready file",
+            err,
+        )
+        document = json.loads(ready.read_text())
+        port = document["port"]
+        assert isinstance(port, int)
+        assert port > 0
+        assert document == {
+            "url": f"http://127.0.0.1:{port}",
+            "ws": f"ws://127.0.0.1:{port}",
+            "port": port,
+            "pid": process.pid,
+        }
+        with urllib.request.urlopen(document["url"] + "/healthz", timeout=STARTUP) as answer:
+            assert json.loads(answer.read())["status"] == "ok"
+        # The line was on stdout before the file was written, flushed (stdout is a file);
+        # uvicorn's access log follows it there.
+        line = out.read_text().splitlines()[0]
+        assert f"on http://127.0.0.1:{port} (dashboard: http://127.0.0.1:{port}/," in line
+        assert f"WebSockets: ws://127.0.0.1:{port}/ws and /ws/stream)" in line
+        assert [name.name for name in tmp_path.iterdir() if name.name.startswith(".")] == []
+
+        process.send_signal(signal.SIGTERM)
+        process.wait(STARTUP)
+        assert not ready.exists()
+        # A graceful stop: uvicorn shuts down, then ends the process with the signal it
+        # caught, as Unix programs do (the shell sees 143).
+        assert process.returncode == -signal.SIGTERM
+        log = err.read_text()
+        assert "Finished server process" in log
+        assert "Traceback" not in log
+        assert "ERROR" not in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [("absent/ready.json", "no folder {tmp}/absent"), (".", "{tmp} is a folder")],
+)
+def test_serve_refuses_a_ready_file_it_could_not_write(
+    scenarios_dir: Path,
+    tmp_path: Path,
+    served: list[Any],
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    problem: str,
+) -> None:
+    ready = tmp_path / where
+    args = ["serve", "--scenarios", str(scenarios_dir), "--ready-file", str(ready)]
+    assert main(args) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == "replay: --ready-file: " + problem.format(tmp=tmp_path)
+    assert served == []
+
+
+def test_serve_removes_an_old_ready_file_before_it_starts(
+    scenarios_dir: Path, tmp_path: Path, served: list[Any]
+) -> None:
+    ready = tmp_path / "ready.json"
+    ready.write_text('{"url": "http://127.0.0.1:1", "port": 1, "pid": 1}')
+    assert main(["serve", "--scenarios", str(scenarios_dir), "--ready-file", str(ready)]) == 0
+    [server] = served  # its run() is replaced: it never got ready
+    assert server.ready_file == ready
+    assert not ready.exists()
+
+
+def test_the_bound_address_prefers_ipv4_and_brackets_ipv6() -> None:
+    with contextlib.ExitStack() as stack:
+        sockets = []
+        for family, host in [(socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")]:
+            sock = stack.enter_context(socket.socket(family))
+            try:
+                sock.bind((host, 0))
+            except OSError:
+                pytest.skip(f"no {host} here")
+            sockets.append(sock)
+        ipv6, ipv4 = sockets
+        assert bound_address(sockets) == ("127.0.0.1", ipv4.getsockname()[1])
+        host, port = bound_address([ipv6]) or ("", 0)
+        assert (host, port) == ("::1", ipv6.getsockname()[1])
+        assert ready_document(host, port)["url"] == f"http://[::1]:{port}"
+        assert bound_address([]) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:80"),
+        ("::", "http://[::1]:80"),
+        ("10.1.2.3", "http://10.1.2.3:80"),
+    ],
+)
+def test_the_ready_file_names_loopback_for_a_wildcard_address(host: str, url: str) -> None:
+    assert ready_document(host, 80)["url"] == url
+    assert ready_document(host, 80)["ws"] == url.replace("http", "ws")
