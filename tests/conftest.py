@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,16 @@ def start_live_server(
     port = server.servers[0].sockets[0].getsockname()[1]
     live = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.replay)
     return live, server, thread
+
+
+def wait_until_watched(live: LiveServer) -> None:
+    """Wait (10 s at most) until the server's watcher has taken its first look at the
+    scenarios folder: it publishes what changes after that look, and the look is taken in
+    the server's own time, after it has started."""
+    deadline = time.monotonic() + 10.0
+    while live.replay._seen is None:
+        assert time.monotonic() < deadline, "the scenarios folder is not being watched"
+        threading.Event().wait(0.01)
 
 
 class HoldingClock(MonotonicClock):
