@@ -122,7 +122,7 @@ async def test_reader_counts_and_ignores_whatever_the_client_sends() -> None:
         {"type": "websocket.disconnect", "code": 1000},
     ):
         ws.incoming.put_nowait(message)
-    await asyncio.wait_for(client.receive_until_closed(), 1)
+    await asyncio.wait_for(client.receive_until_closed(), 5)
     assert client.received == 3
 
 

@@ -124,7 +124,7 @@ async def test_serve_handles_a_connection_from_accept_to_close() -> None:
     assert len(manager) == 1
     ws.incoming.put_nowait({"type": "websocket.receive", "text": "garbage"})
     ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1001})
-    await asyncio.wait_for(task, 1)
+    await asyncio.wait_for(task, 5)
     assert len(manager) == 0
 
 
