@@ -391,12 +391,16 @@ class Client:
     async def _close(self, code: int, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.DISCONNECTED:
             return
+        # Taken now: once the close is sent, the connection's handler ends, and with it
+        # the scope's hold on the transport (see TransportMiddleware).
+        transport = self.websocket.scope.get(TRANSPORT_KEY)
         with contextlib.suppress(Exception):  # the peer may be gone already
             await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_GRACE)
             # The close frame may sit behind a backlog the peer is not reading: give it
             # the grace period to read up and answer, then cut the connection regardless.
             await asyncio.sleep(CLOSE_GRACE)
-        _abort(self.websocket)
+        if transport is not None:
+            transport.abort()
 
 
 class ByteBudget:

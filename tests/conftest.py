@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from replay.clock import Clock, MonotonicClock
 from replay.server import Replay, Server, Settings, create_app, uvicorn_config
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
@@ -49,11 +52,11 @@ class LiveServer:
 
 
 def start_live_server(
-    settings: Settings, port: int = 0, **options: Any
+    settings: Settings, port: int = 0, clock: Clock | None = None, **options: Any
 ) -> tuple[LiveServer, uvicorn.Server, threading.Thread]:
     """uvicorn on 127.0.0.1 (port 0: a free one), in a thread with its own event loop;
-    ``options`` go to uvicorn's config."""
-    app = create_app(settings)
+    ``clock`` replaces the runner's real one, ``options`` go to uvicorn's config."""
+    app = create_app(settings, clock)
     config = uvicorn_config(app, "127.0.0.1", port, log_level="warning", lifespan="on", **options)
     server = Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
@@ -67,6 +70,62 @@ def start_live_server(
     port = server.servers[0].sockets[0].getsockname()[1]
     live = LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.replay)
     return live, server, thread
+
+
+def wait_until_watched(live: LiveServer) -> None:
+    """Wait (10 s at most) until the server's watcher has taken its first look at the
+    scenarios folder: it publishes what changes after that look, and the look is taken in
+    the server's own time, after it has started."""
+    deadline = time.monotonic() + 10.0
+    while live.replay._seen is None:
+        assert time.monotonic() < deadline, "the scenarios folder is not being watched"
+        threading.Event().wait(0.01)
+
+
+class HoldingClock(MonotonicClock):
+    """Real time that can be held: while it is, a run's pause does not end (until
+    :meth:`release`, called from any thread). For tests in which something must happen
+    during a scenario's pause, such as a client reconnecting after a drop, however long
+    the machine takes to do it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held = False
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            self._held, waiting, self._waiting = False, self._waiting, []
+        for loop, released in waiting:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(released.set)
+
+    async def sleep_until(self, deadline: float) -> None:
+        await super().sleep_until(deadline)
+        with self._lock:
+            if not self._held:
+                return
+            released = asyncio.Event()
+            self._waiting.append((asyncio.get_running_loop(), released))
+        await released.wait()
+
+
+def hold_at_drops(live: LiveServer, clock: HoldingClock) -> None:
+    """Hold ``clock`` when a run drops clients (a ``drop`` step), before its next pause
+    begins: the run waits there until the test releases the clock."""
+    delivery = live.replay.runner.delivery
+    hangup = delivery.hangup
+
+    def holding(endpoint: Any, to: Any, code: int, reason: str, abort: bool) -> int:
+        if abort:
+            clock.hold()
+        return hangup(endpoint, to, code, reason, abort)
+
+    delivery.hangup = holding  # type: ignore[method-assign]
 
 
 @pytest.fixture

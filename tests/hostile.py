@@ -25,8 +25,13 @@ TICK = 0.1
 TICK_SCENARIO = f"delay: {int(TICK * 1000)}ms\nsteps:\n" + "".join(
     f"  - message: EVENT\n    text: tick {index}\n" for index in range(TICKS)
 )
-#: How late a healthy client's frame may be (trigger over HTTP included) on a busy machine.
-LATE = 0.5
+#: How late a healthy client's frame may be (trigger over HTTP included). Generous: the
+#: tests share two cores with the server, the hostile clients and whatever else the machine
+#: runs (frames came up to 0.55 s late with two CPU-bound processes beside the suite), and
+#: they check that no hostile client holds the server up, which is a matter of seconds
+#: (before issue 10, reloading scenarios made frames 30 s late). The 50 ms bound replay
+#: keeps is measured by bench/lateness.py, on a quiet machine.
+LATE = 2.0
 #: Seconds to wait for anything that should happen at once.
 PATIENCE = 10.0
 

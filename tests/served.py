@@ -16,6 +16,10 @@ from typing import Any
 from tests.hostile import PATIENCE
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds a new ``replay serve`` process may take to start listening: a Python process
+#: importing FastAPI and pydantic takes about 1 s on a quiet machine, 2.5 s with two
+#: CPU-bound processes beside the suite, and more on a machine busier still.
+STARTUP = 60.0
 
 
 class Served:
@@ -41,16 +45,17 @@ class Served:
                 stderr=subprocess.STDOUT,
                 preexec_fn=limited,
             )
-        found = self.wait_for(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+        found = self.wait_for(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", STARTUP)
         self.port = int(found.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        """Wait until the log has a line matching ``pattern``; the match."""
-        deadline = time.monotonic() + PATIENCE
+    def wait_for(self, pattern: str, patience: float = PATIENCE) -> re.Match[str]:
+        """Wait (``patience`` seconds at most) until the log has a line matching
+        ``pattern``; the match."""
+        deadline = time.monotonic() + patience
         while not (found := re.search(pattern, self.text())):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()

@@ -11,6 +11,7 @@ import pytest
 
 from replay import client as client_module
 from replay.client import CLOSE_TOO_SLOW, ByteBudget, Client
+from replay.direct import TRANSPORT_KEY
 from replay.protocol import Endpoint
 from tests.fakes import FakeWebSocket
 
@@ -50,10 +51,43 @@ async def test_a_full_queue_drops_the_client_with_a_close_code(
     assert results == [True, True, True, True, False, False]
     assert client.dropped == "client too slow: send queue full"
     assert gone == [client]
-    await asyncio.sleep(0.05)
-    # the stalled peer cannot take a close frame, so its connection is cut instead
+    # the stalled peer cannot take a close frame, so its connection is cut instead, after
+    # the grace period (abort() says so)
+    assert await asyncio.wait_for(ws.incoming.get(), 5) == {
+        "type": "websocket.disconnect",
+        "code": 1006,
+    }
     assert ws.aborted
     assert not client.offer("after")
+
+
+async def test_a_dropped_client_that_takes_the_close_but_never_answers_is_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "CLOSE_GRACE", 0.01)
+    ws = FakeWebSocket()
+    sent_close = ws.close
+
+    async def close(code: int = 1000, reason: str | None = None) -> None:
+        await sent_close(code, reason)
+        # As under uvicorn: the close queues a disconnect for the connection's handler,
+        # which ends, and TransportMiddleware takes the transport out of the scope.
+        ws.scope.pop(TRANSPORT_KEY)
+
+    ws.close = close  # type: ignore[method-assign]
+    client = Client(ws, Endpoint.MESSAGES)  # type: ignore[arg-type]
+    client.start()
+    client.drop(4000, "enough")
+    assert await asyncio.wait_for(ws.incoming.get(), 5) == {
+        "type": "websocket.disconnect",
+        "code": 4000,
+    }
+    # The peer never answers the close: it is cut after the grace period all the same.
+    assert await asyncio.wait_for(ws.incoming.get(), 5) == {
+        "type": "websocket.disconnect",
+        "code": 1006,
+    }
+    assert ws.aborted
 
 
 async def test_a_dropped_reader_gets_the_close_code() -> None:
@@ -88,7 +122,7 @@ async def test_reader_counts_and_ignores_whatever_the_client_sends() -> None:
         {"type": "websocket.disconnect", "code": 1000},
     ):
         ws.incoming.put_nowait(message)
-    await asyncio.wait_for(client.receive_until_closed(), 1)
+    await asyncio.wait_for(client.receive_until_closed(), 5)
     assert client.received == 3
 
 

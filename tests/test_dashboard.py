@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.sync.client import connect
 
 from replay.server import Settings
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer, start_live_server, wait_until_watched
 
 CHROMIUM = os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags keep Chromium off the network (this machine's is closed) and quiet as root.
@@ -60,6 +60,7 @@ def served(scenarios_dir: Path) -> Iterator[LiveServer]:
     (scenarios_dir / "long.yaml").write_text(LONG)
     live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
     try:
+        wait_until_watched(live)  # files the tests add later are changes the page is told of
         yield live
     finally:
         server.should_exit = True

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from replay.client import Client
+from replay.client import TOO_SLOW, Client
 from replay.direct import (
     INVALID_UTF8,
     PROTOCOL_KEY,
@@ -26,9 +26,11 @@ from replay.direct import (
     quiet_invalid_utf8,
 )
 from replay.protocol import Endpoint, chunk_frame
+from replay.runner import RunState
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.fakes import FakeWebSocket
+from tests.hostile import PATIENCE
 
 
 def parse(data: bytes) -> Frame:
@@ -65,22 +67,29 @@ def test_a_connection_without_uvicorns_protocol_has_no_line() -> None:
     assert client.line is None
 
 
+#: The send bound of the ``live`` server: QUEUE_SIZE frames of the size being sent.
+QUEUE_SIZE = 16
+#: Frames of one burst: fewer than the bound, so that a client that reads nothing at all
+#: while a burst is sent (its process not scheduled, say) is never too far behind.
+BURST = QUEUE_SIZE - 1
+#: A burst's frames: 20 KB each, so the bound on a direct line is about 320 KB.
+BURST_FRAME = "frame {{ iteration }} " + "x" * 20000
+
+
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[LiveServer]:
-    # A small send bound (16 frames, so 16 KiB on a direct line) for the stalled client.
+    # A small send bound (16 frames of about 20 KB on a direct line) for the stalled client.
     folder = tmp_path / "scenarios"
     folder.mkdir()
     (folder / "burst.yaml").write_text(
-        "steps:\n  - repeat: 300\n    steps:\n      - chunk: 'frame {{ iteration }} "
-        + "x" * 20000
-        + "'\n"
+        f"steps:\n  - repeat: {BURST}\n    steps:\n      - chunk: '{BURST_FRAME}'\n"
     )
     # Small frames for checking delivery: 300 of them fit in the kernel's socket buffers,
     # so even the small bound above is never reached by a client that reads.
     (folder / "small.yaml").write_text(
         "steps:\n  - repeat: 300\n    steps:\n      - chunk: 'frame {{ iteration }} x'\n"
     )
-    settings = Settings(scenarios=folder, isolated=True, queue_size=16)
+    settings = Settings(scenarios=folder, isolated=True, queue_size=QUEUE_SIZE)
     served, server, thread = start_live_server(settings)
     try:
         yield served
@@ -90,7 +99,8 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 async def wait_for(check) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 5.0
+    """Wait until ``check()`` holds: the server runs in another thread, at its own pace."""
+    deadline = time.monotonic() + PATIENCE
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -107,8 +117,13 @@ async def test_under_uvicorn_clients_get_a_direct_line_and_every_frame(live: Liv
         run = await asyncio.to_thread(
             live.replay.runner.get, (await trigger(live, "small"))["run_id"]
         )
-        got = [json.loads(await asyncio.wait_for(ws.recv(), 5))["content"] for _ in range(300)]
+        got = [
+            json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))["content"] for _ in range(300)
+        ]
+        # The server counts a frame after writing it: wait for the run's end to count.
+        await wait_for(lambda: run.state is not RunState.RUNNING)
     assert [text.split()[1] for text in got] == [str(n) for n in range(300)]
+    assert run.state is RunState.FINISHED
     assert run.sent == 300
     assert client.sent == 300
 
@@ -128,7 +143,9 @@ async def test_with_compression_frames_go_through_the_connections_own_protocol(
             assert client.line is not None
             assert client.line.conn.extensions  # deflate is on
             await trigger(served, "hello")
-            assert await asyncio.wait_for(ws.recv(), 5) == chunk_frame("hello hello hello hello")
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == chunk_frame(
+                "hello hello hello hello"
+            )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -141,23 +158,36 @@ async def test_a_client_that_never_reads_is_dropped_and_the_others_get_everythin
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
     stalled.connect(("127.0.0.1", int(live.url.rsplit(":", 1)[1])))
     stalled.sendall(
-        b"GET /ws/stream HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\n"
+        b"GET /ws/stream?client_id=stalled HTTP/1.1\r\nHost: localhost\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     try:
-        async with connect(live.ws_url + "/ws/stream") as healthy:
+        async with connect(live.ws_url + "/ws/stream?client_id=healthy") as healthy:
             await wait_for(lambda: len(live.replay.stream) == 2)
-            slow = next(c for c in live.replay.stream.clients.values() if c.sent == 0)
-            # 300 frames of 20 KB each, four times: more than the kernel buffers of a socket hold.
-            for _ in range(4):
+            [slow] = [c for c in live.replay.stream.clients.values() if c.id == "stalled"]
+
+            async def burst() -> None:
+                """Send a burst at speed 0; the healthy client gets all of it, in order."""
                 await trigger(live, "burst", speed="0")
-                for _ in range(300):
-                    await asyncio.wait_for(healthy.recv(), 5)
-            await wait_for(lambda: slow.dropped is not None)
-            assert slow.dropped == "client too slow: send queue full"
+                for index in range(BURST):
+                    frame = json.loads(await asyncio.wait_for(healthy.recv(), PATIENCE))
+                    assert frame["content"].split()[:2] == ["frame", str(index)]
+
+            # The healthy client reads each burst in full before the next is sent: however
+            # seldom it is scheduled, it is never more than a burst (less than the bound)
+            # behind, while the stalled one falls further behind with every burst, past
+            # what the kernel's socket buffers hold (a few MB at most), then past the bound.
+            bursts = 0
+            while slow.dropped is None:
+                assert bursts < 200, "200 bursts (60 MB) and the stalled client is still here"
+                await burst()
+                bursts += 1
+            await burst()  # the others still get everything after the drop
+            assert slow.dropped == TOO_SLOW
+            await wait_for(lambda: live.replay.stream.drops == 1)
             assert len(live.replay.stream) == 1
-            assert live.replay.stream.drops == 1
+            assert [c.id for c in live.replay.stream.clients.values()] == ["healthy"]
     finally:
         stalled.close()
 

@@ -1,6 +1,10 @@
 """End to end: real uvicorn on port 0, real `websockets` clients, real time.
 
-Tolerances are generous: these check frames, order and offsets, not speed.
+Tolerances are generous: these check frames, order and offsets, not speed. A frame is
+never early (that holds however busy the machine is), and never late by more than SLACK:
+enough for a loaded machine, still far less than a scenario's length, so that a run
+ignoring its pauses or playing at the wrong speed fails. The exact offsets are checked on
+a virtual clock (tests/test_runner.py); lateness is measured by bench/lateness.py.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import base64
 import contextlib
 import itertools
 import json
-import multiprocessing
 import os
 import socket
 import struct
@@ -24,12 +27,16 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from replay.client import TOO_SLOW
 from replay.library import ScenarioLibrary
 from replay.server import Settings
 from replay.timeline import build_timeline
 from tests.conftest import LiveServer, start_live_server
+from tests.hostile import PATIENCE, connected
 
-SLACK = 0.15  # seconds of lateness tolerated on a shared, noisy machine
+#: Seconds a frame may be late on a shared, busy machine: with two CPU-bound processes
+#: beside the suite on two cores, single frames came up to 0.46 s late.
+SLACK = 1.0
 
 SEED_MESSAGES = [
     (0.0, "CHAT_REQUESTED", "Test chat request"),
@@ -73,18 +80,8 @@ async def play(
     await connected(live, already + len(expect))
     started = time.monotonic()
     answer = await asyncio.to_thread(post, f"{live.url}/trigger/{name}")
-    await asyncio.wait_for(asyncio.gather(*listeners), 5)
+    await asyncio.wait_for(asyncio.gather(*listeners), PATIENCE)
     return {"answer": answer, "started": started, **received}
-
-
-async def connected(live: LiveServer, count: int) -> None:
-    """Wait (5 s at most) until the server counts ``count`` clients in all."""
-    # The server runs in another thread with its own loop: poll its count, boundedly.
-    for _ in range(500):
-        if sum(live.replay.delivery.client_counts().values()) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the server never counted {count} clients")
 
 
 def offsets(frames: list[tuple[float, str]], started: float) -> list[float]:
@@ -97,6 +94,11 @@ def assert_on_time(actual: list[float], planned: list[float], shift: float = 0.0
         assert got <= want + shift + SLACK, f"frame late: {got:.3f}s, planned {want + shift}s"
 
 
+def assert_lasted(duration: float, planned: float) -> None:
+    """A run's duration: never shorter than planned, at most SLACK longer."""
+    assert planned - 0.01 <= duration <= planned + SLACK, (duration, planned)
+
+
 async def test_messages_frames_order_and_offsets(live_server: LiveServer) -> None:
     result = await play(live_server, "messages", {"/ws": 4})
     frames = [json.loads(text) for _, text in result["/ws"]]
@@ -106,14 +108,14 @@ async def test_messages_frames_order_and_offsets(live_server: LiveServer) -> Non
     assert answer["status"] == "success"
     assert answer["sent"] == 4
     assert answer["clients"] == 1
-    assert answer["duration_s"] == pytest.approx(2.0, abs=SLACK)
+    assert_lasted(answer["duration_s"], 2.0)
 
 
 async def test_stream_frames_order_and_offsets(live_server: LiveServer) -> None:
     result = await play(live_server, "stream", {"/ws/stream": 4})
     assert [json.loads(text) for _, text in result["/ws/stream"]] == [f for _, f in SEED_STREAM]
     assert_on_time(offsets(result["/ws/stream"], result["started"]), [o for o, _ in SEED_STREAM])
-    assert result["answer"]["duration_s"] == pytest.approx(0.6, abs=SLACK)
+    assert_lasted(result["answer"]["duration_s"], 0.6)
 
 
 async def test_all_plays_messages_then_stream(live_server: LiveServer) -> None:
@@ -124,7 +126,7 @@ async def test_all_plays_messages_then_stream(live_server: LiveServer) -> None:
     assert_on_time(offsets(result["/ws"], started), [o for o, _, _ in SEED_MESSAGES])
     assert_on_time(offsets(result["/ws/stream"], started), [o for o, _ in SEED_STREAM], shift=2.0)
     assert result["answer"]["clients"] == 2
-    assert result["answer"]["duration_s"] == pytest.approx(2.6, abs=SLACK)
+    assert_lasted(result["answer"]["duration_s"], 2.6)
 
 
 def big_scenarios(folder: Path, frames: int, size: int) -> None:
@@ -134,7 +136,8 @@ def big_scenarios(folder: Path, frames: int, size: int) -> None:
 
 
 def stalled_client(ws_url: str) -> socket.socket:
-    """A raw WebSocket client that completes the handshake, then never reads again.
+    """A raw WebSocket client (id ``stalled``) that completes the handshake, then never
+    reads again.
 
     Its receive buffer is tiny, so the server's socket buffers fill up quickly.
     """
@@ -144,10 +147,11 @@ def stalled_client(ws_url: str) -> socket.socket:
     sock.connect((host, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"GET /ws?client_id=stalled HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n".encode()
     )
+    sock.settimeout(PATIENCE)
     response = b""
     while b"\r\n\r\n" not in response:
         response += sock.recv(1)
@@ -168,49 +172,55 @@ def read_until_closed(sock: socket.socket, limit: float) -> bool:
     return True
 
 
+#: The send bound of the server below: QUEUE_SIZE frames of the size being sent.
+QUEUE_SIZE = 16
+
+
 async def test_a_client_that_stops_reading_is_dropped_and_the_others_get_everything(
     scenarios_dir: Path,
 ) -> None:
-    frames, size = 400, 64 * 1024  # 25 MiB in all: far more than the socket buffers hold
-    big_scenarios(scenarios_dir, frames, size)
+    # Bursts of fewer frames than the bound, at speed 0: a client that reads nothing at all
+    # while a burst is sent (its process not scheduled, say) is never too far behind.
+    burst, size = QUEUE_SIZE - 1, 64 * 1024
+    big_scenarios(scenarios_dir, burst, size)
     live, server, thread = start_live_server(
-        Settings(scenarios=scenarios_dir, isolated=True, queue_size=16)
+        Settings(scenarios=scenarios_dir, isolated=True, queue_size=QUEUE_SIZE)
     )
     stalled = await asyncio.to_thread(stalled_client, live.ws_url)
-    # The healthy client reads in a process of its own, as a real one does: in this one
-    # it would share the GIL with the server's thread and read only in bursts.
-    spawn = multiprocessing.get_context("spawn")
-    results = spawn.Queue()
-    reader = spawn.Process(target=read_frames, args=(live.ws_url + "/ws", frames, results))
-    reader.start()
     try:
-        await connected(live, 2)
-        answer = await asyncio.to_thread(post, f"{live.url}/trigger/flood?speed=0")
-        assert answer["status"] == "success"
-        count, smallest = await asyncio.to_thread(results.get, True, 30)
-        assert count == frames
-        assert smallest > size
-        # Exactly one client was dropped for not reading: the stalled one.
-        assert live.replay.messages.drops == 1
+        async with connect(
+            live.ws_url + "/ws?client_id=healthy", max_size=None, compression=None
+        ) as healthy:
+            await connected(live, 2)
+            [slow] = [c for c in live.replay.messages.clients.values() if c.id == "stalled"]
+
+            async def flood() -> None:
+                """Play a burst; the healthy client gets every frame of it."""
+                answer = await asyncio.to_thread(post, f"{live.url}/trigger/flood?speed=0")
+                assert (answer["status"], answer["sent"]) == ("success", burst)
+                for _ in range(burst):
+                    frame = await asyncio.wait_for(healthy.recv(), PATIENCE)
+                    assert len(frame) > size
+
+            # The healthy client reads each burst in full before the next is played, so it
+            # is never more than a burst behind; the stalled one falls further behind with
+            # every burst, past what the kernel's socket buffers hold, then past the bound.
+            bursts = 0
+            while slow.dropped is None:
+                assert bursts < 100, "100 bursts (96 MiB) and the stalled client is still here"
+                await flood()
+                bursts += 1
+            await flood()  # and the others still get everything after the drop
+            # Exactly one client was dropped for not reading: the stalled one.
+            assert slow.dropped == TOO_SLOW
+            assert live.replay.messages.drops == 1
+            assert [c.id for c in live.replay.messages.clients.values()] == ["healthy"]
         # and its connection was cut, so it cannot hold memory on the server any longer
-        assert await asyncio.to_thread(read_until_closed, stalled, 10)
+        assert await asyncio.to_thread(read_until_closed, stalled, PATIENCE)
     finally:
-        reader.join(timeout=10)
         stalled.close()
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def read_frames(url: str, count: int, results: Any) -> None:
-    """In a process of its own: read ``count`` frames from ``url``; report how many and
-    the smallest size."""
-    from websockets.sync.client import connect as connect_sync
-
-    sizes = []
-    with connect_sync(url, max_size=None, compression=None) as ws:
-        for _ in range(count):
-            sizes.append(len(ws.recv(timeout=20)))
-    results.put((len(sizes), min(sizes)))
 
 
 async def test_garbage_from_one_client_does_not_disturb_another(live_server: LiveServer) -> None:

@@ -22,8 +22,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from replay.clock import Clock
 from replay.server import Settings
-from tests.conftest import SHIPPED, LiveServer, start_live_server
+from tests.conftest import SHIPPED, HoldingClock, LiveServer, hold_at_drops, start_live_server
 
 TIMEOUT = 5.0  # seconds any single expected thing may take; generous on purpose
 
@@ -42,16 +43,17 @@ Serve = Callable[..., LiveServer]
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start a live server on a fresh scenarios folder holding ``files`` (name -> YAML)
-    plus ``mark.yaml``; ``options`` go to Settings. Stopped after the test."""
+    plus ``mark.yaml``, with ``clock`` if given; ``options`` go to Settings. Stopped after
+    the test."""
     stops: list[Any] = []
 
-    def start(files: dict[str, str], **options: Any) -> LiveServer:
+    def start(files: dict[str, str], clock: Clock | None = None, **options: Any) -> LiveServer:
         folder = tmp_path / "scenarios"
         folder.mkdir()
         for name, text in {"mark.yaml": MARK_FILE, **files}.items():
             (folder / name).write_text(textwrap.dedent(text))
         live, server, thread = start_live_server(
-            Settings(scenarios=folder, isolated=True, **options)
+            Settings(scenarios=folder, isolated=True, **options), clock=clock
         )
         stops.append((server, thread))
         return live
@@ -569,7 +571,11 @@ async def test_disconnect_closes_with_the_code_and_reason_after_earlier_frames(
 async def test_drop_cuts_the_connection_and_a_reconnecting_client_gets_what_follows(
     serve: Serve,
 ) -> None:
-    live = serve({"crash.yaml": CRASH})
+    # The run is down for 1 s after the drop; the clock holds it there until the client is
+    # back, which may take longer on a busy machine.
+    clock = HoldingClock()
+    live = serve({"crash.yaml": CRASH}, clock=clock)
+    hold_at_drops(live, clock)
     async with (
         connect(f"{live.ws_url}/ws?client_id=ui") as ws,
         connect(f"{live.ws_url}/ws/stream?client_id=ui") as stream,
@@ -582,6 +588,8 @@ async def test_drop_cuts_the_connection_and_a_reconnecting_client_gets_what_foll
             assert cut.rcvd is None  # no close frame: the TCP connection was cut (1006)
 
     async with connect(f"{live.ws_url}/ws?client_id=ui") as again:
+        await registered(live, ("/ws", "ui"))
+        clock.release()
         assert await recv_json(again) == {
             "message_type": "ERROR",
             "message": "back after the crash",

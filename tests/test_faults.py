@@ -175,9 +175,11 @@ async def test_stopping_the_server_mid_run_closes_clients_with_1001_and_cancels_
                 assert (closed.rcvd.code, closed.rcvd.reason) == (1001, "server shutting down")
             status, answer = await asyncio.wait_for(waiting, PATIENCE)
             assert (status, answer["status"], answer["state"]) == (200, "cancelled", "cancelled")
-        await asyncio.to_thread(thread.join, 5)
+        # It stops (the run was cancelled, not waited for: see below), with room for a busy
+        # machine.
+        await asyncio.to_thread(thread.join, PATIENCE)
         assert not thread.is_alive()
-        assert time.monotonic() - stopping < 5
+        assert time.monotonic() - stopping < PATIENCE
         assert run.state is RunState.CANCELLED
         assert live.replay.runner.runs()[0].summary()["state"] == "cancelled"
         assert live.replay.runner.ended[RunState.CANCELLED] == 1
@@ -205,9 +207,11 @@ async def test_stopping_the_server_with_a_forever_run_and_a_follower_ends_prompt
             server.should_exit = True
             await until_closed(ws)
             lines = await asyncio.wait_for(following, PATIENCE)
-        await asyncio.to_thread(thread.join, 5)
+        # It stops (the run was cancelled, not waited for: see below), with room for a busy
+        # machine.
+        await asyncio.to_thread(thread.join, PATIENCE)
         assert not thread.is_alive()
-        assert time.monotonic() - stopping < 5
+        assert time.monotonic() - stopping < PATIENCE
         # The follower saw the run end, cancelled.
         assert lines[0]["event"] == "start"
         assert lines[-1]["event"] == "end"

@@ -409,13 +409,14 @@ async def test_binary_frames_and_garbage_are_ignored_without_closing(folder: Pat
             assert [frame for frame in got if "tick" in frame] == [tick_frame(i) for i in range(5)]
             assert '{"message_type":"PAUSE_STATUS","message":"System paused"}' in got
             await rude_stream.send("still here")
-            # The server reads it in its own thread: wait for it, with a deadline.
+            # The server reads them in its own thread, each connection at its own pace:
+            # wait for both counts, with a deadline.
+            wanted = {("rude", "/ws"): len(garbage), ("rude", "/ws/stream"): len(garbage) + 1}
             deadline = time.monotonic() + PATIENCE
-            while (counts := received_counts(live))[("rude", "/ws/stream")] < len(garbage) + 1:
-                assert time.monotonic() < deadline, f"the server never read it: {counts}"
+            while any((counts := received_counts(live))[key] < n for key, n in wanted.items()):
+                assert time.monotonic() < deadline, f"the server never read them all: {counts}"
                 await asyncio.sleep(0.01)
-            assert counts[("rude", "/ws")] == len(garbage)
-            assert counts[("rude", "/ws/stream")] == len(garbage) + 1
+            assert {key: counts[key] for key in wanted} == wanted
 
 
 def received_counts(live: LiveServer) -> dict[tuple[str, str], int]:
@@ -647,14 +648,17 @@ async def test_a_client_that_never_finishes_its_handshake_is_closed(
             ]
             try:
                 waited = await asyncio.gather(
-                    *(closed_after(reader, since, timeout + 3) for reader, _ in silent + partial)
+                    *(closed_after(reader, since, PATIENCE) for reader, _ in silent + partial)
                 )
             finally:
                 for _, writer in silent + partial:
                     writer.close()
-            # Closed by the server once the timeout passed (it looks twice a timeout).
+            # Closed by the server once the timeout passed (it looks twice a timeout): never
+            # before, and well before the default timeout (10 s) would have closed them,
+            # with room for a busy machine (up to 1.03 s seen with two CPU-bound processes
+            # beside the suite).
             assert min(waited) >= timeout * 0.9, waited
-            assert max(waited) <= timeout * 1.5 + 1, waited
+            assert max(waited) <= timeout * 2 + 2, waited
             # An idle WebSocket client is not a handshake that never ends: it is still here.
             assert healthy.close_code is None
             await ticks_arrive_on_time(live, healthy)
@@ -669,20 +673,21 @@ async def test_hostile_clients_all_at_once_delay_no_one(folder: Path) -> None:
         max_clients=6,
         ws_origins=["http://good.example"],
     )
-    with serving(settings, ws_max_size=4096) as (live, server):
+    # The flooder never reads the reaction's answers: they pile up on its side, unbounded.
+    with (
+        serving(settings, ws_max_size=4096) as (live, server),
+        connect_sync(live.ws_url + "/ws?client_id=flood", max_queue=None) as flooder,
+    ):
         server.handshake_timeout = 0.5
-        async with (
-            connect(live.ws_url + "/ws?client_id=healthy") as healthy,
-            connect(live.ws_url + "/ws?client_id=flood", max_queue=None) as flood,
-        ):
+        async with connect(live.ws_url + "/ws?client_id=healthy") as healthy:
             await connected(live, 2)
             silent = [await silent_connection(live) for _ in range(5)]
 
             async def flooding() -> None:
-                for index in range(3000):
-                    await flood.send('{"message_type": "PAUSE_REQUEST", "message": "x"}')
-                    if index % 100 == 0:
-                        await asyncio.sleep(0)  # as another program would: not our loop
+                # From a thread: a flooding client is another program, not a task that
+                # holds up the loop the healthy client is read on.
+                request = '{"message_type": "PAUSE_REQUEST", "message": "x"}'
+                await asyncio.to_thread(flood, flooder, request, 3000)
 
             async def oversized() -> None:
                 async with connect(live.ws_url + "/ws", max_size=None) as rude:

@@ -28,7 +28,7 @@ import replay.planning
 import replay.server
 from replay.loader import MAX_FILE_BYTES
 from replay.server import Settings, create_app
-from tests.conftest import LiveServer, LocalClient, start_live_server
+from tests.conftest import LiveServer, LocalClient, start_live_server, wait_until_watched
 
 MESSAGES = [
     '{"message_type":"CHAT_REQUESTED","message":"Test chat request"}',
@@ -924,22 +924,31 @@ def test_the_server_stops_with_an_events_client_connected(scenarios_dir: Path) -
         thread.join(timeout=PATIENCE)
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write a file the watcher may look at any moment: whole or not at all (written
+    beside it, then renamed), so that it never sees it half-written (empty, say)."""
+    part = path.with_name(path.name + ".part")  # not a .yaml file: not a scenario
+    part.write_text(text)
+    part.replace(path)
+
+
 def test_scenario_files_are_watched(live_server: LiveServer, scenarios_dir: Path) -> None:
     path = scenarios_dir / "probe.yaml"
     file = str(path)
+    wait_until_watched(live_server)
     with event_stream(live_server, "?kinds=scenario.") as stream:
-        path.write_text("steps:\n  - message: EVENT\n    text: hello\n")
+        write_whole(path, "steps:\n  - message: EVENT\n    text: hello\n")
         added = stream.until(is_event("scenario.added", scenario="probe"))[-1]
         assert added["file"] == file
 
-        path.write_text("steps:\n  - message: EVNT\n    text: hello\n")
+        write_whole(path, "steps:\n  - message: EVNT\n    text: hello\n")
         invalid = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
         assert invalid["file"] == file
         problem = invalid["problems"][0]
         assert (problem["line"], problem["column"], problem["field"]) == (2, 5, "steps.0.message")
         assert "did you mean 'EVENT'?" in problem["message"]
 
-        path.write_text("steps:\n  - message: EVENT\n    text: fixed again\n")
+        write_whole(path, "steps:\n  - message: EVENT\n    text: fixed again\n")
         changed = stream.until(is_event("scenario.changed", scenario="probe"))[-1]
         assert changed["file"] == file
         assert "problems" not in changed
@@ -948,7 +957,7 @@ def test_scenario_files_are_watched(live_server: LiveServer, scenarios_dir: Path
         removed = stream.until(is_event("scenario.removed", scenario="probe"))[-1]
         assert removed["file"] == file
         # Another look later: nothing changed, nothing published (a marker proves it).
-        (scenarios_dir / "zz-marker.yaml").write_text("steps:\n  - chunk: x\n")
+        write_whole(scenarios_dir / "zz-marker.yaml", "steps:\n  - chunk: x\n")
         later = stream.until(is_event("scenario.added", scenario="zz-marker"))
     assert [event["event"] for event in later] == ["scenario.added"]
 
@@ -957,10 +966,11 @@ def test_a_scenario_that_stays_broken_differently_is_published_again(
     live_server: LiveServer, scenarios_dir: Path
 ) -> None:
     path = scenarios_dir / "probe.yaml"
+    wait_until_watched(live_server)
     with event_stream(live_server, "?kinds=scenario.") as stream:
-        path.write_text("steps: [\n")
+        write_whole(path, "steps: [\n")
         first = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
-        path.write_text("steps:\n  - sleep: -1\n")
+        write_whole(path, "steps:\n  - sleep: -1\n")
         second = stream.until(is_event("scenario.invalid", scenario="probe"))[-1]
     assert first["problems"] != second["problems"]
     assert "zero or more" in second["problems"][0]["message"]
@@ -972,10 +982,13 @@ def test_editing_a_valid_scenario_publishes_changed(
     # The dashboard re-reads the scenario list on scenario.* events: an edit that keeps
     # the file valid (a new description, other steps) must be published too.
     path = scenarios_dir / "messages.yaml"
+    wait_until_watched(live_server)
     with event_stream(live_server, "?kinds=scenario.") as stream:
-        path.write_text("description: edited\nsteps:\n  - message: EVENT\n    text: only one now\n")
+        write_whole(
+            path, "description: edited\nsteps:\n  - message: EVENT\n    text: only one now\n"
+        )
         # Written after the edit, so any look that sees the marker has seen the edit.
-        (scenarios_dir / "zz-marker.yaml").write_text("steps:\n  - chunk: x\n")
+        write_whole(scenarios_dir / "zz-marker.yaml", "steps:\n  - chunk: x\n")
         seen = stream.until(is_event("scenario.added", scenario="zz-marker"))
     assert [(event["event"], event["scenario"]) for event in seen] == [
         ("scenario.changed", "messages"),
