@@ -565,6 +565,10 @@ class Workers:
         async with asyncio.timeout(within):
             while len(answers) < len(self.pipes):
                 index, got, payload = await self.replies.get()
+                if index in answers and got == "died":
+                    # It answered, then ended (its end of the pipe closed): the end of a
+                    # process that finished before the others did, not a failure.
+                    continue
                 if got != kind:
                     raise RuntimeError(f"client process {index}: {got} ({payload}), not {kind}")
                 answers[index] = payload
