@@ -10,7 +10,7 @@ Patterns run on RE2, in time linear in the text (see :mod:`replay.patterns`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -23,12 +23,25 @@ MAX_PARSED = 1024 * 1024
 
 @dataclass(frozen=True)
 class ClientFrame:
-    """A frame a client sent: who sent it, its text (None for a binary frame), and when
-    (seconds from the start of the run that took it; set by the runner)."""
+    """A client event: a frame a client sent on a WebSocket endpoint, or a request it
+    made to a declared HTTP route.
+
+    ``client`` is who sent it, ``text`` its text (None for a binary frame), ``at`` when
+    (seconds from the start of the run that took it; set by the runner). ``endpoint`` is
+    where it came: a WebSocket path, or ``"http"`` for a request. ``type_field`` and
+    ``payload_field`` name the fields of the endpoint's envelope that hold the message
+    type and the payload (Schwarm's ``message_type`` and ``message`` by default);
+    ``kind``, when given, is the event's type whatever the text says (a request's is
+    ``"METHOD /path"``, as its route is declared).
+    """
 
     client: str
     text: str | None
     at: float = 0.0
+    endpoint: str = "/ws"
+    type_field: str = "message_type"
+    payload_field: str = "message"
+    kind: str | None = None
 
     @cached_property
     def frame(self) -> Any:
@@ -37,29 +50,42 @@ class ClientFrame:
 
     @property
     def message_type(self) -> str | None:
+        if self.kind is not None:
+            return self.kind
         frame = self.frame
-        kind = frame.get("message_type") if isinstance(frame, dict) else None
+        kind = frame.get(self.type_field) if isinstance(frame, dict) else None
         return kind if isinstance(kind, str) else None
 
-    @property
-    def message(self) -> str | None:
+    @cached_property
+    def payload(self) -> Any:
+        """The payload field's value as sent (any JSON value), or None."""
         frame = self.frame
-        message = frame.get("message") if isinstance(frame, dict) else None
-        return message if isinstance(message, str) else None
+        return frame.get(self.payload_field) if isinstance(frame, dict) else None
+
+    @cached_property
+    def message(self) -> str | None:
+        """The payload as text: a string as is, any other JSON value as its compact JSON
+        (what ``match`` searches in); None when there is none."""
+        payload = self.payload
+        if payload is None or isinstance(payload, str):
+            return payload
+        return _as_text(payload)
 
     @cached_property
     def data(self) -> Any:
-        """The message parsed as JSON, or None when it is not JSON."""
-        return _json(self.message)
+        """The payload as data: a string holding JSON parsed, any other value as is."""
+        payload = self.payload
+        return _json(payload) if isinstance(payload, str) else payload
 
     def taken_at(self, at: float) -> ClientFrame:
         """The same frame, taken by a run ``at`` seconds after its start."""
-        return ClientFrame(self.client, self.text, at)
+        return replace(self, at=at)
 
     def for_template(self) -> dict[str, Any]:
         """What templates see as ``received``."""
         return {
             "client": self.client,
+            "endpoint": self.endpoint,
             "text": self.text,
             "message_type": self.message_type,
             "message": self.message,

@@ -57,9 +57,10 @@ def test_frame_parts() -> None:
 def test_for_template_keys() -> None:
     received = frame(message="hello")
     seen = received.for_template()
-    assert set(seen) == {"client", "text", "message_type", "message", "data", "frame"}
+    assert set(seen) == {"client", "endpoint", "text", "message_type", "message", "data", "frame"}
     assert seen == {
         "client": "c1",
+        "endpoint": "/ws",
         "text": received.text,
         "message_type": "PAUSE_REQUEST",
         "message": "hello",
@@ -73,6 +74,7 @@ def test_for_template_of_a_binary_frame() -> None:
     seen = ClientFrame("c2", None).for_template()
     assert seen == {
         "client": "c2",
+        "endpoint": "/ws",
         "text": None,
         "message_type": None,
         "message": None,
@@ -134,8 +136,9 @@ def test_non_string_values_are_matched_on_their_json_with_unicode_kept() -> None
 def test_message_that_is_not_a_string() -> None:
     received = ClientFrame("c", '{"message_type": "EVENT", "message": {"a": 1}}')
     assert received.message_type == "EVENT"
-    assert received.message is None
-    assert received.data is None
+    # A payload that is not a string is searched as its JSON, and is data as it is.
+    assert received.message == '{"a":1}'
+    assert received.data == {"a": 1}
     assert matches(match("EVENT"), received)
     assert matches(match("EVENT", fields={"message.a": "^1$"}), received)
 
