@@ -105,11 +105,11 @@ class Now:
         return self.iso
 
 
-def check(text: str, declared_vars: Collection[str]) -> list[str]:
+def check(text: str, declared_vars: Collection[str] | None) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
     Checks its syntax, that it uses only :data:`NAMES`, and that every ``vars.NAME`` it
-    reads is declared.
+    reads is declared (any name, when ``declared_vars`` is None).
     """
     try:
         tree = _env.parse(text)
@@ -133,7 +133,8 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
         f"templates can use {', '.join(sorted(NAMES))}"
         for name in sorted(used - NAMES)
     ]
-    for name in sorted(read - set(declared_vars)):
+    for name in sorted(read - set(declared_vars if declared_vars is not None else read)):
+        assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
         problems.append(
             f"variable {name!r} is not declared{did_you_mean(name, declared_vars)}: "

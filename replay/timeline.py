@@ -20,7 +20,8 @@ from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
 from replay.matching import ClientFrame
-from replay.protocol import Endpoint, message_frame
+from replay.protocol import message_frame
+from replay.protocol.declaration import Protocol
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
@@ -43,7 +44,7 @@ class Cue:
     """
 
     offset: float
-    endpoint: Endpoint
+    endpoint: str
     frame: str
     scenario: str
     step: str
@@ -54,7 +55,7 @@ class Cue:
         return {
             "offset": round(self.offset, 6),
             "kind": self.kind,
-            "endpoint": self.endpoint.value,
+            "endpoint": self.endpoint,
             "to": self.to,
             "frame": self.frame,
             "scenario": self.scenario,
@@ -132,7 +133,7 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes)
+    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes, catalog.protocol)
     end = paper.drive(play(name, catalog, context))
     if not keep:
         duration = None if paper.truncated else end
@@ -152,9 +153,15 @@ class _Paper:
     """Drives scripts without clients or a clock, writing down what they do."""
 
     def __init__(
-        self, answerer: str, limit: int, keep: bool = True, max_bytes: int | None = None
+        self,
+        answerer: str,
+        limit: int,
+        keep: bool,
+        max_bytes: int | None,
+        protocol: Protocol,
     ) -> None:
         self.answerer = answerer
+        self.protocol = protocol
         self.limit = limit
         self.keep = keep
         self.max_bytes = max_bytes
@@ -199,9 +206,13 @@ class _Paper:
                     shown = f"binary {len(data)} bytes: {base64.b64encode(data).decode()[:60]}"
                     self._cue(action, action.endpoint, shown, "binary")
                 case Wait():
-                    self._cue(action, Endpoint.MESSAGES, _wait_text(action), "wait", action.source)
-                    answer = message_frame(action.match.message, "")
-                    reply = ClientFrame(action.source or self.answerer, answer, action.at)
+                    kind = action.match.message
+                    where = self.protocol.message_endpoint(kind) or "*"
+                    self._cue(action, where, _wait_text(action), "wait", action.source)
+                    answer = message_frame(kind, "")
+                    reply = ClientFrame(
+                        action.source or self.answerer, answer, action.at, kind=kind
+                    )
                 case Hangup():
                     kind = "drop" if action.abort else "disconnect"
                     for endpoint in action.endpoints:
@@ -222,7 +233,7 @@ class _Paper:
     def _cue(
         self,
         action: Send | Wait | Hangup,
-        endpoint: Endpoint,
+        endpoint: str,
         text: str,
         kind: str,
         to: str | None = None,
