@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from replay import loader
 from replay.errors import Problem
 from replay.loader import MAX_DEPTH, MAX_FILE_BYTES, ScenarioFile, parse_scenario, scenario_name
-from replay.protocol.declaration import MessageTypeDeclaration, Protocol
+from replay.protocol.declaration import Protocol
 from replay.protocol.schwarm import SCHWARM
 from replay.scenario import STEP_KINDS, ChunkStep, MessageStep
 
@@ -23,9 +22,8 @@ FILE = "scenarios/demo.yaml"
 
 
 def with_types(types: dict[str, str]) -> Protocol:
-    """Schwarm's protocol with these message types only."""
-    declared = {name: MessageTypeDeclaration(description=text) for name, text in types.items()}
-    return dataclasses.replace(SCHWARM, message_types=declared)
+    """Schwarm's protocol with these message types too."""
+    return SCHWARM.with_types(types)
 
 
 def parse(source: str | bytes, file: str = FILE) -> ScenarioFile:
@@ -330,7 +328,7 @@ def test_unknown_field_in_a_step_with_suggestion() -> None:
     assert (problem.line, problem.column, problem.field) == (3, 5, "steps.0.txt")
     assert str(problem) == (
         f"{FILE}:3:5: steps.0.txt: unknown field 'txt' (did you mean 'text'?); "
-        "expected one of delay, jitter, to, message, text, data"
+        "expected one of delay, jitter, to, endpoint, message, text, data, envelope"
     )
 
 
@@ -703,7 +701,9 @@ def test_unknown_field_in_a_nested_repeat_step_lists_the_allowed_fields() -> Non
     )
     assert (problem.line, problem.column, problem.field) == (8, 13, "steps.0.steps.1.steps.0.rte")
     assert problem.message == "unknown field 'rte' (did you mean 'rate'?)"
-    assert problem.expected == "one of delay, jitter, to, stream, rate, type, close_stream"
+    assert problem.expected == (
+        "one of delay, jitter, to, endpoint, stream, rate, type, close_stream, envelope"
+    )
 
 
 def test_unknown_field_on_a_repeat_step() -> None:
@@ -914,8 +914,14 @@ def test_patterns_replay_cannot_run_are_located(
             "steps.0.reason",
             "close reason too long",
         ),
-        ("drop: everything", "steps.0.drop", "not an allowed value"),
-        ("raw: x\n    endpoint: /nope", "steps.0.endpoint", "not an allowed value"),
+        ("drop: everything", "steps.0.drop", "unknown endpoint 'everything'"),
+        ("raw: x\n    endpoint: /nope", "steps.0.endpoint", "unknown endpoint '/nope'"),
+        ("chunk: x\n    endpoint: /ws", "steps.0", "/ws takes no chunks"),
+        (
+            "message: EVENT\n    text: x\n    endpoint: /ws/stream",
+            "steps.0",
+            "/ws/stream takes no messages",
+        ),
         ("stream: x\n    type: close", "steps.0.type", "not an allowed value"),
         ("chunk: a\n    to: 'a b'", "steps.0.to", "not a target"),
     ],

@@ -102,7 +102,8 @@ def test_protocol_unknown_fields_name_the_allowed_ones() -> None:
         "unknown field 'mesages' (did you mean 'messages'?)",
     ) in found
     [endpoint] = [p for p in loaded.problems if p.field == "endpoints./x.mesages"]
-    assert "messages" in endpoint.expected and "chunks" in endpoint.expected
+    assert "messages" in endpoint.expected
+    assert "chunks" in endpoint.expected
 
 
 def test_protocol_duplicates() -> None:

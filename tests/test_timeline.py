@@ -113,7 +113,7 @@ def test_data_is_sent_as_json_text() -> None:
         "    data: {name: 'agent-1 - EventType.START_TURN', status_code: OK, n: [1, 2.5, null]}\n"
     )
     [cue] = line
-    assert cue.endpoint is Endpoint.MESSAGES
+    assert cue.endpoint == Endpoint.MESSAGES
     assert cue.frame == (
         '{"message_type":"EVENT","message":'
         '"{\\"name\\":\\"agent-1 - EventType.START_TURN\\",\\"status_code\\":\\"OK\\",'
@@ -379,7 +379,7 @@ def test_a_wait_is_a_cue_of_its_own() -> None:
     line = timeline(main=CHAT)
     assert [cue.kind for cue in line] == ["frame", "wait", "frame"]
     wait = line.cues[1]
-    assert wait.endpoint is Endpoint.MESSAGES
+    assert wait.endpoint == Endpoint.MESSAGES
     assert wait.offset == 1.0
     assert (wait.scenario, wait.step) == ("main", "1")
     assert "CHAT_INPUT" in wait.frame
@@ -473,7 +473,7 @@ def test_binary_cue() -> None:
     line = timeline(main="steps:\n  - binary: AAEC/w==\n    endpoint: /ws/stream\n")
     [cue] = line
     assert cue.kind == "binary"
-    assert cue.endpoint is Endpoint.STREAM
+    assert cue.endpoint == Endpoint.STREAM
     assert "4 bytes" in cue.frame
     assert "AAEC/w==" in cue.frame
     assert line.frames == 1
@@ -546,7 +546,7 @@ class BoundedCatalog(Catalog):
     that never stops makes the test fail instead of hanging."""
 
     def __init__(self, inner: Catalog, budget: int = 5_000) -> None:
-        super().__init__(inner.files, inner.protocol)
+        super().__init__(inner.files, inner.protocol_file)
         object.__setattr__(self, "budget", budget)
 
     def scenario(self, name: str) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -212,6 +212,13 @@ class Protocol:
     def descriptions(self) -> dict[str, str]:
         """Each message type's description, by name."""
         return {name: kind.description for name, kind in self.message_types.items()}
+
+    def with_types(self, descriptions: Mapping[str, str]) -> Protocol:
+        """This protocol with more message types (name: description), sent both ways."""
+        added = {
+            name: MessageTypeDeclaration(description=text) for name, text in descriptions.items()
+        }
+        return replace(self, message_types={**self.message_types, **added})
 
     def paths(self) -> dict[str, str]:
         """Every path served, aliases included, with the endpoint it serves."""
