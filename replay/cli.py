@@ -29,6 +29,7 @@ from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ScenarioFile, parse_scenario, scenario_name
+from replay.profiles import PROFILES, profile_folder
 from replay.protocol.file import ProtocolFile, parse_protocol
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
@@ -236,12 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scenarios_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--scenarios",
         type=Path,
         default=argparse.SUPPRESS,
         metavar="DIR",
         help="the scenarios folder (default $REPLAY_SCENARIOS or ./scenarios)",
+    )
+    where.add_argument(
+        "--profile",
+        default=argparse.SUPPRESS,
+        choices=list(PROFILES),
+        help="a shipped scenarios folder instead: "
+        + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()),
     )
 
 
@@ -275,10 +284,15 @@ def _variable(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _folder(args: argparse.Namespace) -> Path:
+    return getattr(args, "scenarios", None) or default_scenarios()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    scenarios: Path = getattr(args, "scenarios", None) or default_scenarios()
+    profile = getattr(args, "profile", None)
+    scenarios: Path = profile_folder(profile) if profile else _folder(args)
     try:
         if args.command == "serve":
             return serve(args, scenarios)
