@@ -176,6 +176,7 @@ class Replay:
         self.runner = Runner(self.delivery, clock, feed=self.feed)
         self.messages.on_frame = self.client_frame
         self.messages.on_connect = self.client_connected
+        self.stream.on_connect = self.stream_connected
         self.messages.client_rate = self.stream.client_rate = settings.client_rate
         self.messages.client_bytes = self.stream.client_bytes = settings.client_bytes
         #: WebSocket clients refused, by reason ("origin", "limit").
@@ -275,9 +276,15 @@ class Replay:
         return catalog
 
     def client_connected(self, client: Client) -> None:
-        """A client connected to /ws: play the on-connect scenarios to it (as soon as the
-        folder has been looked at, in the reading thread)."""
+        """A client connected to /ws: runs waiting for it (``wait_connect``) go on, and
+        the on-connect scenarios play to it (as soon as the folder has been looked at, in
+        the reading thread)."""
+        self.runner.connected(client.id, client.endpoint)
         self._spawn(self._play_on_connect(client))
+
+    def stream_connected(self, client: Client) -> None:
+        """A client connected to /ws/stream: runs waiting for it (``wait_connect``) go on."""
+        self.runner.connected(client.id, client.endpoint)
 
     async def _play_on_connect(self, client: Client) -> None:
         catalog = await self.refresh()

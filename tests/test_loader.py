@@ -294,7 +294,7 @@ def test_unknown_step_kind_with_suggestion() -> None:
     assert str(problem) == (
         f"{FILE}:3:5: steps.1: unknown step kind (did you mean 'message'?); "
         "expected one of message, chunk, tool, close, stream, sleep, play, parallel, repeat, "
-        "wait, raw, binary, disconnect, drop, found 'mesage'"
+        "wait, raw, binary, disconnect, drop, choose, let, set, wait_connect, found 'mesage'"
     )
 
 
@@ -590,7 +590,7 @@ def test_undeclared_variable_is_located_with_a_suggestion() -> None:
     assert (problem.line, problem.column, problem.field) == (4, 5, "steps.0.raw")
     assert problem.message == (
         "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
-        "with a default (declared: name)"
+        "with a default, or bind it with a 'let' step (declared: name)"
     )
 
 
@@ -1243,7 +1243,7 @@ def test_exact_unknown_step_kind_in_a_scenario_file_of_many_problems() -> None:
     )
     kinds = (
         "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, binary, "
-        "disconnect, drop"
+        "disconnect, drop, choose, let, set, wait_connect"
     )
     assert [str(problem) for problem in loaded.problems] == [
         f"{FILE}:4:5: steps.0.message: unknown message type 'EVNT' (did you mean 'EVENT'?); "

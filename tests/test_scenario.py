@@ -15,21 +15,28 @@ from replay.scenario import (
     NAME_PATTERN,
     STEP_KINDS,
     BinaryStep,
+    ChooseStep,
     ChunkStep,
     ClientFrameMatch,
     CloseStep,
     DisconnectStep,
     DropStep,
+    LetStep,
     MessageStep,
+    OtherwiseBranch,
     ParallelStep,
     PlayStep,
     RawStep,
     RepeatStep,
     Scenario,
+    SetStep,
     SleepStep,
     StreamStep,
     ToolStep,
+    WaitConnectStep,
     WaitStep,
+    WhenBranch,
+    own_texts,
     step_kind,
 )
 
@@ -87,8 +94,13 @@ def test_step_kind() -> None:
         "binary",
         "disconnect",
         "drop",
+        "choose",
+        "let",
+        "set",
+        "wait_connect",
     }
     assert step_kind({"repeat": 2, "steps": [{"chunk": "a"}]}) == "repeat"
+    assert step_kind({"wait_connect": "any", "timeout": 1}) == "wait_connect"
     assert step_kind({"wait": "CHAT_INPUT", "timeout": 1}) == "wait"
     assert step_kind(WaitStep(wait="CHAT_INPUT")) == "wait"
     assert step_kind(DropStep(drop="all")) == "drop"
@@ -266,6 +278,10 @@ def test_every_step_kind_has_a_model_and_a_test_here() -> None:
         BinaryStep,
         DisconnectStep,
         DropStep,
+        ChooseStep,
+        LetStep,
+        SetStep,
+        WaitConnectStep,
     }
 
 

@@ -130,14 +130,15 @@ def test_undeclared_variable_suggests_a_declared_one(text: str) -> None:
     [problem] = check(text, ["name", "count"])
     assert problem == (
         "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
-        "with a default (declared: count, name)"
+        "with a default, or bind it with a 'let' step (declared: count, name)"
     )
 
 
 def test_undeclared_variable_with_nothing_declared() -> None:
     [problem] = check("{{ vars.x }}", [])
     assert problem == (
-        "variable 'x' is not declared: add it under 'vars:' with a default (declared: none)"
+        "variable 'x' is not declared: add it under 'vars:' with a default, or bind it with "
+        "a 'let' step (declared: none)"
     )
 
 
@@ -282,7 +283,8 @@ def test_jinjas_helper_objects_are_not_part_of_the_language(name: str) -> None:
     # They are ways into Python objects, and replay does not document them: unknown names.
     assert check("{{ " + name + ".__init__ }}", []) == [
         f"unknown name {name!r} in a template; templates can use "
-        "choice, iteration, now, randint, random, received, run, scenario, sender, step, uuid, vars"
+        "choice, iteration, now, randint, random, received, run, scenario, sender, state, "
+        "step, uuid, vars"
     ]
 
 
@@ -592,6 +594,7 @@ def test_names_are_the_documented_ones() -> None:
         "vars",
         "received",
         "sender",
+        "state",
     }
     assert documented == NAMES
     assert templates.__doc__ is not None
