@@ -338,16 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate(args.files, scenarios, sys.stdout)
         if args.command == "schema":
             return print_schema(scenarios, sys.stdout)
-        token = args.client_token or os.environ.get("REPLAY_TOKEN") or None
-        options = Options(
-            args.speed,
-            args.seed,
-            dict(args.vars),
-            args.client,
-            token,
-            tuple(args.answers),
-            dict(args.state),
-        )
+        options = _options(args)
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
@@ -364,6 +355,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser.print_help(sys.stderr)
     return 2
+
+
+def _options(args: argparse.Namespace) -> Options:
+    token = args.client_token or os.environ.get("REPLAY_TOKEN") or None
+    return Options(
+        args.speed,
+        args.seed,
+        dict(args.vars),
+        args.client,
+        token,
+        tuple(args.answers),
+        dict(args.state),
+    )
 
 
 def serve(args: argparse.Namespace, scenarios: Path) -> int:

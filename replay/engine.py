@@ -361,14 +361,8 @@ class _Player:
                     at = max(at, joined.end)
                 case RepeatStep():
                     at = yield from self.repeat(scope, step, at, where)
-                case ChooseStep():
-                    at = yield from self.choose(scope, step, at, index, where)
-                case LetStep():
-                    yield self.let(scope, step, at, index, where)
-                case SetStep():
-                    yield self.set_state(scope, step, at, index, where)
-                case WaitConnectStep():
-                    at = yield from self.wait_connect(scope, step, at, where)
+                case ChooseStep() | LetStep() | SetStep() | WaitConnectStep():
+                    at = yield from self.decide(scope, step, at, index, where)
         except TemplateFailed as error:
             raise StepFailed(name, where, str(error)) from None
         return at
@@ -424,6 +418,26 @@ class _Player:
                 count += 1
         finally:
             self.iteration = outer
+        return at
+
+    def decide(
+        self,
+        scope: _Scope,
+        step: ChooseStep | LetStep | SetStep | WaitConnectStep,
+        at: float,
+        index: int,
+        where: str,
+    ) -> Script:
+        """The steps that decide rather than send: choose, let, set, wait_connect."""
+        match step:
+            case ChooseStep():
+                at = yield from self.choose(scope, step, at, index, where)
+            case LetStep():
+                yield self.let(scope, step, at, index, where)
+            case SetStep():
+                yield self.set_state(scope, step, at, index, where)
+            case WaitConnectStep():
+                at = yield from self.wait_connect(scope, step, at, where)
         return at
 
     def choose(self, scope: _Scope, step: ChooseStep, at: float, index: int, where: str) -> Script:

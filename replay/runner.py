@@ -3,7 +3,10 @@
 Every play is a :class:`Run` with an id and a state. Several runs may play at once; each
 is an asyncio task that can be cancelled. Deadlines are ``start + offset`` on the clock's
 monotonic timeline, so the time taken to send a frame never delays the next one.
-Client frames reach the runs that wait for them through :meth:`Runner.receive`.
+Client frames reach the runs that wait for them through :meth:`Runner.receive`, and new
+connections the runs waiting for one (``wait_connect``) through :meth:`Runner.connected`.
+``set`` steps change the runner's shared :class:`~replay.state.State`, which every run
+reads as ``state.NAME`` when each step plays.
 """
 
 from __future__ import annotations
