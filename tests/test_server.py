@@ -152,7 +152,7 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
     durations = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
     kinds = (
         "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, "
-        "binary, disconnect, drop"
+        "binary, disconnect, drop, choose, let, set, wait_connect"
     )
     types = (
         "CHAT_REQUESTED, IS_WAITING, CHAT_INPUT, EVENT, PAUSE_STATUS, PAUSE_REQUEST, CHAT, "
