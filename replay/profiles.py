@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
 _PACKAGE = Path(__file__).resolve().parent
 _CLONE = _PACKAGE.parent
 
