@@ -1007,7 +1007,7 @@ def test_dry_run_a_condition_that_needs_state_says_what_to_give(
     ("argument", "message"),
     [
         (["--answer", "yes"], "'yes' is not an answer: give a whole frame as a JSON object"),
-        (["--answer", "chat_input:yes"], "is not an answer"),
+        (["--answer", "2chat input:yes"], "is not an answer"),
         (["--answer", "{not json"], "'{not json' is not a JSON frame"),
         (["--answer", "[1, 2]"], "is not an answer"),
         (["--state", "paused"], "is not NAME=VALUE"),
