@@ -105,18 +105,25 @@ class Now:
         return self.iso
 
 
-def check(text: str, declared_vars: Collection[str]) -> list[str]:
+def check(
+    text: str,
+    declared_vars: Collection[str],
+    names: Collection[str] = NAMES,
+    fields: Mapping[str, Collection[str]] | None = None,
+) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
-    Checks its syntax, that it uses only :data:`NAMES`, and that every ``vars.NAME`` it
-    reads is declared.
+    Checks its syntax, that it uses only ``names`` (a scenario's: :data:`NAMES`), that
+    every ``vars.NAME`` it reads is declared, and, for each name in ``fields``, that
+    every ``name.FIELD`` it reads is one of that name's fields (a declared route's
+    ``request.query``, say).
     """
     try:
         tree = _env.parse(text)
         # Compiling finds what parsing does not: unknown filters and tests.
         _template(text)
         used = find_undeclared_variables(tree)
-        read = _vars_read(tree)
+        read = _attributes_read(tree, "vars") if "vars" in names else set()
     except jinja2.TemplateSyntaxError as error:
         where = f" (line {error.lineno} of the template)" if "\n" in text.strip() else ""
         return [f"template syntax error{where}: {error.message}"]
@@ -129,10 +136,16 @@ def check(text: str, declared_vars: Collection[str]) -> list[str]:
     if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
         return ["templates cannot turn autoescaping on: use the escape filter where needed"]
     problems = [
-        f"unknown name {name!r} in a template{did_you_mean(name, NAMES)}; "
-        f"templates can use {', '.join(sorted(NAMES))}"
-        for name in sorted(used - NAMES)
+        f"unknown name {name!r} in a template{did_you_mean(name, names)}; "
+        f"templates can use {', '.join(sorted(names))}"
+        for name in sorted(used - set(names))
     ]
+    for name, known in (fields or {}).items():
+        for attribute in sorted(_attributes_read(tree, name) - set(known)):
+            problems.append(
+                f"{name} has no field {attribute!r}{did_you_mean(attribute, known)}; "
+                f"its fields are {', '.join(sorted(known))}"
+            )
     for name in sorted(read - set(declared_vars)):
         declared = ", ".join(sorted(declared_vars)) or "none"
         problems.append(
@@ -264,11 +277,12 @@ def _expression(source: str) -> Any:
     return _env.compile_expression(source, undefined_to_none=False)
 
 
-def _vars_read(tree: nodes.Template) -> set[str]:
+def _attributes_read(tree: nodes.Template, name: str) -> set[str]:
+    """The fields read from the name ``name``: ``name.FIELD`` and ``name["FIELD"]``."""
     names: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         target = getattr(node, "node", None)
-        if not (isinstance(target, nodes.Name) and target.name == "vars"):
+        if not (isinstance(target, nodes.Name) and target.name == name):
             continue
         if isinstance(node, nodes.Getattr):
             names.add(node.attr)

@@ -2,10 +2,11 @@
 
 :func:`build_timeline` drives the engine's script without clients or a clock. A
 ``wait`` is assumed to be answered at once by a frame of the awaited type with an empty
-message (so later templates that read ``received`` render), and is shown as a cue of
-its own. A run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that
-reactions and on-connect scenarios (``to: sender``) can be shown too. A scenario that
-repeats forever is cut off after :data:`MAX_CUES` cues.
+message (so later templates that read ``received`` render), or, for a declared HTTP
+route, by a request with no query, headers or body; it is shown as a cue of its own. A
+run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that reactions and
+on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats forever
+is cut off after :data:`MAX_CUES` cues.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from replay.durations import format_seconds
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
 from replay.matching import ClientFrame
 from replay.protocol import Endpoint, message_frame
+from replay.routes import is_route_key, stand_in_event
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
@@ -200,8 +202,8 @@ class _Paper:
                     self._cue(action, action.endpoint, shown, "binary")
                 case Wait():
                     self._cue(action, Endpoint.MESSAGES, _wait_text(action), "wait", action.source)
-                    answer = message_frame(action.match.message, "")
-                    reply = ClientFrame(action.source or self.answerer, answer, action.at)
+                    reply = _stand_in(action.match.message, action.source or self.answerer)
+                    reply = reply.taken_at(action.at)
                 case Hangup():
                     kind = "drop" if action.abort else "disconnect"
                     for endpoint in action.endpoints:
@@ -249,3 +251,10 @@ def _hangup_text(hangup: Hangup) -> str:
     if hangup.abort:
         return "drop the connection (no close frame)"
     return f"close with code {hangup.code}" + (f" ({hangup.reason})" if hangup.reason else "")
+
+
+def _stand_in(kind: str, client: str) -> ClientFrame:
+    """What a dry run assumes answers a wait for ``kind``."""
+    if is_route_key(kind):
+        return stand_in_event(kind, client)
+    return ClientFrame(client, message_frame(kind, ""))
