@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Body, FastAPI
+from fastapi import Body, FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
@@ -114,7 +114,7 @@ class Backend:
     def install(self, app: FastAPI) -> None:
         """Serve the declared routes and the state's API in ``app``. Call it once every
         other route has been added: declared routes come after replay's own."""
-        app.include_router(self.api())
+        self._add_api(app)
         # Requests no route of replay's takes, nor partly (a path of replay's with another
         # method), reach the router's default: today's 404 unless a route is declared.
         not_found = self._not_found = app.router.default
@@ -232,18 +232,17 @@ class Backend:
     def _holds_token(self, value: str) -> bool:
         return self.token is not None and self.token != "" and self.token in value
 
-    def api(self) -> APIRouter:
+    def _add_api(self, app: FastAPI) -> None:
         """``GET /state``, ``PUT /state`` and ``GET /routes``."""
-        router = APIRouter()
 
-        @router.get("/state")
+        @app.get("/state")
         async def get_state() -> dict[str, Any]:
             """The shared state's values: declared under ``state:`` in the protocol file,
             changed by routes' ``set``, by ``PUT /state`` and by ``POST /reset``."""
             await self.host.refresh()  # a protocol file just changed declares its state
             return self.host.state.snapshot()
 
-        @router.put("/state", response_model=None)
+        @app.put("/state", response_model=None)
         async def put_state(
             values: Annotated[dict[str, Any], Body(description="Keys to set, and their values.")],
         ) -> dict[str, Any] | JSONAnswer:
@@ -256,13 +255,11 @@ class Backend:
             self.host.state.update(values, "PUT /state")
             return self.host.state.snapshot()
 
-        @router.get("/routes")
+        @app.get("/routes")
         async def list_routes() -> dict[str, Any]:
             """The HTTP routes the protocol file declares, in the order they are matched."""
             catalog = await self.host.refresh()
             return {"routes": [route.summary() for route in declared(catalog)]}
-
-        return router
 
 
 def check_values(values: Mapping[str, Any], state: Mapping[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from replay.library import ScenarioLibrary, read_source, shown
 from replay.loader import ProtocolFile, ScenarioFile, parse_scenario, scenario_name
@@ -70,7 +71,10 @@ class StandInLibrary(ScenarioLibrary):
         # Only what waits for or reacts to a declared route needs the protocol: files
         # that do are validated here with it (their problems are not located).
         text = source.decode() if isinstance(source, bytes) else source
-        return ScenarioFile(scenario_name(file), file, validated(text, self.protocol))
+        try:
+            return ScenarioFile(scenario_name(file), file, validated(text, self.protocol))
+        except ValidationError:
+            return loaded
 
 
 def serve_protocol(replay: Replay, protocol: StandInProtocol) -> StandInLibrary:
@@ -78,3 +82,46 @@ def serve_protocol(replay: Replay, protocol: StandInProtocol) -> StandInLibrary:
     library = StandInLibrary(replay.library.folder, protocol)
     replay.library = library
     return library
+
+
+#: Schwarm's HTTP control routes (P1-P3), as a project would declare them.
+SCHWARM = StandInProtocol(
+    routes=(
+        route(path="/break", body="{{ state.paused }}", description="Whether the run is paused."),
+        route(
+            method="POST",
+            path="/break",
+            set={"paused": "{{ not state.paused }}"},
+            body="{{ state.paused }}",
+        ),
+        route(path="/chat", body="{{ state.paused and state.waiting }}"),
+        route(
+            method="POST",
+            path="/chat",
+            set={
+                "paused": "{{ not state.paused }}",
+                "chat_input": "{{ request.query.user_input }}",
+            },
+            body="{{ request.query.user_input }}",
+        ),
+        route(path="/breakpoint/turns", body="{{ state.turns }}"),
+        route(path="/spans/{id}", body={"id": "{{ request.params.id }}", "status_code": "OK"}),
+        route(method="PUT", path="/echo/{what:path}", status=201, body="{{ request }}"),
+        route(path="/broken", body="{{ request.json.missing }}"),
+        route(method="POST", path="/healthz", body="a route of the project's"),
+        route(path="/slow", latency="5s", body="late"),
+    ),
+    state={"paused": True, "waiting": False, "chat_input": "", "turns": 1},
+)
+
+CHAT = """
+description: Asks for chat input over HTTP, and answers it.
+steps:
+  - message: CHAT_REQUESTED
+    text: What should I do?
+  - wait: POST /chat
+    fields: {query.user_input: "\\\\S"}
+    timeout: 30s
+  - message: CHAT
+    text: "You said: {{ received.frame.query.user_input }} ({{ received.client }})"
+"""
