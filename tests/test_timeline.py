@@ -16,7 +16,7 @@ from replay.catalog import Catalog
 from replay.engine import Context
 from replay.errors import ScenarioInvalid, ScenarioNotFound, StepFailed
 from replay.library import ScenarioLibrary
-from replay.loader import parse_scenario
+from replay.loader import ScenarioFile, parse_scenario
 from replay.protocol import Endpoint
 from replay.timeline import (
     MAX_CUES,
@@ -27,6 +27,7 @@ from replay.timeline import (
     build_timeline,
     check_speed,
 )
+from tests.protocols import StandInProtocol, route, validated
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -706,3 +707,16 @@ def test_property_offsets_are_ordered_and_the_duration_is_the_pauses_over_speed(
     else:
         assert line.duration == pytest.approx(sum(pauses) / speed, rel=1e-9, abs=1e-9)
         assert offsets == pytest.approx([at / speed for at in planned], rel=1e-9, abs=1e-9)
+
+
+def test_a_wait_for_a_declared_route_is_answered_on_paper_by_an_empty_request() -> None:
+    protocol = StandInProtocol(routes=(route(method="POST", path="/chat"),))
+    source = (
+        "steps:\n  - wait: POST /chat\n  - message: CHAT\n"
+        '    text: "{{ received.message_type }} {{ received.frame.query | length }} '
+        '{{ received.endpoint }}"\n'
+    )
+    loaded = ScenarioFile("main", "scenarios/main.yaml", validated(source, protocol))
+    line = build_timeline("main", Catalog.resolve([loaded], None))
+    assert [cue.kind for cue in line] == ["wait", "frame"]
+    assert json.loads(line.cues[1].frame)["message"] == "POST /chat 0 http"
