@@ -41,25 +41,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from replay.catalog import Catalog
-from replay.errors import TemplateFailed
-from replay.feed import Feed
-from replay.matching import ClientFrame
-from replay.responses import JSONAnswer
-from replay.routes import (
+from replay.answers import (
     ENDPOINT,
-    STATE_KEY,
-    STATE_KEY_RULE,
     HttpRequest,
-    Route,
-    declared,
-    declared_state,
-    find,
     parse_body,
     render_answer,
     render_changes,
     template_names,
 )
+from replay.catalog import Catalog
+from replay.errors import TemplateFailed
+from replay.feed import Feed
+from replay.matching import ClientFrame
+from replay.responses import JSONAnswer
+from replay.routes import STATE_KEY, STATE_KEY_RULE, Route, declared, declared_state, find
 from replay.runner import Runner
 from replay.scenario import CLIENT_ID_PATTERN, CLIENT_ID_RULE
 from replay.state import State

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from replay.answers import stand_in_event
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
 from replay.matching import ClientFrame
 from replay.protocol import Endpoint, message_frame
-from replay.routes import is_route_key, stand_in_event
+from replay.routes import is_route_key
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
