@@ -105,9 +105,9 @@ def template_names(
 
 def render_changes(route: Route, names: Mapping[str, Any]) -> dict[str, Any]:
     """The route's ``set``, rendered; raises TemplateFailed."""
-    if not route.changes:
+    if not route.set:
         return {}
-    return dict(templates.render_data(route.changes, names))
+    return dict(templates.render_data(route.set, names))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ from replay.errors import (
     did_you_mean,
     in_file_order,
 )
-from replay.loader import ProtocolFile, ScenarioFile
+from replay.loader import ScenarioFile
+from replay.protocol.declaration import Protocol
+from replay.protocol.file import ProtocolFile
+from replay.protocol.schwarm import SCHWARM
 from replay.scenario import Scenario
 
 
@@ -27,8 +30,8 @@ class Catalog:
     """Scenario files by name, with cross-file problems (missing targets, cycles) added."""
 
     files: Mapping[str, ScenarioFile]
-    #: The project's protocol declaration, if the folder has one.
-    protocol: ProtocolFile | None = None
+    #: The project's protocol file, if the folder has one.
+    protocol_file: ProtocolFile | None = None
     #: What playing each valid scenario costs (see :mod:`replay.budget`), by name.
     costs: Mapping[str, budget.Cost] = field(default_factory=dict)
 
@@ -47,6 +50,11 @@ class Catalog:
             for name, loaded in sorted(by_name.items())
         }
         return cls(checked, protocol, {name: costs[name] for name in costs if name not in over})
+
+    @property
+    def protocol(self) -> Protocol:
+        """What the scenarios speak: the protocol file's declaration, else Schwarm's."""
+        return self.protocol_file.protocol if self.protocol_file else SCHWARM
 
     def __iter__(self) -> Iterator[ScenarioFile]:
         return iter(self.files.values())

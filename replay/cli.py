@@ -28,7 +28,8 @@ from replay.durations import format_seconds
 from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
-from replay.loader import ProtocolFile, ScenarioFile, parse_protocol, parse_scenario, scenario_name
+from replay.loader import ScenarioFile, parse_scenario, scenario_name
+from replay.protocol.file import ProtocolFile, parse_protocol
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
 
@@ -506,7 +507,7 @@ def _print_timeline(timeline: Timeline, out: TextIO) -> None:
     for cue in timeline:
         to = f"  (to {cue.to})" if cue.to else ""
         text = cue.frame if cue.kind == "frame" else f"[{cue.frame}]"
-        print(f"{cue.offset:>8.3f}s  {cue.endpoint.value:<11} {text}{to}", file=out)
+        print(f"{cue.offset:>8.3f}s  {cue.endpoint:<11} {text}{to}", file=out)
     frames = timeline.frames
     summary = f"{timeline.scenario}: {frames} frame{'s' if frames != 1 else ''}"
     if timeline.duration is None:
@@ -765,8 +766,8 @@ def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
     else:
         catalog = ScenarioLibrary(scenarios).catalog()
         checked = list(catalog)
-        if catalog.protocol is not None:
-            bad += _report_protocol(catalog.protocol, out)
+        if catalog.protocol_file is not None:
+            bad += _report_protocol(catalog.protocol_file, out)
     if not checked and not bad:
         print(f"no scenarios in {scenarios}/", file=out)
     for loaded in checked:
@@ -784,10 +785,7 @@ def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
 def _report_protocol(protocol: ProtocolFile, out: TextIO) -> int:
     """Print the protocol file's state; 1 if it has problems."""
     if not protocol.problems:
-        count = len(protocol.declared)
-        print(
-            f"ok       {protocol.file} ({count} message type{'s' if count != 1 else ''})", file=out
-        )
+        print(f"ok       {protocol.file} ({_declares(protocol)})", file=out)
         return 0
     print(f"INVALID  {protocol.file}", file=out)
     for problem in protocol.problems:
@@ -795,12 +793,23 @@ def _report_protocol(protocol: ProtocolFile, out: TextIO) -> int:
     return 1
 
 
+def _declares(protocol: ProtocolFile) -> str:
+    """What a protocol file declares, counted: "2 endpoints, 3 message types, 4 routes"."""
+    declared = protocol.protocol
+    counts = [
+        (len(declared.endpoints), "endpoint"),
+        (protocol.declared, "message type"),
+        (len(declared.routes), "route"),
+    ]
+    return ", ".join(f"{n} {word}{'s' if n != 1 else ''}" for n, word in counts)
+
+
 def print_schema(scenarios: Path, out: TextIO) -> int:
     """Print the JSON Schema of scenario files, with the project's message types if any."""
     library = ScenarioLibrary(scenarios)
     with contextlib.suppress(ReplayError):
         library.catalog()  # reads the protocol file, if the folder has one
-    print(json.dumps(scenario_schema(library.message_types), indent=2), file=out)
+    print(json.dumps(scenario_schema(library.protocol), indent=2), file=out)
     return 0
 
 
@@ -832,5 +841,5 @@ def _check(path: Path) -> ScenarioFile | ProtocolFile:
         siblings = [s for s in library.catalog() if s.name != scenario_name(str(path))]
     except ReplayError:
         siblings = []
-    loaded = parse_scenario(source, str(path), library.message_types)
-    return Catalog.resolve([*siblings, loaded]).file(loaded.name)
+    loaded = parse_scenario(source, str(path), library.protocol)
+    return Catalog.resolve([*siblings, loaded], library.protocol_file).file(loaded.name)

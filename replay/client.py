@@ -22,7 +22,6 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from replay.direct import TRANSPORT_KEY, Line
-from replay.protocol import Endpoint
 
 log = logging.getLogger("replay.client")
 
@@ -76,7 +75,7 @@ class Client:
     def __init__(
         self,
         websocket: WebSocket,
-        endpoint: Endpoint,
+        endpoint: str,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         on_gone: Callable[[Client], None] | None = None,
         client_id: str | None = None,
@@ -349,7 +348,7 @@ class Client:
         """The client as GET /clients shows it."""
         return {
             "client_id": self.id,
-            "endpoint": self.endpoint.value,
+            "endpoint": str(self.endpoint),
             "connected_at": self.connected_at,
             "connected_since": _iso(self.connected_at),
             "sent": self.sent,

@@ -27,11 +27,11 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from replay import templates
+from replay import frames, templates
 from replay.catalog import Catalog
 from replay.errors import Problem, ScenarioInvalid, StepFailed, TemplateFailed, VariablesInvalid
 from replay.matching import ClientFrame
-from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, encode, message_frame
+from replay.protocol.declaration import Protocol
 from replay.scenario import (
     BinaryStep,
     ChunkStep,
@@ -65,7 +65,7 @@ class Send:
     """
 
     at: float
-    endpoint: Endpoint
+    endpoint: str
     frame: str | bytes
     to: str | None
     scenario: str
@@ -91,7 +91,7 @@ class Hangup:
     with a close frame (``code``, ``reason``), or by cutting TCP when ``abort``."""
 
     at: float
-    endpoints: tuple[Endpoint, ...]
+    endpoints: tuple[str, ...]
     to: str | None
     code: int
     reason: str
@@ -236,27 +236,25 @@ class _Player:
         try:
             match step:
                 case MessageStep():
-                    frame = message_frame(step.message, self.message_text(scope, step, index, at))
-                    yield Send(
-                        at, Endpoint.MESSAGES, frame, self.to(scope, step, where), name, where
-                    )
+                    yield self.message(scope, step, at, index, where)
                 case ChunkStep(chunk=text) | ToolStep(tool=text):
-                    kind = StreamType.TOOL if isinstance(step, ToolStep) else StreamType.DEFAULT
-                    frame = chunk_frame(self.text(scope, text, index, at), kind)
-                    yield Send(at, Endpoint.STREAM, frame, self.to(scope, step, where), name, where)
+                    endpoint = frames.chunk_endpoint(self.protocol, step.endpoint)
+                    content = self.text(scope, text, index, at)
+                    frame = self.chunk(scope, step, endpoint, content, index, at)
+                    yield Send(at, endpoint, frame, self.to(scope, step, where), name, where)
                 case CloseStep():
-                    yield Send(
-                        at, Endpoint.STREAM, CLOSE_FRAME, self.to(scope, step, where), name, where
-                    )
+                    endpoint = frames.chunk_endpoint(self.protocol, step.endpoint)
+                    to = self.to(scope, step, where)
+                    for frame in self.protocol.close_frames(endpoint):
+                        yield Send(at, endpoint, frame, to, name, where)
                 case StreamStep():
                     at = yield from self.stream(scope, step, at, index, where)
                 case RawStep():
                     text = self.text(scope, step.raw, index, at)
-                    yield Send(
-                        at, Endpoint(step.endpoint), text, self.to(scope, step, where), name, where
-                    )
+                    endpoint = step.endpoint or self.first_endpoint
+                    yield Send(at, endpoint, text, self.to(scope, step, where), name, where)
                 case BinaryStep():
-                    endpoint = Endpoint(step.endpoint)
+                    endpoint = step.endpoint or self.first_endpoint
                     yield Send(at, endpoint, step.payload, self.to(scope, step, where), name, where)
                 case DisconnectStep() | DropStep():
                     yield self.hangup(scope, step, at, where)
@@ -283,17 +281,75 @@ class _Player:
 
     def stream(self, scope: _Scope, step: StreamStep, at: float, index: int, where: str) -> Script:
         to = self.to(scope, step, where)
-        kind = StreamType(step.type)
+        endpoint = frames.chunk_endpoint(self.protocol, step.endpoint)
         jitter = scope.scenario.jitter_of(step)
         interval = 1.0 / step.rate
         for number, token in enumerate(split_tokens(self.text(scope, step.stream, index, at))):
             if number:
                 at += self.pause(interval, jitter)
-            yield Send(at, Endpoint.STREAM, chunk_frame(token, kind), to, scope.name, where)
+            frame = self.chunk(scope, step, endpoint, token, index, at)
+            yield Send(at, endpoint, frame, to, scope.name, where)
         if step.close_stream:
             at += self.pause(interval, jitter)
-            yield Send(at, Endpoint.STREAM, CLOSE_FRAME, to, scope.name, where)
+            for frame in self.protocol.close_frames(endpoint):
+                yield Send(at, endpoint, frame, to, scope.name, where)
         return at
+
+    def message(self, scope: _Scope, step: MessageStep, at: float, index: int, where: str) -> Send:
+        protocol = self.protocol
+        endpoint = frames.message_endpoint(protocol, step)
+        if step.text is not None:
+            value: Any = self.text(scope, step.text, index, at)
+        else:
+            value = step.data
+            if templates.has_templates(value):
+                value = templates.render_data(value, self.names(scope, index, at))
+        if _templated(step):  # a payload written out was checked when the file loaded
+            frames.check_payload(protocol, step.message, value)
+        payload = frames.payload(protocol, endpoint, step, value)
+        if isinstance(payload, str):
+            payload = _unicode(payload, json.dumps(step.data, default=str))
+        envelope = protocol.endpoints[endpoint].messages
+        extra = self.extra(scope, envelope.fields if envelope else {}, step.envelope, index, at)
+        frame = protocol.message_frame(endpoint, step.message, payload, extra)
+        return Send(at, endpoint, frame, self.to(scope, step, where), scope.name, where)
+
+    def chunk(
+        self,
+        scope: _Scope,
+        step: ChunkStep | ToolStep | StreamStep,
+        endpoint: str,
+        content: str,
+        index: int,
+        at: float,
+    ) -> str:
+        envelope = self.protocol.endpoints[endpoint].chunks
+        extra = self.extra(scope, envelope.fields if envelope else {}, step.envelope, index, at)
+        tool = isinstance(step, ToolStep) or getattr(step, "type", None) == "tool"
+        return self.protocol.chunk_frame(endpoint, tool, content, extra)
+
+    def extra(
+        self,
+        scope: _Scope,
+        own: Mapping[str, Any],
+        step: Mapping[str, Any] | None,
+        index: int,
+        at: float,
+    ) -> dict[str, Any]:
+        fields = frames.envelope_fields(own, step)
+        if fields and templates.has_templates(fields):
+            return dict(templates.render_data(fields, self.names(scope, index, at)))
+        return fields
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.catalog.protocol
+
+    @property
+    def first_endpoint(self) -> str:
+        endpoint = self.protocol.first_endpoint()
+        assert endpoint is not None, "validated: a protocol has an endpoint"
+        return endpoint
 
     def wait(self, scope: _Scope, step: WaitStep, at: float, where: str) -> Script:
         source = self.resolve(scope, scope.target, where)
@@ -338,7 +394,7 @@ class _Player:
         self, scope: _Scope, step: DisconnectStep | DropStep, at: float, where: str
     ) -> Hangup:
         choice = step.disconnect if isinstance(step, DisconnectStep) else step.drop
-        endpoints = tuple(Endpoint) if choice == "all" else (Endpoint(choice),)
+        endpoints = tuple(self.protocol.endpoints) if choice == "all" else (choice,)
         to = self.to(scope, step, where)
         if isinstance(step, DropStep):
             code, reason = DROP_FALLBACK
@@ -380,17 +436,6 @@ class _Player:
             return self.sender
         return target
 
-    def message_text(self, scope: _Scope, step: MessageStep, index: int, at: float) -> str:
-        if step.text is not None:
-            return self.text(scope, step.text, index, at)
-        data = step.data
-        if templates.has_templates(data):
-            data = templates.render_data(data, self.names(scope, index, at))
-        try:
-            return _unicode(encode(data), json.dumps(step.data, default=str))
-        except (TypeError, ValueError) as error:
-            raise TemplateFailed(json.dumps(step.data, default=str), str(error)) from None
-
     def text(self, scope: _Scope, text: str, index: int, at: float) -> str:
         if not templates.is_template(text):
             return text
@@ -414,6 +459,12 @@ class _Player:
             "received": self.received.for_template() if self.received else None,
             "sender": self.sender,
         }
+
+
+def _templated(step: MessageStep) -> bool:
+    if step.text is not None:
+        return templates.is_template(step.text)
+    return templates.has_templates(step.data)
 
 
 def _unicode(text: str, source: str) -> str:

@@ -199,8 +199,9 @@ class WebSocketGate:
     """ASGI middleware that serves replay's WebSocket endpoints itself.
 
     ``endpoints`` maps a path to the coroutine that serves a connection (a manager's
-    ``serve``). A handshake whose ``Host`` header ``hosts`` does not allow (see
-    :class:`BrowserGuard`) is refused with HTTP 403, as is one from a browser page
+    ``serve``); it is looked at on each handshake, so its owner may change it (a protocol
+    file that declares a new endpoint). A handshake whose ``Host`` header ``hosts`` does
+    not allow (see :class:`BrowserGuard`) is refused with HTTP 403, as is one from a browser page
     whose ``Origin`` is not in ``origins``
     (when that list is not empty) is refused with HTTP 403; clients without an Origin
     header (not browsers) are let in. Once ``count()`` reaches ``max_clients``, a new
@@ -221,7 +222,7 @@ class WebSocketGate:
     ) -> None:
         self.app = app
         self.hosts = hosts
-        self.endpoints = dict(endpoints)
+        self.endpoints = endpoints
         self.origins = {origin.rstrip("/") for origin in origins}
         self.max_clients = max_clients
         self.count = count

@@ -4,8 +4,8 @@ Each call to :meth:`ScenarioLibrary.catalog` looks at the folder again (one ``st
 file) and re-parses only the files whose size, modification time or inode changed.
 
 Files whose name starts with ``_`` are not scenarios: ``_protocol.yaml`` declares the
-project's extra message types (see :func:`replay.loader.parse_protocol`); when it changes,
-every scenario is checked again.
+project's protocol (see :mod:`replay.protocol.file`); when it changes, every scenario is
+checked again.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from replay.catalog import Catalog
 from replay.errors import Problem, ScenarioFolderMissing
 from replay.loader import (
     MAX_FILE_BYTES,
-    ProtocolFile,
     ScenarioFile,
-    parse_protocol,
     parse_scenario,
     scenario_name,
     too_large,
     unexpected,
 )
-from replay.protocol import MESSAGE_TYPES
+from replay.protocol.declaration import Protocol
+from replay.protocol.file import ProtocolFile, parse_protocol
+from replay.protocol.schwarm import SCHWARM
 
 #: Scenario files are the folder's ``*.yaml`` files.
 SUFFIX = ".yaml"
@@ -40,11 +40,11 @@ _Stamp = tuple[int, int, int]
 class ScenarioLibrary:
     """The scenario files of one folder."""
 
-    def __init__(
-        self, folder: str | os.PathLike[str], message_types: Mapping[str, str] = MESSAGE_TYPES
-    ):
+    def __init__(self, folder: str | os.PathLike[str], base: Protocol = SCHWARM):
         self.folder = Path(folder)
-        self.message_types = message_types
+        #: What a protocol file that extends schwarm builds on, and what a folder without
+        #: one speaks.
+        self.base = base
         self._files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         self._catalog: Catalog | None = None
         self._protocol: tuple[_Stamp, ProtocolFile | None] = ((0, 0, 0), None)
@@ -94,14 +94,20 @@ class ScenarioLibrary:
         return {scenario_name(shown(path)): stamp for path, (stamp, _) in self._files.items()}
 
     @property
-    def message_types(self) -> Mapping[str, str]:
-        """The message types scenarios may use: built in, plus the project's."""
-        protocol = self._protocol[1]
-        return protocol.message_types if protocol else self._builtin_types
+    def protocol(self) -> Protocol:
+        """What the scenarios speak, as last read: the protocol file's, else the base."""
+        found = self._protocol[1]
+        return found.protocol if found else self.base
 
-    @message_types.setter
-    def message_types(self, value: Mapping[str, str]) -> None:
-        self._builtin_types = value
+    @property
+    def protocol_file(self) -> ProtocolFile | None:
+        """The protocol file as last read, if the folder has one."""
+        return self._protocol[1]
+
+    @property
+    def message_types(self) -> Mapping[str, str]:
+        """The message types scenarios may use, with their descriptions."""
+        return self.protocol.descriptions
 
     def _read_protocol(self) -> tuple[ProtocolFile | None, bool]:
         """The protocol file as it is now, and whether it changed since last time."""
@@ -113,9 +119,9 @@ class ScenarioLibrary:
         if stamp != (0, 0, 0):
             source = read_source(path, self.folder)
             if isinstance(source, ScenarioFile):
-                protocol = ProtocolFile(str(path), self._builtin_types, {}, source.problems)
+                protocol = ProtocolFile(str(path), self.base, source.problems)
             else:
-                protocol = parse_protocol(source, str(path), self._builtin_types)
+                protocol = parse_protocol(source, str(path), self.base)
         self._protocol = (stamp, protocol)
         return protocol, True
 
@@ -123,7 +129,7 @@ class ScenarioLibrary:
         source = read_source(path, self.folder)
         if isinstance(source, ScenarioFile):
             return source
-        return parse_scenario(source, shown(path), self.message_types)
+        return parse_scenario(source, shown(path), self.protocol)
 
 
 def shown(path: Path) -> str:

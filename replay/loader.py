@@ -11,11 +11,10 @@ accepts silently, keeping the last) are reported instead of losing a step.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -24,15 +23,18 @@ from pydantic_core import ErrorDetails
 from replay import templates
 from replay.durations import EXPECTED as DURATION_EXPECTED
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
-from replay.protocol import MESSAGE_TYPES
 from replay.scenario import (
     NAME_PATTERN,
     NAME_RULE,
     STEP_KINDS,
     ClientFrameMatch,
+    MessageStep,
     Scenario,
     step_kind,
 )
+
+if TYPE_CHECKING:
+    from replay.protocol.declaration import Protocol
 
 #: Scenario files larger than this are refused before parsing.
 MAX_FILE_BYTES = 1024 * 1024
@@ -89,18 +91,17 @@ def scenario_name(file: str) -> str:
 
 
 def parse_scenario(
-    source: bytes | str,
-    file: str,
-    message_types: Mapping[str, str] = MESSAGE_TYPES,
+    source: bytes | str, file: str, protocol: Protocol | None = None
 ) -> ScenarioFile:
     """Load one scenario file's content. Never raises for bad content: see ``problems``.
 
-    ``file`` is used in every problem's location and gives the scenario its name.
+    ``file`` is used in every problem's location and gives the scenario its name;
+    ``protocol`` is what the scenario speaks (Schwarm's when None).
     References to other scenarios (``play``, ``parallel``) are not checked here; a
     :class:`~replay.catalog.Catalog` checks them against the other files.
     """
     try:
-        return _parse_scenario(source, file, message_types)
+        return _parse_scenario(source, file, protocol or _schwarm())
     except Exception as error:
         # Whatever the content, one file's failure stays that file's problem.
         return ScenarioFile(scenario_name(file), file, None, (unexpected(file, error),))
@@ -118,9 +119,13 @@ def unexpected(file: str, error: BaseException) -> Problem:
     )
 
 
-def _parse_scenario(
-    source: bytes | str, file: str, message_types: Mapping[str, str]
-) -> ScenarioFile:
+def _schwarm() -> Protocol:
+    from replay.protocol.schwarm import SCHWARM  # the declarations import this module
+
+    return SCHWARM
+
+
+def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> ScenarioFile:
     name = scenario_name(file)
     empty = ScenarioFile(name, file, None)
     try:
@@ -149,12 +154,37 @@ def _parse_scenario(
         # Top-level "x-..." keys are the file's own: a place for YAML anchors to merge.
         data = {key: value for key, value in data.items() if not key.startswith(EXTENSION)}
     try:
-        scenario = Scenario.model_validate(data, context={"message_types": message_types})
+        context = {"message_types": protocol.descriptions, "protocol": protocol}
+        scenario = Scenario.model_validate(data, context=context)
     except ValidationError as error:
-        ordered = in_file_order(problems, _explain(loaded, error, data))
+        ordered = in_file_order(problems, explain(loaded, error, data))
         return ScenarioFile(name, file, None, ordered, locations, plays)
     problems.extend(_template_problems(loaded, scenario))
+    problems.extend(_payload_problems(loaded, scenario, protocol))
     return ScenarioFile(name, file, scenario, in_file_order(problems), locations, plays)
+
+
+def _payload_problems(
+    loaded: ScenarioFile, scenario: Scenario, protocol: Protocol
+) -> list[Problem]:
+    """Payloads written out in full that fail their message type's schema, located at
+    the value that fails (a payload with templates is checked when it is rendered)."""
+    from replay.protocol.payloads import payload_problems
+
+    found = []
+    for path, step in scenario.frame_steps():
+        declared = protocol.message_types.get(getattr(step, "message", ""))
+        if declared is None or declared.schema_ is None or not isinstance(step, MessageStep):
+            continue
+        field_name, value = ("text", step.text) if step.text is not None else ("data", step.data)
+        if templates.has_templates(value):
+            continue
+        for inner, message in payload_problems(declared.schema_, value):
+            at = (*path, field_name, *inner) if field_name == "data" else (*path, field_name)
+            found.append(
+                loaded.problem(at, message, f"a payload the {step.message} schema accepts")
+            )
+    return found
 
 
 def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
@@ -170,84 +200,24 @@ def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem
     return list(found.values())
 
 
-#: Message type names a project may declare.
-MESSAGE_TYPE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class ProtocolFile:
-    """A project's protocol declaration (``_protocol.yaml``): its extra message types.
-
-    ``message_types`` holds the built-in types plus the declared ones (a declared type
-    may give a built-in one a new description).
-    """
-
-    file: str
-    message_types: Mapping[str, str]
-    declared: Mapping[str, str]
-    problems: tuple[Problem, ...] = ()
-
-
-def parse_protocol(
-    source: bytes | str, file: str, builtin: Mapping[str, str] = MESSAGE_TYPES
-) -> ProtocolFile:
-    """Load a protocol declaration. Never raises for bad content: see ``problems``.
-
-    The file is a mapping with one key, ``message_types``, mapping each type's name
-    (upper case, like ``TOKEN_USAGE``) to a description; they add to ``builtin``.
-    Declarations with problems are left out; the valid ones still count.
-    """
-    try:
-        return _parse_protocol(source, file, builtin)
-    except Exception as error:
-        return ProtocolFile(file, builtin, {}, (unexpected(file, error),))
-
-
-def _parse_protocol(source: bytes | str, file: str, builtin: Mapping[str, str]) -> ProtocolFile:
+def read_document(source: bytes | str, file: str) -> tuple[Any, ScenarioFile]:
+    """The YAML document of another kind of file (a protocol file): its data, and a
+    ScenarioFile that locates paths in it and holds the problems found while reading
+    (duplicate keys; or why it could not be read at all, with None as data)."""
     try:
         data, locations = _compose(_decode(source, file), file)
     except _Refused as refused:
-        return ProtocolFile(file, builtin, {}, (refused.problem,))
+        return None, ScenarioFile("", file, None, (refused.problem,))
     here = ScenarioFile("", file, None, (), locations)
-    problems: list[Problem] = []
     if isinstance(data, _Duplicates):
-        problems.extend(here.problem(path, message) for path, message in data.found)
-        data = data.value
-    declared: dict[str, str] = {}
-    expected = "a mapping with 'message_types' (NAME: description)"
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        problems.append(here.problem((), "wrong type", expected, _describe(data)))
-        data = {}
-    for key in data:
-        if key != "message_types":
-            message = f"unknown field {key!r}{did_you_mean(key, ['message_types'])}"
-            problems.append(here.problem((key,), message, "message_types"))
-    types = data.get("message_types", {})
-    if not isinstance(types, Mapping):
-        problems.append(
-            here.problem(("message_types",), "wrong type", "a mapping", _describe(types))
-        )
-        types = {}
-    for name, description in types.items():
-        path = ("message_types", name)
-        if not MESSAGE_TYPE_PATTERN.match(name):
-            problems.append(
-                here.problem(
-                    path,
-                    "not a message type name",
-                    "upper-case letters, digits and '_', starting with a letter",
-                    repr(name),
-                )
-            )
-        elif not isinstance(description, str):
-            problems.append(
-                here.problem(path, "wrong type", "a description (a string)", _describe(description))
-            )
-        else:
-            declared[name] = description
-    return ProtocolFile(file, {**builtin, **declared}, declared, in_file_order(problems))
+        found = tuple(here.problem(path, message) for path, message in data.found)
+        return data.value, replace(here, problems=found)
+    return data, here
+
+
+def describe(value: Any) -> str:
+    """How a found value is shown in a problem: short, and with its type when it helps."""
+    return _describe(value)
 
 
 def too_large(file: str, size: int) -> Problem:
@@ -582,11 +552,19 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _explain(loaded: ScenarioFile, error: ValidationError, data: Any) -> list[Problem]:
+def explain(
+    loaded: ScenarioFile,
+    error: ValidationError,
+    data: Any,
+    allowed: Callable[[Path, Any], list[str]] | None = None,
+) -> list[Problem]:
+    """The located problems of a pydantic ``error`` raised while validating ``data`` (the
+    document of ``loaded``); ``allowed(path, data)`` names the fields allowed where an
+    unknown one was found (a scenario's by default)."""
     problems: list[Problem] = []
     for detail in error.errors(include_url=False):
         path = _strip_tags(detail["loc"])
-        problems.append(_problem_for(loaded, path, detail, data))
+        problems.append(_problem_for(loaded, path, detail, data, allowed or _allowed_fields))
     return problems
 
 
@@ -612,7 +590,13 @@ _MESSAGES = {
 }
 
 
-def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: Any) -> Problem:
+def _problem_for(
+    loaded: ScenarioFile,
+    path: Path,
+    detail: ErrorDetails,
+    data: Any,
+    allowed_fields: Callable[[Path, Any], list[str]],
+) -> Problem:
     kind = detail["type"]
     value = detail.get("input")
     context: Mapping[str, Any] = detail.get("ctx") or {}
@@ -620,7 +604,7 @@ def _problem_for(loaded: ScenarioFile, path: Path, detail: ErrorDetails, data: A
     if kind == "step_kind":
         return _step_kind_problem(loaded, path, value)
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(path, data)
+        allowed = allowed_fields(path, data)
         return loaded.problem(
             path,
             f"unknown field {field_name!r}{did_you_mean(field_name, allowed)}",

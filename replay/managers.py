@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from enum import Enum
 from typing import Any, ClassVar, Self
 
@@ -44,7 +44,7 @@ log = logging.getLogger("replay.client")
 class EndpointManager:
     """The clients of one endpoint, and fan-out to them."""
 
-    endpoint: ClassVar[Endpoint]
+    endpoint: str
     _instance: ClassVar[EndpointManager | None] = None
 
     def __new__(cls) -> Self:
@@ -55,15 +55,19 @@ class EndpointManager:
         return instance
 
     @classmethod
-    def isolated(cls, queue_size: int = DEFAULT_QUEUE_SIZE) -> Self:
-        """A new manager, independent of the process-wide one."""
+    def isolated(cls, queue_size: int = DEFAULT_QUEUE_SIZE, endpoint: str | None = None) -> Self:
+        """A new manager, independent of the process-wide one (for ``endpoint``: a
+        declared endpoint's path, or the class's own)."""
         manager = object.__new__(cls)
+        if endpoint is not None:
+            manager.endpoint = endpoint
         manager.queue_size = queue_size
         manager.clients = {}
         manager.on_connect = None
         manager.on_frame = None
         manager.feed = None
         manager.frames_sent = manager.bytes_sent = manager.drops = 0
+        manager.listening = True
         manager.client_rate = DEFAULT_CLIENT_RATE
         manager.client_bytes = DEFAULT_CLIENT_BYTES
         return manager
@@ -81,6 +85,9 @@ class EndpointManager:
     bytes_sent: int
     #: Clients dropped because their send queue was full.
     drops: int
+    #: Whether the server hears this endpoint's clients: ``on_connect`` and ``on_frame``
+    #: are called only then (endpoints that take messages; not Schwarm's stream).
+    listening: bool
     #: Frames per second a client may send before the excess is ignored.
     client_rate: float
     #: Bytes per second a client may send before it is read more slowly (see
@@ -103,7 +110,7 @@ class EndpointManager:
             self.feed.publish(
                 "client.connected",
                 client=client.id,
-                endpoint=self.endpoint.value,
+                endpoint=str(self.endpoint),
                 clients=len(self),
             )
         return client
@@ -124,7 +131,7 @@ class EndpointManager:
             self.feed.publish(
                 "client.disconnected",
                 client=client.id,
-                endpoint=self.endpoint.value,
+                endpoint=str(self.endpoint),
                 clients=len(self),
                 reason=client.dropped,
             )
@@ -142,7 +149,7 @@ class EndpointManager:
             return
         client = await self.connect(websocket, client_id)
         try:
-            if self.on_connect is not None:
+            if self.on_connect is not None and self.listening:
                 self.on_connect(client)
             await client.receive_until_closed(self._received)
         finally:
@@ -153,9 +160,9 @@ class EndpointManager:
             return
         if self.feed is not None:
             self.feed.publish(
-                "frame.received", client=client.id, endpoint=self.endpoint.value, frame=text
+                "frame.received", client=client.id, endpoint=str(self.endpoint), frame=text
             )
-        if self.on_frame is not None:
+        if self.on_frame is not None and self.listening:
             self.on_frame(client, text)
 
     def broadcast(self, frame: str | bytes, to: str | None = None) -> int:
@@ -202,7 +209,7 @@ class EndpointManager:
 class WebsocketManager(EndpointManager):
     """Typed messages on ``/ws``: ``{"message_type": "...", "message": "..."}``."""
 
-    endpoint = Endpoint.MESSAGES
+    endpoint = Endpoint.MESSAGES.value
     _instance = None
 
     async def send_message(self, message: Any) -> int:
@@ -217,7 +224,7 @@ class WebsocketManager(EndpointManager):
 class StreamManager(EndpointManager):
     """Streamed chunks on ``/ws/stream``: ``{"type": "default"|"tool", "content": "..."}``."""
 
-    endpoint = Endpoint.STREAM
+    endpoint = Endpoint.STREAM.value
     _instance = None
 
     async def write(self, chunk: str, message_type: Enum | str = StreamType.DEFAULT) -> int:
@@ -246,24 +253,53 @@ def _message_text(message: Any) -> str:
 
 
 class LocalDelivery:
-    """Delivers the runner's cues to this process's managers (the in-process backplane)."""
+    """Delivers the runner's cues to this process's managers (the in-process backplane).
+
+    Schwarm's ``/ws`` and ``/ws/stream`` are always served by the seed's two managers;
+    a declared endpoint gets a manager of its own when :meth:`serve` is first given a
+    protocol that declares it. ``served`` maps each path (aliases included) to the
+    coroutine that serves a connection there, as the WebSocket gate reads it.
+    """
 
     def __init__(self, messages: WebsocketManager, stream: StreamManager) -> None:
-        self.managers: dict[Endpoint, EndpointManager] = {
-            Endpoint.MESSAGES: messages,
-            Endpoint.STREAM: stream,
+        self.managers: dict[str, EndpointManager] = {
+            messages.endpoint: messages,
+            stream.endpoint: stream,
         }
+        self.served: dict[str, Callable[[WebSocket], Awaitable[None]]] = {
+            path: manager.serve for path, manager in self.managers.items()
+        }
+        #: Called with each new manager, to configure it like the others.
+        self.on_new: Callable[[EndpointManager], None] | None = None
 
-    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
-        return self.managers[endpoint].broadcast(frame, to)
+    def serve(self, paths: Mapping[str, str], listening: Collection[str]) -> None:
+        """Serve these paths (each mapped to the endpoint it serves) and no others; the
+        endpoints in ``listening`` hear their clients (frames, connections). Managers of
+        endpoints no longer served keep their clients until they leave."""
+        for endpoint in paths.values():
+            if endpoint not in self.managers:
+                manager = EndpointManager.isolated(self._queue_size(), endpoint)
+                self.managers[endpoint] = manager
+                if self.on_new is not None:
+                    self.on_new(manager)
+        for endpoint, manager in self.managers.items():
+            manager.listening = endpoint in listening
+        self.served.clear()
+        self.served.update({path: self.managers[e].serve for path, e in paths.items()})
 
-    def hangup(
-        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
-    ) -> int:
-        return self.managers[endpoint].hangup(to, code, reason, abort)
+    def _queue_size(self) -> int:
+        return next(iter(self.managers.values())).queue_size
+
+    def send(self, endpoint: str, frame: str | bytes, to: str | None = None) -> int:
+        manager = self.managers.get(endpoint)
+        return manager.broadcast(frame, to) if manager is not None else 0
+
+    def hangup(self, endpoint: str, to: str | None, code: int, reason: str, abort: bool) -> int:
+        manager = self.managers.get(endpoint)
+        return manager.hangup(to, code, reason, abort) if manager is not None else 0
 
     def client_counts(self) -> dict[str, int]:
-        return {endpoint.value: len(manager) for endpoint, manager in self.managers.items()}
+        return {endpoint: len(manager) for endpoint, manager in self.managers.items()}
 
     def clients(self) -> list[Client]:
         """Every connected client, oldest first."""

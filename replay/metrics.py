@@ -69,10 +69,10 @@ class _StateCollector(Collector):
             labels=["endpoint"],
         )
         for endpoint, manager in managers.items():
-            clients.add_metric([endpoint.value], len(manager))
-            frames.add_metric([endpoint.value], manager.frames_sent)
-            sent_bytes.add_metric([endpoint.value], manager.bytes_sent)
-            drops.add_metric([endpoint.value], manager.drops)
+            clients.add_metric([endpoint], len(manager))
+            frames.add_metric([endpoint], manager.frames_sent)
+            sent_bytes.add_metric([endpoint], manager.bytes_sent)
+            drops.add_metric([endpoint], manager.drops)
         runner = self.replay.runner
         runs = CounterMetricFamily("replay_runs", "Runs that ended, by state.", labels=["state"])
         for state in (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED):

@@ -150,9 +150,9 @@ def _template_errors(value: Any, at: tuple[str | int, ...] = ()) -> list[InitErr
         if not templates.is_template(text):
             continue
         for message in templates.check(text, (), NAMES, {"request": REQUEST_FIELDS}):
+            # The message says what is expected, as for a scenario's templates.
             shown = text if len(text) <= 60 else text[:57] + "..."
-            expected = "a template using " + ", ".join(sorted(NAMES))
-            errors.append(_error(where, _fail("template", message, expected, repr(shown)), text))
+            errors.append(_error(where, _fail("template", message, "", repr(shown)), text))
     return errors
 
 
@@ -189,9 +189,8 @@ class Route(BaseModel):
         "{{ expression }} keeps its type); sent as JSON. None given: an empty answer.",
     )
     latency: Duration = Field(default=0.0, description="How long the answer takes (e.g. 200ms).")
-    changes: dict[str, Any] = Field(
+    set: dict[str, Any] = Field(
         default_factory=dict,
-        alias="set",
         description="State keys and their new values (templates, as the body), applied "
         "before the body is rendered.",
     )
@@ -237,9 +236,9 @@ class Route(BaseModel):
         _located("body", _template_errors(value))
         return value
 
-    @field_validator("changes")
+    @field_validator("set")
     @classmethod
-    def _changes(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _set(cls, value: dict[str, Any]) -> dict[str, Any]:
         errors: list[InitErrorDetails] = []
         for key in value:
             if not STATE_KEY.match(key):
@@ -294,7 +293,7 @@ class Route(BaseModel):
             "status": self.status,
             "description": self.description,
             "latency": self.latency,
-            "sets": sorted(self.changes),
+            "sets": sorted(self.set),
         }
 
 

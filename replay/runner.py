@@ -39,7 +39,6 @@ from replay.errors import ReplayError, RunNotFound, TooManyRuns
 from replay.feed import Feed, event_size
 from replay.mailbox import Mailbox, Waiter
 from replay.matching import ClientFrame
-from replay.protocol import Endpoint
 from replay.timeline import Timeline, build_timeline, check_speed
 
 log = logging.getLogger("replay.run")
@@ -75,14 +74,12 @@ PLAN_INLINE_CUES = 100
 class Delivery(Protocol):
     """Where the runner puts frames: must not block (queue the frame and return)."""
 
-    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
+    def send(self, endpoint: str, frame: str | bytes, to: str | None = None) -> int:
         """Queue ``frame`` for every client of ``endpoint`` (or those with id ``to``);
         return how many clients."""
         ...
 
-    def hangup(
-        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
-    ) -> int:
+    def hangup(self, endpoint: str, to: str | None, code: int, reason: str, abort: bool) -> int:
         """End the connections of ``endpoint``'s clients (or those with id ``to``) after
         what is queued for them; return how many."""
         ...
@@ -132,14 +129,14 @@ class Run:
     max_lateness: float = 0.0
     error: str | None = None
     #: The most clients one frame reached, per endpoint.
-    peaks: dict[Endpoint, int] = field(default_factory=dict, repr=False)
+    peaks: dict[str, int] = field(default_factory=dict, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _followers: list[_Follower] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
     _waits: list[str] = field(default_factory=list, repr=False)
     _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: The endpoint of the last frame the run sent (for the order at speed 0).
-    _endpoint: Endpoint | None = field(default=None, repr=False)
+    _endpoint: str | None = field(default=None, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
 
@@ -251,7 +248,7 @@ class Run:
                     "run_id": self.id,
                     "index": self.sent - 1,
                     "offset": round(send.at, 6),
-                    "endpoint": send.endpoint.value,
+                    "endpoint": send.endpoint,
                     "to": send.to,
                     "binary": isinstance(frame, bytes),
                     "frame": frame if isinstance(frame, str) else frame.hex(),
@@ -630,7 +627,7 @@ class Runner:
         )
         run._note(
             "drop" if hangup.abort else "disconnect",
-            endpoints=[endpoint.value for endpoint in hangup.endpoints],
+            endpoints=list(hangup.endpoints),
             to=hangup.to,
             code=hangup.code,
             clients=ended,
@@ -650,7 +647,7 @@ class Runner:
             run_id=run.id,
             scenario=send.scenario,
             step=send.step,
-            endpoint=send.endpoint.value,
+            endpoint=send.endpoint,
             to=send.to,
             clients=reached,
             binary=isinstance(frame, bytes),

@@ -76,8 +76,63 @@ Target = Annotated[
     ),
 ]
 
-#: Where a fault step acts: one endpoint, or both.
-EndpointChoice = Literal["/ws", "/ws/stream", "all"]
+
+def _protocol(info: ValidationInfo) -> Any:
+    """The protocol the file is validated against (Schwarm's when none is given)."""
+    context = info.context if isinstance(info.context, Mapping) else {}
+    protocol = context.get("protocol")
+    if protocol is None:
+        from replay.protocol.schwarm import SCHWARM  # the declarations import this module
+
+        protocol = SCHWARM
+    return protocol
+
+
+def _check_endpoint(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or (value == "all" and info.field_name in ("disconnect", "drop")):
+        return value
+    served = _protocol(info).paths()
+    if value not in served:
+        choices = list(served) + (["all"] if info.field_name in ("disconnect", "drop") else [])
+        raise PydanticCustomError(
+            "endpoint",
+            "unknown endpoint {found}{hint}",
+            {
+                "found": repr(value),
+                "hint": did_you_mean(str(value), choices),
+                "expected": "one of " + ", ".join(choices),
+            },
+        )
+    return str(served[value])
+
+
+def _check_takes(step: Any, kind: str, endpoint: str | None, info: ValidationInfo) -> None:
+    """Raise unless ``endpoint`` (None: none was found) takes ``kind`` frames."""
+    protocol = _protocol(info)
+    takes = [path for path, e in protocol.endpoints.items() if getattr(e, kind)]
+    if endpoint is not None and endpoint in takes:
+        return
+    raise PydanticCustomError(
+        "endpoint_kind",
+        "{where} takes no {kind}",
+        {
+            "where": endpoint or "no endpoint of this protocol",
+            "kind": kind,
+            "expected": ("an endpoint with '" + kind + "': " + ", ".join(takes))
+            if takes
+            else f"a protocol file that declares '{kind}' on an endpoint",
+            "found": repr(endpoint),
+        },
+    )
+
+
+Envelope = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="More fields for this frame's envelope, over the endpoint's own 'fields' "
+        "(values may be templates).",
+    ),
+]
 
 
 def _check_name(value: str) -> str:
@@ -210,10 +265,28 @@ class _TargetedStep(_PausedStep):
         return None if value is None else _check_target(value)
 
 
-class MessageStep(_TargetedStep):
-    """Send ``{"message_type": message, "message": text}`` to ``/ws``.
+class _FrameStep(_TargetedStep):
+    endpoint: str | None = Field(
+        default=None,
+        description="The endpoint it goes to (default: the one the protocol gives this kind).",
+    )
 
-    Give ``text`` for a plain string, or ``data`` (a mapping or list) to send its JSON text.
+    _endpoint = field_validator("endpoint")(_check_endpoint)
+
+
+class _ChunkedStep(_FrameStep):
+    @model_validator(mode="after")
+    def _takes_chunks(self, info: ValidationInfo) -> _ChunkedStep:
+        _check_takes(self, "chunks", _protocol(info).chunk_endpoint(self.endpoint), info)
+        return self
+
+
+class MessageStep(_FrameStep):
+    """Send a typed message: ``{"message_type": message, "message": text}`` on ``/ws`` in
+    Schwarm's protocol, or the envelope the protocol file declares.
+
+    Give ``text`` for a plain string, or ``data`` (a mapping or list) to send its JSON text
+    (or the data itself, where the envelope says ``data: json``).
     """
 
     message: str = Field(description="The message type, e.g. EVENT or CHAT_REQUESTED.")
@@ -224,35 +297,45 @@ class MessageStep(_TargetedStep):
         "strings may be templates.",
     )
 
+    envelope: Envelope = None
+
     _known_type = field_validator("message")(_check_message_type)
-    _plain_json = field_validator("data")(_check_json)
+    _plain_json = field_validator("data", "envelope")(_check_json)
 
     @model_validator(mode="after")
-    def _text_or_data(self) -> MessageStep:
+    def _text_or_data(self, info: ValidationInfo) -> MessageStep:
         if (self.text is None) == (self.data is None):
             raise ValueError("a message step needs exactly one of 'text' or 'data'")
+        endpoint = _protocol(info).message_endpoint(self.message, self.endpoint)
+        _check_takes(self, "messages", endpoint, info)
         return self
 
 
-class ChunkStep(_TargetedStep):
-    """Send ``{"type": "default", "content": chunk}`` to ``/ws/stream``."""
+class ChunkStep(_ChunkedStep):
+    """Send ``{"type": "default", "content": chunk}`` to ``/ws/stream`` (or the protocol's
+    chunk envelope)."""
 
     chunk: str = Field(min_length=1, description="The text of the chunk (never empty).")
+    envelope: Envelope = None
+    _plain_json = field_validator("envelope")(_check_json)
 
 
-class ToolStep(_TargetedStep):
-    """Send ``{"type": "tool", "content": tool}`` to ``/ws/stream``."""
+class ToolStep(_ChunkedStep):
+    """Send ``{"type": "tool", "content": tool}`` to ``/ws/stream`` (or the protocol's
+    chunk envelope)."""
 
     tool: str = Field(min_length=1, description="The text of the tool chunk (never empty).")
+    envelope: Envelope = None
+    _plain_json = field_validator("envelope")(_check_json)
 
 
-class CloseStep(_TargetedStep):
+class CloseStep(_ChunkedStep):
     """Send the end-of-stream signal ``{"type": "close", "content": null}`` to ``/ws/stream``."""
 
     close: Literal["stream"] = Field(description="What to close: 'stream'.")
 
 
-class StreamStep(_TargetedStep):
+class StreamStep(_ChunkedStep):
     """Stream a whole text to ``/ws/stream`` as token-sized chunks, like an LLM does.
 
     The text is cut into tokens (words and word pieces of up to 6 letters, each with the
@@ -269,6 +352,8 @@ class StreamStep(_TargetedStep):
     close_stream: bool = Field(
         default=False, description="End with the end-of-stream signal, one token later."
     )
+    envelope: Envelope = None
+    _plain_json = field_validator("envelope")(_check_json)
 
 
 class SleepStep(_Step):
@@ -383,18 +468,16 @@ class WaitStep(_Step):
         )
 
 
-class RawStep(_TargetedStep):
+class RawStep(_FrameStep):
     """Send a text frame exactly as written (for example invalid JSON)."""
 
     raw: str = Field(description="The frame's text, sent as is (a template).")
-    endpoint: Literal["/ws", "/ws/stream"] = Field(default="/ws", description="Where to send it.")
 
 
-class BinaryStep(_TargetedStep):
+class BinaryStep(_FrameStep):
     """Send a binary frame."""
 
     binary: str = Field(description="The frame's bytes, in base64.")
-    endpoint: Literal["/ws", "/ws/stream"] = Field(default="/ws", description="Where to send it.")
 
     @field_validator("binary")
     @classmethod
@@ -421,9 +504,9 @@ class BinaryStep(_TargetedStep):
 class DisconnectStep(_TargetedStep):
     """Close clients' connections with a close code and reason, after what was sent before."""
 
-    disconnect: EndpointChoice = Field(
-        description="Which endpoint's clients: /ws, /ws/stream or all."
-    )
+    disconnect: str = Field(description="Which endpoint's clients: a path, or all.")
+
+    _endpoint = field_validator("disconnect")(_check_endpoint)
     code: int = Field(
         default=1000, strict=True, description="The close code (1000 normal, 1011 error, ...)."
     )
@@ -456,7 +539,9 @@ class DisconnectStep(_TargetedStep):
 class DropStep(_TargetedStep):
     """Cut clients' TCP connections without a close frame, as a crashed backend would."""
 
-    drop: EndpointChoice = Field(description="Which endpoint's clients: /ws, /ws/stream or all.")
+    drop: str = Field(description="Which endpoint's clients: a path, or all.")
+
+    _endpoint = field_validator("drop")(_check_endpoint)
 
 
 STEP_KINDS: dict[str, type[_Step]] = {
@@ -574,6 +659,10 @@ class Scenario(BaseModel):
         own = getattr(step, "jitter", None)
         return self.jitter if own is None else float(own)
 
+    def frame_steps(self) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+        """``(path, step)`` of every step, nested ones included, in file order."""
+        yield from _walk(self.steps, ("steps",))
+
     def texts(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """``(path, text)`` of every string that may be a template, nested steps included."""
         yield from _texts(self.steps, ("steps",))
@@ -593,8 +682,20 @@ def _texts(
                 yield (*at, name), value
         if isinstance(step, MessageStep) and step.data is not None:
             yield from _data_texts(step.data, (*at, "data"))
+        envelope = getattr(step, "envelope", None)
+        if envelope:
+            yield from _data_texts(envelope, (*at, "envelope"))
         if isinstance(step, RepeatStep):
             yield from _texts(step.steps, (*at, "steps"))
+
+
+def _walk(
+    steps: list[Any], prefix: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    for index, step in enumerate(steps):
+        yield (*prefix, index), step
+        if isinstance(step, RepeatStep):
+            yield from _walk(step.steps, (*prefix, index, "steps"))
 
 
 def _data_texts(

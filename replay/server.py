@@ -52,11 +52,12 @@ from replay.journal import MAX_ENTRIES as JOURNAL_ENTRIES
 from replay.journal import Journal
 from replay.library import ScenarioLibrary
 from replay.loader import ScenarioFile
-from replay.managers import LocalDelivery, StreamManager, WebsocketManager
+from replay.managers import EndpointManager, LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
 from replay.origins import Cors, OriginPolicy
-from replay.protocol import Endpoint
+from replay.protocol.declaration import Protocol
+from replay.protocol.schwarm import SCHWARM
 from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
@@ -183,10 +184,12 @@ class Replay:
         # TODO(state): pass state=self.state once Runner takes it (another branch adds it).
         self.runner = Runner(self.delivery, clock, feed=self.feed)
         self.backend = Backend(self, settings.token)
-        self.messages.on_frame = self.client_frame
-        self.messages.on_connect = self.client_connected
-        self.messages.client_rate = self.stream.client_rate = settings.client_rate
-        self.messages.client_bytes = self.stream.client_bytes = settings.client_bytes
+        for manager in (self.messages, self.stream):
+            self._configure(manager)
+        self.delivery.on_new = self._configure
+        #: The protocol the endpoints are served for (see :meth:`catalog`).
+        self.protocol = SCHWARM
+        self.delivery.serve(SCHWARM.paths(), _listening(SCHWARM))
         #: WebSocket clients refused, by reason ("origin", "limit").
         self.refused: dict[str, int] = {"origin": 0, "limit": 0}
         self._reactions: list[tuple[str, ClientFrameMatch]] = []
@@ -202,13 +205,27 @@ class Replay:
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
+    def _configure(self, manager: EndpointManager) -> None:
+        """Set up an endpoint's manager: the seed's two, and each declared one."""
+        settings = self.settings
+        manager.queue_size = settings.queue_size
+        manager.feed = self.feed
+        manager.on_frame = self.client_frame
+        manager.on_connect = self.client_connected
+        manager.client_rate = settings.client_rate
+        manager.client_bytes = settings.client_bytes
+
     async def catalog(self) -> Catalog:
         """The scenarios as they are on disk now; raises ScenarioFolderMissing.
 
         The folder is read in a thread of its own: parsing a large file that changed takes
-        seconds, and the event loop must not wait for it."""
+        seconds, and the event loop must not wait for it. A protocol file that changed
+        changes the endpoints served from here on."""
         loop = asyncio.get_running_loop()
         catalog = await loop.run_in_executor(_READER, self.library.catalog)
+        if catalog.protocol is not self.protocol:
+            self.protocol = catalog.protocol
+            self.delivery.serve(self.protocol.paths(), _listening(self.protocol))
         self.backend.declare(catalog)
         return catalog
 
@@ -259,17 +276,21 @@ class Replay:
         log.warning("a WebSocket client was refused (%s)", reason)
 
     def client_frame(self, client: Client, text: str) -> None:
-        """A client sent a frame on /ws: the runs that may consume it keep it (see
-        :mod:`replay.mailbox`), else reactions play."""
-        frame = ClientFrame(client.id, text)
+        """A client sent a frame on an endpoint that takes messages: the runs that may
+        consume it keep it (see :mod:`replay.mailbox`), else reactions play."""
+        endpoint = str(client.endpoint)
+        type_field, payload_field = self.protocol.reader(endpoint)
+        frame = ClientFrame(
+            client.id, text, endpoint=endpoint, type_field=type_field, payload_field=payload_field
+        )
         runs = self.runner.keep(frame)
-        self.journal.received(client.id, Endpoint.MESSAGES.value, text, runs)
+        self.journal.received(client.id, endpoint, text, runs)
         if not runs:
             self.react(frame, client)
 
     def react(self, frame: ClientFrame, who: Client | None = None) -> None:
-        """Play the reactions a client event no run kept matches (a frame on /ws from
-        ``who``, or a request to a declared route)."""
+        """Play the reactions a client event no run kept matches (a frame from ``who``,
+        or a request to a declared route)."""
         if frame.message_type is None:
             return
         catalog = self._reacting()
@@ -600,6 +621,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return app
 
 
+def _listening(protocol: Protocol) -> set[str]:
+    """The endpoints whose clients the server hears: those that take messages."""
+    return {path for path, endpoint in protocol.endpoints.items() if endpoint.messages}
+
+
 def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
     """The guards around the routes. Starlette runs the last added first: a request meets
     them from the bottom of this function up."""
@@ -614,10 +640,7 @@ def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
     # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
     app.add_middleware(
         WebSocketGate,
-        endpoints={
-            Endpoint.MESSAGES.value: replay.messages.serve,
-            Endpoint.STREAM.value: replay.stream.serve,
-        },
+        endpoints=replay.delivery.served,
         origins=settings.ws_origins,
         max_clients=settings.max_clients,
         count=lambda: sum(replay.delivery.client_counts().values()),

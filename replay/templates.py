@@ -107,16 +107,16 @@ class Now:
 
 def check(
     text: str,
-    declared_vars: Collection[str],
+    declared_vars: Collection[str] | None,
     names: Collection[str] = NAMES,
     fields: Mapping[str, Collection[str]] | None = None,
 ) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
     Checks its syntax, that it uses only ``names`` (a scenario's: :data:`NAMES`), that
-    every ``vars.NAME`` it reads is declared, and, for each name in ``fields``, that
-    every ``name.FIELD`` it reads is one of that name's fields (a declared route's
-    ``request.query``, say).
+    every ``vars.NAME`` it reads is declared (any name, when ``declared_vars`` is None),
+    and, for each name in ``fields``, that every ``name.FIELD`` it reads is one of that
+    name's fields (a declared route's ``request.query``, say).
     """
     try:
         tree = _env.parse(text)
@@ -146,7 +146,8 @@ def check(
                 f"{name} has no field {attribute!r}{did_you_mean(attribute, known)}; "
                 f"its fields are {', '.join(sorted(known))}"
             )
-    for name in sorted(read - set(declared_vars)):
+    for name in sorted(read - set(declared_vars if declared_vars is not None else read)):
+        assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
         problems.append(
             f"variable {name!r} is not declared{did_you_mean(name, declared_vars)}: "

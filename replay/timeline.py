@@ -22,7 +22,8 @@ from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
 from replay.matching import ClientFrame
-from replay.protocol import Endpoint, message_frame
+from replay.protocol import message_frame
+from replay.protocol.declaration import Protocol
 from replay.routes import is_route_key
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
@@ -46,7 +47,7 @@ class Cue:
     """
 
     offset: float
-    endpoint: Endpoint
+    endpoint: str
     frame: str
     scenario: str
     step: str
@@ -57,7 +58,7 @@ class Cue:
         return {
             "offset": round(self.offset, 6),
             "kind": self.kind,
-            "endpoint": self.endpoint.value,
+            "endpoint": self.endpoint,
             "to": self.to,
             "frame": self.frame,
             "scenario": self.scenario,
@@ -135,7 +136,7 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes)
+    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes, catalog.protocol)
     end = paper.drive(play(name, catalog, context))
     if not keep:
         duration = None if paper.truncated else end
@@ -155,9 +156,15 @@ class _Paper:
     """Drives scripts without clients or a clock, writing down what they do."""
 
     def __init__(
-        self, answerer: str, limit: int, keep: bool = True, max_bytes: int | None = None
+        self,
+        answerer: str,
+        limit: int,
+        keep: bool,
+        max_bytes: int | None,
+        protocol: Protocol,
     ) -> None:
         self.answerer = answerer
+        self.protocol = protocol
         self.limit = limit
         self.keep = keep
         self.max_bytes = max_bytes
@@ -202,9 +209,10 @@ class _Paper:
                     shown = f"binary {len(data)} bytes: {base64.b64encode(data).decode()[:60]}"
                     self._cue(action, action.endpoint, shown, "binary")
                 case Wait():
-                    self._cue(action, Endpoint.MESSAGES, _wait_text(action), "wait", action.source)
-                    reply = _stand_in(action.match.message, action.source or self.answerer)
-                    reply = reply.taken_at(action.at)
+                    kind = action.match.message
+                    where = "http" if is_route_key(kind) else self.protocol.message_endpoint(kind)
+                    self._cue(action, where or "*", _wait_text(action), "wait", action.source)
+                    reply = _stand_in(kind, action.source or self.answerer).taken_at(action.at)
                 case Hangup():
                     kind = "drop" if action.abort else "disconnect"
                     for endpoint in action.endpoints:
@@ -225,7 +233,7 @@ class _Paper:
     def _cue(
         self,
         action: Send | Wait | Hangup,
-        endpoint: Endpoint,
+        endpoint: str,
         text: str,
         kind: str,
         to: str | None = None,
@@ -258,4 +266,4 @@ def _stand_in(kind: str, client: str) -> ClientFrame:
     """What a dry run assumes answers a wait for ``kind``."""
     if is_route_key(kind):
         return stand_in_event(kind, client)
-    return ClientFrame(client, message_frame(kind, ""))
+    return ClientFrame(client, message_frame(kind, ""), kind=kind)

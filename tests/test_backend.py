@@ -19,14 +19,7 @@ from replay.clock import ManualClock
 from replay.server import Replay, Settings, create_app
 from tests.conftest import LocalClient
 from tests.hostile import PATIENCE
-from tests.protocols import (
-    CHAT,
-    SCHWARM,
-    StandInLibrary,
-    StandInProtocol,
-    route,
-    serve_protocol,
-)
+from tests.protocols import CHAT, SCHWARM, SCHWARM_PROTOCOL, write_protocol
 
 PAUSE_STATUS = """
 reacts_to: {message: POST /break}
@@ -41,7 +34,7 @@ steps:
 class Served:
     client: LocalClient
     replay: Replay
-    library: StandInLibrary
+    folder: Path
     events: list[dict[str, Any]]
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -49,18 +42,20 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(folder: Path, protocol: StandInProtocol = SCHWARM, **settings: Any) -> Iterator[Served]:
+def serve(folder: Path, protocol: str = SCHWARM_PROTOCOL, **settings: Any) -> Iterator[Served]:
+    """A server in process on ``folder`` with the protocol file ``protocol``, and the
+    feed's events as they are published."""
     folder.mkdir(exist_ok=True)
     (folder / "chat-http.yaml").write_text(CHAT)
     (folder / "pause-status.yaml").write_text(PAUSE_STATUS)
+    write_protocol(folder, protocol)
     clock = settings.pop("clock", None)
     app = create_app(Settings(scenarios=folder, isolated=True, **settings), clock)
     server: Replay = app.state.replay
-    library = serve_protocol(server, protocol)
     events: list[dict[str, Any]] = []
     server.feed.recorders.append(events.append)
     with LocalClient(app) as client:
-        yield Served(client, server, library, events)
+        yield Served(client, server, folder, events)
 
 
 @pytest.fixture
@@ -144,7 +139,7 @@ def test_a_path_of_replays_own_with_another_method(served: Served) -> None:
 
 
 def test_a_missing_trailing_slash_redirects_as_for_replays_own_routes(tmp_path: Path) -> None:
-    stream = StandInProtocol(routes=(route(path="/stream/", body="chunks"),))
+    stream = "routes:\n  - {path: /stream/, body: chunks}\n"
     with serve(tmp_path / "scenarios", stream) as served:
         answer = served.client.get("/stream", follow_redirects=False)
         assert answer.status_code == 307
@@ -155,10 +150,16 @@ def test_a_missing_trailing_slash_redirects_as_for_replays_own_routes(tmp_path: 
 def test_routes_are_read_again_on_every_request(served: Served) -> None:
     client = served.client
     assert client.get("/breakpoint/turns").json() == 1
-    extra = route(path="/breakpoint", body={"on_start": "{{ state.on_start }}"})
-    turns = route(path="/breakpoint/turns", body={"turn_amount": "{{ state.turns }}"})
-    served.library.protocol = StandInProtocol(
-        routes=(extra, turns), state={**SCHWARM.state, "on_start": False, "turns": 5}
+    write_protocol(
+        served.folder,
+        """
+routes:
+  - path: /breakpoint
+    body: {on_start: "{{ state.on_start }}"}
+  - path: /breakpoint/turns
+    body: {turn_amount: "{{ state.turns }}"}
+state: {paused: true, waiting: false, chat_input: "", turns: 5, on_start: false}
+""",
     )
     # The edited route answers at once; a new key gets its value; values set stay.
     assert client.get("/breakpoint/turns").json() == {"turn_amount": 1}

@@ -358,7 +358,7 @@ def test_validate_reports_a_valid_protocol_file(
     folder = folder_with(tmp_path, {"_protocol.yaml": PROTOCOL, "usage.yaml": USES_PROTOCOL})
     code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
     assert code == 0, out
-    assert f"ok       {folder / '_protocol.yaml'} (1 message type)" in out
+    assert f"ok       {folder / '_protocol.yaml'} (2 endpoints, 1 message type, 0 routes)" in out
     assert f"ok       {folder / 'usage.yaml'}" in out
     assert out.splitlines()[-1] == "1 valid, 0 invalid"
 
@@ -366,7 +366,7 @@ def test_validate_reports_a_valid_protocol_file(
 def test_validate_reports_a_broken_protocol_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    broken = "message_types:\n  token_usage: lower case\n  GOOD_ONE: fine\n"
+    broken = "message_types:\n  2token_usage: bad name\n  GOOD_ONE: fine\n"
     folder = folder_with(tmp_path, {"_protocol.yaml": broken, "chat.yaml": CHAT})
     code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
     assert code == 1
@@ -395,7 +395,7 @@ def test_validate_given_files_checks_the_protocol_file_as_one(
     code, out, _ = run_main(["validate", *files], capsys)
     assert "INVALID" not in out, out
     assert code == 0
-    assert f"ok       {folder / '_protocol.yaml'} (1 message type)" in out
+    assert f"ok       {folder / '_protocol.yaml'} (2 endpoints, 1 message type, 0 routes)" in out
     assert f"ok       {folder / 'usage.yaml'}" in out
 
 

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server, wait_until_watched
-from tests.protocols import SCHWARM, serve_protocol
+from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
 
 CHROMIUM = os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags keep Chromium off the network (this machine's is closed) and quiet as root.
@@ -246,7 +246,7 @@ def test_a_server_with_a_token_asks_for_it_and_then_works(
 def test_the_routes_panel_lists_the_routes_and_edits_the_live_state(
     page: Page, served: LiveServer
 ) -> None:
-    serve_protocol(served.replay, SCHWARM)
+    write_protocol(served.replay.settings.scenarios, SCHWARM_PROTOCOL)
     page.reload()
     routes = page.locator("#routes tr")
     expect(routes).to_have_count(len(SCHWARM.routes))

@@ -389,7 +389,7 @@ def test_at_speed_0_frames_arrive_in_the_scenarios_order_across_both_endpoints(
     (folder / "mixed.yaml").write_text(INTERLEAVED)
     cues = [cue for cue in build_timeline("mixed", ScenarioLibrary(folder).catalog())]
     planned = [cue.frame for cue in cues]
-    endpoint = {cue.frame: cue.endpoint.value for cue in cues}
+    endpoint = {cue.frame: cue.endpoint for cue in cues}
     assert len(set(planned)) == len(planned)  # each frame tells which it is
     live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
     readers = {path: StampedReader(live, path + "?client_id=ui") for path in ("/ws", "/ws/stream")}

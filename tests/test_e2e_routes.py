@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.hostile import PATIENCE
-from tests.protocols import CHAT, SCHWARM, StandInProtocol, route, serve_protocol
+from tests.protocols import CHAT, SCHWARM_PROTOCOL, write_protocol
 
 
 def call(live: LiveServer, method: str, path: str, **query: str) -> tuple[int, Any, float]:
@@ -38,9 +38,9 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
     folder = tmp_path / "scenarios"
     folder.mkdir()
     (folder / "chat-http.yaml").write_text(CHAT)
+    slower = "  - {path: /slower, latency: 300ms, body: '{{ state.paused }}'}\n"
+    write_protocol(folder, SCHWARM_PROTOCOL.replace("state:", slower + "state:"))
     server, uvicorn_server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
-    slow = route(path="/slower", latency="300ms", body="{{ state.paused }}")
-    serve_protocol(server.replay, StandInProtocol((*SCHWARM.routes, slow), SCHWARM.state))
     try:
         yield server
     finally:

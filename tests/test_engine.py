@@ -57,7 +57,7 @@ class BoundedCatalog(Catalog):
     looping without ever yielding makes the test fail instead of hanging."""
 
     def __init__(self, inner: Catalog, budget: int = 2_000) -> None:
-        super().__init__(inner.files, inner.protocol)
+        super().__init__(inner.files, inner.protocol_file)
         object.__setattr__(self, "budget", budget)
 
     def scenario(self, name: str) -> Any:
@@ -204,7 +204,7 @@ def test_message_with_data_sends_its_json_text() -> None:
         "    data: {name: 'agent-1 - EventType.START_TURN', ok: true, n: [1, 2.5, null]}\n"
     )
     [send] = sends(actions)
-    assert send.endpoint is Endpoint.MESSAGES
+    assert send.endpoint == Endpoint.MESSAGES
     assert send.frame == (
         '{"message_type":"EVENT","message":'
         '"{\\"name\\":\\"agent-1 - EventType.START_TURN\\",\\"ok\\":true,\\"n\\":[1,2.5,null]}"}'

@@ -114,7 +114,7 @@ def test_the_whole_folder_validates_with_its_protocol_file(
 ) -> None:
     assert main(["validate", "--scenarios", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
-    assert "_protocol.yaml (0 message types)" in out
+    assert "_protocol.yaml (2 endpoints, 0 message types, " in out
     assert " 0 invalid" in out
 
 
@@ -147,7 +147,7 @@ BROKEN = [
         "crash",
         "  - drop: all\n",
         "  - drop: everyone\n",
-        ":10:5: steps.1.drop: not an allowed value",
+        ":10:5: steps.1.drop: unknown endpoint 'everyone'; expected one of /ws, /ws/stream, all",
     ),
     (
         "pause-status",

@@ -421,7 +421,7 @@ async def test_binary_frames_and_garbage_are_ignored_without_closing(folder: Pat
 
 def received_counts(live: LiveServer) -> dict[tuple[str, str], int]:
     """Frames received from each client, by client id and endpoint."""
-    return {(c.id, c.endpoint.value): c.received for c in live.replay.delivery.clients()}
+    return {(c.id, str(c.endpoint)): c.received for c in live.replay.delivery.clients()}
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import replay.library
 from replay.errors import ScenarioFolderMissing, ScenarioInvalid
 from replay.library import ScenarioLibrary
 from replay.loader import MAX_FILE_BYTES, ScenarioFile, parse_scenario
-from replay.protocol import MESSAGE_TYPES
+from replay.protocol.schwarm import SCHWARM
 from replay.scenario import ChunkStep
 
 GOOD = "steps:\n  - chunk: a\n"
@@ -217,7 +217,12 @@ def test_folder_deleted_after_loading(folder: Path) -> None:
 def test_custom_message_types(folder: Path) -> None:
     write(folder, "custom.yaml", "steps:\n  - message: CUSTOM\n    text: x\n")
     assert not ScenarioLibrary(folder).catalog().file("custom").valid
-    assert ScenarioLibrary(folder, {"CUSTOM": "mine"}).catalog().file("custom").valid
+    assert (
+        ScenarioLibrary(folder, SCHWARM.with_types({"CUSTOM": "mine"}))
+        .catalog()
+        .file("custom")
+        .valid
+    )
 
 
 def test_invalid_file_name(folder: Path) -> None:
@@ -240,10 +245,11 @@ def test_protocol_file_makes_a_custom_type_valid(folder: Path) -> None:
     found = library.catalog()
     assert found.names == ["reacts", "usage", "waits"]
     assert all(loaded.valid for loaded in found), [p for f in found for p in f.problems]
-    assert found.protocol is not None
-    assert found.protocol.file == str(folder / "_protocol.yaml")
-    assert dict(found.protocol.declared) == {"TOKEN_USAGE": "token counts"}
-    assert found.protocol.problems == ()
+    assert found.protocol_file is not None
+    assert found.protocol_file.file == str(folder / "_protocol.yaml")
+    assert found.protocol_file.declared == 1
+    assert found.protocol.descriptions["TOKEN_USAGE"] == "token counts"
+    assert found.protocol_file.problems == ()
     assert library.message_types["TOKEN_USAGE"] == "token counts"
     assert "EVENT" in library.message_types
 
@@ -252,7 +258,8 @@ def test_without_a_protocol_file_custom_types_are_unknown(folder: Path) -> None:
     write(folder, "usage.yaml", CUSTOM)
     library = ScenarioLibrary(folder)
     found = library.catalog()
-    assert found.protocol is None
+    assert found.protocol_file is None
+    assert found.protocol is SCHWARM
     [problem] = found.file("usage").problems
     assert problem.message == "unknown message type 'TOKEN_USAGE'"
     assert "TOKEN_USAGE" not in library.message_types
@@ -302,7 +309,7 @@ def test_adding_and_deleting_the_protocol_file(folder: Path) -> None:
     assert second.file("usage").valid
     protocol.unlink()
     third = library.catalog()
-    assert third.protocol is None
+    assert third.protocol_file is None
     assert not third.file("usage").valid
     assert "TOKEN_USAGE" not in library.message_types
 
@@ -331,14 +338,14 @@ def test_protocol_problems_are_on_the_catalog(folder: Path) -> None:
     write(
         folder,
         "_protocol.yaml",
-        "message_types:\n  token_usage: lower case\n  GOOD: fine\n  BAD: 5\nextra: 1\n",
+        "message_types:\n  2token_usage: bad name\n  GOOD: fine\n  BAD: 5\nextra: 1\n",
     )
     write(folder, "uses-good.yaml", "steps:\n  - message: GOOD\n    text: x\n")
     found = ScenarioLibrary(folder).catalog()
-    assert found.protocol is not None
-    problems = found.protocol.problems
+    assert found.protocol_file is not None
+    problems = found.protocol_file.problems
     assert [(p.line, p.column, p.field) for p in problems] == [
-        (2, 3, "message_types.token_usage"),
+        (2, 3, "message_types.2token_usage"),
         (4, 3, "message_types.BAD"),
         (5, 1, "extra"),
     ]
@@ -351,8 +358,8 @@ def test_broken_protocol_yaml_is_reported_on_the_catalog(folder: Path) -> None:
     write(folder, "_protocol.yaml", "message_types: [unclosed\n")
     write(folder, "plain.yaml", GOOD)
     found = ScenarioLibrary(folder).catalog()
-    assert found.protocol is not None
-    [problem] = found.protocol.problems
+    assert found.protocol_file is not None
+    [problem] = found.protocol_file.problems
     assert problem.message.startswith("not valid YAML")
     assert found.file("plain").valid
 
@@ -361,8 +368,8 @@ def test_protocol_file_over_the_size_limit(folder: Path) -> None:
     (folder / "_protocol.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
     write(folder, "plain.yaml", GOOD)
     found = ScenarioLibrary(folder).catalog()
-    assert found.protocol is not None
-    [problem] = found.protocol.problems
+    assert found.protocol_file is not None
+    [problem] = found.protocol_file.problems
     assert problem.message == "the file is too large"
     assert found.file("plain").valid
 
@@ -372,7 +379,7 @@ def test_protocol_adds_to_the_library_types(folder: Path) -> None:
     write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: counts\n")
     write(folder, "custom.yaml", "steps:\n  - message: CUSTOM\n    text: x\n")
     write(folder, "usage.yaml", CUSTOM)
-    library = ScenarioLibrary(folder, {**MESSAGE_TYPES, "CUSTOM": "mine"})
+    library = ScenarioLibrary(folder, SCHWARM.with_types({"CUSTOM": "mine"}))
     found = library.catalog()
     assert found.file("usage").valid
     assert found.file("custom").valid

@@ -14,10 +14,16 @@ from hypothesis import strategies as st
 from replay import loader
 from replay.errors import Problem
 from replay.loader import MAX_DEPTH, MAX_FILE_BYTES, ScenarioFile, parse_scenario, scenario_name
-from replay.protocol import MESSAGE_TYPES
+from replay.protocol.declaration import Protocol
+from replay.protocol.schwarm import SCHWARM
 from replay.scenario import STEP_KINDS, ChunkStep, MessageStep
 
 FILE = "scenarios/demo.yaml"
+
+
+def with_types(types: dict[str, str]) -> Protocol:
+    """Schwarm's protocol with these message types too."""
+    return SCHWARM.with_types(types)
 
 
 def parse(source: str | bytes, file: str = FILE) -> ScenarioFile:
@@ -75,7 +81,7 @@ def test_scenario_name_is_the_file_stem() -> None:
 def test_custom_message_types() -> None:
     source = "steps:\n  - message: CUSTOM\n    text: x\n"
     assert not parse(source).valid
-    assert parse_scenario(source, FILE, {"CUSTOM": "mine"}).valid
+    assert parse_scenario(source, FILE, with_types({"CUSTOM": "mine"})).valid
 
 
 # --- YAML-level problems --------------------------------------------------------------------
@@ -322,7 +328,7 @@ def test_unknown_field_in_a_step_with_suggestion() -> None:
     assert (problem.line, problem.column, problem.field) == (3, 5, "steps.0.txt")
     assert str(problem) == (
         f"{FILE}:3:5: steps.0.txt: unknown field 'txt' (did you mean 'text'?); "
-        "expected one of delay, jitter, to, message, text, data"
+        "expected one of delay, jitter, to, endpoint, message, text, data, envelope"
     )
 
 
@@ -695,7 +701,9 @@ def test_unknown_field_in_a_nested_repeat_step_lists_the_allowed_fields() -> Non
     )
     assert (problem.line, problem.column, problem.field) == (8, 13, "steps.0.steps.1.steps.0.rte")
     assert problem.message == "unknown field 'rte' (did you mean 'rate'?)"
-    assert problem.expected == "one of delay, jitter, to, stream, rate, type, close_stream"
+    assert problem.expected == (
+        "one of delay, jitter, to, endpoint, stream, rate, type, close_stream, envelope"
+    )
 
 
 def test_unknown_field_on_a_repeat_step() -> None:
@@ -746,7 +754,7 @@ def test_wait_unknown_message_type() -> None:
 def test_wait_with_project_message_types() -> None:
     source = "steps:\n  - wait: TOKEN_USAGE\n"
     assert not parse(source).valid
-    assert parse_scenario(source, FILE, {"TOKEN_USAGE": "token counts"}).valid
+    assert parse_scenario(source, FILE, with_types({"TOKEN_USAGE": "token counts"})).valid
 
 
 def test_bad_wait_fields_are_located() -> None:
@@ -906,8 +914,14 @@ def test_patterns_replay_cannot_run_are_located(
             "steps.0.reason",
             "close reason too long",
         ),
-        ("drop: everything", "steps.0.drop", "not an allowed value"),
-        ("raw: x\n    endpoint: /nope", "steps.0.endpoint", "not an allowed value"),
+        ("drop: everything", "steps.0.drop", "unknown endpoint 'everything'"),
+        ("raw: x\n    endpoint: /nope", "steps.0.endpoint", "unknown endpoint '/nope'"),
+        ("chunk: x\n    endpoint: /ws", "steps.0", "/ws takes no chunks"),
+        (
+            "message: EVENT\n    text: x\n    endpoint: /ws/stream",
+            "steps.0",
+            "/ws/stream takes no messages",
+        ),
         ("stream: x\n    type: close", "steps.0.type", "not an allowed value"),
         ("chunk: a\n    to: 'a b'", "steps.0.to", "not a target"),
     ],
@@ -985,140 +999,6 @@ def test_catalog_finds_a_cycle_through_a_repeat() -> None:
     [problem] = catalog.file("one").problems
     assert problem.field == "steps.0.steps.0.play"
     assert problem.message == "plays itself: one -> two -> one"
-
-
-# --- parse_protocol ---------------------------------------------------------------------------
-
-PROTOCOL = "scenarios/_protocol.yaml"
-
-
-def protocol(source: str | bytes) -> loader.ProtocolFile:
-    return loader.parse_protocol(source, PROTOCOL)
-
-
-def test_protocol_file() -> None:
-    loaded = protocol("message_types:\n  TOKEN_USAGE: token counts\n  EVENT: my own event\n")
-    assert loaded.problems == ()
-    assert loaded.file == PROTOCOL
-    assert dict(loaded.declared) == {"TOKEN_USAGE": "token counts", "EVENT": "my own event"}
-    types = dict(loaded.message_types)
-    assert types["TOKEN_USAGE"] == "token counts"
-    assert types["EVENT"] == "my own event"  # a built-in type may get a new description
-    assert set(types) == set(MESSAGE_TYPES) | {"TOKEN_USAGE"}
-    assert MESSAGE_TYPES["EVENT"] != "my own event"  # the built-in table is left alone
-
-
-def test_protocol_types_are_usable_by_scenarios() -> None:
-    loaded = protocol("message_types: {TOKEN_USAGE: token counts}\n")
-    source = "reacts_to: {message: TOKEN_USAGE}\nsteps:\n  - message: TOKEN_USAGE\n    text: x\n"
-    assert parse_scenario(source, FILE, loaded.message_types).valid
-
-
-def test_empty_protocol_file_declares_nothing() -> None:
-    for source in ("", "# only comments\n", "message_types: {}\n"):
-        loaded = protocol(source)
-        assert loaded.problems == ()
-        assert dict(loaded.declared) == {}
-        assert dict(loaded.message_types) == MESSAGE_TYPES
-
-
-@pytest.mark.parametrize("name", ["token_usage", "2BAD", "A-B", "Token", "_X", "1", "true"])
-def test_protocol_bad_names(name: str) -> None:
-    loaded = protocol(f"message_types:\n  GOOD: fine\n  {name}: x\n")
-    [problem] = loaded.problems
-    assert (problem.file, problem.line, problem.column) == (PROTOCOL, 3, 3)
-    assert problem.field == f"message_types.{name}"
-    assert problem.message == "not a message type name"
-    assert problem.expected == "upper-case letters, digits and '_', starting with a letter"
-    assert problem.found == repr(name)
-    assert dict(loaded.declared) == {"GOOD": "fine"}  # the valid ones still count
-
-
-@pytest.mark.parametrize(
-    ("value", "found"),
-    [
-        ("5", "5"),
-        ("[a]", "a list"),
-        ("{a: 1}", "a mapping"),
-        ("", "nothing (null)"),
-        ("yes", "the boolean true"),
-    ],
-)
-def test_protocol_descriptions_must_be_strings(value: str, found: str) -> None:
-    loaded = protocol(f"message_types:\n  GOOD: fine\n  BAD: {value}\n")
-    [problem] = loaded.problems
-    assert (problem.line, problem.column, problem.field) == (3, 3, "message_types.BAD")
-    assert (problem.message, problem.expected, problem.found) == (
-        "wrong type",
-        "a description (a string)",
-        found,
-    )
-    assert "BAD" not in loaded.declared
-    assert "BAD" not in loaded.message_types
-
-
-def test_protocol_unknown_top_level_keys() -> None:
-    loaded = protocol("message_typs:\n  A: x\nother: 1\n")
-    assert [(p.line, p.column, p.field, p.message) for p in loaded.problems] == [
-        (1, 1, "message_typs", "unknown field 'message_typs' (did you mean 'message_types'?)"),
-        (2 + 1, 1, "other", "unknown field 'other'"),
-    ]
-    assert all(p.expected == "message_types" for p in loaded.problems)
-
-
-def test_protocol_duplicates() -> None:
-    loaded = protocol("message_types:\n  A: first\n  A: second\n")
-    [problem] = loaded.problems
-    assert (problem.line, problem.column, problem.field) == (3, 3, "message_types.A")
-    assert "duplicate key 'A' (first at line 2)" in problem.message
-    loaded = protocol("message_types: {A: x}\nmessage_types: {B: y}\n")
-    [problem] = loaded.problems
-    assert (problem.line, problem.column, problem.field) == (2, 1, "message_types")
-    assert "duplicate key 'message_types' (first at line 1)" in problem.message
-
-
-@pytest.mark.parametrize(
-    ("source", "found"),
-    [("- A\n- B\n", "a list"), ("hello\n", "'hello'"), ("5\n", "5")],
-)
-def test_protocol_not_a_mapping(source: str, found: str) -> None:
-    loaded = protocol(source)
-    [problem] = loaded.problems
-    assert (problem.line, problem.column, problem.field) == (1, 1, "")
-    assert problem.message == "wrong type"
-    assert problem.expected == "a mapping with 'message_types' (NAME: description)"
-    assert problem.found == found
-    assert dict(loaded.message_types) == MESSAGE_TYPES
-
-
-@pytest.mark.parametrize(
-    ("source", "found"),
-    [("message_types: [A, B]\n", "a list"), ("message_types:\n", "nothing (null)")],
-)
-def test_protocol_message_types_not_a_mapping(source: str, found: str) -> None:
-    [problem] = protocol(source).problems
-    assert (problem.line, problem.column, problem.field) == (1, 1, "message_types")
-    assert (problem.message, problem.expected, problem.found) == ("wrong type", "a mapping", found)
-
-
-def test_protocol_yaml_and_encoding_errors_are_located() -> None:
-    [problem] = protocol("message_types: [unclosed\n").problems
-    assert problem.message.startswith("not valid YAML: ")
-    assert problem.line == 2
-    [problem] = protocol(b"message_types:\n  A: caf\xe9\n").problems
-    assert (problem.line, problem.column) == (2, 9)
-    assert problem.message == "the file is not valid UTF-8"
-
-
-def test_protocol_never_raises() -> None:
-    rng = random.Random(99)
-    pieces = [*":-[]{}&*!|>'\"#\n ", "message_types", "A", "b", "1", "\n  ", "~", "\x00"]
-    for _ in range(1000):
-        source = "".join(rng.choice(pieces) for _ in range(rng.randrange(40)))
-        loaded = protocol(source)
-        assert isinstance(loaded, loader.ProtocolFile)
-        for problem in loaded.problems:
-            assert str(problem).startswith(PROTOCOL)
 
 
 # --- the exact messages users see -------------------------------------------------------------
@@ -1422,5 +1302,3 @@ def test_a_bug_while_loading_is_a_problem_of_that_file(monkeypatch: pytest.Monke
         "replay could not read this file (RecursionError: something replay did not foresee); "
         "this is a bug in replay, please report it with the file"
     )
-    protocol = loader.parse_protocol("message_types: {}\n", FILE)
-    assert protocol.problems[0].message == problem.message

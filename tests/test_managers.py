@@ -233,13 +233,13 @@ async def test_text_frames_from_clients_are_published(manager_class: Any) -> Non
         {
             "event": "frame.received",
             "client": "c1",
-            "endpoint": manager.endpoint.value,
+            "endpoint": str(manager.endpoint),
             "frame": '{"message_type":"CHAT_INPUT"}',
         },
         {
             "event": "frame.received",
             "client": "c1",
-            "endpoint": manager.endpoint.value,
+            "endpoint": str(manager.endpoint),
             "frame": "plain é",
         },
     ]

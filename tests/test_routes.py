@@ -4,7 +4,7 @@ and the rendering of answers (no I/O)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -12,6 +12,7 @@ from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 
 from replay import loader
+from replay.protocol.file import parse_protocol
 from replay.routes import (
     METHODS,
     NAMES,
@@ -25,7 +26,6 @@ from replay.routes import (
     is_route_key,
 )
 from replay.server import Settings, create_app
-from tests.protocols import StandInProtocol
 
 
 class Protocol(BaseModel):
@@ -59,7 +59,7 @@ def test_a_route_needs_only_a_path() -> None:
     assert declared_route.method == "GET"
     assert declared_route.status == 200
     assert declared_route.latency == 0.0
-    assert declared_route.changes == {}
+    assert declared_route.set == {}
     assert declared_route.key == "GET /break"
 
 
@@ -76,7 +76,7 @@ def test_every_field_of_a_route() -> None:
     )
     assert declared_route.method == "POST"  # methods are written in any case
     assert declared_route.latency == pytest.approx(0.2)
-    assert declared_route.changes == {"paused": "{{ not state.paused }}"}
+    assert declared_route.set == {"paused": "{{ not state.paused }}"}
     assert declared_route.summary() == {
         "key": "POST /break",
         "method": "POST",
@@ -285,27 +285,31 @@ def test_a_route_list_locates_each_problem_on_its_route() -> None:
     assert Protocol.model_validate({"routes": data["routes"][:1]}).routes[0].key == "GET /break"
 
 
-def test_the_loader_locates_route_problems_in_the_file() -> None:
-    """What the protocol parser does with these errors: file:line:column, field."""
+def test_the_protocol_file_locates_a_routes_problems() -> None:
     text = (
-        "routes:\n  - path: /break\n  - method: post\n    path: /chat\n"
-        "    body: '{{ reqest.body }}'\n  - path: /break\n"
+        "routes:\n  - path: /break\n  - method: fetch\n    path: /chat\n"
+        "  - path: /chat\n    body: {reply: '{{ reqest.body }}'}\n"
     )
-    data, locations = loader._compose(text, "scenarios/_protocol.yaml")
+    loaded = parse_protocol(text, "scenarios/_protocol.yaml")
+    assert [str(problem) for problem in loaded.problems] == [
+        "scenarios/_protocol.yaml:3:5: routes.1.method: not a method a route can have; "
+        "expected GET, POST, PUT, PATCH or DELETE, found 'fetch'",
+        "scenarios/_protocol.yaml:6:12: routes.2.body.reply: unknown name 'reqest' in a "
+        "template (did you mean 'request'?); templates can use choice, now, randint, random, "
+        "request, state, uuid, found '{{ reqest.body }}'",
+    ]
+    assert [route.key for route in loaded.protocol.routes] == ["GET /break"]
+
+
+def test_a_route_list_s_problems_are_located_in_the_file() -> None:
+    """What a protocol file's parser gets from a RouteList: file:line:column, field."""
+    text = "routes:\n  - path: /break\n  - path: /ok\n  - path: /break\n"
+    data, here = loader.read_document(text, "scenarios/_protocol.yaml")
     with pytest.raises(ValidationError) as raised:
         Protocol.model_validate(data)
-    here = loader.ScenarioFile("", "scenarios/_protocol.yaml", None, (), locations)
-    [problem] = loader._explain(here, raised.value, data)
-    assert str(problem).startswith(
-        "scenarios/_protocol.yaml:5:5: routes.1.body: unknown name 'reqest' in a template "
-        "(did you mean 'request'?)"
-    )
-    data["routes"][1]["body"] = "{{ request.body }}"
-    with pytest.raises(ValidationError) as raised:
-        Protocol.model_validate(data)
-    [problem] = loader._explain(here, raised.value, data)
+    [problem] = loader.explain(here, raised.value, data)
     assert str(problem) == (
-        "scenarios/_protocol.yaml:6:5: routes.2.path: GET /break is declared twice (first as "
+        "scenarios/_protocol.yaml:4:5: routes.2.path: GET /break is declared twice (first as "
         "routes.0: GET /break); expected each method and path once, found '/break'"
     )
 
@@ -365,8 +369,12 @@ def test_route_keys() -> None:
 
 
 def test_declared_reads_the_catalogs_protocol() -> None:
+    class Protocol:
+        routes = (route(path="/a"),)
+        state: ClassVar = {"paused": True}
+
     class Catalog:
-        protocol = StandInProtocol(routes=(route(path="/a"),), state={"paused": True})
+        protocol = Protocol()
 
     assert [r.key for r in declared(Catalog())] == ["GET /a"]
     assert declared_state(Catalog()) == {"paused": True}

@@ -240,10 +240,10 @@ def test_new_step_kinds_validate_to_their_models() -> None:
     assert isinstance(wait, WaitStep)
     assert (wait.timeout, wait.on_timeout, wait.match, wait.fields) == (60.0, "fail", None, None)
     assert isinstance(raw, RawStep)
-    assert raw.endpoint == "/ws"
+    assert raw.endpoint is None  # the protocol's first endpoint: /ws for Schwarm
     assert isinstance(binary, BinaryStep)
     assert binary.payload == b"\x00\x01\x02\xff"
-    assert binary.endpoint == "/ws"
+    assert binary.endpoint is None
     assert isinstance(disconnect, DisconnectStep)
     assert (disconnect.disconnect, disconnect.code, disconnect.reason) == ("all", 1000, "")
     assert isinstance(drop, DropStep)

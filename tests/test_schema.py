@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from replay.loader import parse_protocol
 from replay.protocol import MESSAGE_TYPES
+from replay.protocol.declaration import MessageTypeDeclaration, Protocol
+from replay.protocol.file import parse_protocol
+from replay.protocol.schwarm import SCHWARM
 from replay.scenario import STEP_KINDS, Scenario
 from replay.schema import SCHEMA_URI, scenario_schema
 
@@ -23,22 +26,27 @@ SCENARIO_FILES = sorted(p for p in SHIPPED.glob("*.yaml") if not p.name.startswi
 TYPED_FIELDS = [("MessageStep", "message"), ("WaitStep", "wait"), ("ClientFrameMatch", "message")]
 
 
-def shipped_message_types() -> dict[str, str]:
+def shipped_protocol() -> Protocol:
     protocol = SHIPPED / "_protocol.yaml"
     if not protocol.exists():
-        return dict(MESSAGE_TYPES)
+        return SCHWARM
     loaded = parse_protocol(protocol.read_bytes(), str(protocol))
     assert loaded.problems == ()
-    return dict(loaded.message_types)
+    return loaded.protocol
 
 
-def validator(message_types: dict[str, str] | None = None) -> Draft202012Validator:
-    schema = scenario_schema() if message_types is None else scenario_schema(message_types)
-    return Draft202012Validator(schema)
+def only(types: dict[str, str]) -> Protocol:
+    """Schwarm's endpoints with only these message types."""
+    declared = {name: MessageTypeDeclaration(description=text) for name, text in types.items()}
+    return dataclasses.replace(SCHWARM, message_types=declared)
 
 
-def errors(document: Any, message_types: dict[str, str] | None = None) -> list[str]:
-    return [error.message for error in validator(message_types).iter_errors(document)]
+def validator(protocol: Protocol = SCHWARM) -> Draft202012Validator:
+    return Draft202012Validator(scenario_schema(protocol))
+
+
+def errors(document: Any, protocol: Protocol = SCHWARM) -> list[str]:
+    return [error.message for error in validator(protocol).iter_errors(document)]
 
 
 def test_schema_is_valid_json_schema() -> None:
@@ -50,7 +58,7 @@ def test_schema_is_valid_json_schema() -> None:
 
 
 def test_schema_with_project_types_is_valid_json_schema() -> None:
-    Draft202012Validator.check_schema(scenario_schema({**MESSAGE_TYPES, "TOKEN_USAGE": "x"}))
+    Draft202012Validator.check_schema(scenario_schema(SCHWARM.with_types({"TOKEN_USAGE": "x"})))
 
 
 def test_there_are_shipped_scenarios() -> None:
@@ -60,7 +68,7 @@ def test_there_are_shipped_scenarios() -> None:
 @pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda path: path.name)
 def test_every_shipped_scenario_validates(path: Path) -> None:
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert errors(document, shipped_message_types()) == []
+    assert errors(document, shipped_protocol()) == []
 
 
 @pytest.mark.parametrize(
@@ -138,15 +146,15 @@ def test_invalid_documents_fail(document: dict[str, Any]) -> None:
 def test_unknown_message_type_fails_and_project_types_pass() -> None:
     document = {"steps": [{"message": "TOKEN_USAGE", "text": "x"}]}
     assert errors(document) != []
-    assert errors(document, {**MESSAGE_TYPES, "TOKEN_USAGE": "token counts"}) == []
+    assert errors(document, SCHWARM.with_types({"TOKEN_USAGE": "token counts"})) == []
     # only the types passed in are choices
-    assert errors({"steps": [{"message": "EVENT", "text": "x"}]}, {"TOKEN_USAGE": "t"}) != []
+    assert errors({"steps": [{"message": "EVENT", "text": "x"}]}, only({"TOKEN_USAGE": "t"})) != []
 
 
 @pytest.mark.parametrize(("model", "field"), TYPED_FIELDS)
 def test_message_type_fields_list_the_types_with_descriptions(model: str, field: str) -> None:
     types = {"TOKEN_USAGE": "token counts after each LLM call", "EVENT": "my own event"}
-    schema = scenario_schema(types)
+    schema = scenario_schema(only(types))
     property_ = schema["$defs"][model]["properties"][field]
     assert property_["oneOf"] == [
         {"const": "TOKEN_USAGE", "description": "token counts after each LLM call"},
@@ -164,9 +172,25 @@ def test_default_types_are_the_built_in_ones(model: str, field: str) -> None:
     ]
 
 
+def test_what_a_client_sends_may_be_a_request_to_a_declared_route() -> None:
+    declared = parse_protocol(
+        "routes:\n  - {method: POST, path: /chat, description: Chat input}\n  - path: /break\n",
+        "_protocol.yaml",
+    ).protocol
+    waiting = {"reacts_to": {"message": "GET /break"}, "steps": [{"wait": "POST /chat"}]}
+    assert errors(waiting, declared) == []
+    assert errors(waiting) != []  # Schwarm declares no route
+    assert errors({"steps": [{"message": "POST /chat", "text": "x"}]}, declared) != []
+    wait = scenario_schema(declared)["$defs"]["WaitStep"]["properties"]["wait"]
+    assert wait["oneOf"][-2:] == [
+        {"const": "POST /chat", "description": "Chat input"},
+        {"const": "GET /break", "description": "a request to this route"},
+    ]
+
+
 def test_schemas_are_independent() -> None:
-    first = scenario_schema({"A": "a"})
-    second = scenario_schema({"B": "b"})
+    first = scenario_schema(only({"A": "a"}))
+    second = scenario_schema(only({"B": "b"}))
     message = "MessageStep", "message"
     assert first["$defs"][message[0]]["properties"][message[1]]["oneOf"] == [
         {"const": "A", "description": "a"}

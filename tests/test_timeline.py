@@ -16,8 +16,9 @@ from replay.catalog import Catalog
 from replay.engine import Context
 from replay.errors import ScenarioInvalid, ScenarioNotFound, StepFailed
 from replay.library import ScenarioLibrary
-from replay.loader import ScenarioFile, parse_scenario
+from replay.loader import parse_scenario
 from replay.protocol import Endpoint
+from replay.protocol.file import parse_protocol
 from replay.timeline import (
     MAX_CUES,
     MAX_SPEED,
@@ -27,7 +28,6 @@ from replay.timeline import (
     build_timeline,
     check_speed,
 )
-from tests.protocols import StandInProtocol, route, validated
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -114,7 +114,7 @@ def test_data_is_sent_as_json_text() -> None:
         "    data: {name: 'agent-1 - EventType.START_TURN', status_code: OK, n: [1, 2.5, null]}\n"
     )
     [cue] = line
-    assert cue.endpoint is Endpoint.MESSAGES
+    assert cue.endpoint == Endpoint.MESSAGES
     assert cue.frame == (
         '{"message_type":"EVENT","message":'
         '"{\\"name\\":\\"agent-1 - EventType.START_TURN\\",\\"status_code\\":\\"OK\\",'
@@ -380,7 +380,7 @@ def test_a_wait_is_a_cue_of_its_own() -> None:
     line = timeline(main=CHAT)
     assert [cue.kind for cue in line] == ["frame", "wait", "frame"]
     wait = line.cues[1]
-    assert wait.endpoint is Endpoint.MESSAGES
+    assert wait.endpoint == Endpoint.MESSAGES
     assert wait.offset == 1.0
     assert (wait.scenario, wait.step) == ("main", "1")
     assert "CHAT_INPUT" in wait.frame
@@ -474,7 +474,7 @@ def test_binary_cue() -> None:
     line = timeline(main="steps:\n  - binary: AAEC/w==\n    endpoint: /ws/stream\n")
     [cue] = line
     assert cue.kind == "binary"
-    assert cue.endpoint is Endpoint.STREAM
+    assert cue.endpoint == Endpoint.STREAM
     assert "4 bytes" in cue.frame
     assert "AAEC/w==" in cue.frame
     assert line.frames == 1
@@ -547,7 +547,7 @@ class BoundedCatalog(Catalog):
     that never stops makes the test fail instead of hanging."""
 
     def __init__(self, inner: Catalog, budget: int = 5_000) -> None:
-        super().__init__(inner.files, inner.protocol)
+        super().__init__(inner.files, inner.protocol_file)
         object.__setattr__(self, "budget", budget)
 
     def scenario(self, name: str) -> Any:
@@ -710,13 +710,14 @@ def test_property_offsets_are_ordered_and_the_duration_is_the_pauses_over_speed(
 
 
 def test_a_wait_for_a_declared_route_is_answered_on_paper_by_an_empty_request() -> None:
-    protocol = StandInProtocol(routes=(route(method="POST", path="/chat"),))
+    protocol = parse_protocol("routes:\n  - {method: POST, path: /chat}\n", "_protocol.yaml")
     source = (
         "steps:\n  - wait: POST /chat\n  - message: CHAT\n"
         '    text: "{{ received.message_type }} {{ received.frame.query | length }} '
         '{{ received.endpoint }}"\n'
     )
-    loaded = ScenarioFile("main", "scenarios/main.yaml", validated(source, protocol))
-    line = build_timeline("main", Catalog.resolve([loaded], None))
-    assert [cue.kind for cue in line] == ["wait", "frame"]
+    loaded = parse_scenario(source, "scenarios/main.yaml", protocol.protocol)
+    assert loaded.valid, loaded.problems
+    line = build_timeline("main", Catalog.resolve([loaded], protocol))
+    assert [(cue.kind, cue.endpoint) for cue in line] == [("wait", "http"), ("frame", "/ws")]
     assert json.loads(line.cues[1].frame)["message"] == "POST /chat 0 http"
