@@ -167,23 +167,27 @@ def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> Scena
 def _payload_problems(
     loaded: ScenarioFile, scenario: Scenario, protocol: Protocol
 ) -> list[Problem]:
-    """Payloads written out in full that fail their message type's schema, located at
-    the value that fails (a payload with templates is checked when it is rendered)."""
+    """Payloads that fail their message type's schema, located at the value that fails.
+
+    Templates are rendered only when the step plays (and checked again then): here a
+    problem is reported unless it is about a value a template makes."""
     from replay.protocol.payloads import payload_problems
 
     found = []
     for path, step in scenario.frame_steps():
-        declared = protocol.message_types.get(getattr(step, "message", ""))
-        if declared is None or declared.schema_ is None or not isinstance(step, MessageStep):
+        if not isinstance(step, MessageStep):
+            continue
+        declared = protocol.message_types.get(step.message)
+        if declared is None or declared.schema_ is None:
             continue
         field_name, value = ("text", step.text) if step.text is not None else ("data", step.data)
-        if templates.has_templates(value):
-            continue
         for inner, message in payload_problems(declared.schema_, value):
-            at = (*path, field_name, *inner) if field_name == "data" else (*path, field_name)
-            found.append(
-                loaded.problem(at, message, f"a payload the {step.message} schema accepts")
-            )
+            made = _at(value, inner)
+            if isinstance(made, str) and templates.is_template(made):
+                continue
+            at = (*path, field_name, *inner)
+            expected = f"a payload the {step.message} schema accepts"
+            found.append(loaded.problem(at, message, expected))
     return found
 
 

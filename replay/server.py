@@ -464,6 +464,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         """Connected clients: id, endpoint, since when, frames sent and received."""
         return {"clients": [client.info() for client in replay.delivery.clients()]}
 
+    @app.get("/protocol")
+    async def show_protocol() -> dict[str, Any]:
+        """What the folder speaks: its endpoints (with their envelopes and clients),
+        message types (with payload schemas), routes and state; and the protocol file's
+        problems, if it has any."""
+        catalog = await replay.catalog()
+        found = catalog.protocol_file
+        counts = replay.delivery.client_counts()
+        info = catalog.protocol.to_dict()
+        for path, endpoint in info["endpoints"].items():
+            endpoint["clients"] = counts.get(path, 0)
+        info["file"] = found.file if found else None
+        info["problems"] = [p.to_dict() for p in found.problems] if found else []
+        return info
+
     @app.get("/scenarios")
     async def list_scenarios() -> dict[str, Any]:
         """Every scenario file, valid or not, with its description and duration."""

@@ -41,6 +41,7 @@ CONTROL = [
     ("DELETE", "/runs/{run}"),
     ("GET", "/scenarios"),
     ("GET", "/scenarios/messages"),
+    ("GET", "/protocol"),
     ("GET", "/clients"),
     ("GET", "/events"),
     ("GET", "/metrics"),
