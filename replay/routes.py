@@ -77,6 +77,7 @@ STATE_KEY_RULE = "a letter or '_', then letters, digits and '_' (at most 64)"
 OWN_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/trigger/{scenario}"),
     ("GET", "/clients"),
+    ("GET", "/protocol"),
     ("GET", "/scenarios"),
     ("GET", "/scenarios/{name}"),
     ("GET", "/runs"),
