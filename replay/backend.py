@@ -28,6 +28,7 @@ This module also serves replay's own ``GET /state``, ``PUT /state`` and ``GET /r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -97,6 +98,15 @@ class Backend:
         self.token = token
         self._protocol: object = _UNSEEN
         self._not_found: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+        #: Set when the server stops: requests waiting for their latency are answered.
+        self._closing = asyncio.Event()
+        #: Requests waiting out their route's latency now.
+        self.waiting = 0
+
+    def close(self) -> None:
+        """The server is stopping: requests waiting out their route's latency are
+        answered 503 at once (uvicorn waits for open requests before it stops)."""
+        self._closing.set()
 
     def declare(self, catalog: Catalog) -> None:
         """Take the state a newly read protocol file declares (see :meth:`State.declare`);
@@ -158,9 +168,9 @@ class Backend:
             return JSONAnswer({"detail": detail}, 422)
         client = client or DEFAULT_CLIENT
         seen = self._seen(route, params, request, await request.body())
-        if route.latency > 0:
-            clock = self.host.runner.clock
-            await clock.sleep_until(clock.now() + route.latency)
+        if route.latency > 0 and not await self._waited(route.latency):
+            detail = "the server is shutting down: send the request again later"
+            return JSONAnswer({"detail": detail}, 503, headers={"Connection": "close"})
         response, frame, runs = self._respond(route, seen, client)
         self.host.feed.publish(
             "http.request",
@@ -177,6 +187,20 @@ class Backend:
             runs=runs,
         )
         return response
+
+    async def _waited(self, seconds: float) -> bool:
+        """Wait ``seconds`` on the runner's clock; False if the server began to stop."""
+        clock = self.host.runner.clock
+        slept = asyncio.ensure_future(clock.sleep_until(clock.now() + seconds))
+        closing = asyncio.ensure_future(self._closing.wait())
+        self.waiting += 1
+        try:
+            await asyncio.wait({slept, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.waiting -= 1
+            slept.cancel()
+            closing.cancel()
+        return not self._closing.is_set()
 
     def _respond(
         self, route: Route, seen: HttpRequest, client: str

@@ -23,8 +23,9 @@ _TYPED_FIELDS = ((MessageStep, "message"), (WaitStep, "wait"), (ClientFrameMatch
 
 def scenario_schema(protocol: Protocol = SCHWARM) -> dict[str, Any]:
     """The JSON Schema of a scenario file speaking ``protocol``: message type fields list
-    its types with their descriptions (and, for what a client sends, its routes' keys), endpoint fields its endpoints, and a message
-    step's ``data`` must pass its type's payload schema."""
+    its types with their descriptions (and, for what a client sends, its routes' keys),
+    endpoint fields its endpoints, and a message step's ``data`` must pass its type's
+    payload schema."""
     schema = Scenario.model_json_schema()
     schema["$schema"] = SCHEMA_URI
     schema["title"] = "replay scenario"

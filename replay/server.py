@@ -721,6 +721,7 @@ class Server(uvicorn.Server):
             pending.close()  # requests still sending their body: answered now, not later
         replay = getattr(state, "replay", None)
         if isinstance(replay, Replay):
+            replay.backend.close()  # requests waiting out a route's latency: answered now
             replay.feed.close()
             await replay.runner.shutdown()
             # 1001 "going away", as RFC 6455 asks of a server that stops (uvicorn says 1012).

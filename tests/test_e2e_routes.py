@@ -4,6 +4,7 @@ real time: a Schwarm-style frontend polls and posts while a scenario plays."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -79,3 +80,25 @@ def test_latency_is_never_shorter_than_declared(live: LiveServer) -> None:
     assert (status, body) == (200, True)
     assert took >= 0.3
     assert call(live, "GET", "/nothing")[:2] == (404, {"detail": "Not Found"})
+
+
+def test_a_server_that_stops_answers_requests_waiting_out_their_latency(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    write_protocol(folder, "routes:\n  - {path: /slow, latency: 30m, body: never}\n")
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    answers: list[tuple[int, Any, float]] = []
+    waiting = threading.Thread(target=lambda: answers.append(call(live, "GET", "/slow")))
+    waiting.start()
+    deadline = time.monotonic() + PATIENCE
+    while not live.replay.backend.waiting:
+        assert time.monotonic() < deadline, "the request never began to wait"
+        time.sleep(0.02)
+    server.should_exit = True
+    waiting.join(PATIENCE)
+    thread.join(PATIENCE)
+    assert not thread.is_alive(), "the server did not stop"
+    [(status, body, took)] = answers
+    assert status == 503
+    assert body == {"detail": "the server is shutting down: send the request again later"}
+    assert took < PATIENCE
