@@ -8,9 +8,10 @@ route answers get replay's own 404, as before. A declared route's request then:
 
 1. is read whole: its body at most the server's limit on bodies (413 above it), within
    its time limit (:mod:`replay.bodies`);
-2. waits the route's ``latency`` on the runner's clock (nothing else waits for it);
+2. waits the route's ``latency`` on the runner's clock (nothing else waits for it; a
+   server that stops answers it 503 at once);
 3. has the route's ``set`` rendered and applied to the server's :class:`State`;
-4. becomes a client event (:meth:`replay.routes.HttpRequest.client_event`): the runs
+4. becomes a client event (:meth:`replay.answers.HttpRequest.client_event`): the runs
    that may consume it keep it, like a frame on ``/ws`` (:mod:`replay.mailbox`), and if
    none does, reactions play;
 5. is answered with the route's status, headers and body, rendered with the new state;
