@@ -10,7 +10,10 @@ every scenario of a catalog, without playing it:
   scenario's steps where it is played); at most :data:`MAX_STEPS`, and at most that many
   per pass of a ``repeat: forever``;
 - ``silent``: the most steps played in a row with no frame, wait or disconnect between
-  them (only those hand control back to the server); at most :data:`MAX_SILENT`;
+  them (only those hand control back to the server); at most :data:`MAX_SILENT`. ``let``,
+  ``set`` and ``wait_connect`` count as such steps (a ``wait_connect`` can be over at once,
+  and ``set`` sends nothing); a ``choose`` hands control back when it plays, then counts
+  as the costliest of its branches;
 - ``branches``: the most ``parallel`` branches alive at once; at most :data:`MAX_BRANCHES`.
 
 A scenario over a limit is invalid, with a problem located on the step that takes it
@@ -24,7 +27,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from replay.scenario import ParallelStep, PlayStep, RepeatStep, Scenario, SleepStep
+from replay.scenario import (
+    ChooseStep,
+    LetStep,
+    ParallelStep,
+    PlayStep,
+    RepeatStep,
+    Scenario,
+    SetStep,
+    SleepStep,
+    WaitConnectStep,
+)
 
 #: Steps one run may play in all (per pass, for ``repeat: forever``).
 MAX_STEPS = 1_000_000
@@ -61,6 +74,17 @@ class Cost:
             lead=self.lead if self.acts else self.lead + other.lead,
             trail=other.trail if other.acts else self.trail + other.trail,
             silent=max(self.silent, other.silent, self.trail + other.lead),
+            branches=max(self.branches, other.branches),
+        )
+
+    def either(self, other: Cost) -> Cost:
+        """These steps or ``other``, whichever turns out to be played: the worst of both."""
+        return Cost(
+            steps=max(self.steps, other.steps),
+            acts=self.acts and other.acts,
+            lead=max(self.lead, other.lead),
+            trail=max(self.trail, other.trail),
+            silent=max(self.silent, other.silent),
             branches=max(self.branches, other.branches),
         )
 
@@ -121,8 +145,16 @@ def _steps_cost(steps: Sequence[Any], played: Callable[[str], Cost]) -> Cost:
 
 def _step_cost(step: Any, played: Callable[[str], Cost]) -> Cost:
     match step:
-        case SleepStep():
+        case SleepStep() | LetStep() | SetStep() | WaitConnectStep():
             return SILENCE
+        case ChooseStep():
+            # The engine hands control back before it weighs the conditions (see
+            # replay.engine.Due); then one branch plays, or none without 'otherwise'.
+            chosen = Cost() if all(cond is not None for _, cond, _ in step.branches()) else None
+            for _, _, steps in step.branches():
+                cost = _steps_cost(steps, played)
+                chosen = cost if chosen is None else chosen.either(cost)
+            return ACTION.then(chosen or Cost())
         case PlayStep():
             return CONTROL.then(played(step.play))
         case ParallelStep():
@@ -150,6 +182,9 @@ def _check_steps(
         before = len(found)
         if isinstance(step, RepeatStep):
             _check_repeat(step, path, played, found)
+        elif isinstance(step, ChooseStep):
+            for branch, _, inner in step.branches():
+                _check_steps(inner, (*path, *branch), played, found)
         if len(found) > before:
             return  # the innermost step over a limit says it best
         total = total.then(cost)
@@ -218,6 +253,8 @@ def _how(step: Any) -> str:
     match step:
         case RepeatStep():
             return " (repeats multiply the steps they repeat)"
+        case ChooseStep():
+            return " (counting its costliest branch)"
         case PlayStep() | ParallelStep():
             return " (counting the steps of the scenarios it plays)"
     return ""

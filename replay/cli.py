@@ -29,6 +29,9 @@ from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ScenarioFile, parse_scenario, scenario_name
+from replay.profiles import PROFILES, profile_folder
+from replay.protocol import message_frame
+from replay.protocol.declaration import MESSAGE_TYPE_PATTERN
 from replay.protocol.file import ProtocolFile, parse_protocol
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
@@ -81,6 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="set a variable the scenario declares (repeat for more; VALUE is read as JSON "
         "if it parses, else as text)",
+    )
+    parser.add_argument(
+        "--answer",
+        action="append",
+        dest="answers",
+        type=_answer,
+        default=[],
+        metavar="TEXT",
+        help="with --dry-run: a client frame for the run's waits, in order (repeat for more): "
+        'a whole frame as JSON, or TYPE:message for {"message_type": TYPE, "message": '
+        "message}; without it waits get an empty message",
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        dest="state",
+        type=_variable,
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --dry-run: a key of the shared state the run starts with (repeat for "
+        "more; VALUE is read as JSON if it parses, else as text)",
     )
     parser.add_argument(
         "--seed",
@@ -236,12 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scenarios_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--scenarios",
         type=Path,
         default=argparse.SUPPRESS,
         metavar="DIR",
         help="the scenarios folder (default $REPLAY_SCENARIOS or ./scenarios)",
+    )
+    where.add_argument(
+        "--profile",
+        default=argparse.SUPPRESS,
+        choices=list(PROFILES),
+        help="a shipped scenarios folder instead: "
+        + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()),
     )
 
 
@@ -275,10 +307,37 @@ def _variable(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _folder(args: argparse.Namespace) -> Path:
+    return getattr(args, "scenarios", None) or default_scenarios()
+
+
+def _answer(text: str) -> str:
+    """A client frame for --dry-run's waits: JSON as given, or TYPE:message built into a
+    ``/ws`` frame."""
+    if text.lstrip().startswith("{"):
+        try:
+            frame = json.loads(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a JSON frame ({error})") from None
+        if isinstance(frame, dict):
+            return text
+    kind, colon, message = text.partition(":")
+    if colon and MESSAGE_TYPE_PATTERN.match(kind):
+        return message_frame(kind, message)
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an answer: give a whole frame as a JSON object, e.g. "
+        '\'{"message_type": "CHAT_INPUT", "message": "yes"}\', or TYPE:message, e.g. '
+        "CHAT_INPUT:yes"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    scenarios: Path = getattr(args, "scenarios", None) or default_scenarios()
+    if (args.answers or args.state) and not args.dry_run:
+        parser.error("--answer and --state only apply to --dry-run")
+    profile = getattr(args, "profile", None)
+    scenarios: Path = profile_folder(profile) if profile else _folder(args)
     try:
         if args.command == "serve":
             return serve(args, scenarios)
@@ -288,8 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate(args.files, scenarios, sys.stdout)
         if args.command == "schema":
             return print_schema(scenarios, sys.stdout)
-        token = args.client_token or os.environ.get("REPLAY_TOKEN") or None
-        options = Options(args.speed, args.seed, dict(args.vars), args.client, token)
+        options = _options(args)
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
@@ -306,6 +364,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser.print_help(sys.stderr)
     return 2
+
+
+def _options(args: argparse.Namespace) -> Options:
+    token = args.client_token or os.environ.get("REPLAY_TOKEN") or None
+    return Options(
+        args.speed,
+        args.seed,
+        dict(args.vars),
+        args.client,
+        token,
+        tuple(args.answers),
+        dict(args.state),
+    )
 
 
 def serve(args: argparse.Namespace, scenarios: Path) -> int:
@@ -470,6 +541,9 @@ class Options:
     client: str | None = None
     #: The server's token, sent as 'Authorization: Bearer ...'.
     token: str | None = None
+    #: For --dry-run: the client frames waits take, and the shared state to start with.
+    answers: tuple[str, ...] = ()
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
@@ -490,15 +564,20 @@ def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
     if scenario.on_connect:
         print("plays to each client as it connects to /ws (on_connect)", file=out)
     try:
-        timeline = build_timeline(name, catalog, context)
+        timeline = build_timeline(
+            name, catalog, context, state=options.state, answers=options.answers
+        )
     except StepFailed as error:
         raise StepFailed(
             error.scenario,
             error.step,
             f"{error.reason} (--dry-run answers each wait with an empty message of the "
-            "awaited type; a real run may still play)",
+            "awaited type unless an --answer fits, and starts from the --state given; a "
+            "real run may still play)",
         ) from None
     _print_timeline(timeline, out)
+    for answer in timeline.unused:
+        print(f"no wait took --answer {answer}", file=out)
     return 0
 
 
@@ -507,7 +586,8 @@ def _print_timeline(timeline: Timeline, out: TextIO) -> None:
     for cue in timeline:
         to = f"  (to {cue.to})" if cue.to else ""
         text = cue.frame if cue.kind == "frame" else f"[{cue.frame}]"
-        print(f"{cue.offset:>8.3f}s  {cue.endpoint:<11} {text}{to}", file=out)
+        endpoint = str(cue.endpoint) if cue.endpoint else "-"
+        print(f"{cue.offset:>8.3f}s  {endpoint:<11} {text}{to}", file=out)
     frames = timeline.frames
     summary = f"{timeline.scenario}: {frames} frame{'s' if frames != 1 else ''}"
     if timeline.duration is None:
@@ -663,7 +743,30 @@ def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
         print("(the server stopped following: frames went out faster than shown)", file=out)
     elif kind == "end":
         return event
-    return None  # heartbeats and anything newer than this client
+    else:
+        _show_decision(event, out)
+    return None
+
+
+def _show_decision(event: dict[str, Any], out: TextIO) -> None:
+    """Print a followed event of the steps that decide rather than send (choose, let,
+    set, wait_connect); heartbeats and anything newer than this client print nothing."""
+    kind = event.get("event")
+    who = f"client {event['client']}" if event.get("client") else "any client"
+    where = f" to {event['endpoint']}" if event.get("endpoint") else ""
+    if kind in ("choose", "let"):
+        line = f"{kind}: {event.get('text', '')}"
+    elif kind == "state":
+        line = "set " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in event["changes"].items())
+    elif kind == "wait_connect":
+        line = f"waiting for {'a new' if event.get('new') else 'a'} connection from {who}{where}..."
+    elif kind == "connected":
+        line = f"{who} connected{where}"
+    elif kind == "connect_timeout":
+        line = f"no connection from {who}{where} came in time"
+    else:
+        return
+    print(f"           {line}", file=out, flush=True)
 
 
 def _headers(token: str | None) -> dict[str, str]:

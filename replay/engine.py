@@ -10,7 +10,18 @@ I/O and the waiting, and sends back what came of it:
   taken, with its offset, or None when the timeout passed;
 - :class:`Fork` (``parallel``): drive every branch, a script of its own, from the fork's
   offset, and send back :class:`Joined`: when the last one ended, and how many actions
-  the branches yielded in all.
+  the branches yielded in all;
+- :class:`SetState` (a ``set`` step): apply its changes to the shared state the context's
+  ``state`` reads (``State.update``), once it is due; send back None;
+- :class:`WaitConnect` (a ``wait_connect`` step): from its offset on, wait for a client to
+  connect (or take one already connected, unless ``new``); send back
+  :class:`Connected`, or None when the timeout passed;
+- :class:`Due` (before a step that reads the shared state: a ``choose``, ``let`` or
+  ``set``, or templates that read ``state``): send back None once the offset has come,
+  so that the step reads the state as it is then (changes made meanwhile, by a route
+  or another run, count);
+- :class:`Note` (what a ``choose`` or ``let`` decided): nothing to do but show it;
+  send back None.
 
 The script returns the offset at which the run ends. :class:`~replay.runner.Runner`
 drives scripts against a clock and real clients; :func:`replay.timeline.build_timeline`
@@ -32,23 +43,29 @@ from replay.catalog import Catalog
 from replay.errors import Problem, ScenarioInvalid, StepFailed, TemplateFailed, VariablesInvalid
 from replay.matching import ClientFrame
 from replay.protocol.declaration import Protocol
+from replay.protocol.wire import encode
 from replay.scenario import (
     BinaryStep,
+    ChooseStep,
     ChunkStep,
     ClientFrameMatch,
     CloseStep,
     DisconnectStep,
     DropStep,
+    LetStep,
     MessageStep,
     ParallelStep,
     PlayStep,
     RawStep,
     RepeatStep,
     Scenario,
+    SetStep,
     SleepStep,
     StreamStep,
     ToolStep,
+    WaitConnectStep,
     WaitStep,
+    own_texts,
 )
 from replay.tokens import split_tokens
 
@@ -119,7 +136,65 @@ class Joined:
     actions: int
 
 
-Action = Send | Wait | Hangup | Fork
+@dataclass(frozen=True)
+class SetState:
+    """Set each key of ``changes`` in the shared state, once ``at`` has come (a ``set``
+    step): ``state.update(changes, by=f"run {run_id} step {step}")``."""
+
+    at: float
+    changes: Mapping[str, Any]
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class WaitConnect:
+    """From ``at`` on, wait until ``at + timeout`` for a client to connect: client
+    ``client`` (None: any client), to ``endpoint`` (None: any endpoint). Unless ``new``, a
+    client already connected at ``at`` counts at once."""
+
+    at: float
+    client: str | None
+    endpoint: str | None
+    new: bool
+    timeout: float
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What came of a :class:`WaitConnect`: who connected, where, and when (seconds from
+    the start of the run; the step's own offset for a client already connected)."""
+
+    client: str
+    endpoint: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Due:
+    """Nothing to do but wait until ``at``: the next step reads the shared state, and
+    must read it as it is when the step plays."""
+
+    at: float
+    scenario: str
+    step: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a step decided, for the record (nothing to do): ``kind`` is ``choose`` (which
+    branch played) or ``let`` (the values bound); ``text`` says it for a person."""
+
+    at: float
+    kind: str
+    text: str
+    scenario: str
+    step: str
+
+
+Action = Send | Wait | Hangup | Fork | SetState | WaitConnect | Due | Note
 #: A scenario being played: yields actions, takes replies, returns the end offset.
 Script = Generator[Action, Any, float]
 
@@ -131,7 +206,9 @@ class Context:
     ``client`` is the trigger's target (``?client=``), which overrides the scenario's own
     ``to``; ``sender`` and ``received`` are the client and frame that started the run
     (a reaction or a connection), if any. ``epoch`` is the wall-clock time (seconds since
-    1970) of offset 0, for templates' ``now``.
+    1970) of offset 0, for templates' ``now``. ``state`` is the shared state templates
+    read as ``state.NAME``: read (never changed) each time a step plays, so pass the live
+    mapping; the driver applies :class:`SetState` actions to it.
     """
 
     run_id: str
@@ -142,6 +219,7 @@ class Context:
     client: str | None = None
     sender: str | None = None
     received: ClientFrame | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 def play(name: str, catalog: Catalog, context: Context) -> Script:
@@ -186,6 +264,8 @@ def awaited(name: str, catalog: Catalog) -> tuple[ClientFrameMatch, ...]:
             found.setdefault(matcher.model_dump_json(), matcher)
         elif isinstance(step, RepeatStep):
             pending.extend(step.steps)
+        elif isinstance(step, ChooseStep):
+            pending.extend(inner for _, _, steps in step.branches() for inner in steps)
     return tuple(found.values())
 
 
@@ -213,6 +293,8 @@ class _Player:
         self.sender = context.sender or context.client
         self.received = context.received
         self.iteration = 0
+        #: What ``let`` steps bound so far in this branch of the run (vars.NAME).
+        self.bound: dict[str, Any] = {}
 
     def scenario(self, name: str, at: float, target: str | None, chain: tuple[str, ...]) -> Script:
         if name in chain:
@@ -221,12 +303,15 @@ class _Player:
             raise ScenarioInvalid(name, [Problem(name, 0, 0, "", f"plays itself: {cycle}")])
         scenario = self.catalog.scenario(name)
         values = {key: self.context.vars.get(key, value) for key, value in scenario.vars.items()}
-        scope = _Scope(name, scenario, target or scenario.to, values, (*chain, name))
+        bindable = frozenset(scenario.vars) | scenario.bound_names()
+        scope = _Scope(name, scenario, target or scenario.to, values, (*chain, name), bindable)
         return (yield from self.steps(scope, scenario.steps, at, ""))
 
     def steps(self, scope: _Scope, steps: list[Any], at: float, prefix: str) -> Script:
         for index, step in enumerate(steps):
             where = f"{prefix}{index}"
+            if _reads_state(step):
+                yield Due(at, scope.name, where)
             at = yield from self.step(scope, step, at, index, where)
             at += self.pause(scope.scenario.pause_after(step), scope.scenario.jitter_of(step))
         return at
@@ -275,6 +360,8 @@ class _Player:
                     at = max(at, joined.end)
                 case RepeatStep():
                     at = yield from self.repeat(scope, step, at, where)
+                case ChooseStep() | LetStep() | SetStep() | WaitConnectStep():
+                    at = yield from self.decide(scope, step, at, index, where)
         except TemplateFailed as error:
             raise StepFailed(name, where, str(error)) from None
         return at
@@ -390,6 +477,81 @@ class _Player:
             self.iteration = outer
         return at
 
+    def decide(
+        self,
+        scope: _Scope,
+        step: ChooseStep | LetStep | SetStep | WaitConnectStep,
+        at: float,
+        index: int,
+        where: str,
+    ) -> Script:
+        """The steps that decide rather than send: choose, let, set, wait_connect."""
+        match step:
+            case ChooseStep():
+                at = yield from self.choose(scope, step, at, index, where)
+            case LetStep():
+                yield self.let(scope, step, at, index, where)
+            case SetStep():
+                yield self.set_state(scope, step, at, index, where)
+            case WaitConnectStep():
+                at = yield from self.wait_connect(scope, step, at, where)
+        return at
+
+    def choose(self, scope: _Scope, step: ChooseStep, at: float, index: int, where: str) -> Script:
+        names = self.names(scope, index, at)
+        for number, (path, condition, steps) in enumerate(step.branches()):
+            if condition is not None and not _holds(scope, condition, names, where, number):
+                continue
+            chosen = f"branch {number} (when {condition})" if condition else "otherwise"
+            yield Note(at, "choose", chosen, scope.name, where)
+            inner = replace(scope, target=step.to or scope.target)
+            prefix = ".".join(str(part) for part in path)
+            return (yield from self.steps(inner, steps, at, f"{where}.{prefix}."))
+        yield Note(at, "choose", "no branch: no condition is true", scope.name, where)
+        return at
+
+    def let(self, scope: _Scope, step: LetStep, at: float, index: int, where: str) -> Note:
+        values = templates.render_data(step.let, self.names(scope, index, at))
+        self.bound.update(values)
+        return Note(at, "let", assignments(values), scope.name, where)
+
+    def set_state(
+        self, scope: _Scope, step: SetStep, at: float, index: int, where: str
+    ) -> SetState:
+        changes = templates.render_data(step.set, self.names(scope, index, at))
+        try:
+            encode(changes).encode("utf-8")
+        except (ValueError, UnicodeEncodeError) as error:
+            raise TemplateFailed(json.dumps(step.set, default=str), str(error)) from None
+        return SetState(at, changes, scope.name, where)
+
+    def wait_connect(self, scope: _Scope, step: WaitConnectStep, at: float, where: str) -> Script:
+        who = step.wait_connect
+        if who == "sender" and self.sender is None:
+            raise StepFailed(
+                scope.name,
+                where,
+                "'wait_connect: sender' needs a client that started the run or answered a "
+                "wait; this run has none (wait for 'any' or a client id)",
+            )
+        client = None if who == "any" else self.sender if who == "sender" else who
+        action = WaitConnect(at, client, step.endpoint, step.new, step.timeout, scope.name, where)
+        connected: Connected | None = yield action
+        if connected is None:
+            if step.on_timeout == "fail":
+                whom = f"client {client!r}" if client else "any client"
+                to = f" to {step.endpoint}" if step.endpoint else ""
+                raise StepFailed(
+                    scope.name,
+                    where,
+                    f"no connection from {whom}{to} within {step.timeout:g}s "
+                    "(set 'on_timeout: continue' to go on without one)",
+                )
+            return at + step.timeout
+        if who == "any":
+            self.sender = connected.client
+        return max(at, float(connected.at))
+
     def hangup(
         self, scope: _Scope, step: DisconnectStep | DropStep, at: float, where: str
     ) -> Hangup:
@@ -410,6 +572,7 @@ class _Player:
             self.received,
             self.iteration,
         )
+        branch.bound = dict(self.bound)
         return branch
 
     def pause(self, seconds: float, jitter: float) -> float:
@@ -455,10 +618,17 @@ class _Player:
             "random": lambda: rng.random(),
             "randint": lambda low, high: rng.randint(low, high),
             "choice": lambda items: rng.choice(items),
-            "vars": templates.Variables(scope.vars),
+            "vars": templates.Variables(self.variables(scope)),
             "received": self.received.for_template() if self.received else None,
             "sender": self.sender,
+            "state": templates.Variables(context.state),
         }
+
+    def variables(self, scope: _Scope) -> Mapping[str, Any]:
+        """``vars`` in ``scope``: its declared variables, and what ``let`` steps bound
+        (those the scenario declares or binds itself)."""
+        bound = {key: value for key, value in self.bound.items() if key in scope.bindable}
+        return {**scope.vars, **bound} if bound else scope.vars
 
 
 def _templated(step: MessageStep) -> bool:
@@ -482,15 +652,45 @@ def _unicode(text: str, source: str) -> str:
     return text
 
 
+def _reads_state(step: Any) -> bool:
+    """Whether ``step`` reads the shared state when it plays (so it must wait until it is
+    due before it renders anything: see :class:`Due`)."""
+    if isinstance(step, ChooseStep | LetStep | SetStep):
+        return True
+    return any(templates.reads(text, "state") for _, text in own_texts(step))
+
+
+def _holds(
+    scope: _Scope, condition: str, names: Mapping[str, Any], where: str, number: int
+) -> bool:
+    """Whether a ``choose`` condition is true; raises StepFailed, located at it."""
+    try:
+        return templates.is_true(condition, names)
+    except TemplateFailed as error:
+        reason = f"condition {condition!r} failed: {error.reason}"
+        raise StepFailed(scope.name, f"{where}.choose.{number}.when", reason) from None
+
+
+def assignments(values: Mapping[str, Any]) -> str:
+    """``name = value, ...`` for a person: each value's JSON text, long ones cut short."""
+    shown = []
+    for name, value in values.items():
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        shown.append(f"{name} = {text if len(text) <= 60 else text[:57] + '...'}")
+    return ", ".join(shown)
+
+
 @dataclass(frozen=True)
 class _Scope:
-    """The scenario being played in a branch, and what its steps inherit."""
+    """The scenario being played in a branch, and what its steps inherit: ``bindable``
+    are the names of ``vars`` that ``let`` steps may give it (those it declares or binds)."""
 
     name: str
     scenario: Scenario
     target: str | None
     vars: Mapping[str, Any]
     chain: tuple[str, ...]
+    bindable: frozenset[str] = frozenset()
 
 
 class _Counter:

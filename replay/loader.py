@@ -24,12 +24,15 @@ from replay import templates
 from replay.durations import EXPECTED as DURATION_EXPECTED
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
 from replay.scenario import (
+    BRANCH_TAGS,
     NAME_PATTERN,
     NAME_RULE,
     STEP_KINDS,
     ClientFrameMatch,
     MessageStep,
+    OtherwiseBranch,
     Scenario,
+    WhenBranch,
     step_kind,
 )
 
@@ -193,14 +196,26 @@ def _payload_problems(
 
 def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
     # Checked here, not in the models, because 'vars' is declared beside the steps and a
-    # problem is located at the exact string, however deep in 'data' it is.
+    # problem is located at the exact string, however deep in 'data' it is. A name a
+    # 'let' binds anywhere in the file counts as declared.
+    declared = {*scenario.vars, *scenario.bound_names()}
     found: dict[tuple[int, int, str], Problem] = {}
-    for path, text in scenario.texts():
-        if templates.is_template(text):
-            for message in templates.check(text, scenario.vars):
-                problem = loaded.problem(path, message)
-                # A template merged into several steps (<<: *anchor) is reported once.
-                found.setdefault((problem.line, problem.column, message), problem)
+    checks = [
+        *(
+            (path, templates.check(text, declared))
+            for path, text in scenario.texts()
+            if templates.is_template(text)
+        ),
+        *(
+            (path, templates.check_expression(text, declared))
+            for path, text in scenario.conditions()
+        ),
+    ]
+    for path, messages in checks:
+        for message in messages:
+            problem = loaded.problem(path, message)
+            # A template merged into several steps (<<: *anchor) is reported once.
+            found.setdefault((problem.line, problem.column, message), problem)
     return list(found.values())
 
 
@@ -250,6 +265,10 @@ def _plays_in(steps: Any, prefix: Path) -> list[tuple[Path, str]]:
                 found.append(((*at, "parallel", item), name))
         if "repeat" in step:
             found.extend(_plays_in(step.get("steps"), (*at, "steps")))
+        choose = step.get("choose")
+        for branch, value in enumerate(choose if isinstance(choose, list) else []):
+            for key in ("steps", "otherwise") if isinstance(value, Mapping) else ():
+                found.extend(_plays_in(value.get(key), (*at, "choose", branch, key)))
     return found
 
 
@@ -529,16 +548,16 @@ def _dotted(path: Path) -> str:
 
 
 def _strip_tags(loc: tuple[str | int, ...]) -> Path:
-    """pydantic puts the union tag after a step's index (steps.0.message.text); drop it."""
+    """pydantic puts the union tag after a step's index (steps.0.message.text), and after
+    a branch's (steps.0.choose.choose.1.when-branch.steps); drop them."""
     path: list[str | int] = []
     for index, part in enumerate(loc):
-        if (
-            index >= 2
-            and loc[index - 2] == "steps"
-            and isinstance(loc[index - 1], int)
-            and part in STEP_KINDS
-        ):
-            continue
+        if index >= 2 and isinstance(loc[index - 1], int):
+            parent = loc[index - 2]
+            if parent in ("steps", "otherwise") and part in STEP_KINDS:
+                continue
+            if parent == "choose" and part in BRANCH_TAGS:
+                continue
         path.append(part)
     return tuple(path)
 
@@ -604,9 +623,13 @@ def _problem_for(
     kind = detail["type"]
     value = detail.get("input")
     context: Mapping[str, Any] = detail.get("ctx") or {}
+    # A validator may say where under its field the problem is (a key, a list index).
+    path = (*path, *context.get("at", ()))
     field_name = str(path[-1]) if path else ""
     if kind == "step_kind":
         return _step_kind_problem(loaded, path, value)
+    if kind == "branch_kind":
+        return _branch_kind_problem(loaded, path, value)
     if kind == "extra_forbidden":
         allowed = allowed_fields(path, data)
         return loaded.problem(
@@ -654,10 +677,14 @@ def _allowed_fields(path: Path, data: Any) -> list[str]:
         return list(Scenario.model_fields)
     if path[:1] == ("reacts_to",) and len(path) == 2:
         return list(ClientFrameMatch.model_fields)
-    if len(path) >= 3 and path[-3] == "steps":
+    if len(path) >= 3 and path[-3] in ("steps", "otherwise"):
         kind = step_kind(_at(data, path[:-1]))
         if kind:
             return list(STEP_KINDS[kind].model_fields)
+    if len(path) >= 3 and path[-3] == "choose":
+        branch = _at(data, path[:-1])
+        model = OtherwiseBranch if isinstance(branch, Mapping) and "otherwise" in branch else None
+        return list((model or WhenBranch).model_fields)
     return []
 
 
@@ -668,6 +695,29 @@ def _at(data: Any, path: Path) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
+
+
+def _branch_kind_problem(loaded: ScenarioFile, path: Path, value: Any) -> Problem:
+    expected = "{when: EXPRESSION, steps: [...]} or, last, {otherwise: [...]}"
+    if not isinstance(value, Mapping):
+        return loaded.problem(
+            path, "a branch of a choose must be a mapping", expected, _describe(value)
+        )
+    if "when" in value and "otherwise" in value:
+        message = "a branch has 'when' (with 'steps') or 'otherwise', not both"
+        return loaded.problem(path, message, expected, "when, otherwise")
+    keys = [str(key) for key in value]
+    guess = next(
+        (
+            nearest(key, ("when", "otherwise"))
+            for key in keys
+            if nearest(key, ("when", "otherwise"))
+        ),
+        None,
+    )
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    found = ", ".join(repr(key) for key in keys) or "an empty mapping"
+    return loaded.problem(path, f"a branch needs 'when' or 'otherwise'{hint}", expected, found)
 
 
 def _step_kind_problem(loaded: ScenarioFile, path: Path, value: Any) -> Problem:

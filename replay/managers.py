@@ -85,8 +85,8 @@ class EndpointManager:
     bytes_sent: int
     #: Clients dropped because their send queue was full.
     drops: int
-    #: Whether the server hears this endpoint's clients: ``on_connect`` and ``on_frame``
-    #: are called only then (endpoints that take messages; not Schwarm's stream).
+    #: Whether the server hears this endpoint's clients' frames: ``on_frame`` is called
+    #: only then (endpoints that take messages; not Schwarm's stream).
     listening: bool
     #: Frames per second a client may send before the excess is ignored.
     client_rate: float
@@ -149,7 +149,7 @@ class EndpointManager:
             return
         client = await self.connect(websocket, client_id)
         try:
-            if self.on_connect is not None and self.listening:
+            if self.on_connect is not None:
                 self.on_connect(client)
             await client.receive_until_closed(self._received)
         finally:

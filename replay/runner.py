@@ -3,7 +3,10 @@
 Every play is a :class:`Run` with an id and a state. Several runs may play at once; each
 is an asyncio task that can be cancelled. Deadlines are ``start + offset`` on the clock's
 monotonic timeline, so the time taken to send a frame never delays the next one.
-Client frames reach the runs that wait for them through :meth:`Runner.receive`.
+Client frames reach the runs that wait for them through :meth:`Runner.receive`, and new
+connections the runs waiting for one (``wait_connect``) through :meth:`Runner.connected`.
+``set`` steps change the runner's shared :class:`~replay.state.State`, which every run
+reads as ``state.NAME`` when each step plays.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -24,13 +27,18 @@ from replay import planning
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.engine import (
+    Connected,
     Context,
+    Due,
     Fork,
     Hangup,
     Joined,
+    Note,
     Script,
     Send,
+    SetState,
     Wait,
+    WaitConnect,
     awaited,
     check_vars,
     play,
@@ -39,6 +47,7 @@ from replay.errors import ReplayError, RunNotFound, TooManyRuns
 from replay.feed import Feed, event_size
 from replay.mailbox import Mailbox, Waiter
 from replay.matching import ClientFrame
+from replay.state import State
 from replay.timeline import Timeline, build_timeline, check_speed
 
 log = logging.getLogger("replay.run")
@@ -71,8 +80,24 @@ PLAN_CUES = 5000
 PLAN_INLINE_CUES = 100
 
 
+class Connection(Protocol):
+    """A connected client, as the runner sees it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str:
+        """The WebSocket path it is connected to ("/ws")."""
+        ...
+
+
 class Delivery(Protocol):
     """Where the runner puts frames: must not block (queue the frame and return)."""
+
+    def clients(self) -> Sequence[Connection]:
+        """Every connected client, oldest connection first (for ``wait_connect``)."""
+        ...
 
     def send(self, endpoint: str, frame: str | bytes, to: str | None = None) -> int:
         """Queue ``frame`` for every client of ``endpoint`` (or those with id ``to``);
@@ -319,6 +344,7 @@ class Runner:
         feed: Feed | None = None,
         max_client_runs: int = MAX_CLIENT_RUNS,
         max_per_client: int = MAX_RUNS_PER_CLIENT,
+        state: State | None = None,
     ) -> None:
         self.delivery = delivery
         self.clock: Clock = clock or MonotonicClock()
@@ -342,6 +368,11 @@ class Runner:
         self._triggered = 0
         self._client_started = 0
         self._by_client: dict[str, int] = {}
+        #: The shared state runs read (``state.NAME``) and ``set`` steps change: the
+        #: server's own, or a fresh one.
+        self.state = state if state is not None else State()
+        #: The ``wait_connect`` steps waiting for a connection now.
+        self._connecting: list[_Connecting] = []
 
     def start(
         self,
@@ -379,11 +410,14 @@ class Runner:
         if seed is None:
             seed = random.SystemRandom().randrange(2**32)
         run_id = uuid.uuid4().hex[:12]
-        context = Context(run_id, seed, speed, time.time(), values, client, sender, received)
+        context = Context(
+            run_id, seed, speed, time.time(), values, client, sender, received, self.state
+        )
         catalog.scenario(name)  # raises now, not in the run's task
         run = Run(run_id, name, speed, seed, None, values)
         run.mailbox = Mailbox(awaited(name, catalog), client)
-        _start_plan(run, name, catalog, context)
+        # Planned on a copy of the state as it is now (perhaps in another thread).
+        _start_plan(run, name, catalog, replace(context, state=self.state.snapshot()))
         run.client, run.sender, run.started_by = client, sender, started_by
         self._active[run.id] = run
         self._count(run, 1)
@@ -533,7 +567,6 @@ class Runner:
 
     async def _drive(self, run: Run, script: Script, start: float) -> Joined:
         """Do what ``script`` says when it says; return its end offset and action count."""
-        clock = self.clock
         reply: Any = None
         actions = 0
         try:
@@ -550,35 +583,113 @@ class Runner:
                 actions += 1
                 if isinstance(action, Wait):
                     reply = await self._wait(run, action, start)
-                    continue
-                deadline = start + action.at
-                if deadline > clock.now():
-                    await clock.sleep_until(deadline)
-                elif run.speed == 0 and _switches(run, action):
-                    # No pauses, but frames must reach a client in the scenario's order
-                    # across its two connections: give the one written last a moment to
-                    # be read before writing to the other (TCP orders each on its own).
-                    await clock.sleep_until(clock.now() + ENDPOINT_SWITCH_GAP)
+                elif isinstance(action, WaitConnect):
+                    reply = await self._wait_connect(run, action, start)
                 else:
-                    # Due already (speed 0, or ties): still let the clients' writers run.
-                    await asyncio.sleep(0)
-                if isinstance(action, Send):
-                    run._endpoint = action.endpoint
-                # Lateness is when the frame went out, not when a slow send returned.
-                lateness = clock.now() - deadline
-                if action.step != run.step or action.scenario != run.step_scenario:
-                    self._step(run, action.scenario, action.step)
-                if isinstance(action, Send):
-                    reached = self.delivery.send(action.endpoint, action.frame, action.to)
-                    run._record(action, reached, lateness)
-                    if self.on_lateness is not None:
-                        self.on_lateness(lateness)
-                    if self.feed.listening:
-                        self._publish_frame(run, action, reached)
-                else:
-                    self._hangup(run, action)
+                    await self._act(run, action, start)
         finally:
             script.close()
+
+    async def _act(
+        self, run: Run, action: Send | Hangup | SetState | Due | Note, start: float
+    ) -> None:
+        """Do ``action`` when it is due."""
+        clock = self.clock
+        deadline = start + action.at
+        if deadline > clock.now():
+            await clock.sleep_until(deadline)
+        elif run.speed == 0 and _switches(run, action):
+            # No pauses, but frames must reach a client in the scenario's order
+            # across its two connections: give the one written last a moment to
+            # be read before writing to the other (TCP orders each on its own).
+            await clock.sleep_until(clock.now() + ENDPOINT_SWITCH_GAP)
+        else:
+            # Due already (speed 0, or ties): still let the clients' writers run.
+            await asyncio.sleep(0)
+        if isinstance(action, Send):
+            run._endpoint = action.endpoint
+        # Lateness is when the frame went out, not when a slow send returned.
+        lateness = clock.now() - deadline
+        if action.step != run.step or action.scenario != run.step_scenario:
+            self._step(run, action.scenario, action.step)
+        match action:
+            case Send():
+                self._send(run, action, lateness)
+            case Hangup():
+                self._hangup(run, action)
+            case SetState():
+                self.state.update(action.changes, by=f"run {run.id} step {action.step}")
+                run._note("state", changes=dict(action.changes), step=action.step)
+            case Note():
+                run._note(action.kind, text=action.text, step=action.step)
+
+    def _send(self, run: Run, send: Send, lateness: float) -> None:
+        reached = self.delivery.send(send.endpoint, send.frame, send.to)
+        run._record(send, reached, lateness)
+        if self.on_lateness is not None:
+            self.on_lateness(lateness)
+        if self.feed.listening:
+            self._publish_frame(run, send, reached)
+
+    def connected(self, client: str, endpoint: str) -> None:
+        """A client connected to ``endpoint`` (a WebSocket path): the runs waiting for it
+        (``wait_connect`` steps) go on. Call it for every new connection, once the
+        delivery's ``clients()`` lists it, from the event loop the runs play on."""
+        now = self.clock.now()
+        for waiter in list(self._connecting):
+            if waiter.accepts(client, endpoint) and not waiter.future.done():
+                waiter.future.set_result(Connected(client, str(endpoint), now))
+
+    async def _wait_connect(self, run: Run, wait: WaitConnect, start: float) -> Connected | None:
+        # The step starts when it is due: a connection is 'new' if it opens after that.
+        await self.clock.sleep_until(start + wait.at)
+        self._step(run, wait.scenario, wait.step)
+        present = None if wait.new else self._present(wait)
+        if present is not None:
+            connected: Connected | None = Connected(present.id, str(present.endpoint), wait.at)
+        else:
+            connected = await self._await_connection(run, wait, start)
+        if connected is None:
+            run._note("connect_timeout", client=wait.client, endpoint=wait.endpoint, step=wait.step)
+            return None
+        run._note("connected", client=connected.client, endpoint=connected.endpoint, step=wait.step)
+        return connected
+
+    def _present(self, wait: WaitConnect) -> Connection | None:
+        """The newest connected client ``wait`` accepts, if any."""
+        for client in reversed(self.delivery.clients()):
+            if _Connecting.matches(wait, client.id, str(client.endpoint)):
+                return client
+        return None
+
+    async def _await_connection(
+        self, run: Run, wait: WaitConnect, start: float
+    ) -> Connected | None:
+        """The next connection ``wait`` accepts, or None when its timeout passes
+        (timeouts are not scaled by speed, as for ``wait``)."""
+        waiter = _Connecting(wait, asyncio.get_running_loop().create_future())
+        self._connecting.append(waiter)
+        what = _connection_text(wait)
+        run._waits.append(what)
+        run.waiting = "; ".join(run._waits)
+        run._note(
+            "wait_connect", client=wait.client, endpoint=wait.endpoint, new=wait.new, step=wait.step
+        )
+        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
+        timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
+        try:
+            either: list[asyncio.Future[Any]] = [waiter.future, timer]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            self._connecting.remove(waiter)
+            run._waits.remove(what)
+            run.waiting = "; ".join(run._waits) or None
+        if not waiter.future.done():
+            waiter.future.cancel()
+            return None
+        connected = waiter.future.result()
+        return replace(connected, at=connected.at - start)
 
     async def _wait(self, run: Run, wait: Wait, start: float) -> ClientFrame | None:
         # The run's mailbox has kept what it may consume since it started: an answer
@@ -671,7 +782,32 @@ class Runner:
         )
 
 
-def _switches(run: Run, action: Send | Hangup) -> bool:
+@dataclass(frozen=True)
+class _Connecting:
+    """A ``wait_connect`` step waiting for a connection."""
+
+    wait: WaitConnect
+    future: asyncio.Future[Connected]
+
+    def accepts(self, client: str, endpoint: str) -> bool:
+        return self.matches(self.wait, client, endpoint)
+
+    @staticmethod
+    def matches(wait: WaitConnect, client: str, endpoint: str) -> bool:
+        """Whether a connection of ``client`` to ``endpoint`` is one ``wait`` waits for."""
+        return (wait.client is None or client == wait.client) and (
+            wait.endpoint is None or str(endpoint) == wait.endpoint
+        )
+
+
+def _connection_text(wait: WaitConnect) -> str:
+    """What a run waits for, for its ``waiting``: "a new connection from any client"."""
+    who = f"client {wait.client}" if wait.client else "any client"
+    where = f" to {wait.endpoint}" if wait.endpoint else ""
+    return f"a {'new ' if wait.new else ''}connection from {who}{where}"
+
+
+def _switches(run: Run, action: object) -> bool:
     """Whether ``action`` puts a frame on another endpoint than the run's last frame."""
     return isinstance(action, Send) and run._endpoint not in (None, action.endpoint)
 

@@ -49,6 +49,9 @@ CLIENT_ID_RULE = "1 to 64 letters, digits, '.', '_', ':' or '-'"
 MAX_RATE = 10_000.0
 #: The most times a ``repeat`` step may repeat (besides ``forever``).
 MAX_REPEAT = 1_000_000
+#: A name a ``let`` binds (read as ``vars.NAME``) or a ``set`` sets (``state.NAME``).
+BINDING_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+BINDING_RULE = "a letter, then letters, digits and '_' (so that templates can write vars.NAME)"
 
 Duration = Annotated[
     float,
@@ -544,6 +547,179 @@ class DropStep(_TargetedStep):
     _endpoint = field_validator("drop")(_check_endpoint)
 
 
+def _check_bindings(values: dict[str, Any]) -> dict[str, Any]:
+    for name in values:
+        if not BINDING_PATTERN.match(name):
+            # "at": where under the field the problem is (the loader locates it there).
+            raise PydanticCustomError(
+                "binding_name",
+                "not a name templates can read",
+                {"expected": BINDING_RULE, "found": repr(name), "at": (name,)},
+            )
+    _check_json(values)
+    return values
+
+
+class LetStep(_Step):
+    """Bind values once, as ``vars.NAME`` for every later step of the run.
+
+    Each value is rendered when the step plays (a lone ``{{ expression }}`` keeps its
+    JSON type); the scenarios the run plays later see the names they declare, and the
+    branches of a later ``parallel`` get copies.
+    """
+
+    let: dict[str, Any] = Field(
+        min_length=1,
+        description="Names and their values (templates, rendered once), read later as vars.NAME.",
+        json_schema_extra={"propertyNames": {"pattern": BINDING_PATTERN.pattern}},
+    )
+
+    _names = field_validator("let")(_check_bindings)
+
+
+class SetStep(_Step):
+    """Change the server's shared state (``state.NAME`` in templates): each value is
+    rendered when the step plays, then every key is set at once."""
+
+    set: dict[str, Any] = Field(
+        min_length=1,
+        description="Keys of the shared state and their new values (templates).",
+        json_schema_extra={"propertyNames": {"pattern": BINDING_PATTERN.pattern}},
+    )
+
+    _names = field_validator("set")(_check_bindings)
+
+
+class WhenBranch(_Step):
+    """A branch of a ``choose``: its steps play if ``when`` is true."""
+
+    when: str = Field(
+        min_length=1,
+        description="A Jinja2 expression (no braces), e.g. \"received.data.answer == 'yes'\"; "
+        "it reads the same names as templates.",
+    )
+    steps: list[Step] = Field(min_length=1, description="What to play if it is true.")
+
+
+class OtherwiseBranch(_Step):
+    """The last branch of a ``choose``: its steps play if no condition was true."""
+
+    otherwise: list[Step] = Field(min_length=1, description="What to play if nothing was true.")
+
+
+def _branch_kind(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        kinds = [key for key in ("when", "otherwise") if key in value]
+        return f"{kinds[0]}-branch" if len(kinds) == 1 else None
+    if isinstance(value, WhenBranch | OtherwiseBranch):
+        return "when-branch" if isinstance(value, WhenBranch) else "otherwise-branch"
+    return None
+
+
+#: The union tags pydantic puts in the location of a branch's errors (the loader drops them).
+BRANCH_TAGS = ("when-branch", "otherwise-branch")
+
+Branch = Annotated[
+    Annotated[WhenBranch, Tag("when-branch")] | Annotated[OtherwiseBranch, Tag("otherwise-branch")],
+    Discriminator(
+        _branch_kind,
+        custom_error_type="branch_kind",
+        custom_error_message="a branch needs 'when' (with 'steps') or 'otherwise', not both",
+    ),
+]
+
+
+class ChooseStep(_TargetedStep):
+    """Play the steps of the first branch whose condition is true, inline (``to`` sets
+    their target, as for ``repeat``); nothing if none is and there is no ``otherwise``."""
+
+    choose: list[Branch] = Field(
+        min_length=1,
+        description="Branches tried in order: {when: EXPRESSION, steps: [...]}, and last, "
+        "optionally, {otherwise: [...]}.",
+    )
+
+    @field_validator("choose")
+    @classmethod
+    def _otherwise_last(cls, branches: list[Any]) -> list[Any]:
+        for index, branch in enumerate(branches[:-1]):
+            if isinstance(branch, OtherwiseBranch):
+                raise PydanticCustomError(
+                    "otherwise_last",
+                    "'otherwise' must be the last branch of a choose (branch {index} of {count})",
+                    {
+                        "index": index,
+                        "count": len(branches),
+                        "expected": "'otherwise' as the last branch, at most once",
+                        "found": f"'otherwise' as branch {index}",
+                        "at": (index,),
+                    },
+                )
+        return branches
+
+    def branches(self) -> Iterator[tuple[tuple[str | int, ...], str | None, list[Any]]]:
+        """``(path, condition, steps)`` of each branch, in order: the path of its steps
+        inside the step (``("choose", 0, "steps")``, ``("choose", 2, "otherwise")``), and
+        its condition (None for ``otherwise``)."""
+        for index, branch in enumerate(self.choose):
+            if isinstance(branch, WhenBranch):
+                yield ("choose", index, "steps"), branch.when, branch.steps
+            else:
+                yield ("choose", index, "otherwise"), None, branch.otherwise
+
+
+class WaitConnectStep(_Step):
+    """Wait until a client connects (or reconnects), or until the timeout.
+
+    With ``new: false`` (the default) a client already connected counts at once. After
+    it, the client that connected is the run's ``sender`` when the step waited for 'any'.
+    """
+
+    wait_connect: str = Field(
+        description="Who: 'any' (any client), 'sender' (the run's sender) or a client id.",
+        json_schema_extra={"examples": ["any", "sender", "browser-1"]},
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="Only a connection to this endpoint, e.g. /ws (default: any endpoint).",
+        json_schema_extra={"pattern": "^/"},
+    )
+    new: bool = Field(
+        default=False,
+        description="Only a connection opened after the step starts (a reconnect); false: "
+        "a client already connected counts at once.",
+    )
+    timeout: Duration = Field(default=60.0, description="How long to wait (default 60s).")
+    on_timeout: Literal["fail", "continue"] = Field(
+        default="fail", description="'fail' ends the run as failed; 'continue' goes on."
+    )
+
+    @field_validator("wait_connect")
+    @classmethod
+    def _who(cls, value: str) -> str:
+        if value not in ("any", "sender") and not CLIENT_ID_PATTERN.match(value):
+            raise PydanticCustomError(
+                "connect_target",
+                "not a client to wait for",
+                {
+                    "expected": f"'any', 'sender' or a client id ({CLIENT_ID_RULE})",
+                    "found": repr(value),
+                },
+            )
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise PydanticCustomError(
+                "endpoint",
+                "not an endpoint",
+                {"expected": "a WebSocket path such as /ws or /ws/stream", "found": repr(value)},
+            )
+        return value
+
+
 STEP_KINDS: dict[str, type[_Step]] = {
     "message": MessageStep,
     "chunk": ChunkStep,
@@ -559,6 +735,10 @@ STEP_KINDS: dict[str, type[_Step]] = {
     "binary": BinaryStep,
     "disconnect": DisconnectStep,
     "drop": DropStep,
+    "choose": ChooseStep,
+    "let": LetStep,
+    "set": SetStep,
+    "wait_connect": WaitConnectStep,
 }
 
 
@@ -587,7 +767,11 @@ Step = Annotated[
     | Annotated[RawStep, Tag("raw")]
     | Annotated[BinaryStep, Tag("binary")]
     | Annotated[DisconnectStep, Tag("disconnect")]
-    | Annotated[DropStep, Tag("drop")],
+    | Annotated[DropStep, Tag("drop")]
+    | Annotated[ChooseStep, Tag("choose")]
+    | Annotated[LetStep, Tag("let")]
+    | Annotated[SetStep, Tag("set")]
+    | Annotated[WaitConnectStep, Tag("wait_connect")],
     Discriminator(
         step_kind,
         custom_error_type="step_kind",
@@ -596,6 +780,9 @@ Step = Annotated[
 ]
 
 RepeatStep.model_rebuild()
+WhenBranch.model_rebuild()
+OtherwiseBranch.model_rebuild()
+ChooseStep.model_rebuild()
 
 #: Steps that put a frame on the wire; the scenario's ``delay`` follows each of them.
 FRAME_STEPS = (MessageStep, ChunkStep, ToolStep, CloseStep, StreamStep, RawStep, BinaryStep)
@@ -647,7 +834,7 @@ class Scenario(BaseModel):
         for steps that send a frame."""
         if isinstance(step, SleepStep):
             return step.sleep
-        if isinstance(step, WaitStep):
+        if isinstance(step, WaitStep | WaitConnectStep | LetStep | SetStep):
             return 0.0
         assert isinstance(step, _PausedStep)
         if step.delay is not None:
@@ -664,38 +851,69 @@ class Scenario(BaseModel):
         yield from _walk(self.steps, ("steps",))
 
     def texts(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
-        """``(path, text)`` of every string that may be a template, nested steps included."""
+        """``(path, text)`` of every string that may be a template, nested steps included
+        (a ``let``'s or ``set``'s values too)."""
         yield from _texts(self.steps, ("steps",))
+
+    def conditions(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """``(path, expression)`` of every ``choose`` condition, nested steps included."""
+        for path, step in _walk(self.steps, ("steps",)):
+            if isinstance(step, ChooseStep):
+                for index, branch in enumerate(step.choose):
+                    if isinstance(branch, WhenBranch):
+                        yield (*path, "choose", index, "when"), branch.when
+
+    def bound_names(self) -> frozenset[str]:
+        """Every name a ``let`` in this file binds (templates may read them as vars.NAME)."""
+        return frozenset(
+            name
+            for _, step in _walk(self.steps, ("steps",))
+            if isinstance(step, LetStep)
+            for name in step.let
+        )
 
 
 _TEMPLATE_FIELDS = ("text", "chunk", "tool", "stream", "raw")
 
 
-def _texts(
-    steps: list[Any], prefix: tuple[str | int, ...]
-) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    for index, step in enumerate(steps):
-        at = (*prefix, index)
-        for name in _TEMPLATE_FIELDS:
-            value = getattr(step, name, None)
-            if isinstance(value, str):
-                yield (*at, name), value
-        if isinstance(step, MessageStep) and step.data is not None:
-            yield from _data_texts(step.data, (*at, "data"))
-        envelope = getattr(step, "envelope", None)
-        if envelope:
-            yield from _data_texts(envelope, (*at, "envelope"))
-        if isinstance(step, RepeatStep):
-            yield from _texts(step.steps, (*at, "steps"))
-
-
 def _walk(
     steps: list[Any], prefix: tuple[str | int, ...]
 ) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """``(path, step)`` of every step, those inside ``repeat`` and ``choose`` included."""
     for index, step in enumerate(steps):
-        yield (*prefix, index), step
+        at = (*prefix, index)
+        yield at, step
         if isinstance(step, RepeatStep):
-            yield from _walk(step.steps, (*prefix, index, "steps"))
+            yield from _walk(step.steps, (*at, "steps"))
+        elif isinstance(step, ChooseStep):
+            for path, _, inner in step.branches():
+                yield from _walk(inner, (*at, *path))
+
+
+def own_texts(step: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``(path, text)`` of the strings of ``step`` itself that may be templates (not those
+    of the steps it holds), paths relative to the step."""
+    for name in _TEMPLATE_FIELDS:
+        value = getattr(step, name, None)
+        if isinstance(value, str):
+            yield (name,), value
+    if isinstance(step, MessageStep) and step.data is not None:
+        yield from _data_texts(step.data, ("data",))
+    elif isinstance(step, LetStep):
+        yield from _data_texts(step.let, ("let",))
+    elif isinstance(step, SetStep):
+        yield from _data_texts(step.set, ("set",))
+    envelope = getattr(step, "envelope", None)
+    if envelope:
+        yield from _data_texts(envelope, ("envelope",))
+
+
+def _texts(
+    steps: list[Any], prefix: tuple[str | int, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    for at, step in _walk(steps, prefix):
+        for path, text in own_texts(step):
+            yield (*at, *path), text
 
 
 def _data_texts(
@@ -712,27 +930,35 @@ def _data_texts(
 
 
 __all__ = [
+    "BRANCH_TAGS",
     "CLIENT_ID_PATTERN",
     "FRAME_STEPS",
     "NAME_PATTERN",
     "STEP_KINDS",
     "BinaryStep",
+    "ChooseStep",
     "ChunkStep",
     "ClientFrameMatch",
     "CloseStep",
     "DisconnectStep",
     "DropStep",
     "Duration",
+    "LetStep",
     "MessageStep",
+    "OtherwiseBranch",
     "ParallelStep",
     "PlayStep",
     "RawStep",
     "RepeatStep",
     "Scenario",
+    "SetStep",
     "SleepStep",
     "Step",
     "StreamStep",
     "ToolStep",
+    "WaitConnectStep",
     "WaitStep",
+    "WhenBranch",
+    "own_texts",
     "step_kind",
 ]

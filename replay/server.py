@@ -318,9 +318,12 @@ class Replay:
         return catalog
 
     def client_connected(self, client: Client) -> None:
-        """A client connected to /ws: play the on-connect scenarios to it (as soon as the
-        folder has been looked at, in the reading thread)."""
-        self._spawn(self._play_on_connect(client))
+        """A client connected: runs waiting for it (``wait_connect``) go on; and, on an
+        endpoint that takes messages (Schwarm's /ws), the on-connect scenarios play to it
+        (as soon as the folder has been looked at, in the reading thread)."""
+        self.runner.connected(client.id, str(client.endpoint))
+        if str(client.endpoint) in _listening(self.protocol):
+            self._spawn(self._play_on_connect(client))
 
     async def _play_on_connect(self, client: Client) -> None:
         catalog = await self.refresh()

@@ -22,7 +22,13 @@ Names a template can use (:data:`NAMES`):
 - ``received``: the last client frame the run received (``received.message_type``,
   ``received.message``, ``received.data``, ``received.client``, ``received.text``);
 - ``sender``: the id of the client whose frame or connection started the run, or that
-  answered the last ``wait``.
+  answered the last ``wait`` (or connected for a ``wait_connect: any``);
+- ``state.NAME``: the server's shared state as it is when the step plays (``set`` steps
+  and declared HTTP routes change it).
+
+A ``choose`` step's conditions are expressions (:func:`check_expression`,
+:func:`is_true`): the inside of a ``{{ ... }}``, with the same names, the same sandbox
+and the same limits.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.meta import find_undeclared_variables
+from jinja2.parser import Parser
 
 from replay.errors import TemplateFailed, did_you_mean
 from replay.limits import MAX_OUTPUT as MAX_OUTPUT
@@ -59,6 +66,7 @@ NAMES = frozenset(
         "vars",
         "received",
         "sender",
+        "state",
     }
 )
 
@@ -122,8 +130,6 @@ def check(
         tree = _env.parse(text)
         # Compiling finds what parsing does not: unknown filters and tests.
         _template(text)
-        used = find_undeclared_variables(tree)
-        read = _attributes_read(tree, "vars") if "vars" in names else set()
     except jinja2.TemplateSyntaxError as error:
         where = f" (line {error.lineno} of the template)" if "\n" in text.strip() else ""
         return [f"template syntax error{where}: {error.message}"]
@@ -135,8 +141,40 @@ def check(
         return ["templates cannot include, extend or import other templates"]
     if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
         return ["templates cannot turn autoescaping on: use the escape filter where needed"]
+    return _name_problems(tree, declared_vars, "a template", names, fields)
+
+
+def check_expression(source: str, declared_vars: Collection[str]) -> list[str]:
+    """What is wrong with an expression (a ``choose`` condition: the inside of a
+    ``{{ ... }}``), as sentences for the user; empty when it is fine. The same checks as
+    :func:`check`: syntax, :data:`NAMES`, declared ``vars.NAME``."""
+    if is_template(source):
+        return [
+            "a condition is an expression, not a template: write it without '{{ }}' "
+            "(state.paused, not {{ state.paused }})"
+        ]
+    try:
+        tree = _expression_tree(source)
+        _expression(source)  # unknown filters and tests
+    except jinja2.TemplateSyntaxError as error:
+        return [f"expression syntax error: {error.message}"]
+    except (jinja2.TemplateError, RecursionError, MemoryError) as error:
+        return [f"expression error: {error or type(error).__name__} (it nests too deeply?)"]
+    return _name_problems(tree, declared_vars, "an expression")
+
+
+def _name_problems(
+    tree: nodes.Template,
+    declared_vars: Collection[str] | None,
+    what: str,
+    names: Collection[str] = NAMES,
+    fields: Mapping[str, Collection[str]] | None = None,
+) -> list[str]:
+    used = find_undeclared_variables(tree)
+    reads_vars = declared_vars is not None and "vars" in names
+    read = _attributes_read(tree, "vars") if reads_vars else set()
     problems = [
-        f"unknown name {name!r} in a template{did_you_mean(name, names)}; "
+        f"unknown name {name!r} in {what}{did_you_mean(name, names)}; "
         f"templates can use {', '.join(sorted(names))}"
         for name in sorted(used - set(names))
     ]
@@ -146,14 +184,54 @@ def check(
                 f"{name} has no field {attribute!r}{did_you_mean(attribute, known)}; "
                 f"its fields are {', '.join(sorted(known))}"
             )
-    for name in sorted(read - set(declared_vars if declared_vars is not None else read)):
+    for name in sorted(read - set(declared_vars or ())):
         assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
         problems.append(
             f"variable {name!r} is not declared{did_you_mean(name, declared_vars)}: "
-            f"add it under 'vars:' with a default (declared: {declared})"
+            f"add it under 'vars:' with a default, or bind it with a 'let' step "
+            f"(declared: {declared})"
         )
     return problems
+
+
+def _expression_tree(source: str) -> nodes.Template:
+    """An expression parsed as the one output of a template (for checking its names);
+    raises TemplateSyntaxError, also for anything after the expression."""
+    parser = Parser(_env, source, state="variable")
+    expression = parser.parse_expression()
+    if not parser.stream.eos:
+        token = parser.stream.current
+        raise jinja2.TemplateSyntaxError(
+            f"unexpected {token.value!r} after the expression", token.lineno
+        )
+    tree = nodes.Template([nodes.Output([expression], lineno=1)], lineno=1)
+    tree.set_environment(_env)
+    return tree
+
+
+@functools.lru_cache(maxsize=4096)
+def reads(text: str, name: str) -> bool:
+    """Whether the template ``text`` reads the name ``name`` (``state``, say); False for
+    a text that is not a template or does not parse."""
+    if not is_template(text):
+        return False
+    try:
+        return name in find_undeclared_variables(_env.parse(text))
+    except (jinja2.TemplateError, RecursionError, MemoryError):
+        return False
+
+
+def is_true(source: str, context: Mapping[str, Any]) -> bool:
+    """Evaluate an expression (a ``choose`` condition) with the names in ``context``, as
+    Jinja's ``{% if %}`` would; raises :class:`TemplateFailed` (an undefined name or
+    field, a forbidden operation, a limit of the render's budget)."""
+    try:
+        expression = _expression(source)
+        with rendering():
+            return bool(expression(context))
+    except Exception as error:  # as in render_text; bool() of an Undefined raises too
+        raise TemplateFailed(source, _reason(error)) from None
 
 
 def render_text(text: str, context: Mapping[str, Any]) -> str:

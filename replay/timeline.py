@@ -1,9 +1,11 @@
 """A scenario played on paper: its timeline of cues, for ``--dry-run`` and ``GET /scenarios``.
 
 :func:`build_timeline` drives the engine's script without clients or a clock. A
-``wait`` is assumed to be answered at once by a frame of the awaited type with an empty
-message (so later templates that read ``received`` render), or, for a declared HTTP
-route, by a request with no query, headers or body; it is shown as a cue of its own. A
+``wait`` is answered at once: by the oldest of the given answers it accepts, else by a
+frame of the awaited type with an empty message (so later templates that read
+``received`` render), or, for a declared HTTP route, by a request with no query, headers
+or body; it is shown as a cue of its own. A ``wait_connect`` is taken as a client
+connecting at once. ``set`` steps change a copy of the state the timeline starts with. A
 run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that reactions and
 on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats forever
 is cut off after :data:`MAX_CUES` cues.
@@ -13,18 +15,36 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from replay.answers import stand_in_event
+from replay.answers import ENDPOINT, stand_in_event
 from replay.catalog import Catalog
 from replay.durations import format_seconds
-from replay.engine import Context, Fork, Hangup, Joined, Script, Send, Wait, play
-from replay.matching import ClientFrame
+from replay.engine import (
+    Action,
+    Connected,
+    Context,
+    Due,
+    Fork,
+    Hangup,
+    Joined,
+    Note,
+    Script,
+    Send,
+    SetState,
+    Wait,
+    WaitConnect,
+    assignments,
+    play,
+)
+from replay.matching import ClientFrame, matches
 from replay.protocol import message_frame
 from replay.protocol.declaration import Protocol
+from replay.protocol.schwarm import SCHWARM
 from replay.routes import is_route_key
+from replay.state import State
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
 MAX_SPEED = 1000.0
@@ -35,19 +55,24 @@ MIN_SPEED = 0.001
 MAX_CUES = 10_000
 #: The stand-in client of a timeline played on paper: the sender, and who answers waits.
 PAPER_CLIENT = "client"
+#: The kinds of cues that wait for a client.
+WAIT_KINDS = ("wait", "connect")
 
 
 @dataclass(frozen=True)
 class Cue:
     """One thing a run does: when (seconds from its start), where, and what.
 
-    ``kind`` is ``frame`` (a text frame), ``binary``, ``wait``, ``disconnect`` or ``drop``;
-    ``frame`` is the text sent, or a description for the other kinds. ``to`` is the client
-    id the cue is for, or None for every client.
+    ``kind`` is ``frame`` (a text frame), ``binary``, ``wait``, ``disconnect``, ``drop``,
+    ``connect`` (a ``wait_connect``), ``set`` (the shared state changed), ``choose`` (the
+    branch taken) or ``let`` (the values bound); ``frame`` is the text sent, or a
+    description for the other kinds. ``endpoint`` is None for a cue that concerns no one
+    endpoint (``set``, ``choose``, ``let``, a ``connect`` to any endpoint). ``to`` is the
+    client id the cue is for, or None for every client.
     """
 
     offset: float
-    endpoint: str
+    endpoint: str | None
     frame: str
     scenario: str
     step: str
@@ -71,7 +96,8 @@ class Timeline:
     """A scenario's cues in the order they happen, and how long it lasts.
 
     ``duration`` is None when the scenario never ends (``repeat: forever``) or was cut
-    off at :data:`MAX_CUES`; ``waits`` counts the cues that wait for a client.
+    off at :data:`MAX_CUES`; ``waits`` counts the cues that wait for a client (to send
+    a frame, or to connect).
     """
 
     scenario: str
@@ -81,13 +107,15 @@ class Timeline:
     #: Counted from the cues unless given (see :meth:`counts`).
     frames: int = -1
     waits: int = -1
+    #: The answers given to :func:`build_timeline` that no wait took.
+    unused: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.frames < 0:
             frames = sum(1 for cue in self.cues if cue.kind in ("frame", "binary"))
             object.__setattr__(self, "frames", frames)
         if self.waits < 0:
-            waits = sum(1 for cue in self.cues if cue.kind == "wait")
+            waits = sum(1 for cue in self.cues if cue.kind in WAIT_KINDS)
             object.__setattr__(self, "waits", waits)
 
     def counts(self) -> Timeline:
@@ -120,6 +148,8 @@ def build_timeline(
     *,
     keep: bool = True,
     max_bytes: int | None = None,
+    state: Mapping[str, Any] | None = None,
+    answers: Sequence[str] = (),
 ) -> Timeline:
     """The timeline of the named scenario, played with ``context`` (seed 0 by default).
 
@@ -129,6 +159,11 @@ def build_timeline(
     plan). Planning takes about 10 µs a cue: call it off the event loop when ``limit``
     is large (see :mod:`replay.planning`).
 
+    ``state`` is the shared state the run starts with (default: ``context.state``, empty
+    unless given); ``set`` steps change a copy of it, never it. ``answers`` are the texts
+    of client frames the waits take, each wait the oldest one it accepts (as a run's
+    mailbox would); a wait that accepts none gets an empty message of its type.
+
     Raises ScenarioNotFound, ScenarioInvalid, and StepFailed for a step that cannot be
     played (a template that fails).
     """
@@ -136,16 +171,27 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper = _Paper(context.sender or PAPER_CLIENT, limit, keep, max_bytes, catalog.protocol)
+    paper_state = State(state if state is not None else context.state)
+    context = replace(context, state=paper_state)
+    paper = _Paper(
+        context.sender or PAPER_CLIENT,
+        limit,
+        keep,
+        max_bytes,
+        paper_state,
+        answers,
+        catalog.protocol,
+    )
     end = paper.drive(play(name, catalog, context))
     if not keep:
         duration = None if paper.truncated else end
         return Timeline(name, (), duration, paper.truncated, paper.frames, paper.waits)
     # Stable, so ties keep the order they were played in; rounded, so 0.1 + 0.2 ties with 0.3.
     ordered = tuple(sorted(paper.cues, key=lambda cue: round(cue.offset, 9)))
+    unused = tuple(answer for answer in paper.answers if answer is not None)
     if paper.truncated:
-        return Timeline(name, ordered[:limit], None, truncated=True)
-    return Timeline(name, ordered, end)
+        return Timeline(name, ordered[:limit], None, truncated=True, unused=unused)
+    return Timeline(name, ordered, end, unused=unused)
 
 
 class _Stop(Exception):
@@ -159,15 +205,21 @@ class _Paper:
         self,
         answerer: str,
         limit: int,
-        keep: bool,
-        max_bytes: int | None,
-        protocol: Protocol,
+        keep: bool = True,
+        max_bytes: int | None = None,
+        state: State | None = None,
+        answers: Sequence[str] = (),
+        protocol: Protocol = SCHWARM,
     ) -> None:
         self.answerer = answerer
+        #: What the scenarios speak: where waits listen, how answers are read.
         self.protocol = protocol
         self.limit = limit
         self.keep = keep
         self.max_bytes = max_bytes
+        self.state = state if state is not None else State()
+        #: The client frames given for waits, not taken yet (None once taken).
+        self.answers: list[str | None] = list(answers)
         self.cues: list[Cue] = []
         self.count = 0
         self.bytes = 0
@@ -199,52 +251,84 @@ class _Paper:
                 raise _Stop
             if self.max_bytes is not None and self.bytes > self.max_bytes:
                 raise _Stop
-            reply = None
+            reply = self._handle(action)
             # A fork counts as what its branches do, so a silent one counts as nothing.
-            actions += 1 if not isinstance(action, Fork) else 0
-            match action:
-                case Send(frame=str() as text):
-                    self._cue(action, action.endpoint, text, "frame")
-                case Send(frame=bytes() as data):
-                    shown = f"binary {len(data)} bytes: {base64.b64encode(data).decode()[:60]}"
-                    self._cue(action, action.endpoint, shown, "binary")
-                case Wait():
-                    kind = action.match.message
-                    where = "http" if is_route_key(kind) else self.protocol.message_endpoint(kind)
-                    self._cue(action, where or "*", _wait_text(action), "wait", action.source)
-                    reply = _stand_in(kind, action.source or self.answerer).taken_at(action.at)
-                case Hangup():
-                    kind = "drop" if action.abort else "disconnect"
-                    for endpoint in action.endpoints:
-                        self._cue(action, endpoint, _hangup_text(action), kind)
-                case Fork():
-                    joined = []
-                    try:
-                        for branch in action.branches:
-                            joined.append(self._drive(branch))
-                    finally:
-                        for branch in action.branches:
-                            branch.close()
-                    reply = Joined(
-                        max([action.at, *(j.end for j in joined)]), sum(j.actions for j in joined)
-                    )
-                    actions += reply.actions
+            actions += reply.actions if isinstance(action, Fork) else 1
+
+    def _handle(self, action: Action) -> Any:
+        """Write ``action`` down; what the script gets back for it."""
+        match action:
+            case Send(frame=str() as text):
+                self._cue(action, action.endpoint, text, "frame")
+            case Send(frame=bytes() as data):
+                shown = f"binary {len(data)} bytes: {base64.b64encode(data).decode()[:60]}"
+                self._cue(action, action.endpoint, shown, "binary")
+            case Wait():
+                return self._wait(action)
+            case Hangup():
+                kind = "drop" if action.abort else "disconnect"
+                for endpoint in action.endpoints:
+                    self._cue(action, endpoint, _hangup_text(action), kind)
+            case Fork():
+                return self._fork(action)
+            case WaitConnect():
+                client = action.client or self.answerer
+                self._cue(action, action.endpoint, _connect_text(action), "connect", client)
+                where = action.endpoint or self.protocol.first_endpoint() or "/"
+                return Connected(client, where, action.at)
+            case SetState():
+                self.state.update(action.changes, by=f"dry run step {action.step}")
+                self._cue(action, None, "set " + assignments(action.changes), "set")
+            case Note():
+                self._cue(action, None, f"{action.kind}: {action.text}", action.kind)
+            case Due():
+                pass
+        return None
+
+    def _wait(self, wait: Wait) -> ClientFrame:
+        """The answer to ``wait``: the oldest given answer it accepts, else an empty one
+        (for a declared route: a request with no query, headers or body)."""
+        client = wait.source or self.answerer
+        kind = wait.match.message
+        if is_route_key(kind):  # a request to a declared route (given answers are frames)
+            self._cue(wait, ENDPOINT, _wait_text(wait), "wait", wait.source)
+            return stand_in_event(kind, client).taken_at(wait.at)
+        where = self.protocol.message_endpoint(kind)
+        fields = self.protocol.reader(where) if where else ("message_type", "message")
+        for index, text in enumerate(self.answers):
+            answer = ClientFrame(client, text, wait.at, where or "", *fields) if text else None
+            if answer is not None and matches(wait.match, answer):
+                self.answers[index] = None
+                self._cue(wait, where, f"{_wait_text(wait)}: answered {text}", "wait", wait.source)
+                return answer
+        self._cue(wait, where, _wait_text(wait), "wait", wait.source)
+        return ClientFrame(client, message_frame(kind, ""), wait.at, kind=kind)
+
+    def _fork(self, fork: Fork) -> Joined:
+        joined = []
+        try:
+            for branch in fork.branches:
+                joined.append(self._drive(branch))
+        finally:
+            for branch in fork.branches:
+                branch.close()
+        return Joined(max([fork.at, *(j.end for j in joined)]), sum(j.actions for j in joined))
 
     def _cue(
         self,
-        action: Send | Wait | Hangup,
-        endpoint: str,
+        action: Send | Wait | Hangup | WaitConnect | SetState | Note,
+        endpoint: str | None,
         text: str,
         kind: str,
         to: str | None = None,
     ) -> None:
         self.count += 1
         self.frames += kind in ("frame", "binary")
-        self.waits += kind == "wait"
+        self.waits += kind in WAIT_KINDS
         if not self.keep:
             return
         self.bytes += len(text)
-        who = to if isinstance(action, Wait) else action.to
+        who = action.to if isinstance(action, Send | Hangup) else to
         self.cues.append(Cue(action.at, endpoint, text, action.scenario, action.step, kind, who))
 
 
@@ -256,14 +340,14 @@ def _wait_text(wait: Wait) -> str:
     return f"wait for {what} from {who}, up to {format_seconds(wait.timeout)}"
 
 
+def _connect_text(wait: WaitConnect) -> str:
+    who = f"client {wait.client!r}" if wait.client else "any client"
+    where = f" to {wait.endpoint}" if wait.endpoint else ""
+    new = "a new connection" if wait.new else "a connection"
+    return f"wait for {new} from {who}{where}, up to {format_seconds(wait.timeout)}"
+
+
 def _hangup_text(hangup: Hangup) -> str:
     if hangup.abort:
         return "drop the connection (no close frame)"
     return f"close with code {hangup.code}" + (f" ({hangup.reason})" if hangup.reason else "")
-
-
-def _stand_in(kind: str, client: str) -> ClientFrame:
-    """What a dry run assumes answers a wait for ``kind``."""
-    if is_route_key(kind):
-        return stand_in_event(kind, client)
-    return ClientFrame(client, message_frame(kind, ""), kind=kind)

@@ -194,3 +194,111 @@ def test_property_counts_equal_the_played_steps(block: list[Any]) -> None:
     assert cost.steps == len(played)
     assert cost.silent == longest
     assert cost.acts == ("A" in played)
+
+
+# --- choose, let, set, wait_connect ---------------------------------------------------------
+
+
+def test_let_set_and_wait_connect_count_as_steps_without_a_frame() -> None:
+    found = problems(
+        lets="steps:\n  - chunk: a\n  - repeat: 1001\n    steps:\n      - let: {x: 1}\n",
+        sets="steps:\n  - repeat: forever\n    steps:\n      - set: {x: 1}\n      - sleep: 1\n",
+        connects="steps:\n  - repeat: forever\n    steps:\n      - wait_connect: any\n",
+    )
+    assert found["lets"] == [
+        "s/lets.yaml:3:5: steps.1: a run would play too many steps in a row without sending "
+        "a frame, waiting or disconnecting (repeats multiply the steps they repeat), and the "
+        "server could answer nothing meanwhile: put a frame or a wait among the repeated "
+        "steps, or repeat fewer times; expected at most 1,000 such steps in a row, found "
+        "1,001 steps"
+    ]
+    for name in ("sets", "connects"):
+        [problem] = found[name]
+        assert "the repeated steps never send a frame, wait or disconnect" in problem
+
+
+def test_choose_counts_its_costliest_branch_located_inside_it() -> None:
+    found = problems(
+        main="steps:\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps: [{chunk: a}]\n"
+        "      - otherwise:\n"
+        "          - repeat: 1000\n"
+        "            steps:\n"
+        "              - repeat: 1001\n"
+        "                steps: [{chunk: b}]\n"
+    )
+    assert found["main"] == [
+        "s/main.yaml:6:13: steps.0.choose.1.otherwise.0: a run would play too many steps "
+        "(repeats multiply the steps they repeat); expected at most 1,000,000 steps in a "
+        "run, found 1,002,001 steps"
+    ]
+    loaded = parse_scenario(
+        "steps:\n"
+        "  - choose:\n"
+        "      - when: x\n"
+        "        steps: [{chunk: a}, {chunk: b}]\n"
+        "      - otherwise: [{chunk: c}]\n",
+        "s/c.yaml",
+    )
+    assert loaded.scenario is not None
+    cheap = budget.costs({"c": loaded.scenario})["c"]
+    assert cheap.steps == 3  # the choose, then its longest branch
+
+
+def test_a_forever_loop_that_polls_the_state_with_a_choose_is_allowed() -> None:
+    found = problems(
+        poll="steps:\n"
+        "  - repeat: forever\n"
+        "    steps:\n"
+        "      - sleep: 1s\n"
+        "      - choose:\n"
+        "          - when: state.go is defined\n"
+        "            steps: [{chunk: go}]\n"
+    )
+    assert found["poll"] == []
+
+
+def test_silence_runs_through_a_choice_that_may_send_nothing() -> None:
+    found = problems(
+        main="steps:\n"
+        "  - chunk: a\n"
+        "  - repeat: 600\n"
+        "    steps: [{sleep: 0}]\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps:\n"
+        "          - repeat: 600\n"
+        "            steps: [{sleep: 0}]\n"
+        "      - otherwise: [{chunk: b}]\n"
+    )
+    # The choose hands control back before its branch: the two stretches never join.
+    assert found["main"] == []
+    longer = problems(
+        main="steps:\n"
+        "  - chunk: a\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps:\n"
+        "          - repeat: 600\n"
+        "            steps: [{sleep: 0}]\n"
+        "  - repeat: 600\n"
+        "    steps: [{sleep: 0}]\n"
+    )
+    [problem] = longer["main"]
+    assert "s/main.yaml:8:5: steps.2: a run would play too many steps in a row" in problem
+
+
+@hypothesis.settings(deadline=None)
+@hypothesis.given(_BLOCKS, _BLOCKS, _BLOCKS, _BLOCKS, st.integers(0, 3))
+def test_property_either_bounds_both_choices(
+    before: list[Any], first: list[Any], second: list[Any], after: list[Any], count: int
+) -> None:
+    either = _cost(before).then(_cost(first).either(_cost(second))).then(_cost(after))
+    for chosen in (first, second):
+        played = _cost([(count, [*before, *chosen, *after])])
+        bound = either.times(count)
+        assert bound.steps >= played.steps
+        assert bound.silent >= played.silent
+    assert either.steps == max(_cost([*before, *b, *after]).steps for b in (first, second))

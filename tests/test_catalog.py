@@ -184,3 +184,21 @@ def test_an_invalid_file_still_gets_its_missing_targets_reported() -> None:
     assert [(p.line, p.field) for p in problems] == [(3, "steps.0.delay"), (4, "steps.1.play")]
     assert problems[1].message == "plays 'mesages', which does not exist (did you mean 'messages'?)"
     assert found.file("messages").valid
+
+
+def test_plays_inside_choose_branches_are_checked_like_any_other() -> None:
+    found = catalog(
+        a="steps:\n  - choose:\n      - when: 'true'\n        steps: [{play: b}]\n",
+        b="steps:\n  - choose:\n      - otherwise: [{parallel: [a]}]\n",
+        c="steps:\n  - choose:\n      - otherwise: [{play: mising}]\n",
+        missing="steps:\n  - chunk: x\n",
+    )
+    [problem_a] = found.file("a").problems
+    assert problem_a.field == "steps.0.choose.0.steps.0.play"
+    assert problem_a.message == "plays itself: a -> b -> a"
+    [problem_b] = found.file("b").problems
+    assert problem_b.field == "steps.0.choose.0.otherwise.0.parallel.0"
+    assert texts(found.file("c")) == [
+        "scenarios/c.yaml:3:22: steps.0.choose.0.otherwise.0.play: plays 'mising', which does "
+        "not exist (did you mean 'missing'?)"
+    ]

@@ -912,3 +912,142 @@ def test_the_bound_address_prefers_ipv4_and_brackets_ipv6() -> None:
 def test_the_ready_file_names_loopback_for_a_wildcard_address(host: str, url: str) -> None:
     assert ready_document(host, 80)["url"] == url
     assert ready_document(host, 80)["ws"] == url.replace("http", "ws")
+
+
+# --- --dry-run --answer and --state; the new steps in the output ------------------------------
+
+DECIDE = """
+vars: {strict: false}
+steps:
+  - message: CHAT_REQUESTED
+    text: Go on?
+  - wait: CHAT_INPUT
+  - choose:
+      - when: "received.message == 'yes' and not state.paused"
+        steps:
+          - message: CHAT
+            text: "going on at turn {{ state.turn }}"
+          - set: {turn: "{{ state.turn + 1 }}"}
+      - otherwise:
+          - message: CHAT
+            text: "stopping ({{ received.message }})"
+  - wait_connect: any
+    endpoint: /ws
+    new: true
+"""
+
+
+def test_dry_run_answers_follow_the_given_frames_and_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"decide.yaml": DECIDE})
+    args = ["--scenario", "decide", "--dry-run", "--scenarios", str(folder)]
+    code, out, err = run_main(
+        [*args, "--answer", "CHAT_INPUT:yes", "--state", "turn=3", "--state", "paused=false"],
+        capsys,
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2].split(None, 2)[2] == (
+        "[wait for CHAT_INPUT from any client, up to 60s: answered "
+        '{"message_type":"CHAT_INPUT","message":"yes"}]'
+    )
+    assert lines[3].split(None, 2) == [
+        "0.000s",
+        "-",
+        "[choose: branch 0 (when received.message == 'yes' and not state.paused)]",
+    ]
+    assert '{"message_type":"CHAT","message":"going on at turn 3"}' in lines[4]
+    assert lines[5].split(None, 2) == ["0.000s", "-", "[set turn = 4]"]
+    assert lines[6].split(None, 2)[:2] == ["0.000s", "/ws"]
+    assert "[wait for a new connection from any client to /ws, up to 60s]" in lines[6]
+    assert lines[-1] == (
+        "decide: 2 frames, 0.000s in all; 2 waits for a client, shown as answered at once"
+    )
+
+
+def test_dry_run_whole_frame_answers_and_unused_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"decide.yaml": DECIDE})
+    args = ["--scenario", "decide", "--dry-run", "--scenarios", str(folder), "--state", "turn=1"]
+    pause = '{"message_type": "PAUSE_REQUEST", "message": "now"}'
+    answer = '{"message_type": "CHAT_INPUT", "message": "no thanks"}'
+    code, out, err = run_main([*args, "--answer", pause, "--answer", answer], capsys)
+    assert code == 0, err
+    assert '"message":"stopping (no thanks)"' in out
+    assert out.splitlines()[-1] == f"no wait took --answer {pause}"
+
+
+def test_dry_run_without_answers_still_answers_with_an_empty_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"decide.yaml": DECIDE})
+    args = ["--scenario", "decide", "--dry-run", "--scenarios", str(folder)]
+    code, out, _ = run_main(args, capsys)
+    assert code == 0
+    assert '"message":"stopping ()"' in out
+    assert "answered {" not in out
+
+
+def test_dry_run_a_condition_that_needs_state_says_what_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"decide.yaml": DECIDE})
+    args = ["--scenario", "decide", "--dry-run", "--scenarios", str(folder)]
+    code, out, err = run_main([*args, "--answer", "CHAT_INPUT:yes"], capsys)
+    assert code == 1
+    assert out == ""  # the timeline is made before anything is printed
+    assert err.startswith("replay: scenario 'decide', step 2.choose.0.when: condition ")
+    assert "no attribute 'paused'" in err
+    assert "unless an --answer fits, and starts from the --state given" in err
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (["--answer", "yes"], "'yes' is not an answer: give a whole frame as a JSON object"),
+        (["--answer", "chat_input:yes"], "is not an answer"),
+        (["--answer", "{not json"], "'{not json' is not a JSON frame"),
+        (["--answer", "[1, 2]"], "is not an answer"),
+        (["--state", "paused"], "is not NAME=VALUE"),
+    ],
+)
+def test_bad_answers_and_state_are_usage_errors(
+    argument: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "chat", "--dry-run", *argument])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_answers_and_state_need_a_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "chat", "--answer", "CHAT_INPUT:yes"])
+    assert exit_info.value.code == 2
+    assert "--answer and --state only apply to --dry-run" in capsys.readouterr().err
+
+
+def test_followed_decisions_are_shown() -> None:
+    from replay.cli import _show
+
+    out = io.StringIO()
+    for event in [
+        {"event": "choose", "text": "branch 1 (when state.paused)"},
+        {"event": "let", "text": 'order = "x"'},
+        {"event": "state", "changes": {"paused": True, "turn": 2}},
+        {"event": "wait_connect", "client": None, "endpoint": "/ws", "new": True},
+        {"event": "connected", "client": "ui", "endpoint": "/ws"},
+        {"event": "connect_timeout", "client": "ui", "endpoint": None},
+        {"event": "heartbeat"},
+    ]:
+        assert _show(event, out) is None
+    assert [line.strip() for line in out.getvalue().splitlines()] == [
+        "choose: branch 1 (when state.paused)",
+        'let: order = "x"',
+        "set paused = true, turn = 2",
+        "waiting for a new connection from any client to /ws...",
+        "client ui connected to /ws",
+        "no connection from client ui came in time",
+    ]

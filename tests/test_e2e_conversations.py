@@ -599,6 +599,57 @@ async def test_drop_cuts_the_connection_and_a_reconnecting_client_gets_what_foll
     assert run["sent"] == 2
 
 
+RECONNECT = """
+description: Cut the connection, then greet the client when it comes back.
+steps:
+  - message: EVENT
+    text: before the crash
+  - drop: all
+  - wait_connect: sender
+    endpoint: /ws
+    new: true
+    timeout: 10s
+  - message: ERROR
+    text: "back after the crash, {{ sender }}"
+    to: sender
+"""
+
+
+async def test_wait_connect_goes_on_when_the_sender_reconnects(serve: Serve) -> None:
+    # No clock to hold: the run waits for the reconnection itself, however long it takes.
+    live = serve({"reconnect.yaml": RECONNECT})
+    async with connect(f"{live.ws_url}/ws?client_id=ui") as ws:
+        await registered(live, ("/ws", "ui"))
+        status, started = await trigger(live, "reconnect", client="ui", wait=False)
+        assert status == 202, started
+        assert await recv_json(ws) == {"message_type": "EVENT", "message": "before the crash"}
+        assert (await closed(ws)).rcvd is None  # cut, no close frame
+    run = await wait_until_waiting(live, started["run_id"])
+    assert run["waiting"] == "a new connection from client ui to /ws"
+
+    # Neither another client nor the sender's stream connection is what it waits for.
+    async with (
+        connect(f"{live.ws_url}/ws?client_id=other") as other,
+        connect(f"{live.ws_url}/ws/stream?client_id=ui"),
+    ):
+        await registered(live, ("/ws", "other"), ("/ws/stream", "ui"))
+        _, run = await http("GET", f"{live.url}/runs/{started['run_id']}")
+        assert (run["state"], run["waiting"]) == (
+            "running",
+            "a new connection from client ui to /ws",
+        )
+
+        async with connect(f"{live.ws_url}/ws?client_id=ui") as again:
+            assert await recv_json(again) == {
+                "message_type": "ERROR",
+                "message": "back after the crash, ui",
+            }
+            run = await run_ended(live, started["run_id"])
+            assert run["state"] == "finished"
+            assert run["sent"] == 2
+            await nothing_else(live, other, again)
+
+
 # 8. Client ids --------------------------------------------------------------------------
 
 

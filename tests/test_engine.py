@@ -7,6 +7,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,13 +16,19 @@ from replay.catalog import Catalog
 from replay.engine import (
     DROP_FALLBACK,
     Action,
+    Connected,
     Context,
+    Due,
     Fork,
     Hangup,
     Joined,
+    Note,
     Script,
     Send,
+    SetState,
     Wait,
+    WaitConnect,
+    awaited,
     check_vars,
     declared_vars,
     play,
@@ -1092,3 +1099,349 @@ def test_playing_the_same_scenario_twice_is_not_a_cycle() -> None:
         sub="steps:\n  - chunk: s\n",
     )
     assert contents(actions) == ["s"] * 4
+
+
+# --- choose, let, set, wait_connect and the shared state -------------------------------------
+
+
+class Stateful(Driver):
+    """A driver that applies SetState to ``state`` (a dict the context reads), answers
+    WaitConnect with ``connect``, and calls ``on_due`` at each Due (as if time passed
+    and something else changed the state meanwhile)."""
+
+    def __init__(
+        self,
+        state: dict[str, Any],
+        answer: Answer = no_answer,
+        connect: Callable[[WaitConnect], Connected | None] = lambda wait: None,
+        on_due: Callable[[Due], None] = lambda due: None,
+    ) -> None:
+        super().__init__(answer)
+        self.state = state
+        self.connect = connect
+        self.on_due = on_due
+
+    def _handle(self, action: Action) -> Any:
+        if isinstance(action, SetState):
+            self.state.update(action.changes)
+        elif isinstance(action, WaitConnect):
+            self.actions.append(action)
+            return self.connect(action)
+        elif isinstance(action, Due):
+            self.on_due(action)
+        return super()._handle(action)
+
+
+def stateful(
+    source: str,
+    state: dict[str, Any] | None = None,
+    ctx: Context | None = None,
+    sub: str | None = None,
+    **options: Any,
+) -> tuple[list[Action], float, dict[str, Any]]:
+    """Play ``main`` (and ``sub``, if given) with a live state dict, driven by a Stateful
+    driver made with ``options``; the actions, the end offset and the state."""
+    shared = {} if state is None else state
+    sources = {"main": source} if sub is None else {"main": source, "sub": sub}
+    driver = Stateful(shared, **options)
+    played = replace(ctx or context(), state=shared)
+    end = driver.run(play("main", catalog(**sources), played))
+    return driver.actions, end, shared
+
+
+def messages(actions: Iterable[Action]) -> list[str]:
+    """The message of every /ws frame sent."""
+    return [
+        json.loads(send.frame)["message"]
+        for send in sends(actions)
+        if send.endpoint is Endpoint.MESSAGES
+    ]
+
+
+def notes(actions: Iterable[Action]) -> list[tuple[str, str, str]]:
+    return [(a.kind, a.text, a.step) for a in actions if isinstance(a, Note)]
+
+
+CHOOSER = """\
+vars: {strict: false}
+steps:
+  - chunk: first
+    delay: 1s
+  - choose:
+      - when: "state.paused and vars.strict"
+        steps:
+          - message: EVENT
+            text: strictly paused
+      - when: "state.paused"
+        steps:
+          - message: EVENT
+            text: paused
+          - message: EVENT
+            text: "still paused at {{ step }}"
+      - otherwise:
+          - message: EVENT
+            text: running
+  - chunk: last
+"""
+
+
+def test_choose_plays_the_first_true_branch_inline() -> None:
+    actions, end, _ = stateful(CHOOSER, {"paused": True})
+    assert [json.loads(send.frame).get("message") for send in sends(actions)] == [
+        None,
+        "paused",
+        "still paused at 1",
+        None,
+    ]
+    evented = [send for send in sends(actions) if send.endpoint is Endpoint.MESSAGES]
+    assert [(send.at, send.step) for send in evented] == [
+        (1.0, "1.choose.1.steps.0"),
+        (1.0, "1.choose.1.steps.1"),
+    ]
+    assert notes(actions) == [("choose", "branch 1 (when state.paused)", "1")]
+    # It waited for its time before it read the state.
+    [due] = [action for action in actions if isinstance(action, Due)]
+    assert (due.at, due.step) == (1.0, "1")
+    assert end == 1.0
+
+
+def test_choose_takes_otherwise_when_nothing_is_true_and_none_without_it() -> None:
+    actions, _, _ = stateful(CHOOSER, {"paused": False})
+    assert [s.step for s in sends(actions)] == ["0", "1.choose.2.otherwise.0", "2"]
+    assert notes(actions) == [("choose", "otherwise", "1")]
+    no_otherwise = CHOOSER.replace(
+        "      - otherwise:\n", "      - when: 'false'\n        steps:\n"
+    )
+    actions, _, _ = stateful(no_otherwise, {"paused": False})
+    assert [s.step for s in sends(actions)] == ["0", "2"]
+    assert notes(actions) == [("choose", "no branch: no condition is true", "1")]
+
+
+def test_conditions_read_vars_received_and_the_state_as_it_is_when_the_step_is_due() -> None:
+    source = CHOOSER.replace("  - choose:", "  - wait: CHAT_INPUT\n  - choose:").replace(
+        'when: "state.paused"', "when: \"received.message == 'pause' or state.paused\""
+    )
+    answer = frame_from("c1", "CHAT_INPUT", "pause", 0.5)
+    actions, _, _ = stateful(source, {"paused": False}, answer=lambda wait: answer)
+    assert "paused" in messages(actions)
+    # The state changes while the step waits for its time: the condition sees the change.
+    shared: dict[str, Any] = {"paused": False}
+    actions, _, _ = stateful(CHOOSER, shared, on_due=lambda due: shared.update(paused=True))
+    assert "paused" in messages(actions)
+    strict = context(vars={"strict": True})
+    actions, _, _ = stateful(CHOOSER, {"paused": True}, ctx=strict)
+    assert "strictly paused" in messages(actions)
+
+
+def test_choose_gives_its_target_to_its_branch_steps() -> None:
+    actions, _, _ = stateful(
+        "steps:\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps:\n"
+        "          - chunk: a\n"
+        "          - chunk: b\n"
+        "            to: other\n"
+        "    to: browser-1\n"
+        "  - chunk: c\n"
+    )
+    assert [send.to for send in sends(actions)] == ["browser-1", "other", None]
+
+
+def test_a_condition_that_fails_fails_the_step_located_at_it() -> None:
+    source = (
+        "steps:\n  - choose:\n      - when: 'false'\n        steps: [{chunk: a}]\n"
+        "      - when: received.data.answer == 'yes'\n        steps: [{chunk: b}]\n"
+    )
+    with pytest.raises(StepFailed) as failed:
+        stateful(source)
+    assert (failed.value.scenario, failed.value.step) == ("main", "0.choose.1.when")
+    assert failed.value.reason.startswith("condition \"received.data.answer == 'yes'\" failed: ")
+
+
+def test_let_binds_once_for_every_later_step_and_keeps_types() -> None:
+    actions, _, _ = stateful(
+        "vars: {user: Ada}\n"
+        "steps:\n"
+        "  - message: EVENT\n"
+        "    data: {before: '{{ vars.user }}'}\n"
+        "  - let: {order: '{{ uuid() }}', dice: '{{ randint(1, 6) }}', user: 'Grace'}\n"
+        "  - message: EVENT\n"
+        "    data: {order: '{{ vars.order }}', dice: '{{ vars.dice }}', user: '{{ vars.user }}'}\n"
+        "  - message: EVENT\n"
+        "    text: '{{ vars.order }}'\n"
+    )
+    sent = messages(actions)
+    assert json.loads(sent[0]) == {"before": "Ada"}
+    bound = json.loads(sent[1])
+    assert isinstance(bound["dice"], int)
+    assert 1 <= bound["dice"] <= 6
+    assert bound["user"] == "Grace"  # a let overrides the declared value from then on
+    assert str(uuid.UUID(bound["order"])) == bound["order"]
+    assert sent[2] == bound["order"]  # rendered once: the same value later
+    assert notes(actions) == [
+        ("let", f'order = "{bound["order"]}", dice = {bound["dice"]}, user = "Grace"', "1")
+    ]
+
+
+def test_a_played_scenario_sees_the_bound_names_it_declares() -> None:
+    actions, _, _ = stateful(
+        "steps:\n  - let: {order: 42, other: x}\n  - play: sub\n",
+        sub="vars: {order: 0}\nsteps:\n  - message: EVENT\n    text: '{{ vars | tojson }}'\n",
+    )
+    assert messages(actions) == ['{"order": 42}']
+
+
+def test_parallel_branches_get_copies_of_what_was_bound() -> None:
+    actions, _, _ = stateful(
+        "steps:\n"
+        "  - let: {n: 1}\n"
+        "  - parallel: [sub, sub]\n"
+        "  - message: EVENT\n"
+        "    text: 'after {{ vars.n }}'\n",
+        sub="vars: {n: 0}\n"
+        "steps:\n"
+        "  - message: EVENT\n"
+        "    text: 'branch sees {{ vars.n }}'\n"
+        "  - let: {n: 2}\n"
+        "  - message: EVENT\n"
+        "    text: 'branch now {{ vars.n }}'\n",
+    )
+    assert messages(actions) == [
+        "branch sees 1",
+        "branch now 2",
+        "branch sees 1",  # the other branch's let is its own
+        "branch now 2",
+        "after 1",  # and neither reaches back to the run
+    ]
+
+
+def test_set_yields_the_rendered_changes_when_due_and_later_steps_read_them() -> None:
+    actions, end, shared = stateful(
+        "steps:\n"
+        "  - sleep: 2s\n"
+        "  - set: {paused: true, turn: '{{ state.turn + 1 }}', label: 'turn {{ state.turn }}'}\n"
+        "  - message: EVENT\n"
+        "    text: '{{ state.turn }} {{ state.paused }}'\n",
+        {"turn": 1},
+    )
+    [change] = [action for action in actions if isinstance(action, SetState)]
+    assert change == SetState(2.0, {"paused": True, "turn": 2, "label": "turn 1"}, "main", "1")
+    assert shared == {"turn": 2, "paused": True, "label": "turn 1"}
+    assert messages(actions) == ["2 True"]
+    dues = [(due.at, due.step) for due in actions if isinstance(due, Due)]
+    assert dues == [(2.0, "1"), (2.0, "2")]  # set, then the step whose text reads state
+    assert end == 2.0
+
+
+def test_the_engine_never_changes_the_state_itself() -> None:
+    found = catalog(main="steps:\n  - set: {paused: true}\n")
+    state = {"paused": False}
+    actions = Driver()  # applies nothing
+    actions.run(play("main", found, context(state=state)))
+    assert state == {"paused": False}
+
+
+def test_only_steps_that_read_the_state_wait_for_their_time_first() -> None:
+    actions, _, _ = stateful(
+        "steps:\n"
+        "  - chunk: '{{ vars.x }}'\n"
+        "  - chunk: '{% if state.on %}on{% endif %}'\n"
+        "  - message: EVENT\n"
+        "    data: {deep: ['{{ state.on }}']}\n"
+        "vars: {x: 1}\n",
+        {"on": True},
+    )
+    assert [due.step for due in actions if isinstance(due, Due)] == ["1", "2"]
+
+
+def connect_step(target: str, extra: str = "") -> str:
+    return (
+        f"steps:\n  - wait_connect: {target}\n{extra}"
+        "  - message: EVENT\n    text: 'hello {{ sender }}'\n    to: sender\n"
+    )
+
+
+def test_wait_connect_for_any_client_makes_it_the_sender() -> None:
+    seen: list[WaitConnect] = []
+
+    def connect(wait: WaitConnect) -> Connected:
+        seen.append(wait)
+        return Connected("back-1", "/ws", 3.5)
+
+    extra = "    endpoint: /ws\n    new: true\n    timeout: 30s\n"
+    actions, end, _ = stateful(connect_step("any", extra), connect=connect)
+    assert seen == [WaitConnect(0.0, None, "/ws", True, 30.0, "main", "0")]
+    [send] = sends(actions)
+    assert (send.at, send.to) == (3.5, "back-1")
+    assert messages(actions) == ["hello back-1"]
+    assert end == 3.5
+
+
+def test_wait_connect_for_the_sender_or_an_id_keeps_the_sender() -> None:
+    seen: list[WaitConnect] = []
+
+    def connect(wait: WaitConnect) -> Connected:
+        seen.append(wait)
+        return Connected(wait.client or "?", "/ws/stream", 0.0)
+
+    actions, _, _ = stateful(connect_step("sender"), ctx=context(sender="ui"), connect=connect)
+    assert seen[-1] == WaitConnect(0.0, "ui", None, False, 60.0, "main", "0")
+    assert [send.to for send in sends(actions)] == ["ui"]
+    actions, _, _ = stateful(connect_step("tab-2"), ctx=context(sender="ui"), connect=connect)
+    assert seen[-1].client == "tab-2"
+    assert messages(actions) == ["hello ui"]
+
+
+def test_wait_connect_for_the_sender_without_one_fails() -> None:
+    with pytest.raises(StepFailed, match="'wait_connect: sender' needs a client") as failed:
+        stateful(connect_step("sender"))
+    assert failed.value.step == "0"
+
+
+def test_wait_connect_that_times_out_fails_or_goes_on() -> None:
+    with pytest.raises(StepFailed) as failed:
+        stateful(connect_step("tab-2", "    endpoint: /ws\n    timeout: 5s\n"))
+    assert failed.value.reason == (
+        "no connection from client 'tab-2' to /ws within 5s "
+        "(set 'on_timeout: continue' to go on without one)"
+    )
+    actions, end, _ = stateful(
+        "steps:\n  - wait_connect: any\n    timeout: 5s\n    on_timeout: continue\n"
+        "  - chunk: after\n"
+    )
+    assert [(send.at, send.step) for send in sends(actions)] == [(5.0, "1")]
+    assert end == 5.0
+
+
+def test_awaited_looks_inside_choose_branches() -> None:
+    found = catalog(
+        main="steps:\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps: [{wait: CHAT_INPUT}]\n"
+        "      - otherwise: [{play: sub}]\n",
+        sub="steps:\n  - choose:\n      - otherwise: [{wait: PAUSE_REQUEST, match: x}]\n",
+    )
+    assert sorted(match.message for match in awaited("main", found)) == [
+        "CHAT_INPUT",
+        "PAUSE_REQUEST",
+    ]
+
+
+def test_a_forever_repeat_of_a_false_choice_hands_control_back_each_pass() -> None:
+    driver = Stateful({}, on_due=lambda due: None)
+    driver.max_actions = 50
+    found = catalog(
+        main="steps:\n"
+        "  - repeat: forever\n"
+        "    steps:\n"
+        "      - sleep: 1s\n"
+        "      - choose:\n"
+        "          - when: state.go is defined\n"
+        "            steps: [{chunk: go}]\n"
+    )
+    with pytest.raises(AssertionError, match="more than 50 actions"):
+        driver.run(play("main", found, context()))
+    dues = [action.at for action in driver.actions if isinstance(action, Due)]
+    assert dues[:3] == [1.0, 2.0, 3.0]  # polling the state once a second, never spinning

@@ -300,7 +300,7 @@ def test_unknown_step_kind_with_suggestion() -> None:
     assert str(problem) == (
         f"{FILE}:3:5: steps.1: unknown step kind (did you mean 'message'?); "
         "expected one of message, chunk, tool, close, stream, sleep, play, parallel, repeat, "
-        "wait, raw, binary, disconnect, drop, found 'mesage'"
+        "wait, raw, binary, disconnect, drop, choose, let, set, wait_connect, found 'mesage'"
     )
 
 
@@ -596,7 +596,7 @@ def test_undeclared_variable_is_located_with_a_suggestion() -> None:
     assert (problem.line, problem.column, problem.field) == (4, 5, "steps.0.raw")
     assert problem.message == (
         "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
-        "with a default (declared: name)"
+        "with a default, or bind it with a 'let' step (declared: name)"
     )
 
 
@@ -1123,7 +1123,7 @@ def test_exact_unknown_step_kind_in_a_scenario_file_of_many_problems() -> None:
     )
     kinds = (
         "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, binary, "
-        "disconnect, drop"
+        "disconnect, drop, choose, let, set, wait_connect"
     )
     assert [str(problem) for problem in loaded.problems] == [
         f"{FILE}:4:5: steps.0.message: unknown message type 'EVNT' (did you mean 'EVENT'?); "
@@ -1302,3 +1302,178 @@ def test_a_bug_while_loading_is_a_problem_of_that_file(monkeypatch: pytest.Monke
         "replay could not read this file (RecursionError: something replay did not foresee); "
         "this is a bug in replay, please report it with the file"
     )
+
+
+# --- choose, let, set, wait_connect -----------------------------------------------------------
+
+CHOOSING = """\
+vars: {strict: false}
+steps:
+  - let: {order: "{{ uuid() }}"}
+  - choose:
+      - when: "stat.paused"
+        steps:
+          - chunk: "{{ vars.order }}"
+      - when: "vars.strikt"
+        steps: [{play: other}]
+      - otherwise:
+          - raw: "{{ vars.ordr }}"
+"""
+
+
+def test_conditions_are_checked_and_located_at_their_when() -> None:
+    loaded = parse(CHOOSING)
+    assert loaded.scenario is not None  # the models are fine: only a condition is wrong
+    assert [str(problem) for problem in loaded.problems] == [
+        f"{FILE}:5:9: steps.1.choose.0.when: unknown name 'stat' in an expression (did you "
+        "mean 'state'?); templates can use choice, iteration, now, randint, random, received, "
+        "run, scenario, sender, state, step, uuid, vars",
+        f"{FILE}:8:9: steps.1.choose.1.when: variable 'strikt' is not declared (did you mean "
+        "'strict'?): add it under 'vars:' with a default, or bind it with a 'let' step "
+        "(declared: order, strict)",
+        f"{FILE}:11:13: steps.1.choose.2.otherwise.0.raw: variable 'ordr' is not declared "
+        "(did you mean 'order'?): add it under 'vars:' with a default, or bind it with a "
+        "'let' step (declared: order, strict)",
+    ]
+
+
+def test_a_name_a_let_binds_anywhere_in_the_file_counts_as_declared() -> None:
+    loaded = parse(
+        "steps:\n"
+        "  - chunk: '{{ vars.later }}'\n"
+        "  - repeat: 2\n"
+        "    steps:\n"
+        "      - let: {later: '{{ iteration }}'}\n"
+        "  - choose:\n"
+        "      - when: vars.later == '1'\n"
+        "        steps: [{set: {seen: '{{ vars.later }}'}}]\n"
+    )
+    assert loaded.valid, loaded.problems
+
+
+def test_templates_in_let_and_set_values_are_checked_where_they_are() -> None:
+    loaded = parse(
+        "steps:\n"
+        "  - let: {a: '{{ nwo.ms }}'}\n"
+        "  - set:\n"
+        "      deep: {list: [1, '{{ state.x +}}']}\n"
+    )
+    assert [(p.line, p.column, p.field) for p in loaded.problems] == [
+        (2, 11, "steps.0.let.a"),
+        (4, 24, "steps.1.set.deep.list.1"),
+    ]
+    assert loaded.problems[0].message.startswith("unknown name 'nwo' in a template")
+    assert loaded.problems[1].message.startswith("template syntax error")
+
+
+def test_plays_inside_choose_branches() -> None:
+    loaded = parse(CHOOSING.replace("stat.", "state.").replace("strikt", "strict"))
+    assert loaded.plays == ((("steps", 1, "choose", 1, "steps", 0, "play"), "other"),)
+    nested = parse(
+        "steps:\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps: [{parallel: [a, b]}]\n"
+        "      - otherwise:\n"
+        "          - repeat: 2\n"
+        "            steps: [{play: c}]\n"
+        "  - choose: [{otherwise: [{play: d}], nope: 1}, 3]\n"  # invalid, still read
+    )
+    assert nested.plays == (
+        (("steps", 0, "choose", 0, "steps", 0, "parallel", 0), "a"),
+        (("steps", 0, "choose", 0, "steps", 0, "parallel", 1), "b"),
+        (("steps", 0, "choose", 1, "otherwise", 0, "steps", 0, "play"), "c"),
+        (("steps", 1, "choose", 0, "otherwise", 0, "play"), "d"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("branch", "message", "found"),
+    [
+        (
+            "{whenn: x, steps: [{chunk: a}]}",
+            "a branch needs 'when' or 'otherwise' (did you mean 'when'?)",
+            "'whenn', 'steps'",
+        ),
+        (
+            "{when: x, otherwise: [{chunk: a}]}",
+            "a branch has 'when' (with 'steps') or 'otherwise', not both",
+            "when, otherwise",
+        ),
+        ("3", "a branch of a choose must be a mapping", "3"),
+    ],
+)
+def test_a_branch_that_is_neither_when_nor_otherwise_is_located(
+    branch: str, message: str, found: str
+) -> None:
+    problem = only_problem(f"steps:\n  - choose:\n      - {branch}\n")
+    assert (problem.line, problem.column, problem.field) == (3, 9, "steps.0.choose.0")
+    assert problem.message == message
+    assert problem.expected == "{when: EXPRESSION, steps: [...]} or, last, {otherwise: [...]}"
+    assert problem.found == found
+
+
+def test_problems_inside_branches_are_located_without_union_tags() -> None:
+    problem = only_problem(
+        "steps:\n"
+        "  - choose:\n"
+        "      - when: 'true'\n"
+        "        steps:\n"
+        "          - message: EVNT\n"
+        "            text: hi\n"
+        "      - otherwise:\n"
+        "          - chunk: ok\n"
+    )
+    assert (problem.line, problem.column) == (5, 13)
+    assert problem.field == "steps.0.choose.0.steps.0.message"
+    assert problem.message.startswith("unknown message type 'EVNT' (did you mean 'EVENT'?)")
+    otherwise = only_problem(
+        "steps:\n  - choose:\n      - otherwise:\n          - chunk: ok\n            colr: x\n"
+    )
+    assert otherwise.field == "steps.0.choose.0.otherwise.0.colr"
+    assert otherwise.message.startswith("unknown field 'colr'")
+
+
+def test_an_unknown_field_of_a_branch_suggests_the_right_one() -> None:
+    loaded = parse(
+        "steps:\n  - choose:\n      - when: x\n        steps: [{chunk: a}]\n        stpes: 1\n"
+    )
+    [extra] = loaded.problems
+    assert (extra.line, extra.column, extra.field) == (5, 9, "steps.0.choose.0.stpes")
+    assert extra.message == "unknown field 'stpes' (did you mean 'steps'?)"
+    assert extra.expected == "one of when, steps"
+    otherwise = only_problem(
+        "steps:\n  - choose:\n      - otherwise: [{chunk: a}]\n        when: x\n"
+    )
+    assert otherwise.message == "a branch has 'when' (with 'steps') or 'otherwise', not both"
+
+
+def test_otherwise_before_the_last_branch_is_located_on_it() -> None:
+    problem = only_problem(
+        "steps:\n"
+        "  - choose:\n"
+        "      - when: x\n"
+        "        steps: [{chunk: a}]\n"
+        "      - otherwise: [{chunk: b}]\n"
+        "      - when: y\n"
+        "        steps: [{chunk: c}]\n"
+    )
+    assert (problem.line, problem.column, problem.field) == (5, 9, "steps.0.choose.1")
+    assert problem.message == "'otherwise' must be the last branch of a choose (branch 1 of 3)"
+    assert problem.expected == "'otherwise' as the last branch, at most once"
+
+
+def test_a_bad_let_name_is_located_on_its_key() -> None:
+    problem = only_problem("steps:\n  - let:\n      fine: 1\n      not-fine: 2\n")
+    assert (problem.line, problem.column, problem.field) == (4, 7, "steps.0.let.not-fine")
+    assert problem.message == "not a name templates can read"
+    assert problem.found == "'not-fine'"
+
+
+def test_wait_connect_problems_are_located() -> None:
+    problem = only_problem("steps:\n  - wait_connect: any\n    endpoint: ws\n")
+    assert (problem.line, problem.field) == (3, "steps.0.endpoint")
+    assert problem.expected == "a WebSocket path such as /ws or /ws/stream"
+    who = only_problem("steps:\n  - wait_connect: two words\n")
+    assert who.field == "steps.0.wait_connect"
+    assert who.message == "not a client to wait for"

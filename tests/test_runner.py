@@ -33,6 +33,7 @@ from replay.loader import parse_scenario
 from replay.matching import ClientFrame
 from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, message_frame
 from replay.runner import Run, Runner, RunState
+from replay.state import State
 from replay.timeline import build_timeline
 from replay.tokens import split_tokens
 
@@ -2053,3 +2054,243 @@ async def test_triggers_and_clients_have_shares_of_their_own(
     await asyncio.wait_for(runner.shutdown(), timeout=5)
     assert runner.shares()["trigger"]["active"] == runner.shares()["client"]["active"] == 0
     assert runner._by_client == {}  # no client id is remembered once its runs have ended
+
+
+# --- the shared state, set steps and wait_connect ---------------------------------------------
+
+
+class Present(NamedTuple):
+    """A connected client, as a delivery lists it."""
+
+    id: str
+    endpoint: str
+
+
+class ConnectDelivery:
+    """Records frames; lists ``present`` clients (a delivery's ``clients()``)."""
+
+    def __init__(self, clock: Clock, present: list[Present] | None = None) -> None:
+        self.clock = clock
+        self.present = present if present is not None else []
+        self.sent: list[Sent] = []
+
+    def send(self, endpoint: Endpoint, frame: str | bytes, to: str | None = None) -> int:
+        self.sent.append(Sent(self.clock.now(), endpoint, frame, to))
+        return 1
+
+    def hangup(
+        self, endpoint: Endpoint, to: str | None, code: int, reason: str, abort: bool
+    ) -> int:
+        return 0
+
+    def clients(self) -> list[Present]:
+        return self.present
+
+    @property
+    def frames(self) -> list[str | bytes]:
+        return [sent.frame for sent in self.sent]
+
+
+SETTER = """\
+steps:
+  - chunk: "turn {{ state.turn }}"
+    delay: 2s
+  - set: {turn: "{{ state.turn + 1 }}", by: "{{ run.id }}"}
+  - chunk: "turn {{ state.turn }}"
+"""
+
+
+async def test_a_set_step_changes_the_runners_state_when_it_is_due(manual: ManualClock) -> None:
+    state = State({"turn": 1})
+    changes: list[tuple[dict[str, Any], str]] = []
+    state.listeners.append(lambda changed, by: changes.append((dict(changed), by)))
+    delivery = ConnectDelivery(manual)
+    runner = Runner(delivery, manual, state=state)
+    assert runner.state is state
+    run = runner.start("setter", scenarios({"setter": SETTER}))
+    events = run.follow()
+    await advance(manual, 1.75)
+    assert state["turn"] == 1  # not before its time
+    assert changes == []
+    await run_out(manual, run)
+    assert run.state is RunState.FINISHED
+    assert changes == [({"turn": 2, "by": run.id}, f"run {run.id} step 1")]
+    assert delivery.frames == [chunk_frame("turn 1"), chunk_frame("turn 2")]
+    seen = await asyncio.wait_for(drain(events), timeout=5)
+    state_event = {"event": "state", "run_id": run.id, "changes": {"turn": 2, "by": run.id}}
+    assert {**state_event, "step": "1"} in seen
+
+
+async def test_a_runner_has_a_fresh_state_of_its_own_by_default(clock: VirtualClock) -> None:
+    first, second = Runner(FakeDelivery(clock), clock), Runner(FakeDelivery(clock), clock)
+    assert first.state == {}
+    assert first.state is not second.state
+    await play(first, "s", scenarios({"s": "steps:\n  - set: {x: 1}\n"}))
+    assert (first.state, second.state) == ({"x": 1}, {})
+
+
+async def test_a_step_reads_the_state_as_it_is_when_the_step_is_due(manual: ManualClock) -> None:
+    state = State({"turn": 1})
+    delivery = ConnectDelivery(manual)
+    runner = Runner(delivery, manual, state=state)
+    line = '  - chunk: "turn {{ state.turn }}"\n'
+    source = f"steps:\n{line}    delay: 2s\n{line}"
+    run = runner.start("reader", scenarios({"reader": source}))
+    await advance(manual, 1)
+    state.update({"turn": 7}, by="route POST /turn")  # something else changes it meanwhile
+    await run_out(manual, run)
+    assert delivery.frames == [chunk_frame("turn 1"), chunk_frame("turn 7")]
+
+
+async def test_a_run_is_planned_on_a_copy_of_the_state(clock: VirtualClock) -> None:
+    state = State({"turn": 1})
+    runner = Runner(FakeDelivery(clock), clock, state=state)
+    run = runner.start("setter", scenarios({"setter": SETTER}))
+    assert run.plan is not None  # planned at once, with the state as it is
+    assert run.plan.frames == 2
+    assert state["turn"] == 1  # the plan's set changed its copy only
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert state["turn"] == 2
+
+
+WELCOME_BACK = """\
+steps:
+  - chunk: before
+    delay: 1s
+  - wait_connect: any
+    endpoint: /ws
+    new: true
+    timeout: 10s
+  - message: EVENT
+    text: "welcome back {{ sender }}"
+    to: sender
+"""
+
+
+async def test_wait_connect_new_waits_for_a_connection_after_the_step_starts(
+    manual: ManualClock,
+) -> None:
+    delivery = ConnectDelivery(manual, [Present("old", "/ws")])
+    runner = Runner(delivery, manual)
+    run = runner.start("back", scenarios({"back": WELCOME_BACK}))
+    events = run.follow()
+    await advance(manual, 0.5)
+    runner.connected("early", "/ws")  # before the step starts: not 'new'
+    await advance(manual, 1)
+    assert run.waiting == "a new connection from any client to /ws"
+    runner.connected("stream-only", "/ws/stream")  # another endpoint
+    await settle()
+    assert run.waiting is not None
+    await advance(manual, 1)
+    runner.connected("back-1", Endpoint.MESSAGES)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FINISHED
+    assert delivery.sent[-1] == Sent(
+        START + 2.5, Endpoint.MESSAGES, msg("EVENT", "welcome back back-1"), "back-1"
+    )
+    assert run.waiting is None
+    assert runner._connecting == []
+    seen = await asyncio.wait_for(drain(events), timeout=5)
+    assert kinds(seen) == ["frame", "wait_connect", "connected", "frame", "end"]
+    assert seen[1] == {
+        "event": "wait_connect",
+        "run_id": run.id,
+        "client": None,
+        "endpoint": "/ws",
+        "new": True,
+        "step": "1",
+    }
+    assert seen[2] == {
+        "event": "connected",
+        "run_id": run.id,
+        "client": "back-1",
+        "endpoint": "/ws",
+        "step": "1",
+    }
+
+
+async def test_wait_connect_takes_a_client_already_connected_at_once(clock: VirtualClock) -> None:
+    source = WELCOME_BACK.replace("    new: true\n", "")
+    delivery = ConnectDelivery(
+        clock, [Present("old", "/ws"), Present("newest", "/ws"), Present("s", "/ws/stream")]
+    )
+    run = await play(Runner(delivery, clock), "back", scenarios({"back": source}))
+    assert run.state is RunState.FINISHED
+    # The newest connection to that endpoint, at the step's own time.
+    assert delivery.sent[-1] == Sent(
+        START + 1, Endpoint.MESSAGES, msg("EVENT", "welcome back newest"), "newest"
+    )
+    assert run.elapsed == pytest.approx(1.0)
+
+
+async def test_wait_connect_for_the_sender_ignores_other_clients(manual: ManualClock) -> None:
+    source = WELCOME_BACK.replace("wait_connect: any", "wait_connect: sender")
+    delivery = ConnectDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("back", scenarios({"back": source}), client="ui")
+    await advance(manual, 1.25)
+    assert run.waiting == "a new connection from client ui to /ws"
+    runner.connected("other", "/ws")
+    await settle()
+    assert not run.done
+    runner.connected("ui", "/ws")
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert delivery.sent[-1].to == "ui"
+    assert delivery.sent[-1].frame == msg("EVENT", "welcome back ui")
+
+
+async def test_wait_connect_that_times_out_fails_or_goes_on(manual: ManualClock) -> None:
+    runner = Runner(ConnectDelivery(manual), manual)
+    run = runner.start("back", scenarios({"back": WELCOME_BACK}))
+    events = run.follow()
+    await advance(manual, 10.75)
+    assert not run.done
+    await advance(manual, 0.25)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.FAILED
+    assert run.error == (
+        "scenario 'back', step 1: no connection from any client to /ws within 10s "
+        "(set 'on_timeout: continue' to go on without one)"
+    )
+    assert run.elapsed == pytest.approx(11.0)
+    assert "connect_timeout" in kinds(await asyncio.wait_for(drain(events), timeout=5))
+    assert runner._connecting == []
+
+    going_on = WELCOME_BACK.replace("timeout: 10s", "timeout: 10s\n    on_timeout: continue")
+    going_on = going_on.replace("    to: sender\n", "")
+    delivery = ConnectDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("back", scenarios({"back": going_on}))
+    await run_out(manual, run)
+    assert run.state is RunState.FINISHED
+    assert delivery.sent[-1].at == pytest.approx(manual.now())
+
+
+async def test_cancelling_a_run_waiting_for_a_connection_stops_waiting(
+    manual: ManualClock,
+) -> None:
+    runner = Runner(ConnectDelivery(manual), manual)
+    run = runner.start("back", scenarios({"back": WELCOME_BACK}))
+    await advance(manual, 1.25)
+    assert len(runner._connecting) == 1
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.CANCELLED
+    assert runner._connecting == []
+    runner.connected("late", "/ws")  # nobody waits: nothing happens
+
+
+async def test_one_connection_releases_every_run_waiting_for_it(manual: ManualClock) -> None:
+    delivery = ConnectDelivery(manual)
+    runner = Runner(delivery, manual)
+    catalog = scenarios({"back": WELCOME_BACK})
+    runs = [runner.start("back", catalog) for _ in range(2)]
+    await advance(manual, 1.25)
+    runner.connected("back-1", "/ws")
+    for run in runs:
+        await asyncio.wait_for(run.wait(), timeout=5)
+        assert run.state is RunState.FINISHED
+    assert [sent.to for sent in delivery.sent if sent.endpoint is Endpoint.MESSAGES] == [
+        "back-1",
+        "back-1",
+    ]

@@ -15,21 +15,28 @@ from replay.scenario import (
     NAME_PATTERN,
     STEP_KINDS,
     BinaryStep,
+    ChooseStep,
     ChunkStep,
     ClientFrameMatch,
     CloseStep,
     DisconnectStep,
     DropStep,
+    LetStep,
     MessageStep,
+    OtherwiseBranch,
     ParallelStep,
     PlayStep,
     RawStep,
     RepeatStep,
     Scenario,
+    SetStep,
     SleepStep,
     StreamStep,
     ToolStep,
+    WaitConnectStep,
     WaitStep,
+    WhenBranch,
+    own_texts,
     step_kind,
 )
 
@@ -87,8 +94,13 @@ def test_step_kind() -> None:
         "binary",
         "disconnect",
         "drop",
+        "choose",
+        "let",
+        "set",
+        "wait_connect",
     }
     assert step_kind({"repeat": 2, "steps": [{"chunk": "a"}]}) == "repeat"
+    assert step_kind({"wait_connect": "any", "timeout": 1}) == "wait_connect"
     assert step_kind({"wait": "CHAT_INPUT", "timeout": 1}) == "wait"
     assert step_kind(WaitStep(wait="CHAT_INPUT")) == "wait"
     assert step_kind(DropStep(drop="all")) == "drop"
@@ -266,6 +278,10 @@ def test_every_step_kind_has_a_model_and_a_test_here() -> None:
         BinaryStep,
         DisconnectStep,
         DropStep,
+        ChooseStep,
+        LetStep,
+        SetStep,
+        WaitConnectStep,
     }
 
 
@@ -810,3 +826,191 @@ def test_a_wait_for_a_project_message_type_has_a_matcher() -> None:
         {"wait": "TOKEN_USAGE", "match": "x"}, context={"message_types": {"TOKEN_USAGE": "t"}}
     )
     assert (wait.matcher.message, wait.matcher.match) == ("TOKEN_USAGE", "x")
+
+
+# --- choose, let, set, wait_connect -----------------------------------------------------------
+
+
+def choose(*branches: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"choose": list(branches), **fields}
+
+
+def test_choose_validates_its_branches_in_order() -> None:
+    loaded = scenario(
+        choose(
+            {"when": "state.paused", "steps": [{"chunk": "a"}]},
+            {"when": "vars.x", "steps": [{"chunk": "b"}, {"chunk": "c"}]},
+            {"otherwise": [{"tool": "t"}]},
+            to="sender",
+        )
+    )
+    [step] = loaded.steps
+    assert isinstance(step, ChooseStep)
+    assert step.to == "sender"
+    first, second, last = step.choose
+    assert isinstance(first, WhenBranch)
+    assert first.when == "state.paused"
+    assert isinstance(second, WhenBranch)
+    assert isinstance(last, OtherwiseBranch)
+    assert [(path, condition, len(steps)) for path, condition, steps in step.branches()] == [
+        (("choose", 0, "steps"), "state.paused", 1),
+        (("choose", 1, "steps"), "vars.x", 2),
+        (("choose", 2, "otherwise"), None, 1),
+    ]
+    assert loaded.pause_after(step) == 0.0
+
+
+def test_choose_without_otherwise_is_fine() -> None:
+    [step] = scenario(choose({"when": "true", "steps": [{"chunk": "a"}]})).steps
+    assert isinstance(step, ChooseStep)
+    assert len(step.choose) == 1
+
+
+def only_error(step: dict[str, Any]) -> dict[str, Any]:
+    """The one validation error of a scenario with this one step."""
+    with pytest.raises(ValidationError) as raised:
+        scenario(step)
+    [error] = raised.value.errors()
+    return dict(error)
+
+
+def test_otherwise_must_be_the_last_branch() -> None:
+    error = only_error(
+        choose({"otherwise": [{"chunk": "a"}]}, {"when": "true", "steps": [{"chunk": "b"}]})
+    )
+    assert error["type"] == "otherwise_last"
+    assert error["ctx"]["at"] == (0,)  # the loader locates it on the branch
+    assert "'otherwise' must be the last branch" in error["msg"]
+    twice = choose({"otherwise": [{"chunk": "a"}]}, {"otherwise": [{"chunk": "b"}]})
+    assert only_error(twice)["type"] == "otherwise_last"
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        choose(),
+        {"choose": "state.x"},
+        choose({"when": "x"}),  # no steps
+        choose({"when": "x", "steps": []}),
+        choose({"when": "", "steps": [{"chunk": "a"}]}),
+        choose({"otherwise": []}),
+        choose({"whenn": "x", "steps": [{"chunk": "a"}]}),
+        choose({"when": "x", "otherwise": [{"chunk": "a"}]}),
+        choose({"when": "x", "steps": [{"chunk": "a"}], "colour": "red"}),
+        choose({"when": "x", "steps": [{"nope": 1}]}),
+        choose({"when": "x", "steps": [{"chunk": "a"}]}, delay="soon"),
+        {"let": {}},
+        {"let": {"a-b": 1}},
+        {"let": {"_private": 1}},
+        {"let": {"x": float("nan")}},
+        {"let": ["x"]},
+        {"let": {"x": 1}, "delay": 1},
+        {"set": {}},
+        {"set": {"1st": True}},
+        {"set": {"x": 1}, "to": "all"},
+        {"wait_connect": "has spaces"},
+        {"wait_connect": "any", "endpoint": "ws"},
+        {"wait_connect": "any", "new": "perhaps"},
+        {"wait_connect": "any", "timeout": "2h"},
+        {"wait_connect": "any", "on_timeout": "skip"},
+        {"wait_connect": "any", "to": "sender"},
+    ],
+)
+def test_bad_choose_let_set_and_wait_connect_steps_are_refused(step: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        scenario(step)
+
+
+def test_let_and_set_take_json_values_under_names_templates_can_read() -> None:
+    let, set_ = scenario(
+        {"let": {"order": "{{ uuid() }}", "n": 3, "deep": {"a": ["{{ now.ms }}"]}}},
+        {"set": {"paused": True, "Turn_2": "{{ state.turn + 1 }}"}},
+    ).steps
+    assert isinstance(let, LetStep)
+    assert let.let == {"order": "{{ uuid() }}", "n": 3, "deep": {"a": ["{{ now.ms }}"]}}
+    assert isinstance(set_, SetStep)
+    assert set_.set == {"paused": True, "Turn_2": "{{ state.turn + 1 }}"}
+
+
+def test_a_bad_binding_name_says_which_and_where() -> None:
+    error = only_error({"let": {"ok": 1, "not-ok": 2}})
+    assert error["type"] == "binding_name"
+    assert error["ctx"]["at"] == ("not-ok",)
+    assert error["ctx"]["found"] == "'not-ok'"
+
+
+def test_wait_connect_fields_and_defaults() -> None:
+    plain, full = scenario(
+        {"wait_connect": "any"},
+        {
+            "wait_connect": "browser-1",
+            "endpoint": "/ws/stream",
+            "new": True,
+            "timeout": "30s",
+            "on_timeout": "continue",
+        },
+    ).steps
+    assert isinstance(plain, WaitConnectStep)
+    assert (plain.endpoint, plain.new, plain.timeout, plain.on_timeout) == (
+        None,
+        False,
+        60.0,
+        "fail",
+    )
+    assert isinstance(full, WaitConnectStep)
+    assert (full.wait_connect, full.endpoint, full.new, full.timeout, full.on_timeout) == (
+        "browser-1",
+        "/ws/stream",
+        True,
+        30.0,
+        "continue",
+    )
+    assert scenario(plain.model_dump()).pause_after(plain) == 0.0
+
+
+def test_texts_include_let_and_set_values_and_choose_branches() -> None:
+    loaded = scenario(
+        {"let": {"a": "{{ uuid() }}", "b": [1, "x"]}},
+        choose(
+            {"when": "not a text", "steps": [{"chunk": "in when"}]},
+            {"otherwise": [{"repeat": 2, "steps": [{"set": {"k": "v"}}]}]},
+        ),
+    )
+    assert list(loaded.texts()) == [
+        (("steps", 0, "let", "a"), "{{ uuid() }}"),
+        (("steps", 0, "let", "b", 1), "x"),
+        (("steps", 1, "choose", 0, "steps", 0, "chunk"), "in when"),
+        (("steps", 1, "choose", 1, "otherwise", 0, "steps", 0, "set", "k"), "v"),
+    ]
+
+
+def test_conditions_are_found_at_any_depth() -> None:
+    inner = choose({"when": "state.b", "steps": [{"chunk": "b"}]})
+    loaded = scenario(
+        choose({"when": "state.a", "steps": [inner]}, {"otherwise": [{"chunk": "c"}]}),
+        {"repeat": 2, "steps": [choose({"when": "iteration > 0", "steps": [{"chunk": "d"}]})]},
+    )
+    assert list(loaded.conditions()) == [
+        (("steps", 0, "choose", 0, "when"), "state.a"),
+        (("steps", 0, "choose", 0, "steps", 0, "choose", 0, "when"), "state.b"),
+        (("steps", 1, "steps", 0, "choose", 0, "when"), "iteration > 0"),
+    ]
+
+
+def test_bound_names_are_every_let_in_the_file() -> None:
+    loaded = scenario(
+        {"let": {"a": 1}},
+        {"repeat": 2, "steps": [{"let": {"b": 2}}]},
+        choose({"when": "true", "steps": [{"let": {"c": 3}}]}, {"otherwise": [{"let": {"d": 4}}]}),
+        vars={"declared": 0},
+    )
+    assert loaded.bound_names() == {"a", "b", "c", "d"}
+
+
+def test_own_texts_are_a_steps_own_not_those_it_holds() -> None:
+    [step] = scenario(
+        {"repeat": 2, "steps": [{"chunk": "{{ state.x }}"}]},
+    ).steps
+    assert list(own_texts(step)) == []
+    [message] = scenario({"message": "EVENT", "data": {"a": "{{ state.x }}"}}).steps
+    assert list(own_texts(message)) == [(("data", "a"), "{{ state.x }}")]

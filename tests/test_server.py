@@ -152,7 +152,7 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
     durations = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
     kinds = (
         "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, "
-        "binary, disconnect, drop"
+        "binary, disconnect, drop, choose, let, set, wait_connect"
     )
     types = (
         "CHAT_REQUESTED, IS_WAITING, CHAT_INPUT, EVENT, PAUSE_STATUS, PAUSE_REQUEST, CHAT, "
@@ -739,6 +739,44 @@ def test_an_unplayable_on_connect_scenario_leaves_the_connection_alone(tmp_path:
         assert app.post("/trigger/mark?speed=0").status_code == 200
         assert ws.receive_text() == MARK_FRAME
         assert app.get("/runs").json()["runs"][0]["scenario"] == "mark"
+
+
+def test_a_connection_to_either_endpoint_reaches_the_runs_waiting_for_it(tmp_path: Path) -> None:
+    folder = tmp_path / "connecting"
+    folder.mkdir()
+    (folder / "back.yaml").write_text(
+        "steps:\n"
+        "  - wait_connect: any\n"
+        "    endpoint: /ws/stream\n"
+        "    timeout: 5s\n"
+        "    on_timeout: continue\n"
+        "  - chunk: 'hello {{ sender }}'\n"
+        "    to: late\n"
+        "  - wait_connect: any\n"
+        "    endpoint: /ws\n"
+        "    timeout: 5s\n"
+        "    on_timeout: continue\n"
+        "  - message: EVENT\n"
+        "    text: 'welcome {{ sender }}'\n"
+        "    to: tab\n"
+    )
+    with (
+        LocalClient(create_app(Settings(scenarios=folder, isolated=True))) as app,
+        app.websocket_connect("/ws?client_id=tab") as tab,
+    ):
+        run_id = app.post("/trigger/back?wait=false").json()["run_id"]
+        deadline = time.monotonic() + PATIENCE
+        while app.get(f"/runs/{run_id}").json()["waiting"] is None:
+            assert time.monotonic() < deadline, "the run never waited for a connection"
+            time.sleep(0.01)
+        assert app.get(f"/runs/{run_id}").json()["waiting"] == (
+            "a connection from any client to /ws/stream"
+        )
+        with app.websocket_connect("/ws/stream?client_id=late") as late:
+            assert json.loads(late.receive_text())["content"] == "hello late"
+            # tab was there all along: the second wait takes it at once
+            assert json.loads(tab.receive_text())["message"] == "welcome tab"
+    assert app.get(f"/runs/{run_id}").json()["state"] == "finished"
 
 
 # The observability routes: the event feed (GET /events, Server-Sent Events, on a live

@@ -130,14 +130,15 @@ def test_undeclared_variable_suggests_a_declared_one(text: str) -> None:
     [problem] = check(text, ["name", "count"])
     assert problem == (
         "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
-        "with a default (declared: count, name)"
+        "with a default, or bind it with a 'let' step (declared: count, name)"
     )
 
 
 def test_undeclared_variable_with_nothing_declared() -> None:
     [problem] = check("{{ vars.x }}", [])
     assert problem == (
-        "variable 'x' is not declared: add it under 'vars:' with a default (declared: none)"
+        "variable 'x' is not declared: add it under 'vars:' with a default, or bind it with "
+        "a 'let' step (declared: none)"
     )
 
 
@@ -282,7 +283,8 @@ def test_jinjas_helper_objects_are_not_part_of_the_language(name: str) -> None:
     # They are ways into Python objects, and replay does not document them: unknown names.
     assert check("{{ " + name + ".__init__ }}", []) == [
         f"unknown name {name!r} in a template; templates can use "
-        "choice, iteration, now, randint, random, received, run, scenario, sender, step, uuid, vars"
+        "choice, iteration, now, randint, random, received, run, scenario, sender, state, "
+        "step, uuid, vars"
     ]
 
 
@@ -592,6 +594,7 @@ def test_names_are_the_documented_ones() -> None:
         "vars",
         "received",
         "sender",
+        "state",
     }
     assert documented == NAMES
     assert templates.__doc__ is not None
@@ -948,3 +951,107 @@ def test_check_takes_the_names_a_template_may_use_and_their_fields() -> None:
     assert check("{{ vars.x }}", (), allowed) == [
         "unknown name 'vars' in a template; templates can use request, state"
     ]
+
+
+# --- conditions: expressions checked and evaluated like templates ----------------------------
+
+
+def test_state_is_a_name_templates_read() -> None:
+    assert check("{{ state.paused }} {{ state['turn'] + 1 }}", []) == []
+    shared = Variables({"paused": True, "turn": 2})
+    assert render_text("{{ state.paused }} {{ state.turn + 1 }}", context(state=shared)) == (
+        "True 3"
+    )
+    assert render_value("{{ state.turn }}", context(state=shared)) == 2
+
+
+def test_a_key_the_state_lacks_fails_the_render() -> None:
+    with pytest.raises(TemplateFailed, match="no attribute 'nope'"):
+        render_text("{{ state.nope }}", context(state=Variables({})))
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "received.data.answer == 'yes'",
+        "state.paused and vars.name",
+        "vars.count > 2 or sender == 'browser-1'",
+        "iteration is even",
+        "'x' in (vars.tags | join)",
+        "not state.paused",
+    ],
+)
+def test_good_expressions_have_no_problems(expression: str) -> None:
+    assert templates.check_expression(expression, ["name", "count", "tags"]) == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("x ==", "expression syntax error: unexpected 'end of template'"),
+        ("a b", "expression syntax error: unexpected 'b' after the expression"),
+        ("state.x | nofilter", "expression syntax error: No filter named 'nofilter'."),
+        ("state.x is nottest", "expression syntax error: No test named 'nottest'."),
+        (
+            "{{ state.paused }}",
+            "a condition is an expression, not a template: write it without '{{ }}' "
+            "(state.paused, not {{ state.paused }})",
+        ),
+        (
+            "stat.paused",
+            "unknown name 'stat' in an expression (did you mean 'state'?); templates can use "
+            + ", ".join(sorted(NAMES)),
+        ),
+        (
+            "vars.nmae == 1",
+            "variable 'nmae' is not declared (did you mean 'name'?): add it under 'vars:' "
+            "with a default, or bind it with a 'let' step (declared: name)",
+        ),
+    ],
+)
+def test_bad_expressions_say_what_is_wrong(expression: str, problem: str) -> None:
+    assert templates.check_expression(expression, ["name"]) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("received.message == 'hi'", True),
+        ("received.message == 'no'", False),
+        ("state.paused and vars.count > 2", True),
+        ("state.paused and vars.count > 3", False),
+        ("vars.tags", True),  # truthiness, as {% if %} has it
+        ("[]", False),
+        ("received.data", False),
+    ],
+)
+def test_is_true_evaluates_like_jinjas_if(expression: str, expected: bool) -> None:
+    names = context(state=Variables({"paused": True}))
+    assert templates.is_true(expression, names) is expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("received.data.answer == 'yes'", "no attribute 'answer'"),
+        ("state.nope", "no attribute 'nope'"),
+        ("vars.name.__class__", "not allowed in a template: access to attribute '__class__'"),
+        ("range(100000) | list | length", TOO_MUCH_WORK),
+        ("'x' * 2000000", "it renders more than"),
+    ],
+)
+def test_a_condition_that_cannot_be_evaluated_is_template_failed(
+    expression: str, reason: str
+) -> None:
+    with pytest.raises(TemplateFailed) as failed:
+        templates.is_true(expression, context(state=Variables({})))
+    assert reason in failed.value.reason
+    assert failed.value.source == expression
+
+
+def test_reads_tells_which_templates_read_a_name() -> None:
+    assert templates.reads("{{ state.turn }}", "state")
+    assert templates.reads("{% if state.paused %}p{% endif %}", "state")
+    assert not templates.reads("{{ vars.state }}", "state")
+    assert not templates.reads("state.turn", "state")  # not a template
+    assert not templates.reads("{{ broken", "state")

@@ -721,3 +721,107 @@ def test_a_wait_for_a_declared_route_is_answered_on_paper_by_an_empty_request() 
     line = build_timeline("main", Catalog.resolve([loaded], protocol))
     assert [(cue.kind, cue.endpoint) for cue in line] == [("wait", "http"), ("frame", "/ws")]
     assert json.loads(line.cues[1].frame)["message"] == "POST /chat 0 http"
+
+
+# --- answers, the state on paper, and the new steps' cues ------------------------------------
+
+ASK = """\
+steps:
+  - message: CHAT_REQUESTED
+    text: Go on?
+  - wait: CHAT_INPUT
+    timeout: 5s
+  - choose:
+      - when: "received.message == 'yes'"
+        steps:
+          - message: CHAT
+            text: going on
+      - otherwise:
+          - message: CHAT
+            text: "stopping ({{ received.message }})"
+  - wait: CHAT_INPUT
+  - chunk: "then {{ received.message }}"
+"""
+
+
+def test_answers_are_taken_by_the_waits_in_order_and_conditions_follow_them() -> None:
+    yes = '{"message_type":"CHAT_INPUT","message":"yes"}'
+    later = '{"message_type":"CHAT_INPUT","message":"later"}'
+    line = build_timeline("main", catalog(main=ASK), answers=[yes, later])
+    assert [(cue.kind, cue.frame) for cue in line][1:4] == [
+        ("wait", f"wait for CHAT_INPUT from any client, up to 5s: answered {yes}"),
+        ("choose", "choose: branch 0 (when received.message == 'yes')"),
+        ("frame", '{"message_type":"CHAT","message":"going on"}'),
+    ]
+    assert json.loads(line.cues[-1].frame)["content"] == "then later"
+    assert line.unused == ()
+    assert line.waits == 2
+
+
+def test_without_answers_waits_get_an_empty_message_as_before() -> None:
+    line = build_timeline("main", catalog(main=ASK))
+    assert "answered" not in line.cues[1].frame
+    assert ("choose", "choose: otherwise") in [(cue.kind, cue.frame) for cue in line]
+    assert json.loads(line.cues[-1].frame)["content"] == "then "
+
+
+def test_a_wait_takes_the_oldest_answer_it_accepts_and_unused_ones_are_told() -> None:
+    pause = '{"message_type":"PAUSE_REQUEST","message":"now"}'
+    no = '{"message_type":"CHAT_INPUT","message":"no"}'
+    line = build_timeline("main", catalog(main=ASK), answers=[pause, no])
+    assert '{"message_type":"CHAT","message":"stopping (no)"}' in [cue.frame for cue in line]
+    assert json.loads(line.cues[-1].frame)["content"] == "then "  # none left: an empty one
+    assert line.unused == (pause,)
+
+
+def test_set_changes_a_copy_of_the_state_and_later_steps_read_it() -> None:
+    initial = {"turn": 1, "nested": {"a": 1}}
+    source = (
+        "steps:\n"
+        "  - chunk: 'turn {{ state.turn }}'\n"
+        "    delay: 1\n"
+        "  - set: {turn: '{{ state.turn + 1 }}', paused: true}\n"
+        "  - chunk: 'turn {{ state.turn }}, paused {{ state.paused }}'\n"
+    )
+    line = build_timeline("main", catalog(main=source), state=initial)
+    assert [(cue.offset, cue.kind, cue.endpoint, cue.frame) for cue in line] == [
+        (0.0, "frame", Endpoint.STREAM, '{"type":"default","content":"turn 1"}'),
+        (1.0, "set", None, "set turn = 2, paused = true"),
+        (1.0, "frame", Endpoint.STREAM, '{"type":"default","content":"turn 2, paused True"}'),
+    ]
+    assert initial == {"turn": 1, "nested": {"a": 1}}  # never the caller's
+    assert line.cues[1].to_dict()["endpoint"] is None
+
+
+def test_the_state_defaults_to_the_contexts_and_else_empty() -> None:
+    source = "steps:\n  - chunk: '{{ state.x | default(\"none\") }}'\n"
+    found = catalog(main=source)
+    assert "none" in build_timeline("main", found).cues[0].frame
+    ctx = Context("r", 0, state={"x": "given"})
+    assert "given" in build_timeline("main", found, ctx).cues[0].frame
+    assert "over" in build_timeline("main", found, ctx, state={"x": "over"}).cues[0].frame
+
+
+def test_let_and_wait_connect_are_cues_and_a_connect_is_at_once() -> None:
+    source = (
+        "steps:\n"
+        "  - let: {n: '{{ randint(1, 6) }}'}\n"
+        "  - wait_connect: any\n"
+        "    endpoint: /ws/stream\n"
+        "    new: true\n"
+        "    timeout: 30s\n"
+        "  - wait_connect: tab-2\n"
+        "  - chunk: 'n={{ vars.n }} for {{ sender }}'\n"
+        "    to: sender\n"
+    )
+    line = build_timeline("main", catalog(main=source), Context("r", 0, sender="ui"))
+    let, any_, tab, chunk = line.cues
+    assert (let.kind, let.endpoint) == ("let", None)
+    assert let.frame.startswith("let: n = ")
+    assert (any_.kind, any_.endpoint, any_.to) == ("connect", "/ws/stream", "ui")
+    assert any_.frame == "wait for a new connection from any client to /ws/stream, up to 30s"
+    assert (tab.kind, tab.endpoint, tab.to) == ("connect", None, "tab-2")
+    assert tab.frame == "wait for a connection from client 'tab-2', up to 60s"
+    assert chunk.to == "ui"  # 'any' took the stand-in (the sender); 'tab-2' changed nothing
+    assert line.waits == 2
+    assert line.duration == 0.0
