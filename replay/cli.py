@@ -1,4 +1,5 @@
-"""The ``replay`` command: serve, play a scenario on a running server, list, validate.
+"""The ``replay`` command: serve, play a scenario on a running server, list, validate,
+and print the scenario files' JSON Schema or the protocol's AsyncAPI document.
 
 Exit codes: 0 when everything went well, 1 when something was wrong (no server, an
 unknown or invalid scenario, a run that did not finish), 2 for a command line that does
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from replay import __version__
+from replay.asyncapi import asyncapi_document, document_text, server_objects
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import Context, check_vars
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # the server's modules load only for 'replay serve'
 
 DEFAULT_URL = "http://127.0.0.1:8123"
 DEFAULT_PORT = 8123
+DEFAULT_SERVER_URL = "ws://localhost:8123"
 #: The largest frame a client may send, in bytes, unless --max-frame-size says otherwise.
 MAX_FRAME_SIZE = 1024 * 1024
 
@@ -55,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="replay",
         description="A scripted scenario replay engine for WebSocket frontends.",
         epilog="Examples: 'replay serve', 'replay --scenario all', "
-        "'replay --scenario all --dry-run', 'replay validate', 'replay schema'.",
+        "'replay --scenario all --dry-run', 'replay validate', 'replay schema', "
+        "'replay asyncapi'.",
     )
     parser.add_argument("--version", action="version", version=f"replay {__version__}")
     parser.add_argument(
@@ -256,6 +260,35 @@ def build_parser() -> argparse.ArgumentParser:
         "schema", help="print the JSON Schema of scenario files (for editors)"
     )
     _scenarios_option(schema)
+
+    asyncapi = commands.add_parser(
+        "asyncapi",
+        help="print the AsyncAPI 3.0.0 document of the folder's protocol (for AsyncAPI "
+        "Studio, Microcks, code generators); exit 1 if the protocol file has problems",
+    )
+    _scenarios_option(asyncapi)
+    asyncapi.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the document to FILE instead of printing it",
+    )
+    asyncapi.add_argument(
+        "--format",
+        choices=["yaml", "json"],
+        default=None,
+        help="yaml or json (default: json for an --output ending in .json, else yaml)",
+    )
+    asyncapi.add_argument(
+        "--server-url",
+        type=_server_url,
+        default=DEFAULT_SERVER_URL,
+        metavar="URL",
+        help=f"where replay serves WebSockets, for the document's servers (default "
+        f"{DEFAULT_SERVER_URL}; its routes are on the same host over http)",
+    )
     return parser
 
 
@@ -295,6 +328,14 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value
+
+
+def _server_url(text: str) -> str:
+    try:
+        server_objects(text, http=False)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _variable(text: str) -> tuple[str, Any]:
@@ -347,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate(args.files, scenarios, sys.stdout)
         if args.command == "schema":
             return print_schema(scenarios, sys.stdout)
+        if args.command == "asyncapi":
+            return print_asyncapi(
+                scenarios, args.output, args.format, args.server_url, sys.stdout, sys.stderr
+            )
         options = _options(args)
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
@@ -914,6 +959,52 @@ def print_schema(scenarios: Path, out: TextIO) -> int:
         library.catalog()  # reads the protocol file, if the folder has one
     print(json.dumps(scenario_schema(library.protocol), indent=2), file=out)
     return 0
+
+
+def print_asyncapi(
+    scenarios: Path,
+    output: Path | None,
+    form: str | None,
+    server_url: str,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Print the AsyncAPI document of the folder's protocol (Schwarm's without a protocol
+    file), or write it to ``output``; 1, with the problems on ``err``, if the protocol
+    file has any."""
+    catalog = ScenarioLibrary(scenarios).catalog()
+    if catalog.protocol_file is not None and catalog.protocol_file.problems:
+        _report_protocol(catalog.protocol_file, err)
+        print("replay: fix the protocol file first (replay validate)", file=err)
+        return 1
+    document = asyncapi_document(
+        catalog.protocol, title=_title(scenarios), version=__version__, server_url=server_url
+    )
+    if form is None:
+        form = "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
+    text = document_text(document, "json" if form == "json" else "yaml")
+    if output is None:
+        out.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        print(f"replay: cannot write {output}: {error.strerror or error}", file=err)
+        return 1
+    print(
+        f"wrote {output}: AsyncAPI {document['asyncapi']}, {len(document['channels'])} "
+        f"channels, {len(document['operations'])} operations",
+        file=out,
+    )
+    return 0
+
+
+def _title(scenarios: Path) -> str:
+    """The document's title: the scenarios folder's name, or its project's (the folder
+    above) when it is called ``scenarios``; "replay" when neither has one."""
+    folder = scenarios.resolve()
+    name = folder.parent.name if folder.name == "scenarios" else folder.name
+    return name or "replay"
 
 
 def _check(path: Path) -> ScenarioFile | ProtocolFile:

@@ -1007,7 +1007,7 @@ def test_dry_run_a_condition_that_needs_state_says_what_to_give(
     ("argument", "message"),
     [
         (["--answer", "yes"], "'yes' is not an answer: give a whole frame as a JSON object"),
-        (["--answer", "chat_input:yes"], "is not an answer"),
+        (["--answer", "2chat input:yes"], "is not an answer"),
         (["--answer", "{not json"], "'{not json' is not a JSON frame"),
         (["--answer", "[1, 2]"], "is not an answer"),
         (["--state", "paused"], "is not NAME=VALUE"),
@@ -1051,3 +1051,96 @@ def test_followed_decisions_are_shown() -> None:
         "client ui connected to /ws",
         "no connection from client ui came in time",
     ]
+
+
+# --- replay asyncapi --------------------------------------------------------------------------
+
+EVENTS_PROTOCOL = """\
+extends: none
+endpoints:
+  /socket:
+    messages: {type: event, payload: data, data: json}
+message_types:
+  price_update: {sent_by: server, schema: {type: object}}
+"""
+
+
+def test_asyncapi_prints_schwarms_document_as_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replay import __version__
+
+    folder = folder_with(tmp_path, {"chat.yaml": CHAT})
+    code, out, err = run_main(["asyncapi", "--scenarios", str(folder)], capsys)
+    assert (code, err) == (0, "")
+    assert out.startswith("asyncapi: 3.0.0\ninfo:\n")
+    document = yaml.safe_load(out)
+    assert document["info"]["title"] == tmp_path.name  # the project the folder is in
+    assert document["info"]["version"] == __version__
+    assert document["servers"]["ws"] == {
+        "host": "localhost:8123",
+        "protocol": "ws",
+        "description": "replay's WebSocket endpoints",
+    }
+    assert [c["address"] for c in document["channels"].values()] == ["/ws", "/ws/stream"]
+
+
+def test_asyncapi_as_json_for_another_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"_protocol.yaml": EVENTS_PROTOCOL})
+    args = ["asyncapi", "--scenarios", str(folder), "--format", "json"]
+    code, out, _ = run_main([*args, "--server-url", "wss://replay.test:9000/base"], capsys)
+    assert code == 0
+    document = json.loads(out)
+    assert document["servers"]["ws"]["host"] == "replay.test:9000"
+    assert document["servers"]["ws"]["protocol"] == "wss"
+    assert document["servers"]["ws"]["pathname"] == "/base"
+    assert [c["address"] for c in document["channels"].values()] == ["/socket"]
+    assert document["components"]["schemas"] == {"price_update": {"type": "object"}}
+
+
+@pytest.mark.parametrize(("name", "form"), [("api.json", "json"), ("api.yaml", "yaml")])
+def test_asyncapi_writes_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, form: str
+) -> None:
+    folder = folder_with(tmp_path, {})
+    target = tmp_path / name
+    code, out, _ = run_main(["asyncapi", "--scenarios", str(folder), "-o", str(target)], capsys)
+    assert code == 0
+    text = target.read_text()
+    assert text.startswith("{") == (form == "json")
+    document = yaml.safe_load(text)  # YAML reads JSON too
+    assert document["asyncapi"] == "3.0.0"
+    operations = len(document["operations"])
+    assert operations > len(document["channels"]) == 2
+    assert out == f"wrote {target}: AsyncAPI 3.0.0, 2 channels, {operations} operations\n"
+
+
+def test_asyncapi_refuses_a_protocol_file_with_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {"_protocol.yaml": "message_types:\n  2BAD: x\n"})
+    code, out, err = run_main(["asyncapi", "--scenarios", str(folder)], capsys)
+    assert (code, out) == (1, "")
+    protocol_file = folder / "_protocol.yaml"
+    assert f"INVALID  {protocol_file}\n" in err
+    assert f"  {protocol_file}:2:3: message_types.2BAD: not a message type name" in err
+    assert err.endswith("replay: fix the protocol file first (replay validate)\n")
+
+
+def test_asyncapi_problems_with_the_command_line_and_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_with(tmp_path, {})
+    with pytest.raises(SystemExit) as exited:
+        main(["asyncapi", "--scenarios", str(folder), "--server-url", "http://localhost:8123"])
+    assert exited.value.code == 2
+    assert "'http://localhost:8123' is not a WebSocket URL" in capsys.readouterr().err
+    code, _, err = run_main(["asyncapi", "--scenarios", str(tmp_path / "absent")], capsys)
+    assert code == 1
+    assert "does not exist" in err
+    target = tmp_path / "absent" / "api.yaml"
+    code, _, err = run_main(["asyncapi", "--scenarios", str(folder), "-o", str(target)], capsys)
+    assert code == 1
+    assert err.startswith(f"replay: cannot write {target}: ")

@@ -1154,7 +1154,7 @@ def messages(actions: Iterable[Action]) -> list[str]:
     return [
         json.loads(send.frame)["message"]
         for send in sends(actions)
-        if send.endpoint is Endpoint.MESSAGES
+        if send.endpoint == Endpoint.MESSAGES
     ]
 
 
@@ -1193,7 +1193,7 @@ def test_choose_plays_the_first_true_branch_inline() -> None:
         "still paused at 1",
         None,
     ]
-    evented = [send for send in sends(actions) if send.endpoint is Endpoint.MESSAGES]
+    evented = [send for send in sends(actions) if send.endpoint == Endpoint.MESSAGES]
     assert [(send.at, send.step) for send in evented] == [
         (1.0, "1.choose.1.steps.0"),
         (1.0, "1.choose.1.steps.1"),

@@ -270,6 +270,7 @@ FUZZED = [
     ("GET", "/clients"),
     ("GET", "/scenarios"),
     ("GET", "/scenarios/{name}"),
+    ("GET", "/protocol"),
     ("GET", "/runs"),
     ("GET", "/runs/{run_id}"),
     ("DELETE", "/runs/{run_id}"),

@@ -2290,7 +2290,7 @@ async def test_one_connection_releases_every_run_waiting_for_it(manual: ManualCl
     for run in runs:
         await asyncio.wait_for(run.wait(), timeout=5)
         assert run.state is RunState.FINISHED
-    assert [sent.to for sent in delivery.sent if sent.endpoint is Endpoint.MESSAGES] == [
+    assert [sent.to for sent in delivery.sent if sent.endpoint == Endpoint.MESSAGES] == [
         "back-1",
         "back-1",
     ]

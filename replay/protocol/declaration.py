@@ -335,7 +335,7 @@ def resolve(declaration: ProtocolDeclaration, base: Protocol) -> tuple[Protocol,
         tuple(declaration.routes),
         dict(declaration.state),
         declaration.extends,
-        declaration.description,
+        declaration.description or start.description,
     )
     return protocol, findings
 
