@@ -181,8 +181,7 @@ class Replay:
         self.state.listeners.append(
             lambda changes, by: self.feed.publish("state.changed", changes=dict(changes), by=by)
         )
-        # TODO(state): pass state=self.state once Runner takes it (another branch adds it).
-        self.runner = Runner(self.delivery, clock, feed=self.feed)
+        self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
         self.backend = Backend(self, settings.token)
         for manager in (self.messages, self.stream):
             self._configure(manager)

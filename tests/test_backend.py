@@ -397,3 +397,23 @@ def test_latency_waits_on_the_servers_clock_and_holds_nothing_else(tmp_path: Pat
         served.client.portal.call(clock.advance, 5.0)  # type: ignore[union-attr]
         slow.join(PATIENCE)
         assert [answer.json() for answer in answers] == ["late"]
+
+
+SET_AND_READ = """
+steps:
+  - set: {turns: "{{ state.turns + 1 }}"}
+  - message: EVENT
+    text: "turn {{ state.turns }}, paused {{ state.paused }}"
+"""
+
+
+def test_runs_and_routes_share_the_servers_state(served: Served) -> None:
+    (served.folder / "turn.yaml").write_text(SET_AND_READ)
+    with served.client.websocket_connect("/ws") as ws:
+        served.client.post("/break")  # a route sets paused
+        served.client.post("/trigger/turn")  # a run reads it and sets turns
+        assert json.loads(ws.receive_text())["message"] == "turn 2, paused False"
+    assert served.client.get("/breakpoint/turns").json() == 2  # a route reads what it set
+    by = [event["by"] for event in served.of("state.changed")]
+    assert by[-2] == "route POST /break"
+    assert by[-1].startswith("run ")
