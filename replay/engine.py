@@ -615,6 +615,7 @@ class _Player:
             "iteration": self.iteration,
             "now": templates.Now(context.epoch + at),
             "uuid": lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "hex": lambda digits: templates.random_hex(rng, digits),
             "random": lambda: rng.random(),
             "randint": lambda low, high: rng.randint(low, high),
             "choice": lambda items: rng.choice(items),

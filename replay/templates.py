@@ -14,9 +14,11 @@ Names a template can use (:data:`NAMES`):
 - ``run.id``, ``run.scenario``, ``run.seed``: the run;
 - ``scenario`` and ``step``: the scenario being played and the step's index in it;
 - ``iteration``: the pass of the innermost ``repeat`` (0, 1, 2, ...; 0 outside one);
-- ``now.iso``, ``now.ms``, ``now.s``: when the frame is due (ISO 8601 UTC, epoch ms, epoch s);
-- ``uuid()``, ``random()``, ``randint(a, b)``, ``choice(items)``: from the run's seeded
-  generator, so a run with the same seed gets the same values;
+- ``now.iso``, ``now.ms``, ``now.s``, ``now.ns``: when the frame is due (ISO 8601 UTC,
+  epoch ms, epoch s, epoch ns as OpenTelemetry spans count it);
+- ``uuid()``, ``random()``, ``randint(a, b)``, ``choice(items)``, ``hex(n)`` (n random hex
+  digits: ``hex(16)`` is a span id): from the run's seeded generator, so a run with the
+  same seed gets the same values;
 - ``vars.NAME``: a variable, declared with a default under ``vars:`` in the file and
   overridden by the trigger;
 - ``received``: the last client frame the run received (``received.message_type``,
@@ -60,6 +62,7 @@ NAMES = frozenset(
         "iteration",
         "now",
         "uuid",
+        "hex",
         "random",
         "randint",
         "choice",
@@ -87,6 +90,17 @@ def _plain(value: Any) -> Any:
     return dict(value._values) if isinstance(value, Variables) else str(value)
 
 
+#: The most digits ``hex(n)`` gives.
+MAX_HEX = 256
+
+
+def random_hex(rng: Any, digits: int) -> str:
+    """``digits`` random lower-case hex digits from ``rng`` (``hex(n)`` in templates)."""
+    if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= MAX_HEX:
+        raise ValueError(f"hex(n) takes a whole number n from 1 to {MAX_HEX}, not {digits!r}")
+    return format(rng.getrandbits(4 * digits), f"0{digits}x")
+
+
 def is_template(text: str) -> bool:
     """Whether ``text`` is a template (contains ``{{``, ``{%`` or ``{#``)."""
     return any(marker in text for marker in _MARKERS)
@@ -94,13 +108,18 @@ def is_template(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Now:
-    """A moment, as templates see it: ``now.iso``, ``now.ms``, ``now.s``."""
+    """A moment, as templates see it: ``now.iso``, ``now.ms``, ``now.s``, ``now.ns``."""
 
     s: float
 
     @property
     def ms(self) -> int:
         return round(self.s * 1000)
+
+    @property
+    def ns(self) -> int:
+        # From the whole milliseconds too, so that ns, ms and iso agree.
+        return self.ms * 1_000_000
 
     @property
     def iso(self) -> str:

@@ -1326,7 +1326,7 @@ def test_conditions_are_checked_and_located_at_their_when() -> None:
     assert loaded.scenario is not None  # the models are fine: only a condition is wrong
     assert [str(problem) for problem in loaded.problems] == [
         f"{FILE}:5:9: steps.1.choose.0.when: unknown name 'stat' in an expression (did you "
-        "mean 'state'?); templates can use choice, iteration, now, randint, random, received, "
+        "mean 'state'?); templates can use choice, hex, iteration, now, randint, random, received, "
         "run, scenario, sender, state, step, uuid, vars",
         f"{FILE}:8:9: steps.1.choose.1.when: variable 'strikt' is not declared (did you mean "
         "'strict'?): add it under 'vars:' with a default, or bind it with a 'let' step "

@@ -283,7 +283,7 @@ def test_jinjas_helper_objects_are_not_part_of_the_language(name: str) -> None:
     # They are ways into Python objects, and replay does not document them: unknown names.
     assert check("{{ " + name + ".__init__ }}", []) == [
         f"unknown name {name!r} in a template; templates can use "
-        "choice, iteration, now, randint, random, received, run, scenario, sender, state, "
+        "choice, hex, iteration, now, randint, random, received, run, scenario, sender, state, "
         "step, uuid, vars"
     ]
 
@@ -588,6 +588,7 @@ def test_names_are_the_documented_ones() -> None:
         "iteration",
         "now",
         "uuid",
+        "hex",
         "random",
         "randint",
         "choice",
@@ -1055,3 +1056,21 @@ def test_reads_tells_which_templates_read_a_name() -> None:
     assert not templates.reads("{{ vars.state }}", "state")
     assert not templates.reads("state.turn", "state")  # not a template
     assert not templates.reads("{{ broken", "state")
+
+
+def test_now_ns_agrees_with_ms() -> None:
+    moment = templates.Now(1733260000.1234)
+    assert moment.ns == moment.ms * 1_000_000 == 1733260000123000000
+
+
+def test_random_hex_is_seeded_and_bounded() -> None:
+    import random
+
+    first = templates.random_hex(random.Random(7), 16)
+    assert first == templates.random_hex(random.Random(7), 16)
+    assert len(first) == 16
+    assert set(first) <= set("0123456789abcdef")
+    assert len(templates.random_hex(random.Random(1), 32)) == 32
+    for bad in (0, -1, templates.MAX_HEX + 1, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="hex\\(n\\) takes a whole number"):
+            templates.random_hex(random.Random(1), bad)  # type: ignore[arg-type]
