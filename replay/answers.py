@@ -97,6 +97,7 @@ def template_names(
         "state": templates.Variables(state),
         "now": templates.Now(now),
         "uuid": lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "hex": lambda digits: templates.random_hex(rng, digits),
         "random": lambda: rng.random(),
         "randint": lambda low, high: rng.randint(low, high),
         "choice": lambda items: rng.choice(items),

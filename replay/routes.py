@@ -28,7 +28,7 @@ scenarios folder's protocol file (``routes:``)::
   body is rendered.
 
 Templates see :data:`NAMES`: ``request`` (:data:`REQUEST_FIELDS`), ``state.NAME``,
-``now``, and ``uuid()``, ``random()``, ``randint(a, b)``, ``choice(items)``; they are
+``now``, and ``uuid()``, ``hex(n)``, ``random()``, ``randint(a, b)``, ``choice(items)``; they are
 checked when the file loads, and rendered by :mod:`replay.answers`.
 
 The first declared route whose method and path match a request answers it. Problems
@@ -64,7 +64,7 @@ from replay.scenario import Duration, _check_json
 #: The methods a declared route may have.
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: The names a route's templates may use.
-NAMES = frozenset({"request", "state", "now", "uuid", "random", "randint", "choice"})
+NAMES = frozenset({"request", "state", "now", "uuid", "hex", "random", "randint", "choice"})
 #: What templates read as ``request.FIELD``.
 REQUEST_FIELDS = ("method", "path", "params", "query", "headers", "body", "json")
 #: A state key (``set:``, ``PUT /state``): a name templates can read as ``state.NAME``.

@@ -117,11 +117,12 @@ def test_a_template_that_fails_raises_template_failed() -> None:
 
 
 def test_random_values_come_from_the_given_generator() -> None:
-    body = {"id": "{{ uuid() }}", "n": "{{ randint(1, 1000000) }}"}
+    body = {"id": "{{ uuid() }}", "n": "{{ randint(1, 1000000) }}", "span": "{{ hex(16) }}"}
     first = render_answer(route(path="/x", body=body), names())
     again = render_answer(route(path="/x", body=body), names())
     assert first.body == again.body  # the same seed
     assert len(json.loads(first.body)["id"]) == 36
+    assert len(json.loads(first.body)["span"]) == 16
 
 
 def test_a_lone_surrogate_in_a_json_body_is_escaped() -> None:

@@ -295,7 +295,7 @@ def test_the_protocol_file_locates_a_routes_problems() -> None:
         "scenarios/_protocol.yaml:3:5: routes.1.method: not a method a route can have; "
         "expected GET, POST, PUT, PATCH or DELETE, found 'fetch'",
         "scenarios/_protocol.yaml:6:12: routes.2.body.reply: unknown name 'reqest' in a "
-        "template (did you mean 'request'?); templates can use choice, now, randint, random, "
+        "template (did you mean 'request'?); templates can use choice, hex, now, randint, random, "
         "request, state, uuid, found '{{ reqest.body }}'",
     ]
     assert [route.key for route in loaded.protocol.routes] == ["GET /break"]
