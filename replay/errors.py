@@ -217,3 +217,14 @@ class TooManyRuns(ReplayError):
         super().__init__(
             f"{what} at once; wait for some to end or cancel them (DELETE /runs/{{id}})"
         )
+
+
+class PathRefused(ReplayError):
+    """A declared route's path that is not one (see :mod:`replay.paths`): ``reason`` says
+    why, ``expected`` what a path may be."""
+
+    def __init__(self, path: str, reason: str, expected: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.expected = expected
+        super().__init__(f"path {path!r}: {reason}; expected {expected}")

@@ -13,7 +13,14 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
   ``run.finished``, ``run.failed``, ``run.cancelled``: ``run_id``, ``scenario`` and, for
   the start and the end, the run's summary as ``run``;
 - ``scenario.added``, ``scenario.changed``, ``scenario.removed``, ``scenario.invalid``:
-  ``scenario``, ``file`` and, when invalid, ``problems``.
+  ``scenario``, ``file`` and, when invalid, ``problems``;
+- ``http.request``: a request a declared route answered (see :mod:`replay.backend`):
+  ``method``, ``path``, ``route`` (the declared path), ``message_type`` (the route's
+  ``METHOD /path``), ``status``, ``client``, ``query``, ``params``, ``endpoint``
+  (``"http"``), ``frame`` (the request as the JSON text scenarios see) and ``runs`` (the
+  runs that kept it);
+- ``state.changed``: ``changes`` (the keys set and their new values; after a reset, every
+  value) and ``by`` (``"route POST /break"``, ``"PUT /state"``, ``"reset"``, ...).
 
 Publishing never waits. Each subscriber has a bounded queue: one that falls
 :data:`BACKLOG` events or :data:`BACKLOG_BYTES` bytes behind loses the events it cannot

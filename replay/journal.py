@@ -8,7 +8,10 @@ direction, message type or endpoint. Entries are kept in the order they happened
   (the client id it was addressed to, or null for every client of the endpoint) and
   ``clients`` (how many took it);
 - ``received``: a frame a client sent: ``client`` and, on ``/ws``, ``runs`` (the runs
-  that kept it as an answer, see :mod:`replay.mailbox`);
+  that kept it as an answer, see :mod:`replay.mailbox`); a request to a declared HTTP
+  route is one too, on the endpoint ``http``, its frame the request as JSON text, its
+  message type the route's ``METHOD /path``, with ``method``, ``path``, ``route``,
+  ``status``, ``query`` and ``params``;
 - ``connected`` / ``disconnected``: a client's connection to an endpoint, so that a
   frame sent to every client can be told apart from one a client was not there for.
 
@@ -37,6 +40,7 @@ DIRECTIONS = {
     "frame.received": "received",
     "client.connected": "connected",
     "client.disconnected": "disconnected",
+    "http.request": "received",
 }
 
 

@@ -177,6 +177,37 @@ def _check_message_type(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _check_client_event(value: str, info: ValidationInfo) -> str:
+    """What a ``wait`` or ``reacts_to`` names: a message type, or a declared HTTP route's
+    ``METHOD /path`` (its requests are client events too)."""
+    method, _, path = value.partition(" ")
+    if not (method.upper() in _ROUTE_METHODS and path.startswith("/")):
+        return _check_message_type(value, info)
+    context = info.context if isinstance(info.context, Mapping) else {}
+    routes = getattr(context.get("protocol"), "routes", None) or ()
+    keys = [f"{route.method} {route.path}" for route in routes]
+    key = f"{method.upper()} {path}"
+    if key not in keys:
+        raise PydanticCustomError(
+            "route_key",
+            "no route {found} is declared{hint}",
+            {
+                "found": repr(key),
+                "hint": did_you_mean(key, keys),
+                "expected": (
+                    "a route declared under 'routes:' in _protocol.yaml: " + ", ".join(keys)
+                    if keys
+                    else "a route declared under 'routes:' in _protocol.yaml (none are)"
+                ),
+            },
+        )
+    return key
+
+
+#: The methods of declared routes (see :mod:`replay.routes`).
+_ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _check_pattern(value: str | None) -> str | None:
     # Compiled here, when the file loads, so a pattern RE2 refuses is a located problem
     # and matching finds it compiled (replay.patterns caches it).
@@ -385,7 +416,10 @@ class RepeatStep(_TargetedStep):
 class ClientFrameMatch(_Step):
     """Which client frames on ``/ws`` match: a message type, and optionally patterns."""
 
-    message: str = Field(description="The message type the client sends, e.g. CHAT_INPUT.")
+    message: str = Field(
+        description="The message type the client sends, e.g. CHAT_INPUT, or a declared "
+        "HTTP route, e.g. 'POST /chat'."
+    )
     match: str | None = Field(
         default=None,
         description="A regular expression searched for in the frame's message text (RE2 "
@@ -397,7 +431,7 @@ class ClientFrameMatch(_Step):
         "and regular expressions their values must contain, e.g. {'message.action': '^pause$'}.",
     )
 
-    _known_type = field_validator("message")(_check_message_type)
+    _known_type = field_validator("message")(_check_client_event)
     _pattern = field_validator("match")(_check_pattern)
 
 
@@ -408,7 +442,10 @@ class WaitStep(_Step):
     are taken (any client when the target is 'all').
     """
 
-    wait: str = Field(description="The message type to wait for, e.g. CHAT_INPUT.")
+    wait: str = Field(
+        description="The message type to wait for, e.g. CHAT_INPUT, or a declared HTTP "
+        "route whose request to wait for, e.g. 'POST /chat'."
+    )
     match: str | None = Field(
         default=None,
         description="A regular expression searched for in the message text (RE2 syntax: no "
@@ -422,12 +459,16 @@ class WaitStep(_Step):
         default="fail", description="'fail' ends the run as failed; 'continue' goes on."
     )
 
-    _known_type = field_validator("wait")(_check_message_type)
+    _known_type = field_validator("wait")(_check_client_event)
     _pattern = field_validator("match")(_check_pattern)
 
     @property
     def matcher(self) -> ClientFrameMatch:
-        return ClientFrameMatch(message=self.wait, match=self.match, fields=self.fields)
+        # Not validated again: the step was, against the project's message types and
+        # routes, which are not known here.
+        return ClientFrameMatch.model_construct(
+            message=self.wait, match=self.match, fields=self.fields
+        )
 
 
 class RawStep(_FrameStep):

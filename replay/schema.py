@@ -23,8 +23,9 @@ _TYPED_FIELDS = ((MessageStep, "message"), (WaitStep, "wait"), (ClientFrameMatch
 
 def scenario_schema(protocol: Protocol = SCHWARM) -> dict[str, Any]:
     """The JSON Schema of a scenario file speaking ``protocol``: message type fields list
-    its types with their descriptions, endpoint fields its endpoints, and a message
-    step's ``data`` must pass its type's payload schema."""
+    its types with their descriptions (and, for what a client sends, its routes' keys),
+    endpoint fields its endpoints, and a message step's ``data`` must pass its type's
+    payload schema."""
     schema = Scenario.model_json_schema()
     schema["$schema"] = SCHEMA_URI
     schema["title"] = "replay scenario"
@@ -37,8 +38,14 @@ def scenario_schema(protocol: Protocol = SCHWARM) -> dict[str, Any]:
         {"const": name, "description": description}
         for name, description in protocol.descriptions.items()
     ]
+    # What a client may send also includes requests to the declared HTTP routes.
+    routes = [
+        {"const": route.key, "description": route.description or "a request to this route"}
+        for route in protocol.routes
+    ]
     for model, name in _TYPED_FIELDS:
-        _replace(definitions, model.__name__, name, {"oneOf": choices})
+        sent = choices if model is MessageStep else [*choices, *routes]
+        _replace(definitions, model.__name__, name, {"oneOf": sent})
     paths = list(protocol.paths())
     for kind in STEP_KINDS.values():
         _replace(definitions, kind.__name__, "endpoint", {"enum": [*paths, None]})

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__, planning
+from replay.backend import Backend
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
@@ -60,6 +61,7 @@ from replay.protocol.schwarm import SCHWARM
 from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
+from replay.state import State
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, check_speed
 
 log = logging.getLogger("replay.server")
@@ -174,7 +176,13 @@ class Replay:
         self.delivery = LocalDelivery(self.messages, self.stream)
         self.feed = Feed()
         self.messages.feed = self.stream.feed = self.feed
-        self.runner = Runner(self.delivery, clock, feed=self.feed)
+        #: The shared state routes and scenarios read and set (see replay.backend).
+        self.state = State()
+        self.state.listeners.append(
+            lambda changes, by: self.feed.publish("state.changed", changes=dict(changes), by=by)
+        )
+        self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
+        self.backend = Backend(self, settings.token)
         for manager in (self.messages, self.stream):
             self._configure(manager)
         self.delivery.on_new = self._configure
@@ -217,7 +225,12 @@ class Replay:
         if catalog.protocol is not self.protocol:
             self.protocol = catalog.protocol
             self.delivery.serve(self.protocol.paths(), _listening(self.protocol))
+        self.backend.declare(catalog)
         return catalog
+
+    def last_catalog(self) -> Catalog | None:
+        """The catalog as last read (None before the first read), without reading."""
+        return self.library.last
 
     async def refresh(self) -> Catalog | None:
         """:meth:`catalog`, or None if the folder is missing."""
@@ -271,12 +284,19 @@ class Replay:
         )
         runs = self.runner.keep(frame)
         self.journal.received(client.id, endpoint, text, runs)
-        if runs or frame.message_type is None:
+        if not runs:
+            self.react(frame, client)
+
+    def react(self, frame: ClientFrame, who: Client | None = None) -> None:
+        """Play the reactions a client event no run kept matches (a frame from ``who``,
+        or a request to a declared route)."""
+        if frame.message_type is None:
             return
         catalog = self._reacting()
         for name, match in self._reactions:
             if catalog is not None and matches(match, frame):
-                self._start_for(client, name, catalog, "reaction", sender=client.id, received=frame)
+                options = {"sender": frame.client, "received": frame}
+                self._start_for(who, name, catalog, "reaction", **options)
 
     def _reacting(self) -> Catalog | None:
         # The catalog as last read, looked at again at most every REACTIONS_TTL seconds
@@ -319,14 +339,20 @@ class Replay:
         task.add_done_callback(self._tasks.discard)
 
     def _start_for(
-        self, who: Client, name: str, catalog: Catalog, started_by: str, **options: Any
+        self, who: Client | None, name: str, catalog: Catalog, started_by: str, **options: Any
     ) -> None:
         try:
             self.runner.start(name, catalog, started_by=started_by, **options)
         except TooManyRuns as error:
-            self._skipped(who, name, started_by, error)
+            if who is not None:
+                self._skipped(who, name, started_by, error)
+            else:  # a request: no connection to count it on (GET /runs counts it)
+                log.debug(
+                    "client %s: %r (%s) skipped: %s", options["sender"], name, started_by, error
+                )
         except ReplayError as error:
-            log.warning("client %s: cannot play %r (%s): %s", who.id, name, started_by, error)
+            sender = options["sender"]
+            log.warning("client %s: cannot play %r (%s): %s", sender, name, started_by, error)
 
     @staticmethod
     def _skipped(who: Client, name: str, started_by: str, error: TooManyRuns) -> None:
@@ -515,8 +541,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         ] = False,
     ) -> dict[str, Any]:
         """Start afresh between tests: cancel every playing run (their mailboxes go with
-        them), forget the finished ones and the journal, and with ``disconnect`` close
-        every client. Answers once it is done."""
+        them), forget the finished ones and the journal, put the state's declared values
+        back, and with ``disconnect`` close every client. Answers once it is done."""
         cancelled = len(replay.runner.active)
         await replay.runner.shutdown()
         forgotten = replay.runner.forget_finished()
@@ -528,6 +554,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 replay.stream.close_all(1012, "replay was reset"),
             )
         replay.journal.clear()
+        replay.state.reset()
         return {"cancelled": cancelled, "forgotten": forgotten, "disconnected": disconnected}
 
     @app.get("/journal")
@@ -542,7 +569,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         message_type: Annotated[
             str | None, Query(description="Only frames of this message type (or stream type).")
         ] = None,
-        endpoint: Annotated[str | None, Query(pattern="^/ws(/stream)?$")] = None,
+        endpoint: Annotated[str | None, Query(pattern="^(/ws(/stream)?|http)$")] = None,
         limit: Annotated[int | None, Query(ge=1, description="Only the newest N.")] = None,
     ) -> dict[str, Any]:
         """What each client was sent and sent back, oldest first, filtered (all filters
@@ -607,6 +634,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "active_runs": len(replay.runner.active),
         }
 
+    replay.backend.install(app)  # last: declared routes come after replay's own
     return app
 
 
@@ -695,6 +723,7 @@ class Server(uvicorn.Server):
             pending.close()  # requests still sending their body: answered now, not later
         replay = getattr(state, "replay", None)
         if isinstance(replay, Replay):
+            replay.backend.close()  # requests waiting out a route's latency: answered now
             replay.feed.close()
             await replay.runner.shutdown()
             # 1001 "going away", as RFC 6455 asks of a server that stops (uvicorn says 1012).

@@ -132,11 +132,18 @@ class Now:
         return self.iso
 
 
-def check(text: str, declared_vars: Collection[str] | None) -> list[str]:
+def check(
+    text: str,
+    declared_vars: Collection[str] | None,
+    names: Collection[str] = NAMES,
+    fields: Mapping[str, Collection[str]] | None = None,
+) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
-    Checks its syntax, that it uses only :data:`NAMES`, and that every ``vars.NAME`` it
-    reads is declared (any name, when ``declared_vars`` is None).
+    Checks its syntax, that it uses only ``names`` (a scenario's: :data:`NAMES`), that
+    every ``vars.NAME`` it reads is declared (any name, when ``declared_vars`` is None),
+    and, for each name in ``fields``, that every ``name.FIELD`` it reads is one of that
+    name's fields (a declared route's ``request.query``, say).
     """
     try:
         tree = _env.parse(text)
@@ -153,7 +160,7 @@ def check(text: str, declared_vars: Collection[str] | None) -> list[str]:
         return ["templates cannot include, extend or import other templates"]
     if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
         return ["templates cannot turn autoescaping on: use the escape filter where needed"]
-    return _name_problems(tree, declared_vars, "a template")
+    return _name_problems(tree, declared_vars, "a template", names, fields)
 
 
 def check_expression(source: str, declared_vars: Collection[str]) -> list[str]:
@@ -176,15 +183,26 @@ def check_expression(source: str, declared_vars: Collection[str]) -> list[str]:
 
 
 def _name_problems(
-    tree: nodes.Template, declared_vars: Collection[str] | None, what: str
+    tree: nodes.Template,
+    declared_vars: Collection[str] | None,
+    what: str,
+    names: Collection[str] = NAMES,
+    fields: Mapping[str, Collection[str]] | None = None,
 ) -> list[str]:
     used = find_undeclared_variables(tree)
-    read = _vars_read(tree) if declared_vars is not None else set()
+    reads_vars = declared_vars is not None and "vars" in names
+    read = _attributes_read(tree, "vars") if reads_vars else set()
     problems = [
-        f"unknown name {name!r} in {what}{did_you_mean(name, NAMES)}; "
-        f"templates can use {', '.join(sorted(NAMES))}"
-        for name in sorted(used - NAMES)
+        f"unknown name {name!r} in {what}{did_you_mean(name, names)}; "
+        f"templates can use {', '.join(sorted(names))}"
+        for name in sorted(used - set(names))
     ]
+    for name, known in (fields or {}).items():
+        for attribute in sorted(_attributes_read(tree, name) - set(known)):
+            problems.append(
+                f"{name} has no field {attribute!r}{did_you_mean(attribute, known)}; "
+                f"its fields are {', '.join(sorted(known))}"
+            )
     for name in sorted(read - set(declared_vars or ())):
         assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
@@ -357,11 +375,12 @@ def _expression(source: str) -> Any:
     return _env.compile_expression(source, undefined_to_none=False)
 
 
-def _vars_read(tree: nodes.Template) -> set[str]:
+def _attributes_read(tree: nodes.Template, name: str) -> set[str]:
+    """The fields read from the name ``name``: ``name.FIELD`` and ``name["FIELD"]``."""
     names: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         target = getattr(node, "node", None)
-        if not (isinstance(target, nodes.Name) and target.name == "vars"):
+        if not (isinstance(target, nodes.Name) and target.name == name):
             continue
         if isinstance(node, nodes.Getattr):
             names.add(node.attr)

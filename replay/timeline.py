@@ -3,11 +3,12 @@
 :func:`build_timeline` drives the engine's script without clients or a clock. A
 ``wait`` is answered at once: by the oldest of the given answers it accepts, else by a
 frame of the awaited type with an empty message (so later templates that read
-``received`` render), and is shown as a cue of its own. A ``wait_connect`` is taken as a
-client connecting at once. ``set`` steps change a copy of the state the timeline starts
-with. A run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that reactions
-and on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats
-forever is cut off after :data:`MAX_CUES` cues.
+``received`` render), or, for a declared HTTP route, by a request with no query, headers
+or body; it is shown as a cue of its own. A ``wait_connect`` is taken as a client
+connecting at once. ``set`` steps change a copy of the state the timeline starts with. A
+run with no sender gets a stand-in one, :data:`PAPER_CLIENT`, so that reactions and
+on-connect scenarios (``to: sender``) can be shown too. A scenario that repeats forever
+is cut off after :data:`MAX_CUES` cues.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from replay.answers import ENDPOINT, stand_in_event
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import (
@@ -41,6 +43,7 @@ from replay.matching import ClientFrame, matches
 from replay.protocol import message_frame
 from replay.protocol.declaration import Protocol
 from replay.protocol.schwarm import SCHWARM
+from replay.routes import is_route_key
 from replay.state import State
 
 #: The fastest playback speed accepted (besides 0, which means "no pauses at all").
@@ -283,9 +286,13 @@ class _Paper:
         return None
 
     def _wait(self, wait: Wait) -> ClientFrame:
-        """The answer to ``wait``: the oldest given answer it accepts, else an empty one."""
+        """The answer to ``wait``: the oldest given answer it accepts, else an empty one
+        (for a declared route: a request with no query, headers or body)."""
         client = wait.source or self.answerer
         kind = wait.match.message
+        if is_route_key(kind):  # a request to a declared route (given answers are frames)
+            self._cue(wait, ENDPOINT, _wait_text(wait), "wait", wait.source)
+            return stand_in_event(kind, client).taken_at(wait.at)
         where = self.protocol.message_endpoint(kind)
         fields = self.protocol.reader(where) if where else ("message_type", "message")
         for index, text in enumerate(self.answers):

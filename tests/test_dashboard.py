@@ -12,6 +12,7 @@ import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -19,6 +20,7 @@ from websockets.sync.client import connect
 
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server, wait_until_watched
+from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
 
 CHROMIUM = os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags keep Chromium off the network (this machine's is closed) and quiet as root.
@@ -239,3 +241,61 @@ def test_a_server_with_a_token_asks_for_it_and_then_works(
         context.close()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_routes_panel_lists_the_routes_and_edits_the_live_state(
+    page: Page, served: LiveServer
+) -> None:
+    write_protocol(served.replay.settings.scenarios, SCHWARM_PROTOCOL)
+    page.reload()
+    routes = page.locator("#routes tr")
+    expect(routes).to_have_count(len(SCHWARM.routes))
+    expect(page.locator('#routes tr[data-route="GET /break"]')).to_contain_text(
+        "Whether the run is paused."
+    )
+    expect(page.locator('#routes tr[data-route="GET /slow"]')).to_contain_text("5.00 s")
+    paused = page.get_by_label("Value of paused")
+    expect(paused).to_have_value("true")
+    # Set from the page: PUT /state.
+    paused.fill("false")
+    page.get_by_role("button", name="Set paused").click()
+    expect(paused).to_have_value("false")
+    assert get_json(served, "/state")["paused"] is False
+    # Set by a request to a declared route: the page follows, and logs the request.
+    request = urllib.request.Request(served.url + "/break?client_id=tab-1", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.loads(answer.read()) is True
+    expect(paused).to_have_value("true")
+    expect(page.locator('#log li[data-endpoint="http"]')).to_contain_text(
+        "POST /break?client_id=tab-1 → 200"
+    )
+    # A new key.
+    page.get_by_role("textbox", name="Key", exact=True).fill("turn_amount")
+    page.get_by_role("textbox", name="Value", exact=True).fill("3")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.get_by_label("Value of turn_amount")).to_have_value("3")
+    assert get_json(served, "/state")["turn_amount"] == 3
+
+
+def test_a_state_the_server_refuses_says_why(page: Page, served: LiveServer) -> None:
+    page.get_by_role("textbox", name="Key", exact=True).fill("ok_key")
+    page.get_by_role("textbox", name="Value", exact=True).fill('"x"')
+    page.get_by_role("button", name="Add", exact=True).click()
+    value = page.get_by_label("Value of ok_key")
+    expect(value).to_have_value('"x"')
+    page.get_by_role("textbox", name="Key", exact=True).fill("bad-key")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#state-error")).to_contain_text(
+        "Could not set bad-key: 'bad-key' is not a state key"
+    )
+
+
+def get_json(served: LiveServer, path: str) -> Any:
+    with urllib.request.urlopen(served.url + path, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_the_token_form_stays_hidden_when_no_token_is_needed(page: Page) -> None:
+    # Its "filters" class lays it out as a flex box, which must not override "hidden".
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.locator("#no-routes")).to_be_visible()  # no protocol file: no routes

@@ -279,6 +279,10 @@ FUZZED = [
     ("POST", "/reset"),
     ("GET", "/journal"),
     ("DELETE", "/journal"),
+    ("GET", "/protocol"),
+    ("GET", "/state"),
+    ("PUT", "/state"),
+    ("GET", "/routes"),
 ]
 STREAMING = [("GET", "/events")]
 EXAMPLES = 25

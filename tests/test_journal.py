@@ -98,3 +98,30 @@ def test_a_journal_of_no_entries_keeps_nothing() -> None:
     journal.record(sent("x"))
     journal.received("a", "/ws", "y", [])
     assert journal.entries() == []
+
+
+def test_requests_to_declared_routes_are_received_on_http() -> None:
+    journal = Journal()
+    frame = json.dumps({"method": "POST", "path": "/chat", "query": {"user_input": "Hi"}})
+    journal.record(
+        {
+            "event": "http.request",
+            "seq": 3,
+            "time": 1.0,
+            "method": "POST",
+            "path": "/chat",
+            "route": "/chat",
+            "message_type": "POST /chat",
+            "status": 200,
+            "client": "tab-1",
+            "query": {"user_input": "Hi"},
+            "params": {},
+            "endpoint": "http",
+            "frame": frame,
+            "runs": ["r1"],
+        }
+    )
+    [entry] = journal.entries(client="tab-1", direction="received", endpoint="http")
+    assert (entry["message_type"], entry["status"], entry["frame"]) == ("POST /chat", 200, frame)
+    assert journal.entries(run="r1") == [entry]
+    assert journal.entries(message_type="POST /chat") == [entry]

@@ -754,6 +754,80 @@ def test_texts_walks_nested_repeat_steps() -> None:
     ]
 
 
+# --- waiting for and reacting to declared HTTP routes ----------------------------------------
+
+
+class _Routes:
+    """A stand-in for the parsed protocol file: only its routes matter here."""
+
+    def __init__(self, *keys: str) -> None:
+        self.routes = [_Key(*key.split(" ", 1)) for key in keys]
+
+
+class _Key:
+    def __init__(self, method: str, path: str) -> None:
+        self.method, self.path = method, path
+
+
+def with_routes(data: dict[str, Any], *keys: str) -> Scenario:
+    return Scenario.model_validate(data, context={"protocol": _Routes(*keys)})
+
+
+def test_a_wait_or_reaction_may_name_a_declared_route() -> None:
+    loaded = with_routes(
+        {
+            "reacts_to": {"message": "POST /break"},
+            "steps": [{"wait": "post /chat", "fields": {"query.user_input": "."}}],
+        },
+        "POST /chat",
+        "POST /break",
+        "GET /break",
+    )
+    assert loaded.reacts_to is not None
+    assert loaded.reacts_to.message == "POST /break"
+    wait = loaded.steps[0]
+    assert isinstance(wait, WaitStep)
+    assert wait.wait == "POST /chat"  # the method as routes write it
+    assert wait.matcher.message == "POST /chat"
+
+
+def test_a_route_that_is_not_declared_suggests_those_that_are() -> None:
+    with pytest.raises(ValidationError) as raised:
+        with_routes({"steps": [{"wait": "POST /chta"}]}, "POST /chat", "GET /break")
+    [error] = raised.value.errors()
+    assert error["loc"] == ("steps", 0, "wait", "wait")
+    assert error["type"] == "route_key"
+    assert error["msg"] == "no route 'POST /chta' is declared (did you mean 'POST /chat'?)"
+    assert error["ctx"]["expected"] == (
+        "a route declared under 'routes:' in _protocol.yaml: POST /chat, GET /break"
+    )
+
+
+def test_without_a_protocol_no_route_is_declared() -> None:
+    with pytest.raises(ValidationError) as raised:
+        scenario({"wait": "POST /chat"})
+    [error] = raised.value.errors()
+    assert error["ctx"]["expected"].endswith("(none are)")
+    with pytest.raises(ValidationError):
+        Scenario.model_validate(
+            {"reacts_to": {"message": "GET /break"}, "steps": [{"message": "EVENT", "text": "x"}]}
+        )
+
+
+def test_a_route_is_not_a_message_type_to_send() -> None:
+    with pytest.raises(ValidationError) as raised:
+        with_routes({"steps": [{"message": "POST /chat", "text": "x"}]}, "POST /chat")
+    assert raised.value.errors()[0]["type"] == "message_type"
+
+
+def test_a_wait_for_a_project_message_type_has_a_matcher() -> None:
+    # The matcher is not validated again, out of the project's context.
+    wait = WaitStep.model_validate(
+        {"wait": "TOKEN_USAGE", "match": "x"}, context={"message_types": {"TOKEN_USAGE": "t"}}
+    )
+    assert (wait.matcher.message, wait.matcher.match) == ("TOKEN_USAGE", "x")
+
+
 # --- choose, let, set, wait_connect -----------------------------------------------------------
 
 

@@ -205,6 +205,22 @@ def test_default_types_are_the_built_in_ones(model: str, field: str) -> None:
     ]
 
 
+def test_what_a_client_sends_may_be_a_request_to_a_declared_route() -> None:
+    declared = parse_protocol(
+        "routes:\n  - {method: POST, path: /chat, description: Chat input}\n  - path: /break\n",
+        "_protocol.yaml",
+    ).protocol
+    waiting = {"reacts_to": {"message": "GET /break"}, "steps": [{"wait": "POST /chat"}]}
+    assert errors(waiting, declared) == []
+    assert errors(waiting) != []  # Schwarm declares no route
+    assert errors({"steps": [{"message": "POST /chat", "text": "x"}]}, declared) != []
+    wait = scenario_schema(declared)["$defs"]["WaitStep"]["properties"]["wait"]
+    assert wait["oneOf"][-2:] == [
+        {"const": "POST /chat", "description": "Chat input"},
+        {"const": "GET /break", "description": "a request to this route"},
+    ]
+
+
 def test_schemas_are_independent() -> None:
     first = scenario_schema(only({"A": "a"}))
     second = scenario_schema(only({"B": "b"}))

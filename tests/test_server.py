@@ -1262,3 +1262,11 @@ def test_reset_cancels_runs_and_forgets_the_journal_and_may_disconnect(
         with pytest.raises(WebSocketDisconnect) as closed:
             a.receive_text()
         assert closed.value.code == 1012
+
+
+def test_reset_puts_the_declared_state_back(client: TestClient) -> None:
+    replay = client.app.state.replay  # type: ignore[attr-defined]
+    replay.state.declare({"paused": True})
+    assert client.put("/state", json={"paused": False, "extra": 1}).status_code == 200
+    client.post("/reset")
+    assert client.get("/state").json() == {"paused": True}

@@ -937,6 +937,23 @@ def test_property_any_growth_renders_within_the_limits_or_is_refused(text: str) 
     assert peak < 8 * MAX_OUTPUT, f"{peak} bytes"
 
 
+def test_check_takes_the_names_a_template_may_use_and_their_fields() -> None:
+    allowed = {"request", "state"}
+    fields = {"request": ("query", "body")}
+    assert check("{{ request.query.n }} {{ state.x }}", (), allowed, fields) == []
+    assert check("{{ request['body'] }}", (), allowed, fields) == []
+    assert check("{{ run.id }}", (), allowed, fields) == [
+        "unknown name 'run' in a template; templates can use request, state"
+    ]
+    assert check("{{ request.qery }}", (), allowed, fields) == [
+        "request has no field 'qery' (did you mean 'query'?); its fields are body, query"
+    ]
+    # Without vars among the names, vars.NAME is an unknown name, said once.
+    assert check("{{ vars.x }}", (), allowed) == [
+        "unknown name 'vars' in a template; templates can use request, state"
+    ]
+
+
 # --- conditions: expressions checked and evaluated like templates ----------------------------
 
 

@@ -18,6 +18,7 @@ from replay.errors import ScenarioInvalid, ScenarioNotFound, StepFailed
 from replay.library import ScenarioLibrary
 from replay.loader import parse_scenario
 from replay.protocol import Endpoint
+from replay.protocol.file import parse_protocol
 from replay.timeline import (
     MAX_CUES,
     MAX_SPEED,
@@ -706,6 +707,20 @@ def test_property_offsets_are_ordered_and_the_duration_is_the_pauses_over_speed(
     else:
         assert line.duration == pytest.approx(sum(pauses) / speed, rel=1e-9, abs=1e-9)
         assert offsets == pytest.approx([at / speed for at in planned], rel=1e-9, abs=1e-9)
+
+
+def test_a_wait_for_a_declared_route_is_answered_on_paper_by_an_empty_request() -> None:
+    protocol = parse_protocol("routes:\n  - {method: POST, path: /chat}\n", "_protocol.yaml")
+    source = (
+        "steps:\n  - wait: POST /chat\n  - message: CHAT\n"
+        '    text: "{{ received.message_type }} {{ received.frame.query | length }} '
+        '{{ received.endpoint }}"\n'
+    )
+    loaded = parse_scenario(source, "scenarios/main.yaml", protocol.protocol)
+    assert loaded.valid, loaded.problems
+    line = build_timeline("main", Catalog.resolve([loaded], protocol))
+    assert [(cue.kind, cue.endpoint) for cue in line] == [("wait", "http"), ("frame", "/ws")]
+    assert json.loads(line.cues[1].frame)["message"] == "POST /chat 0 http"
 
 
 # --- answers, the state on paper, and the new steps' cues ------------------------------------

@@ -187,6 +187,61 @@ async function loadRuns() {
   }));
 }
 
+// --- HTTP routes and the shared state ----------------------------------------------------
+
+async function loadRoutes() {
+  const { routes } = await api("GET", "/routes");
+  $("#routes").replaceChildren(...routes.map((route) => {
+    const about = [route.description, route.latency ? `(answers after ${seconds(route.latency)})` : ""];
+    return element("tr", { "data-route": route.key },
+      element("td", {}, element("code", { text: route.method })),
+      element("td", {}, element("code", { text: route.path })),
+      element("td", { text: String(route.status) }),
+      element("td", { text: about.filter(Boolean).join(" ") }));
+  }));
+  $("#no-routes").hidden = routes.length > 0;
+}
+
+async function loadState() {
+  const state = await api("GET", "/state");
+  // A value being typed is kept: the state changes under it only once it is set.
+  const editing = document.activeElement && document.activeElement.dataset.key;
+  const typed = editing ? document.activeElement.value : null;
+  $("#state").replaceChildren(...Object.entries(state).map(([key, value]) => stateRow(key, value)));
+  const input = editing ? document.querySelector(`#state input[data-key="${CSS.escape(editing)}"]`) : null;
+  if (input) { input.value = typed; input.focus(); }
+}
+
+function stateRow(key, value) {
+  const shown = JSON.stringify(value);
+  const input = element("input", {
+    "data-key": key, value: shown, "aria-label": `Value of ${key}`, size: Math.max(6, Math.min(30, shown.length)),
+  });
+  const set = element("button", { type: "button", text: "Set", "aria-label": `Set ${key}` });
+  set.addEventListener("click", () => setState(key, input.value));
+  input.addEventListener("keydown", (event) => { if (event.key === "Enter") setState(key, input.value); });
+  return element("tr", { "data-key": key },
+    element("th", { scope: "row" }, element("code", { text: key })),
+    element("td", {}, input),
+    element("td", {}, set));
+}
+
+async function setState(key, text) {
+  const error = $("#state-error");
+  error.hidden = true;
+  let value;
+  // As variables: JSON if it parses, else text.
+  try { value = JSON.parse(text); } catch { value = text; }
+  try {
+    await api("PUT", "/state", { [key]: value });
+    if (document.activeElement) document.activeElement.blur();
+    refreshState();
+  } catch (problem) {
+    error.textContent = `Could not set ${key}: ${problem.message}`;
+    error.hidden = false;
+  }
+}
+
 // --- the frame log and the assembled stream ----------------------------------------------
 
 function logFrame(event) {
@@ -203,13 +258,29 @@ function logFrame(event) {
   element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
   element("span", { class: "where", text: `${event.endpoint} ${who}` }),
   element("span", { class: "frame", text: event.binary ? `[binary ${event.frame}]` : event.frame }));
+  appendLog(entry);
+  if (!received && event.endpoint === "/ws/stream" && parsed) assemble(parsed);
+}
+
+// A request to a declared route: a client event too, logged beside the frames.
+function logRequest(event) {
+  const query = new URLSearchParams(event.query || {}).toString();
+  appendLog(element("li", {
+    "data-endpoint": "http", "data-type": event.message_type, "data-direction": "received",
+    "data-client": event.client,
+  },
+  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
+  element("span", { class: "where", text: `http from ${event.client}` }),
+  element("span", { class: "frame", text: `${event.method} ${event.path}${query ? `?${query}` : ""} → ${event.status}` })));
+}
+
+function appendLog(entry) {
   applyFilters(entry);
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   log.append(entry);
   while (log.children.length > MAX_LOG) log.firstElementChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
-  if (!received && event.endpoint === "/ws/stream" && parsed) assemble(parsed);
 }
 
 function assemble(chunk) {
@@ -248,6 +319,8 @@ function refilter() {
 const refreshScenarios = debounced(() => loadScenarios().catch(showOffline));
 const refreshClients = debounced(() => loadClients().catch(showOffline));
 const refreshRuns = debounced(() => loadRuns().catch(showOffline));
+const refreshRoutes = debounced(() => loadRoutes().catch(showOffline));
+const refreshState = debounced(() => loadState().catch(showOffline));
 
 function showOffline() {
   const status = $("#status");
@@ -264,7 +337,7 @@ function connect() {
     status.dataset.state = "live";
     status.textContent = "Live";
     // Whatever happened while we were away: load it all again.
-    refreshScenarios(); refreshClients(); refreshRuns();
+    refreshScenarios(); refreshClients(); refreshRuns(); refreshRoutes(); refreshState();
   });
   feed.addEventListener("error", () => {
     showOffline();
@@ -279,8 +352,13 @@ function connect() {
     if (kind === "frame.sent" || kind === "frame.received") logFrame(event);
     if (kind.startsWith("client.")) refreshClients();
     if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
-    if (kind.startsWith("scenario.")) refreshScenarios();
-    if (kind === "lagged") { refreshClients(); refreshRuns(); }
+    if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
+    if (kind === "http.request") logRequest(event);
+    if (kind === "state.changed") {
+      refreshState();
+      if (event.by === "protocol file") refreshRoutes();
+    }
+    if (kind === "lagged") { refreshClients(); refreshRuns(); refreshState(); }
   });
 }
 
@@ -293,5 +371,10 @@ $("#token-form").addEventListener("submit", (event) => {
   connect();
 });
 $("#filters").addEventListener("input", refilter);
+$("#state-add").addEventListener("submit", (event) => {
+  event.preventDefault();
+  setState($("#state-key").value.trim(), $("#state-value").value);
+  $("#state-add").reset();
+});
 $("#clear-log").addEventListener("click", () => { $("#log").replaceChildren(); $("#streams").replaceChildren(); });
 connect();
