@@ -159,8 +159,8 @@ def build_timeline(
     plan). Planning takes about 10 µs a cue: call it off the event loop when ``limit``
     is large (see :mod:`replay.planning`).
 
-    ``state`` is the shared state the run starts with (default: ``context.state``, empty
-    unless given); ``set`` steps change a copy of it, never it. ``answers`` are the texts
+    ``state`` is the shared state the run starts with, over ``context.state``, over the
+    protocol's declared state; ``set`` steps change a copy of it, never it. ``answers`` are the texts
     of client frames the waits take, each wait the oldest one it accepts (as a run's
     mailbox would); a wait that accepts none gets an empty message of its type.
 
@@ -171,7 +171,8 @@ def build_timeline(
     check_speed(context.speed)
     if context.sender is None:
         context = replace(context, sender=PAPER_CLIENT)
-    paper_state = State(state if state is not None else context.state)
+    # The protocol file's declared state, what the run was given, then what the caller gives.
+    paper_state = State({**catalog.protocol.state, **context.state, **(state or {})})
     context = replace(context, state=paper_state)
     paper = _Paper(
         context.sender or PAPER_CLIENT,

@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from replay.errors import did_you_mean
 from replay.protocol.wire import encode
-from replay.routes import Route
+from replay.routes import Route, RouteList
 
 #: What an endpoint's path must look like.
 PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/-]*$")
@@ -169,7 +169,7 @@ class ProtocolDeclaration(_Model):
             "endpoint, sent_by and schema.",
         )
     )
-    routes: list[Route] = Field(default_factory=list, description="HTTP routes.")
+    routes: RouteList = Field(default=(), description="HTTP routes.")
     state: dict[str, Any] = Field(
         default_factory=dict,
         description="The shared state's initial values (routes and 'set' steps change it; "
