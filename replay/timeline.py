@@ -160,8 +160,8 @@ def build_timeline(
     is large (see :mod:`replay.planning`).
 
     ``state`` is the shared state the run starts with, over ``context.state``, over the
-    protocol's declared state; ``set`` steps change a copy of it, never it. ``answers`` are the texts
-    of client frames the waits take, each wait the oldest one it accepts (as a run's
+    protocol's declared state; ``set`` steps change a copy of it, never it. ``answers``
+    are the texts of client frames the waits take, each wait the oldest one it accepts (as a run's
     mailbox would); a wait that accepts none gets an empty message of its type.
 
     Raises ScenarioNotFound, ScenarioInvalid, and StepFailed for a step that cannot be
