@@ -52,15 +52,20 @@ class State(Mapping[str, Any]):
             listener(changes, by)
 
     def declare(self, initial: Mapping[str, Any]) -> None:
-        """Take a (re)loaded protocol file's declared values: keys it adds get their
-        initial value, keys it no longer declares go, and values already set stay."""
+        """Take a (re)loaded protocol file's declared values: a key it adds, or whose
+        declared value it changes, gets that value; a key it no longer declares goes; the
+        others keep what routes and runs set (editing a route loses no state)."""
         declared = copy.deepcopy(dict(initial))
-        added = {key: value for key, value in declared.items() if key not in self._initial}
+        changed = {
+            key: value
+            for key, value in declared.items()
+            if key not in self._initial or self._initial[key] != value
+        }
         for key in set(self._initial) - set(declared):
             self._values.pop(key, None)
         self._initial = declared
-        if added:
-            self.update(added, "protocol file")
+        if changed:
+            self.update(changed, "protocol file")
 
     def reset(self) -> None:
         """Put the declared initial values back, and drop every other key."""

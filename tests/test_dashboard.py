@@ -298,4 +298,6 @@ def get_json(served: LiveServer, path: str) -> Any:
 def test_the_token_form_stays_hidden_when_no_token_is_needed(page: Page) -> None:
     # Its "filters" class lays it out as a flex box, which must not override "hidden".
     expect(page.locator("#token-form")).to_be_hidden()
-    expect(page.locator("#no-routes")).to_be_visible()  # no protocol file: no routes
+    # The shipped folder declares Schwarm P5's control routes.
+    expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
+    expect(page.locator("#no-routes")).to_be_hidden()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import re
 import shutil
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -127,15 +129,15 @@ BROKEN = [
     ),
     (
         "agent-run",
-        'span_id: "{{ uuid() }}"\n  trace_id',
-        'span_id: "{{ uuid( }}"\n  trace_id',
-        ":13:3: steps.0.data.span_id: template syntax error",
+        'trace: "{{ hex(32) }}"',
+        'trace: "{{ hex(32 }}"',
+        ":24:7: steps.0.let.trace: template syntax error",
     ),
     (
         "agent-run",
         '"{{ vars.agent }} - EventType.START_TURN"',
         '"{{ vars.agnt }} - EventType.START_TURN"',
-        "steps.0.data.name: variable 'agnt' is not declared (did you mean 'agent'?)",
+        "steps.1.data.name: variable 'agnt' is not declared (did you mean 'agent'?)",
     ),
     (
         "pause",
@@ -213,8 +215,22 @@ async def test_agent_run_sends_spans_with_fresh_ids_and_the_trigger_vars(
         "triage - EventType.HANDOFF",
         "coder - EventType.START_TURN",
     ]
+    # What the dashboard parses: 16-hex ids (id = span_id), parents, nanosecond strings,
+    # string attributes and one 32-hex run_id.
     assert len({span["span_id"] for span in spans}) == 5
-    assert {span["trace_id"] for span in spans} == {answer["run_id"]}
+    assert all(re.fullmatch("[0-9a-f]{16}", span["id"]) for span in spans)
+    assert all(span["id"] == span["span_id"] for span in spans)
+    root = spans[0]["id"]
+    assert [span["parent_span_id"] for span in spans] == [None, root, root, root, root]
+    assert len({span["trace_id"] for span in spans}) == 1
+    for span in spans:
+        started, ended = int(span["start_time"]), int(span["end_time"])
+        assert span["start_time"] == str(started)  # a string of nanoseconds
+        assert abs(started / 1e9 - time.time()) < 3600  # Number(start_time) / 1e6 is a date
+        assert ended > started
+        assert all(isinstance(value, str) for value in span["attributes"].values())
+    [run_id] = {span["attributes"]["run_id"] for span in spans}
+    assert re.fullmatch("[0-9a-f]{32}", run_id)
     tool = "".join(c["content"] for c in chunks if c["type"] == "tool")
     text = "".join(c["content"] for c in chunks if c["type"] == "default")
     assert tool == "search_changelog(query='Plan the release notes') -> 12 entries found"

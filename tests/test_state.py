@@ -69,3 +69,14 @@ def test_a_new_declaration_adds_and_drops_keys_and_keeps_values_set() -> None:
     assert len(heard) == 1  # nothing new
     state.reset()
     assert dict(state) == {"paused": True, "chat": False}
+
+
+def test_a_declared_value_that_changes_takes_effect() -> None:
+    state = State({"paused": True, "turns": 1})
+    state.update({"paused": False, "turns": 5}, "route POST /break")
+    heard = listened(state)
+    state.declare({"paused": True, "turns": 2})  # the file's turns changed; paused did not
+    assert dict(state) == {"paused": False, "turns": 2}
+    assert heard == [({"turns": 2}, "protocol file")]
+    state.declare({"paused": True, "turns": 2})  # the same declaration again: nothing
+    assert heard == [({"turns": 2}, "protocol file")]
