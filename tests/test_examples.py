@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import re
 import shutil
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
