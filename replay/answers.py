@@ -14,15 +14,16 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from replay import templates
 from replay.errors import TemplateFailed
 from replay.matching import ClientFrame
 from replay.protocol import encode
-from replay.routes import Route, bad_header_value
+from replay.routes import Route, bad_header_value, find
 
 #: The client event's ``endpoint`` for a request to a declared route.
 ENDPOINT = "http"
@@ -86,6 +87,19 @@ def stand_in_event(key: str, client: str) -> ClientFrame:
     method, _, path = key.partition(" ")
     route = Route.model_construct(method=method, path=path)
     return HttpRequest(method, path).client_event(client, route)
+
+
+def request_event(text: str, routes: Sequence[Route], client: str) -> ClientFrame | None:
+    """The client event of ``METHOD /path?query`` (a dry run's ``--answer``), as the
+    declared route that answers it would see it; None if it is not one or no route does."""
+    method, _, target = text.strip().partition(" ")
+    path, _, query = target.partition("?")
+    found = find(routes, method.upper(), path) if path.startswith("/") else None
+    if found is None:
+        return None
+    route, params = found
+    request = HttpRequest(method.upper(), path, params, dict(parse_qsl(query)))
+    return request.client_event(client, route)
 
 
 def template_names(

@@ -35,6 +35,7 @@ from replay.profiles import PROFILES, profile_folder
 from replay.protocol import message_frame
 from replay.protocol.declaration import MESSAGE_TYPE_PATTERN
 from replay.protocol.file import ProtocolFile, parse_protocol
+from replay.routes import is_route_key
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
 
@@ -353,9 +354,10 @@ def _folder(args: argparse.Namespace) -> Path:
 
 
 def _answer(text: str) -> str:
-    """A client frame for --dry-run's waits: JSON as given, or TYPE:message built into a
-    ``/ws`` frame."""
-    if text.lstrip().startswith("{"):
+    """A client frame for --dry-run's waits: JSON as given, TYPE:message built into a
+    ``/ws`` frame, or a request to a declared route (``POST /chat?user_input=Hi``)."""
+    if is_route_key(text.strip()):
+        return text.strip()
         try:
             frame = json.loads(text)
         except ValueError as error:
@@ -367,8 +369,8 @@ def _answer(text: str) -> str:
         return message_frame(kind, message)
     raise argparse.ArgumentTypeError(
         f"{text!r} is not an answer: give a whole frame as a JSON object, e.g. "
-        '\'{"message_type": "CHAT_INPUT", "message": "yes"}\', or TYPE:message, e.g. '
-        "CHAT_INPUT:yes"
+        '\'{"message_type": "CHAT_INPUT", "message": "yes"}\', TYPE:message, e.g. '
+        "CHAT_INPUT:yes, or a request to a declared route, e.g. 'POST /chat?user_input=yes'"
     )
 
 

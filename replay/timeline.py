@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from replay.answers import ENDPOINT, stand_in_event
+from replay.answers import ENDPOINT, request_event, stand_in_event
 from replay.catalog import Catalog
 from replay.durations import format_seconds
 from replay.engine import (
@@ -291,9 +291,8 @@ class _Paper:
         (for a declared route: a request with no query, headers or body)."""
         client = wait.source or self.answerer
         kind = wait.match.message
-        if is_route_key(kind):  # a request to a declared route (given answers are frames)
-            self._cue(wait, ENDPOINT, _wait_text(wait), "wait", wait.source)
-            return stand_in_event(kind, client).taken_at(wait.at)
+        if is_route_key(kind):  # a request to a declared route
+            return self._request(wait, client)
         where = self.protocol.message_endpoint(kind)
         fields = self.protocol.reader(where) if where else ("message_type", "message")
         for index, text in enumerate(self.answers):
@@ -304,6 +303,21 @@ class _Paper:
                 return answer
         self._cue(wait, where, _wait_text(wait), "wait", wait.source)
         return ClientFrame(client, message_frame(kind, ""), wait.at, kind=kind)
+
+    def _request(self, wait: Wait, client: str) -> ClientFrame:
+        """The answer to a wait for a request: the oldest given ``METHOD /path?query``
+        its route answers and it accepts, else a request with no query or body."""
+        for index, text in enumerate(self.answers):
+            event = request_event(text, self.protocol.routes, client) if text else None
+            if event is not None and event.kind == wait.match.message:
+                event = event.taken_at(wait.at)
+                if matches(wait.match, event):
+                    self.answers[index] = None
+                    shown = f"{_wait_text(wait)}: answered {text}"
+                    self._cue(wait, ENDPOINT, shown, "wait", wait.source)
+                    return event
+        self._cue(wait, ENDPOINT, _wait_text(wait), "wait", wait.source)
+        return stand_in_event(wait.match.message, client).taken_at(wait.at)
 
     def _fork(self, fork: Fork) -> Joined:
         joined = []

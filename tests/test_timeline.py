@@ -825,3 +825,32 @@ def test_let_and_wait_connect_are_cues_and_a_connect_is_at_once() -> None:
     assert chunk.to == "ui"  # 'any' took the stand-in (the sender); 'tab-2' changed nothing
     assert line.waits == 2
     assert line.duration == 0.0
+
+
+def test_a_route_wait_takes_a_request_answer_and_its_query() -> None:
+    from replay.protocol.file import parse_protocol
+
+    loaded = parse_protocol(
+        "routes:\n  - method: POST\n    path: /chat/{room}\n    body: ok\n", "s/_protocol.yaml"
+    )
+    assert loaded.problems == ()
+    source = (
+        "steps:\n"
+        "  - wait: POST /chat/{room}\n"
+        "    fields: {query.user_input: '.'}\n"
+        "  - message: CHAT\n"
+        '    text: "{{ received.frame.params.room }}: {{ received.frame.query.user_input }}"\n'
+    )
+    found = Catalog.resolve([parse_scenario(source, "s/main.yaml", loaded.protocol)], loaded)
+    answers = [
+        "POST /chat/lobby",
+        "GET /chat/lobby?user_input=no",
+        "POST /chat/lobby?user_input=Hi",
+    ]
+    timeline = build_timeline("main", found, answers=answers)
+    wait, frame = [cue for cue in timeline if cue.kind in ("wait", "frame")]
+    assert wait.endpoint == "http"
+    assert wait.frame.endswith("answered POST /chat/lobby?user_input=Hi")
+    assert json.loads(frame.frame) == {"message_type": "CHAT", "message": "lobby: Hi"}
+    # The first answer has no input (the wait's fields refuse it); the second is a GET.
+    assert timeline.unused == ("POST /chat/lobby", "GET /chat/lobby?user_input=no")
