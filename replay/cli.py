@@ -358,6 +358,7 @@ def _answer(text: str) -> str:
     ``/ws`` frame, or a request to a declared route (``POST /chat?user_input=Hi``)."""
     if is_route_key(text.strip()):
         return text.strip()
+    if text.lstrip().startswith("{"):
         try:
             frame = json.loads(text)
         except ValueError as error:
