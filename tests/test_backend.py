@@ -150,6 +150,7 @@ def test_a_missing_trailing_slash_redirects_as_for_replays_own_routes(tmp_path: 
 def test_routes_are_read_again_on_every_request(served: Served) -> None:
     client = served.client
     assert client.get("/breakpoint/turns").json() == 1
+    assert client.post("/break").json() is False  # paused: set by a route
     write_protocol(
         served.folder,
         """
@@ -161,11 +162,13 @@ routes:
 state: {paused: true, waiting: false, chat_input: "", turns: 5, on_start: false}
 """,
     )
-    # The edited route answers at once; a new key gets its value; values set stay.
-    assert client.get("/breakpoint/turns").json() == {"turn_amount": 1}
+    # The edited route answers at once; a new key, or a changed declared value, takes
+    # effect; values set stay.
+    assert client.get("/breakpoint/turns").json() == {"turn_amount": 5}
     assert client.get("/breakpoint").json() == {"on_start": False}
     assert client.get("/break").status_code == 404  # no longer declared
-    assert served.of("state.changed")[-1]["changes"] == {"on_start": False}
+    assert client.get("/state").json()["paused"] is False
+    assert served.of("state.changed")[-1]["changes"] == {"turns": 5, "on_start": False}
     assert served.of("state.changed")[-1]["by"] == "protocol file"
 
 
