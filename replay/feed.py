@@ -14,6 +14,11 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
   the start and the end, the run's summary as ``run``;
 - ``scenario.added``, ``scenario.changed``, ``scenario.removed``, ``scenario.invalid``:
   ``scenario``, ``file`` and, when invalid, ``problems``;
+- ``protocol.changed``: the protocol file (``_protocol.yaml``) was added, edited or
+  removed, as the server read it: ``file`` (its path, or null when the folder has none
+  and speaks Schwarm), ``endpoints`` (the paths of the endpoints it declares now, in
+  order) and ``problems`` (as a scenario's; empty when the file is fine). Scenarios are
+  read again against it: those whose problems change get ``scenario.*`` events too;
 - ``http.request``: a request a declared route answered (see :mod:`replay.backend`):
   ``method``, ``path``, ``route`` (the declared path), ``message_type`` (the route's
   ``METHOD /path``), ``status``, ``client``, ``query``, ``params``, ``endpoint``

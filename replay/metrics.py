@@ -68,11 +68,16 @@ class _StateCollector(Collector):
             "Clients dropped because their send queue was full, per endpoint.",
             labels=["endpoint"],
         )
-        for endpoint, manager in managers.items():
-            clients.add_metric([endpoint], len(manager))
-            frames.add_metric([endpoint], manager.frames_sent)
-            sent_bytes.add_metric([endpoint], manager.bytes_sent)
-            drops.add_metric([endpoint], manager.drops)
+        for endpoint in _endpoints(self.replay):
+            # A manager with no client is falsy (len 0): None is the one that is missing.
+            manager = managers.get(endpoint)
+            if manager is None:  # none made for it yet: nothing to count
+                counts = (0, 0, 0, 0)
+            else:
+                counts = (len(manager), manager.frames_sent, manager.bytes_sent, manager.drops)
+            clients.add_metric([endpoint], counts[0])
+            for family, count in zip((frames, sent_bytes, drops), counts[1:], strict=True):
+                family.add_metric([endpoint], count)
         runner = self.replay.runner
         runs = CounterMetricFamily("replay_runs", "Runs that ended, by state.", labels=["state"])
         for state in (RunState.FINISHED, RunState.FAILED, RunState.CANCELLED):
@@ -102,6 +107,7 @@ class _StateCollector(Collector):
         for reason, count in sorted(self.replay.refused.items()):
             refused.add_metric([reason], count)
         yield from (
+            *_protocol(self.replay),
             clients,
             frames,
             sent_bytes,
@@ -112,3 +118,39 @@ class _StateCollector(Collector):
             runs_refused,
             refused,
         )
+
+
+def _endpoints(replay: Replay) -> list[str]:
+    """The endpoints the per-endpoint series are labelled with: every declared one, from
+    the moment it is declared (as 0 until a client connects), then any other that has
+    clients now or has counted something (one no longer declared, whose clients stay
+    until they leave and whose counters must not vanish). A folder that does not extend
+    Schwarm's protocol is not labelled with its two sockets, which it does not serve."""
+    declared = list(replay.protocol.endpoints)
+    others = [
+        endpoint
+        for endpoint, manager in replay.delivery.managers.items()
+        if endpoint not in replay.protocol.endpoints
+        and (len(manager) or manager.frames_sent or manager.drops)
+    ]
+    return declared + others
+
+
+def _protocol(replay: Replay) -> Iterator[Metric]:
+    """What the server speaks: the protocol's size, and its file's problems."""
+    protocol = replay.protocol
+    info = GaugeMetricFamily(
+        "replay_protocol_info",
+        "The protocol served (the scenarios folder's _protocol.yaml, else Schwarm's): what "
+        "it extends, and how many endpoints, message types and HTTP routes it declares.",
+        labels=["extends", "endpoints", "message_types", "routes"],
+    )
+    counts = (protocol.endpoints, protocol.message_types, protocol.routes)
+    info.add_metric([protocol.extends, *(str(len(part)) for part in counts)], 1)
+    found = replay.library.protocol_file
+    problems = GaugeMetricFamily(
+        "replay_protocol_problems",
+        "Problems in the protocol file (0 without one); the parts with problems are not served.",
+        len(found.problems) if found else 0,
+    )
+    yield from (info, problems)

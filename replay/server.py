@@ -57,6 +57,7 @@ from replay.matching import ClientFrame, matches
 from replay.metrics import CONTENT_TYPE, Metrics
 from replay.origins import Cors, OriginPolicy
 from replay.protocol.declaration import Protocol
+from replay.protocol.file import ProtocolFile
 from replay.protocol.schwarm import SCHWARM
 from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
@@ -189,6 +190,9 @@ class Replay:
         #: The protocol the endpoints are served for (see :meth:`catalog`).
         self.protocol = SCHWARM
         self.delivery.serve(SCHWARM.paths(), _listening(SCHWARM))
+        #: The protocol file as last read (None: the folder has none), to tell the feed
+        #: when it changes.
+        self._protocol_file: ProtocolFile | None = None
         #: WebSocket clients refused, by reason ("origin", "limit").
         self.refused: dict[str, int] = {"origin": 0, "limit": 0}
         self._reactions: list[tuple[str, ClientFrameMatch]] = []
@@ -219,12 +223,20 @@ class Replay:
 
         The folder is read in a thread of its own: parsing a large file that changed takes
         seconds, and the event loop must not wait for it. A protocol file that changed
-        changes the endpoints served from here on."""
+        changes the endpoints served from here on, and is published (``protocol.changed``)."""
         loop = asyncio.get_running_loop()
         catalog = await loop.run_in_executor(_READER, self.library.catalog)
         if catalog.protocol is not self.protocol:
             self.protocol = catalog.protocol
             self.delivery.serve(self.protocol.paths(), _listening(self.protocol))
+        if catalog.protocol_file is not self._protocol_file:
+            self._protocol_file = found = catalog.protocol_file
+            self.feed.publish(
+                "protocol.changed",
+                file=found.file if found else None,
+                endpoints=list(self.protocol.endpoints),
+                problems=[p.to_dict() for p in found.problems] if found else [],
+            )
         self.backend.declare(catalog)
         return catalog
 
@@ -612,6 +624,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Metrics in the Prometheus text format."""
+        await replay.refresh()  # an endpoint just declared is counted from now on
         return Response(replay.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)

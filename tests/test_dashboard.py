@@ -6,6 +6,7 @@ chromium; set REPLAY_CHROMIUM to use another binary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from websockets.sync.client import connect
 
+from replay.library import PROTOCOL_FILE
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server, wait_until_watched
 from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
@@ -301,3 +303,180 @@ def test_the_token_form_stays_hidden_when_no_token_is_needed(page: Page) -> None
     # The shipped folder declares Schwarm P5's control routes.
     expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
     expect(page.locator("#no-routes")).to_be_hidden()
+
+
+# --- the protocol panel --------------------------------------------------------------------
+
+PRICE_FEED = Path(__file__).resolve().parent.parent / "examples" / "price-feed"
+
+
+@contextlib.contextmanager
+def dashboard_of(browser: Browser, folder: Path) -> Iterator[tuple[Page, LiveServer]]:
+    """The dashboard of a server of its own on ``folder``, live."""
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    context = browser.new_context()
+    try:
+        wait_until_watched(live)
+        opened = context.new_page()
+        opened.set_default_timeout(TIMEOUT)
+        opened.goto(live.url + "/")
+        expect(opened.locator("#status")).to_have_text("Live")
+        yield opened, live
+    finally:
+        context.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def endpoint_row(page: Page, path: str):  # type: ignore[no-untyped-def]
+    return page.locator(f'#endpoints tr[data-endpoint="{path}"]')
+
+
+def message_type_row(page: Page, name: str):  # type: ignore[no-untyped-def]
+    return page.locator(f'#message-types tr[data-message-type="{name}"]')
+
+
+def test_the_protocol_panel_shows_what_the_shipped_folder_speaks(
+    page: Page, served: LiveServer
+) -> None:
+    folder = served.replay.settings.scenarios
+    expect(page.locator("#protocol-description")).to_have_text(
+        "Schwarm's dashboard protocol (the seed's two sockets)"
+    )
+    expect(page.locator("#protocol-source")).to_contain_text(
+        f"Declared in {folder / '_protocol.yaml'} on top of Schwarm's · 2 endpoints · "
+        "10 message types · 8 HTTP routes"
+    )
+    expect(page.locator("#protocol-problems")).to_be_hidden()
+    expect(page.locator("#endpoints tr")).to_have_count(2)
+    messages = endpoint_row(page, "/ws")
+    expect(messages).to_contain_text("messages {message_type: type, message: payload}")
+    expect(messages).to_contain_text("data as text")
+    expect(messages.locator("td").nth(0)).not_to_contain_text("chunks")
+    stream = endpoint_row(page, "/ws/stream")
+    expect(stream).to_contain_text("chunks {type: kind, content: text} · kinds default / tool")
+    expect(stream).to_contain_text('closed by {"type":"close","content":null}')
+    expect(page.locator("#message-types tr[data-message-type]")).to_have_count(10)
+    event = message_type_row(page, "EVENT")
+    expect(event).to_contain_text("an agent event; the message is a JSON span")
+    expect(event.locator("td").nth(0)).to_have_text("/ws")  # the first that takes messages
+    expect(message_type_row(page, "CHAT_INPUT").locator("td").nth(1)).to_have_text("client")
+    expect(event.locator("td").last).to_have_text("none")  # no payload schema
+    # The clients column follows connections, as the Clients panel does.
+    clients = stream.locator('[data-clients="/ws/stream"]')
+    expect(clients).to_have_text("0")
+    with connect(served.ws_url + "/ws/stream"):
+        expect(clients).to_have_text("1")
+    expect(clients).to_have_text("0")
+
+
+def test_the_protocol_panel_of_the_price_feed_shows_its_schemas(
+    browser: Browser, tmp_path: Path
+) -> None:
+    folder = tmp_path / "price-feed"
+    shutil.copytree(PRICE_FEED, folder)
+    with dashboard_of(browser, folder) as (page, live):
+        expect(page.locator("#protocol-source")).to_contain_text(
+            "(extends: none) · 1 endpoint · 4 message types · 0 HTTP routes"
+        )
+        expect(page.locator("#endpoints tr")).to_have_count(1)
+        prices = endpoint_row(page, "/prices")
+        expect(prices).to_contain_text("messages {event: type, data: payload} · data as JSON")
+        expect(prices).to_contain_text("subscriptions in, prices out")
+        update = message_type_row(page, "price_update")
+        expect(update).to_contain_text("one symbol's new price")
+        expect(update.locator("td").nth(0)).to_have_text("/prices")
+        expect(update.locator("td").nth(1)).to_have_text("server")
+        # The schema is there to read, pretty-printed, on a click.
+        schema = page.locator('#message-types tr[data-schema-of="price_update"]')
+        expect(schema).to_be_hidden()
+        show = page.get_by_role("button", name="JSON Schema of price_update")
+        expect(show).to_have_attribute("aria-expanded", "false")
+        show.click()
+        expect(show).to_have_attribute("aria-expanded", "true")
+        expect(schema).to_be_visible()
+        expect(schema).to_contain_text('"required": [\n    "symbol",\n    "price"\n  ]')
+        expect(schema).to_contain_text('"additionalProperties": false')
+        expect(message_type_row(page, "market_closed").locator("td").last).to_have_text("none")
+        show.click()
+        expect(schema).to_be_hidden()
+        # The other panels speak it too: its endpoint's clients, its type field in the log.
+        expect(page.locator("#client-counts")).to_have_text("/prices: 0")
+        with connect(live.ws_url + "/prices"):
+            expect(page.locator('[data-count="/prices"]')).to_have_text("1")
+            page.locator("#speed").fill("0")
+            page.get_by_role("button", name="Play ticks").click()
+            expect(page.locator('#log li[data-type="price_update"]')).to_have_count(2)
+        page.locator("#filter-endpoint").select_option("/prices")
+        page.locator("#filter-type").fill("market_closed")
+        expect(page.locator("#log li:not([hidden])")).to_have_count(1)
+
+
+BROKEN_PROTOCOL = """\
+extends: schwarm
+message_types:
+  PRICE:
+    description: a price
+    sent_by: nobody
+  QUOTE: a quote
+"""
+
+
+def test_a_broken_protocol_file_shows_its_located_problems(page: Page, served: LiveServer) -> None:
+    folder = served.replay.settings.scenarios
+    shipped = (folder / PROTOCOL_FILE).read_text()
+    write_protocol(folder, BROKEN_PROTOCOL)  # the page is told: no reload
+    problems = page.locator("#protocol-problems")
+    expect(problems).to_be_visible()
+    expect(problems.get_by_role("listitem")).to_have_text(
+        [
+            f"{folder / PROTOCOL_FILE}:5:5: message_types.PRICE.sent_by: not an allowed "
+            "value; expected 'server', 'client' or 'both', found 'nobody'"
+        ]
+    )
+    # The rest is served: the type without a problem is there, the broken one is not.
+    expect(message_type_row(page, "QUOTE")).to_contain_text("a quote")
+    expect(message_type_row(page, "PRICE")).to_have_count(0)
+    write_protocol(folder, shipped)
+    expect(problems).to_be_hidden()
+    expect(message_type_row(page, "QUOTE")).to_have_count(0)
+
+
+def test_editing_the_protocol_file_updates_the_panel_without_a_reload(
+    page: Page, served: LiveServer
+) -> None:
+    folder = served.replay.settings.scenarios
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator("#endpoints tr")).to_have_count(2)
+    shipped = (folder / PROTOCOL_FILE).read_text()
+    more = shipped.replace(
+        "message_types: {}",
+        "message_types:\n  PING: {description: are you there, endpoint: /more, sent_by: client}",
+    )
+    assert more != shipped
+    write_protocol(folder, more + MORE_ENDPOINT)
+    added = endpoint_row(page, "/more")
+    expect(added).to_contain_text("also /more/too")
+    expect(added).to_contain_text("messages {kind: type, body: payload}")
+    expect(added).to_contain_text("a socket of our own")
+    expect(page.locator("#endpoints tr")).to_have_count(3)
+    ping = message_type_row(page, "PING")
+    expect(ping.locator("td").nth(0)).to_have_text("/more")
+    expect(ping.locator("td").nth(1)).to_have_text("client")
+    # Its clients, through the alias too, are counted here and in the Clients panel.
+    with connect(served.ws_url + "/more/too"):
+        expect(added.locator('[data-clients="/more"]')).to_have_text("1")
+        expect(page.locator('[data-count="/more"]')).to_have_text("1")
+    expect(page.locator("#filter-endpoint option")).to_have_text(
+        ["all", "/ws", "/ws/stream", "/more", "http"]
+    )
+    assert page.evaluate("window.notReloaded") is True
+
+
+MORE_ENDPOINT = """
+endpoints:
+  /more:
+    description: a socket of our own
+    aliases: [/more/too]
+    messages: {type: kind, payload: body}
+"""

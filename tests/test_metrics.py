@@ -12,10 +12,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from replay import client as client_module
+from replay.library import PROTOCOL_FILE
 from replay.metrics import LATENESS_BUCKETS
 from replay.server import Replay, Settings, create_app
 from tests.conftest import SHIPPED, LocalClient
 from tests.fakes import FakeWebSocket
+from tests.protocols import write_protocol
 
 MESSAGES = [
     '{"message_type":"CHAT_REQUESTED","message":"Test chat request"}',
@@ -210,3 +212,104 @@ async def test_each_server_has_its_own_registry(folder: Path) -> None:
     assert value(one, "replay_frame_lateness_seconds_count") == 1
     assert value(two, "replay_frame_lateness_seconds_count") == 0
     assert second.metrics.render().startswith(b"# HELP")
+
+
+PRICE_FEED = SHIPPED.parent / "examples" / "price-feed"
+#: The price feed with a second endpoint declared.
+ORDERS = """
+  /orders:
+    description: orders in, fills out
+    messages: {type: event, payload: data}
+"""
+
+
+@pytest.fixture
+def price_feed(tmp_path: Path) -> Path:
+    """A copy of examples/price-feed: a declared protocol that is not Schwarm."""
+    folder = tmp_path / "price-feed"
+    shutil.copytree(PRICE_FEED, folder)
+    return folder
+
+
+def info(samples: Samples) -> dict[str, str]:
+    """The labels of the one replay_protocol_info sample (whose value is 1)."""
+    [labels] = [dict(key[1]) for key in samples if key[0] == "replay_protocol_info"]
+    assert samples[("replay_protocol_info", tuple(sorted(labels.items())))] == 1
+    return labels
+
+
+def endpoints(samples: Samples, name: str = "replay_clients") -> dict[str, float]:
+    """A per-endpoint series' values, by endpoint."""
+    return {dict(key[1])["endpoint"]: got for key, got in samples.items() if key[0] == name}
+
+
+def test_the_protocol_served_is_described(client: TestClient) -> None:
+    types, samples = scrape(client)
+    assert types["replay_protocol_info"] == "gauge"
+    # No protocol file: Schwarm's, as the seed spoke it.
+    assert info(samples) == {
+        "extends": "schwarm",
+        "endpoints": "2",
+        "message_types": "10",
+        "routes": "0",
+    }
+    assert value(samples, "replay_protocol_problems") == 0
+    with LocalClient(create_app(Settings(scenarios=SHIPPED, isolated=True))) as shipped:
+        _, samples = scrape(shipped)
+    assert info(samples) == {
+        "extends": "schwarm",
+        "endpoints": "2",
+        "message_types": "10",
+        "routes": "8",
+    }
+
+
+def test_declared_endpoints_are_counted_from_the_moment_they_are_declared(
+    price_feed: Path,
+) -> None:
+    with LocalClient(create_app(Settings(scenarios=price_feed, isolated=True))) as client:
+        _, samples = scrape(client)
+        assert info(samples) == {
+            "extends": "none",
+            "endpoints": "1",
+            "message_types": "4",
+            "routes": "0",
+        }
+        # Only what is served: Schwarm's sockets are not, and never had a client.
+        for series in ("replay_clients", "replay_frames_sent_total", "replay_bytes_sent_total"):
+            assert endpoints(samples, series) == {"/prices": 0}
+        assert endpoints(samples, "replay_send_queue_drops_total") == {"/prices": 0}
+
+        # Declared: counted at the next scrape, before any client connects to it.
+        text = (price_feed / PROTOCOL_FILE).read_text()
+        write_protocol(price_feed, text.replace("\nmessage_types:", ORDERS + "\nmessage_types:"))
+        _, samples = scrape(client)
+        assert endpoints(samples) == {"/prices": 0, "/orders": 0}
+        assert endpoints(samples, "replay_frames_sent_total") == {"/prices": 0, "/orders": 0}
+        assert info(samples)["endpoints"] == "2"
+        with client.websocket_connect("/orders"):
+            _, samples = scrape(client)
+            assert endpoints(samples) == {"/prices": 0, "/orders": 1}
+            # No longer declared: its client stays until it leaves, and is counted.
+            write_protocol(price_feed, text)
+            _, samples = scrape(client)
+            assert endpoints(samples) == {"/prices": 0, "/orders": 1}
+            assert info(samples)["endpoints"] == "1"
+        _, samples = scrape(client)
+        assert endpoints(samples) == {"/prices": 0}
+
+
+def test_a_broken_protocol_file_counts_its_problems(price_feed: Path) -> None:
+    text = (price_feed / PROTOCOL_FILE).read_text()
+    broken = text.replace("sent_by: client", "sent_by: nobody").replace(
+        "payload: data", "payload: ''"
+    )
+    write_protocol(price_feed, broken)
+    with LocalClient(create_app(Settings(scenarios=price_feed, isolated=True))) as client:
+        _, samples = scrape(client)
+        problems = client.get("/protocol").json()["problems"]
+        assert len(problems) >= 2
+        assert value(samples, "replay_protocol_problems") == len(problems)
+        write_protocol(price_feed, text)
+        _, samples = scrape(client)
+        assert value(samples, "replay_protocol_problems") == 0

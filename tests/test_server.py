@@ -26,9 +26,11 @@ from websockets.sync.client import connect as ws_connect
 import replay.library
 import replay.planning
 import replay.server
+from replay.library import PROTOCOL_FILE
 from replay.loader import MAX_FILE_BYTES
 from replay.server import Settings, create_app
 from tests.conftest import LiveServer, LocalClient, start_live_server, wait_until_watched
+from tests.protocols import write_protocol
 
 MESSAGES = [
     '{"message_type":"CHAT_REQUESTED","message":"Test chat request"}',
@@ -1032,6 +1034,34 @@ def test_editing_a_valid_scenario_publishes_changed(
         ("scenario.changed", "messages"),
         ("scenario.added", "zz-marker"),
     ]
+
+
+def test_a_changed_protocol_file_is_published(live_server: LiveServer, scenarios_dir: Path) -> None:
+    # The dashboard's protocol panel reads GET /protocol again on protocol.changed: an
+    # edit that changes no scenario's problems publishes no scenario.* event.
+    path = scenarios_dir / PROTOCOL_FILE
+    shipped = path.read_text()
+    wait_until_watched(live_server)
+    with event_stream(live_server, "?kinds=protocol.,scenario.added") as stream:
+        write_protocol(scenarios_dir, shipped + "endpoints:\n  /more: {messages: {}}\n")
+        added = stream.until(is_event("protocol.changed"))[-1]
+        assert (added["file"], added["problems"]) == (str(path), [])
+        assert added["endpoints"] == ["/ws", "/ws/stream", "/more"]
+
+        write_protocol(scenarios_dir, shipped + "endpoints:\n  /more: {messagez: {}}\n")
+        broken = stream.until(is_event("protocol.changed"))[-1]
+        assert broken["endpoints"] == ["/ws", "/ws/stream"]
+        [problem] = broken["problems"]
+        assert (problem["file"], problem["field"]) == (str(path), "endpoints./more.messagez")
+        assert (problem["line"], problem["column"]) == (shipped.count("\n") + 2, 11)
+
+        path.unlink()
+        removed = stream.until(is_event("protocol.changed"))[-1]
+        assert (removed["file"], removed["problems"]) == (None, [])
+        # Another look later: nothing changed, nothing published (a marker proves it).
+        write_whole(scenarios_dir / "zz-marker.yaml", "steps:\n  - chunk: x\n")
+        later = stream.until(is_event("scenario.added", scenario="zz-marker"))
+    assert [event["event"] for event in later] == ["scenario.added"]
 
 
 def test_the_dashboard_is_served_at_the_root(client: TestClient) -> None:

@@ -142,7 +142,8 @@ async function playScenario(name, item) {
 
 async function loadClients() {
   const { clients } = await api("GET", "/clients");
-  const counts = { "/ws": 0, "/ws/stream": 0 };
+  const counts = {};
+  for (const cell of document.querySelectorAll("[data-count]")) counts[cell.dataset.count] = 0;
   const rows = clients.map((client) => {
     counts[client.endpoint] = (counts[client.endpoint] || 0) + 1;
     return element("tr", { "data-client": client.client_id },
@@ -153,9 +154,11 @@ async function loadClients() {
       element("td", { text: String(client.received) }));
   });
   $("#clients").replaceChildren(...rows);
-  for (const [endpoint, count] of Object.entries(counts)) {
-    const cell = document.querySelector(`[data-count="${endpoint}"]`);
-    if (cell) cell.textContent = String(count);
+  for (const cell of document.querySelectorAll("[data-count]")) {
+    cell.textContent = String(counts[cell.dataset.count] || 0);
+  }
+  for (const cell of document.querySelectorAll("[data-clients]")) {
+    cell.textContent = String(counts[cell.dataset.clients] || 0);
   }
 }
 
@@ -185,6 +188,142 @@ async function loadRuns() {
       element("td", { text: run.started_by }),
       actions);
   }));
+}
+
+// --- the protocol: what the folder speaks ------------------------------------------------
+
+// GET /protocol as last loaded (null before): the frame log reads its envelopes.
+let protocol = null;
+
+async function loadProtocol() {
+  protocol = await api("GET", "/protocol");
+  renderProtocol(protocol);
+  const paths = Object.keys(protocol.endpoints);
+  renderClientCounts(paths);
+  renderEndpointChoices(paths);
+}
+
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+function renderProtocol(declared) {
+  const description = $("#protocol-description");
+  description.textContent = declared.description;
+  description.hidden = !declared.description;
+  const counts = [
+    plural(Object.keys(declared.endpoints).length, "endpoint"),
+    plural(Object.keys(declared.message_types).length, "message type"),
+    plural(declared.routes.length, "HTTP route"),
+  ].join(" · ");
+  $("#protocol-source").replaceChildren(...(declared.file
+    ? ["Declared in ", element("code", { text: declared.file }),
+      declared.extends === "schwarm" ? " on top of Schwarm's" : " (extends: none)"]
+    : ["No ", element("code", { text: "_protocol.yaml" }),
+      " in the scenarios folder: Schwarm's, the default"]), ` · ${counts}`);
+  const problems = $("#protocol-problems");
+  problems.querySelector("ul").replaceChildren(
+    ...declared.problems.map((problem) => element("li", { text: problem.text })));
+  problems.hidden = declared.problems.length === 0;
+  $("#endpoints").replaceChildren(
+    ...Object.entries(declared.endpoints).map(([path, endpoint]) => endpointRow(path, endpoint)));
+  $("#no-endpoints").hidden = Object.keys(declared.endpoints).length > 0;
+  // A schema being read stays open when the protocol is loaded again.
+  const open = new Set([...document.querySelectorAll("#message-types tr.schema:not([hidden])")]
+    .map((row) => row.dataset.schemaOf));
+  const types = Object.entries(declared.message_types);
+  const fallback = Object.keys(declared.endpoints).find((path) => declared.endpoints[path].messages);
+  $("#message-types").replaceChildren(
+    ...types.flatMap(([name, kind]) => messageTypeRows(name, kind, fallback, open.has(name))));
+  $("#no-message-types").hidden = types.length > 0;
+}
+
+function code(value) {
+  return element("code", { text: typeof value === "string" ? value : JSON.stringify(value) });
+}
+
+// Items with a separator between them, as children of an element.
+function joined(items, separator) {
+  return items.flatMap((item, index) => (index ? [separator, item] : [item]));
+}
+
+function endpointRow(path, endpoint) {
+  const where = element("th", { scope: "row" }, code(path));
+  if (endpoint.aliases.length) {
+    where.append(element("div", { class: "meta" }, "also ", ...joined(endpoint.aliases.map(code), ", ")));
+  }
+  const takes = element("td", { class: "takes" });
+  const messages = endpoint.messages;
+  if (messages) {
+    takes.append(element("div", {}, "messages ",
+      code(`{${messages.type}: type, ${messages.payload}: payload}`),
+      messages.data === "json" ? " · data as JSON" : " · data as text",
+      ...(Object.keys(messages.fields).length ? [" · with ", code(messages.fields)] : [])));
+  }
+  const chunks = endpoint.chunks;
+  if (chunks) {
+    takes.append(element("div", {}, "chunks ",
+      code(`{${chunks.type}: kind, ${chunks.content}: text}`),
+      " · kinds ", code(chunks.default), " / ", code(chunks.tool),
+      ...(Object.keys(chunks.fields).length ? [" · with ", code(chunks.fields)] : []),
+      ...(chunks.close.length
+        ? [" · closed by ", ...joined(chunks.close.map(code), " then ")]
+        : [" · no close frame"])));
+  }
+  return element("tr", { "data-endpoint": path },
+    where,
+    takes,
+    element("td", { "data-clients": path, text: String(endpoint.clients) }),
+    element("td", { text: endpoint.description }));
+}
+
+// A type's row, and under it the row its payload's schema is shown in (all of the
+// table's width: a JSON Schema is too wide for a cell), opened by the button in the row.
+function messageTypeRows(name, kind, fallback, open) {
+  const endpoint = kind.endpoint || fallback;
+  const cells = [
+    element("th", { scope: "row" }, code(name)),
+    element("td", {}, endpoint ? code(endpoint) : "–"),
+    element("td", { text: kind.sent_by }),
+    element("td", { text: kind.description }),
+  ];
+  if (!kind.schema) {
+    cells.push(element("td", {}, element("span", { class: "meta", text: "none" })));
+    return [element("tr", { "data-message-type": name }, ...cells)];
+  }
+  const id = `schema-${name}`;
+  const shown = element("tr", { id, class: "schema", "data-schema-of": name, hidden: !open },
+    element("td", { colspan: "5" }, element("pre", { text: JSON.stringify(kind.schema, null, 2) })));
+  const toggle = element("button", {
+    type: "button", class: "link", text: "JSON Schema", "aria-controls": id,
+    "aria-expanded": String(open), "aria-label": `JSON Schema of ${name}`,
+  });
+  toggle.addEventListener("click", () => {
+    shown.hidden = !shown.hidden;
+    toggle.setAttribute("aria-expanded", String(!shown.hidden));
+  });
+  cells.push(element("td", {}, toggle));
+  return [element("tr", { "data-message-type": name }, ...cells), shown];
+}
+
+// The Clients panel's counts, one per endpoint served.
+function renderClientCounts(paths) {
+  const known = {};
+  for (const cell of document.querySelectorAll("[data-count]")) known[cell.dataset.count] = cell.textContent;
+  $("#client-counts").replaceChildren(...joined(paths.map((path) => element("span", {},
+    code(path), ": ", element("strong", {
+      "data-count": path, text: known[path] || String(protocol.endpoints[path].clients),
+    }))), " · "));
+}
+
+// The frame log's endpoint filter: every endpoint served, and HTTP requests.
+function renderEndpointChoices(paths) {
+  const select = $("#filter-endpoint");
+  const chosen = select.value;
+  select.replaceChildren(element("option", { value: "", text: "all" }),
+    ...[...paths, "http"].map((path) => element("option", { text: path })));
+  select.value = [...select.options].some((option) => option.value === chosen) ? chosen : "";
+  refilter();
 }
 
 // --- HTTP routes and the shared state ----------------------------------------------------
@@ -249,7 +388,11 @@ function logFrame(event) {
   let type = "";
   let parsed = null;
   try { parsed = JSON.parse(event.frame); } catch { /* raw or binary: shown as is */ }
-  if (parsed && typeof parsed === "object") type = parsed.message_type || parsed.type || "";
+  const declared = protocol && protocol.endpoints[event.endpoint];
+  if (parsed && typeof parsed === "object") {
+    const field = declared && (declared.messages ? declared.messages.type : declared.chunks && declared.chunks.type);
+    type = String((field && parsed[field]) || parsed.message_type || parsed.type || "");
+  }
   const who = received ? `from ${event.client}` : `to ${event.to || "all"} (${event.clients})`;
   const entry = element("li", {
     "data-endpoint": event.endpoint, "data-type": type, "data-direction": received ? "received" : "sent",
@@ -259,8 +402,14 @@ function logFrame(event) {
   element("span", { class: "where", text: `${event.endpoint} ${who}` }),
   element("span", { class: "frame", text: event.binary ? `[binary ${event.frame}]` : event.frame }));
   appendLog(entry);
-  if (!received && event.endpoint === "/ws/stream" && parsed) assemble(parsed);
+  // Chunks as the endpoint declares them (Schwarm's /ws/stream until the protocol is known).
+  const chunks = protocol ? declared && declared.chunks : event.endpoint === "/ws/stream" && SCHWARM_CHUNKS;
+  if (!received && chunks && parsed && typeof parsed === "object") assemble(parsed, chunks);
 }
+
+const SCHWARM_CHUNKS = {
+  type: "type", content: "content", tool: "tool", close: [{ type: "close", content: null }],
+};
 
 // A request to a declared route: a client event too, logged beside the frames.
 function logRequest(event) {
@@ -283,20 +432,23 @@ function appendLog(entry) {
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
-function assemble(chunk) {
+function assemble(chunk, envelope) {
   const streams = $("#streams");
   let open = streams.querySelector('li[data-open="true"]');
-  if (chunk.type === "close") {
+  const text = JSON.stringify(chunk);
+  if (envelope.close.some((frame) => JSON.stringify(frame) === text)) {
     if (open) open.dataset.open = "false";
     return;
   }
-  if (typeof chunk.content !== "string") return;
+  const content = chunk[envelope.content];
+  if (typeof content !== "string") return;
   if (!open) {
     open = element("li", { "data-open": "true" });
     streams.append(open);
     while (streams.children.length > 50) streams.firstElementChild.remove();
   }
-  const piece = element("span", { class: chunk.type === "tool" ? "tool" : "text", text: chunk.content });
+  const tool = chunk[envelope.type] === envelope.tool;
+  const piece = element("span", { class: tool ? "tool" : "text", text: content });
   open.append(piece);
 }
 
@@ -320,6 +472,7 @@ const refreshScenarios = debounced(() => loadScenarios().catch(showOffline));
 const refreshClients = debounced(() => loadClients().catch(showOffline));
 const refreshRuns = debounced(() => loadRuns().catch(showOffline));
 const refreshRoutes = debounced(() => loadRoutes().catch(showOffline));
+const refreshProtocol = debounced(() => loadProtocol().catch(showOffline));
 const refreshState = debounced(() => loadState().catch(showOffline));
 
 function showOffline() {
@@ -338,6 +491,7 @@ function connect() {
     status.textContent = "Live";
     // Whatever happened while we were away: load it all again.
     refreshScenarios(); refreshClients(); refreshRuns(); refreshRoutes(); refreshState();
+    refreshProtocol();
   });
   feed.addEventListener("error", () => {
     showOffline();
@@ -353,12 +507,13 @@ function connect() {
     if (kind.startsWith("client.")) refreshClients();
     if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
     if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
+    if (kind === "protocol.changed") { refreshProtocol(); refreshRoutes(); refreshScenarios(); }
     if (kind === "http.request") logRequest(event);
     if (kind === "state.changed") {
       refreshState();
       if (event.by === "protocol file") refreshRoutes();
     }
-    if (kind === "lagged") { refreshClients(); refreshRuns(); refreshState(); }
+    if (kind === "lagged") { refreshClients(); refreshRuns(); refreshState(); refreshProtocol(); }
   });
 }
 
