@@ -115,12 +115,12 @@ def _check_takes(step: Any, kind: str, endpoint: str | None, info: ValidationInf
     takes = [path for path, e in protocol.endpoints.items() if getattr(e, kind)]
     if endpoint is not None and endpoint in takes:
         return
+    message = f"{endpoint} takes no {kind}" if endpoint else f"no endpoint takes {kind}"
     raise PydanticCustomError(
         "endpoint_kind",
-        "{where} takes no {kind}",
+        "{message}",
         {
-            "where": endpoint or "no endpoint of this protocol",
-            "kind": kind,
+            "message": message,
             "expected": ("an endpoint with '" + kind + "': " + ", ".join(takes))
             if takes
             else f"a protocol file that declares '{kind}' on an endpoint",

@@ -156,7 +156,7 @@ def test_unknown_types_and_endpoints_name_the_declared_ones() -> None:
     [problem] = problems(EVENTS, "steps:\n  - raw: x\n    endpoint: /sockt\n")
     assert "unknown endpoint '/sockt' (did you mean '/socket'?)" in problem
     [problem] = problems(EVENTS, "steps:\n  - chunk: hello\n")
-    assert "no endpoint of this protocol takes no chunks" in problem
+    assert "no endpoint takes chunks" in problem
     assert "a protocol file that declares 'chunks' on an endpoint" in problem
 
 

@@ -370,7 +370,7 @@ def _type_finding(
         return (
             ("message_types", name, "endpoint"),
             f"unknown endpoint {kind.endpoint!r}{did_you_mean(kind.endpoint, endpoints)}",
-            "one of " + ", ".join(endpoints),
+            "one of " + ", ".join(endpoints) if endpoints else "a declared endpoint",
             repr(kind.endpoint),
         )
     if declared.messages is None:
