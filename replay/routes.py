@@ -59,7 +59,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from replay import paths, templates
 from replay.errors import PathRefused
-from replay.scenario import Duration, _check_json
+from replay.fields import Duration, _check_json
 
 #: The methods a declared route may have.
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
