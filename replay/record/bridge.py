@@ -68,13 +68,16 @@ class Peer:
     frames: int = 0
 
     def flush(self) -> None:
-        """Write what the protocol has to send; the empty chunk means: end the stream."""
-        for data in self.protocol.data_to_send():
-            if self.writer.is_closing():
-                return
-            if data:
-                self.writer.write(data)
-            elif self.writer.can_write_eof():
+        """Write what the protocol has to send, in one write (one system call for all the
+        frames of a read); an empty chunk means: end the stream."""
+        chunks = self.protocol.data_to_send()
+        if not chunks or self.writer.is_closing():
+            return
+        data = b"".join(chunks)
+        if data:
+            self.writer.write(data)
+        if not chunks[-1]:  # the protocol sends nothing after the end of the stream
+            if self.writer.can_write_eof():
                 self.writer.write_eof()
             else:
                 self.writer.close()

@@ -174,9 +174,13 @@ def close_frame(t: float, side: Side, code: int | None, reason: str) -> Frame:
     return Frame(t, side, "close", None, code, reason)
 
 
+#: Encodes lines: one encoder for all, rather than one made per line by ``json.dumps``.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def line(item: Header | Frame | End) -> str:
     """One line of a recording file, with its newline."""
-    return json.dumps(item.to_dict(), separators=(",", ":"), ensure_ascii=False) + "\n"
+    return _ENCODER.encode(item.to_dict()) + "\n"
 
 
 def read_recording(lines: Iterable[str], file: str = "<recording>") -> Recording:

@@ -67,7 +67,7 @@ class RecordingProxy:
         #: The host and port it listens on, once it does.
         self.address: tuple[str, int] | None = None
         self.bridges: set[Bridge] = set()
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     @property
@@ -77,7 +77,7 @@ class RecordingProxy:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0: a free port); the address it listens on."""
         self.recorder.folder.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.start_server(self._connection, host, port, backlog=1024)
+        self._server = await asyncio.start_server(self._accepted, host, port, backlog=1024)
         found = listening_address(self._server.sockets)
         if found is None:  # pragma: no cover - start_server always binds TCP here
             raise OSError(f"nothing listens on {host}:{port}")
@@ -113,16 +113,20 @@ class RecordingProxy:
     ) -> None:
         await self.stop()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A new connection: served in a task of the proxy's own, which :meth:`stop` may
+        cancel (asyncio's own task for a stream callback logs its cancellation as an
+        error)."""
+        task = asyncio.create_task(self._connection(reader, writer))
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._serve_connection(reader, writer)
         except Exception:
             logger.exception("a connection failed")
         finally:
-            self._tasks.discard(task)
             if not writer.is_closing():
                 writer.transport.abort()
 

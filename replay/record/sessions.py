@@ -73,9 +73,10 @@ class SessionWriter:
         self.start = clock() if start is None else start
         self.path = folder / f"{header.session}{SUFFIX}"
         self.ended = False
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         try:
-            self._file = self.path.open("x", encoding="utf-8")
+            # Unbuffered: each line is one write to the file, at once.
+            self._file = self.path.open("xb", buffering=0)
         except OSError as error:
             self._give_up(error)
         self._write(header)
@@ -131,9 +132,11 @@ class SessionWriter:
     def _write(self, item: Header | Frame | End) -> None:
         if self._file is None:
             return
+        data = line(item).encode("utf-8", "backslashreplace")  # a lone surrogate: \\udxxx
         try:
-            self._file.write(line(item))
-            self._file.flush()
+            while data:
+                written = self._file.write(data)
+                data = data[written or len(data) :]
         except (OSError, ValueError) as error:
             self._give_up(error)
 
