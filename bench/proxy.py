@@ -3,8 +3,8 @@ recording proxy, against a direct connection to the same upstream, in one run.
 
 Run from the project root::
 
-    uv run python bench/proxy.py            # about a minute on 2 cores
-    uv run python bench/proxy.py --quick    # a smoke run (about 20 s)
+    uv run python bench/proxy.py            # about 20 s on 2 cores
+    uv run python bench/proxy.py --quick    # a smoke run (about 10 s)
 
 Upstreams (each a child process, with ``replay record --upstream`` in front of it, its
 recordings written to a temporary folder): **bare** (``bare_server.py``: ``broadcast()``,

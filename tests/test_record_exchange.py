@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import replay.record.exchange
 from replay.record.http1 import MAX_BODY
 from tests.recording import (
     PATIENCE,
@@ -194,3 +195,30 @@ async def test_an_upstream_answer_that_is_not_valid_gives_502(
         server.close()
     assert status == 502
     assert reason in body.decode()
+
+
+async def test_a_body_that_does_not_come_is_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay.record.exchange, "BODY_TIMEOUT", 0.1)
+    with http_upstream() as upstream:
+        async with proxying(upstream, tmp_path) as proxy:
+            answer = await raw(proxy.address, b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert answer.endswith(b"the body did not come within 0.1 s\n")
+    assert HttpUpstream.seen == []
+
+
+async def test_an_upstream_that_does_not_answer_in_time_gives_504(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay.record.exchange, "ANSWER_TIMEOUT", 0.1)
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with proxying(f"ws://127.0.0.1:{port}", tmp_path) as proxy:
+            answer = await raw(proxy.address, b"GET /slow HTTP/1.1\r\n\r\n")
+    finally:
+        server.close()
+    assert answer.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+    assert b"no answer within 0.1 s" in answer

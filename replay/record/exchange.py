@@ -36,7 +36,14 @@ from replay.record.upstream import Upstream, forwarded, query_value, split_targe
 
 #: Seconds the upstream has to answer a plain request, body and all.
 ANSWER_TIMEOUT = 60.0
-_REASONS = {400: "Bad Request", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
+#: Seconds a client has to send a request's body.
+BODY_TIMEOUT = 30.0
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+}
 _GATEWAY = {502: "Bad Gateway", 504: "Gateway Timeout"}
 
 
@@ -59,24 +66,35 @@ async def exchange(
     started, wall = time.monotonic(), time.time()
     if (header(head.headers, "expect") or "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    body: bytes | HttpMessageInvalid
     try:
-        body = await read_body(reader, head.headers, to_eof=False)
-    except HttpMessageInvalid as error:
-        writer.write(plain_response(error.status, _REASONS.get(error.status, ""), error.reason))
-        return
-    try:
-        answer = await asyncio.wait_for(_ask(upstream, head, body), ANSWER_TIMEOUT)
+        body = await asyncio.wait_for(read_body(reader, head.headers, to_eof=False), BODY_TIMEOUT)
     except TimeoutError:
-        answer = None
-        failure = UpstreamFailed(upstream.http_url, f"no answer within {ANSWER_TIMEOUT:g} s", 504)
-    except UpstreamFailed as error:
-        answer, failure = None, error
-    if answer is None:
-        writer.write(plain_response(failure.status, _GATEWAY[failure.status], str(failure)))
-        recorder.observer.refused(f"{head.method} {shown_target(head.target)}", str(failure))
+        body = HttpMessageInvalid(f"the body did not come within {BODY_TIMEOUT:g} s", 408)
+    except HttpMessageInvalid as error:
+        body = error
+    if isinstance(body, HttpMessageInvalid):
+        writer.write(plain_response(body.status, _REASONS.get(body.status, ""), body.reason))
+        return
+    answer = await _ask_in_time(upstream, head, body)
+    if isinstance(answer, UpstreamFailed):
+        writer.write(plain_response(answer.status, _GATEWAY[answer.status], str(answer)))
+        recorder.observer.refused(f"{head.method} {shown_target(head.target)}", str(answer))
         return
     writer.write(_answer_bytes(head.method, answer))
     _record(recorder, upstream, head, (body, answer), started, wall)
+
+
+async def _ask_in_time(
+    upstream: Upstream, head: RequestHead, body: bytes
+) -> Answer | UpstreamFailed:
+    """The upstream's answer, or why there is none (504 past :data:`ANSWER_TIMEOUT`)."""
+    try:
+        return await asyncio.wait_for(_ask(upstream, head, body), ANSWER_TIMEOUT)
+    except TimeoutError:
+        return UpstreamFailed(upstream.http_url, f"no answer within {ANSWER_TIMEOUT:g} s", 504)
+    except UpstreamFailed as error:
+        return error
 
 
 def _answer_bytes(method: str, answer: Answer) -> bytes:

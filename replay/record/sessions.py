@@ -32,7 +32,7 @@ from replay.record.format import (
     bytes_frame,
     close_frame,
     line,
-    text_frame,
+    text_line,
 )
 from replay.record.redact import PayloadPath, redact_headers, redact_payload, redact_query
 from replay.record.upstream import split_target
@@ -86,7 +86,7 @@ class SessionWriter:
         return self.clock() - self.start
 
     def text(self, side: Side, text: str) -> None:
-        self._write(text_frame(self.elapsed(), side, redact_payload(text, self.paths)))
+        self._write_line(text_line(self.elapsed(), side, redact_payload(text, self.paths)))
 
     def data(self, side: Side, op: str, data: bytes) -> None:
         """A binary, ping or pong frame."""
@@ -130,9 +130,12 @@ class SessionWriter:
         return finished
 
     def _write(self, item: Header | Frame | End) -> None:
+        self._write_line(line(item))
+
+    def _write_line(self, text: str) -> None:
         if self._file is None:
             return
-        data = line(item).encode("utf-8", "backslashreplace")  # a lone surrogate: \\udxxx
+        data = text.encode("utf-8", "backslashreplace")  # a lone surrogate: \\udxxx
         try:
             while data:
                 written = self._file.write(data)
