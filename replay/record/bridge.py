@@ -27,6 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
@@ -109,15 +110,14 @@ class Bridge:
     async def run(self) -> End:
         """Pass frames both ways until both sides have closed (or were cut); write the
         end line; return it."""
-        tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[Any]] = []
         clean = False
         try:
             self._handle(self.server, self.client, self.server.early)
-            tasks = [asyncio.create_task(self._pump(p)) for p in (self.client, self.server)]
-            closing = asyncio.create_task(self._closing.wait())
-            await asyncio.wait([closing, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            pumps = [asyncio.create_task(self._pump(p)) for p in (self.client, self.server)]
+            tasks = [*pumps, asyncio.create_task(self._closing.wait())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            _, pending = await asyncio.wait(pumps, timeout=CLOSE_TIMEOUT)
             clean = not pending
         finally:
             await _cancel(tasks)
@@ -242,7 +242,7 @@ class Bridge:
         self.observer.frame(side, len(data))
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait for them; log what any of them raised."""
     for task in tasks:
         task.cancel()
