@@ -28,7 +28,7 @@ from replay.cli import Options, Progress, main, play
 from replay.ready import bound_address, ready_document
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
-from tests.recording import read_all, ws_upstream
+from tests.recording import eventually, read_all, ws_upstream
 
 
 def names_in(folder: Path) -> list[str]:
@@ -1231,6 +1231,8 @@ async def test_a_recording_cut_short_by_a_killed_proxy_is_still_readable(tmp_pat
                 for text in ("one", "two"):
                     await ws.send(text)
                     await asyncio.wait_for(ws.recv(), STARTUP)
+                # A frame is passed on first, then written down: wait for the last line.
+                await eventually(lambda: len(read_all(tmp_path / "out")[0].frames) == 4)
                 process.kill()
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), STARTUP)
