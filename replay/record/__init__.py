@@ -7,8 +7,9 @@
   :mod:`~replay.record.exchange` (plain HTTP requests), :mod:`~replay.record.sessions`
   (the files, the counts), :mod:`~replay.record.status` and :mod:`~replay.record.command`
   (what the command shows and does); below them, pure: :mod:`~replay.record.upstream`
-  (addresses, targets, headers passed on), :mod:`~replay.record.redact` (secrets left
-  out) and :mod:`~replay.record.http1` (HTTP/1.1 messages);
+  (addresses, targets, headers passed on) and :mod:`~replay.record.redact` (secrets left
+  out); :mod:`~replay.record.http1` parses and writes HTTP/1.1 messages (pure) and
+  reads them from streams;
 - the live override (``replay serve --upstream URL``) is another I/O edge;
 - the converter (``replay convert``) and the protocol inference are pure.
 """
