@@ -119,6 +119,17 @@ def test_a_payload_path_is_redacted_keeping_the_style() -> None:
     assert redact_payload(spaced, paths("$.token")) == '{"token": "***", "n": 1}'
 
 
+def test_only_the_redacted_values_change() -> None:
+    python = json.dumps({"message_type": "EVENT", "message": "café", "token": "t"})
+    assert redact_payload(python, paths("token")) == python.replace('"t"}', '"***"}')
+    compact = '{"a":"café","inner":"{\\"x\\": 1, \\"token\\": 2}"}'
+    assert redact_payload(compact, paths("inner.token")) == (
+        '{"a":"café","inner":"{\\"x\\": 1, \\"token\\": \\"***\\"}"}'
+    )
+    odd = '{ "token" : 1 }'  # no common style: compact
+    assert redact_payload(odd, paths("token")) == '{"token":"***"}'
+
+
 def test_a_string_holding_json_is_looked_into() -> None:
     inner = json.dumps({"token": "t0k", "span": 1})
     frame = json.dumps({"message_type": "EVENT", "message": inner})

@@ -185,9 +185,26 @@ def _redact_inside(text: str, segments: Sequence[str | int]) -> tuple[Any, bool]
     return (_dumps(inner, text), True) if changed else (text, False)
 
 
+#: How JSON text is commonly written: JavaScript's JSON.stringify (compact, not ASCII
+#: only), Python's json.dumps (spaced, ASCII only; Schwarm writes it so), and the others.
+_STYLES: tuple[tuple[tuple[str, str], bool], ...] = (
+    ((",", ":"), False),
+    ((", ", ": "), True),
+    ((", ", ": "), False),
+    ((",", ":"), True),
+)
+
+
 def _dumps(document: Any, original: str) -> str:
-    """JSON text in the original's style: spaced separators (Python's default, as
-    Schwarm writes) if it had them, compact otherwise."""
-    spaced = '": ' in original or '", "' in original
-    separators = (", ", ": ") if spaced else (",", ":")
-    return json.dumps(document, separators=separators, ensure_ascii=False)
+    """``document`` as JSON text written the way ``original`` was (its separators and
+    escapes), so that only the redacted values differ; compact if no style fits."""
+    before = json.loads(original)
+    separators, ascii_only = next(
+        (
+            (separators, ascii_only)
+            for separators, ascii_only in _STYLES
+            if json.dumps(before, separators=separators, ensure_ascii=ascii_only) == original
+        ),
+        _STYLES[0],
+    )
+    return json.dumps(document, separators=separators, ensure_ascii=ascii_only)
