@@ -4,6 +4,8 @@ its ``broadcast()``.
     python bench/bare_server.py PORT
 
 * ``/ws``: clients connect and are kept in a set until they go;
+* ``/echo``: every message sent back at once (not kept in the set: ``bench/proxy.py``'s
+  round trips);
 * ``GET /trigger?frames=M&pause=S&pad=P&repeat=K``: plays M frames (K times over) to every
   client, ``broadcast()`` once per frame, S seconds apart (on an absolute schedule: frame i
   is due at start + i*S, so time spent sending never delays later frames; S=0: all in a
@@ -50,7 +52,7 @@ def main(port: int) -> None:
 
     async def process_request(connection: Any, request: Any) -> Any:
         url = urlsplit(request.path)
-        if url.path == "/ws":
+        if url.path in ("/ws", "/echo"):
             return None  # the WebSocket handshake goes on
         if url.path == "/count":
             return connection.respond(200, json.dumps({"clients": len(clients)}) + "\n")
@@ -64,6 +66,10 @@ def main(port: int) -> None:
         return connection.respond(404, "not found\n")
 
     async def handler(connection: Any) -> None:
+        if connection.request.path == "/echo":
+            async for message in connection:
+                await connection.send(message)
+            return
         clients.add(connection)
         try:
             await connection.wait_closed()

@@ -290,7 +290,75 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where replay serves WebSockets, for the document's servers (default "
         f"{DEFAULT_SERVER_URL}; its routes are on the same host over http)",
     )
+    _record_parser(commands)
     return parser
+
+
+def _record_parser(commands: Any) -> None:
+    """``replay record``: a recording proxy in front of the real backend."""
+    record = commands.add_parser(
+        "record",
+        help="record real traffic: a proxy in front of the real backend that writes every "
+        "session to a file",
+        description="A transparent proxy: point the frontend at it instead of the backend; "
+        "every WebSocket session (and plain HTTP request) is passed on unchanged and written "
+        "to OUT/<session>.jsonl, secrets redacted.",
+    )
+    record.add_argument(
+        "--upstream",
+        required=True,
+        type=_upstream,
+        metavar="URL",
+        help="the real backend: ws://HOST:PORT or wss://HOST:PORT (a path prefix is put "
+        "before every path); plain HTTP requests go to its http(s):// origin",
+    )
+    record.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    record.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port (default 8123; 0: a free one)"
+    )
+    record.add_argument(
+        "--out",
+        type=Path,
+        default=Path("recordings"),
+        metavar="DIR",
+        help="where recordings go, one file per session (default ./recordings, created)",
+    )
+    record.add_argument(
+        "--redact",
+        action="append",
+        default=[],
+        type=_redact_path,
+        metavar="JSONPATH",
+        help='a JSON path in text frames and HTTP bodies whose value is written as "***", '
+        "e.g. message.token or $.data.user.email (repeat for more; a string holding JSON is "
+        "looked into). Secret headers and query parameters are always redacted",
+    )
+    record.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="once listening, write PATH: JSON with its url, ws, port and pid (removed when "
+        "it stops)",
+    )
+
+
+def _upstream(text: str) -> Any:
+    from replay.record.upstream import Upstream
+
+    try:
+        return Upstream.parse(text)
+    except ReplayError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _redact_path(text: str) -> Any:
+    from replay.record.redact import PayloadPath
+
+    try:
+        return PayloadPath.parse(text)
+    except ReplayError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _scenarios_option(parser: argparse.ArgumentParser) -> None:
@@ -385,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args, scenarios)
+        if args.command == "record":
+            return record(args)
         if args.command == "list":
             return list_scenarios(scenarios, sys.stdout)
         if args.command == "validate":
@@ -493,6 +563,24 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     finally:
         server.remove_ready_file()
     return 1 if server.failed else 0
+
+
+def record(args: argparse.Namespace) -> int:
+    """``replay record``: see :mod:`replay.record.command`."""
+    from replay.record.command import record as run_record
+
+    if args.ready_file is not None:
+        problem = _ready_file_problem(args.ready_file)
+        if problem:
+            print(f"replay: --ready-file: {problem}", file=sys.stderr)
+            return 2
+    if not _loopback(args.host):
+        print(
+            f"replay: warning: recording on {args.host}: anyone who can reach it can use "
+            f"{args.upstream.url} through it, and is recorded",
+            file=sys.stderr,
+        )
+    return run_record(args.upstream, args.host, args.port, args.out, args.redact, args.ready_file)
 
 
 def _ready_file_problem(path: Path) -> str | None:

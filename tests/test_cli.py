@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -20,12 +21,14 @@ from typing import Any
 import pytest
 import yaml
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 import replay.server
 from replay.cli import Options, Progress, main, play
 from replay.ready import bound_address, ready_document
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
+from tests.recording import eventually, read_all, ws_upstream
 
 
 def names_in(folder: Path) -> list[str]:
@@ -1144,3 +1147,148 @@ def test_asyncapi_problems_with_the_command_line_and_files(
     code, _, err = run_main(["asyncapi", "--scenarios", str(folder), "-o", str(target)], capsys)
     assert code == 1
     assert err.startswith(f"replay: cannot write {target}: ")
+
+
+# --- replay record ------------------------------------------------------------------------------
+
+
+def start_record(upstream: str, tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``replay record --port 0`` in a subprocess; stdout to tmp_path/stdout."""
+    command = [sys.executable, "-m", "replay", "record", "--upstream", upstream, "--port", "0"]
+    with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
+        return subprocess.Popen(
+            [*command, "--out", str(tmp_path / "out"), *options],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+
+
+async def record_port(process: subprocess.Popen[bytes], tmp_path: Path) -> int:
+    """Wait for the line saying where ``replay record`` listens; its port."""
+    deadline = time.monotonic() + STARTUP
+    pattern = re.compile(r"recording on ws://127\.0\.0\.1:(\d+) ")
+    while not (found := pattern.search((tmp_path / "stdout").read_text())):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("no address line:\n" + (tmp_path / "stderr").read_text()[-3000:])
+        await asyncio.sleep(0.02)
+    return int(found.group(1))
+
+
+async def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + STARTUP
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "replay record did not stop"
+        await asyncio.sleep(0.02)
+    return process.returncode
+
+
+async def test_record_on_port_0_proxies_records_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    async with ws_upstream() as (upstream, seen):
+        process = start_record(upstream, tmp_path, "--ready-file", str(ready))
+        try:
+            port = await record_port(process, tmp_path)
+            assert json.loads(ready.read_text())["ws"] == f"ws://127.0.0.1:{port}"
+            async with connect(f"ws://127.0.0.1:{port}/ws?token=s3cret") as ws:
+                await ws.send("hello")
+                assert await asyncio.wait_for(ws.recv(), STARTUP) == "hello"
+                process.send_signal(signal.SIGINT)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), STARTUP)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1001
+            assert await wait_for_exit(process) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert seen.requests[0].path == "/ws?token=s3cret"
+    assert not ready.exists()
+    (recording,) = read_all(tmp_path / "out")
+    assert recording.header.query == "token=***"
+    assert [(f.side, f.op) for f in recording.frames][:2] == [
+        ("client", "text"),
+        ("server", "text"),
+    ]
+    assert recording.end is not None
+    assert recording.end.code == 1001
+    shown = (tmp_path / "stdout").read_text()
+    assert f"session {recording.header.session} opened: /ws?token=*** -> " in shown
+    assert "s3cret" not in shown
+    assert "stopped: 1 session and 0 requests recorded in " in shown
+    assert "\r" not in shown  # not a terminal: plain lines
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
+
+
+async def test_a_recording_cut_short_by_a_killed_proxy_is_still_readable(tmp_path: Path) -> None:
+    async with ws_upstream() as (upstream, _):
+        process = start_record(upstream, tmp_path)
+        try:
+            port = await record_port(process, tmp_path)
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                for text in ("one", "two"):
+                    await ws.send(text)
+                    await asyncio.wait_for(ws.recv(), STARTUP)
+                # A frame is passed on first, then written down: wait for the last line.
+                await eventually(lambda: len(read_all(tmp_path / "out")[0].frames) == 4)
+                process.kill()
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), STARTUP)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    (recording,) = read_all(tmp_path / "out")
+    assert [f.data for f in recording.frames] == ["one", "one", "two", "two"]
+    assert recording.end is None
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--upstream", "ftp://h"], "the scheme 'ftp' is not ws or wss"),
+        (["--upstream", "ws://h", "--redact", "a..b"], "--redact 'a..b' is not a JSON path"),
+        ([], "the following arguments are required: --upstream"),
+    ],
+)
+def test_record_usage_errors(
+    args: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["record", *args])
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_record_says_when_it_cannot_listen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_main(
+            [
+                "record",
+                "--upstream",
+                "ws://127.0.0.1:1",
+                "--port",
+                str(port),
+                "--out",
+                str(tmp_path),
+            ],
+            capsys,
+        )
+    assert code == 1
+    assert err.startswith(f"replay: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_record_refuses_a_ready_file_it_could_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["record", "--upstream", "ws://h", "--ready-file", str(tmp_path / "absent" / "r.json")]
+    code, _, err = run_main(args, capsys)
+    assert code == 2
+    assert err == f"replay: --ready-file: no folder {tmp_path}/absent\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replay.record.format import (
     End,
@@ -15,6 +17,7 @@ from replay.record.format import (
     line,
     read_recording,
     text_frame,
+    text_line,
 )
 
 
@@ -75,3 +78,12 @@ def test_a_bad_frame_in_the_middle_is_located() -> None:
     bad = [*lines()[:2], '{"t": 1, "from": "nobody", "op": "text"}\n', *lines()[2:]]
     with pytest.raises(RecordingInvalid, match=r"x.jsonl:3: not a replay recording: a bad frame"):
         read_recording(bad, "x.jsonl")
+
+
+@given(
+    st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    st.sampled_from(["client", "server"]),
+    st.text(),
+)
+def test_the_fast_text_line_is_the_same_line(t: float, side: str, text: str) -> None:
+    assert text_line(t, side, text) == line(text_frame(t, side, text))  # type: ignore[arg-type]
