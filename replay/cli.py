@@ -1190,6 +1190,8 @@ def _convert_options(args: argparse.Namespace) -> converting.Options:
         match=tuple(args.match),
         templates=tuple(args.template),
         echo=args.echo,
+        part_bytes=converting.PART_BYTES,
+        part_values=converting.PART_VALUES,
     )
 
 
@@ -1255,7 +1257,7 @@ def _write_converted(
     main = folder / f"{converted.name}.yaml"
     counts = f"{converted.frames} frames, {converted.waits} waits"
     if converted.skipped:
-        counts += f", {converted.skipped} client frames left out"
+        counts += f", {converted.skipped} client frames left out (see the comments)"
     parts = f", in {len(converted.parts)} parts played in order" if converted.parts else ""
     print(
         f"wrote {main}: {counts}, {format_seconds(converted.duration)} of server time{parts}",
@@ -1264,4 +1266,5 @@ def _write_converted(
     if inferred is not None:
         types = len(inferred.declaration.get("message_types", {}))
         routes = len(inferred.declaration.get("routes", []))
-        print(f"wrote {folder / PROTOCOL_FILE}: {types} message types, {routes} routes", file=out)
+        counts = f"{types} message type{'s' * (types != 1)}, {routes} route{'s' * (routes != 1)}"
+        print(f"wrote {folder / PROTOCOL_FILE}: {counts}", file=out)

@@ -99,14 +99,37 @@ TURN = "a3ce929d0e0e4736"
 
 def schwarm_ws() -> Session:
     """The dashboard's /ws: the agent asks, the user answers, spans, a pause and a resume."""
-    turn = span("planner - EventType.START_TURN", TURN, None, 1, agent_id="planner",
-                current_turn="1", task="Plan the release notes")  # fmt: skip
-    instruct = span("planner - EventType.INSTRUCT", "00f067aa0ba902b7", TURN, 2,
-                    agent_id="planner", instruction="You plan releases.")  # fmt: skip
-    tool = span("planner - EventType.TOOL_EXECUTION", "53995c3f42cd8ad8", TURN, 3,
-                query="Plan the release notes")  # fmt: skip
-    handoff = span("planner - EventType.HANDOFF", "c9f1a4e2b3d40617", TURN, 4,
-                   **{"from": "planner", "to": "coder"})  # fmt: skip
+    turn = span(
+        "planner - EventType.START_TURN",
+        TURN,
+        None,
+        1,
+        agent_id="planner",
+        current_turn="1",
+        task="Plan the release notes",
+    )
+    instruct = span(
+        "planner - EventType.INSTRUCT",
+        "00f067aa0ba902b7",
+        TURN,
+        2,
+        agent_id="planner",
+        instruction="You plan releases.",
+    )
+    tool = span(
+        "planner - EventType.TOOL_EXECUTION",
+        "53995c3f42cd8ad8",
+        TURN,
+        3,
+        query="Plan the release notes",
+    )
+    handoff = span(
+        "planner - EventType.HANDOFF",
+        "c9f1a4e2b3d40617",
+        TURN,
+        4,
+        **{"from": "planner", "to": "coder"},
+    )
     ws = session("/ws", "3f2a9c0e1b7d")
     ws.message(0.120, "CHAT_REQUESTED", "What should I do next?")
     ws.message(0.121, "IS_WAITING", "Waiting for user input")

@@ -242,13 +242,15 @@ def test_exact_step_checks_by_building_the_frame_with_the_protocol() -> None:
             "/feed": EndpointDeclaration(
                 messages=MessageEnvelope(type="event", payload="data", data="json"),
                 chunks=ChunkEnvelope(
-                    type="kind", content="text", fields={"agent": "{{ state.agent }}"},
+                    type="kind",
+                    content="text",
+                    fields={"agent": "{{ state.agent }}"},
                     close=[{"kind": "end"}, {"kind": "end"}],
                 ),
             )
         },
         {"tick": SCHWARM.message_types["EVENT"]},
-    )  # fmt: skip
+    )
     assert exact_step(protocol, "/feed", '{"event":"tick","data":{"p":1}}') == {
         "message": "tick",
         "data": {"p": 1},
@@ -529,6 +531,9 @@ def test_what_cannot_be_converted_says_why() -> None:
         convert(schwarm_session(), name="Bad Name")
     with pytest.raises(ConvertError, match="nothing to replay"):
         convert(one_session(client(0.1, "hello")))
+    tabs = [session("/ws", name, client=name).server(0.1, "x").recording() for name in "ab"]
+    with pytest.raises(ConvertError, match=r"the recordings are of 2 clients \(a, b\)"):
+        convert(tabs)
 
 
 def test_a_long_scenario_is_played_in_parts() -> None:

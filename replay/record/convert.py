@@ -173,6 +173,12 @@ def merge(recordings: Sequence[Recording], protocol: Protocol) -> list[Event]:
     after its first close are left out (the other side's close answers it)."""
     if not recordings:
         raise ConvertError("no recordings given")
+    clients = sorted({r.header.client for r in recordings if r.header.client is not None})
+    if len(clients) > 1:
+        raise ConvertError(
+            f"the recordings are of {len(clients)} clients ({', '.join(clients)}): a scenario "
+            "replays one client's sessions; convert each client's recordings on their own"
+        )
     origin = min(recording.header.started for recording in recordings)
     served = protocol.paths()
     ended: dict[str, float] = {}

@@ -195,7 +195,7 @@ def _chunks(seen: _Seen) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             continue
         envelope = _chunk_kinds(kind, content, values)
         envelope["close"] = _close_frames(seen, kind)
-        envelope.update(_constant_fields([*texts, *ends], (kind, content)))
+        envelope.update(_constant_fields(texts, (kind, content)))
         rest = [f for f in objects if kind not in f]
         return envelope, rest
     return None, objects
