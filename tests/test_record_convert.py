@@ -195,6 +195,9 @@ def test_frames_no_step_makes_exactly_become_raw() -> None:
         encode({"message_type": "EVENT", "message": 5}),
         encode({"message_type": "EVENT"}),
         encode([1, 2]),
+        '{"message_type":"EVENT","message":"{\\"x\\":NaN}"}',
+        '{"message_type":"EVENT","message":"x","n":Infinity}',
+        '{"type":"default","content":"x","n":NaN}',
     ]
     recordings = one_session(*(server(0.1 * n, text) for n, text in enumerate(frames, 1)))
     written = steps(convert(recordings))

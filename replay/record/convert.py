@@ -279,7 +279,6 @@ class _Translator:
         self.options = options
         self.received: ClientFrame | None = None
         self.counts = {"frames": 0, "waits": 0, "skipped": 0}
-        self.sessions: dict[int, str] = {}
 
     def __call__(self, run: list[Event]) -> list[Action]:
         event = run[0]
@@ -288,7 +287,7 @@ class _Translator:
             step = {"wait_connect": "any", "endpoint": event.endpoint, "new": True}
             return [Action(event.ms, "client", step)]
         if len(run) > 1:
-            return [self.server(event, self.closing(event.endpoint), len(run))]
+            return [self.server(event, _close_step(self.protocol, event.endpoint), len(run))]
         if frame.side == "server":
             return self.from_server(event, frame)
         return self.from_client(event, frame)
@@ -313,12 +312,6 @@ class _Translator:
         self.counts["skipped"] += 1
         seconds = f"{event.ms / 1000:.3f}s"
         return Action(event.ms, "note", None, f"left out at {seconds}: {what}")
-
-    def closing(self, endpoint: str) -> dict[str, Any]:
-        step: dict[str, Any] = {"close": "stream"}
-        if self.protocol.chunk_endpoint() != endpoint:
-            step["endpoint"] = endpoint
-        return step
 
     def text_step(self, endpoint: str, text: str) -> dict[str, Any]:
         """The step that sends ``text`` on ``endpoint`` exactly: a message, chunk, tool or
@@ -411,20 +404,27 @@ def exact_step(protocol: Protocol, endpoint: str, text: str) -> dict[str, Any] |
     """The message, chunk, tool or close step that sends exactly ``text`` on
     ``endpoint`` under ``protocol`` (values as they are, not yet safe from templates);
     None when no such step makes it byte for byte."""
-    if text in protocol.close_frames(endpoint)[:1] and len(protocol.close_frames(endpoint)) == 1:
-        step: dict[str, Any] = {"close": "stream"}
-        if protocol.chunk_endpoint() != endpoint:
-            step["endpoint"] = endpoint
-        return step
+    if (text,) == protocol.close_frames(endpoint):
+        return _close_step(protocol, endpoint)
     try:
         frame = json.loads(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(frame, dict):
         return None
-    return _message_step(protocol, endpoint, frame, text) or _chunk_step(
-        protocol, endpoint, frame, text
-    )
+    try:
+        return _message_step(protocol, endpoint, frame, text) or _chunk_step(
+            protocol, endpoint, frame, text
+        )
+    except ValueError:  # NaN or an infinity (Python's JSON reads them): no step writes them
+        return None
+
+
+def _close_step(protocol: Protocol, endpoint: str) -> dict[str, Any]:
+    step: dict[str, Any] = {"close": "stream"}
+    if protocol.chunk_endpoint() != endpoint:
+        step["endpoint"] = endpoint
+    return step
 
 
 def _message_step(
