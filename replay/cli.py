@@ -1243,9 +1243,9 @@ def _write_converted(
         files[folder / PROTOCOL_FILE] = inferred.text
     taken = next((path for path in files if path.exists()), None)
     if taken is not None and not force:
-        raise converting.ConvertError(
-            f"{taken} exists: choose another name, or --force to replace it"
-        )
+        protocol = taken.name == PROTOCOL_FILE
+        instead = "convert without --protocol to use it" if protocol else "choose another name"
+        raise converting.ConvertError(f"{taken} exists: {instead}, or --force to replace it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for path, text in files.items():

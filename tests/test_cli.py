@@ -1197,6 +1197,12 @@ def test_convert_into_a_folder_with_the_inferred_protocol_validates(
     code, _, err = run_main(args, capsys)  # again: the file is there
     exists = f"{folder / 'session.yaml'} exists: choose another name, or --force to replace it"
     assert (code, err) == (1, f"replay: {exists}\n")
+    code, _, err = run_main([*args[:-1], "again", "--protocol"], capsys)
+    protocol_file = folder / "_protocol.yaml"
+    assert err == (
+        f"replay: {protocol_file} exists: convert without --protocol to use it, or --force to "
+        "replace it\n"
+    )
     code, out, _ = run_main(
         [*args, "--force", "--template", "message.span_id={{ hex(16) }}"], capsys
     )
