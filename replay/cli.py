@@ -1081,6 +1081,12 @@ def _convert_parser(commands: Any) -> None:
         help="write the scenario into the scenarios folder DIR, as --name",
     )
     convert.add_argument("--name", help="the scenario's name, with --scenarios")
+    _convert_choices(convert)
+
+
+def _convert_choices(convert: argparse.ArgumentParser) -> None:
+    """What ``replay convert`` takes besides where to write: timing, matching,
+    templates, the protocol."""
     convert.add_argument(
         "--timing",
         choices=["exact", "compact"],
