@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 from replay import __version__
 from replay.asyncapi import asyncapi_document, document_text, server_objects
 from replay.catalog import Catalog
-from replay.durations import format_seconds
+from replay.durations import format_seconds, parse_duration
 from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ScenarioFile, parse_scenario, scenario_name
 from replay.profiles import PROFILES, profile_folder
 from replay.protocol import message_frame
-from replay.protocol.declaration import MESSAGE_TYPE_PATTERN
+from replay.protocol.declaration import MESSAGE_TYPE_PATTERN, Protocol
 from replay.protocol.file import ProtocolFile, parse_protocol
+from replay.record import convert as converting
+from replay.record.format import Recording, read_recording
+from replay.record.infer import Inferred, infer_protocol
 from replay.routes import is_route_key
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
@@ -291,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_SERVER_URL}; its routes are on the same host over http)",
     )
     _record_parser(commands)
+    _convert_parser(commands)
     return parser
 
 
@@ -465,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_asyncapi(
                 scenarios, args.output, args.format, args.server_url, sys.stdout, sys.stderr
             )
+        if args.command == "convert":
+            return convert_recordings(args, sys.stdout, sys.stderr)
         options = _options(args)
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
@@ -1128,3 +1134,231 @@ def _check(path: Path) -> ScenarioFile | ProtocolFile:
         siblings = []
     loaded = parse_scenario(source, str(path), library.protocol)
     return Catalog.resolve([*siblings, loaded], library.protocol_file).file(loaded.name)
+
+
+# --- replay convert -------------------------------------------------------------------------
+
+
+def _convert_parser(commands: Any) -> None:
+    """``replay convert``: recorded sessions to a scenario, and their inferred protocol."""
+    convert = commands.add_parser(
+        "convert",
+        help="turn recorded sessions (replay record) into a scenario; --protocol infers "
+        "the protocol they speak",
+        description="Turn recorded sessions into a scenario that replays what the server "
+        "said, with the same frames and timing. Prints the scenario unless -o or "
+        "--scenarios says where to write it.",
+    )
+    convert.add_argument(
+        "recordings", nargs="+", type=Path, metavar="RECORDING", help="recordings (.jsonl)"
+    )
+    where = convert.add_mutually_exclusive_group()
+    where.add_argument(
+        "-o",
+        "--output",
+        dest="to_file",
+        type=Path,
+        metavar="FILE.yaml",
+        help="write the scenario to FILE.yaml (its parts, if any, beside it)",
+    )
+    where.add_argument(
+        "--scenarios",
+        dest="folder",
+        type=Path,
+        metavar="DIR",
+        help="write the scenario into the scenarios folder DIR, as --name",
+    )
+    convert.add_argument("--name", help="the scenario's name, with --scenarios")
+    _convert_choices(convert)
+
+
+def _convert_choices(convert: argparse.ArgumentParser) -> None:
+    """What ``replay convert`` takes besides where to write: timing, matching,
+    templates, the protocol."""
+    convert.add_argument(
+        "--timing",
+        choices=["exact", "compact"],
+        default=None,
+        help="exact: every gap as recorded (default); compact: gaps of at most --max-gap",
+    )
+    convert.add_argument(
+        "--max-gap",
+        type=_gap,
+        default=None,
+        metavar="DURATION",
+        help="with compact timing, the longest gap kept (default 2s); implies compact",
+    )
+    convert.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="a client frame's field (a dotted path, e.g. message.action) that waits match "
+        "exactly (repeat for more); other fields may differ",
+    )
+    convert.add_argument(
+        "--template",
+        action="append",
+        default=[],
+        type=_template,
+        metavar="PATH=EXPR",
+        help="replace a field of the server's data by a template, e.g. "
+        "'message.span_id={{ hex(16) }}' (repeat for more)",
+    )
+    convert.add_argument(
+        "--echo",
+        action="store_true",
+        help="values the server repeated from the client frame just waited for (ids, "
+        "nonces) become templates reading it ({{ received.data.X }})",
+    )
+    convert.add_argument(
+        "--protocol",
+        action="store_true",
+        help="infer the recordings' protocol: write _protocol.yaml beside the scenario "
+        "(without -o or --scenarios: print it) and convert with it",
+    )
+    convert.add_argument("--force", action="store_true", help="replace files that exist")
+
+
+def _gap(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _template(text: str) -> tuple[str, str]:
+    path, equals, expression = text.partition("=")
+    if not equals or not path.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PATH=EXPR (e.g. 'message.id={{{{ uuid() }}}}')"
+        )
+    return path.strip(), expression
+
+
+def convert_recordings(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``replay convert``: read the recordings, convert them, write or print the result."""
+    folder = args.folder or (args.to_file.parent if args.to_file else None)
+    name = _convert_name(args)
+    options = _convert_options(args)
+    recordings = [_read_recording(path) for path in args.recordings]
+    inferred = infer_protocol(recordings) if args.protocol else None
+    if inferred is not None and folder is None:
+        out.write(inferred.text)
+        return 0
+    protocol = _convert_protocol(recordings, folder, inferred, err)
+    converted = converting.convert(recordings, protocol, options, name)
+    if folder is None:
+        if converted.parts:
+            raise converting.ConvertError(
+                f"the scenario takes {len(converted.parts)} files (a file holds at most "
+                "1 MiB): write it with -o FILE.yaml or --scenarios DIR --name NAME"
+            )
+        out.write(converted.files[converted.name])
+        return 0
+    _write_converted(folder, converted, inferred, args.force, out)
+    return 0
+
+
+def _convert_name(args: argparse.Namespace) -> str:
+    if args.name is not None and args.folder is None:
+        raise converting.ConvertError("--name goes with --scenarios DIR (-o FILE.yaml names it)")
+    if args.folder is not None and args.name is None:
+        raise converting.ConvertError("--scenarios DIR needs --name NAME: the scenario's name")
+    if args.to_file is not None:
+        if args.to_file.suffix != ".yaml":
+            raise converting.ConvertError(
+                f"{args.to_file} is not a scenario file: name it NAME.yaml"
+            )
+        return str(args.to_file.stem)
+    return str(args.name or "recorded")
+
+
+def _convert_options(args: argparse.Namespace) -> converting.Options:
+    if args.max_gap is not None and args.timing == "exact":
+        raise converting.ConvertError("--max-gap goes with --timing compact, not exact")
+    compact = args.timing == "compact" or args.max_gap is not None
+    return converting.Options(
+        timing="compact" if compact else "exact",
+        max_gap=2.0 if args.max_gap is None else args.max_gap,
+        match=tuple(args.match),
+        templates=tuple(args.template),
+        echo=args.echo,
+        part_bytes=converting.PART_BYTES,
+        part_values=converting.PART_VALUES,
+    )
+
+
+def _read_recording(path: Path) -> Recording:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise converting.ConvertError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise converting.ConvertError(f"{path} is not a replay recording: not UTF-8 text") from None
+    return read_recording(text.splitlines(keepends=True), str(path))
+
+
+def _convert_protocol(
+    recordings: Sequence[Recording], folder: Path | None, inferred: Inferred | None, err: TextIO
+) -> Protocol:
+    """The protocol to convert with: the inferred one (--protocol), else the folder's,
+    else Schwarm's, unless the recordings need more than Schwarm's endpoints: then the
+    one inferred from them (said on ``err``)."""
+    if inferred is not None:
+        return inferred.protocol
+    declared = folder / PROTOCOL_FILE if folder is not None else None
+    if declared is not None and declared.is_file():
+        loaded = parse_protocol(declared.read_bytes(), str(declared))
+        if loaded.problems:
+            raise converting.ConvertError(f"{loaded.problems[0]} (fix {declared} first)")
+        return loaded.protocol
+    library = ScenarioLibrary(folder or Path("."))
+    served = library.base.paths()
+    if all(r.header.kind != "websocket" or r.header.endpoint in served for r in recordings):
+        return library.base
+    print(
+        "replay: these recordings are not Schwarm's protocol: converted with the one "
+        "inferred from them, which the scenario needs (--protocol writes it)",
+        file=err,
+    )
+    return infer_protocol(recordings).protocol
+
+
+def _write_converted(
+    folder: Path,
+    converted: converting.Converted,
+    inferred: Inferred | None,
+    force: bool,
+    out: TextIO,
+) -> None:
+    files = {folder / f"{name}.yaml": text for name, text in converted.files.items()}
+    if inferred is not None:
+        files[folder / PROTOCOL_FILE] = inferred.text
+    taken = next((path for path in files if path.exists()), None)
+    if taken is not None and not force:
+        protocol = taken.name == PROTOCOL_FILE
+        instead = "convert without --protocol to use it" if protocol else "choose another name"
+        raise converting.ConvertError(f"{taken} exists: {instead}, or --force to replace it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise converting.ConvertError(
+            f"cannot write into {folder}: {error.strerror or error}"
+        ) from None
+    main = folder / f"{converted.name}.yaml"
+    counts = f"{converted.frames} frames, {converted.waits} waits"
+    if converted.skipped:
+        counts += f", {converted.skipped} client frames left out (see the comments)"
+    parts = f", in {len(converted.parts)} parts played in order" if converted.parts else ""
+    print(
+        f"wrote {main}: {counts}, {format_seconds(converted.duration)} of server time{parts}",
+        file=out,
+    )
+    if inferred is not None:
+        types = len(inferred.declaration.get("message_types", {}))
+        routes = len(inferred.declaration.get("routes", []))
+        counts = f"{types} message type{'s' * (types != 1)}, {routes} route{'s' * (routes != 1)}"
+        print(f"wrote {folder / PROTOCOL_FILE}: {counts}", file=out)

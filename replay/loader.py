@@ -11,7 +11,9 @@ accepts silently, keeping the last) are reported instead of losing a step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -104,10 +106,26 @@ def parse_scenario(
     :class:`~replay.catalog.Catalog` checks them against the other files.
     """
     try:
-        return _parse_scenario(source, file, protocol or _schwarm())
+        with _without_cycle_collection():
+            return _parse_scenario(source, file, protocol or _schwarm())
     except Exception as error:
         # Whatever the content, one file's failure stays that file's problem.
         return ScenarioFile(scenario_name(file), file, None, (unexpected(file, error),))
+
+
+@contextlib.contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """No cyclic garbage collection while a file loads (when it was on, it is on again
+    after). A document is a tree of new containers, none of them in a cycle, and the
+    cycle collector would only walk it again and again as it grows: more than half of
+    the time a long file took to load. Reference counting frees garbage as always."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def unexpected(file: str, error: BaseException) -> Problem:
@@ -161,10 +179,32 @@ def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> Scena
         scenario = Scenario.model_validate(data, context=context)
     except ValidationError as error:
         ordered = in_file_order(problems, explain(loaded, error, data))
-        return ScenarioFile(name, file, None, ordered, locations, plays)
+        return ScenarioFile(name, file, None, ordered, _structure(locations), plays)
     problems.extend(_template_problems(loaded, scenario))
     problems.extend(_payload_problems(loaded, scenario, protocol))
-    return ScenarioFile(name, file, scenario, in_file_order(problems), locations, plays)
+    return ScenarioFile(name, file, scenario, in_file_order(problems), _structure(locations), plays)
+
+
+#: Fields whose values are data, not steps: what is under them is located only while
+#: the file loads.
+_DATA_FIELDS = frozenset({"data", "envelope", "vars", "fields", "let", "set", "match"})
+
+
+def _structure(locations: dict[Path, tuple[int, int]]) -> dict[Path, tuple[int, int]]:
+    """The locations a loaded file keeps: the top level, the steps and branches, and
+    what ``play`` and ``parallel`` name (where the catalog and the budget locate what
+    they find later). The locations of every value in the steps were needed while the
+    file loaded, and are half the memory a long file takes; a path asked for later is
+    located at its nearest kept parent (:meth:`ScenarioFile.locate`)."""
+    return {
+        path: where
+        for path, where in locations.items()
+        if len(path) <= 1
+        or (
+            (isinstance(path[-1], int) or path[-1] in ("play", "parallel"))
+            and not any(part in _DATA_FIELDS for part in path[1:-1])
+        )
+    }
 
 
 def _payload_problems(
@@ -463,10 +503,33 @@ def _reason(error: BaseException) -> str:
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
+    # libyaml's parser (PyYAML's C binding) reads a file about four times faster than the
+    # pure-Python one and builds the same nodes, with the same marks. A file it refuses is
+    # read again by the pure-Python parser, so that every error reads as it always has.
+    if _FastLoader is not None:
+        try:
+            return _compose_with(_FastLoader, text, file)
+        except _Unreadable:
+            pass
+    return _compose_with(_SafeLoader, text, file)
+
+
+class _Unreadable(Exception):
+    """Internal: the fast parser refused the text (the pure-Python one says why)."""
+
+
+def _compose_with(
+    kind: type[yaml.SafeLoader], text: str, file: str
+) -> tuple[Any, dict[Path, tuple[int, int]]]:
+    fast = kind is not _SafeLoader
     try:
         # The reader checks the whole text for characters YAML forbids when it is built.
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as error:
+        loader = kind(text)
+    except Exception as error:
+        if fast:  # a forbidden character, a lone surrogate...
+            raise _Unreadable from None
+        if not isinstance(error, yaml.reader.ReaderError):
+            raise
         raise _Refused(_reader_problem(error, text, file)) from None
     loader.name = file
     try:
@@ -475,28 +538,66 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path, tuple[int, int]]]:
             return None, {}
         builder = _Builder(loader)
         value = builder.build(node, (), node.start_mark)
-    except yaml.MarkedYAMLError as error:
-        raise _Refused(_yaml_problem(error, file)) from None
-    except yaml.YAMLError as error:
-        raise _Refused(Problem(file, 0, 0, "", f"not valid YAML: {error}")) from None
-    except RecursionError:
-        line, column = _too_deep(text)
-        raise _Refused(
-            Problem(
-                file,
-                line,
-                column,
-                "",
-                "the document nests too deeply",
-                f"at most {MAX_DEPTH} levels",
-                "more",
-            )
-        ) from None
+    except (yaml.YAMLError, RecursionError) as error:
+        if fast:
+            raise _Unreadable from None
+        raise _Refused(_compose_problem(error, text, file)) from None
     finally:
         loader.dispose()
     if builder.duplicates:
         return _Duplicates(value, builder.duplicates), builder.locations
     return value, builder.locations
+
+
+def _compose_problem(error: BaseException, text: str, file: str) -> Problem:
+    """The problem of a text YAML's parser or the builder could not read."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        return _yaml_problem(error, file)
+    if isinstance(error, yaml.YAMLError):
+        return Problem(file, 0, 0, "", f"not valid YAML: {error}")
+    line, column = _too_deep(text)  # a RecursionError
+    return Problem(
+        file,
+        line,
+        column,
+        "",
+        "the document nests too deeply",
+        f"at most {MAX_DEPTH} levels",
+        "more",
+    )
+
+
+class _Resolving(yaml.resolver.Resolver):
+    """YAML's resolver, remembering the tags of short plain scalars: keys and small
+    values repeat thousands of times in a long scenario, and each takes several regular
+    expressions to resolve. (Only plain and quoted scalars' tags depend on the text
+    alone: the safe loader has no path resolvers.)"""
+
+    _tags: dict[tuple[str, Any], str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode or len(value) > 40:
+            return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+        key = (value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+            if len(self._tags) < 10_000:
+                self._tags[key] = tag
+        return tag
+
+
+class _SafeLoader(_Resolving, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader (with the remembering resolver)."""
+
+
+_FastLoader: type[yaml.SafeLoader] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CSafeLoader(_Resolving, yaml.CSafeLoader):
+        """libyaml's parser with PyYAML's safe constructor and the remembering resolver."""
+
+    _FastLoader = _CSafeLoader  # type: ignore[assignment]
 
 
 def _too_deep(text: str) -> tuple[int, int]:

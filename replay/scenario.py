@@ -236,8 +236,10 @@ def _walk(
 def own_texts(step: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """``(path, text)`` of the strings of ``step`` itself that may be templates (not those
     of the steps it holds), paths relative to the step."""
+    # Only the fields the step's model has: asking a pydantic model for one it lacks is slow.
+    fields = getattr(type(step), "model_fields", ())
     for name in _TEMPLATE_FIELDS:
-        value = getattr(step, name, None)
+        value = getattr(step, name) if name in fields else None
         if isinstance(value, str):
             yield (name,), value
     if isinstance(step, MessageStep) and step.data is not None:
@@ -246,7 +248,7 @@ def own_texts(step: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
         yield from _data_texts(step.let, ("let",))
     elif isinstance(step, SetStep):
         yield from _data_texts(step.set, ("set",))
-    envelope = getattr(step, "envelope", None)
+    envelope = step.envelope if "envelope" in fields else None
     if envelope:
         yield from _data_texts(envelope, ("envelope",))
 

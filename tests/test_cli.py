@@ -1292,3 +1292,151 @@ def test_record_refuses_a_ready_file_it_could_not_write(
     code, _, err = run_main(args, capsys)
     assert code == 2
     assert err == f"replay: --ready-file: no folder {tmp_path}/absent\n"
+
+
+# --- replay convert ---------------------------------------------------------------------------
+
+
+def recorded_files(tmp_path: Path, sessions: list[Any] | None = None) -> list[str]:
+    """A recorded Schwarm session written as the proxy writes it, one file a session."""
+    from tests.recordings import http, schwarm_stream, schwarm_ws
+
+    folder = tmp_path / "recorded"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for recorded in sessions or [
+        schwarm_ws(),
+        schwarm_stream(),
+        http("h", 6.0, "POST", "/break", True),
+    ]:
+        path = folder / f"{recorded.header.session}.jsonl"
+        path.write_text("".join(recorded.lines()), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def test_convert_prints_the_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(
+        ["convert", *recorded_files(tmp_path), "--match", "message.action"], capsys
+    )
+    assert (code, err) == (0, "")
+    document = yaml.safe_load(out)
+    assert document["description"].startswith("Recorded from ws://127.0.0.1:8000 on 2024-12-03")
+    assert {"wait": "PAUSE_REQUEST", "fields": {"message.action": "^pause$"}} in document["steps"]
+    assert "# left out at 6.000s: a request POST /break that no declared route answers" in out
+
+
+def test_convert_into_a_folder_with_the_inferred_protocol_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "scenarios"
+    args = ["convert", *recorded_files(tmp_path), "--scenarios", str(folder), "--name", "session"]
+    code, out, err = run_main(
+        [*args, "--protocol", "--timing", "compact", "--max-gap", "1s"], capsys
+    )
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"wrote {folder / 'session.yaml'}: 16 frames, 4 waits, 1.309s of server time",
+        f"wrote {folder / '_protocol.yaml'}: 6 message types, 1 route",
+    ]
+    assert {"wait": "POST /break"} in yaml.safe_load((folder / "session.yaml").read_text())["steps"]
+    code, out, _ = run_main(["validate", "--scenarios", str(folder)], capsys)
+    assert (code, out.splitlines()[-1]) == (0, "1 valid, 0 invalid")
+    code, _, err = run_main(args, capsys)  # again: the file is there
+    exists = f"{folder / 'session.yaml'} exists: choose another name, or --force to replace it"
+    assert (code, err) == (1, f"replay: {exists}\n")
+    code, _, err = run_main([*args[:-1], "again", "--protocol"], capsys)
+    protocol_file = folder / "_protocol.yaml"
+    assert err == (
+        f"replay: {protocol_file} exists: convert without --protocol to use it, or --force to "
+        "replace it\n"
+    )
+    code, out, _ = run_main(
+        [*args, "--force", "--template", "message.span_id={{ hex(16) }}"], capsys
+    )
+    assert code == 0  # the folder's own protocol, now: the POST /break route counts
+    assert "{{ hex(16) }}" in (folder / "session.yaml").read_text()
+    assert run_main(["validate", "--scenarios", str(folder)], capsys)[0] == 0
+
+
+def test_convert_protocol_alone_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(["convert", *recorded_files(tmp_path), "--protocol"], capsys)
+    assert code == 0
+    assert out.startswith("# Inferred from recorded sessions by `replay convert --protocol`")
+    assert yaml.safe_load(out)["extends"] == "schwarm"
+
+
+def test_convert_to_a_file_writes_its_parts_beside_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import replay.record.convert
+
+    monkeypatch.setattr(replay.record.convert, "PART_BYTES", 1000)
+    target = tmp_path / "out" / "long.yaml"
+    code, out, _ = run_main(["convert", *recorded_files(tmp_path), "-o", str(target)], capsys)
+    assert code == 0
+    parts = sorted(path.name for path in target.parent.glob("long-part-*.yaml"))
+    assert len(parts) >= 3
+    assert out.strip().endswith(f"in {len(parts)} parts played in order")
+    code, _, err = run_main(["convert", *recorded_files(tmp_path)], capsys)
+    assert code == 1
+    assert err.startswith(
+        f"replay: the scenario takes {len(parts)} files (a file holds at most 1 MiB)"
+    )
+
+
+def test_convert_of_another_protocol_says_it_used_the_inferred_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.recordings import session
+
+    feed = session("/prices", "feed").server(0.1, {"event": "tick", "data": {"p": 1}})
+    code, out, err = run_main(["convert", *recorded_files(tmp_path, [feed])], capsys)
+    assert code == 0
+    assert "converted with the one inferred from them" in err
+    assert {"message": "tick", "data": {"p": 1}} in yaml.safe_load(out)["steps"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.jsonl"], "cannot read missing.jsonl: No such file or directory"),
+        (["--name", "x"], "--name goes with --scenarios DIR"),
+        (["--timing", "exact", "--max-gap", "2s"], "--max-gap goes with --timing compact"),
+        (["-o", "x.yml"], "x.yml is not a scenario file: name it NAME.yaml"),
+    ],
+)
+def test_convert_errors_are_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run_main(["convert", *recorded_files(tmp_path), *args], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("replay: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_convert_says_what_is_not_a_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text('{"hello": "world"}\n')
+    code, _, err = run_main(["convert", str(bad)], capsys)
+    assert code == 1
+    reason = 'the first line has no "format": "replay-recording"'
+    assert err == f"replay: {bad}:1: not a replay recording: {reason}\n"
+    empty = tmp_path / "empty.jsonl"
+    from tests.recordings import session
+
+    empty.write_text("".join(session("/ws", "e").lines()))
+    code, _, err = run_main(["convert", str(empty)], capsys)
+    assert (code, err) == (1, "replay: the recordings hold no frames: nothing to convert\n")
+
+
+def test_convert_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["convert", *recorded_files(tmp_path), "--template", "no-equals"])
+    assert exited.value.code == 2
+    assert "is not PATH=EXPR" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import hypothesis
 import pytest
@@ -1477,3 +1478,101 @@ def test_wait_connect_problems_are_located() -> None:
     who = only_problem("steps:\n  - wait_connect: two words\n")
     assert who.field == "steps.0.wait_connect"
     assert who.message == "not a client to wait for"
+
+
+# --- the fast parser ------------------------------------------------------------------------
+
+SHIPPED = sorted(
+    path
+    for folder in ("scenarios", "profiles", "examples")
+    for path in (Path(__file__).resolve().parent.parent / folder).rglob("*.yaml")
+)
+
+
+@pytest.mark.skipif(loader._FastLoader is None, reason="PyYAML was built without libyaml")
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.name)
+def test_libyaml_reads_every_shipped_file_as_the_pure_python_parser_does(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert loader._FastLoader is not None
+    fast = loader._compose_with(loader._FastLoader, text, str(path))
+    slow = loader._compose_with(loader._SafeLoader, text, str(path))
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "steps:\n  - chunk: a\n\tdelay: 1\n",  # a tab
+        "steps:\n  - chunk: \ud800\n",  # a lone surrogate libyaml cannot even take
+        "steps: [" * 2000,  # deeper than libyaml goes
+        "steps:\n  - chunk: a\n  - chunk: b\n---\nsteps: []\n",  # two documents
+        "a: \x07\n",  # a character YAML forbids
+    ],
+)
+def test_what_libyaml_refuses_is_explained_as_the_pure_python_parser_explains_it(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_fast = parse(source).problems
+    monkeypatch.setattr(loader, "_FastLoader", None)
+    assert parse(source).problems == with_fast
+
+
+@pytest.mark.parametrize(
+    "value", ["yes", "No", "1.5", "1_000", "0x1f", "2024-12-03", "~", "null", "=", "<<", "x", ""]
+)
+def test_remembered_tags_are_yamls_own(value: str) -> None:
+    resolver = yaml.resolver.Resolver()
+    remembering = loader._SafeLoader("")
+    for implicit in ((True, False), (False, True), (False, False)):
+        for _ in range(2):  # the second time, remembered
+            expected = resolver.resolve(yaml.ScalarNode, value, implicit)
+            assert remembering.resolve(yaml.ScalarNode, value, implicit) == expected
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@pytest.mark.skipif(loader._FastLoader is None, reason="PyYAML was built without libyaml")
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(_VALUES, st.sampled_from([False, True, None]))
+def test_libyaml_reads_any_document_as_the_pure_python_parser_does(
+    value: object, flow: bool | None
+) -> None:
+    # libyaml accepts a few texts PyYAML's own scanner refuses (a tab after a value, '?'
+    # inside a flow scalar): what both read, they read alike.
+    text = yaml.safe_dump({"steps": value}, default_flow_style=flow, allow_unicode=True)
+    assert loader._FastLoader is not None
+    fast = loader._compose_with(loader._FastLoader, text, FILE)
+    assert fast == loader._compose_with(loader._SafeLoader, text, FILE)
+
+
+def test_a_loaded_file_keeps_the_locations_of_its_steps_not_of_their_data() -> None:
+    loaded = parse(
+        "steps:\n"
+        "  - message: EVENT\n"
+        "    data: {a: [1, {b: 2}], c: x}\n"
+        "  - parallel: [x, y]\n"
+        "  - repeat: 2\n"
+        "    steps:\n"
+        "      - {play: z}\n"
+    )
+    assert set(loaded.locations) == {
+        (),
+        ("steps",),
+        ("steps", 0),
+        ("steps", 1),
+        ("steps", 1, "parallel"),
+        ("steps", 1, "parallel", 0),
+        ("steps", 1, "parallel", 1),
+        ("steps", 2),
+        ("steps", 2, "steps", 0),
+        ("steps", 2, "steps", 0, "play"),
+    }
+    assert loaded.locate(("steps", 0, "data", "a", 1, "b")) == (2, 5)  # its step
+    assert loaded.locate(("steps", 2, "steps", 0, "play")) == (7, 10)  # the key, not the brace

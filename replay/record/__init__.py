@@ -11,5 +11,8 @@
   out); :mod:`~replay.record.http1` parses and writes HTTP/1.1 messages (pure) and
   reads them from streams;
 - the live override (``replay serve --upstream URL``) is another I/O edge;
-- the converter (``replay convert``) and the protocol inference are pure.
+- :mod:`replay.record.convert` (``replay convert``): recordings to a scenario that
+  replays the server's frames, pure; :mod:`replay.record.emit` writes its YAML;
+- :mod:`replay.record.infer` (``replay convert --protocol``): the protocol the
+  recordings speak, as a ``_protocol.yaml``, pure.
 """
