@@ -22,8 +22,8 @@ from replay.responses import JSONAnswer
 
 #: What ``POST /recordings/{session}/convert`` answers until it is wired to the converter.
 NOT_YET = (
-    "converting a recording from the dashboard is not available yet: "
-    "POST /recordings/{session}/convert is not wired to the converter in this version"
+    "converting recordings from the dashboard is not available in this version yet "
+    "(POST /recordings/{session}/convert answers 501 until it is wired to the converter)"
 )
 
 
