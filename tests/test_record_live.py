@@ -262,6 +262,23 @@ async def test_a_client_that_leaves_closes_its_upstream_with_its_code(folder: Pa
         assert live.replay.delivery.client_counts()["/ws"] == 0
 
 
+async def test_a_scenario_s_disconnect_ends_the_live_session_with_its_code(folder: Path) -> None:
+    (folder / "bye.yaml").write_text(
+        "steps:\n  - disconnect: /ws\n    code: 4005\n    reason: the scenario says bye\n"
+    )
+    async with (
+        backend() as upstream,
+        proxying(folder, upstream.url) as live,
+        connect(live.ws_url + "/ws") as client,
+    ):
+        await upstream.next_connection()
+        await post(live, "/trigger/bye")
+        closed = await until_closed(client)
+        assert await upstream.next_close() == (4005, "the scenario says bye")
+    assert closed.rcvd is not None
+    assert (closed.rcvd.code, closed.rcvd.reason) == (4005, "the scenario says bye")
+
+
 async def test_a_lost_upstream_connection_cuts_the_client(folder: Path) -> None:
     async with backend() as upstream, proxying(folder, upstream.url) as live:
         async with connect(live.ws_url + "/ws") as client:

@@ -193,7 +193,8 @@ class RecordingsFolder:
         """The recording ``session``, parsed (or as parsed before, if its file has not
         changed since)."""
         name = self._file(session)
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # POSIX only
         try:
             descriptor = os.open(self.path / name, flags)
         except FileNotFoundError:

@@ -227,12 +227,14 @@ class Upstream:
         """Connect a client that is not accepted yet to the upstream (the manager's
         :data:`~replay.managers.Opener`); if that fails, accept and close it with 1011."""
         scope = websocket.scope
+        # The path as the client wrote it (uvicorn keeps it), else as decoded.
+        path = bytes(scope.get("raw_path") or str(scope["path"]).encode()).decode("latin-1")
         query = bytes(scope.get("query_string", b"")).decode("latin-1")
         peer = scope.get("client")
         headers = scope.get("headers", [])
         try:
             connection = await connect(
-                self.target(str(scope["path"]), query),
+                self.target(path, query),
                 subprotocols=offered_subprotocols(headers) or None,
                 additional_headers=forwarded_headers(headers, peer[0] if peer else None),
                 user_agent_header=None,  # the client's own is passed on
@@ -242,6 +244,10 @@ class Upstream:
             )
         except (OSError, TimeoutError, WebSocketException) as error:
             await self._refuse(manager, websocket, describe(error))
+            return None
+        except Exception as error:  # a bug: the client is still answered, the server goes on
+            log.exception("connecting to the upstream %s failed", self.shown)
+            await self._refuse(manager, websocket, f"internal error ({type(error).__name__})")
             return None
         return LiveSession(manager, connection)
 
