@@ -247,6 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept per-message compression (permessage-deflate) when a client offers it",
     )
+    serve.add_argument(
+        "--upstream",
+        default=None,
+        metavar="URL",
+        help="the real backend (ws://HOST:PORT or wss://...): every WebSocket client is also "
+        "proxied to it at the same path and query, and scenarios' frames are injected into "
+        "those live sessions",
+    )
+    serve.add_argument(
+        "--recordings",
+        type=Path,
+        default=Path("recordings"),
+        metavar="DIR",
+        help="the recordings folder GET /recordings and the dashboard show (default "
+        "./recordings, where replay record writes)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     listing = commands.add_parser("list", help="list the scenarios in the scenarios folder")
@@ -533,6 +549,8 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         on_connect=args.on_connect,
         token=args.token,
         ws_origins=args.ws_origins,
+        upstream=args.upstream,
+        recordings=args.recordings,
     )
     if args.max_clients is not None:
         settings.max_clients = args.max_clients

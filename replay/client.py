@@ -96,6 +96,9 @@ class Client:
         #: Runs (reactions, on-connect) not started for it because its share was full.
         self.skipped = 0
         self.dropped: str | None = None
+        #: The close code and reason the server ended the connection with, once it did
+        #: (1006 when it cut it): what a proxied session's upstream is closed with.
+        self.goodbye: tuple[int, str] | None = None
         self._allowance: float | None = None
         self._allowance_at = 0.0
         self._bytes = ByteBudget(byte_rate)
@@ -173,7 +176,7 @@ class Client:
         Logged as a warning, or at DEBUG when ``quiet`` (the client is leaving anyway)."""
         if self.dropped is not None:
             return
-        self.dropped = reason
+        self.dropped, self.goodbye = reason, (code, reason)
         self._wake()
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "client %s on %s dropped: %s", self.id, self.endpoint, reason)
@@ -209,7 +212,7 @@ class Client:
         """Close the connection now with ``code`` (the server is stopping): what is still
         queued is dropped, and a peer that does not take the close frame is cut."""
         if self.dropped is None:
-            self.dropped = reason
+            self.dropped, self.goodbye = reason, (code, reason)
             if self._on_gone is not None:
                 self._on_gone(self)
         self._wake()
@@ -225,17 +228,18 @@ class Client:
         _background.add(task)
         task.add_done_callback(_background.discard)
 
-    def hangup(self, code: int, reason: str, abort: bool = False) -> bool:
+    def hangup(self, code: int, reason: str, abort: bool = False, by: str = "a scenario") -> bool:
         """Close the connection once the frames queued before have gone out (never waits).
 
         With ``abort``, cut the TCP connection without a close frame, as a crashed server
-        would. Returns False if the client was already dropped.
+        would. ``by`` says who for the log. Returns False if the client was already dropped.
         """
         if self.dropped is not None:
             return False
         self.dropped = "dropped on purpose" if abort else f"closed with code {code}"
+        self.goodbye = (1006, "") if abort else (code, reason)
         self._wake()
-        log.info("client %s on %s: %s by a scenario", self.id, self.endpoint, self.dropped)
+        log.info("client %s on %s: %s by %s", self.id, self.endpoint, self.dropped, by)
         if self._on_gone is not None:
             self._on_gone(self)
         if self.line is not None:
@@ -259,9 +263,15 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
 
-    async def receive_until_closed(self, listener: FrameListener | None = None) -> None:
+    async def receive_until_closed(
+        self,
+        listener: FrameListener | None = None,
+        every: Callable[[str | bytes], None] | None = None,
+    ) -> tuple[int, str]:
         """Read the client's frames until it disconnects, handing text frames to ``listener``
-        in the order they came.
+        in the order they came, and every frame, text or binary, to ``every`` (a proxied
+        session's upstream, see :mod:`replay.record.live`). Returns the close code and
+        reason the connection ended with, as the server saw them.
 
         Frames are logged at DEBUG; a listener that fails is logged and the reading goes
         on. Nothing a client sends can break the connection's handler or anyone else's.
@@ -277,10 +287,12 @@ class Client:
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                return int(message.get("code", 1000)), str(message.get("reason") or "")
             self.received += 1
             text = message.get("text")
             size = _size(text, message.get("bytes"))
+            if every is not None:
+                every(text if text is not None else message.get("bytes") or b"")
             self.received_bytes += size
             if log.isEnabledFor(logging.DEBUG):  # parsing every frame costs, in a flood
                 log.debug("client %s on %s sent %s", self.id, self.endpoint, _describe(message))

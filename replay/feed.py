@@ -7,7 +7,13 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
   (how many are connected to that endpoint now);
 - ``frame.sent``: ``run_id``, ``scenario``, ``step``, ``endpoint``, ``to`` (a client id,
   or null for every client), ``clients`` (how many took it), ``frame`` (the text; a
-  binary frame's bytes in hex with ``binary: true``);
+  binary frame's bytes in hex with ``binary: true``). Under ``serve --upstream`` (see
+  :mod:`replay.record.live`) a run's frames also have ``injected: true``, and each frame
+  the real backend sent a client is one too, with ``upstream: true``, ``to`` that client
+  and null ``run_id``, ``scenario`` and ``step``;
+- ``upstream.failed``: under ``serve --upstream``, a client whose upstream could not be
+  reached (it was closed with 1011): ``client``, ``endpoint``, ``path``, ``upstream``
+  (the URL, without credentials), ``reason``;
 - ``frame.received``: ``client``, ``endpoint``, ``frame``;
 - ``run.started``, ``run.step`` (``step``: the step being played), ``run.waiting``,
   ``run.finished``, ``run.failed``, ``run.cancelled``: ``run_id``, ``scenario`` and, for

@@ -6,7 +6,9 @@ direction, message type or endpoint. Entries are kept in the order they happened
 
 - ``sent``: a frame a run put on an endpoint: ``run_id``, ``scenario``, ``step``, ``to``
   (the client id it was addressed to, or null for every client of the endpoint) and
-  ``clients`` (how many took it);
+  ``clients`` (how many took it); under ``serve --upstream``, with ``injected: true``,
+  and the real backend's frames to a client are ``sent`` entries too, with
+  ``upstream: true`` (and no run);
 - ``received``: a frame a client sent: ``client`` and, on ``/ws``, ``runs`` (the runs
   that kept it as an answer, see :mod:`replay.mailbox`); a request to a declared HTTP
   route is one too, on the endpoint ``http``, its frame the request as JSON text, its

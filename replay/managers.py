@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from enum import Enum
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from starlette.websockets import WebSocket
 
@@ -41,6 +41,28 @@ from replay.scenario import CLIENT_ID_PATTERN, CLIENT_ID_RULE
 log = logging.getLogger("replay.client")
 
 
+class Session(Protocol):
+    """A connection's other end besides replay: under ``serve --upstream``, the real
+    backend it is proxied to (see :mod:`replay.record.live`)."""
+
+    #: The subprotocol the connection is accepted with (the upstream's choice).
+    subprotocol: str | None
+
+    def start(self, client: Client) -> None:
+        """The connection is accepted as ``client``: start passing the other end's frames on."""
+
+    def forward(self, frame: str | bytes) -> None:
+        """A frame the client sent (never waits)."""
+
+    async def end(self, code: int, reason: str) -> None:
+        """The client has gone, with this close code and reason: end the other end too."""
+
+
+#: Opens a session for a connection before it is accepted, or answers the connection
+#: itself and returns None (the other end cannot be reached).
+Opener = Callable[["EndpointManager", WebSocket], Awaitable[Session | None]]
+
+
 class EndpointManager:
     """The clients of one endpoint, and fan-out to them."""
 
@@ -65,6 +87,7 @@ class EndpointManager:
         manager.clients = {}
         manager.on_connect = None
         manager.on_frame = None
+        manager.opener = None
         manager.feed = None
         manager.frames_sent = manager.bytes_sent = manager.drops = 0
         manager.listening = True
@@ -78,6 +101,8 @@ class EndpointManager:
     on_connect: Callable[[Client], None] | None
     #: Called with each text frame a client sends (the server feeds waits and reactions).
     on_frame: FrameListener | None
+    #: Opens each connection's session with the real backend (``serve --upstream``), if set.
+    opener: Opener | None
     #: Where connections, disconnections and client frames are published, if anywhere.
     feed: Feed | None
     #: Frame copies handed to clients' send queues, and their size in bytes (UTF-8).
@@ -97,9 +122,11 @@ class EndpointManager:
     def __len__(self) -> int:
         return len(self.clients)
 
-    async def connect(self, websocket: WebSocket, client_id: str | None = None) -> Client:
-        """Accept the connection and start sending to it."""
-        await websocket.accept()
+    async def connect(
+        self, websocket: WebSocket, client_id: str | None = None, subprotocol: str | None = None
+    ) -> Client:
+        """Accept the connection (with ``subprotocol``, if given) and start sending to it."""
+        await websocket.accept(subprotocol=subprotocol)
         client = Client(
             websocket, self.endpoint, self.queue_size, self._forget, client_id, self.client_bytes
         )
@@ -140,20 +167,38 @@ class EndpointManager:
         """Handle one connection from accept to close: the body of a WebSocket route.
 
         The client's id is its ``?client_id=`` query parameter if it gives one; a bad one
-        gets the connection closed with 1008 and a reason saying what is allowed.
+        gets the connection closed with 1008 and a reason saying what is allowed. With an
+        ``opener`` (``serve --upstream``), the connection's session with the real backend
+        is opened before it is accepted, gets every frame the client sends, and ends with
+        it.
         """
         client_id = websocket.query_params.get("client_id")
         if client_id is not None and not CLIENT_ID_PATTERN.match(client_id):
             await websocket.accept()
             await websocket.close(1008, f"invalid client_id: expected {CLIENT_ID_RULE}")
             return
-        client = await self.connect(websocket, client_id)
+        session = None
+        if self.opener is not None:
+            session = await self.opener(self, websocket)
+            if session is None:
+                return  # the other end cannot be reached: the opener answered the client
+        ended = (1006, "")
         try:
-            if self.on_connect is not None:
-                self.on_connect(client)
-            await client.receive_until_closed(self._received)
+            subprotocol = session.subprotocol if session is not None else None
+            client = await self.connect(websocket, client_id, subprotocol)
+            try:
+                if session is not None:
+                    session.start(client)
+                if self.on_connect is not None:
+                    self.on_connect(client)
+                every = session.forward if session is not None else None
+                ended = await client.receive_until_closed(self._received, every)
+            finally:
+                await self.disconnect(websocket)
+                ended = client.goodbye or ended  # the server closed it: with that code
         finally:
-            await self.disconnect(websocket)
+            if session is not None:
+                await session.end(*ended)
 
     def _received(self, client: Client, text: str) -> None:
         if not client.allow(self.client_rate):
@@ -180,6 +225,15 @@ class EndpointManager:
             size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
             self.bytes_sent += reached * size
         return reached
+
+    def pass_on(self, client: Client, frame: str | bytes) -> bool:
+        """Queue a frame for one connection (its upstream's, see :class:`Session`), counted
+        like a broadcast's; whether it took it. Never waits."""
+        if not client.offer(frame):
+            return False
+        self.frames_sent += 1
+        self.bytes_sent += len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        return True
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every client's connection now with ``code`` (the server is stopping)."""

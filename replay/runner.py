@@ -373,6 +373,9 @@ class Runner:
         self.state = state if state is not None else State()
         #: The ``wait_connect`` steps waiting for a connection now.
         self._connecting: list[_Connecting] = []
+        #: Fields every ``frame.sent`` event of a run carries besides its own (under
+        #: ``serve --upstream``, ``{"injected": True}``: frames go into live sessions).
+        self.marks: dict[str, Any] = {}
 
     def start(
         self,
@@ -763,6 +766,7 @@ class Runner:
             clients=reached,
             binary=isinstance(frame, bytes),
             frame=frame if isinstance(frame, str) else frame.hex(),
+            **self.marks,
         )
 
     def _cancelled_early(self, run: Run) -> None:

@@ -59,6 +59,9 @@ from replay.origins import Cors, OriginPolicy
 from replay.protocol.declaration import Protocol
 from replay.protocol.file import ProtocolFile
 from replay.protocol.schwarm import SCHWARM
+from replay.record import api as recordings_api
+from replay.record.folder import RecordingsFolder
+from replay.record.live import Upstream
 from replay.responses import JSONAnswer
 from replay.runner import Run, Runner, RunState
 from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
@@ -123,6 +126,12 @@ class Settings:
     body_timeout: float = BODY_TIMEOUT
     #: Entries GET /journal keeps (0: no journal).
     journal_entries: int = JOURNAL_ENTRIES
+    #: The real backend every WebSocket client is also connected to (``--upstream``: a
+    #: ws:// or wss:// URL), scenarios' frames injected into those live sessions; None:
+    #: replay is the only backend (see :mod:`replay.record.live`).
+    upstream: str | None = None
+    #: The folder of recordings ``GET /recordings`` lists (``--recordings``).
+    recordings: Path = Path("recordings")
 
 
 class TriggerBody(BaseModel):
@@ -183,6 +192,12 @@ class Replay:
             lambda changes, by: self.feed.publish("state.changed", changes=dict(changes), by=by)
         )
         self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
+        #: Where clients are proxied to (``serve --upstream``), if anywhere.
+        self.upstream = Upstream(settings.upstream) if settings.upstream else None
+        if self.upstream is not None:
+            self.runner.marks = {"injected": True}
+        #: The recordings folder, read for GET /recordings.
+        self.recordings = RecordingsFolder(settings.recordings)
         self.backend = Backend(self, settings.token)
         for manager in (self.messages, self.stream):
             self._configure(manager)
@@ -215,6 +230,7 @@ class Replay:
         manager.feed = self.feed
         manager.on_frame = self.client_frame
         manager.on_connect = self.client_connected
+        manager.opener = self.upstream.open if self.upstream is not None else None
         manager.client_rate = settings.client_rate
         manager.client_bytes = settings.client_bytes
 
@@ -647,6 +663,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "active_runs": len(replay.runner.active),
         }
 
+    recordings_api.install(app, replay.recordings)
     replay.backend.install(app)  # last: declared routes come after replay's own
     return app
 

@@ -36,8 +36,9 @@ class FakeWebSocket:
         self.reading = True
         self.pauses = self.resumes = 0
 
-    async def accept(self) -> None:
+    async def accept(self, subprotocol: str | None = None) -> None:
         self.accepted = True
+        self.subprotocol = subprotocol
         self.application_state = WebSocketState.CONNECTED
 
     async def send_text(self, text: str | bytes) -> None:

@@ -693,6 +693,34 @@ def test_serve_passes_the_web_page_options_on(scenarios_dir: Path, served: list[
     assert settings.cors_origins == ["https://app.example", "*"]
 
 
+def test_serve_passes_the_upstream_and_the_recordings_folder_on(
+    scenarios_dir: Path, served: list[Any], tmp_path: Path
+) -> None:
+    live = ["--upstream", "ws://127.0.0.1:8000/api", "--recordings", str(tmp_path)]
+    assert main(["serve", "--scenarios", str(scenarios_dir), *live]) == 0
+    assert main(["serve", "--scenarios", str(scenarios_dir)]) == 0
+    proxied, alone = (server.config.app.state.replay for server in served)
+    assert (proxied.settings.upstream, proxied.settings.recordings) == (
+        "ws://127.0.0.1:8000/api",
+        tmp_path,
+    )
+    assert proxied.upstream.target("/ws") == "ws://127.0.0.1:8000/api/ws"
+    assert proxied.runner.marks == {"injected": True}
+    assert (alone.upstream, alone.settings.recordings) == (None, Path("recordings"))
+    assert alone.runner.marks == {}
+
+
+def test_serve_refuses_an_upstream_that_is_not_a_websocket_url(
+    scenarios_dir: Path, served: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--scenarios", str(scenarios_dir), "--upstream", "http://x:1"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "replay: --upstream 'http://x:1': the scheme is 'http'; expected ws://HOST:PORT or "
+        "wss://HOST:PORT, optionally with a path that clients' paths are appended to"
+    )
+    assert served == []
+
+
 def test_serve_defaults_answer_only_loopback_names_and_pages(
     scenarios_dir: Path, served: list[Any]
 ) -> None:

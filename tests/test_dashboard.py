@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
+import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +20,17 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as serve_websockets
 
 from replay.library import PROTOCOL_FILE
+from replay.record.format import text_frame
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server, wait_until_watched
 from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
+from tests.recorded_files import CHAT_INPUT, STARTED, write_recording
 
 CHROMIUM = os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags keep Chromium off the network (this machine's is closed) and quiet as root.
@@ -311,9 +319,11 @@ PRICE_FEED = Path(__file__).resolve().parent.parent / "examples" / "price-feed"
 
 
 @contextlib.contextmanager
-def dashboard_of(browser: Browser, folder: Path) -> Iterator[tuple[Page, LiveServer]]:
-    """The dashboard of a server of its own on ``folder``, live."""
-    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+def dashboard_of(
+    browser: Browser, folder: Path, **settings: Any
+) -> Iterator[tuple[Page, LiveServer]]:
+    """The dashboard of a server of its own on ``folder`` (``settings``: more), live."""
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True, **settings))
     context = browser.new_context()
     try:
         wait_until_watched(live)
@@ -480,3 +490,124 @@ endpoints:
     aliases: [/more/too]
     messages: {type: kind, payload: body}
 """
+
+
+# --- recordings, and live sessions (serve --upstream) ---------------------------------------------
+
+
+def test_the_recordings_panel_lists_recordings_and_shows_their_frames(
+    browser: Browser, scenarios_dir: Path, tmp_path: Path
+) -> None:
+    recordings = tmp_path / "recordings"
+    write_recording(recordings, "3f2a9c0e1b7d")
+    write_recording(recordings, "0000aa", ended=False, started=STARTED + 60, tail='{"t": 9')
+    (recordings / "0000bb.jsonl").write_text("garbage\n")
+    many = [text_frame(i / 100, "server", json.dumps({"n": i})) for i in range(250)]
+    write_recording(recordings, "abcdef", many, started=STARTED - 60)
+    with dashboard_of(browser, scenarios_dir, recordings=recordings) as (page, _):
+        expect(page.locator("#recordings tr")).to_have_count(4)
+        clean = page.locator('#recordings tr[data-recording="3f2a9c0e1b7d"]')
+        for text in (
+            "/ws",
+            "ui",
+            "ws://127.0.0.1:8000",
+            "2 / 3",
+            "1.50 s",
+            "closed 1000 by the client",
+        ):
+            expect(clean).to_contain_text(text)
+        expect(page.locator('#recordings tr[data-recording="0000aa"] td.end')).to_have_text(
+            "cut short"
+        )
+        expect(page.locator('#recordings tr[data-recording="0000bb"]')).to_contain_text(
+            "Cannot be read: line 1: a line is not JSON"
+        )
+        clean.get_by_role("button", name="View recording 3f2a9c0e1b7d").click()
+        expect(page.locator("#recording-title")).to_have_text("Recording 3f2a9c0e1b7d")
+        frames = page.locator("#recording-frames tr[data-frame]")
+        expect(frames).to_have_count(5)
+        size = f"{len(CHAT_INPUT)} B"
+        expect(frames.nth(1).locator("td")).to_have_text(
+            ["1", "250.0 ms", "client →", "text", size, CHAT_INPUT]
+        )
+        expect(frames.nth(3).locator("td")).to_have_text(
+            ["3", "750.0 ms", "← server", "binary", "4 B", "base64 AAEC/w=="]
+        )
+        expect(frames.nth(4).locator("td").last).to_have_text("1000 bye")
+        # A click shows the frame whole, its JSON pretty-printed.
+        opener = frames.nth(1).get_by_role("button")
+        opener.click()
+        expect(opener).to_have_attribute("aria-expanded", "true")
+        pretty = json.dumps(json.loads(CHAT_INPUT), indent=2)
+        expect(page.locator("#frame-1 pre")).to_have_text(pretty)
+        # A long recording comes a page at a time.
+        page.get_by_role("button", name="View recording abcdef").click()
+        expect(frames).to_have_count(200)
+        expect(page.locator("#recording-count")).to_have_text("200 of 250 frames shown")
+        page.get_by_role("button", name="Load more frames").click()
+        expect(frames).to_have_count(250)
+        expect(frames.last.locator("td").last).to_have_text('{"n": 249}')
+        expect(page.get_by_role("button", name="Load more frames")).to_be_hidden()
+        # Converting is not wired yet, and the panel says so.
+        clean.get_by_role("button", name="Convert recording 3f2a9c0e1b7d into a scenario").click()
+        expect(page.locator("#recordings-message")).to_contain_text(
+            "converting recordings from the dashboard is not available in this version yet"
+        )
+
+
+@contextlib.contextmanager
+def backend() -> Iterator[tuple[str, queue.Queue[ServerConnection]]]:
+    """A real upstream: a websockets server on a free port, its connections in a queue."""
+    connections: queue.Queue[ServerConnection] = queue.Queue()
+
+    def handle(connection: ServerConnection) -> None:
+        connections.put(connection)
+        for _ in connection:
+            pass
+
+    with serve_websockets(handle, "127.0.0.1", 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}", connections
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+
+
+def test_the_log_marks_the_upstream_s_frames_and_the_injected_ones(
+    browser: Browser, scenarios_dir: Path
+) -> None:
+    with (
+        backend() as (url, connections),
+        dashboard_of(browser, scenarios_dir, upstream=url) as (page, live),
+        connect(live.ws_url + "/ws?client_id=ui") as client,
+    ):
+        real = connections.get(timeout=TIMEOUT / 1000)
+        real.send('{"message_type":"EVENT","message":"from the backend"}')
+        client.recv(timeout=TIMEOUT / 1000)
+        post = urllib.request.Request(live.url + "/trigger/messages?speed=0", method="POST")
+        urllib.request.urlopen(post, timeout=10).close()
+        log = page.locator("#log li")
+        upstream = log.filter(has_text="from the backend")
+        expect(upstream).to_have_attribute("data-source", "upstream")
+        expect(upstream.locator(".badge")).to_have_text("upstream")
+        injected = log.filter(has_text="Test chat request")
+        expect(injected).to_have_attribute("data-source", "injected")
+        expect(injected.locator(".badge")).to_have_text("injected")
+
+
+def test_the_log_says_when_a_client_s_upstream_cannot_be_reached(
+    browser: Browser, scenarios_dir: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"ws://127.0.0.1:{probe.getsockname()[1]}"
+    with dashboard_of(browser, scenarios_dir, upstream=closed) as (page, live):
+        with connect(live.ws_url + "/ws?client_id=ui") as client, pytest.raises(ConnectionClosed):
+            client.recv(timeout=TIMEOUT / 1000)
+        assert client.close_code == 1011
+        failed = page.locator('#log li[data-direction="error"]')
+        expect(failed.locator(".badge")).to_have_text("upstream unreachable")
+        expect(failed).to_contain_text("/ws from ui")
+        expect(failed).to_contain_text("(closed with 1011)")

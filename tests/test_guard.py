@@ -27,12 +27,15 @@ from replay.hosts import host_policy
 from replay.server import Settings, create_app
 from tests.conftest import SHIPPED, LocalClient
 from tests.hostile import PATIENCE, add_tick, connected, serving, settled, ticks_arrive_on_time
+from tests.recorded_files import write_recording
 
 TOKEN = "s3cret"
 REFUSAL = (
     "this server needs its token: send 'Authorization: Bearer <token>' (or add "
     "?token=<token> to the URL); replay serve was started with --token or REPLAY_TOKEN"
 )
+#: A recording in the guarded servers' recordings folder.
+RECORDING = "3f2a9c0e1b7d"
 #: Every control route, as (method, path); {run} is a run playing when the request is made.
 CONTROL = [
     ("POST", "/trigger/messages?speed=0"),
@@ -45,7 +48,12 @@ CONTROL = [
     ("GET", "/clients"),
     ("GET", "/events"),
     ("GET", "/metrics"),
+    ("GET", "/recordings"),
+    ("GET", f"/recordings/{RECORDING}"),
+    ("POST", f"/recordings/{RECORDING}/convert"),
 ]
+#: What a control route answers with the token, when not 200.
+ANSWERS = {("POST", f"/recordings/{RECORDING}/convert"): 501}
 #: Routes anyone may read.
 OPEN = ["/healthz", "/", "/viewer", "/ui/dashboard.js", "/openapi.json", "/docs"]
 
@@ -74,9 +82,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A server with a token, in process, shared by the module (tests compare runs before
     and after). Its event feed is closed, so that GET /events answers and ends at once
     (the guard is what is tested, not the feed)."""
-    folder = tmp_path_factory.mktemp("guarded-in-process") / "scenarios"
+    root = tmp_path_factory.mktemp("guarded-in-process")
+    folder = root / "scenarios"
     shutil.copytree(SHIPPED, folder)
-    app = create_app(Settings(scenarios=folder, isolated=True, token=TOKEN))
+    write_recording(root / "recordings", RECORDING)
+    settings = Settings(
+        scenarios=folder, isolated=True, token=TOKEN, recordings=root / "recordings"
+    )
+    app = create_app(settings)
     with LocalClient(app) as client:
         app.state.replay.feed.close()
         yield client
@@ -119,7 +132,7 @@ def test_control_routes_work_with_the_token(
 ) -> None:
     target, options = way(path_for(guarded, path), TOKEN)
     answer = guarded.request(method, target, **options)
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == ANSWERS.get((method, path), 200), answer.text
     if method == "DELETE":
         assert answer.json()["state"] == "cancelled"
     if path.startswith("/trigger/"):

@@ -283,6 +283,9 @@ FUZZED = [
     ("GET", "/state"),
     ("PUT", "/state"),
     ("GET", "/routes"),
+    ("GET", "/recordings"),
+    ("GET", "/recordings/{session}"),
+    ("POST", "/recordings/{session}/convert"),
 ]
 STREAMING = [("GET", "/events")]
 EXAMPLES = 25

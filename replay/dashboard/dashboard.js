@@ -393,13 +393,17 @@ function logFrame(event) {
     const field = declared && (declared.messages ? declared.messages.type : declared.chunks && declared.chunks.type);
     type = String((field && parsed[field]) || parsed.message_type || parsed.type || "");
   }
+  // Under serve --upstream: the real backend's frames, and the scenarios' injected between them.
+  const source = received ? "client" : (event.upstream && "upstream") || (event.injected && "injected") || "replay";
   const who = received ? `from ${event.client}` : `to ${event.to || "all"} (${event.clients})`;
   const entry = element("li", {
     "data-endpoint": event.endpoint, "data-type": type, "data-direction": received ? "received" : "sent",
-    "data-client": received ? event.client : (event.to || ""),
+    "data-client": received ? event.client : (event.to || ""), "data-source": source,
   },
   element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
   element("span", { class: "where", text: `${event.endpoint} ${who}` }),
+  source === "upstream" || source === "injected"
+    ? element("span", { class: `badge ${source}`, text: source }) : null,
   element("span", { class: "frame", text: event.binary ? `[binary ${event.frame}]` : event.frame }));
   appendLog(entry);
   // Chunks as the endpoint declares them (Schwarm's /ws/stream until the protocol is known).
@@ -421,6 +425,18 @@ function logRequest(event) {
   element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
   element("span", { class: "where", text: `http from ${event.client}` }),
   element("span", { class: "frame", text: `${event.method} ${event.path}${query ? `?${query}` : ""} → ${event.status}` })));
+}
+
+// A client whose upstream (serve --upstream) could not be reached: closed with 1011.
+function logUpstreamFailure(event) {
+  appendLog(element("li", {
+    "data-endpoint": event.endpoint, "data-type": "", "data-direction": "error",
+    "data-client": event.client || "", "data-source": "upstream",
+  },
+  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
+  element("span", { class: "where", text: `${event.path} ${event.client ? `from ${event.client}` : ""}` }),
+  element("span", { class: "badge failed", text: "upstream unreachable" }),
+  element("span", { class: "frame", text: `${event.upstream}: ${event.reason} (closed with 1011)` })));
 }
 
 function appendLog(entry) {
@@ -466,6 +482,149 @@ function refilter() {
   for (const entry of $("#log").children) applyFilters(entry);
 }
 
+// --- recordings --------------------------------------------------------------------------
+
+const FRAMES_PER_PAGE = 200;
+
+async function loadRecordings() {
+  const listing = await api("GET", "/recordings");
+  $("#recordings-folder").replaceChildren("Folder ", code(listing.folder),
+    listing.exists ? "" : " (not there yet)",
+    listing.truncated ? ` · ${plural(listing.truncated, "older recording")} not shown` : "");
+  $("#recordings").replaceChildren(...listing.recordings.map(recordingRow));
+  $("#no-recordings").hidden = listing.recordings.length > 0;
+  markShown();
+}
+
+function recordingRow(recording) {
+  const session = recording.session;
+  const name = element("th", { scope: "row" }, code(session));
+  if (recording.error) {
+    return element("tr", { "data-recording": session, "data-error": "true" }, name,
+      element("td", { colspan: "8", class: "error", text: `Cannot be read: ${recording.error}` }));
+  }
+  const view = element("button", { type: "button", text: "View", "aria-label": `View recording ${session}` });
+  view.addEventListener("click", () => showRecording(session));
+  const convert = element("button", {
+    type: "button", text: "Convert", "aria-label": `Convert recording ${session} into a scenario`,
+  });
+  convert.addEventListener("click", () => convertRecording(session));
+  return element("tr", { "data-recording": session, "data-ended": String(recording.ended) }, name,
+    element("td", {}, code(recording.endpoint)),
+    element("td", { text: recording.client || "–" }),
+    element("td", { text: recording.upstream || "–" }),
+    element("td", { text: new Date(recording.started * 1000).toLocaleString() }),
+    element("td", { text: `${recording.client_frames} / ${recording.server_frames}` }),
+    element("td", { text: seconds(recording.duration_s) }),
+    element("td", { class: "end", text: recording.ended ? ended(recording.end) : "cut short" }),
+    element("td", { class: "actions" }, view, convert));
+}
+
+function ended(end) {
+  const how = end.code === null ? "closed without a code" : `closed ${end.code}`;
+  return end.by ? `${how} by the ${end.by}` : how;
+}
+
+// The recording being viewed, and where its next page starts (null: no more).
+let viewed = null;
+
+function markShown() {
+  for (const row of document.querySelectorAll("#recordings tr")) {
+    if (viewed && row.dataset.recording === viewed.session) row.setAttribute("aria-current", "true");
+    else row.removeAttribute("aria-current");
+  }
+}
+
+async function showRecording(session, offset = 0) {
+  const message = $("#recordings-message");
+  message.hidden = true;
+  try {
+    const page = await api("GET",
+      `/recordings/${encodeURIComponent(session)}?offset=${offset}&limit=${FRAMES_PER_PAGE}`);
+    if (offset === 0) {
+      $("#recording-frames").replaceChildren();
+      $("#recording-title").textContent = `Recording ${session}`;
+      const header = page.header;
+      $("#recording-meta").textContent = [
+        `${header.kind} ${header.endpoint}${header.query ? `?${header.query}` : ""}`,
+        header.upstream ? `upstream ${header.upstream}` : "",
+        header.subprotocol ? `subprotocol ${header.subprotocol}` : "",
+        `started ${new Date(header.started * 1000).toLocaleString()}`,
+        page.ended ? ended(page.end) : "cut short",
+      ].filter(Boolean).join(" · ");
+    }
+    $("#recording-frames").append(...page.frames.flatMap(frameRows));
+    viewed = { session, next: page.next };
+    $("#more-frames").hidden = page.next === null;
+    const shown = page.next === null ? page.frame_count : page.next;
+    $("#recording-count").textContent = `${shown} of ${plural(page.frame_count, "frame")} shown`;
+    $("#recording").hidden = false;
+    markShown();
+  } catch (problem) {
+    message.textContent = `Could not show recording ${session}: ${problem.message}`;
+    message.hidden = false;
+  }
+}
+
+async function convertRecording(session) {
+  const message = $("#recordings-message");
+  message.hidden = true;
+  try {
+    await api("POST", `/recordings/${encodeURIComponent(session)}/convert`);
+  } catch (problem) {
+    message.textContent = `Could not convert recording ${session}: ${problem.message}`;
+    message.hidden = false;
+  }
+}
+
+// A frame's row (direction, offset, opcode, size, its text on one line) and the row under
+// it that shows it whole, JSON pretty-printed, opened by a click on the text.
+function frameRows(frame) {
+  const id = `frame-${frame.index}`;
+  const whole = element("tr", { id, class: "detail", hidden: true },
+    element("td", { colspan: "6" }, element("pre", { text: frameDetail(frame) })));
+  const toggle = element("button", {
+    type: "button", class: "frame-text", text: frameSummary(frame) || " ",
+    "aria-expanded": "false", "aria-controls": id,
+  });
+  toggle.addEventListener("click", () => {
+    whole.hidden = !whole.hidden;
+    toggle.setAttribute("aria-expanded", String(!whole.hidden));
+  });
+  const from = frame.from === "client" ? "client →" : "← server";
+  return [element("tr", { "data-frame": String(frame.index), "data-from": frame.from, "data-op": frame.op },
+    element("td", { text: String(frame.index) }),
+    element("td", { class: "number", text: `${frame.ms.toFixed(1)} ms` }),
+    element("td", { class: "from", text: from }),
+    element("td", {}, code(frame.op)),
+    element("td", { class: "number", text: bytes(frame.size) }),
+    element("td", { class: "data" }, toggle)), whole];
+}
+
+function frameSummary(frame) {
+  if (frame.op === "close") return `${frame.code === null ? "no code" : frame.code} ${frame.reason || ""}`.trim();
+  if (frame.op === "text") return frame.data;
+  if (frame.data !== undefined) return `base64 ${frame.data}`;
+  return JSON.stringify(frame);
+}
+
+function frameDetail(frame) {
+  const cut = frame.truncated ? `\n\n(cut: the first 1 MiB of ${bytes(frame.size)})` : "";
+  if (frame.op === "text" && !frame.truncated) {
+    try { return JSON.stringify(JSON.parse(frame.data), null, 2); } catch { /* not JSON */ }
+  }
+  if (frame.op === "text") return frame.data + cut;
+  if (frame.op === "close") return frameSummary(frame);
+  const shown = { ...frame };
+  delete shown.index; delete shown.ms;
+  return JSON.stringify(shown, null, 2) + cut;
+}
+
+function bytes(size) {
+  if (size < 1024) return `${size} B`;
+  return size < 1024 * 1024 ? `${(size / 1024).toFixed(1)} KiB` : `${(size / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 // --- the live feed -----------------------------------------------------------------------
 
 const refreshScenarios = debounced(() => loadScenarios().catch(showOffline));
@@ -474,6 +633,7 @@ const refreshRuns = debounced(() => loadRuns().catch(showOffline));
 const refreshRoutes = debounced(() => loadRoutes().catch(showOffline));
 const refreshProtocol = debounced(() => loadProtocol().catch(showOffline));
 const refreshState = debounced(() => loadState().catch(showOffline));
+const refreshRecordings = debounced(() => loadRecordings().catch(showOffline));
 
 function showOffline() {
   const status = $("#status");
@@ -491,7 +651,7 @@ function connect() {
     status.textContent = "Live";
     // Whatever happened while we were away: load it all again.
     refreshScenarios(); refreshClients(); refreshRuns(); refreshRoutes(); refreshState();
-    refreshProtocol();
+    refreshProtocol(); refreshRecordings();
   });
   feed.addEventListener("error", () => {
     showOffline();
@@ -509,6 +669,7 @@ function connect() {
     if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
     if (kind === "protocol.changed") { refreshProtocol(); refreshRoutes(); refreshScenarios(); }
     if (kind === "http.request") logRequest(event);
+    if (kind === "upstream.failed") logUpstreamFailure(event);
     if (kind === "state.changed") {
       refreshState();
       if (event.by === "protocol file") refreshRoutes();
@@ -531,5 +692,7 @@ $("#state-add").addEventListener("submit", (event) => {
   setState($("#state-key").value.trim(), $("#state-value").value);
   $("#state-add").reset();
 });
+$("#refresh-recordings").addEventListener("click", refreshRecordings);
+$("#more-frames").addEventListener("click", () => { if (viewed && viewed.next !== null) showRecording(viewed.session, viewed.next); });
 $("#clear-log").addEventListener("click", () => { $("#log").replaceChildren(); $("#streams").replaceChildren(); });
 connect();
