@@ -38,6 +38,7 @@ from replay.protocol.file import ProtocolFile, parse_protocol
 from replay.record import convert as converting
 from replay.record.format import Recording, read_recording
 from replay.record.infer import Inferred, infer_protocol
+from replay.record.scenarios import write_converted
 from replay.routes import is_route_key
 from replay.schema import scenario_schema
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
@@ -1350,22 +1351,7 @@ def _write_converted(
     force: bool,
     out: TextIO,
 ) -> None:
-    files = {folder / f"{name}.yaml": text for name, text in converted.files.items()}
-    if inferred is not None:
-        files[folder / PROTOCOL_FILE] = inferred.text
-    taken = next((path for path in files if path.exists()), None)
-    if taken is not None and not force:
-        protocol = taken.name == PROTOCOL_FILE
-        instead = "convert without --protocol to use it" if protocol else "choose another name"
-        raise converting.ConvertError(f"{taken} exists: {instead}, or --force to replace it")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, text in files.items():
-            path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise converting.ConvertError(
-            f"cannot write into {folder}: {error.strerror or error}"
-        ) from None
+    write_converted(folder, converted, inferred.text if inferred else None, force)
     main = folder / f"{converted.name}.yaml"
     counts = f"{converted.frames} frames, {converted.waits} waits"
     if converted.skipped:

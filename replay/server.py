@@ -663,7 +663,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "active_runs": len(replay.runner.active),
         }
 
-    recordings_api.install(app, replay.recordings)
+    recordings_api.install(app, replay.recordings, settings.scenarios, replay.catalog)
     replay.backend.install(app)  # last: declared routes come after replay's own
     return app
 

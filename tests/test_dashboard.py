@@ -548,11 +548,12 @@ def test_the_recordings_panel_lists_recordings_and_shows_their_frames(
         expect(frames).to_have_count(250)
         expect(frames.last.locator("td").last).to_have_text('{"n": 249}')
         expect(page.get_by_role("button", name="Load more frames")).to_be_hidden()
-        # Converting is not wired yet, and the panel says so.
+        # Convert: a scenario in the folder, said in the panel, listed with the others.
         clean.get_by_role("button", name="Convert recording 3f2a9c0e1b7d into a scenario").click()
         expect(page.locator("#recordings-message")).to_contain_text(
-            "converting recordings from the dashboard is not available in this version yet"
+            "Recording 3f2a9c0e1b7d is now the scenario recorded-3f2a9c0e1b7d"
         )
+        expect(scenario(page, "recorded-3f2a9c0e1b7d")).to_be_visible()
 
 
 @contextlib.contextmanager

@@ -50,10 +50,10 @@ CONTROL = [
     ("GET", "/metrics"),
     ("GET", "/recordings"),
     ("GET", f"/recordings/{RECORDING}"),
-    ("POST", f"/recordings/{RECORDING}/convert"),
+    ("POST", f"/recordings/{RECORDING}/convert?force=true"),
 ]
 #: What a control route answers with the token, when not 200.
-ANSWERS = {("POST", f"/recordings/{RECORDING}/convert"): 501}
+ANSWERS: dict[tuple[str, str], int] = {}
 #: Routes anyone may read.
 OPEN = ["/healthz", "/", "/viewer", "/ui/dashboard.js", "/openapi.json", "/docs"]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from replay.record.api import NOT_YET
 from replay.record.format import text_frame
 from replay.server import Settings, create_app
 from tests.conftest import LocalClient
@@ -100,14 +99,27 @@ def test_an_unknown_recording_answers_404(client: TestClient, folder: Path) -> N
     }
 
 
-def test_convert_is_not_wired_yet(client: TestClient) -> None:
+def test_convert_writes_a_scenario_into_the_scenarios_folder(
+    client: TestClient, tmp_path: Path
+) -> None:
     answer = client.post(f"/recordings/{SESSION}/convert")
-    assert answer.status_code == 501
-    assert answer.json() == {
-        "detail": NOT_YET.format(session=SESSION),
-        "session": SESSION,
-        "file": f"{SESSION}.jsonl",
-    }
+    assert answer.status_code == 200, answer.text
+    converted = answer.json()
+    name = f"recorded-{SESSION[:12]}"
+    assert converted["scenario"] == name
+    assert converted["files"] == [str(tmp_path / "scenarios" / f"{name}.yaml")]
+    assert converted["frames"] >= 1
+    # The server plays it: it is valid, in the folder it serves.
+    listed = {s["name"]: s for s in client.get("/scenarios").json()["scenarios"]}
+    assert listed[name]["valid"], listed[name]
+    # Again: the file exists (409) unless force; a name of one's own.
+    again = client.post(f"/recordings/{SESSION}/convert")
+    assert again.status_code == 409
+    assert "exists" in again.json()["detail"]
+    assert client.post(f"/recordings/{SESSION}/convert?force=true").status_code == 200
+    named = client.post(f"/recordings/{SESSION}/convert?name=my-session")
+    assert named.json()["scenario"] == "my-session"
+    assert client.post(f"/recordings/{SESSION}/convert?name=Bad%20Name").status_code == 422
     assert client.post("/recordings/abcdef/convert").status_code == 404
 
 

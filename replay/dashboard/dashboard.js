@@ -570,7 +570,11 @@ async function convertRecording(session) {
   const message = $("#recordings-message");
   message.hidden = true;
   try {
-    await api("POST", `/recordings/${encodeURIComponent(session)}/convert`);
+    const converted = await api("POST", `/recordings/${encodeURIComponent(session)}/convert`);
+    const parts = converted.files.length > 1 ? ` (${converted.files.length} files)` : "";
+    message.textContent = `Recording ${session} is now the scenario ${converted.scenario}${parts}: ` +
+      `${converted.frames} frames, ${converted.waits} waits.`;
+    message.hidden = false;
   } catch (problem) {
     message.textContent = `Could not convert recording ${session}: ${problem.message}`;
     message.hidden = false;

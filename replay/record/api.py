@@ -7,10 +7,15 @@ same guards as the others: the token, and no other site's page may read them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query
 
+from replay.fields import NAME_PATTERN
+from replay.record.convert import ConvertError, Options, convert
 from replay.record.folder import (
     MAX_PAGE,
     PAGE,
@@ -18,17 +23,21 @@ from replay.record.folder import (
     RecordingsFolder,
     RecordingUnreadable,
 )
+from replay.record.scenarios import write_converted
 from replay.responses import JSONAnswer
 
-#: What ``POST /recordings/{session}/convert`` answers until it is wired to the converter.
-NOT_YET = (
-    "converting recordings from the dashboard is not available in this version yet "
-    "(POST /recordings/{session}/convert answers 501 until it is wired to the converter)"
-)
+if TYPE_CHECKING:
+    from replay.catalog import Catalog
 
 
-def install(app: FastAPI, folder: RecordingsFolder) -> None:
-    """Add the recordings' routes to ``app``, reading ``folder``."""
+def install(
+    app: FastAPI,
+    folder: RecordingsFolder,
+    scenarios: Path,
+    catalogs: Callable[[], Awaitable[Catalog]],
+) -> None:
+    """Add the recordings' routes to ``app``, reading ``folder``; a converted recording
+    is written into ``scenarios``, with the protocol of the catalog ``catalogs()`` gives."""
 
     @app.get("/recordings")
     async def list_recordings() -> dict[str, Any]:
@@ -55,14 +64,42 @@ def install(app: FastAPI, folder: RecordingsFolder) -> None:
             return _refusal(error)
 
     @app.post("/recordings/{session}/convert", response_model=None)
-    async def convert_recording(session: str) -> JSONAnswer:
-        """Turn a recording into a scenario: not available yet (501)."""
+    async def convert_recording(
+        session: str,
+        name: Annotated[
+            str | None,
+            Query(pattern=NAME_PATTERN.pattern, description="The scenario's name."),
+        ] = None,
+        force: Annotated[bool, Query(description="Replace files that exist.")] = False,
+    ) -> dict[str, Any] | JSONAnswer:
+        """Turn a recording into a scenario in the scenarios folder (``recorded-<session>``
+        unless ``name`` says), with the folder's protocol and exact timing, as
+        ``replay convert`` does: 409 if a file of that name exists (``force`` replaces
+        it), 422 if the recording holds nothing to replay."""
         try:
-            file = await folder.find(session)
+            recording = await folder.recording(session)
         except (RecordingNotFound, RecordingUnreadable) as error:
             return _refusal(error)
-        detail = NOT_YET.format(session=session)
-        return JSONAnswer({"detail": detail, "session": session, "file": file}, 501)
+        catalog = await catalogs()
+        scenario = name or f"recorded-{session[:12]}"
+        try:
+            converted = convert([recording], catalog.protocol, Options(), scenario)
+            loop = asyncio.get_running_loop()
+            written = await loop.run_in_executor(
+                None, write_converted, scenarios, converted, None, force
+            )
+        except ConvertError as error:
+            status = 409 if "exists:" in str(error) else 422
+            return JSONAnswer({"detail": str(error), "session": session}, status)
+        return {
+            "session": session,
+            "scenario": converted.name,
+            "files": [str(path) for path in written],
+            "frames": converted.frames,
+            "waits": converted.waits,
+            "skipped": converted.skipped,
+            "duration_s": round(converted.duration, 3),
+        }
 
 
 def _refusal(error: RecordingNotFound | RecordingUnreadable) -> JSONAnswer:

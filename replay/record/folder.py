@@ -106,6 +106,13 @@ class RecordingsFolder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_READER, self.read_page, session, offset, limit)
 
+    async def recording(self, session: str) -> Recording:
+        """The recording ``session``, read in the folder's thread; raises
+        RecordingNotFound and RecordingUnreadable."""
+        loop = asyncio.get_running_loop()
+        parsed = await loop.run_in_executor(_READER, self._load, session)
+        return parsed.recording
+
     async def find(self, session: str) -> str:
         """The file name of the recording ``session``, read in the folder's thread; raises
         RecordingNotFound and RecordingUnreadable."""
