@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import replay.server
-from replay.cli import Options, Progress, main, play
+from replay.cli import Options, main, play
 from replay.ready import bound_address, ready_document
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
@@ -34,6 +34,13 @@ from tests.recording import eventually, read_all, ws_upstream
 def names_in(folder: Path) -> list[str]:
     """The scenario names a folder holds (the shipped folder grows over time)."""
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith((".", "_")))
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def free_port() -> int:
@@ -455,7 +462,7 @@ def test_play_with_a_var_shows_the_wait_and_what_was_received(
         'received from cli-test: {"message_type":"CHAT_INPUT","message":"hello"}'
     )
     assert '"message":"Ada said hello"}  -> 1 client' in out
-    assert "closed with code 4001: 1 connection(s) on /ws" in out
+    assert "closed with code 4001: 1 connection on /ws" in out
     assert ": finished: 2 frames to 1 client in " in lines[-1]
 
 
@@ -524,57 +531,17 @@ def test_json_and_quiet_together_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "--quiet" in err
 
 
-def test_the_progress_bar_counts_frames_and_shows_the_step() -> None:
-    screen = io.StringIO()
-    bar = Progress(screen)
-    bar.clear()  # nothing shown yet: nothing to clear
-    assert screen.getvalue() == ""
-    bar.update({"event": "start", "frames": 4})
-    assert screen.getvalue() == "\r[" + "." * 24 + "] 0/4 frames, step "
-    bar.update({"event": "frame", "step": "0"})
-    assert screen.getvalue().endswith("\r[" + "#" * 6 + "." * 18 + "] 1/4 frames, step 0")
-    bar.update({"event": "frame", "step": "2.steps.1"})
-    assert bar.line() == "[" + "#" * 12 + "." * 12 + "] 2/4 frames, step 2.steps.1"
-    bar.update({"event": "wait", "step": "3"})  # redrawn, not counted
-    assert bar.line().startswith("[" + "#" * 12 + "." * 12 + "] 2/4 frames")
-    for step in ("3", "4"):
-        bar.update({"event": "frame", "step": step})
-    assert bar.line() == "[" + "#" * 24 + "] 4/4 frames, step 4"
-    written = screen.getvalue()
-    bar.update({"event": "end", "state": "finished"})
-    assert screen.getvalue() == written  # the end draws nothing
-    bar.clear()
-    assert screen.getvalue() == written + "\r\033[K"
-    bar.clear()  # cleared already
-    assert screen.getvalue() == written + "\r\033[K"
-
-
-def test_the_progress_bar_without_a_plan_counts_only() -> None:
-    screen = io.StringIO()
-    bar = Progress(screen)
-    bar.update({"event": "start", "frames": None})
-    bar.update({"event": "frame", "step": "0"})
-    assert screen.getvalue().endswith("\r1 frames, step 0")
-    assert "[" not in screen.getvalue()
-
-
-def test_the_progress_bar_never_overflows() -> None:
-    bar = Progress(io.StringIO())
-    bar.update({"event": "start", "frames": 2})
-    for _ in range(5):
-        bar.update({"event": "frame", "step": "0"})
-    assert bar.line().startswith("[" + "#" * 24 + "] ")
-
-
-def test_play_draws_the_bar_between_lines_and_clears_it(live_server: LiveServer) -> None:
-    out, screen = io.StringIO(), io.StringIO()
-    code = play("stream", live_server.url, Options(speed=0), out, "text", screen)
+def test_play_draws_the_progress_under_the_lines_and_clears_it(live_server: LiveServer) -> None:
+    out, screen, err = io.StringIO(), Terminal(), io.StringIO()
+    code = play("stream", live_server.url, Options(speed=0), out, "text", screen, err=err)
     assert code == 0
     drawn = screen.getvalue()
-    assert "4/4 frames, step 3" in drawn
-    assert drawn.endswith("\r\033[K")  # nothing left on the terminal line
+    assert "4/4 frames, step 3" in drawn  # Rich's live display, drawn on each event
+    assert drawn.endswith("\x1b[2K")  # taken off again: the lines it took are erased
     assert "\r" not in out.getvalue()  # the frames and summary are plain lines
+    assert "\x1b" not in out.getvalue()
     assert len(out.getvalue().splitlines()) == 6
+    assert err.getvalue().count("no client is connected") == 1  # the hint, once
 
 
 @pytest.mark.parametrize("output", ["json", "quiet"])
@@ -584,23 +551,36 @@ def test_play_shows_no_bar_for_json_or_quiet(live_server: LiveServer, output: st
     assert screen.getvalue() == ""
 
 
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_the_bar_goes_to_stderr_only_when_it_is_a_terminal(
+def test_the_progress_goes_to_a_terminal_only(
     live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["--scenario", "stream", "--url", live_server.url, "--speed", "0"]
     assert main(args) == 0
-    assert capsys.readouterr().err == ""  # captured stderr is not a terminal
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err  # captured output is not a terminal
+    assert captured.err.startswith("replay: note: no client is connected to /ws")
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert main(args) == 0
     assert "4/4 frames" in terminal.getvalue()
-    assert terminal.getvalue().endswith("\r\033[K")
+    assert "no client is connected" in terminal.getvalue()  # stdout is no terminal: stderr
     assert "\r" not in capsys.readouterr().out
+
+
+def test_play_on_a_terminal_prints_in_colour_with_the_progress_among_the_lines(
+    live_server: LiveServer,
+) -> None:
+    screen = Terminal()
+    code = play("stream", live_server.url, Options(speed=0), screen, "text", screen, err=screen)
+    assert code == 0
+    shown = screen.getvalue()
+    assert "\x1b[" in shown  # colours
+    assert "4/4 frames" in shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert "-> 0 clients" in plain
+    assert plain.count("note: no client is connected to /ws") == 1
+    assert f"{live_server.url}/viewer" in plain
+    assert ": finished: 4 frames to 0 clients in " in plain
 
 
 # --- access: the token and non-loopback addresses -----------------------------------------------
@@ -1058,30 +1038,6 @@ def test_answers_and_state_need_a_dry_run(capsys: pytest.CaptureFixture[str]) ->
         main(["--scenario", "chat", "--answer", "CHAT_INPUT:yes"])
     assert exit_info.value.code == 2
     assert "--answer and --state only apply to --dry-run" in capsys.readouterr().err
-
-
-def test_followed_decisions_are_shown() -> None:
-    from replay.cli import _show
-
-    out = io.StringIO()
-    for event in [
-        {"event": "choose", "text": "branch 1 (when state.paused)"},
-        {"event": "let", "text": 'order = "x"'},
-        {"event": "state", "changes": {"paused": True, "turn": 2}},
-        {"event": "wait_connect", "client": None, "endpoint": "/ws", "new": True},
-        {"event": "connected", "client": "ui", "endpoint": "/ws"},
-        {"event": "connect_timeout", "client": "ui", "endpoint": None},
-        {"event": "heartbeat"},
-    ]:
-        assert _show(event, out) is None
-    assert [line.strip() for line in out.getvalue().splitlines()] == [
-        "choose: branch 1 (when state.paused)",
-        'let: order = "x"',
-        "set paused = true, turn = 2",
-        "waiting for a new connection from any client to /ws...",
-        "client ui connected to /ws",
-        "no connection from client ui came in time",
-    ]
 
 
 # --- replay asyncapi --------------------------------------------------------------------------
