@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -1424,3 +1425,81 @@ def test_convert_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["convert", *recorded_files(tmp_path), "--template", "no-equals"])
     assert exited.value.code == 2
     assert "is not PATH=EXPR" in capsys.readouterr().err
+
+
+# --- run-control keys ---------------------------------------------------------------------------
+
+WAITS = """
+steps:
+  - message: EVENT
+    text: hi
+  - wait: CHAT_INPUT
+    timeout: 60s
+  - message: CHAT
+    text: bye
+"""
+
+
+def eventually_true(check: Any, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def play_in_a_thread(
+    url: str, name: str, keys: Any, screen: Terminal, out: io.StringIO
+) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def playing() -> None:
+        try:
+            result["code"] = play(name, url, Options(), out, "text", screen, keys, io.StringIO())
+        except Exception as error:
+            result["error"] = error
+            out.write(f"failed: {error!r}")
+
+    thread = threading.Thread(target=playing, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_keys_call_the_control_routes_and_q_cancels(
+    live_server: LiveServer, scenarios_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replay import remote
+
+    (scenarios_dir / "waits.yaml").write_text(WAITS)
+    calls: list[tuple[str, str, float | None]] = []
+
+    def control(
+        url: str, run_id: str, action: str, token: str | None = None, speed: float | None = None
+    ) -> dict[str, Any]:
+        calls.append((run_id, action, speed))
+        return {"run_id": run_id, "paused": True, "speed": speed or 1.0}
+
+    monkeypatch.setattr(remote, "control", control)
+    program, keyboard = os.openpty()
+    keys = open(program, closefd=False)  # noqa: SIM115 (closed below)
+    screen, out = Terminal(), io.StringIO()
+    try:
+        thread, result = play_in_a_thread(live_server.url, "waits", keys, screen, out)
+        eventually_true(lambda: "waiting for CHAT_INPUT" in out.getvalue(), "the run never waited")
+        os.write(keyboard, b" ")
+        eventually_true(lambda: len(calls) == 1, "space did not pause")
+        os.write(keyboard, b"+")
+        eventually_true(lambda: len(calls) == 2, "+ did not speed up")
+        eventually_true(lambda: "PAUSED" in screen.getvalue(), "the pause is not shown")
+        os.write(keyboard, b"q")
+        thread.join(20)
+        assert not thread.is_alive(), "q did not end the run"
+    finally:
+        keys.close()
+        os.close(program)
+        os.close(keyboard)
+    run_id = calls[0][0]
+    assert calls == [(run_id, "pause", None), (run_id, "speed", 2.0)]
+    assert result["code"] == 130
+    assert out.getvalue().splitlines()[-1].startswith(f"run {run_id}: cancelled: 1 frame")
+    assert "space pause/resume" in screen.getvalue()  # the footer
+    assert live_server.replay.runner.get(run_id).state.value == "cancelled"
