@@ -115,7 +115,8 @@ def _said(action: str, summary: dict[str, Any]) -> str:
 class KeyReader:
     """Reads keys from ``stream`` (a terminal) in a thread and hands each to ``on_key``,
     until closed. The terminal is put in cbreak mode meanwhile (keys come without Enter
-    and are not echoed; Ctrl-C still interrupts) and restored when closed."""
+    and are not echoed; Ctrl-C still interrupts) and restored when closed. Off a
+    terminal, or in a background job, it reads nothing."""
 
     def __init__(self, stream: TextIO, on_key: Callable[[str], None]) -> None:
         self.fd = stream.fileno()
@@ -128,6 +129,8 @@ class KeyReader:
         import termios
         import tty
 
+        if _in_the_background(self.fd):
+            return self  # (replay ... &): touching the terminal would stop the process
         try:
             self._saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd, termios.TCSANOW)
@@ -167,3 +170,11 @@ class KeyReader:
                 if self._stop.is_set():
                     return
                 self.on_key(key)
+
+
+def _in_the_background(fd: int) -> bool:
+    """Whether ``fd`` is the controlling terminal and another process group has it."""
+    try:
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:  # not the controlling terminal: no job control applies
+        return False

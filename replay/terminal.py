@@ -345,10 +345,13 @@ class RunView:
             self._live.refresh()
 
     def note(self, message: str) -> None:
-        """A note for the person watching: on a terminal among the lines, else on stderr
-        (standard output stays what scripts read)."""
-        if self.printer.console is not None and self.show_lines:
+        """A note for the person watching: on a terminal among the lines, else on ``err``
+        (above the progress if that is drawn there; standard output stays what scripts
+        read)."""
+        if self.printer.console is not None:
             self.printer.line(Text(f"note: {message}", "yellow"))
+        elif self._live is not None:  # err is the terminal the progress is drawn on
+            self._live.console.print(Text(f"replay: note: {message}", "yellow"), soft_wrap=True)
         else:
             print(f"replay: note: {message}", file=self.err, flush=True)
 

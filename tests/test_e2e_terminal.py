@@ -4,6 +4,7 @@ run-control keys pressed as a person would (polling the screen with deadlines)."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
@@ -42,12 +43,15 @@ steps:
 """
 
 
+def _take_the_terminal() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Screen:
     """A program in a pseudo-terminal: what it has shown so far, and a keyboard."""
 
     def __init__(self, args: list[str], columns: int = 120) -> None:
-        import fcntl
-
         self.keyboard, terminal = os.openpty()
         # Kept open here too, to look at the terminal's mode after the program ended.
         self.terminal = terminal
@@ -61,7 +65,9 @@ class Screen:
             stdout=terminal,
             stderr=terminal,
             env=env,
-            start_new_session=True,  # its own terminal session: Ctrl-C stays ours
+            # Its own session, with the pseudo-terminal as its controlling terminal, as
+            # in a terminal window: ^C typed there interrupts it, and only it.
+            preexec_fn=_take_the_terminal,
         )
         self._shown = bytearray()
         self._lock = threading.Lock()
@@ -176,3 +182,17 @@ def test_q_cancels_the_run_and_puts_the_terminal_back(
     assert screen.raw.endswith("\r\n")  # the live lines were taken off, the summary stays
     assert "\x1b[?25h" in screen.raw  # the cursor is shown again
     assert termios.tcgetattr(screen.terminal) == screen.mode  # echo and lines are back
+
+
+def test_ctrl_c_typed_on_the_terminal_cancels_the_run_as_before(
+    served: LiveServer, screens: list[Screen]
+) -> None:
+    screen = Screen(["--scenario", "slow", "--url", served.url])
+    screens.append(screen)
+    screen.wait_for("one")
+    screen.press("\x03")  # the terminal turns it into SIGINT: keys mode keeps that
+    assert screen.exit_code() == 130
+    assert re.search(r"run \w+: cancelled", screen.text)
+    assert termios.tcgetattr(screen.terminal) == screen.mode
+    runs = [run.summary() for run in served.replay.runner.runs()]
+    assert [run["state"] for run in runs] == ["cancelled"]

@@ -142,7 +142,7 @@ def test_a_refusal_is_said_in_the_footer() -> None:
 @pytest.fixture
 def terminal() -> Any:
     """A pseudo-terminal: (the program's side, the keyboard's side)."""
-    program, keyboard = os.openpty()
+    keyboard, program = os.openpty()
     try:
         yield program, keyboard
     finally:
@@ -185,3 +185,14 @@ def test_the_reader_of_something_that_is_no_terminal_reads_nothing() -> None:
         os.close(read)
         os.close(write)
     assert pressed == []
+
+
+def test_the_reader_of_a_background_job_leaves_the_terminal_alone(
+    terminal: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program, _ = terminal
+    before = termios.tcgetattr(program)
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: os.getpgrp() + 1)  # another job has it
+    with KeyReader(Stream(program), print) as reader:  # type: ignore[arg-type]
+        assert termios.tcgetattr(program) == before
+        assert not reader._thread.is_alive()
