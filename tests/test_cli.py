@@ -1505,3 +1505,19 @@ def test_keys_call_the_control_routes_and_q_cancels(
     assert out.getvalue().splitlines()[-1].startswith(f"run {run_id}: cancelled: 1 frame")
     assert "space pause/resume" in screen.getvalue()  # the footer
     assert live_server.replay.runner.get(run_id).state.value == "cancelled"
+
+
+def test_progress_and_keys_go_where_the_terminals_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    from replay.cli import _terminals
+
+    piped, screen, keyboard = io.StringIO(), Terminal(), Terminal()
+    for stdout, stderr, stdin, expected in [
+        (screen, piped, keyboard, (screen, keyboard)),  # progress among the lines
+        (piped, screen, keyboard, (screen, keyboard)),  # lines to a file, progress on stderr
+        (piped, piped, keyboard, (None, None)),  # nothing to draw on: no keys either
+        (screen, screen, piped, (screen, None)),  # keys only from a terminal
+    ]:
+        monkeypatch.setattr("sys.stdout", stdout)
+        monkeypatch.setattr("sys.stderr", stderr)
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert _terminals() == expected
