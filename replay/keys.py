@@ -126,9 +126,11 @@ class KeyReader:
         self._thread = threading.Thread(target=self._read, name="replay-keys", daemon=True)
 
     def __enter__(self) -> KeyReader:
-        import termios
-        import tty
-
+        try:
+            import termios
+            import tty
+        except ImportError:  # no POSIX terminal (Windows): no keys
+            return self
         if _in_the_background(self.fd):
             return self  # (replay ... &): touching the terminal would stop the process
         try:
@@ -144,13 +146,13 @@ class KeyReader:
         self.close()
 
     def close(self) -> None:
-        import termios
-
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             # A control call may still be waiting for its answer: the thread is a daemon.
             self._thread.join(timeout=1.0)
         if self._saved is not None:
+            import termios
+
             with contextlib.suppress(termios.error, OSError):
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             self._saved = None
