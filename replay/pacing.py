@@ -89,6 +89,13 @@ class Pace:
             return self._base_run
         return self._base_run + (self.clock.now() - self._base_clock) * self._rate
 
+    def lateness(self, deadline: float) -> float:
+        """Run seconds since ``deadline`` (0 if it has not come): measured on the clock
+        against the deadline's own moment there, so an action on time is exactly 0 late."""
+        if self.paused:
+            return max(0.0, self._base_run - deadline)
+        return max(0.0, (self.clock.now() - self._on_clock(deadline)) * self._rate)
+
     @property
     def paused_s(self) -> float:
         """Seconds (on the clock) spent paused so far, the current pause included."""

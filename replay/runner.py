@@ -700,8 +700,8 @@ class Runner:
         if isinstance(action, Send):
             run._endpoint = action.endpoint
         # Lateness is when the frame went out, not when a slow send returned.
-        at = pace.now()
-        lateness = max(0.0, at - action.at)
+        lateness = pace.lateness(action.at)
+        at = action.at + lateness
         if action.step != run.step or action.scenario != run.step_scenario:
             self._step(run, action.scenario, action.step)
         done: dict[str, Any] = {}

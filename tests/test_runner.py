@@ -47,6 +47,10 @@ SUMMARY_KEYS = {
     "state",
     "started_by",
     "speed",
+    "paused",
+    "paused_s",
+    "frames_exact",
+    "expects",
     "seed",
     "vars",
     "client",
@@ -362,8 +366,9 @@ async def test_sends_slower_than_the_pauses_catch_up_without_drift(clock: Virtua
 
 async def test_the_clock_is_asked_for_each_deadline(shipped: Catalog, clock: VirtualClock) -> None:
     await play(Runner(FakeDelivery(clock), clock), "stream", shipped)
-    # the first frame is due at once; then one sleep per later frame, and the trailing pause
-    assert clock.sleeps == pytest.approx([1000.2, 1000.4, 1000.6, 1000.6])
+    # the first frame is due at once; then one sleep per later frame (the run ends with
+    # the last one: no trailing pause to sleep for)
+    assert clock.sleeps == pytest.approx([1000.2, 1000.4, 1000.6])
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -986,13 +991,14 @@ async def test_an_answer_before_the_wait_is_kept_and_the_oldest_is_taken(
     assert not runner.receive(ClientFrame("b", msg("EVENT", "not awaited")))
     await advance(manual, 0.5)
     assert delivery.times == [1001.0]
-    # the runner reached the wait (due at 5) and took the oldest kept answer at once
-    assert run.waiting is None
     assert runner.receive(chat("c", "second"))
-    assert run.summary()["mailbox"] == {"kept": 2, "taken": 1, "unread": 1, "dropped": 0}
-    # what follows the wait is still due at 5
+    assert run.summary()["mailbox"] == {"kept": 2, "taken": 0, "unread": 2, "dropped": 0}
+    # the wait begins when it is due (at 5), takes the oldest kept answer at once, and
+    # what follows it is due at 5 too
     await advance(manual, 4)
     await settle()
+    assert run.waiting is None
+    assert run.summary()["mailbox"]["taken"] == 1
     assert delivery.sent[1] == Sent(1005.0, Endpoint.MESSAGES, msg("EVENT", "got first"), None)
     await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.FINISHED
@@ -1803,12 +1809,14 @@ async def test_a_waiting_run_publishes_what_it_waits_for(manual: ManualClock) ->
         "run.step",
         "frame.sent",
         "run.step",
+        "run.wait",
         "run.waiting",
+        "run.waited",
         "run.step",
         "frame.sent",
         "run.finished",
     ]
-    waiting = got[4]
+    waiting = got[5]
     assert waiting["waiting"] == "CHAT_INPUT from any client"
     assert (waiting["run_id"], waiting["scenario"]) == (run.id, "ask")
     assert [event["step"] for event in got if event["event"] == "run.step"] == ["0", "1", "2"]
