@@ -160,12 +160,13 @@ class Pace:
                 return
 
     def end(self) -> None:
-        """The run has ended: steps still waiting get ``{"kind": "end"}``."""
+        """The run has ended: steps still waiting get ``{"kind": "end", ...}``."""
         self._permits = 0
+        ended = {"kind": "end", "step": None, "offset": round(self.now(), 6)}
         while self._steps:
             future = self._steps.popleft()
             if not future.done():
-                future.set_result({"kind": "end"})
+                future.set_result(dict(ended))
 
     @property
     def waiting_actions(self) -> int:

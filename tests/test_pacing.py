@@ -66,7 +66,8 @@ async def test_a_deadline_moves_by_the_time_paused(clock: ManualClock) -> None:
     assert not task.done()
     await clock.advance(0.1)
     await settle()
-    assert task.done() and task.result() is False
+    assert task.done()
+    assert task.result() is False
     assert clock.now() == pytest.approx(START + 2 + 5)
     assert pace.lateness(2.0) == 0.0
 
@@ -129,7 +130,8 @@ async def test_a_step_opens_the_earliest_action_and_jumps_run_time(clock: Manual
     answer = pace.step()
     assert pace.paused
     await settle()
-    assert first.done() and first.result() is True  # opened by the step
+    assert first.done()
+    assert first.result() is True
     assert not later.done()
     assert pace.now() == pytest.approx(5.0)  # jumped to the action's offset
     assert not answer.done()  # answered once the action is reported
@@ -142,7 +144,8 @@ async def test_a_step_opens_the_earliest_action_and_jumps_run_time(clock: Manual
     pace.resume()
     await clock.advance(4)
     await settle()
-    assert later.done() and later.result() is False
+    assert later.done()
+    assert later.result() is False
 
 
 async def test_a_step_goes_through_passing_gates_and_skips_timers(clock: ManualClock) -> None:
@@ -152,7 +155,8 @@ async def test_a_step_goes_through_passing_gates_and_skips_timers(clock: ManualC
     await settle()
     answer = pace.step()
     await settle()
-    assert passing.done() and passing.result() is False  # through, the step not used up
+    assert passing.done()
+    assert passing.result() is False
     assert not timer.done()
     action = asyncio.create_task(pace.due(2.0))
     await settle()
