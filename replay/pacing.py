@@ -160,9 +160,11 @@ class Pace:
                 return
 
     def end(self) -> None:
-        """The run has ended: steps still waiting get ``{"kind": "end", ...}``."""
+        """The run has ended: it is paused no more (``paused_s`` stops growing), and
+        steps still waiting get ``{"kind": "end", ...}``."""
         self._permits = 0
         ended = {"kind": "end", "step": None, "offset": round(self.now(), 6)}
+        self.resume()
         while self._steps:
             future = self._steps.popleft()
             if not future.done():
@@ -180,6 +182,8 @@ class Pace:
         ``deadline`` if it is later, and True is returned: the caller must report the
         action with :meth:`stepped`). A paused run holds here even when the deadline has
         passed."""
+        if not self.paused and not self._permits and self._due(deadline):
+            return False  # the common case at speed 0 and for ties: nothing to set up
         sleeper = _Sleeper(
             deadline, gate, next(self._order), asyncio.get_running_loop().create_future()
         )
@@ -191,7 +195,7 @@ class Pace:
                     if self.paused and deadline > self._base_run:
                         self._base_run = deadline  # run time jumps to it
                     return gate is Gate.ACTION
-                if not self.paused and self.clock.now() >= self._on_clock(deadline):
+                if not self.paused and self._due(deadline):
                     if gate is Gate.ACTION and self._permits:
                         self._permits -= 1  # a step asked for before a resume
                         return True
@@ -214,6 +218,9 @@ class Pace:
         finally:
             if timer is not None and not timer.done():
                 timer.cancel()
+
+    def _due(self, deadline: float) -> bool:
+        return self.clock.now() >= self._on_clock(deadline)
 
     def _on_clock(self, deadline: float) -> float:
         """When run time reaches ``deadline`` on the clock, at the current rate (playing)."""

@@ -224,3 +224,13 @@ async def test_on_a_virtual_clock_deadlines_are_asked_for_as_they_are() -> None:
     assert await pace.due(1.5) is False
     assert clock.sleeps == pytest.approx([START + 0.5, START + 1.0])
     assert pace.lateness(1.5) == 0.0
+
+
+async def test_an_ended_run_is_paused_no_more(clock: ManualClock) -> None:
+    pace = started(clock)
+    pace.pause()
+    await clock.advance(2)
+    pace.end()
+    await clock.advance(5)
+    assert not pace.paused
+    assert pace.paused_s == pytest.approx(2)

@@ -2513,6 +2513,7 @@ async def test_a_paused_run_can_be_cancelled(manual: ManualClock) -> None:
     runner.cancel(run.id)
     await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.CANCELLED
+    assert run.summary()["paused"] is False  # an ended run is not paused
     # the step had gone out already, or it is answered with the end
     _, done = await asyncio.wait_for(step, timeout=5)
     assert done["kind"] in ("frame", "end")
