@@ -194,6 +194,10 @@ class Pace:
                 if sleeper.opened.done():
                     if self.paused and deadline > self._base_run:
                         self._base_run = deadline  # run time jumps to it
+                    if gate is Gate.PASSING:
+                        # The step goes on to the next action: this branch's, which it
+                        # is about to reach; or, if the branch ends here, another's.
+                        asyncio.get_running_loop().call_soon(self._open)
                     return gate is Gate.ACTION
                 if not self.paused and self._due(deadline):
                     if gate is Gate.ACTION and self._permits:

@@ -234,3 +234,14 @@ async def test_an_ended_run_is_paused_no_more(clock: ManualClock) -> None:
     await clock.advance(5)
     assert not pace.paused
     assert pace.paused_s == pytest.approx(2)
+
+
+async def test_a_step_passes_on_when_a_branch_ends_after_passing(clock: ManualClock) -> None:
+    pace = started(clock)
+    passing = asyncio.create_task(pace.due(1.0, Gate.PASSING))  # then its branch ends
+    other = asyncio.create_task(pace.due(5.0))
+    await settle()
+    pace.step()
+    await settle()
+    assert passing.result() is False
+    assert other.result() is True  # the step went on to the other branch's action

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -2667,3 +2668,25 @@ async def test_frames_are_exact_unless_the_plan_waits(clock: VirtualClock) -> No
     assert asked.summary()["frames_exact"] is False
     runner.cancel(asked.id)
     await asyncio.wait_for(ticks.wait(), timeout=5)
+
+
+async def test_steps_take_parallel_branches_in_time_order(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "left": "steps:\n  - message: EVENT\n    text: L0\n    delay: 2\n"
+            "  - message: EVENT\n    text: L2\n",
+            "right": "steps:\n  - sleep: 1\n  - message: EVENT\n    text: R1\n    delay: 2\n"
+            "  - message: EVENT\n    text: R3\n",
+            "main": "steps:\n  - parallel: [left, right]\n",
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("main", catalog)
+    runner.pause(run.id)
+    offsets = []
+    while not run.done:
+        _, done = await asyncio.wait_for(runner.step(run.id), timeout=5)
+        offsets.append(done["offset"])
+    assert [json.loads(frame)["message"] for frame in delivery.frames] == ["L0", "R1", "L2", "R3"]
+    assert offsets == [0.0, 1.0, 2.0, 3.0, 3.0]
