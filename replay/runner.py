@@ -1,8 +1,10 @@
 """Runs: a scenario's script driven against a clock and the connected clients.
 
 Every play is a :class:`Run` with an id and a state. Several runs may play at once; each
-is an asyncio task that can be cancelled. Deadlines are ``start + offset`` on the clock's
-monotonic timeline, so the time taken to send a frame never delays the next one.
+is an asyncio task that can be cancelled, paused, resumed, stepped and sped up. Deadlines
+are offsets in the run's own run time (:class:`~replay.pacing.Pace`, on the runner's
+monotonic clock), so neither the time taken to send a frame nor a pause delays the next
+one by more than it should.
 Client frames reach the runs that wait for them through :meth:`Runner.receive`, and new
 connections the runs waiting for one (``wait_connect``) through :meth:`Runner.connected`.
 ``set`` steps change the runner's shared :class:`~replay.state.State`, which every run
