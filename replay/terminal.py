@@ -82,11 +82,10 @@ def event_text(event: dict[str, Any]) -> Text | None:
     kind = event.get("event")
     if kind == "start":
         planned = event.get("planned_s")
-        about = (
-            ""
-            if planned is None
-            else f"{counted(event['frames'], 'frame')}, {format_seconds(planned)}, "
-        )
+        frames = counted(event["frames"], "frame") if planned is not None else ""
+        if event.get("frames_exact") is False:  # answers can change what follows a wait
+            frames += " planned with empty answers"
+        about = "" if planned is None else f"{frames}, {format_seconds(planned)}, "
         return Text.assemble(
             f"run {event['run_id']}: playing ",
             (repr(event["scenario"]), "bold"),

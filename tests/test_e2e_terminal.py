@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,16 @@ steps:
 def _take_the_terminal() -> None:
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+WAITING = """
+description: Waits for a client that never answers.
+steps:
+  - message: EVENT
+    text: hello
+  - wait: CHAT_INPUT
+    timeout: 60s
+"""
 
 
 class Screen:
@@ -136,6 +147,7 @@ class Screen:
 @pytest.fixture
 def served(scenarios_dir: Path) -> Iterator[LiveServer]:
     (scenarios_dir / "slow.yaml").write_text(SLOW)
+    (scenarios_dir / "waiting.yaml").write_text(WAITING)
     live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
     try:
         yield live
@@ -196,3 +208,63 @@ def test_ctrl_c_typed_on_the_terminal_cancels_the_run_as_before(
     assert termios.tcgetattr(screen.terminal) == screen.mode
     runs = [run.summary() for run in served.replay.runner.runs()]
     assert [run["state"] for run in runs] == ["cancelled"]
+
+
+def only_run(live: LiveServer) -> Any:
+    """The one run the server plays (waiting, with a deadline, for it to start)."""
+    deadline = time.monotonic() + DEADLINE
+    while not live.replay.runner.runs():
+        assert time.monotonic() < deadline, "no run started"
+        time.sleep(0.02)
+    (run,) = live.replay.runner.runs()
+    return run
+
+
+def eventually(check: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_keys_pause_step_speed_up_and_resume_a_real_run(
+    served: LiveServer, screens: list[Screen]
+) -> None:
+    screen = Screen(["--scenario", "slow", "--url", served.url])
+    screens.append(screen)
+    after = screen.wait_for("one")
+    run = only_run(served)
+    screen.press(" ")
+    after = screen.wait_for("PAUSED", after)
+    assert run.summary()["paused"] is True
+    sent = run.summary()["sent"]
+    screen.press("s")  # exactly the next frame goes out, and the run stays paused
+    after = screen.wait_for("stepped: frame", after)
+    assert run.summary()["sent"] == sent + 1
+    assert run.summary()["paused"] is True
+    assert ["one", "two", "three", "four", "five"][sent] in screen.text
+    screen.press("+")
+    after = screen.wait_for("speed 2x", after)
+    assert run.summary()["speed"] == 2
+    screen.press(" ")
+    screen.wait_for("resumed", after)
+    assert screen.exit_code() == 0
+    assert re.search(r"run \w+: finished: 5 frames to 0 clients in", screen.text)
+    summary = run.summary()
+    assert summary["paused"] is False
+    assert summary["paused_s"] > 0
+    assert termios.tcgetattr(screen.terminal) == screen.mode
+
+
+def test_a_refused_key_is_said_in_the_footer(served: LiveServer, screens: list[Screen]) -> None:
+    screen = Screen(["--scenario", "waiting", "--url", served.url])
+    screens.append(screen)
+    screen.wait_for("waiting for CHAT_INPUT")
+    # What follows a wait depends on the answer: the plan is no exact count.
+    assert "(1 frame planned with empty answers, " in screen.text
+    screen.wait_for("1 sent (1 planned with empty answers)")
+    screen.press("s")  # all the run does now is wait: a step cannot skip that
+    screen.wait_for("cannot skip a wait")
+    screen.press("q")
+    assert screen.exit_code() == 130
+    assert re.search(r"run \w+: cancelled: 1 frame to 0 clients", screen.text)

@@ -77,6 +77,11 @@ def test_the_start_and_summary_lines_count_in_words() -> None:
     text = event_text(start)
     assert text is not None
     assert text.plain == "run r1: playing 'one' (1 frame, 500ms, seed 7)"
+    text = event_text({**start, "frames": 32, "frames_exact": False})
+    assert text is not None
+    assert (
+        text.plain == "run r1: playing 'one' (32 frames planned with empty answers, 500ms, seed 7)"
+    )
     end = {"run_id": "r1", "state": "finished", "sent": 1, "clients": 1, "duration_s": 0.5}
     assert summary_text(end).plain == "run r1: finished: 1 frame to 1 client in 0.500s"
     assert summary_text({**end, "sent": 0, "clients": 2}).plain.endswith(
