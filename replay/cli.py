@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from replay import __version__, remote
 from replay.asyncapi import asyncapi_document, document_text, server_objects
 from replay.catalog import Catalog
+from replay.counts import counted
 from replay.durations import format_seconds, parse_duration
 from replay.engine import Context, check_vars
 from replay.errors import Problem, ReplayError, StepFailed
@@ -44,7 +45,6 @@ from replay.terminal import (
     Printer,
     RunView,
     checked_text,
-    counted,
     is_terminal,
     problem_text,
     scenario_table,

@@ -19,17 +19,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from replay.counts import counted
 from replay.durations import format_seconds
 
 #: Padding that lines a note up under a frame line's frame.
 INDENT = " " * 11
 #: The keys ``replay --scenario NAME`` takes while it follows a run, as the footer says them.
 KEY_HELP = "space pause/resume · s step · + faster · - slower · q quit"
-
-
-def counted(count: int, word: str, many: str | None = None) -> str:
-    """``1 frame``, ``2 frames``, ``0 frames`` (``many`` for irregular plurals)."""
-    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 def is_terminal(stream: Any) -> bool:

@@ -17,12 +17,18 @@ from typing import TextIO
 from rich.live import Live
 from rich.text import Text
 
+from replay.counts import counted as count_words
 from replay.record.format import End
 from replay.record.sessions import Observer, SessionInfo
 from replay.terminal import terminal_console
 
 #: Seconds between two redraws of the status line, at least.
 REDRAW = 0.25
+
+
+def counted(count: int, word: str) -> str:
+    """``1 session``, ``12,000 frames``."""
+    return count_words(count, word, grouped=True)
 
 
 def size(count: int) -> str:
@@ -32,11 +38,6 @@ def size(count: int) -> str:
     if count < 1024 * 1024:
         return f"{count / 1024:.1f} KiB"
     return f"{count / (1024 * 1024):.1f} MiB"
-
-
-def counted(count: int, word: str) -> str:
-    """``1 session``, ``2 sessions``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def ending(end: End) -> str:
