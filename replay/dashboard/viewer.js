@@ -294,7 +294,7 @@ function logFrame({ direction, endpoint, text, size }) {
   const head = [
     element("time", { class: "when", datetime: new Date(now).toISOString(), text: clock(now) }),
     element("span", { class: "direction", text: direction === "in" ? "↓ in" : "↑ out" }),
-    element("code", { class: "where", text: endpoint }),
+    element("code", { class: "where", title: endpoint, text: endpoint }),
     element("span", { class: "size", text: sizeText(bytes) }),
     element("span", { class: "frame", text: line }),
   ];
@@ -323,12 +323,13 @@ function logClose(path, code, reason, by) {
 }
 
 function appendLog(entry) {
-  const log = $("#messages");
+  const log = $("#log");
+  const list = $("#messages");
   const filter = $("#log-endpoint").value;
   entry.hidden = Boolean(filter) && entry.dataset.endpoint !== filter;
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-  log.append(entry);
-  while (log.children.length > MAX_LOG) log.firstElementChild.remove();
+  list.append(entry);
+  while (list.children.length > MAX_LOG) list.firstElementChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
@@ -618,26 +619,48 @@ function waitKey(runId, expects) {
 }
 
 // A run summary, as GET /runs and the run.* events give it.
-function updateRun(summary, seenAt = Date.now()) {
+function updateRun(summary) {
   if (summary.state !== "running") {
     runs.delete(summary.run_id);
+    for (const key of deadlines.keys()) if (key.startsWith(`${summary.run_id}/`)) deadlines.delete(key);
     return;
   }
   runs.set(summary.run_id, summary);
-  // Run time now: its duration less the time it spent paused (timeouts stop while paused).
-  const now = (summary.duration_s || 0) - (summary.paused_s || 0);
+  const now = Date.now();
   for (const expects of summary.expects || []) {
-    const left = Math.max(0, (expects.timeout_s || 0) - (now - (expects.since || 0)));
-    deadlines.set(waitKey(summary.run_id, expects), { at: seenAt + left * 1000, left, paused: Boolean(summary.paused) });
+    const key = waitKey(summary.run_id, expects);
+    const known = deadlines.get(key);
+    if (!known) {
+      // Run time now: the time since the run started, less the time it spent paused (the
+      // server's clock, as far as the feed's event times tell this page's).
+      const runNow = (now / 1000 - skew - summary.started_at) - (summary.paused_s || 0);
+      const left = Math.max(0, (expects.timeout_s || 0) - (runNow - (expects.since || 0)));
+      deadlines.set(key, { at: now + left * 1000, left, paused: Boolean(summary.paused) });
+    } else if (summary.paused && !known.paused) {
+      known.left = Math.max(0, (known.at - now) / 1000); // a paused run's timeouts stand still
+      known.paused = true;
+    } else if (!summary.paused && known.paused) {
+      known.at = now + known.left * 1000;
+      known.paused = false;
+    }
   }
+}
+
+let skew = 0; // seconds this page's clock is ahead of the server's (the least seen)
+let skewKnown = false;
+
+function seeTime(serverTime) {
+  if (typeof serverTime !== "number") return;
+  const ahead = Date.now() / 1000 - serverTime;
+  if (!skewKnown || ahead < skew) skew = ahead;
+  skewKnown = true;
 }
 
 async function loadRuns() {
   try {
     const answer = await api("/runs");
-    const seenAt = Date.now();
     runs.clear();
-    for (const summary of answer.runs || []) updateRun(summary, seenAt);
+    for (const summary of answer.runs || []) updateRun(summary);
   } catch (error) {
     note(`Could not load the runs: ${error.message}`, true);
   }
@@ -819,6 +842,7 @@ function follow() {
 
 function onEvent(event) {
   const kind = event.event || "";
+  seeTime(event.time);
   if (kind === "frame.sent") {
     chunkSent(event);
     return;
