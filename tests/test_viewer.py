@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -62,6 +63,18 @@ description: A stream with no close signal.
 steps:
   - chunk: "never closed"
 """
+# Waits for client ui-9 to connect.
+KNOCK = """
+description: Waits for ui-9.
+steps:
+  - wait_connect: ui-9
+    endpoint: /ws
+    timeout: 60s
+  - message: CHAT
+    text: "Hello {{ run.scenario }}"
+    to: ui-9
+"""
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -73,7 +86,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def served(scenarios_dir: Path) -> Iterator[LiveServer]:
-    for name, text in {"ask": ASK, "confirm": CONFIRM, "cut": CUT, "unclosed": UNCLOSED}.items():
+    for name, text in {
+        "ask": ASK,
+        "confirm": CONFIRM,
+        "cut": CUT,
+        "unclosed": UNCLOSED,
+        "knock": KNOCK,
+    }.items():
         (scenarios_dir / f"{name}.yaml").write_text(text)
     live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
     try:
@@ -199,6 +218,53 @@ def test_the_editor_sends_a_frame_that_a_wait_with_match_accepts(
     viewer.get_by_role("button", name="Send", exact=True).click()
     expect(viewer.locator("#messages")).to_contain_text("CHAT: Confirmed: yes, go on")
     finished(served, run_id)
+
+
+def test_a_wait_for_another_client_offers_to_connect_as_it(
+    viewer: Page, served: LiveServer
+) -> None:
+    run_id = trigger(served, "knock")
+    wait = viewer.locator(f'#waits li[data-run="{run_id}"]')
+    expect(wait).to_have_attribute("data-for", "other")
+    expect(wait).to_contain_text("from client ui-9")
+    wait.get_by_role("button", name="Connect as ui-9").click()
+    expect(viewer.locator("#whoami")).to_have_text("as client ui-9")
+    expect(viewer.locator("#messages")).to_contain_text("CHAT: Hello knock")
+    finished(served, run_id)
+
+
+def test_a_paused_run_s_time_left_stands_still(viewer: Page, served: LiveServer) -> None:
+    run_id = trigger(served, "ask", "&client=ui-1")
+    left = viewer.locator(f'#waits li[data-run="{run_id}"] [data-deadline]')
+    expect(left).to_have_text(re.compile(r"^[01]:\d\d$"))
+    call(served, "POST", f"/runs/{run_id}/pause")
+    expect(left).to_contain_text("(run paused)")
+    frozen = left.inner_text()
+    call(served, "POST", f"/runs/{run_id}/resume")
+    expect(left).not_to_contain_text("paused")
+    assert frozen.startswith(left.inner_text()[:2])  # resumed from where it stood
+    call(served, "DELETE", f"/runs/{run_id}")
+    expect(viewer.locator("#waits li")).to_have_count(0)
+
+
+def test_the_viewer_connects_to_the_endpoints_the_protocol_declares(
+    browser: Browser, tmp_path: Path
+) -> None:
+    folder = tmp_path / "price-feed"
+    shutil.copytree(EXAMPLES / "price-feed", folder)
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    page = open_viewer(browser, live, "trader")
+    try:
+        expect(page.locator("#sockets tr")).to_have_count(1)
+        expect(page.locator('#sockets tr[data-endpoint="/prices"]')).to_contain_text("connected")
+        expect(page.locator("#editor-endpoint")).to_have_value("/prices")
+        page.locator("#editor-text").fill('{"event": "subscribe", "data": {"symbols": ["ACME"]}}')
+        page.get_by_role("button", name="Send", exact=True).click()
+        expect(page.locator("#messages")).to_contain_text('snapshot: {"prices":{"ACME":100}}')
+    finally:
+        page.context.close()
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_text_that_is_not_json_gets_an_inline_error_and_can_still_be_sent(
