@@ -375,20 +375,25 @@ function assemble(path, chunk, envelope) {
 
 const rawText = new WeakMap(); // a parsed chunk -> the frame's text as it came
 
-// Take a partner for `item` from `have`, or keep `item` waiting in `wait` for one.
+// Take a partner for `item` from `have`, or keep `item` waiting in `wait` for one. Partners
+// older than PAIRING_S are stale (a report of a frame sent before this page connected, say)
+// and are dropped rather than paired with a later frame of the same text.
+const PAIRING_S = 10;
+
 function pair(wait, have, key, item) {
-  const partners = unpaired[have].get(key);
-  if (partners && partners.length) {
-    const partner = partners.shift();
-    if (!partners.length) unpaired[have].delete(key);
-    const [span, run] = wait === "chunks" ? [item, partner] : [partner, item];
+  const now = Date.now();
+  const partners = (unpaired[have].get(key) || []).filter((partner) => now - partner.at < PAIRING_S * 1000);
+  const partner = partners.shift();
+  if (partners.length) unpaired[have].set(key, partners); else unpaired[have].delete(key);
+  if (partner) {
+    const [span, run] = wait === "chunks" ? [item, partner.item] : [partner.item, item];
     span.dataset.run = run;
     splitAt(span);
     if (span.nextElementSibling) splitAt(span.nextElementSibling);
     return;
   }
   const waiting = unpaired[wait].get(key) || [];
-  waiting.push(item);
+  waiting.push({ item, at: now });
   unpaired[wait].set(key, waiting);
   for (const kind of ["chunks", "runs"]) {
     while (unpaired[kind].size > MAX_UNPAIRED) unpaired[kind].delete(unpaired[kind].keys().next().value);
@@ -414,7 +419,7 @@ function splitAt(span) {
 
 function chunkSent(event) {
   const endpoint = endpoints[event.endpoint];
-  if (!endpoint || !endpoint.chunks || !event.run_id || event.binary) return;
+  if (!endpoint || !endpoint.chunks || !event.run_id || event.binary || !event.clients) return;
   if (event.to && event.to !== me) return;
   pair("runs", "chunks", `${event.endpoint}\n${event.frame}`, event.run_id);
 }
