@@ -60,13 +60,21 @@ async function api(path) {
 // --- the protocol: which endpoints to connect to, and how their frames look ---------------
 
 let endpoints = SCHWARM; // path -> {messages, chunks}, as GET /protocol declares them
+let aliases = {}; // another path of an endpoint -> the endpoint's path
+
+// The declared path for `path`, which may be one of an endpoint's aliases.
+function canonical(path) {
+  return aliases[path] || path;
+}
 
 async function loadProtocol() {
   try {
     const protocol = await api("/protocol");
     const declared = {};
+    aliases = {};
     for (const [path, endpoint] of Object.entries(protocol.endpoints || {})) {
       declared[path] = { messages: endpoint.messages || null, chunks: endpoint.chunks || null };
+      for (const alias of endpoint.aliases || []) aliases[alias] = path;
     }
     endpoints = Object.keys(declared).length ? declared : SCHWARM;
   } catch {
@@ -443,6 +451,7 @@ function cutStream(path, why) {
 let sentBefore = []; // [{endpoint, text}], newest first
 
 function send(path, text) {
+  path = canonical(path);
   const link = links[path];
   if (!link || link.state !== "open") {
     note(`Not sent: not connected to ${path}. Connect first.`, true);
@@ -485,6 +494,7 @@ function note(text, bad = false) {
 let target = null; // the wait the editor's frame is for: its key, or null
 
 function openEditor(path, text, key) {
+  path = path && canonical(path);
   if (path && endpoints[path]) $("#editor-endpoint").value = path;
   $("#editor-text").value = text;
   target = key;
@@ -541,7 +551,7 @@ function showConstraints(text) {
   }
   list.hidden = false;
   const expects = wait.expects;
-  const endpoint = endpoints[expects.endpoint] || endpoints[$("#editor-endpoint").value] || {};
+  const endpoint = endpoints[canonical(expects.endpoint || "")] || endpoints[$("#editor-endpoint").value] || {};
   const envelope = endpoint.messages || SCHWARM["/ws"].messages;
   const parsed = parse(text);
   const frame = parsed.ok && parsed.value && typeof parsed.value === "object" ? parsed.value : null;
@@ -550,7 +560,7 @@ function showConstraints(text) {
   const items = [
     [`run ${wait.scenario} (${wait.run_id}), step ${expects.step} waits for ${expects.message_type}`, null],
     [`${envelope.type} is ${expects.message_type}`, Boolean(frame) && frame[envelope.type] === expects.message_type],
-    [`endpoint ${expects.endpoint || firstMessagesEndpoint()}`, $("#editor-endpoint").value === (expects.endpoint || firstMessagesEndpoint())],
+    [`endpoint ${expects.endpoint || firstMessagesEndpoint()}`, $("#editor-endpoint").value === canonical(expects.endpoint || firstMessagesEndpoint())],
   ];
   if (expects.match) items.push([`${envelope.payload} matches /${expects.match}/`, searches(expects.match, message)]);
   for (const [path, pattern] of Object.entries(expects.fields || {})) {
@@ -714,7 +724,7 @@ function whoFor(expects) {
 // The frame a wait accepts: the server's example, else the endpoint's envelope with the type.
 function exampleFrame(expects) {
   if (expects.example) return expects.example;
-  const endpoint = endpoints[expects.endpoint || firstMessagesEndpoint()];
+  const endpoint = endpoints[canonical(expects.endpoint || "") || firstMessagesEndpoint()];
   const envelope = endpoint && endpoint.messages;
   if (!envelope) return null;
   return JSON.stringify({ [envelope.type]: expects.message_type, [envelope.payload]: envelope.data === "json" ? {} : "" });
@@ -732,8 +742,10 @@ function renderWaits() {
   const focusAction = focused && focused.dataset.action;
   $("#waits").replaceChildren(...waits.map(renderWait));
   if (focusKey) {
-    const again = $(`#waits li[data-key="${CSS.escape(focusKey)}"] button[data-action="${focusAction}"]`);
-    if (again) again.focus();
+    // The wait answered is gone: focus moves to the next one's first button, or the heading.
+    const again = $(`#waits li[data-key="${CSS.escape(focusKey)}"] button[data-action="${focusAction}"]`)
+      || $("#waits li button") || $("#waits-title");
+    again.focus();
   }
   tick();
   checkEditor();
