@@ -190,13 +190,13 @@ def test_one_click_answers_a_run_that_waits_for_this_client(
     expect(wait).to_contain_text("waits for you")
     expect(wait.locator("[data-deadline]")).to_have_text(re.compile(r"^[01]:\d\d$"))
     expect(viewer.locator("#messages")).to_contain_text("CHAT_REQUESTED: Your turn")
-    wait.get_by_role("button", name="Answer with CHAT_INPUT").click()
+    wait.get_by_role("button", name="Send CHAT_INPUT").click()
     expect(viewer.locator("#messages")).to_contain_text("CHAT: You said [] as ui-1")
     finished(served, run_id)
     expect(viewer.locator("#waits li")).to_have_count(0)
     sent = viewer.locator('#messages li[data-direction="out"]')
     expect(sent).to_have_count(1)
-    expect(sent).to_contain_text("CHAT_INPUT")
+    expect(sent).to_contain_text('CHAT_INPUT: ""')
 
 
 def test_the_editor_sends_a_frame_that_a_wait_with_match_accepts(
@@ -207,7 +207,7 @@ def test_the_editor_sends_a_frame_that_a_wait_with_match_accepts(
     expect(wait).to_have_attribute("data-for", "any")
     expect(wait).to_contain_text("/^yes\\b/")
     # A wait with a pattern is not answered blindly: its button opens the editor.
-    expect(wait.get_by_role("button", name="Answer with CHAT_INPUT")).to_have_count(0)
+    expect(wait.get_by_role("button", name="Send CHAT_INPUT")).to_have_count(0)
     wait.get_by_role("button", name="Edit CHAT_INPUT answer…").click()
     editor = viewer.locator("#editor-text")
     expect(editor).to_be_focused()
@@ -364,7 +364,7 @@ def test_screenshots_of_the_viewer_answering_a_run(
         call(served, "POST", "/trigger/all?speed=0")
         done = trigger(served, "ask", "&client=ui-1")
         page.locator(f'#waits li[data-run="{done}"]').get_by_role(
-            "button", name="Answer with CHAT_INPUT"
+            "button", name="Send CHAT_INPUT"
         ).click()
         expect(page.locator("#messages")).to_contain_text("You said")
         run_id = trigger(served, "confirm")

@@ -282,7 +282,9 @@ function summary(path, data, text) {
     const messages = endpoint.messages;
     if (messages && typeof data[messages.type] === "string") {
       const payload = data[messages.payload];
-      return `${data[messages.type]}: ${typeof payload === "string" ? payload : JSON.stringify(payload)}`;
+      // An empty message is shown as "" (a bare "TYPE:" reads as a cut-off line).
+      const shown = typeof payload === "string" ? payload || '""' : JSON.stringify(payload);
+      return `${data[messages.type]}: ${shown}`;
     }
     const chunks = endpoint.chunks;
     if (chunks && typeof data[chunks.type] === "string") {
@@ -468,9 +470,9 @@ function remember(path, text) {
     .slice(0, MAX_HISTORY);
   $("#history-empty").hidden = sentBefore.length > 0;
   $("#history").replaceChildren(...sentBefore.map((item) => element("li", {},
-    element("button", { type: "button", class: "resend", title: "Send this frame again",
-      "aria-label": `Send again on ${item.endpoint}: ${item.text}` },
-    element("code", { class: "where", text: item.endpoint }), " ", element("span", { class: "frame", text: item.text })),
+    element("button", { type: "button", class: "resend", title: "Send this frame again" },
+      element("span", { class: "visually-hidden", text: "Send again: " }),
+      element("code", { class: "where", text: item.endpoint }), " ", element("span", { class: "frame", text: item.text })),
     element("button", { type: "button", class: "edit", "aria-label": `Edit: ${item.text}`, text: "Edit" }))));
 }
 
@@ -796,7 +798,7 @@ function actionsFor(wait, who) {
       text: `Edit ${expects.message_type} answer…` }));
   } else {
     buttons.push(element("button", { type: "button", class: who.for === "other" ? null : "primary", "data-action": "answer",
-      "aria-label": `Answer with ${expects.message_type}`, text: `Send ${expects.message_type}` }));
+      text: `Send ${expects.message_type}` }));
     buttons.push(element("button", { type: "button", "data-action": "edit", text: "Edit…" }));
   }
   return buttons;
