@@ -178,6 +178,13 @@ def test_an_id_the_server_would_refuse_is_refused_in_the_page(viewer: Page) -> N
     expect(viewer.locator("#client-id-error")).to_contain_text('"no spaces" is not a client id')
     expect(viewer.locator("#client-id")).to_have_attribute("aria-invalid", "true")
     expect(viewer.locator("#status")).to_have_text("Connected")  # still as ui-1
+    # Past the page's own check (as an older page might be), the server refuses it with
+    # 1008; the page shows why and does not try again.
+    viewer.evaluate("() => { disconnect(); me = 'no spaces'; wanted = true; syncSockets(); }")
+    expect(viewer.locator("#status")).to_have_text("Refused: see the close reason")
+    row = viewer.locator('#sockets tr[data-endpoint="/ws"]')
+    expect(row).to_contain_text("1008 (policy): invalid client_id")
+    expect(row).to_contain_text("not connected")
 
 
 def test_one_click_answers_a_run_that_waits_for_this_client(

@@ -121,7 +121,7 @@ function connect() {
   }
   $("#client-id-error").textContent = "";
   $("#client-id").removeAttribute("aria-invalid");
-  disconnect("reconnecting with another id", false);
+  disconnect("reconnecting", false);
   me = id;
   wanted = true;
   const url = new URL(location.href);
@@ -174,9 +174,9 @@ function openLink(path) {
     link.closed = { code: closed.code, reason: closed.reason, at: Date.now() };
     logClose(path, closed.code, closed.reason, "server");
     cutStream(path, `cut: the connection closed (${closed.code})`);
-    // 1008 is the server refusing this connection (a bad id, say): trying again would only
-    // be refused again, so the page waits for the user instead.
-    if (!wanted || closed.code === 1008) {
+    // A refused client id would only be refused again: the page waits for the user instead.
+    // (Other 1008 closes, such as a client that fell behind, are worth another try.)
+    if (!wanted || (closed.code === 1008 && /client_id/.test(closed.reason))) {
       link.state = "closed";
     } else {
       link.state = "waiting";
