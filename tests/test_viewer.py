@@ -74,6 +74,16 @@ steps:
     text: "Hello {{ run.scenario }}"
     to: ui-9
 """
+# Waits for a request to the shipped protocol's POST /chat route, with some input.
+OVER_HTTP = """
+description: Waits for POST /chat?user_input=...
+steps:
+  - wait: POST /chat
+    fields: {query.user_input: "\\\\S"}
+    timeout: 60s
+  - message: CHAT
+    text: "Over HTTP: {{ received.frame.query.user_input }}"
+"""
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -92,6 +102,7 @@ def served(scenarios_dir: Path) -> Iterator[LiveServer]:
         "cut": CUT,
         "unclosed": UNCLOSED,
         "knock": KNOCK,
+        "over-http": OVER_HTTP,
     }.items():
         (scenarios_dir / f"{name}.yaml").write_text(text)
     live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
@@ -272,6 +283,29 @@ def test_the_viewer_connects_to_the_endpoints_the_protocol_declares(
         page.context.close()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_wait_for_a_declared_route_is_answered_with_a_request(
+    viewer: Page, served: LiveServer
+) -> None:
+    run_id = trigger(served, "over-http", "&client=ui-1")
+    wait = viewer.locator(f'#waits li[data-run="{run_id}"]')
+    expect(wait).to_contain_text("HTTP (a declared route)")
+    wait.get_by_role("button", name="Edit POST /chat answer…").click()
+    expect(viewer.locator("#editor-endpoint")).to_have_value("http")
+    editor = viewer.locator("#editor-text")
+    expect(editor).to_have_value("POST /chat")
+    editor.fill("POST /chat?user_input=hello there")
+    expect(viewer.locator("#editor-check")).to_contain_text("✓ POST /chat?user_input=hello")
+    viewer.get_by_role("button", name="Send", exact=True).click()
+    expect(viewer.locator("#messages")).to_contain_text("CHAT: Over HTTP: hello there")
+    expect(
+        viewer.locator('#messages li[data-endpoint="http"][data-direction="in"]')
+    ).to_contain_text("200")
+    finished(served, run_id)
+    editor.fill("not a request line")
+    expect(viewer.locator("#editor-check")).to_contain_text("The first line must be METHOD /path")
+    expect(viewer.get_by_role("button", name="Send", exact=True)).to_be_disabled()
 
 
 def test_text_that_is_not_json_gets_an_inline_error_and_can_still_be_sent(

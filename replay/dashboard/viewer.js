@@ -61,6 +61,8 @@ async function api(path) {
 
 let endpoints = SCHWARM; // path -> {messages, chunks}, as GET /protocol declares them
 let aliases = {}; // another path of an endpoint -> the endpoint's path
+let routes = []; // the declared HTTP routes ("METHOD /path"): requests to them answer waits too
+const HTTP = "http"; // the editor's and the log's name for requests to declared routes
 
 // The declared path for `path`, which may be one of an endpoint's aliases.
 function canonical(path) {
@@ -76,9 +78,11 @@ async function loadProtocol() {
       declared[path] = { messages: endpoint.messages || null, chunks: endpoint.chunks || null };
       for (const alias of endpoint.aliases || []) aliases[alias] = path;
     }
+    routes = (protocol.routes || []).map((route) => `${route.method} ${route.path}`);
     endpoints = Object.keys(declared).length ? declared : SCHWARM;
   } catch {
     endpoints = SCHWARM; // an older server, or no token yet: its default sockets
+    routes = [];
   }
   showEndpointChoices();
   if (wanted) syncSockets();
@@ -89,7 +93,8 @@ function showEndpointChoices() {
   for (const [select, first] of [[$("#editor-endpoint"), null], [$("#log-endpoint"), "every endpoint"]]) {
     const chosen = select.value;
     select.replaceChildren(...(first ? [element("option", { value: "", text: first })] : []),
-      ...paths.map((path) => element("option", { value: path, text: path })));
+      ...paths.map((path) => element("option", { value: path, text: path })),
+      routes.length ? element("option", { value: HTTP, text: "HTTP (a declared route)" }) : null);
     if ([...select.options].some((option) => option.value === chosen)) select.value = chosen;
     else if (!first) select.value = firstMessagesEndpoint() || paths[0] || "";
   }
@@ -453,6 +458,7 @@ function cutStream(path, why) {
 let sentBefore = []; // [{endpoint, text}], newest first
 
 function send(path, text) {
+  if (path === HTTP) return request(text);
   path = canonical(path);
   const link = links[path];
   if (!link || link.state !== "open") {
@@ -462,6 +468,36 @@ function send(path, text) {
   link.socket.send(text);
   logFrame({ direction: "out", endpoint: path, text });
   remember(path, text);
+  return true;
+}
+
+// "POST /chat?user_input=hi" on the first line, then the body if any: a request to a
+// declared route, as this client (X-Replay-Client), which a wait for that route takes.
+function parseRequest(text) {
+  const [line, ...rest] = text.split("\n");
+  // The rest of the line is the target, spaces and all (fetch encodes them as %20).
+  const found = /^\s*([A-Za-z]+)\s+(\/.*?)\s*$/.exec(line);
+  if (!found) return null;
+  return { method: found[1].toUpperCase(), target: found[2], body: rest.join("\n").trim() };
+}
+
+function request(text) {
+  const parsed = parseRequest(text);
+  if (!parsed) {
+    note("Not sent: the first line must be METHOD /path?query, e.g. POST /chat?user_input=hi.", true);
+    return false;
+  }
+  const headers = me ? { "X-Replay-Client": me } : {};
+  const hasBody = parsed.body && !["GET", "HEAD"].includes(parsed.method);
+  if (hasBody) headers["Content-Type"] = parse(parsed.body).ok ? "application/json" : "text/plain";
+  logFrame({ direction: "out", endpoint: HTTP, text });
+  remember(HTTP, text);
+  fetch(parsed.target, { method: parsed.method, headers, body: hasBody ? parsed.body : undefined })
+    .then(async (response) => {
+      const body = await response.text();
+      logFrame({ direction: "in", endpoint: HTTP, text: `${response.status} ${body}`.trim() });
+    })
+    .catch((error) => note(`The request failed: ${error.message}`, true));
   return true;
 }
 
@@ -497,7 +533,7 @@ let target = null; // the wait the editor's frame is for: its key, or null
 
 function openEditor(path, text, key) {
   path = path && canonical(path);
-  if (path && endpoints[path]) $("#editor-endpoint").value = path;
+  if (path && (endpoints[path] || (path === HTTP && routes.length))) $("#editor-endpoint").value = path;
   $("#editor-text").value = text;
   target = key;
   checkEditor();
@@ -511,8 +547,10 @@ function checkEditor() {
   const path = $("#editor-endpoint").value;
   const link = links[path];
   $("#editor-for").textContent = me ? `as ${me}` : "";
-  $("#send").disabled = !text || !link || link.state !== "open";
-  if (!text.trim()) {
+  $("#send").disabled = path === HTTP ? !parseRequest(text) : !text || !link || link.state !== "open";
+  if (path === HTTP && text.trim()) {
+    checkRequest(text, area, check);
+  } else if (!text.trim()) {
     check.textContent = "";
     check.dataset.state = "";
     area.removeAttribute("aria-invalid");
@@ -529,6 +567,20 @@ function checkEditor() {
     }
   }
   showConstraints(text);
+}
+
+function checkRequest(text, area, check) {
+  const parsed = parseRequest(text);
+  const body = parsed && parsed.body ? parse(parsed.body) : { ok: true };
+  if (!parsed) {
+    check.textContent = "The first line must be METHOD /path?query (e.g. POST /chat?user_input=hi); a body may follow on the next lines.";
+  } else if (!body.ok) {
+    check.textContent = `The body is not JSON: ${jsonProblem(parsed.body, body.error)}. It will be sent as plain text.`;
+  } else {
+    check.textContent = `✓ ${parsed.method} ${parsed.target}${parsed.body ? " with a JSON body" : ""}`;
+  }
+  check.dataset.state = parsed && body.ok ? "ok" : "error";
+  if (parsed && body.ok) area.removeAttribute("aria-invalid"); else area.setAttribute("aria-invalid", "true");
 }
 
 // "Expected ',' or '}' after property value at line 1, column 18" from the engine's message.
@@ -559,6 +611,13 @@ function showConstraints(text) {
   const frame = parsed.ok && parsed.value && typeof parsed.value === "object" ? parsed.value : null;
   const payload = frame ? frame[envelope.payload] : null;
   const message = payload === null || payload === undefined ? "" : typeof payload === "string" ? payload : JSON.stringify(payload);
+  if (expects.endpoint === HTTP) {
+    const accepts = [[`run ${wait.scenario} (${wait.run_id}), step ${expects.step} waits for a request: ${expects.message_type}`, null]];
+    if (expects.match) accepts.push([`its JSON body matches /${expects.match}/`, null]);
+    for (const [path, pattern] of Object.entries(expects.fields || {})) accepts.push([`${path} matches /${pattern}/`, null]);
+    list.replaceChildren(...accepts.map(([label]) => element("li", { "data-ok": "" }, element("span", { class: "mark", text: "•" }), ` ${label}`)));
+    return;
+  }
   const items = [
     [`run ${wait.scenario} (${wait.run_id}), step ${expects.step} waits for ${expects.message_type}`, null],
     [`${envelope.type} is ${expects.message_type}`, Boolean(frame) && frame[envelope.type] === expects.message_type],
@@ -725,6 +784,7 @@ function whoFor(expects) {
 
 // The frame a wait accepts: the server's example, else the endpoint's envelope with the type.
 function exampleFrame(expects) {
+  if (expects.endpoint === HTTP) return expects.message_type; // "POST /chat": the request line
   if (expects.example) return expects.example;
   const endpoint = endpoints[canonical(expects.endpoint || "") || firstMessagesEndpoint()];
   const envelope = endpoint && endpoint.messages;
@@ -733,7 +793,9 @@ function exampleFrame(expects) {
 }
 
 function constrained(expects) {
-  return Boolean(expects.unknown || expects.match || Object.keys(expects.fields || {}).length);
+  // A route with parameters ("GET /items/{id}") needs them filled in, too.
+  const params = expects.endpoint === HTTP && /[{]/.test(expects.message_type || "");
+  return Boolean(params || expects.unknown || expects.match || Object.keys(expects.fields || {}).length);
 }
 
 function renderWaits() {
@@ -766,7 +828,8 @@ function renderWait(wait) {
   const facts = [["run", `${wait.scenario} (${wait.run_id})`]];
   if (expects) {
     facts.push(["step", expects.step ?? "–"]);
-    facts.push(["endpoint", expects.endpoint || (expects.kind === "connect" ? "any" : firstMessagesEndpoint() || "–")]);
+    facts.push(["endpoint", expects.endpoint === HTTP ? "HTTP (a declared route)"
+      : expects.endpoint || (expects.kind === "connect" ? "any" : firstMessagesEndpoint() || "–")]);
     if (expects.kind === "message") {
       if (expects.match) facts.push(["match", `/${expects.match}/`]);
       for (const [path, pattern] of Object.entries(expects.fields || {})) facts.push([path, `/${pattern}/`]);
