@@ -1576,3 +1576,29 @@ def test_a_loaded_file_keeps_the_locations_of_its_steps_not_of_their_data() -> N
     }
     assert loaded.locate(("steps", 0, "data", "a", 1, "b")) == (2, 5)  # its step
     assert loaded.locate(("steps", 2, "steps", 0, "play")) == (7, 10)  # the key, not the brace
+
+
+# --- did you mean, whatever the case ----------------------------------------------------------
+
+
+def test_a_message_type_in_the_wrong_case_suggests_the_declared_one() -> None:
+    problem = only_problem("steps:\n  - message: chat\n    text: hi\n")
+    assert "unknown message type 'chat' (did you mean 'CHAT'?)" in problem.message
+    assert problem.line == 2
+    problem = only_problem("steps:\n  - message: chat-input\n    text: hi\n")
+    assert "(did you mean 'CHAT_INPUT'?)" in problem.message
+
+
+def test_a_step_kind_in_the_wrong_case_suggests_the_kind() -> None:
+    problem = only_problem("steps:\n  - Message: EVENT\n    text: hi\n")
+    assert "unknown step kind (did you mean 'message'?)" in problem.message
+    problem = only_problem("steps:\n  - WAIT-CONNECT: any\n")
+    assert "(did you mean 'wait_connect'?)" in problem.message
+
+
+def test_a_field_in_the_wrong_case_suggests_the_field() -> None:
+    problem = only_problem("steps:\n  - chunk: a\n    Delay: 1\n")
+    assert "unknown field 'Delay' (did you mean 'delay'?)" in problem.message
+    assert any(
+        "did you mean 'steps'" in p.message for p in parse("Steps:\n  - chunk: a\n").problems
+    )
