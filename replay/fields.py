@@ -22,7 +22,8 @@ from pydantic.functional_serializers import PlainSerializer
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from replay.durations import parse_duration
+from replay.durations import EXPECTED as DURATION_EXPECTED
+from replay.durations import MAX_BARE_SECONDS, MAX_SECONDS, parse_duration
 from replay.errors import PatternRefused, did_you_mean
 from replay.patterns import compile_pattern
 from replay.protocol import MESSAGE_TYPES
@@ -41,17 +42,34 @@ MAX_REPEAT = 1_000_000
 BINDING_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BINDING_RULE = "a letter, then letters, digits and '_' (so that templates can write vars.NAME)"
 
+
+def _check_duration(value: object) -> float:
+    """Seconds from a duration field's value, or a problem saying what to write (for
+    ``delay: 500``: ``500ms`` or ``500s``)."""
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        # The reason is passed as a value, not as the template: it may hold braces.
+        raise PydanticCustomError(
+            "duration", "{reason}", {"reason": str(error), "expected": DURATION_EXPECTED}
+        ) from None
+
+
+#: A pause (``delay``, ``jitter``, ``sleep``, ``timeout``, a route's ``latency``): seconds
+#: as a number up to MAX_BARE_SECONDS, or a string with a unit (see replay.durations).
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_check_duration),
     PlainSerializer(lambda seconds: seconds, return_type=float),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 3600},
+                {"type": "number", "minimum": 0, "maximum": MAX_BARE_SECONDS},
                 {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$"},
             ],
-            "description": 'Seconds (0.5) or a string with a unit ("500ms", "2s", "1m").',
+            "description": f"Seconds (0.5; a number without a unit is at most "
+            f'{MAX_BARE_SECONDS:g}) or a string with a unit ("500ms", "90s", "2m"); '
+            f"at most {MAX_SECONDS:g} s.",
         }
     ),
 ]

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from replay import templates
-from replay.durations import EXPECTED as DURATION_EXPECTED
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
 from replay.scenario import (
     BRANCH_TAGS,
@@ -750,8 +749,6 @@ def _problem_for(
     )
     if expected and kind in _BOUNDS:
         message = "out of range"
-    if field_name in ("delay", "sleep", "jitter", "timeout") and kind == "value_error":
-        expected = DURATION_EXPECTED
     scalar = not isinstance(value, Mapping | list)
     found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
     return loaded.problem(path, message, expected, found)

@@ -342,7 +342,9 @@ def test_unknown_top_level_field_with_suggestion() -> None:
     )
 
 
-DURATION_EXPECTED = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
+DURATION_EXPECTED = (
+    'seconds as a number up to 60 (0.5, 30) or a string with a unit ("500ms", "90s", "2m")'
+)
 
 
 @pytest.mark.parametrize(
@@ -352,8 +354,8 @@ DURATION_EXPECTED = 'seconds as a number (0.5) or a string with a unit ("500ms",
         ("-0.5s", "'-0.5s' is not a duration", "'-0.5s'"),
         (
             "5000",
-            "5000 is longer than the limit of 3600 s for one pause "
-            "(write milliseconds with a unit: '500ms')",
+            "5000 is read as seconds (1 h 23 min 20 s), over the limit of 1 h for one pause; "
+            "write 5000ms for milliseconds",
             "5000",
         ),
         ("soon", "'soon' is not a duration", "'soon'"),
@@ -1103,10 +1105,59 @@ def test_exact_wrong_type_of_a_chunk() -> None:
 
 
 def test_exact_absurd_sleep() -> None:
-    assert only_text("steps:\n  - sleep: 7200\n") == (
-        f"{FILE}:2:5: steps.0.sleep: 7200 is longer than the limit of 3600 s for one pause "
-        f"(write milliseconds with a unit: '500ms'); expected {DURATION_EXPECTED}, found 7200"
+    assert only_text("steps:\n  - sleep: 7200s\n") == (
+        f"{FILE}:2:5: steps.0.sleep: '7200s' is longer than the limit of 3600 s (1 h) for one "
+        f"pause; expected {DURATION_EXPECTED}, found '7200s'"
     )
+
+
+@pytest.mark.parametrize("field", ["delay", "jitter"])
+def test_a_bare_number_over_a_minute_in_a_step_is_refused_with_both_readings(field: str) -> None:
+    assert only_text(f"steps:\n  - chunk: a\n    {field}: 500\n") == (
+        f"{FILE}:3:5: steps.0.{field}: 500 is read as seconds (8 min 20 s); write 500ms for "
+        f"milliseconds or 500s to mean seconds; expected {DURATION_EXPECTED}, found 500"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "line"),
+    [
+        ("delay: 250\nsteps:\n  - chunk: a\n", "delay", 1),
+        ("jitter: '100'\nsteps:\n  - chunk: a\n", "jitter", 1),
+        ("steps:\n  - sleep: 1500\n", "steps.0.sleep", 2),
+        ("steps:\n  - wait: CHAT_INPUT\n    timeout: 120\n", "steps.0.timeout", 3),
+        ("steps:\n  - wait_connect: any\n    timeout: 90.5\n", "steps.0.timeout", 3),
+        (
+            "steps:\n  - repeat: 2\n    steps:\n      - chunk: a\n        delay: 200\n",
+            "steps.0.steps.0.delay",
+            5,
+        ),
+    ],
+)
+def test_every_duration_field_refuses_a_bare_number_over_a_minute(
+    source: str, field: str, line: int
+) -> None:
+    problem = only_problem(source)
+    assert problem.field == field
+    assert problem.line == line
+    assert "is read as seconds" in problem.message
+    assert "ms for milliseconds" in problem.message
+    assert problem.expected == DURATION_EXPECTED
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "delay: 60\nsteps:\n  - chunk: a\n",
+        "steps:\n  - sleep: 30\n",
+        "steps:\n  - wait: CHAT_INPUT\n    timeout: 120s\n",
+        "steps:\n  - wait: CHAT_INPUT\n    timeout: 2m\n",
+        "steps:\n  - chunk: a\n    delay: 500ms\n",
+        "steps:\n  - sleep: 3600s\n",
+    ],
+)
+def test_honest_durations_still_load(source: str) -> None:
+    assert parse(source).valid, parse(source).problems
 
 
 def test_exact_unknown_step_kind_in_a_scenario_file_of_many_problems() -> None:
