@@ -33,6 +33,7 @@ from replay.scenario import (
     MessageStep,
     OtherwiseBranch,
     Scenario,
+    SetStep,
     WhenBranch,
     step_kind,
 )
@@ -179,7 +180,7 @@ def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> Scena
     except ValidationError as error:
         ordered = in_file_order(problems, explain(loaded, error, data))
         return ScenarioFile(name, file, None, ordered, _structure(locations), plays)
-    problems.extend(_template_problems(loaded, scenario))
+    problems.extend(_template_problems(loaded, scenario, protocol))
     problems.extend(_payload_problems(loaded, scenario, protocol))
     return ScenarioFile(name, file, scenario, in_file_order(problems), _structure(locations), plays)
 
@@ -233,20 +234,25 @@ def _payload_problems(
     return found
 
 
-def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
+def _template_problems(
+    loaded: ScenarioFile, scenario: Scenario, protocol: Protocol
+) -> list[Problem]:
     # Checked here, not in the models, because 'vars' is declared beside the steps and a
     # problem is located at the exact string, however deep in 'data' it is. A name a
     # 'let' binds anywhere in the file counts as declared.
     declared = {*scenario.vars, *scenario.bound_names()}
+    fields = templates.SCENARIO_FIELDS
+    state = {*protocol.state, *_state_keys(scenario)}
+    hints = {"received": _received_hints(protocol)}
     found: dict[tuple[int, int, str], Problem] = {}
     checks = [
         *(
-            (path, templates.check(text, declared))
+            (path, templates.check(text, declared, fields=fields, state=state, hints=hints))
             for path, text in scenario.texts()
             if templates.is_template(text)
         ),
         *(
-            (path, templates.check_expression(text, declared))
+            (path, templates.check_expression(text, declared, fields, state=state, hints=hints))
             for path, text in scenario.conditions()
         ),
     ]
@@ -256,6 +262,26 @@ def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem
             # A template merged into several steps (<<: *anchor) is reported once.
             found.setdefault((problem.line, problem.column, message), problem)
     return list(found.values())
+
+
+def _state_keys(scenario: Scenario) -> set[str]:
+    """The keys the file's ``set`` steps set (state.NAME may read them)."""
+    return {
+        key for _, step in scenario.frame_steps() if isinstance(step, SetStep) for key in step.set
+    }
+
+
+def _received_hints(protocol: Protocol) -> dict[str, str]:
+    """What ``received.X`` means when X is what the protocol's envelope calls the type or
+    the payload (``received.kind`` -> ``message_type``): received names them the same on
+    every endpoint."""
+    hints: dict[str, str] = {}
+    for endpoint in protocol.endpoints.values():
+        envelope = endpoint.messages
+        if envelope is not None:
+            hints.setdefault(envelope.type, "message_type")
+            hints.setdefault(envelope.payload, "message")
+    return hints
 
 
 def read_document(source: bytes | str, file: str) -> tuple[Any, ScenarioFile]:

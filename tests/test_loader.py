@@ -1653,3 +1653,94 @@ def test_a_field_in_the_wrong_case_suggests_the_field() -> None:
     assert any(
         "did you mean 'steps'" in p.message for p in parse("Steps:\n  - chunk: a\n").problems
     )
+
+
+# --- templates: names and received fields, checked when the file loads -----------------------
+
+
+def test_a_typo_in_a_received_field_is_found_when_the_file_loads() -> None:
+    source = (
+        "steps:\n"
+        "  - wait: CHAT_INPUT\n"
+        "  - message: CHAT\n"
+        "    text: 'you said {{ received.mesage }}'\n"
+    )
+    loaded = parse(source)
+    assert not loaded.valid
+    [problem] = loaded.problems
+    assert (problem.line, problem.field) == (4, "steps.1.text")
+    assert problem.message.startswith(
+        "received has no field 'mesage' (did you mean 'message'?); its fields are "
+    )
+
+
+def test_received_fields_are_checked_in_data_conditions_and_let() -> None:
+    source = (
+        "steps:\n"
+        "  - wait: CHAT_INPUT\n"
+        "  - message: EVENT\n"
+        "    data: {who: '{{ received.clinet }}', deep: '{{ received.data.x.y }}'}\n"
+        "  - let: {said: '{{ received.txt }}'}\n"
+        "  - choose:\n"
+        "      - when: received.mesage_type == 'CHAT_INPUT'\n"
+        "        steps: [{chunk: a}]\n"
+    )
+    found = [(p.line, p.field, p.message.split(";")[0]) for p in parse(source).problems]
+    assert found == [
+        (4, "steps.1.data.who", "received has no field 'clinet' (did you mean 'client'?)"),
+        (5, "steps.2.let.said", "received has no field 'txt' (did you mean 'text'?)"),
+        (
+            7,
+            "steps.3.choose.0.when",
+            "received has no field 'mesage_type' (did you mean 'message_type'?)",
+        ),
+    ]
+
+
+def test_a_received_field_named_as_the_protocols_envelope_names_it_suggests_the_field() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol(
+        "extends: none\n"
+        "endpoints:\n  /prices:\n    messages: {type: event, payload: body}\n"
+        "message_types:\n  subscribe: {description: s, sent_by: client}\n  tick: t\n",
+        "scenarios/_protocol.yaml",
+    )
+    assert declared.problems == ()
+    source = "steps:\n  - wait: subscribe\n  - message: tick\n    text: '{{ received.event }}'\n"
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert problem.message.startswith(
+        "received has no field 'event' (did you mean 'message_type'?)"
+    )
+    source = source.replace("received.event", "received.body")
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert problem.message.startswith("received has no field 'body' (did you mean 'message'?)")
+    source = source.replace("received.body", "received.frame.body")
+    assert parse_scenario(source, FILE, declared.protocol).valid
+
+
+def test_an_unknown_name_suggests_a_declared_variable_or_a_state_key() -> None:
+    source = (
+        "vars: {user: ada}\n"
+        "steps:\n"
+        "  - set: {paused: true}\n"
+        "  - chunk: 'hi {{ user }}'\n"
+        "  - chunk: '{{ paused }}'\n"
+        "  - chunk: '{{ message }}'\n"
+    )
+    found = [p.message.split(";")[0] for p in parse(source).problems]
+    assert found == [
+        "unknown name 'user' in a template (did you mean 'vars.user'?)",
+        "unknown name 'paused' in a template (did you mean 'state.paused'?)",
+        "unknown name 'message' in a template (did you mean 'received.message'?)",
+    ]
+
+
+def test_a_state_key_the_protocol_declares_is_suggested() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol("state: {volume: 3}\n", "scenarios/_protocol.yaml")
+    [problem] = parse_scenario(
+        "steps:\n  - chunk: '{{ volume }}'\n", FILE, declared.protocol
+    ).problems
+    assert "(did you mean 'state.volume'?)" in problem.message

@@ -115,6 +115,103 @@ def test_unknown_name_suggests_the_nearest() -> None:
     assert problem.endswith("templates can use " + ", ".join(sorted(NAMES)))
 
 
+@pytest.mark.parametrize(
+    ("text", "declared", "suggested"),
+    [
+        ("{{ user }}", ["user"], "vars.user"),
+        ("{{ USER }}", ["user"], "vars.user"),
+        ("{{ usr }}", ["user", "count"], "vars.user"),
+        ("{{ user_name }}", ["username"], "vars.username"),
+        ("{{ count + 1 }}", ["count"], "vars.count"),
+        ("{{ message }}", [], "received.message"),
+        ("{{ message_type }}", [], "received.message_type"),
+        ("{{ mesage }}", [], "received.message"),
+        ("{{ paused }}", [], "state.paused"),
+        ("{{ Paused }}", [], "state.paused"),
+        ("{{ Now.iso }}", [], "now"),
+    ],
+)
+def test_an_unknown_name_suggests_the_path_that_reads_it(
+    text: str, declared: list[str], suggested: str
+) -> None:
+    [problem] = check(text, declared, fields=templates.SCENARIO_FIELDS, state=["paused"])
+    name = re.findall(r"unknown name '(\w+)'", problem)[0]
+    assert problem.startswith(
+        f"unknown name {name!r} in a template (did you mean {suggested!r}?); "
+    ), problem
+
+
+def test_a_declared_variable_wins_over_a_name_it_resembles() -> None:
+    # The user of issue 14 wrote {{ user }} with user declared: 'sender' is not it.
+    [problem] = check("hi {{ user }}", ["user"], fields=templates.SCENARIO_FIELDS)
+    assert "(did you mean 'vars.user'?)" in problem
+    assert "sender" not in problem.split(";")[0]
+
+
+def test_an_expression_suggests_paths_too() -> None:
+    paused, ready = templates.check_expression(
+        "paused and ready", ["ready"], templates.SCENARIO_FIELDS, state=["paused"]
+    )
+    assert "unknown name 'paused' in an expression (did you mean 'state.paused'?)" in paused
+    assert "unknown name 'ready' in an expression (did you mean 'vars.ready'?)" in ready
+    [problem] = templates.check_expression("ready", [], templates.SCENARIO_FIELDS)
+    assert problem.startswith("unknown name 'ready' in an expression; ")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "guess"),
+    [
+        ("{{ received.mesage }}", "mesage", "message"),
+        ("{{ received['mesage'] }}", "mesage", "message"),
+        ("{{ received.Message }}", "Message", "message"),
+        ("{{ received.messagetype }}", "messagetype", "message_type"),
+        ("{{ received.clinet | upper }}", "clinet", "client"),
+        ("{% if received.txt %}x{% endif %}", "txt", "text"),
+    ],
+)
+def test_a_field_received_lacks_is_refused_with_a_suggestion(
+    text: str, field: str, guess: str
+) -> None:
+    [problem] = check(text, [], fields=templates.SCENARIO_FIELDS)
+    assert problem == (
+        f"received has no field {field!r} (did you mean {guess!r}?); its fields are client, "
+        "data, endpoint, frame, message, message_type, text (a field the client put in its "
+        "frame is received.frame.NAME, one in its payload received.data.NAME)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ received.message }} {{ received.message_type }} {{ received.client }}",
+        "{{ received.text }} {{ received.endpoint }}",
+        # Deeper paths read what the client sent (JSON in strings too): never refused.
+        "{{ received.data.action }} {{ received.data.anything.at.all }}",
+        "{{ received.frame.trace_id }} {{ received.frame['x-y'] }}",
+        "{{ received.data['mesage'] }}",
+    ],
+)
+def test_every_field_of_received_and_every_deeper_path_is_accepted(text: str) -> None:
+    assert check(text, [], fields=templates.SCENARIO_FIELDS) == []
+
+
+def test_a_hint_names_the_field_for_a_protocols_own_envelope_name() -> None:
+    [problem] = check(
+        "{{ received.kind }}",
+        [],
+        fields=templates.SCENARIO_FIELDS,
+        hints={"received": {"kind": "message_type"}},
+    )
+    assert problem.startswith("received has no field 'kind' (did you mean 'message_type'?)")
+
+
+def test_received_fields_are_exactly_what_a_received_frame_gives_templates() -> None:
+    from replay.matching import ClientFrame
+
+    frame = ClientFrame("c1", '{"message_type": "CHAT_INPUT", "message": "hi"}')
+    assert set(frame.for_template()) == templates.RECEIVED_FIELDS
+
+
 def test_unknown_name_without_suggestion() -> None:
     [problem] = check("{{ zzzz }}", [])
     assert problem.startswith("unknown name 'zzzz' in a template; templates can use ")

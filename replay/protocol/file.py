@@ -184,7 +184,9 @@ def _template_problems(declaration: ProtocolDeclaration, here: ScenarioFile) -> 
         for kind, envelope in (("messages", endpoint.messages), ("chunks", endpoint.chunks)):
             for name, value in (envelope.fields if envelope else {}).items():
                 if isinstance(value, str) and templates.is_template(value):
-                    for message in templates.check(value, None):
+                    for message in templates.check(
+                        value, None, fields=templates.SCENARIO_FIELDS, state=declaration.state
+                    ):
                         at = ("endpoints", path, kind, "fields", name)
                         problems.append(here.problem(at, message))
     return problems
