@@ -37,6 +37,7 @@ from replay.scenario import (
     WhenBranch,
     step_kind,
 )
+from replay.syntax import yaml_problem
 
 if TYPE_CHECKING:
     from replay.protocol.declaration import Protocol
@@ -577,7 +578,7 @@ def _compose_with(
 def _compose_problem(error: BaseException, text: str, file: str) -> Problem:
     """The problem of a text YAML's parser or the builder could not read."""
     if isinstance(error, yaml.MarkedYAMLError):
-        return _yaml_problem(error, file)
+        return yaml_problem(error, text, file)
     if isinstance(error, yaml.YAMLError):
         return Problem(file, 0, 0, "", f"not valid YAML: {error}")
     line, column = _too_deep(text)  # a RecursionError
@@ -656,17 +657,6 @@ def _reader_problem(error: yaml.reader.ReaderError, text: str, file: str) -> Pro
         "printable text",
         f"character U+{error.character:04X}",
     )
-
-
-def _yaml_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
-    mark = error.problem_mark or error.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    what = error.problem or "not valid YAML"
-    if "'\\t'" in what or "\t" in what:
-        what += " (YAML indents with spaces; replace the tab)"
-    if error.context:
-        what = f"{error.context}: {what}"
-    return Problem(file, line, column, "", f"not valid YAML: {what}")
 
 
 def _dotted(path: Path) -> str:

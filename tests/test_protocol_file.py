@@ -129,8 +129,8 @@ def test_protocol_not_a_mapping(source: str, found: str) -> None:
 
 def test_protocol_yaml_and_encoding_errors_are_located() -> None:
     [problem] = protocol("message_types: [unclosed\n").problems
-    assert problem.message.startswith("not valid YAML: ")
-    assert problem.line == 2
+    assert problem.message.startswith("not valid YAML: this '[' is never closed")
+    assert (problem.line, problem.column) == (1, 16)
     [problem] = protocol(b"message_types:\n  A: caf\xe9\n").problems
     assert (problem.line, problem.column) == (2, 9)
     assert problem.message == "the file is not valid UTF-8"

@@ -164,13 +164,13 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
     )
     return {
         "syntax": [
-            f"{at('syntax')}:4:1: not valid YAML: while parsing a flow sequence: expected ',' "
-            "or ']', but got '<stream end>'"
+            f"{at('syntax')}:3:11: not valid YAML: this '[' is never closed: add ']' where its "
+            "list ends, or quote the value if the '[' is part of its text; expected ']', found "
+            "the end of the file"
         ],
         "tabs": [
-            f"{at('tabs')}:3:1: not valid YAML: while scanning for the next token: found "
-            "character '\\t' that cannot start any token (YAML indents with spaces; replace "
-            "the tab)"
+            f"{at('tabs')}:3:1: not valid YAML: a tab: YAML indents with spaces only; replace "
+            "the tab with spaces; expected spaces, found a tab character"
         ],
         "duplicate": [
             f"{at('duplicate')}:3:1: steps: duplicate key 'steps' (first at line 1); YAML "
