@@ -269,6 +269,25 @@ def test_envelope_templates_are_checked() -> None:
     assert "nope" in problem.message
 
 
+def test_envelope_templates_reading_received_are_checked_and_suggest() -> None:
+    source = (
+        "state: {agent: a}\n"
+        "endpoints:\n  /x:\n    chunks: {fields: {who: '{{ received.clinet }}', "
+        "ok: '{{ received.frame.who }}', agent: '{{ agent }}'}}\n"
+    )
+    problems = protocol(source).problems
+    assert [(p.field, p.message.split(";")[0]) for p in problems] == [
+        (
+            "endpoints./x.chunks.fields.who",
+            "received has no field 'clinet' (did you mean 'client'?)",
+        ),
+        (
+            "endpoints./x.chunks.fields.agent",
+            "unknown name 'agent' in a template (did you mean 'state.agent'?)",
+        ),
+    ]
+
+
 def test_close_frames_one_or_several() -> None:
     one = protocol("endpoints:\n  /x:\n    chunks: {close: {type: end}}\n").protocol
     assert one.close_frames("/x") == ('{"type":"end"}',)
