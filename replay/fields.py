@@ -144,6 +144,29 @@ Envelope = Annotated[
 ]
 
 
+def _check_rate(value: object) -> object:
+    """A ``rate`` written as a pause (``rate: 30ms``, meant as one token every 30 ms) is
+    refused with the rate that means it; anything else is left to the number check."""
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return value
+        if any(unit in value for unit in ("ms", "s", "m")) and seconds > 0:
+            per_second = f"{1 / seconds:.4g}"
+            raise PydanticCustomError(
+                "rate",
+                "{reason}",
+                {
+                    "reason": f"rate is tokens per second, not a pause: one token every "
+                    f"{value.strip()} is rate: {per_second}",
+                    "expected": f"tokens per second as a number (30; at most {MAX_RATE:g})",
+                    "found": repr(value),
+                },
+            )
+    return value
+
+
 def _check_name(value: str) -> str:
     if not NAME_PATTERN.match(value):
         raise PydanticCustomError(

@@ -1746,3 +1746,23 @@ def test_a_state_key_the_protocol_declares_is_suggested() -> None:
         "steps:\n  - chunk: '{{ volume }}'\n", FILE, declared.protocol
     ).problems
     assert "(did you mean 'state.volume'?)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("written", "rate"), [("30ms", "33.33"), ("0.5s", "2"), ("100 ms", "10"), ("1m", "0.01667")]
+)
+def test_a_rate_written_as_a_pause_is_refused_with_the_rate_it_means(
+    written: str, rate: str
+) -> None:
+    problem = only_problem(f"steps:\n  - stream: hello there\n    rate: {written}\n")
+    assert (problem.line, problem.field) == (3, "steps.0.rate")
+    assert problem.message == (
+        f"rate is tokens per second, not a pause: one token every {written} is rate: {rate}"
+    )
+    assert problem.expected == "tokens per second as a number (30; at most 10000)"
+    assert parse(f"steps:\n  - stream: hello there\n    rate: {rate}\n").valid
+
+
+def test_a_rate_that_is_not_a_pause_keeps_the_number_check() -> None:
+    assert only_problem("steps:\n  - stream: hi\n    rate: fast\n").message == "wrong type"
+    assert only_problem("steps:\n  - stream: hi\n    rate: '30'\n").message == "wrong type"
