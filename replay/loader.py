@@ -701,10 +701,30 @@ def explain(
     document of ``loaded``); ``allowed(path, data)`` names the fields allowed where an
     unknown one was found (a scenario's by default)."""
     problems: list[Problem] = []
+    members: dict[Path, int] = {}  # a union's problems, by path: where the first one is
     for detail in error.errors(include_url=False):
         path = _strip_tags(detail["loc"])
-        problems.append(_problem_for(loaded, path, detail, data, allowed or _allowed_fields))
+        member = bool(path) and _is_union_member(path[-1])
+        if member:
+            # pydantic reports each member of a union (data: a mapping or a list) on its
+            # own, under the member's type name: one problem, expecting any of them.
+            path = path[:-1]
+        problem = _problem_for(loaded, path, detail, data, allowed or _allowed_fields)
+        if member and path in members:
+            first = problems[members[path]]
+            expected = f"{first.expected} or {problem.expected}" if problem.expected else ""
+            problems[members[path]] = replace(first, expected=expected or first.expected)
+            continue
+        if member:
+            members[path] = len(problems)
+        problems.append(problem)
     return problems
+
+
+def _is_union_member(part: str | int) -> bool:
+    """Whether a part of a pydantic error's location names a union member (``dict[str,any]``,
+    ``list[any]``), not a field."""
+    return isinstance(part, str) and "[" in part and part.endswith("]")
 
 
 _EXPECTED_TYPES = {

@@ -1766,3 +1766,12 @@ def test_a_rate_written_as_a_pause_is_refused_with_the_rate_it_means(
 def test_a_rate_that_is_not_a_pause_keeps_the_number_check() -> None:
     assert only_problem("steps:\n  - stream: hi\n    rate: fast\n").message == "wrong type"
     assert only_problem("steps:\n  - stream: hi\n    rate: '30'\n").message == "wrong type"
+
+
+def test_a_union_field_is_one_problem_without_pydantic_member_names() -> None:
+    # data is a mapping or a list: pydantic reports each member under its type name.
+    problem = only_problem("steps:\n  - message: EVENT\n    data: just text\n")
+    assert problem.field == "steps.0.data"
+    assert problem.message == "wrong type"
+    assert problem.expected == "a mapping or a list"
+    assert problem.found == "'just text'"
