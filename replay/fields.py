@@ -55,6 +55,10 @@ def _check_duration(value: object) -> float:
         ) from None
 
 
+#: A duration as text, for editors: a number with a unit, or one of at most 60 without.
+_DURATION_TEXT = r"^\s*((\d+(\.\d*)?|\.\d+)\s*(ms|s|m)|([0-5]?\d(\.\d*)?|60(\.0*)?|\.\d+))\s*$"
+
+
 #: A pause (``delay``, ``jitter``, ``sleep``, ``timeout``, a route's ``latency``): seconds
 #: as a number up to MAX_BARE_SECONDS, or a string with a unit (see replay.durations).
 Duration = Annotated[
@@ -65,7 +69,7 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0, "maximum": MAX_BARE_SECONDS},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$"},
+                {"type": "string", "pattern": _DURATION_TEXT},
             ],
             "description": f"Seconds (0.5; a number without a unit is at most "
             f'{MAX_BARE_SECONDS:g}) or a string with a unit ("500ms", "90s", "2m"); '
