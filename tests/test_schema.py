@@ -265,9 +265,8 @@ def test_the_schema_of_a_duration_agrees_with_the_loader(value: object) -> None:
     schema = scenario_schema(SCHWARM)
     document = {"steps": [{"chunk": "a", "delay": value}]}
     flagged = bool(list(Draft202012Validator(schema).iter_errors(document)))
-    loaded = Scenario.model_validate(document) if not flagged else None
     if not flagged:
-        assert loaded is not None
+        assert Scenario.model_validate(document).steps
     else:
-        with pytest.raises(ValueError, match="duration|read as seconds|not a duration"):
+        with pytest.raises(ValueError, match=r"duration|read as seconds"):
             Scenario.model_validate(document)
