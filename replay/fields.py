@@ -181,7 +181,25 @@ def _check_name(value: str) -> str:
     return value
 
 
+def check_keyword_case(value: str, keywords: tuple[str, ...]) -> None:
+    """Refuse ``All`` where ``all`` is meant: a word that is one of ``keywords`` but for
+    its case would otherwise be read as a client id, and reach no one."""
+    for keyword in keywords:
+        if value != keyword and value.casefold() == keyword:
+            raise PydanticCustomError(
+                "keyword_case",
+                "{found} would be a client id, not {keyword} (did you mean {keyword}?): "
+                "write {keyword} in lower case",
+                {
+                    "found": repr(value),
+                    "keyword": repr(keyword),
+                    "expected": ", ".join(repr(word) for word in keywords) + " or a client id",
+                },
+            )
+
+
 def _check_target(value: str) -> str:
+    check_keyword_case(value, ("all", "sender"))
     if value not in ("all", "sender") and not CLIENT_ID_PATTERN.match(value):
         raise PydanticCustomError(
             "target",

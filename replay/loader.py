@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
@@ -776,6 +777,9 @@ def _problem_for(
     if kind == "missing":
         return loaded.problem(path, f"missing field {field_name!r}")
     message = _MESSAGES.get(kind) or detail["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and isinstance(value, str):
+        # 'Continue' for 'continue': the allowed values are in pydantic's expected text.
+        message += did_you_mean(value, re.findall(r"'([^']*)'", str(context.get("expected"))))
     if kind in _EXPECTED_TYPES:
         message = "wrong type"
         if isinstance(value, bool) and kind == "string_type":

@@ -1775,3 +1775,42 @@ def test_a_union_field_is_one_problem_without_pydantic_member_names() -> None:
     assert problem.message == "wrong type"
     assert problem.expected == "a mapping or a list"
     assert problem.found == "'just text'"
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "hint"),
+    [
+        (
+            "steps:\n  - wait: CHAT_INPUT\n    on_timeout: Continue\n",
+            "steps.0.on_timeout",
+            "continue",
+        ),
+        ("steps:\n  - stream: hi\n    type: TOOL\n", "steps.0.type", "tool"),
+        ("steps:\n  - close: Stream\n", "steps.0.close", "stream"),
+        ("steps:\n  - repeat: Forever\n    steps: [{chunk: a}]\n", "steps.0.repeat", "forever"),
+        ("steps:\n  - disconnect: All\n", "steps.0.disconnect", "all"),
+    ],
+)
+def test_an_allowed_word_in_the_wrong_case_suggests_it(source: str, field: str, hint: str) -> None:
+    problem = only_problem(source)
+    assert problem.field == field
+    assert f"(did you mean {hint!r}?)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "word"),
+    [
+        ("to: All\nsteps:\n  - chunk: a\n", "to", "all"),
+        ("steps:\n  - chunk: a\n    to: Sender\n", "steps.0.to", "sender"),
+        ("steps:\n  - wait_connect: ANY\n", "steps.0.wait_connect", "any"),
+    ],
+)
+def test_a_target_keyword_in_the_wrong_case_is_not_taken_for_a_client_id(
+    source: str, field: str, word: str
+) -> None:
+    # 'All' would be a client of that name, and the frames would reach no one.
+    problem = only_problem(source)
+    assert problem.field == field
+    assert f"would be a client id, not {word!r} (did you mean {word!r}?)" in problem.message
+    assert parse(source.replace(problem.found.strip("'"), word)).valid
+    assert parse(source.replace(problem.found.strip("'"), "browser-1")).valid
