@@ -243,18 +243,17 @@ def _template_problems(
     # problem is located at the exact string, however deep in 'data' it is. A name a
     # 'let' binds anywhere in the file counts as declared.
     declared = {*scenario.vars, *scenario.bound_names()}
-    fields = templates.SCENARIO_FIELDS
+    fields = {"received": received_fields(protocol.endpoints)}
     state = {*protocol.state, *_state_keys(scenario)}
-    hints = {"received": _received_hints(protocol)}
     found: dict[tuple[int, int, str], Problem] = {}
     checks = [
         *(
-            (path, templates.check(text, declared, fields=fields, state=state, hints=hints))
+            (path, templates.check(text, declared, fields=fields, state=state))
             for path, text in scenario.texts()
             if templates.is_template(text)
         ),
         *(
-            (path, templates.check_expression(text, declared, fields, state=state, hints=hints))
+            (path, templates.check_expression(text, declared, fields, state=state))
             for path, text in scenario.conditions()
         ),
     ]
@@ -273,17 +272,16 @@ def _state_keys(scenario: Scenario) -> set[str]:
     }
 
 
-def _received_hints(protocol: Protocol) -> dict[str, str]:
-    """What ``received.X`` means when X is what the protocol's envelope calls the type or
-    the payload (``received.kind`` -> ``message_type``): received names them the same on
-    every endpoint."""
-    hints: dict[str, str] = {}
-    for endpoint in protocol.endpoints.values():
-        envelope = endpoint.messages
-        if envelope is not None:
-            hints.setdefault(envelope.type, "message_type")
-            hints.setdefault(envelope.payload, "message")
-    return hints
+def received_fields(endpoints: Mapping[str, Any]) -> frozenset[str]:
+    """The fields templates may read of ``received`` under a protocol with these
+    endpoints: :data:`templates.RECEIVED_FIELDS`, and what the endpoints' envelopes call
+    the type and the payload (``received.event``: see ClientFrame.for_template)."""
+    return templates.RECEIVED_FIELDS | {
+        name
+        for endpoint in endpoints.values()
+        if endpoint.messages is not None
+        for name in (endpoint.messages.type, endpoint.messages.payload)
+    }
 
 
 def read_document(source: bytes | str, file: str) -> tuple[Any, ScenarioFile]:

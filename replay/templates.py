@@ -73,15 +73,14 @@ NAMES = frozenset(
     }
 )
 
-#: The fields of ``received``, whatever the protocol's envelope calls the type and the
-#: payload (:meth:`replay.matching.ClientFrame.for_template` gives exactly these). A
-#: template that reads another one (``received.mesage``) is refused when the file loads;
-#: paths below them (``received.data.x``, ``received.frame.x``) are the client's to fill.
+#: The fields of ``received`` whatever the protocol (:meth:`replay.matching.ClientFrame.
+#: for_template` gives these, and the type and payload under the names the endpoint's
+#: envelope gives them). A template that reads another one (``received.mesage``) is
+#: refused when the file loads; paths below them (``received.data.x``,
+#: ``received.frame.x``) are the client's to fill.
 RECEIVED_FIELDS = frozenset(
     {"client", "endpoint", "text", "message_type", "message", "data", "frame"}
 )
-#: What a scenario's templates are checked against, name by name (see :func:`check`).
-SCENARIO_FIELDS: Mapping[str, Collection[str]] = {"received": RECEIVED_FIELDS}
 #: Why a field of a name is missing, and where to look instead.
 _FIELD_ADVICE = {
     "received": "a field the client put in its frame is received.frame.NAME, one in its "
@@ -154,21 +153,20 @@ def check(
     fields: Mapping[str, Collection[str]] | None = None,
     *,
     state: Collection[str] = (),
-    hints: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
     Checks its syntax, that it uses only ``names`` (a scenario's: :data:`NAMES`), that
     every ``vars.NAME`` it reads is declared (any name, when ``declared_vars`` is None),
     and, for each name in ``fields``, that every ``name.FIELD`` it reads is one of that
-    name's fields (a scenario's ``received``: :data:`SCENARIO_FIELDS`; a declared route's
-    ``request.query``, say). Only the first field is checked: ``received.data.x`` reads
-    what the client sent, which no file declares.
+    name's fields (a scenario's ``received``: :data:`RECEIVED_FIELDS` and the names the
+    protocol's envelopes give the type and the payload; a declared route's
+    ``request.query``). Only the first field is checked: ``received.data.x`` reads what
+    the client sent, which no file declares.
 
     An unknown name suggests the nearest of ``names``, of the declared variables (as
     ``vars.NAME``), of the fields (``received.message``) and of the ``state`` keys
-    (``state.NAME``). ``hints`` names, for a name in ``fields``, the field to suggest for
-    a field it lacks (a protocol's own envelope field ``kind`` -> ``message_type``).
+    (``state.NAME``).
     """
     try:
         tree = _env.parse(text)
@@ -185,7 +183,7 @@ def check(
         return ["templates cannot include, extend or import other templates"]
     if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
         return ["templates cannot turn autoescaping on: use the escape filter where needed"]
-    scope = _Scope(names, declared_vars, fields or {}, state, hints or {})
+    scope = _Scope(names, declared_vars, fields or {}, state)
     return _name_problems(tree, scope, "a template")
 
 
@@ -195,7 +193,6 @@ def check_expression(
     fields: Mapping[str, Collection[str]] | None = None,
     *,
     state: Collection[str] = (),
-    hints: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """What is wrong with an expression (a ``choose`` condition: the inside of a
     ``{{ ... }}``), as sentences for the user; empty when it is fine. The same checks as
@@ -212,7 +209,7 @@ def check_expression(
         return [f"expression syntax error: {error.message}"]
     except (jinja2.TemplateError, RecursionError, MemoryError) as error:
         return [f"expression error: {error or type(error).__name__} (it nests too deeply?)"]
-    scope = _Scope(NAMES, declared_vars, fields or {}, state, hints or {})
+    scope = _Scope(NAMES, declared_vars, fields or {}, state)
     return _name_problems(tree, scope, "an expression")
 
 
@@ -224,7 +221,6 @@ class _Scope:
     declared_vars: Collection[str] | None
     fields: Mapping[str, Collection[str]]
     state: Collection[str]
-    hints: Mapping[str, Mapping[str, str]]
 
     def paths(self) -> dict[str, str]:
         """Each bare word a user may mean, and the path that reads it: a name as is, then
@@ -260,7 +256,7 @@ def _name_problems(tree: nodes.Template, scope: _Scope, what: str) -> list[str]:
         )
     for parent, known in scope.fields.items():
         for attribute in sorted(_attributes_read(tree, parent) - set(known)):
-            problems.append(_field_problem(parent, attribute, known, scope.hints.get(parent, {})))
+            problems.append(_field_problem(parent, attribute, known))
     for name in sorted(read - set(declared_vars or ())):
         assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
@@ -272,10 +268,8 @@ def _name_problems(tree: nodes.Template, scope: _Scope, what: str) -> list[str]:
     return problems
 
 
-def _field_problem(
-    parent: str, attribute: str, known: Collection[str], hints: Mapping[str, str]
-) -> str:
-    guess = hints.get(attribute) or nearest(attribute, known)
+def _field_problem(parent: str, attribute: str, known: Collection[str]) -> str:
+    guess = nearest(attribute, known)
     hint = f" (did you mean {guess!r}?)" if guess else ""
     advice = _FIELD_ADVICE.get(parent)
     return (

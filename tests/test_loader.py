@@ -1699,7 +1699,7 @@ def test_received_fields_are_checked_in_data_conditions_and_let() -> None:
     ]
 
 
-def test_a_received_field_named_as_the_protocols_envelope_names_it_suggests_the_field() -> None:
+def test_received_has_the_fields_the_protocols_envelope_names_too() -> None:
     from replay.protocol.file import parse_protocol
 
     declared = parse_protocol(
@@ -1709,16 +1709,19 @@ def test_a_received_field_named_as_the_protocols_envelope_names_it_suggests_the_
         "scenarios/_protocol.yaml",
     )
     assert declared.problems == ()
-    source = "steps:\n  - wait: subscribe\n  - message: tick\n    text: '{{ received.event }}'\n"
-    [problem] = parse_scenario(source, FILE, declared.protocol).problems
-    assert problem.message.startswith(
-        "received has no field 'event' (did you mean 'message_type'?)"
+    source = (
+        "steps:\n  - wait: subscribe\n  - message: tick\n"
+        "    text: '{{ received.event }} {{ received.body.symbols }} {{ received.message_type }}'\n"
     )
-    source = source.replace("received.event", "received.body")
-    [problem] = parse_scenario(source, FILE, declared.protocol).problems
-    assert problem.message.startswith("received has no field 'body' (did you mean 'message'?)")
-    source = source.replace("received.body", "received.frame.body")
     assert parse_scenario(source, FILE, declared.protocol).valid
+    source = source.replace("received.event", "received.evnt")
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert problem.message.startswith("received has no field 'evnt' (did you mean 'event'?)")
+    assert "its fields are body, client, data, endpoint, event, frame, " in problem.message
+    # Schwarm's frames have no 'event': there it is a typo.
+    schwarm = "steps:\n  - wait: CHAT_INPUT\n  - chunk: '{{ received.event }}'\n"
+    [problem] = parse(schwarm).problems
+    assert problem.message.startswith("received has no field 'event'; its fields are client, ")
 
 
 def test_an_unknown_name_suggests_a_declared_variable_or_a_state_key() -> None:

@@ -30,6 +30,9 @@ from replay.templates import (
 )
 from replay.timeline import build_timeline
 
+#: What a Schwarm scenario's templates may read of received.
+SCENARIO = {"received": templates.RECEIVED_FIELDS}
+
 #: 2023-11-14T22:13:20.123Z
 MOMENT = 1_700_000_000.123
 
@@ -134,7 +137,7 @@ def test_unknown_name_suggests_the_nearest() -> None:
 def test_an_unknown_name_suggests_the_path_that_reads_it(
     text: str, declared: list[str], suggested: str
 ) -> None:
-    [problem] = check(text, declared, fields=templates.SCENARIO_FIELDS, state=["paused"])
+    [problem] = check(text, declared, fields=SCENARIO, state=["paused"])
     name = re.findall(r"unknown name '(\w+)'", problem)[0]
     assert problem.startswith(
         f"unknown name {name!r} in a template (did you mean {suggested!r}?); "
@@ -143,18 +146,18 @@ def test_an_unknown_name_suggests_the_path_that_reads_it(
 
 def test_a_declared_variable_wins_over_a_name_it_resembles() -> None:
     # The user of issue 14 wrote {{ user }} with user declared: 'sender' is not it.
-    [problem] = check("hi {{ user }}", ["user"], fields=templates.SCENARIO_FIELDS)
+    [problem] = check("hi {{ user }}", ["user"], fields=SCENARIO)
     assert "(did you mean 'vars.user'?)" in problem
     assert "sender" not in problem.split(";")[0]
 
 
 def test_an_expression_suggests_paths_too() -> None:
     paused, ready = templates.check_expression(
-        "paused and ready", ["ready"], templates.SCENARIO_FIELDS, state=["paused"]
+        "paused and ready", ["ready"], SCENARIO, state=["paused"]
     )
     assert "unknown name 'paused' in an expression (did you mean 'state.paused'?)" in paused
     assert "unknown name 'ready' in an expression (did you mean 'vars.ready'?)" in ready
-    [problem] = templates.check_expression("ready", [], templates.SCENARIO_FIELDS)
+    [problem] = templates.check_expression("ready", [], SCENARIO)
     assert problem.startswith("unknown name 'ready' in an expression; ")
 
 
@@ -172,7 +175,7 @@ def test_an_expression_suggests_paths_too() -> None:
 def test_a_field_received_lacks_is_refused_with_a_suggestion(
     text: str, field: str, guess: str
 ) -> None:
-    [problem] = check(text, [], fields=templates.SCENARIO_FIELDS)
+    [problem] = check(text, [], fields=SCENARIO)
     assert problem == (
         f"received has no field {field!r} (did you mean {guess!r}?); its fields are client, "
         "data, endpoint, frame, message, message_type, text (a field the client put in its "
@@ -192,17 +195,7 @@ def test_a_field_received_lacks_is_refused_with_a_suggestion(
     ],
 )
 def test_every_field_of_received_and_every_deeper_path_is_accepted(text: str) -> None:
-    assert check(text, [], fields=templates.SCENARIO_FIELDS) == []
-
-
-def test_a_hint_names_the_field_for_a_protocols_own_envelope_name() -> None:
-    [problem] = check(
-        "{{ received.kind }}",
-        [],
-        fields=templates.SCENARIO_FIELDS,
-        hints={"received": {"kind": "message_type"}},
-    )
-    assert problem.startswith("received has no field 'kind' (did you mean 'message_type'?)")
+    assert check(text, [], fields=SCENARIO) == []
 
 
 def test_received_fields_are_exactly_what_a_received_frame_gives_templates() -> None:
@@ -210,6 +203,18 @@ def test_received_fields_are_exactly_what_a_received_frame_gives_templates() -> 
 
     frame = ClientFrame("c1", '{"message_type": "CHAT_INPUT", "message": "hi"}')
     assert set(frame.for_template()) == templates.RECEIVED_FIELDS
+    # A protocol's own envelope names are there too, as what they hold in the frame.
+    priced = ClientFrame(
+        "c1",
+        '{"event": "subscribe", "data": {"symbols": ["ACME"]}}',
+        endpoint="/prices",
+        type_field="event",
+        payload_field="data",
+    )
+    view = priced.for_template()
+    assert set(view) == templates.RECEIVED_FIELDS | {"event"}
+    assert view["event"] == view["message_type"] == "subscribe"
+    assert view["data"] == {"symbols": ["ACME"]}
 
 
 def test_unknown_name_without_suggestion() -> None:
