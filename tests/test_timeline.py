@@ -899,3 +899,21 @@ def test_the_same_seed_plans_the_same_frames_but_for_run_id_and_now() -> None:
     )
     # Another seed changes the rest.
     assert seeded_frames("aaaaaaaaaaaa", 8, 1_700_000_000.0)[:-1] != first[:-1]
+
+
+def test_an_unanswered_wait_of_a_dry_run_is_an_empty_message_in_the_endpoints_envelope() -> None:
+    declared = parse_protocol(
+        "extends: none\n"
+        "endpoints:\n  /prices:\n    messages: {type: event, payload: body}\n"
+        "message_types:\n  subscribe: {description: s, sent_by: client}\n  tick: t\n",
+        "scenarios/_protocol.yaml",
+    )
+    source = (
+        "steps:\n  - wait: subscribe\n  - message: tick\n"
+        "    text: '{{ received.event }}/{{ received.message_type }}/{{ received.body }}.'\n"
+    )
+    loaded = parse_scenario(source, "scenarios/main.yaml", declared.protocol)
+    assert loaded.valid, loaded.problems
+    found = Catalog.resolve([loaded], declared)
+    frames = [cue.frame for cue in build_timeline("main", found).cues if cue.kind == "frame"]
+    assert frames == ['{"event":"tick","body":"subscribe/subscribe/."}']
