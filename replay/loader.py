@@ -782,6 +782,8 @@ def _problem_for(
         message = "wrong type"
         if isinstance(value, bool) and kind == "string_type":
             message += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
+        if kind == "list_type" and isinstance(value, Mapping):
+            message += _dash_hint(value)
     expected = (
         str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "") or _bound(kind, context)
     )
@@ -790,6 +792,15 @@ def _problem_for(
     scalar = not isinstance(value, Mapping | list)
     found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
     return loaded.problem(path, message, expected, found)
+
+
+def _dash_hint(value: Mapping[Any, Any]) -> str:
+    """Where a list was expected and a mapping found: '-chunk: a' is a key named
+    '-chunk', not a list item (YAML needs '- ')."""
+    key = next((str(key) for key in value if str(key).startswith("-")), None)
+    if key is None:
+        return ""
+    return f" (a list item needs a space after its '-': '- {key[1:]}', not '{key}')"
 
 
 _BOUNDS = {

@@ -382,6 +382,19 @@ def _unclosed_flow(
             f"quote the value if the '{opening}' is part of its text"
         )
         return (at, message, f"'{closing}'", "the end of the file")
+    if start is not None and found.line > start.line:
+        # A bracket that spans lines is legal, but an error on a later line is nearly
+        # always a bracket never closed on its own line.
+        message = (
+            f"this '{opening}' is not closed before line {found.line}: add '{closing}' where "
+            f"its {kind} ends, or quote the value if the '{opening}' is part of its text"
+        )
+        return (
+            start,
+            message,
+            f"'{closing}'",
+            f"{_TOKENS.get(token, repr(token))} at line {found.line}",
+        )
     what = _TOKENS.get(token, repr(token))
     message = (
         f"{what} inside a {kind} in '{opening}{closing}' (opened at line "

@@ -1817,3 +1817,13 @@ def test_a_target_keyword_in_the_wrong_case_is_not_taken_for_a_client_id(
     assert f"would be a client id, not {word!r} (did you mean {word!r}?)" in problem.message
     assert parse(source.replace(problem.found.strip("'"), word)).valid
     assert parse(source.replace(problem.found.strip("'"), "browser-1")).valid
+
+
+def test_a_list_item_without_a_space_after_its_dash_says_so() -> None:
+    # '-chunk: a' is valid YAML: a mapping with the key '-chunk', where a list was meant.
+    problem = only_problem("steps:\n  -chunk: a\n")
+    assert problem.field == "steps"
+    assert problem.message == (
+        "wrong type (a list item needs a space after its '-': '- chunk', not '-chunk')"
+    )
+    assert problem.expected == "a list"

@@ -104,6 +104,11 @@ def problem_of(source: str) -> Problem:
         ("steps: [\n  {chunk: a}\n", (1, 8), ["this '[' is never closed", "add ']'"]),
         ("steps:\n  - {chunk: a\n", (2, 5), ["this '{' is never closed", "add '}'"]),
         (
+            "steps:\n  - message: EVENT\n    data: {a: 1, b: 2\n  - chunk: x\n",
+            (3, 11),
+            ["this '{' is not closed before line 4", "add '}' where its mapping ends"],
+        ),
+        (
             "steps:\n  - {chunk: a b: c}\n",
             (2, 16),
             ["a ':' inside a mapping in '{}'", "separate its values with ','"],
