@@ -244,7 +244,9 @@ def _template_problems(
     # 'let' binds anywhere in the file counts as declared.
     declared = {*scenario.vars, *scenario.bound_names()}
     fields = {"received": received_fields(protocol.endpoints)}
-    state = {*protocol.state, *_state_keys(scenario)}
+    # The state keys a template may mean: declared, or set by a route or a 'set' step.
+    state = {*protocol.state, *(key for route in protocol.routes for key in route.set)}
+    state |= _state_keys(scenario)
     found: dict[tuple[int, int, str], Problem] = {}
     checks = [
         *(

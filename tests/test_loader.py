@@ -1827,3 +1827,15 @@ def test_a_list_item_without_a_space_after_its_dash_says_so() -> None:
         "wrong type (a list item needs a space after its '-': '- chunk', not '-chunk')"
     )
     assert problem.expected == "a list"
+
+
+def test_a_state_key_a_route_sets_is_suggested() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol(
+        "routes:\n  - {method: POST, path: /mute, set: {muted: true}}\n", "scenarios/_protocol.yaml"
+    )
+    assert declared.problems == ()
+    source = "steps:\n  - chunk: '{{ muted }}'\n"
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert "(did you mean 'state.muted'?)" in problem.message
