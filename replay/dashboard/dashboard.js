@@ -1,20 +1,7 @@
 // The replay dashboard: state from the REST API, live updates from the event feed
-// (GET /events, Server-Sent Events). Plain JavaScript, no build step, nothing from a CDN.
+// (GET /events, Server-Sent Events). Plain JavaScript, no build step, nothing from a CDN;
+// common.js, log.js (the live log) and timeline.js are loaded before it.
 "use strict";
-
-const MAX_LOG = 500;
-const $ = (selector) => document.querySelector(selector);
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
-  return node;
-}
 
 // A server started with --token needs it on every call: from ?token= in the page's
 // address (then kept for this tab only, and taken out of the address bar), or typed in.
@@ -51,40 +38,60 @@ async function api(method, path, body) {
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const problems = (data.problems || []).map((p) => p.text).join("\n");
-    throw new Error([data.detail || `${response.status} ${response.statusText}`, problems]
+    const detail = typeof data.detail === "string" ? data.detail
+      : Array.isArray(data.detail) ? data.detail.map((d) => d.msg).join("; ") : "";
+    throw new Error([detail || `${response.status} ${response.statusText}`, problems]
       .filter(Boolean).join("\n"));
   }
   return data;
 }
 
-// Coalesce bursts of events into one refresh.
-function debounced(action, wait = 150) {
-  let timer = null;
-  return () => {
-    clearTimeout(timer);
-    timer = setTimeout(action, wait);
-  };
-}
-
-function seconds(value) {
-  if (value === null || value === undefined) return "until cancelled";
-  return value < 1 && value > 0 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
+// Lists are drawn again as the feed says they changed: the control that had the focus
+// gets it back (by its data-focus key), so a keyboard user does not lose their place.
+function keepingFocus(container, draw) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.dataset.focus : null;
+  draw();
+  if (key) {
+    const again = container.querySelector(`[data-focus="${CSS.escape(key)}"]`);
+    if (again) again.focus();
+  }
 }
 
 // --- scenarios ---------------------------------------------------------------------------
 
+// GET /scenarios as last loaded: the runs read whether a scenario waits.
+let scenarioList = [];
+
 async function loadScenarios() {
   const { scenarios } = await api("GET", "/scenarios");
+  scenarioList = scenarios;
   const list = $("#scenarios");
-  list.replaceChildren(...scenarios.map(renderScenario));
+  // Variables being typed are kept.
+  const typed = new Map([...list.querySelectorAll("input[data-var]")]
+    .map((input) => [`${input.closest("[data-name]").dataset.name}/${input.dataset.var}`, input.value]));
+  keepingFocus(list, () => list.replaceChildren(...scenarios.map(renderScenario)));
+  for (const input of list.querySelectorAll("input[data-var]")) {
+    const key = `${input.closest("[data-name]").dataset.name}/${input.dataset.var}`;
+    if (typed.has(key)) input.value = typed.get(key);
+  }
+  $("#scenario-count").textContent = String(scenarios.length);
+  searchScenarios();
 }
 
 function renderScenario(scenario) {
   const item = element("li", {
     class: "scenario", "data-name": scenario.name, "data-valid": String(scenario.valid),
   });
-  item.append(element("h3", { text: scenario.name }));
-  if (scenario.description) item.append(element("p", { text: scenario.description }));
+  const play = element("button", {
+    type: "button", "data-play": scenario.name, "data-focus": `play/${scenario.name}`, text: "Play",
+    class: "primary", "aria-label": `Play ${scenario.name}`, disabled: !scenario.valid,
+  });
+  play.addEventListener("click", () => playScenario(scenario.name, item));
+  item.append(element("div", { class: "head" }, element("h3", { text: scenario.name }), play));
+  if (scenario.description) {
+    item.append(element("p", { class: "description", text: scenario.description, title: scenario.description }));
+  }
   if (scenario.valid) {
     const parts = [];
     if (scenario.frames !== null && scenario.frames !== undefined) parts.push(`${scenario.frames} frames`);
@@ -102,17 +109,23 @@ function renderScenario(scenario) {
   const fields = element("fieldset", {}, element("legend", { class: "visually-hidden", text: `Variables of ${scenario.name}` }));
   for (const [name, value] of vars) {
     const shown = typeof value === "string" ? value : JSON.stringify(value);
-    fields.append(element("label", {}, `${name} `,
-      element("input", { "data-var": name, value: shown, size: Math.max(6, Math.min(24, shown.length)) })));
+    fields.append(element("label", {}, element("span", { text: name }),
+      element("input", { "data-var": name, "data-focus": `var/${scenario.name}/${name}`, value: shown })));
   }
   if (vars.length) item.append(fields);
-  const play = element("button", {
-    type: "button", "data-play": scenario.name, text: "Play",
-    "aria-label": `Play ${scenario.name}`, disabled: !scenario.valid,
-  });
-  play.addEventListener("click", () => playScenario(scenario.name, item));
-  item.append(play);
   return item;
+}
+
+// The side bar's search: a scenario's name, description, what it reacts to, or its problems.
+function searchScenarios() {
+  const words = $("#scenario-search").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+  let shown = 0;
+  for (const item of $("#scenarios").children) {
+    const text = item.textContent.toLowerCase();
+    item.hidden = !words.every((word) => text.includes(word));
+    if (!item.hidden) shown += 1;
+  }
+  $("#no-scenarios").hidden = shown > 0 || !scenarioList.length;
 }
 
 function readVars(item) {
@@ -129,8 +142,9 @@ async function playScenario(name, item) {
   error.hidden = true;
   const speed = $("#speed").value || "1";
   try {
-    await api("POST", `/trigger/${encodeURIComponent(name)}?wait=false&speed=${encodeURIComponent(speed)}`,
+    const started = await api("POST", `/trigger/${encodeURIComponent(name)}?wait=false&speed=${encodeURIComponent(speed)}`,
       { vars: readVars(item) });
+    if (started.run_id) { shownPinned = false; showRun(started.run_id); }
     refreshRuns();
   } catch (problem) {
     error.textContent = `Could not play ${name}: ${problem.message}`;
@@ -146,48 +160,155 @@ async function loadClients() {
   for (const cell of document.querySelectorAll("[data-count]")) counts[cell.dataset.count] = 0;
   const rows = clients.map((client) => {
     counts[client.endpoint] = (counts[client.endpoint] || 0) + 1;
-    return element("tr", { "data-client": client.client_id },
-      element("td", { text: client.client_id }),
-      element("td", { text: client.endpoint }),
-      element("td", { text: new Date(client.connected_at * 1000).toLocaleTimeString() }),
-      element("td", { text: String(client.sent) }),
-      element("td", { text: String(client.received) }));
+    return element("tr", { "data-client": client.client_id, "data-endpoint": client.endpoint },
+      element("td", {}, code(client.client_id)),
+      element("td", {}, code(client.endpoint)),
+      element("td", { text: clockTime(client.connected_at).slice(0, 8) }),
+      element("td", { class: "number sent", text: String(client.sent) }),
+      element("td", { class: "number received", text: String(client.received) }));
   });
   $("#clients").replaceChildren(...rows);
+  $("#no-clients").hidden = clients.length > 0;
   for (const cell of document.querySelectorAll("[data-count]")) {
     cell.textContent = String(counts[cell.dataset.count] || 0);
   }
   for (const cell of document.querySelectorAll("[data-clients]")) {
     cell.textContent = String(counts[cell.dataset.clients] || 0);
   }
+  clientTotal = clients.length;
+  renderSummary();
 }
 
-// --- runs --------------------------------------------------------------------------------
+// --- runs and their control ----------------------------------------------------------------
+
+const SPEEDS = [0.25, 0.5, 1, 2, 5, 10, 100];
+let runList = [];
+let clientTotal = 0;
+// What the last Step did, per run, said under it.
+const stepped = new Map();
 
 async function loadRuns() {
   const { runs } = await api("GET", "/runs");
-  $("#runs").replaceChildren(...runs.slice(0, 30).map((run) => {
-    const actions = element("td");
-    if (run.state === "running") {
-      const cancel = element("button", {
-        type: "button", text: "Cancel", "data-cancel": run.run_id, "aria-label": `Cancel run ${run.run_id}`,
-      });
-      cancel.addEventListener("click", async () => {
-        cancel.disabled = true;
-        try { await api("DELETE", `/runs/${run.run_id}`); } catch { /* it ended meanwhile */ }
-        refreshRuns();
-      });
-      actions.append(cancel);
+  runList = runs;
+  for (const run of runs) noteSummary(run);
+  const shown = runs.slice(0, 30);
+  keepingFocus($("#runs"), () => $("#runs").replaceChildren(...shown.map(runItem)));
+  $("#no-runs").hidden = runs.length > 0;
+  const running = runs.filter((run) => run.state === "running").length;
+  $("#run-count").textContent = runs.length ? `${running} running · ${runs.length} in all` : "";
+  if (!shownRun && runs.length) showRun(runs[0].run_id);
+  else scheduleTimeline();
+  renderSummary();
+}
+
+function renderSummary() {
+  const running = runList.filter((run) => run.state === "running");
+  const paused = running.filter((run) => run.paused).length;
+  $("#summary").textContent = [plural(clientTotal, "client"), `${running.length} running`,
+    paused ? `${paused} paused` : ""].filter(Boolean).join(" · ");
+}
+
+// "43/43 frames" only when the count is exact: a run that waits plays what the answers
+// make it play, so its planned count is an estimate made with empty answers.
+function framesText(run) {
+  if (run.frames === null || run.frames === undefined) return `${run.sent} sent`;
+  const known = scenarioList.find((scenario) => scenario.name === run.scenario);
+  const exact = run.frames_exact !== undefined ? run.frames_exact : !(known && known.waits);
+  if (exact && run.sent <= run.frames) return `${run.sent}/${run.frames} frames`;
+  return `${run.sent} sent (${run.frames} planned${exact ? "" : " with empty answers"})`;
+}
+
+function stateText(run) {
+  return run.state === "running" && run.paused ? "paused" : run.state;
+}
+
+function runItem(run) {
+  const id = run.run_id;
+  const item = element("li", {
+    class: "run", "data-run": id, "data-state": run.state, "data-paused": String(Boolean(run.paused)),
+    "aria-current": id === shownRun ? "true" : undefined,
+  });
+  const pick = element("button", {
+    type: "button", class: "link pick", text: id, "data-focus": `pick/${id}`,
+    "aria-label": `Show run ${id} on the timeline`,
+  });
+  pick.addEventListener("click", () => showRun(id, true));
+  const speed = typeof run.speed === "number" ? ` · speed ${run.speed}` : "";
+  item.append(element("div", { class: "line" }, pick,
+    element("span", { class: "name", text: run.scenario }),
+    element("span", { class: "state", text: stateText(run) }),
+    element("span", { class: "frames", text: framesText(run) }),
+    element("span", { class: "by", text: `by ${run.started_by}${speed}` })));
+  if (run.state === "running" && run.waiting) item.append(waitingLine(run));
+  if (run.state === "running") item.append(runControls(run));
+  const note = stepped.get(id);
+  if (note && run.state === "running") item.append(element("p", { class: "stepped", text: note }));
+  if (run.error) item.append(element("p", { class: "run-error", text: run.error }));
+  return item;
+}
+
+// What a waiting run waits for, and a way to answer it: the viewer, as that client.
+function waitingLine(run) {
+  const expects = run.expects || [];
+  const source = (expects.find((entry) => entry.source) || {}).source || run.client || "";
+  const link = element("a", {
+    href: source ? `/viewer?client_id=${encodeURIComponent(source)}` : "/viewer",
+    target: "_blank", rel: "noopener", text: "Answer in the viewer",
+  });
+  return element("p", { class: "waiting" }, `waiting for ${run.waiting} `, link);
+}
+
+function controlButton(run, action, label, extra = {}) {
+  const button = element("button", {
+    type: "button", text: label, "data-control": action, "data-focus": `${action}/${run.run_id}`,
+    "aria-label": `${label} run ${run.run_id}`, ...extra,
+  });
+  button.addEventListener("click", () => control(run.run_id, action, button));
+  return button;
+}
+
+function runControls(run) {
+  const pausable = run.speed !== 0;
+  const group = element("div", { class: "controls", role: "group", "aria-label": `Control run ${run.run_id}` },
+    run.paused ? controlButton(run, "resume", "Resume") : controlButton(run, "pause", "Pause", { disabled: !pausable }),
+    controlButton(run, "step", "Step", { disabled: !pausable }));
+  const choices = [...new Set([...SPEEDS, run.speed ?? 1])].sort((a, b) => a - b);
+  const select = element("select", {
+    "data-control": "speed", "data-focus": `speed/${run.run_id}`, disabled: !pausable,
+    title: pausable ? undefined : "A run started at speed 0 has no pauses to scale",
+  }, ...choices.map((value) => element("option", { value: String(value), text: `${value}×`, selected: value === run.speed })));
+  select.addEventListener("change", () => control(run.run_id, "speed", select, Number(select.value)));
+  group.append(element("label", {}, "Speed", select),
+    controlButton(run, "cancel", "Cancel"));
+  return group;
+}
+
+// Pause, resume, step, speed and cancel (the contract's control routes).
+async function control(id, action, widget, value) {
+  const message = $("#run-message");
+  message.hidden = true;
+  widget.disabled = true;
+  try {
+    if (action === "cancel") await api("DELETE", `/runs/${id}`);
+    else if (action === "speed") await api("POST", `/runs/${id}/speed?speed=${encodeURIComponent(value)}`);
+    else {
+      const answer = await api("POST", `/runs/${id}/${action}`);
+      if (action === "step") stepped.set(id, steppedText(answer.stepped));
+      if (answer.run_id) noteSummary(answer);
     }
-    const state = run.waiting ? `${run.state} (waiting for ${run.waiting})` : run.state;
-    return element("tr", { "data-run": run.run_id, "data-state": run.state, title: run.error || "" },
-      element("td", {}, element("code", { text: run.run_id })),
-      element("td", { text: run.scenario }),
-      element("td", { class: "state", text: run.error ? `${state}: ${run.error}` : state }),
-      element("td", { text: run.frames === null ? String(run.sent) : `${run.sent}/${run.frames}` }),
-      element("td", { text: run.started_by }),
-      actions);
-  }));
+  } catch (problem) {
+    message.textContent = `Could not ${action} run ${id}: ${problem.message}`;
+    message.hidden = false;
+  }
+  widget.disabled = false;
+  refreshRuns();
+}
+
+function steppedText(done) {
+  if (!done) return "Stepped.";
+  const what = { frame: "a frame went out", disconnect: "a disconnect", drop: "a drop", set: "the state was set",
+    wait: "a wait began", end: "the run ended" }[done.kind] || done.kind;
+  return `Stepped: ${what}${done.step ? ` (step ${done.step})` : ""}; paused again.`;
 }
 
 // --- the protocol: what the folder speaks ------------------------------------------------
@@ -203,9 +324,6 @@ async function loadProtocol() {
   renderEndpointChoices(paths);
 }
 
-function plural(count, word) {
-  return `${count} ${word}${count === 1 ? "" : "s"}`;
-}
 
 function renderProtocol(declared) {
   const description = $("#protocol-description");
@@ -225,6 +343,7 @@ function renderProtocol(declared) {
   problems.querySelector("ul").replaceChildren(
     ...declared.problems.map((problem) => element("li", { text: problem.text })));
   problems.hidden = declared.problems.length === 0;
+  $("#tab-protocol").dataset.problems = String(declared.problems.length > 0);
   $("#endpoints").replaceChildren(
     ...Object.entries(declared.endpoints).map(([path, endpoint]) => endpointRow(path, endpoint)));
   $("#no-endpoints").hidden = Object.keys(declared.endpoints).length > 0;
@@ -238,14 +357,6 @@ function renderProtocol(declared) {
   $("#no-message-types").hidden = types.length > 0;
 }
 
-function code(value) {
-  return element("code", { text: typeof value === "string" ? value : JSON.stringify(value) });
-}
-
-// Items with a separator between them, as children of an element.
-function joined(items, separator) {
-  return items.flatMap((item, index) => (index ? [separator, item] : [item]));
-}
 
 function endpointRow(path, endpoint) {
   const where = element("th", { scope: "row" }, code(path));
@@ -320,7 +431,7 @@ function renderClientCounts(paths) {
 function renderEndpointChoices(paths) {
   const select = $("#filter-endpoint");
   const chosen = select.value;
-  select.replaceChildren(element("option", { value: "", text: "all" }),
+  select.replaceChildren(element("option", { value: "", text: "all endpoints" }),
     ...[...paths, "http"].map((path) => element("option", { text: path })));
   select.value = [...select.options].some((option) => option.value === chosen) ? chosen : "";
   refilter();
@@ -379,107 +490,6 @@ async function setState(key, text) {
     error.textContent = `Could not set ${key}: ${problem.message}`;
     error.hidden = false;
   }
-}
-
-// --- the frame log and the assembled stream ----------------------------------------------
-
-function logFrame(event) {
-  const received = event.event === "frame.received";
-  let type = "";
-  let parsed = null;
-  try { parsed = JSON.parse(event.frame); } catch { /* raw or binary: shown as is */ }
-  const declared = protocol && protocol.endpoints[event.endpoint];
-  if (parsed && typeof parsed === "object") {
-    const field = declared && (declared.messages ? declared.messages.type : declared.chunks && declared.chunks.type);
-    type = String((field && parsed[field]) || parsed.message_type || parsed.type || "");
-  }
-  // Under serve --upstream: the real backend's frames, and the scenarios' injected between them.
-  const source = received ? "client" : (event.upstream && "upstream") || (event.injected && "injected") || "replay";
-  const who = received ? `from ${event.client}` : `to ${event.to || "all"} (${event.clients})`;
-  const entry = element("li", {
-    "data-endpoint": event.endpoint, "data-type": type, "data-direction": received ? "received" : "sent",
-    "data-client": received ? event.client : (event.to || ""), "data-source": source,
-  },
-  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
-  element("span", { class: "where", text: `${event.endpoint} ${who}` }),
-  source === "upstream" || source === "injected"
-    ? element("span", { class: `badge ${source}`, text: source }) : null,
-  element("span", { class: "frame", text: event.binary ? `[binary ${event.frame}]` : event.frame }));
-  appendLog(entry);
-  // Chunks as the endpoint declares them (Schwarm's /ws/stream until the protocol is known).
-  const chunks = protocol ? declared && declared.chunks : event.endpoint === "/ws/stream" && SCHWARM_CHUNKS;
-  if (!received && chunks && parsed && typeof parsed === "object") assemble(parsed, chunks);
-}
-
-const SCHWARM_CHUNKS = {
-  type: "type", content: "content", tool: "tool", close: [{ type: "close", content: null }],
-};
-
-// A request to a declared route: a client event too, logged beside the frames.
-function logRequest(event) {
-  const query = new URLSearchParams(event.query || {}).toString();
-  appendLog(element("li", {
-    "data-endpoint": "http", "data-type": event.message_type, "data-direction": "received",
-    "data-client": event.client,
-  },
-  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
-  element("span", { class: "where", text: `http from ${event.client}` }),
-  element("span", { class: "frame", text: `${event.method} ${event.path}${query ? `?${query}` : ""} → ${event.status}` })));
-}
-
-// A client whose upstream (serve --upstream) could not be reached: closed with 1011.
-function logUpstreamFailure(event) {
-  appendLog(element("li", {
-    "data-endpoint": event.endpoint, "data-type": "", "data-direction": "error",
-    "data-client": event.client || "", "data-source": "upstream",
-  },
-  element("span", { class: "when", text: new Date(event.time * 1000).toLocaleTimeString() }),
-  element("span", { class: "where", text: `${event.path} ${event.client ? `from ${event.client}` : ""}` }),
-  element("span", { class: "badge failed", text: "upstream unreachable" }),
-  element("span", { class: "frame", text: `${event.upstream}: ${event.reason} (closed with 1011)` })));
-}
-
-function appendLog(entry) {
-  applyFilters(entry);
-  const log = $("#log");
-  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-  log.append(entry);
-  while (log.children.length > MAX_LOG) log.firstElementChild.remove();
-  if (atBottom) log.scrollTop = log.scrollHeight;
-}
-
-function assemble(chunk, envelope) {
-  const streams = $("#streams");
-  let open = streams.querySelector('li[data-open="true"]');
-  const text = JSON.stringify(chunk);
-  if (envelope.close.some((frame) => JSON.stringify(frame) === text)) {
-    if (open) open.dataset.open = "false";
-    return;
-  }
-  const content = chunk[envelope.content];
-  if (typeof content !== "string") return;
-  if (!open) {
-    open = element("li", { "data-open": "true" });
-    streams.append(open);
-    while (streams.children.length > 50) streams.firstElementChild.remove();
-  }
-  const tool = chunk[envelope.type] === envelope.tool;
-  const piece = element("span", { class: tool ? "tool" : "text", text: content });
-  open.append(piece);
-}
-
-function applyFilters(entry) {
-  const endpoint = $("#filter-endpoint").value;
-  const client = $("#filter-client").value.trim();
-  const type = $("#filter-type").value.trim().toUpperCase();
-  entry.hidden = Boolean(
-    (endpoint && entry.dataset.endpoint !== endpoint)
-    || (client && !entry.dataset.client.includes(client))
-    || (type && !entry.dataset.type.toUpperCase().includes(type)));
-}
-
-function refilter() {
-  for (const entry of $("#log").children) applyFilters(entry);
 }
 
 // --- recordings --------------------------------------------------------------------------
@@ -624,16 +634,39 @@ function frameDetail(frame) {
   return JSON.stringify(shown, null, 2) + cut;
 }
 
-function bytes(size) {
-  if (size < 1024) return `${size} B`;
-  return size < 1024 * 1024 ? `${(size / 1024).toFixed(1)} KiB` : `${(size / 1024 / 1024).toFixed(1)} MiB`;
+
+// --- tabs: the protocol, the HTTP routes and state, the recordings -----------------------
+
+function chooseTab(tab) {
+  for (const other of document.querySelectorAll('[role="tab"]')) {
+    const chosen = other === tab;
+    other.setAttribute("aria-selected", String(chosen));
+    other.tabIndex = chosen ? 0 : -1;
+    document.getElementById(other.getAttribute("aria-controls")).hidden = !chosen;
+  }
+}
+
+for (const tab of document.querySelectorAll('[role="tab"]')) {
+  tab.addEventListener("click", () => chooseTab(tab));
+  tab.addEventListener("keydown", (event) => {
+    const tabs = [...document.querySelectorAll('[role="tab"]')];
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+    chooseTab(next);
+    next.focus();
+  });
 }
 
 // --- the live feed -----------------------------------------------------------------------
 
 const refreshScenarios = debounced(() => loadScenarios().catch(showOffline));
-const refreshClients = debounced(() => loadClients().catch(showOffline));
-const refreshRuns = debounced(() => loadRuns().catch(showOffline));
+// Frames change the clients' counts: at most four reloads a second while they flow, and
+// one more once they stop (a frame is counted when it is written, just after its event).
+const reloadClients = throttled(() => loadClients().catch(showOffline), 250);
+const settleClients = debounced(() => loadClients().catch(showOffline), 500);
+function refreshClients() { reloadClients(); settleClients(); }
+const refreshRuns = throttled(() => loadRuns().catch(showOffline), 300);
 const refreshRoutes = debounced(() => loadRoutes().catch(showOffline));
 const refreshProtocol = debounced(() => loadProtocol().catch(showOffline));
 const refreshState = debounced(() => loadState().catch(showOffline));
@@ -646,6 +679,27 @@ function showOffline() {
 }
 
 let feed = null;
+
+// One event of the feed: the log, the timeline, and the panels it changes.
+function handleEvent(event) {
+  const kind = event.event;
+  timelineEvent(event);
+  if (kind === "frame.sent" || kind === "frame.received") { logFrame(event); refreshClients(); }
+  if (kind === "frame.sent" && event.run_id) refreshRuns(); // its count of frames sent
+  if (kind === "client.connected" || kind === "client.disconnected") { logConnection(event); refreshClients(); }
+  if (kind === "run.hangup") logHangup(event);
+  if (kind === "run.finished" || kind === "run.failed" || kind === "run.cancelled") endRunStreams(event.run_id, `run ${kind.slice(4)}`);
+  if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
+  if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
+  if (kind === "protocol.changed") { refreshProtocol(); refreshRoutes(); refreshScenarios(); }
+  if (kind === "http.request") logRequest(event);
+  if (kind === "upstream.failed") logUpstreamFailure(event);
+  if (kind === "state.changed") {
+    refreshState();
+    if (event.by === "protocol file") refreshRoutes();
+  }
+  if (kind === "lagged") { refreshClients(); refreshRuns(); refreshState(); refreshProtocol(); }
+}
 
 function connect() {
   feed = new EventSource(token ? `/events?token=${encodeURIComponent(token)}` : "/events");
@@ -664,22 +718,7 @@ function connect() {
     // EventSource retries by itself, but gives up for good after an HTTP error.
     if (feed.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   });
-  feed.addEventListener("message", (message) => {
-    const event = JSON.parse(message.data);
-    const kind = event.event;
-    if (kind === "frame.sent" || kind === "frame.received") logFrame(event);
-    if (kind.startsWith("client.")) refreshClients();
-    if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
-    if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
-    if (kind === "protocol.changed") { refreshProtocol(); refreshRoutes(); refreshScenarios(); }
-    if (kind === "http.request") logRequest(event);
-    if (kind === "upstream.failed") logUpstreamFailure(event);
-    if (kind === "state.changed") {
-      refreshState();
-      if (event.by === "protocol file") refreshRoutes();
-    }
-    if (kind === "lagged") { refreshClients(); refreshRuns(); refreshState(); refreshProtocol(); }
-  });
+  feed.addEventListener("message", (message) => handleEvent(JSON.parse(message.data)));
 }
 
 $("#token-form").addEventListener("submit", (event) => {
@@ -690,7 +729,9 @@ $("#token-form").addEventListener("submit", (event) => {
   if (feed) feed.close();
   connect();
 });
+$("#scenario-search").addEventListener("input", searchScenarios);
 $("#filters").addEventListener("input", refilter);
+$("#filters").addEventListener("submit", (event) => event.preventDefault());
 $("#state-add").addEventListener("submit", (event) => {
   event.preventDefault();
   setState($("#state-key").value.trim(), $("#state-value").value);
