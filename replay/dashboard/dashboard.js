@@ -160,7 +160,10 @@ async function loadClients() {
   for (const cell of document.querySelectorAll("[data-count]")) counts[cell.dataset.count] = 0;
   const rows = clients.map((client) => {
     counts[client.endpoint] = (counts[client.endpoint] || 0) + 1;
-    return element("tr", { "data-client": client.client_id, "data-endpoint": client.endpoint },
+    return element("tr", {
+      "data-client": client.client_id, "data-endpoint": client.endpoint,
+      title: `${client.client_id} on ${client.endpoint} since ${clockTime(client.connected_at)}`,
+    },
       element("td", {}, code(client.client_id)),
       element("td", {}, code(client.endpoint)),
       element("td", { text: clockTime(client.connected_at).slice(0, 8) }),

@@ -230,8 +230,8 @@ function renderTimeline() {
   // Lanes, then the axis' ticks over them.
   lanes.forEach((name, index) => {
     root.append(svg("rect", { class: "lane-bg", x: gutter, y: y(index) - LANE_HEIGHT / 2 + 2, width: plot, height: LANE_HEIGHT - 4, rx: 3 }),
-      svg("text", { class: "lane-name", x: 4, y: y(index) + 4, text: name.length > 30 ? `${name.slice(0, 29)}…` : name },
-        svg("title", { text: name })));
+      svg("g", {}, svg("title", { text: name }),
+        svg("text", { class: "lane-name", x: 4, y: y(index) + 4, text: name.length > 30 ? `${name.slice(0, 29)}…` : name })));
   });
   const step = niceStep(span, Math.max(2, Math.floor(plot / 90)));
   for (let t = 0; t <= span; t += step) {
