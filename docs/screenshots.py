@@ -60,7 +60,7 @@ def photograph(browser: Browser, folder: Path, width: int, height: int, theme: s
                 page.wait_for_selector('#status[data-state="live"]')
                 post(live.url + "/trigger/messages?speed=4&wait=false")
                 post(live.url + "/trigger/chat?wait=false")
-                page.wait_for_selector('#runs [data-run] .waiting')
+                page.wait_for_selector("#runs [data-run] .waiting")
                 post(live.url + "/trigger/agent-run?wait=false")
                 # A picture of a run half played: there is no condition to wait for.
                 time.sleep(2.5)

@@ -640,55 +640,8 @@ steps:
     on_timeout: fail
 """
 
-# Every panel's boxes inside the panel (a box in a scrolled list may be scrolled out of
-# sight vertically, never sideways); the page never scrolls sideways; what is hidden
-# takes no room.
-LAYOUT_PROBLEMS = """() => {
-  const problems = [];
-  const page = document.documentElement;
-  if (page.scrollWidth > page.clientWidth) problems.push(`the page scrolls sideways: ${page.scrollWidth} > ${page.clientWidth}`);
-  const scrolls = (node) => ["auto", "scroll", "hidden"].includes(getComputedStyle(node).overflowY);
-  for (const panel of document.querySelectorAll(".panel, .sidebar, .topbar")) {
-    const box = panel.getBoundingClientRect();
-    for (const node of panel.querySelectorAll("*")) {
-      if (node.closest(".visually-hidden")) continue;
-      const own = node.getBoundingClientRect();
-      if (own.width === 0 || own.height === 0) continue;
-      const what = `${node.tagName.toLowerCase()}${node.id ? "#" + node.id : ""}.${node.getAttribute("class") || ""} in ${panel.className}`;
-      if (own.left < box.left - 1 || own.right > box.right + 1) {
-        problems.push(`${what} sticks out sideways: ${Math.round(own.left)}..${Math.round(own.right)} not in ${Math.round(box.left)}..${Math.round(box.right)}`);
-      }
-      let scrolled = false;
-      for (let up = node.parentElement; up; up = up === panel ? null : up.parentElement) if (scrolls(up)) scrolled = true;
-      if (!scrolled && (own.top < box.top - 1 || own.bottom > box.bottom + 1)) {
-        problems.push(`${what} sticks out: ${Math.round(own.top)}..${Math.round(own.bottom)} not in ${Math.round(box.top)}..${Math.round(box.bottom)}`);
-      }
-      // Content wider than its box (a cell's text, a scrolled table) unless cut on purpose
-      // with an ellipsis (a text field's value scrolls in it, as it should).
-      if (!["INPUT", "SELECT", "TEXTAREA"].includes(node.tagName) && node.clientWidth > 0 && node.scrollWidth > node.clientWidth + 1
-          && getComputedStyle(node).overflowX !== "hidden") {
-        problems.push(`${what} scrolls sideways: ${node.scrollWidth} > ${node.clientWidth}`);
-      }
-    }
-  }
-  return problems;
-}"""
-
-# How the main area's width is used: its panels' extent and the widths that matter.
-WIDTH_USE = """() => {
-  const main = document.querySelector("main").getBoundingClientRect();
-  const panels = [...document.querySelectorAll("main > .panel")].map((panel) => panel.getBoundingClientRect());
-  const error = document.querySelector("#runs .run-error").getBoundingClientRect();
-  return {
-    page: document.documentElement.clientWidth,
-    mainLeft: main.left, mainRight: main.right,
-    panelsLeft: Math.min(...panels.map((box) => box.left)), panelsRight: Math.max(...panels.map((box) => box.right)),
-    log: document.querySelector(".log-panel").getBoundingClientRect().width,
-    runs: document.querySelector(".runs-panel").getBoundingClientRect().width,
-    error: error.width, errorHeight: error.height,
-    logTop: document.querySelector("#log").getBoundingClientRect().top,
-  };
-}"""
+# Measures taken in the page (JavaScript): layoutProblems() and widthUse().
+CHECKS = (Path(__file__).parent / "dashboard_checks.js").read_text()
 
 
 def post(served: LiveServer, path: str) -> Any:
@@ -722,12 +675,12 @@ def test_every_panel_holds_its_content_at_every_width(
         expect(page.locator("#timeline .mark").first).to_be_visible()
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 800})
-            page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+            page.evaluate("() => new Promise((done) => requestAnimationFrame(done))")
             # To look at (REPLAY_SCREENSHOTS=folder keeps them): the tests cannot see ugliness.
             shots = Path(os.environ.get("REPLAY_SCREENSHOTS") or tmp_path)
             page.screenshot(path=str(shots / f"dashboard-test-{width}.png"))
-            assert page.evaluate(LAYOUT_PROBLEMS) == [], width
-            use = page.evaluate(WIDTH_USE)
+            assert page.evaluate(f"() => (\n{CHECKS}\n).layoutProblems()") == [], width
+            use = page.evaluate(f"() => (\n{CHECKS}\n).widthUse()")
             # The panels reach from one side of the main area to the other (no empty quarter).
             assert use["panelsLeft"] - use["mainLeft"] < 20, (width, use)
             assert use["mainRight"] - use["panelsRight"] < 20, (width, use)
@@ -799,7 +752,9 @@ def test_the_log_shows_milliseconds_sizes_and_connections(page: Page, served: Li
     expect(closed.locator(".frame")).to_contain_text("0 clients left on /ws")
     # A click shows a frame whole, its JSON pretty-printed.
     received.locator("button.frame").click()
-    expect(received.locator("pre")).to_have_text('{\n  "message_type": "CHAT_INPUT",\n  "message": "hello"\n}')
+    expect(received.locator("pre")).to_have_text(
+        '{\n  "message_type": "CHAT_INPUT",\n  "message": "hello"\n}'
+    )
     # The direction filter keeps connections apart.
     page.locator("#filter-direction").select_option("connection")
     expect(page.locator("#log li:not([hidden])")).to_have_count(2)
@@ -814,10 +769,10 @@ def test_the_log_has_a_line_for_a_drop_and_a_close_code(page: Page) -> None:
     page.evaluate(
         """() => {
           const time = Date.now() / 1000;
-          handleEvent({event: "client.disconnected", time, client: "c1", endpoint: "/ws", clients: 1,
-                       reason: null, code: 4001, dropped: false});
-          handleEvent({event: "client.disconnected", time, client: "c2", endpoint: "/ws", clients: 0,
-                       reason: "send queue full", code: null, dropped: true});
+          handleEvent({event: "client.disconnected", time, client: "c1", endpoint: "/ws",
+                       clients: 1, reason: null, code: 4001, dropped: false});
+          handleEvent({event: "client.disconnected", time, client: "c2", endpoint: "/ws",
+                       clients: 0, reason: "send queue full", code: null, dropped: true});
           handleEvent({event: "run.hangup", time, run_id: "r1", scenario: "crash", step: "2",
                        offset: 1.5, endpoints: ["/ws", "/ws/stream"], to: null, code: 1006,
                        reason: "", drop: true, clients: 2});
@@ -889,15 +844,19 @@ def test_a_stream_cut_by_a_disconnect_or_another_run_ends_its_block(
 def test_a_run_that_waits_never_shows_sent_over_planned(page: Page, served: LiveServer) -> None:
     with connect(served.ws_url + "/ws?client_id=ui") as client:
         post(served, "/trigger/chat?speed=0&wait=false")
-        waiting = page.locator('#runs [data-run] .waiting')
+        waiting = page.locator("#runs [data-run] .waiting")
         expect(waiting).to_contain_text("waiting for")
         link = waiting.get_by_role("link", name="Answer in the viewer")
         expect(link).to_have_attribute("href", re.compile(r"^/viewer"))
-        client.send('{"message_type": "CHAT_INPUT", "message": "a much longer answer than planned"}')
+        client.send(
+            '{"message_type": "CHAT_INPUT", "message": "a much longer answer than planned"}'
+        )
         run = page.locator('#runs [data-run][data-state="finished"]')
-        expect(run.locator(".frames")).to_have_text(re.compile(r"^\d+ sent \(37 planned with empty answers\)$"))
+        expect(run.locator(".frames")).to_have_text(
+            re.compile(r"^\d+ sent \(37 planned with empty answers\)$")
+        )
     post(served, "/trigger/messages?speed=0")
-    expect(page.locator('#runs [data-run]').first.locator(".frames")).to_have_text("4/4 frames")
+    expect(page.locator("#runs [data-run]").first.locator(".frames")).to_have_text("4/4 frames")
     # The contract's frames_exact decides; a count past the plan is never "43/32".
     shown = page.evaluate(
         """() => [framesText({sent: 43, frames: 32, frames_exact: false, scenario: "x"}),
@@ -965,7 +924,9 @@ def test_a_running_run_can_be_paused_stepped_sped_up_and_resumed(
     resume = run.get_by_role("button", name=re.compile("^Resume run"))
     expect(resume).to_be_visible()
     run.get_by_role("button", name=re.compile("^Step run")).click()
-    expect(run.locator(".stepped")).to_have_text("Stepped: a frame went out (step 2); paused again.")
+    expect(run.locator(".stepped")).to_have_text(
+        "Stepped: a frame went out (step 2); paused again."
+    )
     run.locator('select[data-control="speed"]').select_option("2")
     expect(run.locator(".by")).to_contain_text("speed 2")
     resume.click()
@@ -1016,15 +977,18 @@ def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page)
           const time = Date.now() / 1000;
           const run = {run_id: "feed0001", scenario: "chat", state: "running", speed: 1,
                        started_at: time - 3, sent: 2, frames: 5, paused: false, paused_s: 0};
-          const sent = (step, offset, at, to) => handleEvent({event: "frame.sent", time, run_id: "feed0001",
-            scenario: "chat", step, endpoint: "/ws", to, clients: 1, binary: false,
-            frame: '{"message_type": "EVENT", "message": "x"}', offset, at, lateness: at - offset});
-          handleEvent({event: "run.started", time: time - 3, run_id: "feed0001", scenario: "chat", run});
+          const sent = (step, offset, at, to) => handleEvent({event: "frame.sent", time,
+            run_id: "feed0001", scenario: "chat", step, endpoint: "/ws", to, clients: 1,
+            binary: false, frame: '{"message_type": "EVENT", "message": "x"}', offset, at,
+            lateness: at - offset});
+          handleEvent({event: "run.started", time: time - 3, run_id: "feed0001",
+                       scenario: "chat", run});
           sent("1", 0, 0.001, null);
           sent("2", 0.3, 0.45, "ui");
           handleEvent({event: "run.wait", time, run_id: "feed0001", scenario: "chat", step: "3",
-                       offset: 0.45, expects: {kind: "message", step: "3", message_type: "CHAT_INPUT",
-                       source: null, endpoint: "/ws", timeout_s: 300}});
+                       offset: 0.45, expects: {kind: "message", step: "3",
+                       message_type: "CHAT_INPUT", source: null, endpoint: "/ws",
+                       timeout_s: 300}});
           handleEvent({event: "run.waited", time, run_id: "feed0001", scenario: "chat", step: "3",
                        offset: 1.2, ended_by: "frame", client: "ui",
                        frame: '{"message_type": "CHAT_INPUT", "message": "go"}'});
@@ -1048,7 +1012,9 @@ def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page)
     wait.click()
     expect(page.locator("#timeline-detail-text")).to_contain_text('"message": "go"')
     hangup = page.locator("#timeline .hangup-mark")
-    expect(hangup).to_have_attribute("aria-label", re.compile(r"^disconnect 1001 \(bye\) of /ws at 1\.500 s"))
+    expect(hangup).to_have_attribute(
+        "aria-label", re.compile(r"^disconnect 1001 \(bye\) of /ws at 1\.500 s")
+    )
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
