@@ -155,6 +155,20 @@ def test_a_broken_scenario_shows_its_error_in_place(page: Page, served: LiveServ
     expect(broken).to_have_attribute("data-valid", "true")
 
 
+def test_the_side_bar_finds_scenarios_by_name_description_or_message(page: Page) -> None:
+    search = page.get_by_role("searchbox", name="Search")
+    shown = page.locator("li.scenario:not([hidden])")
+    expect(shown).to_have_count(11)  # the shipped ten and the long one
+    search.fill("stream")
+    expect(shown.locator("h3")).to_have_text(["agent-run", "all", "chat", "stream"])
+    search.fill("chat_input")  # what a scenario waits for, any case
+    expect(shown).to_have_count(1)
+    expect(shown).to_have_attribute("data-name", "chat")
+    search.fill("no such thing")
+    expect(shown).to_have_count(0)
+    expect(page.locator("#no-scenarios")).to_be_visible()
+
+
 def test_play_sends_the_variables_and_speed_from_the_form(page: Page) -> None:
     agent = scenario(page, "agent-run")
     agent.locator('input[data-var="agent"]').fill("triage")
@@ -1017,16 +1031,12 @@ def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page)
     )
 
 
-@pytest.mark.parametrize("theme", ["light", "dark"])
-def test_the_dashboard_has_no_serious_accessibility_problem(
-    page: Page, served: LiveServer, theme: str
-) -> None:
+def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: LiveServer) -> None:
     from tests.axe import missing_tools, serious_violations
 
     problem = missing_tools()
     if problem:
         pytest.fail(problem)
-    page.emulate_media(color_scheme=theme)
     with connect(served.ws_url + "/ws?client_id=ui"):
         post(served, "/trigger/long?wait=false")
         post(served, "/trigger/messages?speed=0")
@@ -1034,4 +1044,6 @@ def test_the_dashboard_has_no_serious_accessibility_problem(
         expect(page.locator('#runs [data-state="running"]')).to_have_count(1)
         expect(page.locator("#timeline .mark.frame").first).to_be_visible()
         page.locator("#log li button.frame").first.click()
-        assert serious_violations(page) == []
+        for theme in ("light", "dark"):
+            page.emulate_media(color_scheme=theme)
+            assert serious_violations(page) == [], theme
