@@ -769,6 +769,12 @@ def test_the_log_shows_milliseconds_sizes_and_connections(page: Page, served: Li
     expect(received.locator("pre")).to_have_text(
         '{\n  "message_type": "CHAT_INPUT",\n  "message": "hello"\n}'
     )
+    # A field holding JSON in a string (Schwarm's EVENT spans) is shown parsed as well.
+    span = json.dumps({"message_type": "EVENT", "message": json.dumps({"id": "1f"})})
+    assert page.evaluate("(text) => pretty(text)", span) == (
+        '{\n  "message_type": "EVENT",\n  "message": "{\\"id\\": \\"1f\\"}"\n}'
+        '\n\nmessage (JSON in a string), parsed:\n{\n  "id": "1f"\n}'
+    )
     # The direction filter keeps connections apart.
     page.locator("#filter-direction").select_option("connection")
     expect(page.locator("#log li:not([hidden])")).to_have_count(2)

@@ -65,9 +65,21 @@ function frameSize(text, binary) {
   return binary ? Math.floor(text.length / 2) : encoder.encode(text).length;
 }
 
-// A frame's text pretty-printed when it is JSON, else as it is.
+// A frame's text pretty-printed when it is JSON, else as it is; a field holding JSON in a
+// string (Schwarm's EVENT spans are sent so) is shown parsed as well, under the frame.
 function pretty(text) {
-  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+  let parsed;
+  try { parsed = JSON.parse(text); } catch { return text; }
+  const shown = [JSON.stringify(parsed, null, 2)];
+  if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
+    for (const [name, value] of Object.entries(parsed)) {
+      if (typeof value !== "string" || !/^\s*[[{]/.test(value)) continue;
+      try {
+        shown.push(`${name} (JSON in a string), parsed:\n${JSON.stringify(JSON.parse(value), null, 2)}`);
+      } catch { /* text that only looks like JSON */ }
+    }
+  }
+  return shown.join("\n\n");
 }
 
 // Coalesce bursts of events into one refresh, once they stop.

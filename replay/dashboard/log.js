@@ -173,9 +173,11 @@ function assemble(chunk, envelope, endpoint, run) {
     streams.append(open);
     while (streams.children.length > MAX_STREAMS) streams.firstElementChild.remove();
   }
-  const tool = chunk[envelope.type] === envelope.tool;
-  const cut = open.querySelector(".cut");
-  open.insertBefore(element("span", { class: tool ? "tool" : "text", text: content }), cut);
+  const kind = chunk[envelope.type] === envelope.tool ? "tool" : "text";
+  // A tool's output and the text after it on lines of their own.
+  const last = open.querySelector("span:last-of-type:not(.cut)");
+  const apart = last && last.className !== kind ? "\n" : "";
+  open.append(element("span", { class: kind, text: apart + content }));
   streams.scrollTop = streams.scrollHeight;
 }
 

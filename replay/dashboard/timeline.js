@@ -202,7 +202,8 @@ function renderTimeline() {
   $("#timeline-run").textContent = [
     `run ${record.id} · ${record.scenario}`, summary.state || "",
     summary.paused ? "paused" : "", typeof summary.speed === "number" ? `speed ${summary.speed}` : "",
-    upcoming.length ? `${upcoming.length}${upcoming.length === MAX_GHOSTS ? "+" : ""} planned frames to come` : "",
+    upcoming.length ? `${upcoming.length}${upcoming.length === MAX_GHOSTS ? "+" : ""} planned ` +
+      `frame${upcoming.length === 1 ? "" : "s"} to come` : "",
   ].filter(Boolean).join(" · ");
 
   const lanes = [];
