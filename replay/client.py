@@ -25,6 +25,9 @@ from replay.direct import TRANSPORT_KEY, Line
 
 log = logging.getLogger("replay.client")
 
+#: The close code reported when a connection ends with no close frame (RFC 6455).
+ABNORMAL_CLOSURE = 1006
+
 #: Frames a client may fall behind by before it is dropped, counted in bytes: that many
 #: frames of the size being sent (see BYTES_PER_FRAME).
 DEFAULT_QUEUE_SIZE = 1024
@@ -99,6 +102,11 @@ class Client:
         #: The close code and reason the server ended the connection with, once it did
         #: (1006 when it cut it): what a proxied session's upstream is closed with.
         self.goodbye: tuple[int, str] | None = None
+        #: Whether the server cut the connection or dropped the client (a ``drop`` step,
+        #: a full send queue), rather than closing it in good order.
+        self.cut = False
+        #: The close code and reason the peer ended the connection with, once it did.
+        self.closed: tuple[int, str] | None = None
         self._allowance: float | None = None
         self._allowance_at = 0.0
         self._bytes = ByteBudget(byte_rate)
@@ -177,6 +185,7 @@ class Client:
         if self.dropped is not None:
             return
         self.dropped, self.goodbye = reason, (code, reason)
+        self.cut = not quiet  # quiet: it was leaving anyway
         self._wake()
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "client %s on %s dropped: %s", self.id, self.endpoint, reason)
@@ -237,7 +246,8 @@ class Client:
         if self.dropped is not None:
             return False
         self.dropped = "dropped on purpose" if abort else f"closed with code {code}"
-        self.goodbye = (1006, "") if abort else (code, reason)
+        self.goodbye = (ABNORMAL_CLOSURE, "") if abort else (code, reason)
+        self.cut = abort
         self._wake()
         log.info("client %s on %s: %s by %s", self.id, self.endpoint, self.dropped, by)
         if self._on_gone is not None:
@@ -255,6 +265,14 @@ class Client:
         else:
             self._queue.put_nowait((Goodbye(code, reason, abort), 0))
         return True
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection ended (or is ending) with: the server's if it ended
+        it, else the peer's; None while open, or when TCP was lost with no close frame."""
+        ended = self.goodbye or self.closed
+        code = ended[0] if ended is not None else None
+        return None if code == ABNORMAL_CLOSURE else code
 
     async def stop(self) -> None:
         """Stop the writer (the client has gone); frames still queued are discarded."""

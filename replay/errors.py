@@ -136,6 +136,15 @@ class RunNotFound(ReplayError):
         super().__init__(f"no run with id {run_id!r}; GET /runs lists the known runs")
 
 
+class RunControlRefused(ReplayError):
+    """A run cannot be paused, resumed, stepped or sped up now (it has ended, or waits for
+    a client, or plays at speed 0); the message says why and what to do."""
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {reason}")
+
+
 class ServerUnavailable(ReplayError):
     """The CLI could not reach a replay server."""
 

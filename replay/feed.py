@@ -4,10 +4,14 @@ Every event is a JSON-ready mapping with ``event`` (its kind), ``seq`` (1, 2, 3,
 the order they happened) and ``time`` (seconds since 1970), plus the kind's own fields:
 
 - ``client.connected`` / ``client.disconnected``: ``client``, ``endpoint``, ``clients``
-  (how many are connected to that endpoint now);
+  (how many are connected to that endpoint now); a disconnection also has ``code`` (the
+  close code, or null when the TCP connection was lost with no close frame) and
+  ``dropped`` (true when the server cut or dropped it: a ``drop`` step, a full queue);
 - ``frame.sent``: ``run_id``, ``scenario``, ``step``, ``endpoint``, ``to`` (a client id,
   or null for every client), ``clients`` (how many took it), ``frame`` (the text; a
-  binary frame's bytes in hex with ``binary: true``). Under ``serve --upstream`` (see
+  binary frame's bytes in hex with ``binary: true``), ``offset`` (when it was planned, in
+  the run's run time: see :mod:`replay.pacing`), ``at`` (the run time it went out) and
+  ``lateness`` (``at - offset``). Under ``serve --upstream`` (see
   :mod:`replay.record.live`) a run's frames also have ``injected: true``, and each frame
   the real backend sent a client is one too, with ``upstream: true``, ``to`` that client
   and null ``run_id``, ``scenario`` and ``step``;
@@ -18,6 +22,12 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
 - ``run.started``, ``run.step`` (``step``: the step being played), ``run.waiting``,
   ``run.finished``, ``run.failed``, ``run.cancelled``: ``run_id``, ``scenario`` and, for
   the start and the end, the run's summary as ``run``;
+- ``run.paused``, ``run.resumed``, ``run.speed``, ``run.stepped`` (run control): ``run_id``,
+  ``scenario``, ``run`` (the summary) and, for a step, ``stepped`` (what it let happen);
+- ``run.wait`` (a wait began: ``step``, ``offset``, ``expects``), ``run.waited`` (it ended:
+  ``step``, ``offset``, ``ended_by``, ``client``, ``frame``) and ``run.hangup`` (a
+  ``disconnect`` or ``drop``: ``step``, ``offset``, ``endpoints``, ``to``, ``code``,
+  ``reason``, ``drop``, ``clients``), each with ``run_id`` and ``scenario``;
 - ``scenario.added``, ``scenario.changed``, ``scenario.removed``, ``scenario.invalid``:
   ``scenario``, ``file`` and, when invalid, ``problems``;
 - ``protocol.changed``: the protocol file (``_protocol.yaml``) was added, edited or

@@ -161,6 +161,8 @@ class EndpointManager:
                 endpoint=str(self.endpoint),
                 clients=len(self),
                 reason=client.dropped,
+                code=client.close_code,
+                dropped=client.cut,
             )
 
     async def serve(self, websocket: WebSocket) -> None:
@@ -193,6 +195,7 @@ class EndpointManager:
                     self.on_connect(client)
                 every = session.forward if session is not None else None
                 ended = await client.receive_until_closed(self._received, every)
+                client.closed = ended
             finally:
                 await self.disconnect(websocket)
                 ended = client.goodbye or ended  # the server closed it: with that code

@@ -81,8 +81,10 @@ def write_atomically(path: Path, text: str) -> None:
 class ReadyServer(Server):
     """replay's server, saying where it listens once it does.
 
-    ``announce`` is called with the bound host and port once the sockets listen (and the
-    application has started); then ``ready_file``, if given, is written. The file is
+    Once the sockets listen (and the application has started), ``ready_file``, if given,
+    is written; then ``announce`` is called with the bound host and port (so whoever reads
+    the announced address may read the file too). A file that cannot be written stops the
+    server unannounced. The file is
     removed as the server begins to shut down (so before uvicorn passes a SIGTERM or
     SIGINT it caught on to the process).
     """
@@ -111,8 +113,7 @@ class ReadyServer(Server):
         self.address = bound_address(listening)
         if self.address is None:
             return
-        if self.announce is not None:
-            self.announce(*self.address)
+        # The file first: whoever reads the announced address may then read the file too.
         if self.ready_file is not None:
             try:
                 write_atomically(self.ready_file, json.dumps(ready_document(*self.address)) + "\n")
@@ -120,8 +121,10 @@ class ReadyServer(Server):
                 logger.error("could not write the ready file %s: %s", self.ready_file, error)
                 self.failed = True
                 self.should_exit = True
-            else:
-                self._wrote = True
+                return
+            self._wrote = True
+        if self.announce is not None:
+            self.announce(*self.address)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.remove_ready_file()  # no longer ready: a reader should not try it now

@@ -1,8 +1,10 @@
 """Runs: a scenario's script driven against a clock and the connected clients.
 
 Every play is a :class:`Run` with an id and a state. Several runs may play at once; each
-is an asyncio task that can be cancelled. Deadlines are ``start + offset`` on the clock's
-monotonic timeline, so the time taken to send a frame never delays the next one.
+is an asyncio task that can be cancelled, paused, resumed, stepped and sped up. Deadlines
+are offsets in the run's own run time (:class:`~replay.pacing.Pace`, on the runner's
+monotonic clock), so neither the time taken to send a frame nor a pause delays the next
+one by more than it should.
 Client frames reach the runs that wait for them through :meth:`Runner.receive`, and new
 connections the runs waiting for one (``wait_connect``) through :meth:`Runner.connected`.
 ``set`` steps change the runner's shared :class:`~replay.state.State`, which every run
@@ -43,12 +45,15 @@ from replay.engine import (
     check_vars,
     play,
 )
-from replay.errors import ReplayError, RunNotFound, TooManyRuns
+from replay.errors import ReplayError, RunControlRefused, RunNotFound, TooManyRuns
 from replay.feed import Feed, event_size
 from replay.mailbox import Mailbox, Waiter
-from replay.matching import ClientFrame
+from replay.matching import ClientFrame, matches
+from replay.pacing import Gate, Pace
+from replay.protocol.declaration import Protocol as WireProtocol
+from replay.routes import is_route_key
 from replay.state import State
-from replay.timeline import Timeline, build_timeline, check_speed
+from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
 
 log = logging.getLogger("replay.run")
 
@@ -164,6 +169,12 @@ class Run:
     _endpoint: str | None = field(default=None, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
+    #: The run's own clock: run time, paused and sped up through the Runner.
+    pace: Pace = field(default_factory=lambda: Pace(MonotonicClock(), 1.0), repr=False)
+    #: What each waiting branch waits for now (``expects`` in the summary).
+    _expects: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: What the run's scenarios speak (for ``expects[].example``).
+    _protocol: WireProtocol | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
@@ -194,16 +205,20 @@ class Run:
             "scenario": self.scenario,
             "state": self.state.value,
             "started_by": self.started_by,
-            "speed": self.speed,
+            "speed": self.pace.speed,
+            "paused": self.pace.paused,
+            "paused_s": round(self.pace.paused_s, 6),
             "seed": self.seed,
             "vars": dict(self.vars),
             "client": self.client,
             "sender": self.sender,
             "frames": plan.frames if plan is not None and planned is not None else None,
+            "frames_exact": plan is not None and planned is not None and plan.waits == 0,
             "sent": self.sent,
             "deliveries": self.deliveries,
             "clients": self.clients,
             "waiting": self.waiting,
+            "expects": [dict(expect) for expect in self._expects],
             "step": self.step,
             "planned_s": round(planned, 6) if planned is not None else None,
             "duration_s": round(self.elapsed, 6),
@@ -417,7 +432,8 @@ class Runner:
             run_id, seed, speed, time.time(), values, client, sender, received, self.state
         )
         catalog.scenario(name)  # raises now, not in the run's task
-        run = Run(run_id, name, speed, seed, None, values)
+        run = Run(run_id, name, speed, seed, None, values, pace=Pace(self.clock, speed))
+        run._protocol = catalog.protocol
         run.mailbox = Mailbox(awaited(name, catalog), client)
         # Planned on a copy of the state as it is now (perhaps in another thread).
         _start_plan(run, name, catalog, replace(context, state=self.state.snapshot()))
@@ -506,6 +522,80 @@ class Runner:
             run._task.cancel()
         return run
 
+    def pause(self, run_id: str) -> Run:
+        """Pause a run: it holds before its next action, run time stands still (its wait
+        timeouts too) and every later deadline moves by the time paused. A no-op for a
+        paused run. Raises RunNotFound, and RunControlRefused if the run has ended."""
+        run = self._playing(run_id, "paused")
+        if run.pace.pause():
+            self._control(run, "run.paused")
+        return run
+
+    def resume(self, run_id: str) -> Run:
+        """Let a paused run go on where it stopped (a no-op if it is not paused).
+        Raises RunNotFound, and RunControlRefused if the run has ended."""
+        run = self._playing(run_id, "resumed")
+        if run.pace.resume():
+            self._control(run, "run.resumed")
+        return run
+
+    def set_speed(self, run_id: str, speed: float) -> Run:
+        """Play the rest of a run at ``speed``: the deadlines left are rescaled from now.
+        Raises ValueError for a speed out of MIN_SPEED..MAX_SPEED (0 included: pause
+        instead), RunNotFound, and RunControlRefused if the run has ended or started at
+        speed 0 (it has no pauses to scale)."""
+        check_speed(speed)
+        if speed == 0:
+            raise ValueError(
+                f"a playing run's speed must be from {MIN_SPEED:g} to {MAX_SPEED:g} "
+                "(to stop it, pause it); got 0"
+            )
+        run = self._playing(run_id, "sped up or slowed down")
+        if run.pace.start_speed == 0:
+            raise RunControlRefused(
+                run_id, "it plays at speed 0 (no pauses), so there is no timing to rescale"
+            )
+        run.pace.set_speed(speed)
+        self._control(run, "run.speed")
+        return run
+
+    async def step(self, run_id: str) -> tuple[Run, dict[str, Any]]:
+        """Pause a run (if it plays) and let exactly its next action happen at once: a
+        frame, a disconnect or drop, a ``set``, a wait beginning, or the run's end (run
+        time jumps to that action's offset). Returns once it has happened, with what
+        it was (``{"kind": "frame", "step": "2", ...}``); the run stays paused.
+
+        Raises RunNotFound, and RunControlRefused if the run has ended or all it does
+        now is wait for clients (answer them, or resume)."""
+        run = self._playing(run_id, "stepped")
+        if run.pace.waiting_actions == 0 and run._waits:
+            raise RunControlRefused(
+                run_id,
+                f"it waits for {run.waiting}: a step cannot skip a wait; answer it, or "
+                "resume the run",
+            )
+        was_paused = run.pace.paused
+        stepped = run.pace.step()
+        if not was_paused:
+            self._control(run, "run.paused")
+        done = await stepped
+        self.feed.publish(
+            "run.stepped", run_id=run.id, scenario=run.scenario, run=run.summary(), stepped=done
+        )
+        return run, done
+
+    def _playing(self, run_id: str, what: str) -> Run:
+        run = self.get(run_id)
+        if run.done:
+            raise RunControlRefused(
+                run_id, f"it has already ended ({run.state.value}) and cannot be {what}"
+            )
+        return run
+
+    def _control(self, run: Run, event: str) -> None:
+        log.info("run %s: %s (%s)", run.id, event.removeprefix("run."), _pace_text(run))
+        self.feed.publish(event, run_id=run.id, scenario=run.scenario, run=run.summary())
+
     def forget_finished(self) -> int:
         """Forget the runs that have ended (``POST /reset``); return how many."""
         count = len(self._finished)
@@ -545,12 +635,13 @@ class Runner:
     async def _play(self, run: Run, name: str, catalog: Catalog, context: Context) -> None:
         clock = self.clock
         start = clock.now()
+        run.pace.begin()
         # Templates' "now" is when a frame is due: count from when the run starts playing,
         # not from when it was asked for (planning and other tasks came in between).
         script = play(name, catalog, replace(context, epoch=time.time()))
         try:
-            end = await self._drive(run, script, start)
-            await clock.sleep_until(start + end.end)
+            end = await self._drive(run, script)
+            await run.pace.due(end.end)  # a step here ends the run: it answers "end"
         except asyncio.CancelledError:
             self._end(run, RunState.CANCELLED, clock.now() - start)
             log.info("%s", _line(run))
@@ -568,7 +659,7 @@ class Runner:
         self._end(run, RunState.FINISHED, clock.now() - start)
         log.info("%s", _line(run))
 
-    async def _drive(self, run: Run, script: Script, start: float) -> Joined:
+    async def _drive(self, run: Run, script: Script) -> Joined:
         """Do what ``script`` says when it says; return its end offset and action count."""
         reply: Any = None
         actions = 0
@@ -580,78 +671,93 @@ class Runner:
                     return Joined(float(stop.value), actions)
                 reply = None
                 if isinstance(action, Fork):
-                    reply = await self._fork(run, action, start)
+                    reply = await self._fork(run, action)
                     actions += reply.actions  # a fork is what its branches do
                     continue
                 actions += 1
                 if isinstance(action, Wait):
-                    reply = await self._wait(run, action, start)
+                    reply = await self._wait(run, action)
                 elif isinstance(action, WaitConnect):
-                    reply = await self._wait_connect(run, action, start)
+                    reply = await self._wait_connect(run, action)
                 else:
-                    await self._act(run, action, start)
+                    await self._act(run, action)
         finally:
             script.close()
 
-    async def _act(
-        self, run: Run, action: Send | Hangup | SetState | Due | Note, start: float
-    ) -> None:
-        """Do ``action`` when it is due."""
-        clock = self.clock
-        deadline = start + action.at
-        if deadline > clock.now():
-            await clock.sleep_until(deadline)
-        elif run.speed == 0 and _switches(run, action):
-            # No pauses, but frames must reach a client in the scenario's order
-            # across its two connections: give the one written last a moment to
-            # be read before writing to the other (TCP orders each on its own).
-            await clock.sleep_until(clock.now() + ENDPOINT_SWITCH_GAP)
-        else:
-            # Due already (speed 0, or ties): still let the clients' writers run.
-            await asyncio.sleep(0)
+    async def _act(self, run: Run, action: Send | Hangup | SetState | Due | Note) -> None:
+        """Do ``action`` when it is due in run time (see :mod:`replay.pacing`)."""
+        pace = run.pace
+        if not pace.paused and pace.now() >= action.at:
+            if run.speed == 0 and _switches(run, action):
+                # No pauses, but frames must reach a client in the scenario's order
+                # across its two connections: give the one written last a moment to
+                # be read before writing to the other (TCP orders each on its own).
+                await self.clock.sleep_until(self.clock.now() + ENDPOINT_SWITCH_GAP)
+            else:
+                # Due already (speed 0, or ties): still let the clients' writers run.
+                await asyncio.sleep(0)
+        # Due and Note only read or tell: a step goes through them to the next action.
+        gate = Gate.PASSING if isinstance(action, Due | Note) else Gate.ACTION
+        stepped = await pace.due(action.at, gate)
         if isinstance(action, Send):
             run._endpoint = action.endpoint
         # Lateness is when the frame went out, not when a slow send returned.
-        lateness = clock.now() - deadline
+        lateness = pace.lateness(action.at)
+        at = action.at + lateness
         if action.step != run.step or action.scenario != run.step_scenario:
             self._step(run, action.scenario, action.step)
+        done: dict[str, Any] = {}
         match action:
             case Send():
-                self._send(run, action, lateness)
+                reached = self._send(run, action, at, lateness)
+                done = {"kind": "frame", "endpoint": action.endpoint, "to": action.to}
+                done["clients"] = reached
             case Hangup():
-                self._hangup(run, action)
+                ended = self._hangup(run, action)
+                done = {"kind": "drop" if action.abort else "disconnect", "clients": ended}
+                done.update(endpoints=list(action.endpoints), to=action.to, code=action.code)
             case SetState():
                 self.state.update(action.changes, by=f"run {run.id} step {action.step}")
                 run._note("state", changes=dict(action.changes), step=action.step)
+                done = {"kind": "set", "changes": dict(action.changes)}
             case Note():
                 run._note(action.kind, text=action.text, step=action.step)
+        if stepped:
+            pace.stepped(_stepped(done, action, at))
 
-    def _send(self, run: Run, send: Send, lateness: float) -> None:
+    def _send(self, run: Run, send: Send, at: float, lateness: float) -> int:
         reached = self.delivery.send(send.endpoint, send.frame, send.to)
         run._record(send, reached, lateness)
         if self.on_lateness is not None:
             self.on_lateness(lateness)
         if self.feed.listening:
-            self._publish_frame(run, send, reached)
+            self._publish_frame(run, send, reached, at, lateness)
+        return reached
 
     def connected(self, client: str, endpoint: str) -> None:
         """A client connected to ``endpoint`` (a WebSocket path): the runs waiting for it
         (``wait_connect`` steps) go on. Call it for every new connection, once the
         delivery's ``clients()`` lists it, from the event loop the runs play on."""
-        now = self.clock.now()
         for waiter in list(self._connecting):
             if waiter.accepts(client, endpoint) and not waiter.future.done():
-                waiter.future.set_result(Connected(client, str(endpoint), now))
+                waiter.future.set_result(Connected(client, str(endpoint), waiter.pace.now()))
 
-    async def _wait_connect(self, run: Run, wait: WaitConnect, start: float) -> Connected | None:
+    async def _wait_connect(self, run: Run, wait: WaitConnect) -> Connected | None:
         # The step starts when it is due: a connection is 'new' if it opens after that.
-        await self.clock.sleep_until(start + wait.at)
+        stepped = await run.pace.due(wait.at)
         self._step(run, wait.scenario, wait.step)
         present = None if wait.new else self._present(wait)
+        expect = _expect_connect(wait, run.pace.now())
         if present is not None:
             connected: Connected | None = Connected(present.id, str(present.endpoint), wait.at)
+            self._publish_wait(run, expect)
+            self._publish_waited(run, wait.step, "connect", present.id, None)
+            if stepped:
+                run.pace.stepped(
+                    _stepped({"kind": "wait", "expects": expect}, wait, expect["since"])
+                )
         else:
-            connected = await self._await_connection(run, wait, start)
+            connected = await self._await_connection(run, wait, expect, stepped)
         if connected is None:
             run._note("connect_timeout", client=wait.client, endpoint=wait.endpoint, step=wait.step)
             return None
@@ -666,75 +772,132 @@ class Runner:
         return None
 
     async def _await_connection(
-        self, run: Run, wait: WaitConnect, start: float
+        self, run: Run, wait: WaitConnect, expect: dict[str, Any], stepped: bool
     ) -> Connected | None:
-        """The next connection ``wait`` accepts, or None when its timeout passes
-        (timeouts are not scaled by speed, as for ``wait``)."""
-        waiter = _Connecting(wait, asyncio.get_running_loop().create_future())
+        """The next connection ``wait`` accepts, or None when its timeout passes in run
+        time (not scaled by the speed the run started with, as for ``wait``)."""
+        waiter = _Connecting(wait, asyncio.get_running_loop().create_future(), run.pace)
         self._connecting.append(waiter)
         what = _connection_text(wait)
-        run._waits.append(what)
-        run.waiting = "; ".join(run._waits)
         run._note(
             "wait_connect", client=wait.client, endpoint=wait.endpoint, new=wait.new, step=wait.step
         )
-        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
-        timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
+        self._begin_wait(run, what, expect)
+        if stepped:
+            run.pace.stepped(_stepped({"kind": "wait", "expects": expect}, wait, expect["since"]))
+        ended_by = "cancelled"
+        timer = asyncio.ensure_future(run.pace.due(wait.at + wait.timeout, Gate.TIMER))
         try:
             either: list[asyncio.Future[Any]] = [waiter.future, timer]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            ended_by = "connect" if waiter.future.done() else "timeout"
         finally:
             timer.cancel()
             self._connecting.remove(waiter)
-            run._waits.remove(what)
-            run.waiting = "; ".join(run._waits) or None
+            who = waiter.future.result().client if ended_by == "connect" else None
+            self._end_wait(run, what, expect, ended_by, who, None)
         if not waiter.future.done():
             waiter.future.cancel()
             return None
-        connected = waiter.future.result()
-        return replace(connected, at=connected.at - start)
+        return waiter.future.result()
 
-    async def _wait(self, run: Run, wait: Wait, start: float) -> ClientFrame | None:
+    async def _wait(self, run: Run, wait: Wait) -> ClientFrame | None:
         # The run's mailbox has kept what it may consume since it started: an answer
         # that came before the wait (during the pause before it, or at once) is taken now.
+        pace = run.pace
+        stepped = await pace.due(wait.at)
         future: asyncio.Future[ClientFrame] = asyncio.get_running_loop().create_future()
         waiter = Waiter(wait.match, wait.source, future)
+        expect = _expect_message(run, wait, pace.now())
         early = run.mailbox.take(waiter)
         if early is not None:
             self._step(run, wait.scenario, wait.step)
+            self._publish_wait(run, expect)
+            if stepped:
+                pace.stepped(_stepped({"kind": "wait", "expects": expect}, wait, expect["since"]))
             run._note("received", client=early.client, frame=early.text, step=wait.step)
-            return early.taken_at(self.clock.now() - start)
+            self._publish_waited(run, wait.step, "frame", early.client, early.text)
+            return early.taken_at(pace.now())
         who = f"client {wait.source}" if wait.source else "any client"
         what = f"{wait.match.message} from {who}"
-        run._waits.append(what)
-        run.waiting = "; ".join(run._waits)
         run._note("wait", message_type=wait.match.message, source=wait.source, step=wait.step)
         self._step(run, wait.scenario, wait.step)
-        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
-        timer = asyncio.ensure_future(self.clock.sleep_until(start + wait.at + wait.timeout))
+        self._begin_wait(run, what, expect)
+        if stepped:
+            pace.stepped(_stepped({"kind": "wait", "expects": expect}, wait, expect["since"]))
+        ended_by = "cancelled"
+        timer = asyncio.ensure_future(pace.due(wait.at + wait.timeout, Gate.TIMER))
         try:
             either: list[asyncio.Future[Any]] = [future, timer]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            ended_by = "frame" if future.done() else "timeout"
         finally:
             timer.cancel()
             run.mailbox.forget(waiter)
-            run._waits.remove(what)
-            run.waiting = "; ".join(run._waits) or None
+            answer = future.result() if ended_by == "frame" else None
+            client, text = (answer.client, answer.text) if answer else (None, None)
+            self._end_wait(run, what, expect, ended_by, client, text)
         if not future.done():
             future.cancel()
             run._note("timeout", message_type=wait.match.message, step=wait.step)
             return None
         frame = future.result()
         run._note("received", client=frame.client, frame=frame.text, step=wait.step)
-        return frame.taken_at(self.clock.now() - start)
+        return frame.taken_at(pace.now())
 
-    async def _fork(self, run: Run, fork: Fork, start: float) -> Joined:
+    def _begin_wait(self, run: Run, what: str, expect: dict[str, Any]) -> None:
+        """``run`` waits for a client now: its ``waiting`` and ``expects`` say so."""
+        run._waits.append(what)
+        run._expects.append(expect)
+        run.waiting = "; ".join(run._waits)
+        self._publish_wait(run, expect)
+        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
+
+    def _end_wait(
+        self,
+        run: Run,
+        what: str,
+        expect: dict[str, Any],
+        ended_by: str,
+        client: str | None,
+        frame: str | None,
+    ) -> None:
+        run._waits.remove(what)
+        run._expects.remove(expect)
+        run.waiting = "; ".join(run._waits) or None
+        self._publish_waited(run, expect["step"], ended_by, client, frame)
+
+    def _publish_wait(self, run: Run, expect: dict[str, Any]) -> None:
+        self.feed.publish(
+            "run.wait",
+            run_id=run.id,
+            scenario=run.scenario,
+            step=expect["step"],
+            offset=expect["since"],
+            expects=dict(expect),
+        )
+
+    def _publish_waited(
+        self, run: Run, step: str, ended_by: str, client: str | None, frame: str | None
+    ) -> None:
+        self.feed.publish(
+            "run.waited",
+            run_id=run.id,
+            scenario=run.scenario,
+            step=step,
+            offset=round(run.pace.now(), 6),
+            ended_by=ended_by,
+            client=client,
+            frame=frame,
+        )
+
+    async def _fork(self, run: Run, fork: Fork) -> Joined:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._drive(run, branch, start)) for branch in fork.branches]
+            tasks = [group.create_task(self._drive(run, branch)) for branch in fork.branches]
         ends = [task.result() for task in tasks]
         return Joined(max([fork.at, *(end.end for end in ends)]), sum(end.actions for end in ends))
 
-    def _hangup(self, run: Run, hangup: Hangup) -> None:
+    def _hangup(self, run: Run, hangup: Hangup) -> int:
         ended = sum(
             self.delivery.hangup(endpoint, hangup.to, hangup.code, hangup.reason, hangup.abort)
             for endpoint in hangup.endpoints
@@ -747,6 +910,20 @@ class Runner:
             clients=ended,
             step=hangup.step,
         )
+        self.feed.publish(
+            "run.hangup",
+            run_id=run.id,
+            scenario=run.scenario,
+            step=hangup.step,
+            offset=round(run.pace.now(), 6),
+            endpoints=list(hangup.endpoints),
+            to=hangup.to,
+            code=hangup.code,
+            reason=hangup.reason,
+            drop=hangup.abort,
+            clients=ended,
+        )
+        return ended
 
     def _step(self, run: Run, scenario: str, step: str) -> None:
         run.step, run.step_scenario = step, scenario
@@ -754,7 +931,9 @@ class Runner:
             "run.step", run_id=run.id, scenario=run.scenario, step=step, step_scenario=scenario
         )
 
-    def _publish_frame(self, run: Run, send: Send, reached: int) -> None:
+    def _publish_frame(
+        self, run: Run, send: Send, reached: int, at: float, lateness: float
+    ) -> None:
         frame = send.frame
         self.feed.publish(
             "frame.sent",
@@ -766,6 +945,9 @@ class Runner:
             clients=reached,
             binary=isinstance(frame, bytes),
             frame=frame if isinstance(frame, str) else frame.hex(),
+            offset=round(send.at, 6),
+            at=round(at, 6),
+            lateness=round(lateness, 6),
             **self.marks,
         )
 
@@ -780,6 +962,7 @@ class Runner:
             self._count(run, -1)
         self._finished.append(run)
         run._finish(state, elapsed, error)
+        run.pace.end()  # a step waiting for an action gets "end"
         self.ended[state] += 1
         self.feed.publish(
             f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
@@ -792,6 +975,8 @@ class _Connecting:
 
     wait: WaitConnect
     future: asyncio.Future[Connected]
+    #: The waiting run's clock: when the connection came, in run time.
+    pace: Pace
 
     def accepts(self, client: str, endpoint: str) -> bool:
         return self.matches(self.wait, client, endpoint)
@@ -811,9 +996,84 @@ def _connection_text(wait: WaitConnect) -> str:
     return f"a {'new ' if wait.new else ''}connection from {who}{where}"
 
 
+class _Located(Protocol):
+    @property
+    def step(self) -> str: ...
+
+    @property
+    def scenario(self) -> str: ...
+
+
+def _stepped(done: dict[str, Any], action: _Located, at: float) -> dict[str, Any]:
+    """What a step let happen, for its answer and ``run.stepped``."""
+    return {"step": action.step, "scenario": action.scenario, "offset": round(at, 6), **done}
+
+
+def _expect_message(run: Run, wait: Wait, since: float) -> dict[str, Any]:
+    """What a ``wait`` accepts, for the run's ``expects`` (see the README's API)."""
+    kind = wait.match.message
+    protocol = run._protocol
+    endpoint = None
+    if is_route_key(kind):
+        endpoint = "http"
+    elif protocol is not None:
+        endpoint = protocol.message_endpoint(kind)
+    return {
+        "kind": "message",
+        "step": wait.step,
+        "message_type": kind,
+        "match": wait.match.match,
+        "fields": dict(wait.match.fields or {}),
+        "source": wait.source,
+        "endpoint": endpoint,
+        "example": _example(protocol, wait, endpoint),
+        "since": round(since, 6),
+        "timeout_s": wait.timeout,
+    }
+
+
+def _example(protocol: WireProtocol | None, wait: Wait, endpoint: str | None) -> str | None:
+    """A frame text ``wait`` accepts: its type in the endpoint's envelope with an empty
+    payload; None when that is not accepted (a ``match`` or ``fields`` asks for more) or
+    cannot be made (an HTTP request, an endpoint without messages)."""
+    if protocol is None or endpoint is None or endpoint == "http":
+        return None
+    declared = protocol.endpoints.get(endpoint)
+    if declared is None or declared.messages is None:
+        return None
+    text = protocol.message_frame(endpoint, wait.match.message, "", {})
+    type_field, payload_field = protocol.reader(endpoint)
+    frame = ClientFrame(
+        wait.source or "",
+        text,
+        endpoint=endpoint,
+        type_field=type_field,
+        payload_field=payload_field,
+    )
+    return text if matches(wait.match, frame) else None
+
+
+def _expect_connect(wait: WaitConnect, since: float) -> dict[str, Any]:
+    """What a ``wait_connect`` accepts, for the run's ``expects``."""
+    return {
+        "kind": "connect",
+        "step": wait.step,
+        "client": wait.client,
+        "endpoint": wait.endpoint,
+        "new": wait.new,
+        "since": round(since, 6),
+        "timeout_s": wait.timeout,
+    }
+
+
 def _switches(run: Run, action: object) -> bool:
     """Whether ``action`` puts a frame on another endpoint than the run's last frame."""
     return isinstance(action, Send) and run._endpoint not in (None, action.endpoint)
+
+
+def _pace_text(run: Run) -> str:
+    pace = run.pace
+    return f"run time {pace.now():.3f}s, paused {pace.paused_s:.3f}s, speed {pace.speed:g}"
 
 
 def _line(run: Run) -> str:

@@ -38,6 +38,7 @@ from replay.engine import declared_vars
 from replay.errors import (
     Problem,
     ReplayError,
+    RunControlRefused,
     RunNotFound,
     ScenarioFolderMissing,
     ScenarioInvalid,
@@ -132,6 +133,14 @@ class Settings:
     upstream: str | None = None
     #: The folder of recordings ``GET /recordings`` lists (``--recordings``).
     recordings: Path = Path("recordings")
+
+
+class SpeedBody(BaseModel):
+    """The optional JSON body of ``POST /runs/{id}/speed``: ``{"speed": 2}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    speed: float = Field(description="From MIN_SPEED to MAX_SPEED; 1 is real time.")
 
 
 class TriggerBody(BaseModel):
@@ -561,6 +570,46 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await replay.runner.cancel(run_id).wait()
         return run.summary()
 
+    @app.post("/runs/{run_id}/pause")
+    async def pause_run(run_id: str) -> dict[str, Any]:
+        """Pause a playing run: it holds before its next action, and every later deadline
+        (its waits' timeouts too) moves by the time paused. A paused run: no-op."""
+        return replay.runner.pause(run_id).summary()
+
+    @app.post("/runs/{run_id}/resume")
+    async def resume_run(run_id: str) -> dict[str, Any]:
+        """Let a paused run go on where it stopped, as exactly timed as before."""
+        return replay.runner.resume(run_id).summary()
+
+    @app.post("/runs/{run_id}/step")
+    async def step_run(run_id: str) -> dict[str, Any]:
+        """Pause the run (if it plays) and let exactly its next action happen now; answers
+        once it has, with ``stepped``: what it was. 409 if all the run does now is wait
+        for clients (answer, or resume)."""
+        run, stepped = await replay.runner.step(run_id)
+        return {**run.summary(), "stepped": stepped}
+
+    @app.post("/runs/{run_id}/speed", response_model=None)
+    async def set_run_speed(
+        run_id: str,
+        body: Annotated[SpeedBody | None, Body()] = None,
+        speed: Annotated[
+            float | None,
+            Query(description=f"From {MIN_SPEED:g} to {MAX_SPEED:g}; 1 is real time."),
+        ] = None,
+    ) -> dict[str, Any] | JSONAnswer:
+        """Play the rest of the run at another speed (``?speed=2`` or ``{"speed": 2}``):
+        the deadlines left are rescaled from now."""
+        chosen = speed if speed is not None else body.speed if body is not None else None
+        if chosen is None:
+            detail = 'give the new speed: POST /runs/{id}/speed?speed=2 or {"speed": 2}'
+            return JSONAnswer({"detail": detail}, 422)
+        try:
+            run = replay.runner.set_speed(run_id, chosen)
+        except ValueError as error:
+            return JSONAnswer({"detail": str(error)}, 422)
+        return run.summary()
+
     @app.post("/reset")
     async def reset(
         disconnect: Annotated[
@@ -871,6 +920,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                 return answer(429, error, limit=error.limit, share=error.share)
             case RunNotFound():
                 return answer(404, error, run_id=error.run_id)
+            case RunControlRefused():
+                return answer(409, error, run_id=error.run_id)
             case ScenarioFolderMissing():
                 return answer(503, error)
             case ReplayError():

@@ -413,3 +413,82 @@ def test_at_speed_0_frames_arrive_in_the_scenarios_order_across_both_endpoints(
             reader.close()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# --- run control ---------------------------------------------------------------------------
+
+#: Frames due at 0, 1.5, 2 and 2.5 s: the pause comes right after the first.
+PAUSED_TICKS = """
+steps:
+  - message: EVENT
+    text: t0
+    delay: 1.5
+  - message: EVENT
+    text: t1
+    delay: 0.5
+  - message: EVENT
+    text: t2
+    delay: 0.5
+  - message: EVENT
+    text: t3
+"""
+PAUSED_OFFSETS = [0.0, 1.5, 2.0, 2.5]
+#: How early a frame may seem: the first frame's own trip to the client, which every
+#: later frame is measured from, may take this much longer than theirs.
+EARLY = 0.05
+
+
+async def test_a_paused_run_plays_on_shifted_by_the_time_paused(
+    live_server: LiveServer, scenarios_dir: Path
+) -> None:
+    (scenarios_dir / "paused-ticks.yaml").write_text(PAUSED_TICKS)
+    live = live_server
+    async with connect(live.ws_url + "/ws") as ws:
+        await connected(live, 1)
+        started = await asyncio.to_thread(post, f"{live.url}/trigger/paused-ticks?wait=false")
+        run = f"{live.url}/runs/{started['run_id']}"
+        arrivals = [(time.monotonic(), str(await asyncio.wait_for(ws.recv(), PATIENCE)))]
+        paused = await asyncio.to_thread(post, f"{run}/pause")
+        assert paused["paused"] is True
+        assert paused["sent"] == 1, "the pause came after the second frame: machine too busy"
+        # Hold the pause for a second, read on the server's own clock.
+        deadline = time.monotonic() + PATIENCE
+        while (await asyncio.to_thread(get, run))[1]["paused_s"] < 1.0:
+            assert time.monotonic() < deadline, "the pause never lasted a second"
+            await asyncio.sleep(0.05)
+        resumed = await asyncio.to_thread(post, f"{run}/resume")
+        held = resumed["paused_s"]
+        assert resumed["paused"] is False
+        assert resumed["sent"] == 1  # nothing went out while paused
+        while len(arrivals) < len(PAUSED_OFFSETS):
+            frame = str(await asyncio.wait_for(ws.recv(), PATIENCE))
+            arrivals.append((time.monotonic(), frame))
+    assert [json.loads(text)["message"] for _, text in arrivals] == ["t0", "t1", "t2", "t3"]
+    first = arrivals[0][0]
+    for (at, _), planned in zip(arrivals[1:], PAUSED_OFFSETS[1:], strict=True):
+        due = planned + held
+        assert at - first >= due - EARLY, f"frame early: {at - first:.3f}s, due {due:.3f}s"
+        assert at - first <= due + SLACK, f"frame late: {at - first:.3f}s, due {due:.3f}s"
+    _, summary = await asyncio.to_thread(get, run)
+    assert summary["state"] == "finished"
+    assert summary["paused_s"] == held
+
+
+async def test_a_step_sends_exactly_the_next_frame(
+    live_server: LiveServer, scenarios_dir: Path
+) -> None:
+    (scenarios_dir / "paused-ticks.yaml").write_text(PAUSED_TICKS)
+    live = live_server
+    async with connect(live.ws_url + "/ws") as ws:
+        await connected(live, 1)
+        started = await asyncio.to_thread(post, f"{live.url}/trigger/paused-ticks?wait=false")
+        run = f"{live.url}/runs/{started['run_id']}"
+        assert json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))["message"] == "t0"
+        stepped = await asyncio.to_thread(post, f"{run}/step")
+        assert (stepped["stepped"]["kind"], stepped["stepped"]["step"]) == ("frame", "1")
+        assert (stepped["paused"], stepped["sent"]) == (True, 2)
+        assert json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))["message"] == "t1"
+        request = urllib.request.Request(run, method="DELETE")
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+        _, summary = await asyncio.to_thread(get, run)
+        assert (summary["state"], summary["sent"]) == ("cancelled", 2)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from replay import client as client_module
-from replay.client import TOO_SLOW
+from replay.client import CLOSE_TOO_SLOW, TOO_SLOW
 from replay.feed import Feed
 from replay.managers import (
     LocalDelivery,
@@ -175,6 +175,8 @@ async def test_connections_and_disconnections_are_published() -> None:
             "endpoint": "/ws/stream",
             "clients": 1,
             "reason": None,
+            "code": None,  # no close frame was seen
+            "dropped": False,
         },
         {
             "event": "client.disconnected",
@@ -182,6 +184,8 @@ async def test_connections_and_disconnections_are_published() -> None:
             "endpoint": "/ws/stream",
             "clients": 0,
             "reason": None,
+            "code": None,
+            "dropped": False,
         },
         {"event": "marker"},
     ]
@@ -209,6 +213,7 @@ async def test_serve_publishes_the_client_id_from_the_query() -> None:
         "browser-1",
         0,
     )
+    assert (disconnected["code"], disconnected["dropped"]) == (1001, False)
 
 
 @pytest.mark.parametrize("manager_class", [WebsocketManager, StreamManager])
@@ -310,8 +315,10 @@ async def test_a_client_whose_queue_overflows_is_a_drop(monkeypatch: pytest.Monk
         await asyncio.wait_for(serving[0], timeout=5)
         left = await asyncio.wait_for(anext(events), timeout=5)
     assert (dropped["client"], dropped["reason"], dropped["clients"]) == ("stalled", TOO_SLOW, 1)
+    assert (dropped["code"], dropped["dropped"]) == (CLOSE_TOO_SLOW, True)
     # The dropped client was published once, when dropped; the next one is the healthy one.
     assert (left["client"], left["reason"], left["clients"]) == ("healthy", None, 0)
+    assert (left["code"], left["dropped"]) == (1000, False)
     assert stalled.aborted
     assert manager.drops == 1
 
@@ -330,6 +337,7 @@ async def test_closing_or_failing_clients_are_not_drops() -> None:
     async with contextlib.aclosing(events):
         got = await events_of(events, 2)
     assert [event["reason"] for event in got] == ["send failed", "closed with code 4000"]
+    assert [(event["code"], event["dropped"]) for event in got] == [(1011, False), (4000, False)]
     assert manager.drops == 0
 
 
@@ -345,3 +353,15 @@ async def test_each_client_gets_the_managers_byte_rate() -> None:
     ws.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(manager.serve(ws), 5)  # type: ignore[arg-type]
     assert heard == ["a" * 300]
+
+
+async def test_a_drop_is_published_as_dropped_with_no_close_code() -> None:
+    feed = Feed()
+    events = feed.subscribe(["client.disconnected"])
+    manager = StreamManager.isolated()
+    manager.feed = feed
+    await connect(manager)
+    assert manager.hangup(None, 1000, "", abort=True) == 1
+    async with contextlib.aclosing(events):
+        (got,) = await events_of(events, 1)
+    assert (got["code"], got["dropped"], got["reason"]) == (None, True, "dropped on purpose")

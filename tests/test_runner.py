@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import signal
@@ -26,7 +27,7 @@ import replay.runner
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
 from replay.engine import Context
-from replay.errors import RunNotFound, TooManyRuns, VariablesInvalid
+from replay.errors import RunControlRefused, RunNotFound, TooManyRuns, VariablesInvalid
 from replay.feed import Feed
 from replay.library import ScenarioLibrary
 from replay.loader import parse_scenario
@@ -47,6 +48,10 @@ SUMMARY_KEYS = {
     "state",
     "started_by",
     "speed",
+    "paused",
+    "paused_s",
+    "frames_exact",
+    "expects",
     "seed",
     "vars",
     "client",
@@ -362,8 +367,9 @@ async def test_sends_slower_than_the_pauses_catch_up_without_drift(clock: Virtua
 
 async def test_the_clock_is_asked_for_each_deadline(shipped: Catalog, clock: VirtualClock) -> None:
     await play(Runner(FakeDelivery(clock), clock), "stream", shipped)
-    # the first frame is due at once; then one sleep per later frame, and the trailing pause
-    assert clock.sleeps == pytest.approx([1000.2, 1000.4, 1000.6, 1000.6])
+    # the first frame is due at once; then one sleep per later frame (the run ends with
+    # the last one: no trailing pause to sleep for)
+    assert clock.sleeps == pytest.approx([1000.2, 1000.4, 1000.6])
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -986,13 +992,14 @@ async def test_an_answer_before_the_wait_is_kept_and_the_oldest_is_taken(
     assert not runner.receive(ClientFrame("b", msg("EVENT", "not awaited")))
     await advance(manual, 0.5)
     assert delivery.times == [1001.0]
-    # the runner reached the wait (due at 5) and took the oldest kept answer at once
-    assert run.waiting is None
     assert runner.receive(chat("c", "second"))
-    assert run.summary()["mailbox"] == {"kept": 2, "taken": 1, "unread": 1, "dropped": 0}
-    # what follows the wait is still due at 5
+    assert run.summary()["mailbox"] == {"kept": 2, "taken": 0, "unread": 2, "dropped": 0}
+    # the wait begins when it is due (at 5), takes the oldest kept answer at once, and
+    # what follows it is due at 5 too
     await advance(manual, 4)
     await settle()
+    assert run.waiting is None
+    assert run.summary()["mailbox"]["taken"] == 1
     assert delivery.sent[1] == Sent(1005.0, Endpoint.MESSAGES, msg("EVENT", "got first"), None)
     await asyncio.wait_for(run.wait(), timeout=5)
     assert run.state is RunState.FINISHED
@@ -1803,12 +1810,14 @@ async def test_a_waiting_run_publishes_what_it_waits_for(manual: ManualClock) ->
         "run.step",
         "frame.sent",
         "run.step",
+        "run.wait",
         "run.waiting",
+        "run.waited",
         "run.step",
         "frame.sent",
         "run.finished",
     ]
-    waiting = got[4]
+    waiting = got[5]
     assert waiting["waiting"] == "CHAT_INPUT from any client"
     assert (waiting["run_id"], waiting["scenario"]) == (run.id, "ask")
     assert [event["step"] for event in got if event["event"] == "run.step"] == ["0", "1", "2"]
@@ -2294,3 +2303,390 @@ async def test_one_connection_releases_every_run_waiting_for_it(manual: ManualCl
         "back-1",
         "back-1",
     ]
+
+
+# --- run control: pause, resume, step, speed ---------------------------------------------
+
+TICKS = """
+    steps:
+      - message: EVENT
+        text: t0
+        delay: 1
+      - message: EVENT
+        text: t1
+        delay: 1
+      - message: EVENT
+        text: t2
+        delay: 1
+      - message: EVENT
+        text: t3
+"""
+
+
+async def test_a_pause_shifts_every_later_frame_by_the_time_paused(manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    await advance(manual, 1.5)
+    assert runner.pause(run.id) is run
+    assert run.summary()["paused"] is True
+    await advance(manual, 10)
+    assert delivery.times == [1000.0, 1001.0]  # nothing went out while paused
+    assert run.summary()["paused_s"] == pytest.approx(10)
+    runner.resume(run.id)
+    await run_out(manual, run)
+    assert delivery.times == pytest.approx([1000.0, 1001.0, 1012.0, 1013.0])
+    assert run.max_lateness == 0.0
+    summary = run.summary()
+    assert (summary["paused"], summary["paused_s"]) == (False, pytest.approx(10))
+
+
+async def test_a_speed_change_rescales_the_gaps_left(manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    await advance(manual, 1.5)
+    runner.set_speed(run.id, 2.0)
+    assert run.summary()["speed"] == 2.0
+    await run_out(manual, run)
+    # run time 1.5 at clock 1001.5; the 0.5 and 1.5 run seconds left take half as long
+    assert delivery.times == pytest.approx([1000.0, 1001.0, 1001.75, 1002.25])
+    assert run.speed == 1.0  # the speed it started with: its offsets are measured at it
+
+
+async def test_speed_is_checked(manual: ManualClock) -> None:
+    runner = Runner(FakeDelivery(manual), manual)
+    catalog = scenarios({"ticks": TICKS})
+    run = runner.start("ticks", catalog)
+    for bad in (0, -1, 1e9, math.nan):
+        with pytest.raises(ValueError, match="speed must be"):
+            runner.set_speed(run.id, bad)
+    still = runner.start("ticks", catalog, speed=0)
+    with pytest.raises(RunControlRefused, match="speed 0"):
+        runner.set_speed(still.id, 2.0)
+    await run_out(manual, run)
+
+
+async def test_a_paused_runs_wait_does_not_time_out(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "ask": """
+                steps:
+                  - wait: CHAT_INPUT
+                    timeout: 5
+                    on_timeout: continue
+                  - message: EVENT
+                    text: gave up
+            """
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", catalog)
+    await advance(manual, 1)
+    runner.pause(run.id)
+    await advance(manual, 100)
+    assert run.waiting is not None  # its timeout stood still
+    runner.resume(run.id)
+    await advance(manual, 3.75)
+    assert run.waiting is not None
+    await run_out(manual, run)
+    assert delivery.times == pytest.approx([1105.0])
+
+
+async def test_an_answer_while_paused_ends_the_wait_and_the_run_holds(
+    manual: ManualClock,
+) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", scenarios({"ask": ASK}))
+    await advance(manual, 1)
+    runner.pause(run.id)
+    assert runner.receive(chat("b", "Ada"))
+    await advance(manual, 5)
+    assert run.waiting is None
+    assert len(delivery.sent) == 1  # the answer came; the next frame waits for the resume
+    runner.resume(run.id)
+    await run_out(manual, run)
+    assert delivery.times == pytest.approx([1000.0, 1006.0])
+
+
+async def test_steps_play_one_action_each_and_stay_paused(manual: ManualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe(["run.stepped", "run.paused"])
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual, feed=feed)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    runner.pause(run.id)
+    await advance(manual, 5)
+    assert delivery.sent == []
+    stepped = []
+    for _ in range(5):
+        same, done = await asyncio.wait_for(runner.step(run.id), timeout=5)
+        assert same is run
+        stepped.append(done)
+        await settle()
+    assert [(s["kind"], s["step"]) for s in stepped] == [
+        ("frame", "0"),
+        ("frame", "1"),
+        ("frame", "2"),
+        ("frame", "3"),
+        ("end", None),
+    ]
+    assert [s["offset"] for s in stepped[:4]] == [0.0, 1.0, 2.0, 3.0]
+    assert stepped[1]["endpoint"] == "/ws"
+    # each frame went out at once on its step, with the clock standing still
+    assert delivery.times == [1005.0] * 4
+    assert run.state is RunState.FINISHED
+    got = [await asyncio.wait_for(anext(events), timeout=5) for _ in range(5)]
+    assert kinds(got) == ["run.paused"] + ["run.stepped"] * 4
+    assert got[1]["stepped"]["kind"] == "frame"
+    assert got[1]["run"]["paused"] is True
+
+
+async def test_a_step_starts_and_stops_a_playing_run(manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    await advance(manual, 0.5)
+    _, done = await asyncio.wait_for(runner.step(run.id), timeout=5)
+    assert (done["kind"], done["step"]) == ("frame", "1")
+    assert run.summary()["paused"] is True
+    await advance(manual, 3)
+    assert delivery.times == [1000.0, 1000.5]
+    runner.resume(run.id)
+    # run time goes on from 1 (where the step put it): the next frame 1 s after the resume
+    await run_out(manual, run)
+    assert delivery.times == pytest.approx([1000.0, 1000.5, 1004.5, 1005.5])
+
+
+async def test_a_step_begins_a_wait_and_cannot_skip_it(manual: ManualClock) -> None:
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ask", scenarios({"ask": ASK}))
+    runner.pause(run.id)
+    _, first = await asyncio.wait_for(runner.step(run.id), timeout=5)
+    assert first["kind"] == "frame"
+    _, began = await asyncio.wait_for(runner.step(run.id), timeout=5)
+    assert (began["kind"], began["step"]) == ("wait", "1")
+    assert began["expects"]["message_type"] == "CHAT_INPUT"
+    with pytest.raises(RunControlRefused, match="waits for CHAT_INPUT from any client"):
+        await runner.step(run.id)
+    assert runner.receive(chat("b", "Ada"))
+    await settle()
+    _, last = await asyncio.wait_for(runner.step(run.id), timeout=5)
+    assert last["kind"] == "frame"
+    assert delivery.frames[-1] == msg("EVENT", "Hello Ada from b")
+
+
+async def test_a_step_plays_a_set_and_a_hangup(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "fault": """
+                steps:
+                  - sleep: 1
+                  - set: {phase: two}
+                  - sleep: 1
+                  - drop: all
+            """
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("fault", catalog)
+    runner.pause(run.id)
+    kinds_seen = []
+    while not run.done:
+        _, done = await asyncio.wait_for(runner.step(run.id), timeout=5)
+        kinds_seen.append(done["kind"])
+    assert kinds_seen == ["set", "drop", "end"]
+    assert runner.state.get("phase") == "two"
+    assert [hangup.abort for hangup in delivery.hangups] == [True, True]
+
+
+async def test_a_paused_run_can_be_cancelled(manual: ManualClock) -> None:
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    runner.pause(run.id)
+    step = asyncio.ensure_future(runner.step(run.id))
+    await settle()
+    runner.pause(run.id)
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.state is RunState.CANCELLED
+    assert run.summary()["paused"] is False  # an ended run is not paused
+    # the step had gone out already, or it is answered with the end
+    _, done = await asyncio.wait_for(step, timeout=5)
+    assert done["kind"] in ("frame", "end")
+
+
+async def test_an_ended_or_unknown_run_cannot_be_controlled(clock: VirtualClock) -> None:
+    runner = Runner(FakeDelivery(clock), clock)
+    run = await play(runner, "ticks", scenarios({"ticks": TICKS}))
+    for control in (runner.pause, runner.resume):
+        with pytest.raises(RunControlRefused, match="already ended"):
+            control(run.id)
+    with pytest.raises(RunControlRefused, match="already ended"):
+        runner.set_speed(run.id, 2)
+    with pytest.raises(RunControlRefused, match="already ended"):
+        await runner.step(run.id)
+    with pytest.raises(RunNotFound):
+        runner.pause("nope")
+
+
+async def test_control_events_carry_the_summary(manual: ManualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe(["run.paused", "run.resumed", "run.speed"])
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    runner.pause(run.id)
+    runner.pause(run.id)  # a no-op: no second event
+    runner.set_speed(run.id, 4)
+    runner.resume(run.id)
+    got = [await asyncio.wait_for(anext(events), timeout=5) for _ in range(3)]
+    assert kinds(got) == ["run.paused", "run.speed", "run.resumed"]
+    assert [event["run"]["paused"] for event in got] == [True, True, False]
+    assert got[1]["run"]["speed"] == 4
+    assert {event["run_id"] for event in got} == {run.id}
+    await run_out(manual, run)
+
+
+async def test_frame_events_carry_offset_at_and_lateness(manual: ManualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe(["frame.sent"])
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    await advance(manual, 1.5)
+    runner.pause(run.id)
+    await advance(manual, 7)
+    runner.resume(run.id)
+    await run_out(manual, run)
+    got = [await asyncio.wait_for(anext(events), timeout=5) for _ in range(4)]
+    assert [event["offset"] for event in got] == [0.0, 1.0, 2.0, 3.0]
+    # run time: the pause does not count, so each frame is on time in run time
+    assert [event["at"] for event in got] == [0.0, 1.0, 2.0, 3.0]
+    assert [event["lateness"] for event in got] == [0.0] * 4
+
+
+async def test_waits_publish_what_they_expect_and_how_they_ended(manual: ManualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe(["run.wait", "run.waited"])
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("ask", scenarios({"ask": ASK}))
+    await advance(manual, 2)
+    expects = run.summary()["expects"]
+    assert expects == [
+        {
+            "kind": "message",
+            "step": "1",
+            "message_type": "CHAT_INPUT",
+            "match": "^[A-Z]",
+            "fields": {},
+            "source": None,
+            "endpoint": "/ws",
+            "example": None,  # an empty message does not match ^[A-Z]
+            "since": 0.0,
+            "timeout_s": 30.0,
+        }
+    ]
+    assert runner.receive(chat("b", "Ada"))
+    await run_out(manual, run)
+    began, ended = [await asyncio.wait_for(anext(events), timeout=5) for _ in range(2)]
+    assert began["event"] == "run.wait"
+    assert (began["step"], began["offset"], began["expects"]) == ("1", 0.0, expects[0])
+    assert ended["event"] == "run.waited"
+    assert (ended["ended_by"], ended["client"]) == ("frame", "b")
+    assert ended["frame"] == msg("CHAT_INPUT", "Ada")
+    assert ended["offset"] == pytest.approx(2.0)
+    assert run.summary()["expects"] == []
+
+
+async def test_an_example_is_a_frame_the_wait_accepts(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "any": "steps:\n  - wait: CHAT_INPUT\n    timeout: 2\n    on_timeout: continue\n",
+            "reconnect": "steps:\n  - wait_connect: any\n    new: true\n    timeout: 2\n",
+        }
+    )
+    feed = Feed()
+    events = feed.subscribe(["run.waited"])
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("any", catalog)
+    other = runner.start("reconnect", catalog)
+    await advance(manual, 1)
+    example = run.summary()["expects"][0]["example"]
+    assert example == msg("CHAT_INPUT", "")
+    assert other.summary()["expects"] == [
+        {
+            "kind": "connect",
+            "step": "0",
+            "client": None,
+            "endpoint": None,
+            "new": True,
+            "since": 0.0,
+            "timeout_s": 2.0,
+        }
+    ]
+    await run_out(manual, run)
+    await run_out(manual, other)
+    ended = [await asyncio.wait_for(anext(events), timeout=5) for _ in range(2)]
+    assert sorted(event["ended_by"] for event in ended) == ["timeout", "timeout"]
+    assert other.state is RunState.FAILED  # on_timeout: fail by default
+
+
+async def test_a_cancelled_wait_says_so(manual: ManualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe(["run.waited"])
+    runner = Runner(FakeDelivery(manual), manual, feed=feed)
+    run = runner.start("ask", scenarios({"ask": ASK}))
+    await advance(manual, 1)
+    runner.cancel(run.id)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    ended = await asyncio.wait_for(anext(events), timeout=5)
+    assert ended["ended_by"] == "cancelled"
+
+
+async def test_hangups_are_published(clock: VirtualClock) -> None:
+    catalog = scenarios({"bye": "steps:\n  - disconnect: all\n    code: 4000\n    reason: bye\n"})
+    feed = Feed()
+    events = feed.subscribe(["run.hangup"])
+    runner = Runner(FakeDelivery(clock), clock, feed=feed)
+    run = await play(runner, "bye", catalog)
+    got = await asyncio.wait_for(anext(events), timeout=5)
+    assert got["run_id"] == run.id
+    assert (got["code"], got["reason"], got["drop"], got["step"]) == (4000, "bye", False, "0")
+    assert got["endpoints"] == ["/ws", "/ws/stream"]
+    assert got["clients"] == 2
+
+
+async def test_frames_are_exact_unless_the_plan_waits(clock: VirtualClock) -> None:
+    runner = Runner(FakeDelivery(clock), clock)
+    catalog = scenarios({"ticks": TICKS, "ask": ASK})
+    ticks = runner.start("ticks", catalog)
+    asked = runner.start("ask", catalog)
+    assert ticks.summary()["frames_exact"] is True
+    assert asked.summary()["frames_exact"] is False
+    runner.cancel(asked.id)
+    await asyncio.wait_for(ticks.wait(), timeout=5)
+
+
+async def test_steps_take_parallel_branches_in_time_order(manual: ManualClock) -> None:
+    catalog = scenarios(
+        {
+            "left": "steps:\n  - message: EVENT\n    text: L0\n    delay: 2\n"
+            "  - message: EVENT\n    text: L2\n",
+            "right": "steps:\n  - sleep: 1\n  - message: EVENT\n    text: R1\n    delay: 2\n"
+            "  - message: EVENT\n    text: R3\n",
+            "main": "steps:\n  - parallel: [left, right]\n",
+        }
+    )
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("main", catalog)
+    runner.pause(run.id)
+    offsets = []
+    while not run.done:
+        _, done = await asyncio.wait_for(runner.step(run.id), timeout=5)
+        offsets.append(done["offset"])
+    assert [json.loads(frame)["message"] for frame in delivery.frames] == ["L0", "R1", "L2", "R3"]
+    assert offsets == [0.0, 1.0, 2.0, 3.0, 3.0]

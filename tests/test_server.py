@@ -1300,3 +1300,133 @@ def test_reset_puts_the_declared_state_back(client: TestClient) -> None:
     assert client.put("/state", json={"paused": False, "extra": 1}).status_code == 200
     client.post("/reset")
     assert client.get("/state").json() == {"paused": True}
+
+
+# --- run control: pause, resume, step, speed ------------------------------------------------
+
+SLOW = """
+steps:
+  - message: EVENT
+    text: t0
+    delay: 60
+  - message: EVENT
+    text: t1
+    delay: 60
+  - message: EVENT
+    text: t2
+"""
+
+ASKING = """
+steps:
+  - message: CHAT_REQUESTED
+    text: Your name?
+  - wait: CHAT_INPUT
+    timeout: 60
+  - message: EVENT
+    text: "Hello {{ received.message }}"
+"""
+
+
+def started(client: TestClient, name: str, speed: float = 1.0) -> str:
+    answer = client.post(f"/trigger/{name}?wait=false&speed={speed}")
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["run_id"])
+
+
+def test_a_run_is_paused_stepped_sped_up_and_resumed(
+    client: TestClient, scenarios_dir: Path
+) -> None:
+    (scenarios_dir / "slow.yaml").write_text(SLOW)
+    with client.websocket_connect("/ws") as ws:
+        run_id = started(client, "slow")
+        assert json.loads(ws.receive_text())["message"] == "t0"
+        paused = client.post(f"/runs/{run_id}/pause")
+        assert paused.status_code == 200
+        assert (paused.json()["paused"], paused.json()["run_id"]) == (True, run_id)
+        assert client.post(f"/runs/{run_id}/pause").json()["paused"] is True  # no-op
+        stepped = client.post(f"/runs/{run_id}/step")
+        assert stepped.status_code == 200
+        body = stepped.json()
+        assert (body["stepped"]["kind"], body["stepped"]["step"]) == ("frame", "1")
+        assert body["stepped"]["offset"] == 60.0
+        assert body["paused"] is True
+        assert body["sent"] == 2
+        assert json.loads(ws.receive_text())["message"] == "t1"
+        assert client.post(f"/runs/{run_id}/speed?speed=2").json()["speed"] == 2.0
+        assert client.post(f"/runs/{run_id}/speed", json={"speed": 4}).json()["speed"] == 4.0
+        resumed = client.post(f"/runs/{run_id}/resume")
+        assert resumed.status_code == 200
+        summary = resumed.json()
+        assert summary["paused"] is False
+        assert summary["paused_s"] > 0
+        assert summary["frames_exact"] is True
+        assert summary["expects"] == []
+        assert client.delete(f"/runs/{run_id}").json()["state"] == "cancelled"
+    for action in ("pause", "resume", "step", "speed?speed=2"):
+        refused = client.post(f"/runs/{run_id}/{action}")
+        assert refused.status_code == 409, action
+        assert "already ended (cancelled)" in refused.json()["detail"]
+        assert client.post(f"/runs/nope/{action}").status_code == 404
+
+
+def test_a_bad_speed_is_422(client: TestClient, scenarios_dir: Path) -> None:
+    (scenarios_dir / "slow.yaml").write_text(SLOW)
+    run_id = started(client, "slow")
+    for query in ("?speed=0", "?speed=1000000", "?speed=-1", "?speed=fast", ""):
+        answer = client.post(f"/runs/{run_id}/speed{query}")
+        assert answer.status_code == 422, query
+    assert "give the new speed" in client.post(f"/runs/{run_id}/speed").json()["detail"]
+    assert client.post(f"/runs/{run_id}/speed", json={"pace": 2}).status_code == 422
+    assert client.get(f"/runs/{run_id}").json()["speed"] == 1.0
+    client.delete(f"/runs/{run_id}")
+
+
+def test_a_run_at_speed_0_has_no_speed_to_change(client: TestClient, scenarios_dir: Path) -> None:
+    (scenarios_dir / "asking.yaml").write_text(ASKING)
+    run_id = started(client, "asking", speed=0)
+    answer = client.post(f"/runs/{run_id}/speed?speed=2")
+    assert answer.status_code == 409
+    assert "speed 0" in answer.json()["detail"]
+    client.delete(f"/runs/{run_id}")
+
+
+def test_a_step_cannot_skip_a_wait(client: TestClient, scenarios_dir: Path) -> None:
+    (scenarios_dir / "asking.yaml").write_text(ASKING)
+    with client.websocket_connect("/ws") as ws:
+        run_id = started(client, "asking")
+        ws.receive_text()
+        deadline = time.monotonic() + 10
+        while not client.get(f"/runs/{run_id}").json()["expects"]:
+            assert time.monotonic() < deadline, "the run never began its wait"
+            time.sleep(0.01)
+        expects = client.get(f"/runs/{run_id}").json()["expects"]
+        assert expects[0]["message_type"] == "CHAT_INPUT"
+        assert expects[0]["example"] == '{"message_type":"CHAT_INPUT","message":""}'
+        assert client.get(f"/runs/{run_id}").json()["frames_exact"] is False
+        refused = client.post(f"/runs/{run_id}/step")
+        assert refused.status_code == 409
+        assert "waits for CHAT_INPUT from any client" in refused.json()["detail"]
+        assert client.get(f"/runs/{run_id}").json()["paused"] is False
+        # paused, the run takes the answer and holds before what follows it
+        assert client.post(f"/runs/{run_id}/pause").status_code == 200
+        ws.send_text(expects[0]["example"])
+        while client.get(f"/runs/{run_id}").json()["expects"]:
+            assert time.monotonic() < deadline, "the answer never ended the wait"
+            time.sleep(0.01)
+        assert client.get(f"/runs/{run_id}").json()["sent"] == 1
+        stepped = client.post(f"/runs/{run_id}/step").json()["stepped"]
+        assert stepped["kind"] == "frame"
+        assert json.loads(ws.receive_text())["message"] == "Hello "
+        ended = client.post(f"/runs/{run_id}/step").json()
+        assert (ended["stepped"]["kind"], ended["state"]) == ("end", "finished")
+
+
+def test_control_routes_need_the_token(scenarios_dir: Path) -> None:
+    settings = Settings(scenarios=scenarios_dir, isolated=True, token="s3cret")
+    with LocalClient(create_app(settings)) as client:
+        for action in ("pause", "resume", "step", "speed?speed=2"):
+            assert client.post(f"/runs/nope/{action}").status_code == 401
+            allowed = client.post(
+                f"/runs/nope/{action}", headers={"Authorization": "Bearer s3cret"}
+            )
+            assert allowed.status_code == 404

@@ -64,10 +64,12 @@ async def _record(
     failed: list[str] = []
 
     def ready(bound_host: str, bound_port: int) -> None:
-        _announce(proxy, console, bound_host, bound_port)
+        # The file first: whoever reads the address line may then read the file too.
         if ready_file is not None and not _write_ready_file(ready_file, bound_host, bound_port):
             failed.append(str(ready_file))
             stop.set()
+            return
+        _announce(proxy, console, bound_host, bound_port)
         tasks.append(asyncio.create_task(console.run()))
 
     try:

@@ -343,6 +343,9 @@ class LiveSession:
                 clients=int(taken),
                 binary=binary,
                 frame=frame.hex() if isinstance(frame, bytes) else frame,
+                offset=None,  # no run: no planned time
+                at=None,
+                lateness=None,
                 upstream=True,
             )
         return taken
