@@ -892,79 +892,45 @@ def test_a_run_that_waits_never_shows_sent_over_planned(page: Page, served: Live
     ]
 
 
-class ControlRoutes:
-    """The contract's control routes (branch `control`) played by the test: the page's
-    requests are answered here, and GET /runs says what they changed."""
-
-    def __init__(self, page: Page) -> None:
-        self.calls: list[str] = []
-        self.paused = False
-        self.speed = 1.0
-        page.route(re.compile(r".*/runs/[0-9a-f]+/(pause|resume|step|speed)(\?.*)?$"), self.control)
-        page.route(re.compile(r".*/runs$"), self.runs)
-
-    def patch(self, run: dict[str, Any]) -> dict[str, Any]:
-        if run["state"] == "running":
-            run.update(paused=self.paused, paused_s=0.0, speed=self.speed, frames_exact=True)
-        return run
-
-    def runs(self, route: Any) -> None:
-        answer = route.fetch()
-        listing = answer.json()
-        listing["runs"] = [self.patch(run) for run in listing["runs"]]
-        route.fulfill(response=answer, json=listing)
-
-    def control(self, route: Any) -> None:
-        url = route.request.url
-        action = url.split("/runs/", 1)[1].split("/", 1)[1]
-        self.calls.append(f"{route.request.method} {action}")
-        run_id = url.split("/runs/", 1)[1].split("/", 1)[0]
-        if action.startswith("pause") or action.startswith("step"):
-            self.paused = True
-        elif action.startswith("resume"):
-            self.paused = False
-        elif action.startswith("speed"):
-            self.speed = float(action.split("speed=", 1)[1])
-        summary = {"run_id": run_id, "state": "running", "paused": self.paused, "speed": self.speed}
-        if action.startswith("step"):
-            summary["stepped"] = {"kind": "frame", "step": "2"}
-        route.fulfill(json=summary)
-
-
 def test_a_running_run_can_be_paused_stepped_sped_up_and_resumed(
     page: Page, served: LiveServer
 ) -> None:
-    routes = ControlRoutes(page)
-    post(served, "/trigger/long?wait=false")
-    run = page.locator('#runs [data-run][data-state="running"]')
+    run_id = post(served, "/trigger/long?wait=false")["run_id"]
+    run = page.locator(f'#runs [data-run="{run_id}"]')
+    expect(run.locator(".frames")).to_have_text("1/2 frames")
     expect(run).to_have_attribute("data-paused", "false")
-    run.get_by_role("button", name=re.compile("^Pause run")).click()
+    run.get_by_role("button", name=f"Pause run {run_id}").click()
     expect(run).to_have_attribute("data-paused", "true")
     expect(run.locator(".state")).to_have_text("paused")
-    resume = run.get_by_role("button", name=re.compile("^Resume run"))
-    expect(resume).to_be_visible()
-    run.get_by_role("button", name=re.compile("^Step run")).click()
+    assert get_json(served, f"/runs/{run_id}")["paused"] is True
+    expect(page.locator("#summary")).to_contain_text("1 running · 1 paused")
+    # Step: the frame after the 60 s sleep goes out now, and the run stays paused.
+    run.get_by_role("button", name=f"Step run {run_id}").click()
     expect(run.locator(".stepped")).to_have_text(
         "Stepped: a frame went out (step 2); paused again."
     )
+    expect(page.locator("#log")).to_contain_text("never")
+    expect(run.locator(".frames")).to_have_text("2/2 frames")
+    expect(run).to_have_attribute("data-paused", "true")
     run.locator('select[data-control="speed"]').select_option("2")
     expect(run.locator(".by")).to_contain_text("speed 2")
-    resume.click()
-    expect(run).to_have_attribute("data-paused", "false")
-    expect(page.locator("#summary")).to_contain_text("1 running")
-    assert routes.calls == ["POST pause", "POST step", "POST speed?speed=2", "POST resume"]
-    run.get_by_role("button", name=re.compile("^Cancel run")).click()  # the real route
-    expect(page.locator("#runs [data-run]").first).to_have_attribute("data-state", "cancelled")
+    assert get_json(served, f"/runs/{run_id}")["speed"] == 2
+    run.get_by_role("button", name=f"Resume run {run_id}").click()
+    expect(run).to_have_attribute("data-state", "finished")  # nothing was left to play
 
 
 def test_a_control_the_server_refuses_says_why(page: Page, served: LiveServer) -> None:
-    page.route(
-        re.compile(r".*/runs/[0-9a-f]+/pause$"),
-        lambda route: route.fulfill(status=409, json={"detail": "run abc has already ended"}),
-    )
-    post(served, "/trigger/long?wait=false")
-    page.locator("#runs [data-run]").first.get_by_role("button", name=re.compile("^Pause")).click()
-    expect(page.locator("#run-message")).to_contain_text("run abc has already ended")
+    with connect(served.ws_url + "/ws?client_id=ui"):
+        run_id = post(served, "/trigger/chat?speed=0&wait=false")["run_id"]
+        run = page.locator(f'#runs [data-run="{run_id}"]')
+        expect(run.locator(".waiting")).to_contain_text("CHAT_INPUT")
+        run.get_by_role("button", name=f"Step run {run_id}").click()
+        expect(page.locator("#run-message")).to_contain_text(
+            f"Could not step run {run_id}: run {run_id}: it waits for CHAT_INPUT from any "
+            "client: a step cannot skip a wait"
+        )
+        run.get_by_role("button", name=f"Cancel run {run_id}").click()
+        expect(run).to_have_attribute("data-state", "cancelled")
 
 
 def test_the_timeline_shows_a_run_s_frames_in_lanes_and_one_whole_on_a_click(
@@ -987,6 +953,32 @@ def test_the_timeline_shows_a_run_s_frames_in_lanes_and_one_whole_on_a_click(
         frames.first.focus()
         page.keyboard.press("Enter")
         expect(page.locator("#timeline-detail-text")).to_contain_text("Test chat request")
+
+
+def test_the_timeline_of_a_run_shows_its_planned_times_its_wait_and_its_drop(
+    page: Page, served: LiveServer
+) -> None:
+    with connect(served.ws_url + "/ws?client_id=ui") as client:
+        post(served, "/trigger/chat?speed=10&wait=false")
+        wait = page.locator("#timeline .wait-mark")
+        expect(wait).to_have_attribute("aria-label", re.compile(r"for CHAT_INPUT, .*still waiting"))
+        # Each frame sent against its planned time; what comes next, from the plan.
+        expect(page.locator("#timeline .mark.frame circle.planned")).to_have_count(2)
+        expect(page.locator("#timeline circle.ghost").first).to_be_attached()
+        client.send('{"message_type": "CHAT_INPUT", "message": "go"}')
+        expect(wait).to_have_attribute("aria-label", re.compile(r"answered by ui at \d"))
+        wait.click()
+        expect(page.locator("#timeline-detail-text")).to_contain_text('"message": "go"')
+        expect(page.locator("#runs [data-run]").first).to_have_attribute("data-state", "finished")
+        post(served, "/trigger/crash?speed=10&wait=false")  # the newest run is shown
+        drop = page.locator("#timeline .hangup-mark")
+        expect(drop).to_have_attribute(
+            "aria-label", re.compile(r"^drop \(no close frame\) of /ws, /ws/stream at")
+        )
+        expect(page.locator('#log li[data-event="drop"]')).to_contain_text(
+            "dropped by the server (dropped on purpose): no close frame"
+        )
+        expect(page.locator('#log li[data-event="hangup"]')).to_contain_text("step 1: drop")
 
 
 def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page) -> None:

@@ -193,7 +193,9 @@ const stepped = new Map();
 async function loadRuns() {
   const { runs } = await api("GET", "/runs");
   runList = runs;
-  for (const run of runs) noteSummary(run);
+  // Runs the feed has not told of (the page opened while they played); the feed's own
+  // run events keep the others' pause and speed in step with their run time.
+  for (const run of runs) if (!(runRecords.get(run.run_id) || {}).anchor) noteSummary(run);
   const shown = runs.slice(0, 30);
   keepingFocus($("#runs"), () => $("#runs").replaceChildren(...shown.map(runItem)));
   $("#no-runs").hidden = runs.length > 0;
@@ -271,10 +273,11 @@ function controlButton(run, action, label, extra = {}) {
 }
 
 function runControls(run) {
+  // A run started at speed 0 has no pauses to scale (it can still be paused and stepped).
   const pausable = run.speed !== 0;
   const group = element("div", { class: "controls", role: "group", "aria-label": `Control run ${run.run_id}` },
-    run.paused ? controlButton(run, "resume", "Resume") : controlButton(run, "pause", "Pause", { disabled: !pausable }),
-    controlButton(run, "step", "Step", { disabled: !pausable }));
+    run.paused ? controlButton(run, "resume", "Resume") : controlButton(run, "pause", "Pause"),
+    controlButton(run, "step", "Step"));
   const choices = [...new Set([...SPEEDS, run.speed ?? 1])].sort((a, b) => a - b);
   const select = element("select", {
     "data-control": "speed", "data-focus": `speed/${run.run_id}`, disabled: !pausable,
@@ -297,7 +300,6 @@ async function control(id, action, widget, value) {
     else {
       const answer = await api("POST", `/runs/${id}/${action}`);
       if (action === "step") stepped.set(id, steppedText(answer.stepped));
-      if (answer.run_id) noteSummary(answer);
     }
   } catch (problem) {
     message.textContent = `Could not ${action} run ${id}: ${problem.message}`;

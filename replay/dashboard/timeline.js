@@ -33,7 +33,7 @@ function runRecord(id, scenario) {
   if (!record) {
     record = {
       id, scenario, summary: null, startedAt: null, startSpeed: null, frames: [], waits: [],
-      hangups: [], pausedAt: null,
+      hangups: [], anchor: null,
     };
     runRecords.set(id, record);
     while (runRecords.size > MAX_RUN_RECORDS) runRecords.delete(runRecords.keys().next().value);
@@ -41,17 +41,28 @@ function runRecord(id, scenario) {
   return record;
 }
 
-// Run time (seconds since the run started, pauses excluded) of an event without one.
+// A run's run time (seconds since it started, pauses excluded, at its start speed) at a
+// moment (epoch seconds): from the last moment the feed told it (a frame's `at`, a wait's
+// or hangup's `offset`, a step's), moving at the run's speed over its start speed, and
+// standing still while it is paused. Before any, from its start.
 function runTime(record, epoch) {
-  if (record.startedAt === null) record.startedAt = epoch;
-  const paused = (record.summary && record.summary.paused_s) || 0;
-  return Math.max(0, epoch - record.startedAt - paused);
+  const summary = record.summary || {};
+  const anchor = record.anchor;
+  if (!anchor) {
+    if (record.startedAt === null) record.startedAt = epoch;
+    return Math.max(0, epoch - record.startedAt - (summary.paused_s || 0));
+  }
+  if (summary.paused) return anchor.runTime;
+  const rate = record.startSpeed > 0 && summary.speed > 0 ? summary.speed / record.startSpeed : 1;
+  return anchor.runTime + Math.max(0, epoch - anchor.wall) * rate;
 }
 
-function noteSummary(summary, time) {
+function anchor(record, runTime, epoch) {
+  if (typeof runTime === "number" && typeof epoch === "number") record.anchor = { runTime, wall: epoch };
+}
+
+function noteSummary(summary) {
   const record = runRecord(summary.run_id, summary.scenario);
-  if (record.summary && record.summary.paused === false && summary.paused) record.pausedAt = time;
-  if (!summary.paused) record.pausedAt = null;
   record.summary = summary;
   if (summary.started_at) record.startedAt = summary.started_at;
   if (record.startSpeed === null && typeof summary.speed === "number") record.startSpeed = summary.speed;
@@ -62,7 +73,14 @@ function noteSummary(summary, time) {
 function timelineEvent(event) {
   if (typeof event.time === "number") skew = event.time - Date.now() / 1000;
   const kind = event.event;
-  if (event.run && event.run.run_id) noteSummary(event.run, event.time);
+  if (event.run && event.run.run_id) {
+    // Pausing, resuming and a new speed change how run time moves from then on.
+    const known = runRecords.get(event.run_id);
+    const before = known && known.summary && known.anchor ? runTime(known, event.time) : null;
+    const record = noteSummary(event.run);
+    if (before !== null) anchor(record, before, event.time);
+    if (event.stepped) anchor(record, event.stepped.offset, event.time);
+  }
   if (kind === "run.started") {
     const record = runRecord(event.run_id, event.scenario);
     if (!shownPinned) showRun(record.id);
@@ -70,6 +88,7 @@ function timelineEvent(event) {
   } else if (kind === "frame.sent" && event.run_id) {
     const record = runRecord(event.run_id, event.scenario);
     const at = typeof event.at === "number" ? event.at : runTime(record, event.time);
+    anchor(record, event.at, event.time);
     record.frames.push({
       at, offset: typeof event.offset === "number" ? event.offset : null,
       lateness: typeof event.lateness === "number" ? event.lateness : null,
@@ -79,6 +98,7 @@ function timelineEvent(event) {
     if (record.frames.length > MAX_MARKS * 2) record.frames.splice(0, MAX_MARKS);
   } else if (kind === "run.wait") {
     const record = runRecord(event.run_id, event.scenario);
+    anchor(record, event.offset, event.time);
     record.waits.push({
       step: event.step, start: event.offset ?? runTime(record, event.time), end: null,
       expects: event.expects || null,
@@ -88,6 +108,7 @@ function timelineEvent(event) {
     const open = [...record.waits].reverse().find((wait) => wait.end === null && wait.step === event.step)
       || [...record.waits].reverse().find((wait) => wait.end === null);
     const end = event.offset ?? runTime(record, event.time);
+    anchor(record, event.offset, event.time);
     const ended = { end, ended_by: event.ended_by, client: event.client, frame: event.frame };
     if (open) Object.assign(open, ended);
     else record.waits.push({ step: event.step, start: end, expects: null, ...ended });
@@ -103,6 +124,7 @@ function timelineEvent(event) {
     }
   } else if (kind === "run.hangup") {
     const record = runRecord(event.run_id, event.scenario);
+    anchor(record, event.offset, event.time);
     record.hangups.push({
       at: event.offset ?? runTime(record, event.time), endpoints: event.endpoints || [], to: event.to,
       code: event.code, reason: event.reason, drop: event.drop, clients: event.clients, step: event.step,
@@ -159,8 +181,7 @@ function scheduleTimeline() {
 function runNow(record) {
   const summary = record.summary;
   if (!summary || summary.state !== "running" || record.startedAt === null) return null;
-  const at = summary.paused && record.pausedAt ? record.pausedAt : serverNow();
-  return Math.max(0, at - record.startedAt - (summary.paused_s || 0));
+  return runTime(record, serverNow());
 }
 
 function laneOf(endpoint, to) {
@@ -243,7 +264,7 @@ function renderTimeline() {
   // Waits: spans from when they began to what ended them (or to now).
   for (const wait of record.waits) root.append(waitMark(wait, x, y(waitLane), now));
   for (const hangup of record.hangups) {
-    for (const endpoint of hangup.endpoints) root.append(hangupMark(hangup, x, y(lanes.indexOf(laneOf(endpoint, hangup.to)))));
+    root.append(hangupMark(hangup, x, hangup.endpoints.map((endpoint) => y(lanes.indexOf(laneOf(endpoint, hangup.to))))));
   }
   for (const cue of upcoming) {
     root.append(svg("circle", { class: "planned ghost", cx: x(cue.at), cy: y(lanes.indexOf(laneOf(cue.endpoint, cue.to))), r: 4 },
@@ -326,14 +347,17 @@ function waitMark(wait, x, cy, now) {
   return group;
 }
 
-function hangupMark(hangup, x, cy) {
+// One mark per disconnect or drop: a bar on each lane it cut.
+function hangupMark(hangup, x, lanes) {
   const what = hangup.drop ? "drop (no close frame)" : `disconnect ${hangup.code ?? ""}${hangup.reason ? ` (${hangup.reason})` : ""}`;
   const label = `${what} of ${hangup.endpoints.join(", ")} at ${hangup.at.toFixed(3)} s, ${plural(hangup.clients ?? 0, "client")}`;
   const id = `hangup-${hangup.step}-${hangup.at}`;
   const group = svg("g", { class: "mark hangup-mark", tabindex: "0", role: "button", "aria-label": label, "data-mark": id },
-    svg("title", { text: label }),
-    svg("line", { class: "hangup", x1: x(hangup.at), x2: x(hangup.at), y1: cy - 11, y2: cy + 11 }),
-    svg("rect", { x: x(hangup.at) - 5, y: cy - 11, width: 10, height: 22, fill: "transparent" }));
+    svg("title", { text: label }));
+  for (const cy of lanes) {
+    group.append(svg("line", { class: "hangup", x1: x(hangup.at), x2: x(hangup.at), y1: cy - 11, y2: cy + 11 }),
+      svg("rect", { x: x(hangup.at) - 5, y: cy - 11, width: 10, height: 22, fill: "transparent" }));
+  }
   activate(group, id, label, JSON.stringify(hangup, null, 2));
   return group;
 }
