@@ -170,11 +170,19 @@ function showRun(id, pinned = false) {
   scheduleTimeline();
 }
 
+// Drawn again at most five times a second (a busy run sends hundreds of frames a second,
+// and each drawing is of all its marks).
+const TIMELINE_EVERY = 200; // ms
 let timelineQueued = false;
+let timelineDrawn = 0;
 function scheduleTimeline() {
   if (timelineQueued) return;
   timelineQueued = true;
-  requestAnimationFrame(() => { timelineQueued = false; renderTimeline(); });
+  setTimeout(() => requestAnimationFrame(() => {
+    timelineQueued = false;
+    timelineDrawn = Date.now();
+    renderTimeline();
+  }), Math.max(0, timelineDrawn + TIMELINE_EVERY - Date.now()));
 }
 
 // The run's "now" in run time while it plays (null once it has ended).
