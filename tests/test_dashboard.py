@@ -963,7 +963,8 @@ def test_the_timeline_of_a_run_shows_its_planned_times_its_wait_and_its_drop(
         wait = page.locator("#timeline .wait-mark")
         expect(wait).to_have_attribute("aria-label", re.compile(r"for CHAT_INPUT, .*still waiting"))
         # Each frame sent against its planned time; what comes next, from the plan.
-        expect(page.locator("#timeline .mark.frame circle.planned")).to_have_count(2)
+        expect(page.locator('#timeline .mark.frame[aria-label*=", planned "]')).to_have_count(2)
+        expect(page.locator("#timeline-stats")).to_contain_text("2 frames sent · ")
         expect(page.locator("#timeline circle.ghost").first).to_be_attached()
         client.send('{"message_type": "CHAT_INPUT", "message": "go"}')
         expect(wait).to_have_attribute("aria-label", re.compile(r"answered by ui at \d"))
@@ -982,29 +983,33 @@ def test_the_timeline_of_a_run_shows_its_planned_times_its_wait_and_its_drop(
 
 
 def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page) -> None:
-    # The contract's events (branch `control`): frame.sent's offset, at and lateness;
-    # run.wait and run.waited; run.hangup.
+    # The feed's events, as a run of a scenario the server does not have (no plan to draw)
+    # would send them: frame.sent's offset, at and lateness; run.wait and run.waited;
+    # run.hangup.
     page.evaluate(
         """() => {
           const time = Date.now() / 1000;
-          const run = {run_id: "feed0001", scenario: "chat", state: "running", speed: 1,
+          const run = {run_id: "feed0001", scenario: "on-paper", state: "running", speed: 1,
                        started_at: time - 3, sent: 2, frames: 5, paused: false, paused_s: 0};
           const sent = (step, offset, at, to) => handleEvent({event: "frame.sent", time,
-            run_id: "feed0001", scenario: "chat", step, endpoint: "/ws", to, clients: 1,
+            run_id: "feed0001", scenario: "on-paper", step, endpoint: "/ws", to, clients: 1,
             binary: false, frame: '{"message_type": "EVENT", "message": "x"}', offset, at,
             lateness: at - offset});
           handleEvent({event: "run.started", time: time - 3, run_id: "feed0001",
-                       scenario: "chat", run});
+                       scenario: "on-paper", run});
           sent("1", 0, 0.001, null);
           sent("2", 0.3, 0.45, "ui");
-          handleEvent({event: "run.wait", time, run_id: "feed0001", scenario: "chat", step: "3",
+          handleEvent({event: "run.wait", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "3",
                        offset: 0.45, expects: {kind: "message", step: "3",
                        message_type: "CHAT_INPUT", source: null, endpoint: "/ws",
                        timeout_s: 300}});
-          handleEvent({event: "run.waited", time, run_id: "feed0001", scenario: "chat", step: "3",
+          handleEvent({event: "run.waited", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "3",
                        offset: 1.2, ended_by: "frame", client: "ui",
                        frame: '{"message_type": "CHAT_INPUT", "message": "go"}'});
-          handleEvent({event: "run.hangup", time, run_id: "feed0001", scenario: "chat", step: "4",
+          handleEvent({event: "run.hangup", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "4",
                        offset: 1.5, endpoints: ["/ws"], to: null, code: 1001, reason: "bye",
                        drop: false, clients: 1});
           showRun("feed0001", true);

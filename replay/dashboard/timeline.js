@@ -235,6 +235,7 @@ function renderTimeline() {
       `frame${upcoming.length === 1 ? "" : "s"} to come` : "",
   ].filter(Boolean).join(" · ");
 
+  $("#timeline-stats").textContent = runStats(record, frames, upcoming);
   const lanes = [];
   const lane = (name) => { if (!lanes.includes(name)) lanes.push(name); return lanes.indexOf(name); };
   for (const frame of frames) lane(laneOf(frame.endpoint, frame.to));
@@ -298,6 +299,27 @@ function renderTimeline() {
   }
 }
 
+// The run at a glance: how late its frames went, how long it waited, how long it was paused.
+function runStats(record, frames, upcoming) {
+  const summary = record.summary || {};
+  const lateness = frames.map(lateOf).filter((late) => late !== null);
+  const parts = [plural(frames.length, "frame") + " sent"];
+  if (upcoming.length) parts.push(`${upcoming.length}${upcoming.length === MAX_GHOSTS ? "+" : ""} planned to come`);
+  if (lateness.length) {
+    const mean = lateness.reduce((sum, late) => sum + late, 0) / lateness.length;
+    const late = lateness.filter((value) => value >= LATE).length;
+    parts.push(`lateness: mean ${ms(mean)}, max ${ms(Math.max(...lateness))}, ${late} over ${ms(LATE)}`);
+  }
+  if (record.waits.length) {
+    const waited = record.waits.reduce((sum, wait) => sum + ((wait.end ?? runNow(record) ?? wait.start) - wait.start), 0);
+    parts.push(`${plural(record.waits.length, "wait")}, ${waited.toFixed(2)} s waiting`);
+  }
+  const hangups = record.hangups.length;
+  if (hangups) parts.push(`${hangups} ${hangups === 1 ? "disconnect or drop" : "disconnects or drops"}`);
+  if (summary.paused_s) parts.push(`paused ${summary.paused_s.toFixed(2)} s`);
+  return parts.join(" · ");
+}
+
 function ms(value) {
   return `${Math.round(value * 1000)} ms`;
 }
@@ -323,9 +345,11 @@ function frameMark(record, frame, index, x, cy) {
     class: `mark frame${late !== null && late >= LATE ? " late" : ""}`, tabindex: "0", role: "button",
     "aria-label": `Frame ${label}`, "data-mark": id, "data-step": frame.step,
   }, svg("title", { text: label }));
-  if (frame.offset !== null) {
-    if (late !== null && late >= LATE) group.append(svg("line", { class: "late-line", x1: x(frame.offset), x2: x(frame.at), y1: cy, y2: cy }));
-    group.append(svg("circle", { class: "planned", cx: x(frame.offset), cy, r: 5 }));
+  // A late frame: where it was planned (a dashed ring) and how late it went (a red line).
+  // One on time is a dot alone: a ring around each would only blur them.
+  if (frame.offset !== null && late !== null && late >= LATE) {
+    group.append(svg("line", { class: "late-line", x1: x(frame.offset), x2: x(frame.at), y1: cy, y2: cy }),
+      svg("circle", { class: "planned", cx: x(frame.offset), cy, r: 5 }));
   }
   group.append(svg("circle", { class: "sent", cx: x(frame.at), cy, r: 4 }));
   activate(group, id, `Frame · ${sentFrameText(frame, late)}`, frame.binary ? frame.frame : pretty(frame.frame));
