@@ -902,6 +902,8 @@ def test_a_running_run_can_be_paused_stepped_sped_up_and_resumed(
     run.get_by_role("button", name=f"Pause run {run_id}").click()
     expect(run).to_have_attribute("data-paused", "true")
     expect(run.locator(".state")).to_have_text("paused")
+    # The keyboard stays where it was: on the same button, now Resume.
+    expect(run.get_by_role("button", name=f"Resume run {run_id}")).to_be_focused()
     assert get_json(served, f"/runs/{run_id}")["paused"] is True
     expect(page.locator("#summary")).to_contain_text("1 running · 1 paused")
     # Step: the frame after the 60 s sleep goes out now, and the run stays paused.

@@ -264,8 +264,10 @@ function waitingLine(run) {
 }
 
 function controlButton(run, action, label, extra = {}) {
+  // Pause and Resume are one place for the keyboard: the focus stays as one becomes the other.
+  const place = action === "pause" || action === "resume" ? "pause-resume" : action;
   const button = element("button", {
-    type: "button", text: label, "data-control": action, "data-focus": `${action}/${run.run_id}`,
+    type: "button", text: label, "data-control": action, "data-focus": `${place}/${run.run_id}`,
     "aria-label": `${label} run ${run.run_id}`, ...extra,
   });
   button.addEventListener("click", () => control(run.run_id, action, button));
@@ -290,10 +292,16 @@ function runControls(run) {
 }
 
 // Pause, resume, step, speed and cancel (the contract's control routes).
+// One control at a time per run. The widget is not disabled meanwhile: a disabled
+// button loses the keyboard's focus, which must stay on it.
+const controlling = new Set();
+
 async function control(id, action, widget, value) {
+  if (controlling.has(id)) return;
+  controlling.add(id);
   const message = $("#run-message");
   message.hidden = true;
-  widget.disabled = true;
+  widget.setAttribute("aria-busy", "true");
   try {
     if (action === "cancel") await api("DELETE", `/runs/${id}`);
     else if (action === "speed") await api("POST", `/runs/${id}/speed?speed=${encodeURIComponent(value)}`);
@@ -305,7 +313,8 @@ async function control(id, action, widget, value) {
     message.textContent = `Could not ${action} run ${id}: ${problem.message}`;
     message.hidden = false;
   }
-  widget.disabled = false;
+  controlling.delete(id);
+  widget.removeAttribute("aria-busy");
   refreshRuns();
 }
 
