@@ -329,15 +329,6 @@ def get_json(served: LiveServer, path: str) -> Any:
         return json.loads(answer.read())
 
 
-def test_the_token_form_stays_hidden_when_no_token_is_needed(page: Page) -> None:
-    # Its "filters" class lays it out as a flex box, which must not override "hidden".
-    expect(page.locator("#token-form")).to_be_hidden()
-    # The shipped folder declares Schwarm P5's control routes.
-    open_tab(page, "HTTP routes and state")
-    expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
-    expect(page.locator("#no-routes")).to_be_hidden()
-
-
 # --- the protocol panel --------------------------------------------------------------------
 
 PRICE_FEED = Path(__file__).resolve().parent.parent / "examples" / "price-feed"
@@ -707,9 +698,14 @@ def test_every_panel_holds_its_content_at_every_width(
 
 
 def test_nothing_hidden_is_shown(page: Page, served: LiveServer) -> None:
-    # A class that lays an element out (the token form's flex box) must not undo `hidden`.
+    # A class that lays an element out (the token form's flex box) must not undo `hidden`:
+    # a server started without a token said it was started with one.
     expect(page.locator("#token-form")).to_be_hidden()
     expect(page.get_by_text("The server was started with --token")).to_be_hidden()
+    # The shipped folder declares Schwarm P5's control routes.
+    open_tab(page, "HTTP routes and state")
+    expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
+    expect(page.locator("#no-routes")).to_be_hidden()
     post(served, "/trigger/messages?speed=0")
     expect(page.locator("#log")).to_contain_text("System paused")
     shown = page.evaluate(
@@ -781,34 +777,6 @@ def test_the_log_shows_milliseconds_sizes_and_connections(page: Page, served: Li
     page.locator("#filter-direction").select_option("")
     page.locator("#filter-text").fill("/HEL+O/")
     expect(page.locator("#log li:not([hidden])")).to_have_count(1)
-
-
-def test_the_log_has_a_line_for_a_drop_and_a_close_code(page: Page) -> None:
-    # The contract's client.disconnected: code (null when the TCP connection was lost)
-    # and dropped; run.hangup for a run's disconnect or drop step.
-    page.evaluate(
-        """() => {
-          const time = Date.now() / 1000;
-          handleEvent({event: "client.disconnected", time, client: "c1", endpoint: "/ws",
-                       clients: 1, reason: null, code: 4001, dropped: false});
-          handleEvent({event: "client.disconnected", time, client: "c2", endpoint: "/ws",
-                       clients: 0, reason: "send queue full", code: null, dropped: true});
-          handleEvent({event: "run.hangup", time, run_id: "r1", scenario: "crash", step: "2",
-                       offset: 1.5, endpoints: ["/ws", "/ws/stream"], to: null, code: 1006,
-                       reason: "", drop: true, clients: 2});
-        }"""
-    )
-    expect(page.locator('#log li[data-event="disconnect"] .frame')).to_have_text(
-        "closed 4001 · 1 client left on /ws"
-    )
-    expect(page.locator('#log li[data-event="drop"] .frame')).to_have_text(
-        "dropped by the server (send queue full): no close frame · 0 clients left on /ws"
-    )
-    expect(page.locator('#log li[data-event="hangup"] .frame')).to_have_text(
-        "run r1 step 2: drop · 2 clients"
-    )
-    page.locator("#filter-endpoint").select_option("/ws/stream")
-    expect(page.locator("#log li:not([hidden])")).to_have_count(1)  # the hangup's endpoints
 
 
 CUT_STREAM = """
@@ -984,7 +952,7 @@ def test_the_timeline_of_a_run_shows_its_planned_times_its_wait_and_its_drop(
         expect(page.locator('#log li[data-event="hangup"]')).to_contain_text("step 1: drop")
 
 
-def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page) -> None:
+def test_the_timeline_and_log_show_lateness_waits_hangups_drops_and_close_codes(page: Page) -> None:
     # The feed's events, as a run of a scenario the server does not have (no plan to draw)
     # would send them: frame.sent's offset, at and lateness; run.wait and run.waited;
     # run.hangup.
@@ -1034,6 +1002,32 @@ def test_the_timeline_draws_planned_times_lateness_waits_and_hangups(page: Page)
     expect(hangup).to_have_attribute(
         "aria-label", re.compile(r"^disconnect 1001 \(bye\) of /ws at 1\.500 s")
     )
+    # client.disconnected's code (null when the TCP connection was lost) and dropped;
+    # run.hangup for a run's disconnect or drop step, in the log.
+    page.evaluate(
+        """() => {
+          const time = Date.now() / 1000;
+          handleEvent({event: "client.disconnected", time, client: "c1", endpoint: "/ws",
+                       clients: 1, reason: null, code: 4001, dropped: false});
+          handleEvent({event: "client.disconnected", time, client: "c2", endpoint: "/ws",
+                       clients: 0, reason: "send queue full", code: null, dropped: true});
+          handleEvent({event: "run.hangup", time, run_id: "r1", scenario: "crash", step: "2",
+                       offset: 1.5, endpoints: ["/ws", "/ws/stream"], to: null, code: 1006,
+                       reason: "", drop: true, clients: 2});
+        }"""
+    )
+    expect(page.locator('#log li[data-event="disconnect"] .frame')).to_have_text(
+        "closed 4001 · 1 client left on /ws"
+    )
+    expect(page.locator('#log li[data-event="drop"] .frame')).to_have_text(
+        "dropped by the server (send queue full): no close frame · 0 clients left on /ws"
+    )
+    hangups = page.locator('#log li[data-event="hangup"] .frame')
+    expect(hangups).to_have_text(
+        ["run feed0001 step 4: disconnect 1001 (bye) · 1 client", "run r1 step 2: drop · 2 clients"]
+    )
+    page.locator("#filter-endpoint").select_option("/ws/stream")
+    expect(page.locator("#log li:not([hidden])")).to_have_count(1)  # the hangup's endpoints
 
 
 def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: LiveServer) -> None:
