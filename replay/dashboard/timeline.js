@@ -89,9 +89,11 @@ function timelineEvent(event) {
     const record = runRecord(event.run_id, event.scenario);
     const at = typeof event.at === "number" ? event.at : runTime(record, event.time);
     anchor(record, event.at, event.time);
+    // A run at speed 0 has no schedule: its frames are never "late".
+    const timed = record.startSpeed !== 0 && typeof event.offset === "number";
     record.frames.push({
-      at, offset: typeof event.offset === "number" ? event.offset : null,
-      lateness: typeof event.lateness === "number" ? event.lateness : null,
+      at, offset: timed ? event.offset : null,
+      lateness: timed && typeof event.lateness === "number" ? event.lateness : null,
       endpoint: event.endpoint, to: event.to, step: event.step, scenario: event.scenario,
       frame: event.frame, binary: event.binary, clients: event.clients, time: event.time,
     });
@@ -213,6 +215,11 @@ function ghosts(record, now) {
   return next;
 }
 
+function tickLabel(at, step) {
+  if (step >= 1) return `${+at.toFixed(2)} s`;
+  return step >= 0.001 ? `${Math.round(at * 1000)} ms` : `${+(at * 1000).toFixed(2)} ms`;
+}
+
 function niceStep(span, count) {
   const raw = span / count;
   const power = 10 ** Math.floor(Math.log10(raw));
@@ -244,7 +251,9 @@ function renderTimeline() {
   const waitLane = record.waits.length ? lane("waits") : -1;
   if (!lanes.length) lane(summary.state === "running" ? "(nothing sent yet)" : "(nothing sent)");
 
-  const ends = [1, now || 0, ...frames.map((f) => Math.max(f.at, f.offset ?? 0)),
+  // At least a second across (a run that has just begun does not zoom in and out), except
+  // for a run at speed 0, which plays in milliseconds.
+  const ends = [record.startSpeed === 0 ? 0.005 : 1, now || 0, ...frames.map((f) => Math.max(f.at, f.offset ?? 0)),
     ...upcoming.map((cue) => cue.at), ...record.hangups.map((h) => h.at),
     ...record.waits.map((w) => w.end ?? w.start), summary.duration_s || 0];
   const span = Math.max(...ends) * 1.04;
@@ -265,10 +274,11 @@ function renderTimeline() {
         svg("text", { class: "lane-name", x: 4, y: y(index) + 4, text: name.length > 30 ? `${name.slice(0, 29)}…` : name })));
   });
   const step = niceStep(span, Math.max(2, Math.floor(plot / 90)));
-  for (let t = 0; t <= span; t += step) {
-    root.append(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: AXIS_HEIGHT - 4, y2: height }));
+  for (let index = 0; index * step <= span; index += 1) {
+    const at = index * step;
+    root.append(svg("line", { class: "grid", x1: x(at), x2: x(at), y1: AXIS_HEIGHT - 4, y2: height }));
     // A label too near the right edge would be cut: the last tick goes without one.
-    if (x(t) + 55 < width) root.append(svg("text", { x: x(t) + 2, y: 12, text: step < 1 ? `${(t * 1000).toFixed(0)} ms` : `${+t.toFixed(2)} s` }));
+    if (x(at) + 55 < width) root.append(svg("text", { x: x(at) + 2, y: 12, text: tickLabel(at, step) }));
   }
   // Waits: spans from when they began to what ended them (or to now).
   for (const wait of record.waits) root.append(waitMark(wait, x, y(waitLane), now));
@@ -331,7 +341,7 @@ function lateOf(frame) {
 function sentFrameText(frame, late) {
   return [`step ${frame.step}`, `${frame.endpoint} to ${frame.to || "all"} (${plural(frame.clients ?? 0, "client")})`,
     `sent at ${frame.at.toFixed(3)} s of run time`,
-    frame.offset !== null ? `planned at ${frame.offset.toFixed(3)} s (${ms(late ?? 0)} late)` : "no planned time (an older server)",
+    frame.offset !== null ? `planned at ${frame.offset.toFixed(3)} s (${ms(late ?? 0)} late)` : "no planned time",
     bytes(frameSize(frame.frame, frame.binary))].join(" · ");
 }
 
@@ -371,7 +381,9 @@ function waitMark(wait, x, cy, now) {
   const group = svg("g", { class: "mark wait-mark", tabindex: "0", role: "button", "aria-label": label, "data-mark": id },
     svg("title", { text: label }),
     svg("rect", { class: "wait", x: left, y: cy - 9, width: Math.max(3, x(end) - left), height: 18, rx: 3 }));
-  const shortEnd = wait.end === null ? "waiting…" : wait.ended_by || "ended";
+  const shortEnd = wait.end === null ? "waiting…"
+    : { frame: `answered by ${wait.client || "a client"}`, connect: `${wait.client || "a client"} connected`,
+      timeout: "timed out", cancelled: "cancelled" }[wait.ended_by] || "ended";
   if (x(end) - left > 60) group.append(svg("text", { x: left + 4, y: cy + 4, text: shortEnd }));
   const body = { expects: wait.expects, ended_by: wait.ended_by ?? null, client: wait.client ?? null };
   const answer = wait.frame ? `\n\nThe answer:\n${pretty(wait.frame)}` : "";
