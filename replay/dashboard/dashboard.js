@@ -259,6 +259,7 @@ function waitingLine(run) {
   const link = element("a", {
     href: source ? `/viewer?client_id=${encodeURIComponent(source)}` : "/viewer",
     target: "_blank", rel: "noopener", text: "Answer in the viewer",
+    title: `Opens the viewer in a new tab, connected as ${source || "a new client"}`,
   });
   return element("p", { class: "waiting" }, `waiting for ${run.waiting} `, link);
 }
