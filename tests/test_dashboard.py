@@ -681,8 +681,8 @@ def test_every_panel_holds_its_content_at_every_width(
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 800})
             page.evaluate("() => new Promise((done) => requestAnimationFrame(done))")
-            # To look at (REPLAY_SCREENSHOTS=folder keeps them): the tests cannot see ugliness.
-            shots = Path(os.environ.get("REPLAY_SCREENSHOTS") or tmp_path)
+            # To look at (REPLAY_DASHBOARD_SHOTS=folder keeps them): tests cannot see ugliness.
+            shots = Path(os.environ.get("REPLAY_DASHBOARD_SHOTS") or tmp_path)
             page.screenshot(path=str(shots / f"dashboard-test-{width}.png"))
             assert page.evaluate(f"() => (\n{CHECKS}\n).layoutProblems()") == [], width
             use = page.evaluate(f"() => (\n{CHECKS}\n).widthUse()")

@@ -1086,6 +1086,7 @@ def test_the_viewer_is_served(client: TestClient) -> None:
     [
         ("/ui/dashboard.js", "javascript"),
         ("/ui/viewer.js", "javascript"),
+        ("/ui/viewer.css", "text/css"),
         ("/ui/style.css", "text/css"),
         ("/ui/index.html", "text/html"),
     ],
