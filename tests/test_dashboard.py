@@ -85,10 +85,13 @@ def page(browser: Browser, served: LiveServer) -> Iterator[Page]:
     context = browser.new_context()
     opened = context.new_page()
     opened.set_default_timeout(TIMEOUT)
+    errors: list[str] = []  # the page's uncaught JavaScript errors: a test passes with none
+    opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.goto(served.url + "/")
     expect(opened.locator("#status")).to_have_text("Live")
     yield opened
     context.close()
+    assert errors == []
 
 
 def scenario(page: Page, name: str):  # type: ignore[no-untyped-def]

@@ -314,6 +314,8 @@ function runStats(record, frames, upcoming) {
   const summary = record.summary || {};
   const lateness = frames.map(lateOf).filter((late) => late !== null);
   const parts = [plural(frames.length, "frame") + " sent"];
+  const before = (summary.sent || 0) - record.frames.length;
+  if (before > 0 && record.frames.length < MAX_MARKS) parts.push(`${before} more before this page opened`);
   if (upcoming.length) parts.push(`${upcoming.length}${upcoming.length === MAX_GHOSTS ? "+" : ""} planned to come`);
   if (lateness.length) {
     const mean = lateness.reduce((sum, late) => sum + late, 0) / lateness.length;
