@@ -231,72 +231,98 @@ function renderTimeline() {
   const record = shownRun && runRecords.get(shownRun);
   $("#no-timeline").hidden = Boolean(record);
   if (!record) { box.replaceChildren(); $("#timeline-run").textContent = ""; return; }
-  const summary = record.summary || {};
   const now = runNow(record);
   const upcoming = ghosts(record, now);
   const frames = record.frames.slice(-MAX_MARKS);
-  $("#timeline-run").textContent = [
+  $("#timeline-run").textContent = headline(record, upcoming);
+  $("#timeline-stats").textContent = runStats(record, frames, upcoming);
+  const lanes = laneNames(record, frames, upcoming);
+  const scale = timeScale(record, frames, upcoming, now, lanes, Math.max(320, box.clientWidth));
+  const root = svg("svg", {
+    width: scale.width, height: scale.height, viewBox: `0 0 ${scale.width} ${scale.height}`, role: "group",
+    "aria-label": `Timeline of run ${record.id}: ${plural(frames.length, "frame")} sent`,
+  });
+  drawLanes(root, lanes, scale);
+  const y = (lane) => scale.y(lanes.indexOf(lane));
+  const x = scale.x;
+  for (const wait of record.waits) root.append(waitMark(wait, x, y("waits"), now));
+  for (const hangup of record.hangups) {
+    root.append(hangupMark(hangup, x, hangup.endpoints.map((endpoint) => y(laneOf(endpoint, hangup.to)))));
+  }
+  for (const cue of upcoming) {
+    root.append(svg("circle", { class: "planned ghost", cx: x(cue.at), cy: y(laneOf(cue.endpoint, cue.to)), r: 4 },
+      svg("title", { text: `planned: step ${cue.step} at ${cue.at.toFixed(3)} s` })));
+  }
+  frames.forEach((frame, index) => root.append(frameMark(record, frame, index, x, y(laneOf(frame.endpoint, frame.to)))));
+  if (now !== null) root.append(svg("line", { class: "now", x1: x(now), x2: x(now), y1: AXIS_HEIGHT - 4, y2: scale.height }));
+  replaceKeepingFocus(box, root);
+  showChosen(root, frames);
+}
+
+function headline(record, upcoming) {
+  const summary = record.summary || {};
+  return [
     `run ${record.id} · ${record.scenario}`, summary.state || "",
     summary.paused ? "paused" : "", typeof summary.speed === "number" ? `speed ${summary.speed}` : "",
     upcoming.length ? `${upcoming.length}${upcoming.length === MAX_GHOSTS ? "+" : ""} planned ` +
       `frame${upcoming.length === 1 ? "" : "s"} to come` : "",
   ].filter(Boolean).join(" · ");
+}
 
-  $("#timeline-stats").textContent = runStats(record, frames, upcoming);
-  const lanes = [];
-  const lane = (name) => { if (!lanes.includes(name)) lanes.push(name); return lanes.indexOf(name); };
-  for (const frame of frames) lane(laneOf(frame.endpoint, frame.to));
-  for (const cue of upcoming) lane(laneOf(cue.endpoint, cue.to));
-  for (const hangup of record.hangups) for (const endpoint of hangup.endpoints) lane(laneOf(endpoint, hangup.to));
-  const waitLane = record.waits.length ? lane("waits") : -1;
-  if (!lanes.length) lane(summary.state === "running" ? "(nothing sent yet)" : "(nothing sent)");
+// A lane per endpoint (per endpoint and client for frames to one client), then the waits'.
+function laneNames(record, frames, upcoming) {
+  const lanes = new Set();
+  for (const frame of frames) lanes.add(laneOf(frame.endpoint, frame.to));
+  for (const cue of upcoming) lanes.add(laneOf(cue.endpoint, cue.to));
+  for (const hangup of record.hangups) for (const endpoint of hangup.endpoints) lanes.add(laneOf(endpoint, hangup.to));
+  if (record.waits.length) lanes.add("waits");
+  if (!lanes.size) lanes.add(record.summary && record.summary.state === "running" ? "(nothing sent yet)" : "(nothing sent)");
+  return [...lanes];
+}
 
+// Where a run time goes across (x) and a lane down (y), and the drawing's size.
+function timeScale(record, frames, upcoming, now, lanes, width) {
   // At least a second across (a run that has just begun does not zoom in and out), except
   // for a run at speed 0, which plays in milliseconds.
   const ends = [record.startSpeed === 0 ? 0.005 : 1, now || 0, ...frames.map((f) => Math.max(f.at, f.offset ?? 0)),
     ...upcoming.map((cue) => cue.at), ...record.hangups.map((h) => h.at),
-    ...record.waits.map((w) => w.end ?? w.start), summary.duration_s || 0];
+    ...record.waits.map((w) => w.end ?? w.start), (record.summary && record.summary.duration_s) || 0];
   const span = Math.max(...ends) * 1.04;
-  const width = Math.max(320, box.clientWidth);
   const gutter = Math.min(220, Math.max(90, 7 * Math.max(...lanes.map((name) => name.length))));
   const plot = width - gutter - 12;
-  const x = (t) => gutter + (Math.max(0, t) / span) * plot;
-  const y = (index) => AXIS_HEIGHT + index * LANE_HEIGHT + LANE_HEIGHT / 2;
-  const height = AXIS_HEIGHT + lanes.length * LANE_HEIGHT + 4;
-  const root = svg("svg", {
-    width, height, viewBox: `0 0 ${width} ${height}`, role: "group",
-    "aria-label": `Timeline of run ${record.id}: ${plural(frames.length, "frame")} sent`,
-  });
-  // Lanes, then the axis' ticks over them.
+  return {
+    span, gutter, plot, width, height: AXIS_HEIGHT + lanes.length * LANE_HEIGHT + 4,
+    x: (t) => gutter + (Math.max(0, t) / span) * plot,
+    y: (index) => AXIS_HEIGHT + index * LANE_HEIGHT + LANE_HEIGHT / 2,
+  };
+}
+
+// The lanes with their names, then the time axis' ticks over them.
+function drawLanes(root, lanes, scale) {
   lanes.forEach((name, index) => {
-    root.append(svg("rect", { class: "lane-bg", x: gutter, y: y(index) - LANE_HEIGHT / 2 + 2, width: plot, height: LANE_HEIGHT - 4, rx: 3 }),
-      svg("g", {}, svg("title", { text: name }),
-        svg("text", { class: "lane-name", x: 4, y: y(index) + 4, text: name.length > 30 ? `${name.slice(0, 29)}…` : name })));
+    root.append(svg("rect", {
+      class: "lane-bg", x: scale.gutter, y: scale.y(index) - LANE_HEIGHT / 2 + 2, width: scale.plot, height: LANE_HEIGHT - 4, rx: 3,
+    }), svg("g", {}, svg("title", { text: name }),
+      svg("text", { class: "lane-name", x: 4, y: scale.y(index) + 4, text: name.length > 30 ? `${name.slice(0, 29)}…` : name })));
   });
-  const step = niceStep(span, Math.max(2, Math.floor(plot / 90)));
-  for (let index = 0; index * step <= span; index += 1) {
-    const at = index * step;
-    root.append(svg("line", { class: "grid", x1: x(at), x2: x(at), y1: AXIS_HEIGHT - 4, y2: height }));
+  const step = niceStep(scale.span, Math.max(2, Math.floor(scale.plot / 90)));
+  for (let index = 0; index * step <= scale.span; index += 1) {
+    const at = scale.x(index * step);
+    root.append(svg("line", { class: "grid", x1: at, x2: at, y1: AXIS_HEIGHT - 4, y2: scale.height }));
     // A label too near the right edge would be cut: the last tick goes without one.
-    if (x(at) + 55 < width) root.append(svg("text", { x: x(at) + 2, y: 12, text: tickLabel(at, step) }));
+    if (at + 55 < scale.width) root.append(svg("text", { x: at + 2, y: 12, text: tickLabel(index * step, step) }));
   }
-  // Waits: spans from when they began to what ended them (or to now).
-  for (const wait of record.waits) root.append(waitMark(wait, x, y(waitLane), now));
-  for (const hangup of record.hangups) {
-    root.append(hangupMark(hangup, x, hangup.endpoints.map((endpoint) => y(lanes.indexOf(laneOf(endpoint, hangup.to))))));
-  }
-  for (const cue of upcoming) {
-    root.append(svg("circle", { class: "planned ghost", cx: x(cue.at), cy: y(lanes.indexOf(laneOf(cue.endpoint, cue.to))), r: 4 },
-      svg("title", { text: `planned: step ${cue.step} at ${cue.at.toFixed(3)} s` })));
-  }
-  frames.forEach((frame, index) => root.append(frameMark(record, frame, index, x, y(lanes.indexOf(laneOf(frame.endpoint, frame.to))))));
-  if (now !== null) root.append(svg("line", { class: "now", x1: x(now), x2: x(now), y1: AXIS_HEIGHT - 4, y2: height }));
+}
+
+// The drawing is made anew each time: a mark that had the keyboard's focus gets it back.
+function replaceKeepingFocus(box, root) {
   const focused = document.activeElement && box.contains(document.activeElement) && document.activeElement.dataset.mark;
   box.replaceChildren(root);
-  if (focused) {
-    const again = root.querySelector(`[data-mark="${CSS.escape(focused)}"]`);
-    if (again) again.focus();
-  }
+  const again = focused && root.querySelector(`[data-mark="${CSS.escape(focused)}"]`);
+  if (again) again.focus();
+}
+
+function showChosen(root, frames) {
   if (chosenMark) {
     const again = root.querySelector(`[data-mark="${CSS.escape(chosenMark)}"]`);
     if (again) again.classList.add("chosen");
