@@ -40,12 +40,17 @@ async def off_loop(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await loop.run_in_executor(_WORKER, functools.partial(work, *args, **kwargs))
 
 
+def limit_for(name: str, catalog: Catalog, limit: int) -> int:
+    """``limit``, or :data:`FOREVER_CUES` if the named scenario repeats forever (planned
+    further, it would only go on: enough to see whether it waits)."""
+    cost = catalog.costs.get(name)
+    return FOREVER_CUES if cost is not None and cost.steps == float("inf") else limit
+
+
 def summary(name: str, catalog: Catalog) -> Timeline | None:
     """The named scenario's counts (frames, waits, duration), without its cues; None if it
     cannot be planned without a client's answers. Runs in the caller's thread."""
-    cost = catalog.costs.get(name)
-    forever = cost is not None and cost.steps == float("inf")
-    limit = FOREVER_CUES if forever else SUMMARY_CUES
+    limit = limit_for(name, catalog, SUMMARY_CUES)
     try:
         return build_timeline(name, catalog, limit=limit, keep=False)
     except ReplayError:
