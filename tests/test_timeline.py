@@ -854,3 +854,19 @@ def test_a_route_wait_takes_a_request_answer_and_its_query() -> None:
     assert json.loads(frame.frame) == {"message_type": "CHAT", "message": "lobby: Hi"}
     # The first answer has no input (the wait's fields refuse it); the second is a GET.
     assert timeline.unused == ("POST /chat/lobby", "GET /chat/lobby?user_input=no")
+
+
+def test_a_timeline_stops_where_it_is_told_to() -> None:
+    found = catalog(main="steps:\n  - repeat: 50\n    steps:\n      - chunk: a\n")
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 10
+
+    cut = build_timeline("main", found, stop=stop)
+    assert cut.truncated
+    assert cut.duration is None
+    assert len(cut) == 10
+    assert len(build_timeline("main", found, stop=lambda: True)) == 0
+    assert len(build_timeline("main", found, stop=lambda: False)) == 50
