@@ -169,7 +169,7 @@ def long_load(url: str, staged: Path, folder: Path, times: dict[str, float]) -> 
 
 
 def await_plan(url: str, run_id: str, times: dict[str, float]) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20  # a server that counts no long plan gives null
     while time.monotonic() < deadline:
         if request(f"{url}/runs/{run_id}")["frames"] is not None:
             times["planned_s"] = time.monotonic() - times["trigger_at"]
@@ -329,9 +329,10 @@ def main() -> int:
             for offset, (label, source) in enumerate(sources.items()):
                 print(f"measuring {label} ...", file=sys.stderr)
                 key = label.replace(" ", "-")
-                results[label] = bench(
-                    key, source, work, args.port + offset, args.frames, args.stalls
-                )
+                stalls = _stalls_file(args.stalls, key)
+                if stalls is not None:
+                    stalls.unlink(missing_ok=True)
+                results[label] = bench(key, source, work, args.port + offset, args.frames, stalls)
         finally:
             for source in sources.values():
                 if source != ROOT:
@@ -347,8 +348,18 @@ def main() -> int:
             sys.path.insert(0, str(ROOT / "bench"))
             from stalls import summary
 
-            print(f"\nwhere the loop was held ({args.stalls}):\n{summary(args.stalls)}")
+            for label in sources:
+                path = _stalls_file(args.stalls, label.replace(" ", "-"))
+                assert path is not None
+                print(f"\n{label}: where the loop was held ({path}):\n{summary(path)}")
         return 0 if within else 1
+
+
+def _stalls_file(path: Path | None, label: str) -> Path | None:
+    """Each server's own stalls file: FILE-LABEL.jsonl."""
+    if path is None:
+        return None
+    return path.with_name(f"{path.stem}-{label}{path.suffix or '.jsonl'}")
 
 
 if __name__ == "__main__":

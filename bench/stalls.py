@@ -98,14 +98,51 @@ def serve(folder: Path, port: int, out: Path, threshold: float) -> None:
     Watched(uvicorn_config(app, "127.0.0.1", port, log_level="warning")).run()
 
 
+#: The innermost frames of a loop thread that is not running Python: waiting in the
+#: selector, or in a system call that let the interpreter go (a socket's write or close).
+_WAITING = ("select", "write", "_real_close", "close", "send")
+KINDS = {
+    "loop": "work on the event loop",
+    "interpreter": "the loop waiting for the interpreter (another thread ran Python)",
+    "cpu": "the loop waiting for a CPU (no other thread of the server ran)",
+}
+
+
+def kind(stall: dict[str, Any]) -> str:
+    """What held the loop up, as most of the stall's samples say (see :data:`KINDS`)."""
+    votes: collections.Counter[str] = collections.Counter()
+    for sample in stall["samples"]:
+        top = sample["loop"][-1].split()[-1] if sample["loop"] else "select"
+        busy = any(
+            frames and "_worker" not in frames[-1] and name != "watchdog"
+            for name, frames in sample["others"].items()
+        )
+        votes["loop" if top not in _WAITING else "interpreter" if busy else "cpu"] += 1
+    return votes.most_common(1)[0][0]
+
+
+def classes(path: Path) -> dict[str, tuple[int, float]]:
+    """Per kind of stall: how many, and the longest (ms)."""
+    found: dict[str, tuple[int, float]] = dict.fromkeys(KINDS, (0, 0.0))
+    for line in path.read_text().splitlines() if path.exists() else []:
+        stall = json.loads(line)
+        count, longest = found[kind(stall)]
+        found[kind(stall)] = (count + 1, max(longest, stall["max"] * 1000))
+    return found
+
+
 def summary(path: Path, count: int = 10) -> str:
-    """The longest stalls in ``path``, each with its commonest loop stack."""
+    """The stalls in ``path`` by kind, and the longest, each with its commonest loop
+    stack."""
     if not path.exists():
         return "no stalls recorded"
     stalls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     stalls.sort(key=lambda stall: -stall["max"])
     over = sum(1 for stall in stalls if stall["max"] > 0.010)
-    lines = [f"{len(stalls)} stalls over the threshold, {over} over 10 ms; the longest:"]
+    lines = [f"{len(stalls)} stalls over the threshold, {over} over 10 ms"]
+    for name, (number, longest) in classes(path).items():
+        lines.append(f"  {number:5} of {KINDS[name]}, the longest {longest:.1f} ms")
+    lines.append("the longest:")
     for stall in stalls[:count]:
         stacks = collections.Counter(tuple(s["loop"][-4:]) for s in stall["samples"])
         stack, _ = stacks.most_common(1)[0]
@@ -116,8 +153,8 @@ def summary(path: Path, count: int = 10) -> str:
             if frames and "_worker" not in frames[-1] and "watch" not in name
         }
         lines.append(
-            f"{stall['max'] * 1000:7.1f} ms ({len(stall['samples'])} samples) loop: "
-            + " < ".join(reversed(stack))
+            f"{stall['max'] * 1000:7.1f} ms ({len(stall['samples'])} samples, "
+            f"{kind(stall)}) loop: " + " < ".join(reversed(stack))
         )
         for name, frames in busy.items():
             lines.append(f"{'':10}{name}: " + " < ".join(reversed(frames)))
