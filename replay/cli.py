@@ -15,20 +15,20 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from replay import __version__
+from replay import __version__, remote
 from replay.asyncapi import asyncapi_document, document_text, server_objects
 from replay.catalog import Catalog
+from replay.counts import counted
 from replay.durations import format_seconds, parse_duration
 from replay.engine import Context, check_vars
-from replay.errors import Problem, ReplayError, ServerRefused, ServerUnavailable, StepFailed
+from replay.errors import Problem, ReplayError, StepFailed
+from replay.keys import KeyReader, RunKeys
 from replay.library import PROTOCOL_FILE, ScenarioLibrary, read_source
 from replay.loader import ScenarioFile, parse_scenario, scenario_name
 from replay.profiles import PROFILES, profile_folder
@@ -41,6 +41,18 @@ from replay.record.infer import Inferred, infer_protocol
 from replay.record.scenarios import write_converted
 from replay.routes import is_route_key
 from replay.schema import scenario_schema
+from replay.terminal import (
+    Printer,
+    RunView,
+    checked_text,
+    is_terminal,
+    problem_text,
+    scenario_table,
+    summary_text,
+    terminal_console,
+    timeline_table,
+    validated_text,
+)
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, build_timeline, check_speed
 
 if TYPE_CHECKING:  # the server's modules load only for 'replay serve'
@@ -492,8 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.scenario and args.dry_run:
             return dry_run(args.scenario, scenarios, options, sys.stdout)
         if args.scenario:
-            bar = sys.stderr if sys.stderr.isatty() else None
-            return play(args.scenario, args.url, options, sys.stdout, args.output, bar)
+            return play(args.scenario, args.url, options, sys.stdout, args.output, *_terminals())
     except ReplayError as error:
         print(f"replay: {error}", file=sys.stderr)
         return 1
@@ -505,6 +516,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser.print_help(sys.stderr)
     return 2
+
+
+def _terminals() -> tuple[TextIO | None, TextIO | None]:
+    """Where a followed run's live progress goes (standard output if it is a terminal,
+    else standard error if that is one, else nowhere) and where its keys come from
+    (standard input, if it is a terminal and the progress is shown)."""
+    progress = next((s for s in (sys.stdout, sys.stderr) if is_terminal(s)), None)
+    keys = sys.stdin if progress is not None and is_terminal(sys.stdin) else None
+    return progress, keys
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -743,24 +763,32 @@ def dry_run(name: str, scenarios: Path, options: Options, out: TextIO) -> int:
 
 
 def _print_timeline(timeline: Timeline, out: TextIO) -> None:
-    print(f"{'offset':>9}  {'endpoint':<11} frame", file=out)
-    for cue in timeline:
-        to = f"  (to {cue.to})" if cue.to else ""
-        text = cue.frame if cue.kind == "frame" else f"[{cue.frame}]"
-        endpoint = str(cue.endpoint) if cue.endpoint else "-"
-        print(f"{cue.offset:>8.3f}s  {endpoint:<11} {text}{to}", file=out)
-    frames = timeline.frames
-    summary = f"{timeline.scenario}: {frames} frame{'s' if frames != 1 else ''}"
+    """The dry run's timeline: offset, endpoint, frame (a table on a terminal), then a
+    summary line."""
+    printer = Printer.to(out)
+    cues = [
+        (
+            cue.offset,
+            str(cue.endpoint) if cue.endpoint else "-",
+            str(cue.frame) if cue.kind == "frame" else f"[{cue.frame}]",
+            cue.kind == "frame",
+            str(cue.to or ""),
+        )
+        for cue in timeline
+    ]
+    plain = [f"{'offset':>9}  {'endpoint':<11} frame"] + [
+        f"{offset:>8.3f}s  {endpoint:<11} {text}{f'  (to {to})' if to else ''}"
+        for offset, endpoint, text, _, to in cues
+    ]
+    printer.table(timeline_table(cues), plain)
+    summary = f"{timeline.scenario}: {counted(timeline.frames, 'frame')}"
     if timeline.duration is None:
         summary += f"; repeats until cancelled (the first {len(timeline)} cues are shown)"
     else:
         summary += f", {timeline.duration:.3f}s in all"
     if timeline.waits:
-        summary += (
-            f"; {timeline.waits} wait{'s' if timeline.waits != 1 else ''} for a client, "
-            "shown as answered at once"
-        )
-    print(summary, file=out)
+        summary += f"; {counted(timeline.waits, 'wait')} for a client, shown as answered at once"
+    printer.line(summary)
 
 
 def play(
@@ -770,290 +798,167 @@ def play(
     out: TextIO,
     output: str = "text",
     progress: TextIO | None = None,
+    keys: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     """Play a scenario on a running server and show it as it goes out.
 
-    ``output`` is ``text`` (each frame, then a summary), ``json`` (each event as one
-    JSON object per line, for scripts) or ``quiet`` (only the summary). ``progress``, a
-    terminal, gets a progress bar over the planned frames.
+    ``output`` is ``text`` (each frame, then a summary; in colour when ``out`` is a
+    terminal), ``json`` (each event as one JSON object per line, for scripts) or
+    ``quiet`` (only the summary). ``progress``, a terminal, gets the live progress under
+    the frames (with ``text`` output); ``keys``, a terminal, gives the run-control keys
+    (see :mod:`replay.keys`; with the progress only). ``err`` (default stderr) gets the
+    problems, and the hint to connect a client when a frame reached none.
     """
+    err = err if err is not None else sys.stderr
     query = urllib.parse.urlencode({"follow": "true", "speed": f"{options.speed:g}"})
     target = f"{url.rstrip('/')}/trigger/{urllib.parse.quote(name, safe='')}?{query}"
     body = {"vars": options.vars, "seed": options.seed, "client": options.client}
+    printer = Printer.to(out) if output == "text" else Printer(out)
+    status = None
+    if progress is not None and output == "text":
+        shared = progress is out and printer.console is not None
+        status = printer.console if shared else terminal_console(progress)
+    view = RunView(
+        printer,
+        status,
+        err,
+        url,
+        keys is not None and status is not None,
+        options.speed,
+        show_lines=output == "text",
+    )
+    control = _run_keys(view, url, options.token) if view.status.keys else None
     end: dict[str, Any] = {}
     run_id = None
-    bar = Progress(progress) if progress is not None and output == "text" else None
     try:
-        for event in _post_lines(target, url, body, options.token):
-            run_id = event.get("run_id", run_id)
-            if output == "json":
-                print(json.dumps(event), file=out, flush=True)
-            elif output == "text":
-                if bar is not None:
-                    bar.clear()
-                _show(event, out)
-            if bar is not None:
-                bar.update(event)
-            if event.get("event") == "end":
-                end = event
+        with view, _reading(keys, control):
+            for event in remote.post_lines(target, url, body, options.token):
+                run_id = event.get("run_id", run_id)
+                if control is not None and run_id is not None:
+                    control.begin(run_id)
+                if output == "json":
+                    print(json.dumps(event), file=out, flush=True)
+                view.event(event)
+                if event.get("event") == "end":
+                    end = event
     except KeyboardInterrupt:
         if run_id is None:
             raise
-        _cancel(url, run_id, options.token)
+        remote.cancel(url, run_id, options.token)
         if output != "json":
             print(f"\nrun {run_id}: cancelled", file=out)
         return 130
-    finally:
-        if bar is not None:
-            bar.clear()
     if not end and run_id is not None:
-        end = _wait_for_end(url, run_id, options.token)  # the server stopped following
+        end = remote.wait_for_end(url, run_id, options.token)  # the server stopped following
         if end and output == "json":
             print(json.dumps({"event": "end", **end}), file=out)
     if not end:
-        print("replay: the server closed the connection before the run ended", file=sys.stderr)
+        print("replay: the server closed the connection before the run ended", file=err)
         return 1
     if output != "json":
-        print(
-            f"run {end['run_id']}: {end['state']}: {end['sent']} frames to {end['clients']} "
-            f"client{'s' if end['clients'] != 1 else ''} in {end['duration_s']:.3f}s",
-            file=out,
-        )
+        printer.line(summary_text(end))
+    if control is not None and control.quit:
+        return 130  # q, as Ctrl-C
     if end["state"] != "finished":
         if end.get("error"):
-            print(f"replay: the run failed: {end['error']}", file=sys.stderr)
+            print(f"replay: the run failed: {end['error']}", file=err)
         return 1
     return 0
 
 
-class Progress:
-    """A one-line progress bar on a terminal: frames sent of those planned, and the step."""
-
-    WIDTH = 24
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.planned: int | None = None
-        self.sent = 0
-        self.step = ""
-        self.shown = False
-
-    def update(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.planned = event.get("frames")
-        elif kind == "frame":
-            self.sent += 1
-            self.step = str(event.get("step", ""))
-        elif kind == "end":
-            return
-        self.out.write("\r" + self.line())
-        self.out.flush()
-        self.shown = True
-
-    def line(self) -> str:
-        if self.planned:
-            done = min(self.WIDTH, self.WIDTH * self.sent // self.planned)
-            bar = "#" * done + "." * (self.WIDTH - done)
-            return f"[{bar}] {self.sent}/{self.planned} frames, step {self.step}"
-        return f"{self.sent} frames, step {self.step}"
-
-    def clear(self) -> None:
-        if self.shown:
-            self.out.write("\r\033[K")
-            self.out.flush()
-            self.shown = False
-
-
-def _show(event: dict[str, Any], out: TextIO) -> dict[str, Any] | None:
-    """Print one followed event; return it if it is the run's end."""
-    kind = event.get("event")
-    if kind == "start":
-        planned = event.get("planned_s")
-        about = "" if planned is None else f"{event['frames']} frames, {format_seconds(planned)}, "
-        print(
-            f"run {event['run_id']}: playing {event['scenario']!r} ({about}seed {event['seed']})",
-            file=out,
-        )
-    elif kind == "frame":
-        clients = event["clients"]
-        to = f" to {event['to']}" if event.get("to") else ""
-        frame = f"[binary {event['frame']}]" if event.get("binary") else event["frame"]
-        print(
-            f"{event['offset']:>8.3f}s  {event['endpoint']:<11} {frame}"
-            f"  -> {clients} client{'s' if clients != 1 else ''}{to}",
-            file=out,
-            flush=True,
-        )
-    elif kind == "wait":
-        who = f"client {event['source']}" if event.get("source") else "any client"
-        print(f"           waiting for {event['message_type']} from {who}...", file=out, flush=True)
-    elif kind == "received":
-        print(f"           received from {event['client']}: {event['frame']}", file=out, flush=True)
-    elif kind == "timeout":
-        print(f"           no {event['message_type']} came in time", file=out, flush=True)
-    elif kind in ("disconnect", "drop"):
-        how = "dropped" if kind == "drop" else f"closed with code {event['code']}"
-        print(
-            f"           {how}: {event['clients']} connection(s) on "
-            + ", ".join(event["endpoints"]),
-            file=out,
-            flush=True,
-        )
-    elif kind == "lagged":
-        print("(the server stopped following: frames went out faster than shown)", file=out)
-    elif kind == "end":
-        return event
-    else:
-        _show_decision(event, out)
-    return None
-
-
-def _show_decision(event: dict[str, Any], out: TextIO) -> None:
-    """Print a followed event of the steps that decide rather than send (choose, let,
-    set, wait_connect); heartbeats and anything newer than this client print nothing."""
-    kind = event.get("event")
-    who = f"client {event['client']}" if event.get("client") else "any client"
-    where = f" to {event['endpoint']}" if event.get("endpoint") else ""
-    if kind in ("choose", "let"):
-        line = f"{kind}: {event.get('text', '')}"
-    elif kind == "state":
-        line = "set " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in event["changes"].items())
-    elif kind == "wait_connect":
-        line = f"waiting for {'a new' if event.get('new') else 'a'} connection from {who}{where}..."
-    elif kind == "connected":
-        line = f"{who} connected{where}"
-    elif kind == "connect_timeout":
-        line = f"no connection from {who}{where} came in time"
-    else:
-        return
-    print(f"           {line}", file=out, flush=True)
-
-
-def _headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _wait_for_end(url: str, run_id: str, token: str | None = None) -> dict[str, Any]:
-    """Poll the run until it has ended; {} if the server stops answering."""
-    request = urllib.request.Request(f"{url.rstrip('/')}/runs/{run_id}", headers=_headers(token))
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                run: dict[str, Any] = json.loads(answer.read())
-        except (OSError, ValueError):
-            return {}
-        if run.get("state") != "running":
-            return run
-        time.sleep(0.5)
-
-
-def _cancel(url: str, run_id: str, token: str | None = None) -> None:
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/runs/{run_id}", method="DELETE", headers=_headers(token)
+def _run_keys(view: RunView, url: str, token: str | None) -> RunKeys:
+    """The keys' actions on the followed run, through the server's control routes."""
+    return RunKeys(
+        view.status,
+        lambda run_id, action, speed: remote.control(url, run_id, action, token, speed),
+        lambda run_id: remote.cancel(url, run_id, token),
     )
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen(request, timeout=10).close()
 
 
-def _post_lines(
-    target: str, base: str, body: dict[str, Any], token: str | None = None
-) -> Iterator[dict[str, Any]]:
-    request = urllib.request.Request(
-        target,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **_headers(token)},
-        method="POST",
-    )
+def _reading(
+    keys: TextIO | None, control: RunKeys | None
+) -> contextlib.AbstractContextManager[Any]:
+    """Read the run-control keys from ``keys`` while the run plays (if both are given and
+    the terminal can be read key by key)."""
+    if keys is None or control is None:
+        return contextlib.nullcontext()
     try:
-        response = urllib.request.urlopen(request, timeout=30)
-    except urllib.error.HTTPError as error:
-        raise ServerRefused(error.code, _refusal(error)) from None
-    except urllib.error.URLError as error:
-        reason = getattr(error.reason, "strerror", None) or str(error.reason)
-        raise ServerUnavailable(base, reason.lower()) from None
-    except (TimeoutError, ConnectionError) as error:
-        raise ServerUnavailable(base, str(error) or type(error).__name__) from None
-    with response:
-        for line in response:
-            if line.strip():
-                yield json.loads(line)
-
-
-def _refusal(error: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(error.read() or b"{}")
-    except ValueError:
-        body = {}
-    detail = body.get("detail")
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):  # FastAPI's own validation errors
-        return "; ".join(str(item.get("msg", item)) for item in detail)
-    return f"the server answered {error.code} {error.reason}"
+        return KeyReader(keys, control.press)
+    except (OSError, ValueError):
+        return contextlib.nullcontext()
 
 
 def list_scenarios(scenarios: Path, out: TextIO) -> int:
-    """Print each scenario: name, frames, duration, description (or its first problem)."""
+    """Print each scenario: name, frames, duration, description (or its first problem);
+    a table on a terminal."""
     catalog = ScenarioLibrary(scenarios).catalog()
+    printer = Printer.to(out)
     if not len(catalog):
-        print(f"no scenarios in {scenarios}/ (add NAME.yaml files)", file=out)
+        printer.line(f"no scenarios in {scenarios}/ (add NAME.yaml files)")
         return 0
+    rows = [_listed(loaded, catalog) for loaded in catalog]
     width = max(len(name) for name in catalog.names)
-    for loaded in catalog:
-        if loaded.valid:
-            about = loaded.scenario.description if loaded.scenario else ""
-            print(f"{loaded.name:<{width}}  {_length(loaded.name, catalog)}  {about}", file=out)
-        else:
-            print(f"{loaded.name:<{width}}  INVALID: {loaded.problems[0]}", file=out)
+    plain = [
+        f"{name:<{width}}  {frames}  {duration}  {about}"
+        if problem is None
+        else f"{name:<{width}}  INVALID: {problem}"
+        for name, frames, duration, about, problem in rows
+    ]
+    shown = [(n, f.split()[0] if f else "", d.strip(), a, p) for n, f, d, a, p in rows]
+    printer.table(scenario_table(shown), plain)
     return 0
 
 
-def _length(name: str, catalog: Catalog) -> str:
+def _listed(loaded: ScenarioFile, catalog: Catalog) -> tuple[str, str, str, str, str | None]:
+    """One scenario as ``replay list`` shows it: name, frames, duration, description,
+    and its first problem (None if it is valid)."""
+    if not loaded.valid:
+        return loaded.name, "", "", "", str(loaded.problems[0])
+    about = loaded.scenario.description if loaded.scenario else ""
     try:
-        timeline = build_timeline(name, catalog)
+        timeline = build_timeline(loaded.name, catalog)
     except ReplayError:
-        return f"{'?':>4} frames  {'?':>8}"  # its templates need a client's answer
+        return loaded.name, f"{'?':>4} frames", f"{'?':>8}", about, None  # needs an answer
     if timeline.duration is None:
-        return f"{'-':>4} frames  {'forever':>8}"
-    return f"{timeline.frames:>4} frames  {timeline.duration:>7.2f}s"
+        return loaded.name, f"{'-':>4} frames", f"{'forever':>8}", about, None
+    words = f"{timeline.frames:>4} {'frame ' if timeline.frames == 1 else 'frames'}"
+    return loaded.name, words, f"{timeline.duration:>7.2f}s", about, None
 
 
 def validate(files: Sequence[Path], scenarios: Path, out: TextIO) -> int:
     """Check files (default: the whole folder); print every problem; 1 if any file is invalid."""
+    printer = Printer.to(out)
     bad = 0
     if files:
         results = [_check(path) for path in files]
         checked = [r for r in results if isinstance(r, ScenarioFile)]
         for protocol in (r for r in results if isinstance(r, ProtocolFile)):
-            bad += _report_protocol(protocol, out)
+            bad += _report_protocol(protocol, printer)
     else:
         catalog = ScenarioLibrary(scenarios).catalog()
         checked = list(catalog)
         if catalog.protocol_file is not None:
-            bad += _report_protocol(catalog.protocol_file, out)
+            bad += _report_protocol(catalog.protocol_file, printer)
     if not checked and not bad:
-        print(f"no scenarios in {scenarios}/", file=out)
+        printer.line(f"no scenarios in {scenarios}/")
     for loaded in checked:
-        if loaded.valid:
-            print(f"ok       {loaded.file}", file=out)
-        else:
-            print(f"INVALID  {loaded.file}", file=out)
-            for problem in loaded.problems:
-                print(f"  {problem}", file=out)
+        printer.line(checked_text(loaded.valid, str(loaded.file)))
+        for problem in loaded.problems if not loaded.valid else ():
+            printer.line(problem_text(problem))
     invalid = sum(not loaded.valid for loaded in checked)
-    print(f"{len(checked) - invalid} valid, {invalid} invalid", file=out)
+    printer.line(validated_text(len(checked) - invalid, invalid))
     return 1 if bad or invalid else 0
 
 
-def _report_protocol(protocol: ProtocolFile, out: TextIO) -> int:
+def _report_protocol(protocol: ProtocolFile, printer: Printer) -> int:
     """Print the protocol file's state; 1 if it has problems."""
     if not protocol.problems:
-        print(f"ok       {protocol.file} ({_declares(protocol)})", file=out)
+        printer.line(checked_text(True, str(protocol.file), f" ({_declares(protocol)})"))
         return 0
-    print(f"INVALID  {protocol.file}", file=out)
+    printer.line(checked_text(False, str(protocol.file)))
     for problem in protocol.problems:
-        print(f"  {problem}", file=out)
+        printer.line(problem_text(problem))
     return 1
 
 
@@ -1065,7 +970,7 @@ def _declares(protocol: ProtocolFile) -> str:
         (protocol.declared, "message type"),
         (len(declared.routes), "route"),
     ]
-    return ", ".join(f"{n} {word}{'s' if n != 1 else ''}" for n, word in counts)
+    return ", ".join(counted(n, word) for n, word in counts)
 
 
 def print_schema(scenarios: Path, out: TextIO) -> int:
@@ -1090,7 +995,7 @@ def print_asyncapi(
     file has any."""
     catalog = ScenarioLibrary(scenarios).catalog()
     if catalog.protocol_file is not None and catalog.protocol_file.problems:
-        _report_protocol(catalog.protocol_file, err)
+        _report_protocol(catalog.protocol_file, Printer(err))
         print("replay: fix the protocol file first (replay validate)", file=err)
         return 1
     document = asyncapi_document(
@@ -1108,8 +1013,9 @@ def print_asyncapi(
         print(f"replay: cannot write {output}: {error.strerror or error}", file=err)
         return 1
     print(
-        f"wrote {output}: AsyncAPI {document['asyncapi']}, {len(document['channels'])} "
-        f"channels, {len(document['operations'])} operations",
+        f"wrote {output}: AsyncAPI {document['asyncapi']}, "
+        f"{counted(len(document['channels']), 'channel')}, "
+        f"{counted(len(document['operations']), 'operation')}",
         file=out,
     )
     return 0
@@ -1353,9 +1259,9 @@ def _write_converted(
 ) -> None:
     write_converted(folder, converted, inferred.text if inferred else None, force)
     main = folder / f"{converted.name}.yaml"
-    counts = f"{converted.frames} frames, {converted.waits} waits"
+    counts = f"{counted(converted.frames, 'frame')}, {counted(converted.waits, 'wait')}"
     if converted.skipped:
-        counts += f", {converted.skipped} client frames left out (see the comments)"
+        counts += f", {counted(converted.skipped, 'client frame')} left out (see the comments)"
     parts = f", in {len(converted.parts)} parts played in order" if converted.parts else ""
     print(
         f"wrote {main}: {counts}, {format_seconds(converted.duration)} of server time{parts}",
@@ -1364,5 +1270,5 @@ def _write_converted(
     if inferred is not None:
         types = len(inferred.declaration.get("message_types", {}))
         routes = len(inferred.declaration.get("routes", []))
-        counts = f"{types} message type{'s' * (types != 1)}, {routes} route{'s' * (routes != 1)}"
+        counts = f"{counted(types, 'message type')}, {counted(routes, 'route')}"
         print(f"wrote {folder / PROTOCOL_FILE}: {counts}", file=out)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from replay.errors import did_you_mean
 from replay.fields import (
     BINDING_PATTERN,
     BINDING_RULE,
@@ -30,6 +31,7 @@ from replay.fields import (
     _check_json,
     _check_name,
     _check_pattern,
+    check_keyword_case,
 )
 from replay.steps import _Step, _TargetedStep
 
@@ -84,9 +86,10 @@ class RepeatStep(_TargetedStep):
             isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_REPEAT
         ):
             return value
+        hint = did_you_mean(value, ["forever"]) if isinstance(value, str) else ""
         raise PydanticCustomError(
             "repeat_count",
-            "not a repeat count",
+            "not a repeat count" + hint,  # the hint holds no braces: 'forever' or nothing
             {"expected": f"1 to {MAX_REPEAT} or 'forever'", "found": repr(value)},
         )
 
@@ -299,6 +302,7 @@ class WaitConnectStep(_Step):
     @field_validator("wait_connect")
     @classmethod
     def _who(cls, value: str) -> str:
+        check_keyword_case(value, ("any", "sender"))
         if value not in ("any", "sender") and not CLIENT_ID_PATTERN.match(value):
             raise PydanticCustomError(
                 "connect_target",

@@ -7,14 +7,31 @@ message a user reads and the data a program inspects can never disagree.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
 def nearest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice closest to ``word``, or None when nothing is close enough to suggest."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    """The choice closest to ``word``, or None when nothing is close enough to suggest.
+
+    Case and the separators ``-``, ``_``, space and ``.`` do not count (``chat`` finds
+    ``CHAT``, ``wait-connect`` finds ``wait_connect``), and a typo still finds its word
+    (``mesage`` finds ``message``). An exact match after folding wins over a close one.
+    """
+    folded: dict[str, str] = {}
+    for choice in choices:
+        folded.setdefault(_fold(choice), choice)
+    key = _fold(word)
+    if key in folded:
+        return folded[key]
+    matches = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.6)
+    return folded[matches[0]] if matches else None
+
+
+def _fold(word: str) -> str:
+    """``word`` as :func:`nearest` compares it: lower case, one kind of separator."""
+    return re.sub(r"[-_ .]+", "_", str(word).casefold())
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -22,7 +22,8 @@ from pydantic.functional_serializers import PlainSerializer
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from replay.durations import parse_duration
+from replay.durations import EXPECTED as DURATION_EXPECTED
+from replay.durations import MAX_BARE_SECONDS, MAX_SECONDS, parse_duration
 from replay.errors import PatternRefused, did_you_mean
 from replay.patterns import compile_pattern
 from replay.protocol import MESSAGE_TYPES
@@ -41,17 +42,38 @@ MAX_REPEAT = 1_000_000
 BINDING_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BINDING_RULE = "a letter, then letters, digits and '_' (so that templates can write vars.NAME)"
 
+
+def _check_duration(value: object) -> float:
+    """Seconds from a duration field's value, or a problem saying what to write (for
+    ``delay: 500``: ``500ms`` or ``500s``)."""
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        # The reason is passed as a value, not as the template: it may hold braces.
+        raise PydanticCustomError(
+            "duration", "{reason}", {"reason": str(error), "expected": DURATION_EXPECTED}
+        ) from None
+
+
+#: A duration as text, for editors: a number with a unit, or one of at most 60 without.
+_DURATION_TEXT = r"^\s*((\d+(\.\d*)?|\.\d+)\s*(ms|s|m)|([0-5]?\d(\.\d*)?|60(\.0*)?|\.\d+))\s*$"
+
+
+#: A pause (``delay``, ``jitter``, ``sleep``, ``timeout``, a route's ``latency``): seconds
+#: as a number up to MAX_BARE_SECONDS, or a string with a unit (see replay.durations).
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_check_duration),
     PlainSerializer(lambda seconds: seconds, return_type=float),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 3600},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$"},
+                {"type": "number", "minimum": 0, "maximum": MAX_BARE_SECONDS},
+                {"type": "string", "pattern": _DURATION_TEXT},
             ],
-            "description": 'Seconds (0.5) or a string with a unit ("500ms", "2s", "1m").',
+            "description": f"Seconds (0.5; a number without a unit is at most "
+            f'{MAX_BARE_SECONDS:g}) or a string with a unit ("500ms", "90s", "2m"); '
+            f"at most {MAX_SECONDS:g} s.",
         }
     ),
 ]
@@ -126,6 +148,29 @@ Envelope = Annotated[
 ]
 
 
+def _check_rate(value: object) -> object:
+    """A ``rate`` written as a pause (``rate: 30ms``, meant as one token every 30 ms) is
+    refused with the rate that means it; anything else is left to the number check."""
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return value
+        if any(unit in value for unit in ("ms", "s", "m")) and seconds > 0:
+            per_second = f"{1 / seconds:.4g}"
+            raise PydanticCustomError(
+                "rate",
+                "{reason}",
+                {
+                    "reason": f"rate is tokens per second, not a pause: one token every "
+                    f"{value.strip()} is rate: {per_second}",
+                    "expected": f"tokens per second as a number (30; at most {MAX_RATE:g})",
+                    "found": repr(value),
+                },
+            )
+    return value
+
+
 def _check_name(value: str) -> str:
     if not NAME_PATTERN.match(value):
         raise PydanticCustomError(
@@ -136,7 +181,25 @@ def _check_name(value: str) -> str:
     return value
 
 
+def check_keyword_case(value: str, keywords: tuple[str, ...]) -> None:
+    """Refuse ``All`` where ``all`` is meant: a word that is one of ``keywords`` but for
+    its case would otherwise be read as a client id, and reach no one."""
+    for keyword in keywords:
+        if value != keyword and value.casefold() == keyword:
+            raise PydanticCustomError(
+                "keyword_case",
+                "{found} would be a client id, not {keyword} (did you mean {keyword}?): "
+                "write {keyword} in lower case",
+                {
+                    "found": repr(value),
+                    "keyword": repr(keyword),
+                    "expected": ", ".join(repr(word) for word in keywords) + " or a client id",
+                },
+            )
+
+
 def _check_target(value: str) -> str:
+    check_keyword_case(value, ("all", "sender"))
     if value not in ("all", "sender") and not CLIENT_ID_PATTERN.match(value):
         raise PydanticCustomError(
             "target",

@@ -31,9 +31,10 @@ from replay.origins import OriginPolicy
 #: HTTP paths anyone may read: liveness, and pages that hold no data of their own (the
 #: dashboard asks for the token before it loads anything).
 OPEN_PATHS = frozenset(
-    {"/healthz", "/", "/viewer", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {"/healthz", "/", "/viewer", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-OPEN_PREFIXES = ("/ui/",)
+#: Files anyone may read: the dashboard's, and the API docs' scripts and styles.
+OPEN_PREFIXES = ("/ui/", "/docs/assets/")
 #: Close code for a client refused because the server has as many as it allows.
 CLOSE_TRY_LATER = 1013
 #: The cookie the dashboard may carry the token in.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
@@ -23,7 +24,6 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from replay import templates
-from replay.durations import EXPECTED as DURATION_EXPECTED
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
 from replay.scenario import (
     BRANCH_TAGS,
@@ -34,9 +34,11 @@ from replay.scenario import (
     MessageStep,
     OtherwiseBranch,
     Scenario,
+    SetStep,
     WhenBranch,
     step_kind,
 )
+from replay.syntax import yaml_problem
 
 if TYPE_CHECKING:
     from replay.protocol.declaration import Protocol
@@ -180,7 +182,7 @@ def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> Scena
     except ValidationError as error:
         ordered = in_file_order(problems, explain(loaded, error, data))
         return ScenarioFile(name, file, None, ordered, _structure(locations), plays)
-    problems.extend(_template_problems(loaded, scenario))
+    problems.extend(_template_problems(loaded, scenario, protocol))
     problems.extend(_payload_problems(loaded, scenario, protocol))
     return ScenarioFile(name, file, scenario, in_file_order(problems), _structure(locations), plays)
 
@@ -234,20 +236,26 @@ def _payload_problems(
     return found
 
 
-def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem]:
+def _template_problems(
+    loaded: ScenarioFile, scenario: Scenario, protocol: Protocol
+) -> list[Problem]:
     # Checked here, not in the models, because 'vars' is declared beside the steps and a
     # problem is located at the exact string, however deep in 'data' it is. A name a
     # 'let' binds anywhere in the file counts as declared.
     declared = {*scenario.vars, *scenario.bound_names()}
+    fields = {"received": received_fields(protocol.endpoints)}
+    # The state keys a template may mean: declared, or set by a route or a 'set' step.
+    state = {*protocol.state, *(key for route in protocol.routes for key in route.set)}
+    state |= _state_keys(scenario)
     found: dict[tuple[int, int, str], Problem] = {}
     checks = [
         *(
-            (path, templates.check(text, declared))
+            (path, templates.check(text, declared, fields=fields, state=state))
             for path, text in scenario.texts()
             if templates.is_template(text)
         ),
         *(
-            (path, templates.check_expression(text, declared))
+            (path, templates.check_expression(text, declared, fields, state=state))
             for path, text in scenario.conditions()
         ),
     ]
@@ -257,6 +265,25 @@ def _template_problems(loaded: ScenarioFile, scenario: Scenario) -> list[Problem
             # A template merged into several steps (<<: *anchor) is reported once.
             found.setdefault((problem.line, problem.column, message), problem)
     return list(found.values())
+
+
+def _state_keys(scenario: Scenario) -> set[str]:
+    """The keys the file's ``set`` steps set (state.NAME may read them)."""
+    return {
+        key for _, step in scenario.frame_steps() if isinstance(step, SetStep) for key in step.set
+    }
+
+
+def received_fields(endpoints: Mapping[str, Any]) -> frozenset[str]:
+    """The fields templates may read of ``received`` under a protocol with these
+    endpoints: :data:`templates.RECEIVED_FIELDS`, and what the endpoints' envelopes call
+    the type and the payload (``received.event``: see ClientFrame.for_template)."""
+    return templates.RECEIVED_FIELDS | {
+        name
+        for endpoint in endpoints.values()
+        if endpoint.messages is not None
+        for name in (endpoint.messages.type, endpoint.messages.payload)
+    }
 
 
 def read_document(source: bytes | str, file: str) -> tuple[Any, ScenarioFile]:
@@ -552,7 +579,7 @@ def _compose_with(
 def _compose_problem(error: BaseException, text: str, file: str) -> Problem:
     """The problem of a text YAML's parser or the builder could not read."""
     if isinstance(error, yaml.MarkedYAMLError):
-        return _yaml_problem(error, file)
+        return yaml_problem(error, text, file)
     if isinstance(error, yaml.YAMLError):
         return Problem(file, 0, 0, "", f"not valid YAML: {error}")
     line, column = _too_deep(text)  # a RecursionError
@@ -633,17 +660,6 @@ def _reader_problem(error: yaml.reader.ReaderError, text: str, file: str) -> Pro
     )
 
 
-def _yaml_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
-    mark = error.problem_mark or error.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-    what = error.problem or "not valid YAML"
-    if "'\\t'" in what or "\t" in what:
-        what += " (YAML indents with spaces; replace the tab)"
-    if error.context:
-        what = f"{error.context}: {what}"
-    return Problem(file, line, column, "", f"not valid YAML: {what}")
-
-
 def _dotted(path: Path) -> str:
     return ".".join(str(part) for part in path if part != "#duplicate")
 
@@ -686,10 +702,30 @@ def explain(
     document of ``loaded``); ``allowed(path, data)`` names the fields allowed where an
     unknown one was found (a scenario's by default)."""
     problems: list[Problem] = []
+    members: dict[Path, int] = {}  # a union's problems, by path: where the first one is
     for detail in error.errors(include_url=False):
         path = _strip_tags(detail["loc"])
-        problems.append(_problem_for(loaded, path, detail, data, allowed or _allowed_fields))
+        member = bool(path) and _is_union_member(path[-1])
+        if member:
+            # pydantic reports each member of a union (data: a mapping or a list) on its
+            # own, under the member's type name: one problem, expecting any of them.
+            path = path[:-1]
+        problem = _problem_for(loaded, path, detail, data, allowed or _allowed_fields)
+        if member and path in members:
+            first = problems[members[path]]
+            expected = f"{first.expected} or {problem.expected}" if problem.expected else ""
+            problems[members[path]] = replace(first, expected=expected or first.expected)
+            continue
+        if member:
+            members[path] = len(problems)
+        problems.append(problem)
     return problems
+
+
+def _is_union_member(part: str | int) -> bool:
+    """Whether a part of a pydantic error's location names a union member (``dict[str,any]``,
+    ``list[any]``), not a field."""
+    return isinstance(part, str) and "[" in part and part.endswith("]")
 
 
 _EXPECTED_TYPES = {
@@ -741,20 +777,32 @@ def _problem_for(
     if kind == "missing":
         return loaded.problem(path, f"missing field {field_name!r}")
     message = _MESSAGES.get(kind) or detail["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and isinstance(value, str):
+        # 'Continue' for 'continue': the allowed values are in pydantic's expected text.
+        message += did_you_mean(value, re.findall(r"'([^']*)'", str(context.get("expected"))))
     if kind in _EXPECTED_TYPES:
         message = "wrong type"
         if isinstance(value, bool) and kind == "string_type":
             message += " (YAML reads yes, no, on, off, true and false as booleans: quote it)"
+        if kind == "list_type" and isinstance(value, Mapping):
+            message += _dash_hint(value)
     expected = (
         str(context.get("expected", "")) or _EXPECTED_TYPES.get(kind, "") or _bound(kind, context)
     )
     if expected and kind in _BOUNDS:
         message = "out of range"
-    if field_name in ("delay", "sleep", "jitter", "timeout") and kind == "value_error":
-        expected = DURATION_EXPECTED
     scalar = not isinstance(value, Mapping | list)
     found = str(context.get("found", "")) or (_describe(value) if scalar or expected else "")
     return loaded.problem(path, message, expected, found)
+
+
+def _dash_hint(value: Mapping[Any, Any]) -> str:
+    """Where a list was expected and a mapping found: '-chunk: a' is a key named
+    '-chunk', not a list item (YAML needs '- ')."""
+    key = next((str(key) for key in value if str(key).startswith("-")), None)
+    if key is None:
+        return ""
+    return f" (a list item needs a space after its '-': '- {key[1:]}', not '{key}')"
 
 
 _BOUNDS = {

@@ -82,16 +82,26 @@ class ClientFrame:
         return replace(self, at=at)
 
     def for_template(self) -> dict[str, Any]:
-        """What templates see as ``received``."""
-        return {
-            "client": self.client,
-            "endpoint": self.endpoint,
-            "text": self.text,
-            "message_type": self.message_type,
-            "message": self.message,
-            "data": self.data,
-            "frame": self.frame,
+        """What templates see as ``received``: the same fields whatever the protocol, and
+        also the type and the payload under the names the endpoint's envelope gives them
+        (``received.event`` where a price feed's frames are ``{"event": ..., "data": ...}``;
+        a name that is one of the fixed fields keeps the fixed field's meaning)."""
+        view = {
+            self.type_field: self.message_type,
+            self.payload_field: self.payload,
         }
+        view.update(
+            {
+                "client": self.client,
+                "endpoint": self.endpoint,
+                "text": self.text,
+                "message_type": self.message_type,
+                "message": self.message,
+                "data": self.data,
+                "frame": self.frame,
+            }
+        )
+        return view
 
 
 def matches(match: ClientFrameMatch, frame: ClientFrame) -> bool:

@@ -106,6 +106,7 @@ OWN_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    ("*", "/docs/assets/{path:path}"),
 )
 
 _METHOD_RULE = "GET, POST, PUT, PATCH or DELETE"

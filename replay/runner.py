@@ -29,6 +29,7 @@ from replay import planning
 from replay.budget import MAX_STEPS
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
+from replay.counts import counted
 from replay.engine import (
     Connected,
     Context,
@@ -1082,9 +1083,9 @@ def _pace_text(run: Run) -> str:
 
 def _line(run: Run) -> str:
     """The one log line of an ended run."""
-    clients = f"{run.clients} client{'s' if run.clients != 1 else ''}"
     line = (
-        f"run {run.id}: {run.scenario!r} {run.state.value}: {run.sent} frames to {clients} "
+        f"run {run.id}: {run.scenario!r} {run.state.value}: {counted(run.sent, 'frame')} to "
+        f"{counted(run.clients, 'client')} "
         f"in {run.elapsed:.3f}s ({run.started_by}, speed {run.speed:g}, seed {run.seed})"
     )
     return f"{line}: {run.error}" if run.error else line

@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from replay import __version__, planning
+from replay.apidocs import add_api_docs
 from replay.backend import Backend
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
@@ -455,7 +456,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
         default_response_class=JSONAnswer,
+        docs_url=None,  # served offline by add_api_docs
+        redoc_url=None,
     )
+    add_api_docs(app)
     app.state.replay = replay
     _add_middleware(app, settings, replay)
     _add_error_handlers(app)

@@ -26,6 +26,7 @@ from replay.fields import (
     _check_endpoint,
     _check_json,
     _check_message_type,
+    _check_rate,
     _check_takes,
     _check_target,
     _protocol,
@@ -138,6 +139,8 @@ class StreamStep(_ChunkedStep):
     rate: float = Field(
         default=30.0, gt=0, le=MAX_RATE, strict=True, description="Tokens per second (default 30)."
     )
+
+    _rate = field_validator("rate", mode="before")(_check_rate)
     type: Literal["default", "tool"] = Field(
         default="default", description="Send the tokens as 'default' or 'tool' chunks."
     )

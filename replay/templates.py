@@ -48,7 +48,7 @@ from jinja2 import nodes
 from jinja2.meta import find_undeclared_variables
 from jinja2.parser import Parser
 
-from replay.errors import TemplateFailed, did_you_mean
+from replay.errors import TemplateFailed, did_you_mean, nearest
 from replay.limits import MAX_OUTPUT as MAX_OUTPUT
 from replay.limits import Refused, rendering, text_size
 from replay.sandbox import Sandbox
@@ -72,6 +72,20 @@ NAMES = frozenset(
         "state",
     }
 )
+
+#: The fields of ``received`` whatever the protocol (:meth:`replay.matching.ClientFrame.
+#: for_template` gives these, and the type and payload under the names the endpoint's
+#: envelope gives them). A template that reads another one (``received.mesage``) is
+#: refused when the file loads; paths below them (``received.data.x``,
+#: ``received.frame.x``) are the client's to fill.
+RECEIVED_FIELDS = frozenset(
+    {"client", "endpoint", "text", "message_type", "message", "data", "frame"}
+)
+#: Why a field of a name is missing, and where to look instead.
+_FIELD_ADVICE = {
+    "received": "a field the client put in its frame is received.frame.NAME, one in its "
+    "payload received.data.NAME",
+}
 
 _MARKERS = ("{{", "{%", "{#")
 # A string that is one expression and nothing else keeps its value's type in ``data``.
@@ -137,13 +151,22 @@ def check(
     declared_vars: Collection[str] | None,
     names: Collection[str] = NAMES,
     fields: Mapping[str, Collection[str]] | None = None,
+    *,
+    state: Collection[str] = (),
 ) -> list[str]:
     """What is wrong with a template, as sentences for the user (empty when it is fine).
 
     Checks its syntax, that it uses only ``names`` (a scenario's: :data:`NAMES`), that
     every ``vars.NAME`` it reads is declared (any name, when ``declared_vars`` is None),
     and, for each name in ``fields``, that every ``name.FIELD`` it reads is one of that
-    name's fields (a declared route's ``request.query``, say).
+    name's fields (a scenario's ``received``: :data:`RECEIVED_FIELDS` and the names the
+    protocol's envelopes give the type and the payload; a declared route's
+    ``request.query``). Only the first field is checked: ``received.data.x`` reads what
+    the client sent, which no file declares.
+
+    An unknown name suggests the nearest of ``names``, of the declared variables (as
+    ``vars.NAME``), of the fields (``received.message``) and of the ``state`` keys
+    (``state.NAME``).
     """
     try:
         tree = _env.parse(text)
@@ -160,13 +183,20 @@ def check(
         return ["templates cannot include, extend or import other templates"]
     if any(True for _ in tree.find_all(nodes.EvalContextModifier)):
         return ["templates cannot turn autoescaping on: use the escape filter where needed"]
-    return _name_problems(tree, declared_vars, "a template", names, fields)
+    scope = _Scope(names, declared_vars, fields or {}, state)
+    return _name_problems(tree, scope, "a template")
 
 
-def check_expression(source: str, declared_vars: Collection[str]) -> list[str]:
+def check_expression(
+    source: str,
+    declared_vars: Collection[str],
+    fields: Mapping[str, Collection[str]] | None = None,
+    *,
+    state: Collection[str] = (),
+) -> list[str]:
     """What is wrong with an expression (a ``choose`` condition: the inside of a
     ``{{ ... }}``), as sentences for the user; empty when it is fine. The same checks as
-    :func:`check`: syntax, :data:`NAMES`, declared ``vars.NAME``."""
+    :func:`check`: syntax, :data:`NAMES`, declared ``vars.NAME``, ``fields``."""
     if is_template(source):
         return [
             "a condition is an expression, not a template: write it without '{{ }}' "
@@ -179,30 +209,54 @@ def check_expression(source: str, declared_vars: Collection[str]) -> list[str]:
         return [f"expression syntax error: {error.message}"]
     except (jinja2.TemplateError, RecursionError, MemoryError) as error:
         return [f"expression error: {error or type(error).__name__} (it nests too deeply?)"]
-    return _name_problems(tree, declared_vars, "an expression")
+    scope = _Scope(NAMES, declared_vars, fields or {}, state)
+    return _name_problems(tree, scope, "an expression")
 
 
-def _name_problems(
-    tree: nodes.Template,
-    declared_vars: Collection[str] | None,
-    what: str,
-    names: Collection[str] = NAMES,
-    fields: Mapping[str, Collection[str]] | None = None,
-) -> list[str]:
+@dataclass(frozen=True)
+class _Scope:
+    """What a template may read, for checking it (see :func:`check`)."""
+
+    names: Collection[str]
+    declared_vars: Collection[str] | None
+    fields: Mapping[str, Collection[str]]
+    state: Collection[str]
+
+    def paths(self) -> dict[str, str]:
+        """Each bare word a user may mean, and the path that reads it: a name as is, then
+        a variable as vars.NAME, a field as received.FIELD, a state key as state.NAME."""
+        paths = {name: name for name in self.names}
+        if "vars" in self.names:
+            for name in self.declared_vars or ():
+                paths.setdefault(name, f"vars.{name}")
+        for parent, known in self.fields.items():
+            if parent in self.names:
+                for name in known:
+                    paths.setdefault(name, f"{parent}.{name}")
+        if "state" in self.names:
+            for name in self.state:
+                paths.setdefault(name, f"state.{name}")
+        return paths
+
+
+def _name_problems(tree: nodes.Template, scope: _Scope, what: str) -> list[str]:
     used = find_undeclared_variables(tree)
+    names = scope.names
+    declared_vars = scope.declared_vars
     reads_vars = declared_vars is not None and "vars" in names
     read = _attributes_read(tree, "vars") if reads_vars else set()
-    problems = [
-        f"unknown name {name!r} in {what}{did_you_mean(name, names)}; "
-        f"templates can use {', '.join(sorted(names))}"
-        for name in sorted(used - set(names))
-    ]
-    for name, known in (fields or {}).items():
-        for attribute in sorted(_attributes_read(tree, name) - set(known)):
-            problems.append(
-                f"{name} has no field {attribute!r}{did_you_mean(attribute, known)}; "
-                f"its fields are {', '.join(sorted(known))}"
-            )
+    unknown = sorted(used - set(names))
+    paths = scope.paths() if unknown else {}
+    problems = []
+    for name in unknown:
+        guess = nearest(name, paths)
+        hint = f" (did you mean {paths[guess]!r}?)" if guess else ""
+        problems.append(
+            f"unknown name {name!r} in {what}{hint}; templates can use {', '.join(sorted(names))}"
+        )
+    for parent, known in scope.fields.items():
+        for attribute in sorted(_attributes_read(tree, parent) - set(known)):
+            problems.append(_field_problem(parent, attribute, known))
     for name in sorted(read - set(declared_vars or ())):
         assert declared_vars is not None
         declared = ", ".join(sorted(declared_vars)) or "none"
@@ -212,6 +266,16 @@ def _name_problems(
             f"(declared: {declared})"
         )
     return problems
+
+
+def _field_problem(parent: str, attribute: str, known: Collection[str]) -> str:
+    guess = nearest(attribute, known)
+    hint = f" (did you mean {guess!r}?)" if guess else ""
+    advice = _FIELD_ADVICE.get(parent)
+    return (
+        f"{parent} has no field {attribute!r}{hint}; its fields are {', '.join(sorted(known))}"
+        + (f" ({advice})" if advice else "")
+    )
 
 
 def _expression_tree(source: str) -> nodes.Template:

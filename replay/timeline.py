@@ -40,9 +40,9 @@ from replay.engine import (
     play,
 )
 from replay.matching import ClientFrame, matches
-from replay.protocol import message_frame
 from replay.protocol.declaration import Protocol
 from replay.protocol.schwarm import SCHWARM
+from replay.protocol.wire import encode
 from replay.routes import is_route_key
 from replay.state import State
 
@@ -309,7 +309,10 @@ class _Paper:
                 self._cue(wait, where, f"{_wait_text(wait)}: answered {text}", "wait", wait.source)
                 return answer
         self._cue(wait, where, _wait_text(wait), "wait", wait.source)
-        return ClientFrame(client, message_frame(kind, ""), wait.at, kind=kind)
+        # An empty message in the endpoint's own envelope, so that received.<its type
+        # field> reads as it would from a real answer.
+        empty = encode({fields[0]: kind, fields[1]: ""})
+        return ClientFrame(client, empty, wait.at, where or "", *fields, kind=kind)
 
     def _request(self, wait: Wait, client: str) -> ClientFrame:
         """The answer to a wait for a request: the oldest given ``METHOD /path?query``

@@ -140,6 +140,13 @@ def test_scenario_raises_not_found_with_suggestion() -> None:
         found.file("nothing")
 
 
+def test_a_scenario_name_in_the_wrong_case_suggests_the_scenario() -> None:
+    found = catalog(messages="steps:\n  - chunk: a\n", outer="steps:\n  - play: Messages\n")
+    with pytest.raises(ScenarioNotFound, match="did you mean 'messages'"):
+        found.scenario("MESSAGES")
+    assert "did you mean 'messages'" in " ".join(texts(found.file("outer")))
+
+
 def test_scenario_raises_invalid_with_its_problems() -> None:
     found = catalog(broken="steps:\n  - chunk: a\n    delay: soon\n")
     with pytest.raises(ScenarioInvalid) as caught:

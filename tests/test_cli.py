@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -24,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import replay.server
-from replay.cli import Options, Progress, main, play
+from replay.cli import Options, main, play
 from replay.ready import bound_address, ready_document
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
@@ -34,6 +35,13 @@ from tests.recording import eventually, read_all, ws_upstream
 def names_in(folder: Path) -> list[str]:
     """The scenario names a folder holds (the shipped folder grows over time)."""
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith((".", "_")))
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def free_port() -> int:
@@ -455,7 +463,7 @@ def test_play_with_a_var_shows_the_wait_and_what_was_received(
         'received from cli-test: {"message_type":"CHAT_INPUT","message":"hello"}'
     )
     assert '"message":"Ada said hello"}  -> 1 client' in out
-    assert "closed with code 4001: 1 connection(s) on /ws" in out
+    assert "closed with code 4001: 1 connection on /ws" in out
     assert ": finished: 2 frames to 1 client in " in lines[-1]
 
 
@@ -524,57 +532,19 @@ def test_json_and_quiet_together_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "--quiet" in err
 
 
-def test_the_progress_bar_counts_frames_and_shows_the_step() -> None:
-    screen = io.StringIO()
-    bar = Progress(screen)
-    bar.clear()  # nothing shown yet: nothing to clear
-    assert screen.getvalue() == ""
-    bar.update({"event": "start", "frames": 4})
-    assert screen.getvalue() == "\r[" + "." * 24 + "] 0/4 frames, step "
-    bar.update({"event": "frame", "step": "0"})
-    assert screen.getvalue().endswith("\r[" + "#" * 6 + "." * 18 + "] 1/4 frames, step 0")
-    bar.update({"event": "frame", "step": "2.steps.1"})
-    assert bar.line() == "[" + "#" * 12 + "." * 12 + "] 2/4 frames, step 2.steps.1"
-    bar.update({"event": "wait", "step": "3"})  # redrawn, not counted
-    assert bar.line().startswith("[" + "#" * 12 + "." * 12 + "] 2/4 frames")
-    for step in ("3", "4"):
-        bar.update({"event": "frame", "step": step})
-    assert bar.line() == "[" + "#" * 24 + "] 4/4 frames, step 4"
-    written = screen.getvalue()
-    bar.update({"event": "end", "state": "finished"})
-    assert screen.getvalue() == written  # the end draws nothing
-    bar.clear()
-    assert screen.getvalue() == written + "\r\033[K"
-    bar.clear()  # cleared already
-    assert screen.getvalue() == written + "\r\033[K"
-
-
-def test_the_progress_bar_without_a_plan_counts_only() -> None:
-    screen = io.StringIO()
-    bar = Progress(screen)
-    bar.update({"event": "start", "frames": None})
-    bar.update({"event": "frame", "step": "0"})
-    assert screen.getvalue().endswith("\r1 frames, step 0")
-    assert "[" not in screen.getvalue()
-
-
-def test_the_progress_bar_never_overflows() -> None:
-    bar = Progress(io.StringIO())
-    bar.update({"event": "start", "frames": 2})
-    for _ in range(5):
-        bar.update({"event": "frame", "step": "0"})
-    assert bar.line().startswith("[" + "#" * 24 + "] ")
-
-
-def test_play_draws_the_bar_between_lines_and_clears_it(live_server: LiveServer) -> None:
-    out, screen = io.StringIO(), io.StringIO()
-    code = play("stream", live_server.url, Options(speed=0), out, "text", screen)
+def test_play_draws_the_progress_under_the_lines_and_clears_it(live_server: LiveServer) -> None:
+    out, screen, err = io.StringIO(), Terminal(), io.StringIO()
+    code = play("stream", live_server.url, Options(speed=0), out, "text", screen, err=err)
     assert code == 0
     drawn = screen.getvalue()
-    assert "4/4 frames, step 3" in drawn
-    assert drawn.endswith("\r\033[K")  # nothing left on the terminal line
+    assert "4/4 frames, step 3" in drawn  # Rich's live display, drawn on each event
+    assert drawn.endswith("\x1b[2K")  # taken off again: the lines it took are erased
     assert "\r" not in out.getvalue()  # the frames and summary are plain lines
+    assert "\x1b" not in out.getvalue()
     assert len(out.getvalue().splitlines()) == 6
+    # The hint, once, above the progress (on a terminal: err is that terminal).
+    assert drawn.count("replay: note: no client is connected") == 1
+    assert err.getvalue() == ""
 
 
 @pytest.mark.parametrize("output", ["json", "quiet"])
@@ -584,23 +554,36 @@ def test_play_shows_no_bar_for_json_or_quiet(live_server: LiveServer, output: st
     assert screen.getvalue() == ""
 
 
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_the_bar_goes_to_stderr_only_when_it_is_a_terminal(
+def test_the_progress_goes_to_a_terminal_only(
     live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["--scenario", "stream", "--url", live_server.url, "--speed", "0"]
     assert main(args) == 0
-    assert capsys.readouterr().err == ""  # captured stderr is not a terminal
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err  # captured output is not a terminal
+    assert captured.err.startswith("replay: note: no client is connected to /ws")
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert main(args) == 0
     assert "4/4 frames" in terminal.getvalue()
-    assert terminal.getvalue().endswith("\r\033[K")
+    assert "no client is connected" in terminal.getvalue()  # stdout is no terminal: stderr
     assert "\r" not in capsys.readouterr().out
+
+
+def test_play_on_a_terminal_prints_in_colour_with_the_progress_among_the_lines(
+    live_server: LiveServer,
+) -> None:
+    screen = Terminal()
+    code = play("stream", live_server.url, Options(speed=0), screen, "text", screen, err=screen)
+    assert code == 0
+    shown = screen.getvalue()
+    assert "\x1b[" in shown  # colours
+    assert "4/4 frames" in shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert "-> 0 clients" in plain
+    assert plain.count("note: no client is connected to /ws") == 1
+    assert f"{live_server.url}/viewer" in plain
+    assert ": finished: 4 frames to 0 clients in " in plain
 
 
 # --- access: the token and non-loopback addresses -----------------------------------------------
@@ -1060,30 +1043,6 @@ def test_answers_and_state_need_a_dry_run(capsys: pytest.CaptureFixture[str]) ->
     assert "--answer and --state only apply to --dry-run" in capsys.readouterr().err
 
 
-def test_followed_decisions_are_shown() -> None:
-    from replay.cli import _show
-
-    out = io.StringIO()
-    for event in [
-        {"event": "choose", "text": "branch 1 (when state.paused)"},
-        {"event": "let", "text": 'order = "x"'},
-        {"event": "state", "changes": {"paused": True, "turn": 2}},
-        {"event": "wait_connect", "client": None, "endpoint": "/ws", "new": True},
-        {"event": "connected", "client": "ui", "endpoint": "/ws"},
-        {"event": "connect_timeout", "client": "ui", "endpoint": None},
-        {"event": "heartbeat"},
-    ]:
-        assert _show(event, out) is None
-    assert [line.strip() for line in out.getvalue().splitlines()] == [
-        "choose: branch 1 (when state.paused)",
-        'let: order = "x"',
-        "set paused = true, turn = 2",
-        "waiting for a new connection from any client to /ws...",
-        "client ui connected to /ws",
-        "no connection from client ui came in time",
-    ]
-
-
 # --- replay asyncapi --------------------------------------------------------------------------
 
 EVENTS_PROTOCOL = """\
@@ -1468,3 +1427,97 @@ def test_convert_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         main(["convert", *recorded_files(tmp_path), "--template", "no-equals"])
     assert exited.value.code == 2
     assert "is not PATH=EXPR" in capsys.readouterr().err
+
+
+# --- run-control keys ---------------------------------------------------------------------------
+
+WAITS = """
+steps:
+  - message: EVENT
+    text: hi
+  - wait: CHAT_INPUT
+    timeout: 60s
+  - message: CHAT
+    text: bye
+"""
+
+
+def eventually_true(check: Any, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def play_in_a_thread(
+    url: str, name: str, keys: Any, screen: Terminal, out: io.StringIO
+) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def playing() -> None:
+        try:
+            result["code"] = play(name, url, Options(), out, "text", screen, keys, io.StringIO())
+        except Exception as error:
+            result["error"] = error
+            out.write(f"failed: {error!r}")
+
+    thread = threading.Thread(target=playing, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_keys_call_the_control_routes_and_q_cancels(
+    live_server: LiveServer, scenarios_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replay import remote
+
+    (scenarios_dir / "waits.yaml").write_text(WAITS)
+    calls: list[tuple[str, str, float | None]] = []
+
+    def control(
+        url: str, run_id: str, action: str, token: str | None = None, speed: float | None = None
+    ) -> dict[str, Any]:
+        calls.append((run_id, action, speed))
+        return {"run_id": run_id, "paused": True, "speed": speed or 1.0}
+
+    monkeypatch.setattr(remote, "control", control)
+    keyboard, program = os.openpty()
+    keys = open(program, closefd=False)  # noqa: SIM115 (closed below)
+    screen, out = Terminal(), io.StringIO()
+    try:
+        thread, result = play_in_a_thread(live_server.url, "waits", keys, screen, out)
+        eventually_true(lambda: "waiting for CHAT_INPUT" in out.getvalue(), "the run never waited")
+        os.write(keyboard, b" ")
+        eventually_true(lambda: len(calls) == 1, "space did not pause")
+        os.write(keyboard, b"+")
+        eventually_true(lambda: len(calls) == 2, "+ did not speed up")
+        eventually_true(lambda: "PAUSED" in screen.getvalue(), "the pause is not shown")
+        os.write(keyboard, b"q")
+        thread.join(20)
+        assert not thread.is_alive(), "q did not end the run"
+    finally:
+        keys.close()
+        os.close(program)
+        os.close(keyboard)
+    run_id = calls[0][0]
+    assert calls == [(run_id, "pause", None), (run_id, "speed", 2.0)]
+    assert result["code"] == 130
+    assert out.getvalue().splitlines()[-1].startswith(f"run {run_id}: cancelled: 1 frame")
+    assert "space pause/resume" in screen.getvalue()  # the footer
+    assert live_server.replay.runner.get(run_id).state.value == "cancelled"
+
+
+def test_progress_and_keys_go_where_the_terminals_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    from replay.cli import _terminals
+
+    piped, screen, keyboard = io.StringIO(), Terminal(), Terminal()
+    for stdout, stderr, stdin, expected in [
+        (screen, piped, keyboard, (screen, keyboard)),  # progress among the lines
+        (piped, screen, keyboard, (screen, keyboard)),  # lines to a file, progress on stderr
+        (piped, piped, keyboard, (None, None)),  # nothing to draw on: no keys either
+        (screen, screen, piped, (screen, None)),  # keys only from a terminal
+    ]:
+        monkeypatch.setattr("sys.stdout", stdout)
+        monkeypatch.setattr("sys.stderr", stderr)
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert _terminals() == expected

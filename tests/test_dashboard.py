@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import threading
@@ -84,14 +85,24 @@ def page(browser: Browser, served: LiveServer) -> Iterator[Page]:
     context = browser.new_context()
     opened = context.new_page()
     opened.set_default_timeout(TIMEOUT)
+    errors: list[str] = []  # the page's uncaught JavaScript errors: a test passes with none
+    opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.goto(served.url + "/")
     expect(opened.locator("#status")).to_have_text("Live")
     yield opened
     context.close()
+    assert errors == []
 
 
 def scenario(page: Page, name: str):  # type: ignore[no-untyped-def]
     return page.locator(f'li.scenario[data-name="{name}"]')
+
+
+def open_tab(page: Page, name: str) -> None:
+    """Show the protocol, routes or recordings: tabs under the live log."""
+    tab = page.get_by_role("tab", name=name)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
 
 
 def test_play_all_shows_the_four_messages_and_the_assembled_stream(page: Page) -> None:
@@ -108,7 +119,7 @@ def test_play_all_shows_the_four_messages_and_the_assembled_stream(page: Page) -
     streams = page.locator("#streams li")
     expect(streams.last).to_have_text("This is a streaming message sent in chunks.")
     expect(streams.last).to_have_attribute("data-open", "false")  # the close signal came
-    run = page.locator("#runs tr").first
+    run = page.locator("#runs [data-run]").first
     expect(run).to_have_attribute("data-state", "finished")
     expect(run).to_contain_text("all")
 
@@ -127,7 +138,7 @@ def test_the_client_count_changes_when_a_websocket_client_connects(
 def test_a_long_run_can_be_cancelled(page: Page) -> None:
     page.get_by_role("button", name="Play long").click()
     expect(page.locator("#log")).to_contain_text("started")
-    row = page.locator("#runs tr").first
+    row = page.locator("#runs [data-run]").first
     expect(row).to_have_attribute("data-state", "running")
     row.get_by_role("button", name="Cancel").click()
     expect(row).to_have_attribute("data-state", "cancelled")
@@ -145,6 +156,20 @@ def test_a_broken_scenario_shows_its_error_in_place(page: Page, served: LiveServ
     expect(broken.get_by_role("button", name="Play broken")).to_be_disabled()
     (folder / "broken.yaml").write_text("steps:\n  - message: EVENT\n    text: hi\n")
     expect(broken).to_have_attribute("data-valid", "true")
+
+
+def test_the_side_bar_finds_scenarios_by_name_description_or_message(page: Page) -> None:
+    search = page.get_by_role("searchbox", name="Search")
+    shown = page.locator("li.scenario:not([hidden])")
+    expect(shown).to_have_count(11)  # the shipped ten and the long one
+    search.fill("stream")
+    expect(shown.locator("h3")).to_have_text(["agent-run", "all", "chat", "stream"])
+    search.fill("chat_input")  # what a scenario waits for, any case
+    expect(shown).to_have_count(1)
+    expect(shown).to_have_attribute("data-name", "chat")
+    search.fill("no such thing")
+    expect(shown).to_have_count(0)
+    expect(page.locator("#no-scenarios")).to_be_visible()
 
 
 def test_play_sends_the_variables_and_speed_from_the_form(page: Page) -> None:
@@ -258,6 +283,7 @@ def test_the_routes_panel_lists_the_routes_and_edits_the_live_state(
 ) -> None:
     write_protocol(served.replay.settings.scenarios, SCHWARM_PROTOCOL)
     page.reload()
+    open_tab(page, "HTTP routes and state")
     routes = page.locator("#routes tr")
     expect(routes).to_have_count(len(SCHWARM.routes))
     expect(page.locator('#routes tr[data-route="GET /break"]')).to_contain_text(
@@ -288,6 +314,7 @@ def test_the_routes_panel_lists_the_routes_and_edits_the_live_state(
 
 
 def test_a_state_the_server_refuses_says_why(page: Page, served: LiveServer) -> None:
+    open_tab(page, "HTTP routes and state")
     page.get_by_role("textbox", name="Key", exact=True).fill("ok_key")
     page.get_by_role("textbox", name="Value", exact=True).fill('"x"')
     page.get_by_role("button", name="Add", exact=True).click()
@@ -303,14 +330,6 @@ def test_a_state_the_server_refuses_says_why(page: Page, served: LiveServer) -> 
 def get_json(served: LiveServer, path: str) -> Any:
     with urllib.request.urlopen(served.url + path, timeout=10) as answer:
         return json.loads(answer.read())
-
-
-def test_the_token_form_stays_hidden_when_no_token_is_needed(page: Page) -> None:
-    # Its "filters" class lays it out as a flex box, which must not override "hidden".
-    expect(page.locator("#token-form")).to_be_hidden()
-    # The shipped folder declares Schwarm P5's control routes.
-    expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
-    expect(page.locator("#no-routes")).to_be_hidden()
 
 
 # --- the protocol panel --------------------------------------------------------------------
@@ -478,7 +497,7 @@ def test_editing_the_protocol_file_updates_the_panel_without_a_reload(
         expect(added.locator('[data-clients="/more"]')).to_have_text("1")
         expect(page.locator('[data-count="/more"]')).to_have_text("1")
     expect(page.locator("#filter-endpoint option")).to_have_text(
-        ["all", "/ws", "/ws/stream", "/more", "http"]
+        ["all endpoints", "/ws", "/ws/stream", "/more", "http"]
     )
     assert page.evaluate("window.notReloaded") is True
 
@@ -505,6 +524,7 @@ def test_the_recordings_panel_lists_recordings_and_shows_their_frames(
     many = [text_frame(i / 100, "server", json.dumps({"n": i})) for i in range(250)]
     write_recording(recordings, "abcdef", many, started=STARTED - 60)
     with dashboard_of(browser, scenarios_dir, recordings=recordings) as (page, _):
+        open_tab(page, "Recordings")
         expect(page.locator("#recordings tr")).to_have_count(4)
         clean = page.locator('#recordings tr[data-recording="3f2a9c0e1b7d"]')
         for text in (
@@ -612,3 +632,420 @@ def test_the_log_says_when_a_client_s_upstream_cannot_be_reached(
         expect(failed.locator(".badge")).to_have_text("upstream unreachable")
         expect(failed).to_contain_text("/ws from ui")
         expect(failed).to_contain_text("(closed with 1011)")
+
+
+# --- the layout, at the widths people use ----------------------------------------------------
+
+WIDTHS = (1024, 1280, 1400, 1920, 2560)
+
+FAILS = """
+description: A run that fails at once, with a long error to lay out.
+steps:
+  - message: EVENT
+    text: about to fail
+  - wait: CHAT_INPUT
+    timeout: 10ms
+    on_timeout: fail
+"""
+
+# Measures taken in the page (JavaScript): layoutProblems() and widthUse().
+CHECKS = (Path(__file__).parent / "dashboard_checks.js").read_text()
+
+
+def post(served: LiveServer, path: str) -> Any:
+    request = urllib.request.Request(served.url + path, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_every_panel_holds_its_content_at_every_width(
+    page: Page, served: LiveServer, tmp_path: Path
+) -> None:
+    folder = served.replay.settings.scenarios
+    (folder / "fails.yaml").write_text(FAILS)
+    # Many scenarios (a side bar far taller than the screen), as a real folder has.
+    for number in range(30):
+        (folder / f"extra-{number:02}.yaml").write_text(
+            f"description: Scenario number {number}, one of many to scroll past.\n"
+            "steps:\n  - message: EVENT\n    text: hi\n"
+        )
+    expect(scenario(page, "extra-29")).to_be_visible()
+    with (
+        connect(served.ws_url + "/ws?client_id=a-rather-long-client-identifier-0123456789"),
+        connect(served.ws_url + "/ws/stream?client_id=ui"),
+    ):
+        post(served, "/trigger/fails?speed=0&wait=false")
+        post(served, "/trigger/long?wait=false")
+        post(served, "/trigger/chat?wait=false")  # waits for an answer
+        expect(page.locator("#runs .run-error")).to_contain_text("CHAT_INPUT")
+        expect(page.locator("#runs .waiting")).to_contain_text("Answer in the viewer")
+        expect(page.locator("#clients tr")).to_have_count(2)
+        expect(page.locator("#timeline .mark").first).to_be_visible()
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 800})
+            page.evaluate("() => new Promise((done) => requestAnimationFrame(done))")
+            # To look at (REPLAY_DASHBOARD_SHOTS=folder keeps them): tests cannot see ugliness.
+            shots = Path(os.environ.get("REPLAY_DASHBOARD_SHOTS") or tmp_path)
+            page.screenshot(path=str(shots / f"dashboard-test-{width}.png"))
+            assert page.evaluate(f"() => (\n{CHECKS}\n).layoutProblems()") == [], width
+            use = page.evaluate(f"() => (\n{CHECKS}\n).widthUse()")
+            # The panels reach from one side of the main area to the other (no empty quarter).
+            assert use["panelsLeft"] - use["mainLeft"] < 20, (width, use)
+            assert use["mainRight"] - use["panelsRight"] < 20, (width, use)
+            assert use["mainRight"] >= use["page"] - 1, (width, use)
+            assert use["log"] > 0.9 * (use["mainRight"] - use["mainLeft"] - 40), (width, use)
+            # A run's error reads across its panel, not down a narrow column.
+            assert use["error"] > 0.6 * use["runs"], (width, use)
+            # The live log is on the first screen, whatever the side bar holds.
+            assert use["logTop"] < 800 - 100, (width, use)
+
+
+def test_nothing_hidden_is_shown(page: Page, served: LiveServer) -> None:
+    # A class that lays an element out (the token form's flex box) must not undo `hidden`:
+    # a server started without a token said it was started with one.
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.get_by_text("The server was started with --token")).to_be_hidden()
+    # The shipped folder declares Schwarm P5's control routes.
+    open_tab(page, "HTTP routes and state")
+    expect(page.locator('#routes tr[data-route="POST /break"]')).to_be_visible()
+    expect(page.locator("#no-routes")).to_be_hidden()
+    post(served, "/trigger/messages?speed=0")
+    expect(page.locator("#log")).to_contain_text("System paused")
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll("[hidden]")]
+          .filter((node) => node.getClientRects().length > 0)
+          .map((node) => node.id || node.outerHTML.slice(0, 80))"""
+    )
+    assert shown == []
+    assert page.locator("[hidden]").count() > 5  # there was something to check
+
+
+# --- the clients' counts --------------------------------------------------------------------
+
+
+def test_the_clients_table_follows_the_frames_both_ways(page: Page, served: LiveServer) -> None:
+    # The table was loaded only when a client came or went, so its counts stayed at what
+    # they were then (1/0 while GET /clients said 5/2).
+    with connect(served.ws_url + "/ws?client_id=counted") as client:
+        row = page.locator('#clients tr[data-client="counted"]')
+        expect(row.locator(".sent")).to_have_text("0")
+        for number in range(3):
+            client.send(json.dumps({"message_type": "CHAT_INPUT", "message": f"hi {number}"}))
+        post(served, "/trigger/messages?speed=0")
+        for _ in range(4):
+            client.recv(timeout=TIMEOUT / 1000)
+        counts = get_json(served, "/clients")["clients"][0]
+        deadline = threading.Event()
+        for _ in range(100):  # the server counts a frame once it has read it: poll for it
+            counts = get_json(served, "/clients")["clients"][0]
+            if counts["received"] == 3:
+                break
+            deadline.wait(0.05)
+        assert (counts["sent"], counts["received"]) == (4, 3)
+        expect(row.locator(".sent")).to_have_text("4")
+        expect(row.locator(".received")).to_have_text("3")
+
+
+# --- the live log ---------------------------------------------------------------------------
+
+
+def test_the_log_shows_milliseconds_sizes_and_connections(page: Page, served: LiveServer) -> None:
+    hello = '{"message_type": "CHAT_INPUT", "message": "hello"}'
+    with connect(served.ws_url + "/ws?client_id=tab-7") as client:
+        client.send(hello)
+        received = page.locator('#log li[data-direction="received"]')
+        expect(received).to_contain_text("hello")
+        expect(received.locator(".when")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+        expect(received.locator(".size")).to_have_text(f"{len(hello)} B")
+        expect(received.locator(".dir")).to_have_text("← received")
+        connected = page.locator('#log li[data-event="connect"]')
+        expect(connected).to_contain_text("/ws tab-7")
+    closed = page.locator('#log li[data-event="disconnect"]')
+    expect(closed).to_contain_text("/ws tab-7")
+    expect(closed.locator(".frame")).to_contain_text("0 clients left on /ws")
+    # A click shows a frame whole, its JSON pretty-printed.
+    received.locator("button.frame").click()
+    expect(received.locator("pre")).to_have_text(
+        '{\n  "message_type": "CHAT_INPUT",\n  "message": "hello"\n}'
+    )
+    # A field holding JSON in a string (Schwarm's EVENT spans) is shown parsed as well.
+    span = json.dumps({"message_type": "EVENT", "message": json.dumps({"id": "1f"})})
+    assert page.evaluate("(text) => pretty(text)", span) == (
+        '{\n  "message_type": "EVENT",\n  "message": "{\\"id\\": \\"1f\\"}"\n}'
+        '\n\nmessage (JSON in a string), parsed:\n{\n  "id": "1f"\n}'
+    )
+    # The direction filter keeps connections apart.
+    page.locator("#filter-direction").select_option("connection")
+    expect(page.locator("#log li:not([hidden])")).to_have_count(2)
+    page.locator("#filter-direction").select_option("")
+    page.locator("#filter-text").fill("/HEL+O/")
+    expect(page.locator("#log li:not([hidden])")).to_have_count(1)
+
+
+CUT_STREAM = """
+description: A stream cut by a disconnect, then another.
+steps:
+  - chunk: "first part "
+  - chunk: "never finished"
+  - disconnect: /ws/stream
+    code: 1001
+  - wait_connect: any
+    endpoint: /ws/stream
+  - chunk: "second stream"
+  - close: stream
+"""
+
+OPEN_STREAM = """
+description: A stream left open by a run that goes on.
+steps:
+  - chunk: "left open"
+  - sleep: 60s
+"""
+
+
+def test_a_stream_cut_by_a_disconnect_or_another_run_ends_its_block(
+    page: Page, served: LiveServer
+) -> None:
+    folder = served.replay.settings.scenarios
+    (folder / "cut.yaml").write_text(CUT_STREAM)
+    (folder / "open.yaml").write_text(OPEN_STREAM)
+    expect(scenario(page, "open")).to_be_visible()
+    blocks = page.locator("#streams li")
+    with connect(served.ws_url + "/ws/stream?client_id=s"):
+        post(served, "/trigger/cut?speed=0&wait=false")
+        expect(blocks.first).to_have_attribute("data-cut", "true")
+    expect(blocks.first).to_contain_text("first part never finished")
+    expect(blocks.first.locator(".cut")).to_contain_text("cut")
+    with connect(served.ws_url + "/ws/stream?client_id=s"):  # the run waits for it
+        expect(blocks).to_have_count(2)
+        expect(blocks.nth(1)).to_have_text("second stream")
+        expect(blocks.nth(1)).to_have_attribute("data-open", "false")
+        post(served, "/trigger/open?wait=false")
+        expect(blocks.nth(2)).to_have_text("left open")
+        expect(blocks.nth(2)).to_have_attribute("data-open", "true")
+        post(served, "/trigger/stream?speed=0")  # another run's stream
+        expect(blocks.nth(2)).to_have_attribute("data-cut", "true")
+        expect(blocks.nth(3)).to_have_text("This is a streaming message sent in chunks.")
+        expect(blocks).to_have_count(4)
+
+
+# --- runs: counts, control, the timeline ----------------------------------------------------
+
+
+def test_a_run_that_waits_never_shows_sent_over_planned(page: Page, served: LiveServer) -> None:
+    with connect(served.ws_url + "/ws?client_id=ui") as client:
+        post(served, "/trigger/chat?speed=0&wait=false")
+        waiting = page.locator("#runs [data-run] .waiting")
+        expect(waiting).to_contain_text("waiting for")
+        link = waiting.get_by_role("link", name="Answer in the viewer")
+        expect(link).to_have_attribute("href", re.compile(r"^/viewer"))
+        client.send(
+            '{"message_type": "CHAT_INPUT", "message": "a much longer answer than planned"}'
+        )
+        run = page.locator('#runs [data-run][data-state="finished"]')
+        expect(run.locator(".frames")).to_have_text(
+            re.compile(r"^\d+ sent \(37 planned with empty answers\)$")
+        )
+    post(served, "/trigger/messages?speed=0")
+    expect(page.locator("#runs [data-run]").first.locator(".frames")).to_have_text("4/4 frames")
+    # The contract's frames_exact decides; a count past the plan is never "43/32".
+    shown = page.evaluate(
+        """() => [framesText({sent: 43, frames: 32, frames_exact: false, scenario: "x"}),
+                  framesText({sent: 43, frames: 32, frames_exact: true, scenario: "x"}),
+                  framesText({sent: 3, frames: 32, frames_exact: true, scenario: "x"}),
+                  framesText({sent: 5, frames: null, scenario: "x"})]"""
+    )
+    assert shown == [
+        "43 sent (32 planned with empty answers)",
+        "43 sent (32 planned)",
+        "3/32 frames",
+        "5 sent",
+    ]
+
+
+def test_a_running_run_can_be_paused_stepped_sped_up_and_resumed(
+    page: Page, served: LiveServer
+) -> None:
+    run_id = post(served, "/trigger/long?wait=false")["run_id"]
+    run = page.locator(f'#runs [data-run="{run_id}"]')
+    expect(run.locator(".frames")).to_have_text("1/2 frames")
+    expect(run).to_have_attribute("data-paused", "false")
+    run.get_by_role("button", name=f"Pause run {run_id}").click()
+    expect(run).to_have_attribute("data-paused", "true")
+    expect(run.locator(".state")).to_have_text("paused")
+    # The keyboard stays where it was: on the same button, now Resume.
+    expect(run.get_by_role("button", name=f"Resume run {run_id}")).to_be_focused()
+    assert get_json(served, f"/runs/{run_id}")["paused"] is True
+    expect(page.locator("#summary")).to_contain_text("1 running · 1 paused")
+    # Step: the frame after the 60 s sleep goes out now, and the run stays paused.
+    run.get_by_role("button", name=f"Step run {run_id}").click()
+    expect(run.locator(".stepped")).to_have_text(
+        "Stepped: a frame went out (step 2); paused again."
+    )
+    expect(page.locator("#log")).to_contain_text("never")
+    expect(run.locator(".frames")).to_have_text("2/2 frames")
+    expect(run).to_have_attribute("data-paused", "true")
+    run.locator('select[data-control="speed"]').select_option("2")
+    expect(run.locator(".by")).to_contain_text("speed 2")
+    assert get_json(served, f"/runs/{run_id}")["speed"] == 2
+    run.get_by_role("button", name=f"Resume run {run_id}").click()
+    expect(run).to_have_attribute("data-state", "finished")  # nothing was left to play
+
+
+def test_a_control_the_server_refuses_says_why(page: Page, served: LiveServer) -> None:
+    with connect(served.ws_url + "/ws?client_id=ui"):
+        run_id = post(served, "/trigger/chat?speed=0&wait=false")["run_id"]
+        run = page.locator(f'#runs [data-run="{run_id}"]')
+        expect(run.locator(".waiting")).to_contain_text("CHAT_INPUT")
+        run.get_by_role("button", name=f"Step run {run_id}").click()
+        expect(page.locator("#run-message")).to_contain_text(
+            f"Could not step run {run_id}: run {run_id}: it waits for CHAT_INPUT from any "
+            "client: a step cannot skip a wait"
+        )
+        run.get_by_role("button", name=f"Cancel run {run_id}").click()
+        expect(run).to_have_attribute("data-state", "cancelled")
+
+
+def test_the_timeline_shows_a_run_s_frames_in_lanes_and_one_whole_on_a_click(
+    page: Page, served: LiveServer
+) -> None:
+    with connect(served.ws_url + "/ws?client_id=ui"), connect(served.ws_url + "/ws/stream"):
+        page.locator("#speed").fill("5")  # marks apart, each to click on
+        page.get_by_role("button", name="Play all").click()
+        frames = page.locator("#timeline .mark.frame")
+        expect(frames).to_have_count(8)
+        expect(page.locator("#timeline text.lane-name")).to_have_text(["/ws", "/ws/stream"])
+        expect(page.locator("#timeline-run")).to_contain_text("all · finished")
+        event = page.locator('#timeline .mark.frame[aria-label*="/ws to all"]').nth(2)
+        event.click()
+        expect(page.locator("#timeline-detail-text")).to_have_text(
+            '{\n  "message_type": "EVENT",\n  "message": "Test event message"\n}'
+        )
+        expect(page.locator("#timeline-detail-title")).to_contain_text("Frame · step")
+        # By keyboard too.
+        frames.first.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#timeline-detail-text")).to_contain_text("Test chat request")
+
+
+def test_the_timeline_of_a_run_shows_its_planned_times_its_wait_and_its_drop(
+    page: Page, served: LiveServer
+) -> None:
+    with connect(served.ws_url + "/ws?client_id=ui") as client:
+        post(served, "/trigger/chat?speed=10&wait=false")
+        wait = page.locator("#timeline .wait-mark")
+        expect(wait).to_have_attribute("aria-label", re.compile(r"for CHAT_INPUT, .*still waiting"))
+        # Each frame sent against its planned time; what comes next, from the plan.
+        expect(page.locator('#timeline .mark.frame[aria-label*=", planned "]')).to_have_count(2)
+        expect(page.locator("#timeline-stats")).to_contain_text("2 frames sent · ")
+        expect(page.locator("#timeline circle.ghost").first).to_be_attached()
+        client.send('{"message_type": "CHAT_INPUT", "message": "go"}')
+        expect(wait).to_have_attribute("aria-label", re.compile(r"answered by ui at \d"))
+        wait.click()
+        expect(page.locator("#timeline-detail-text")).to_contain_text('"message": "go"')
+        expect(page.locator("#runs [data-run]").first).to_have_attribute("data-state", "finished")
+        post(served, "/trigger/crash?speed=10&wait=false")  # the newest run is shown
+        drop = page.locator("#timeline .hangup-mark")
+        expect(drop).to_have_attribute(
+            "aria-label", re.compile(r"^drop \(no close frame\) of /ws, /ws/stream at")
+        )
+        expect(page.locator('#log li[data-event="drop"]')).to_contain_text(
+            "dropped by the server (dropped on purpose): no close frame"
+        )
+        expect(page.locator('#log li[data-event="hangup"]')).to_contain_text("step 1: drop")
+
+
+def test_the_timeline_and_log_show_lateness_waits_hangups_drops_and_close_codes(page: Page) -> None:
+    # The feed's events, as a run of a scenario the server does not have (no plan to draw)
+    # would send them: frame.sent's offset, at and lateness; run.wait and run.waited;
+    # run.hangup.
+    page.evaluate(
+        """() => {
+          const time = Date.now() / 1000;
+          const run = {run_id: "feed0001", scenario: "on-paper", state: "running", speed: 1,
+                       started_at: time - 3, sent: 2, frames: 5, paused: false, paused_s: 0};
+          const sent = (step, offset, at, to) => handleEvent({event: "frame.sent", time,
+            run_id: "feed0001", scenario: "on-paper", step, endpoint: "/ws", to, clients: 1,
+            binary: false, frame: '{"message_type": "EVENT", "message": "x"}', offset, at,
+            lateness: at - offset});
+          handleEvent({event: "run.started", time: time - 3, run_id: "feed0001",
+                       scenario: "on-paper", run});
+          sent("1", 0, 0.001, null);
+          sent("2", 0.3, 0.45, "ui");
+          handleEvent({event: "run.wait", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "3",
+                       offset: 0.45, expects: {kind: "message", step: "3",
+                       message_type: "CHAT_INPUT", source: null, endpoint: "/ws",
+                       timeout_s: 300}});
+          handleEvent({event: "run.waited", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "3",
+                       offset: 1.2, ended_by: "frame", client: "ui",
+                       frame: '{"message_type": "CHAT_INPUT", "message": "go"}'});
+          handleEvent({event: "run.hangup", time, run_id: "feed0001", scenario: "on-paper",
+                       step: "4",
+                       offset: 1.5, endpoints: ["/ws"], to: null, code: 1001, reason: "bye",
+                       drop: false, clients: 1});
+          showRun("feed0001", true);
+        }"""
+    )
+    expect(page.locator("#timeline text.lane-name")).to_have_text(["/ws", "/ws → ui", "waits"])
+    late = page.locator("#timeline .mark.frame.late")
+    expect(late).to_have_count(1)
+    expect(late).to_have_attribute("aria-label", re.compile(r"planned 0\.300 s, 150 ms late"))
+    expect(late.locator(".late-line")).to_have_count(1)
+    expect(page.locator("#timeline .mark.frame:not(.late)")).to_have_count(1)
+    wait = page.locator("#timeline .wait-mark")
+    expect(wait).to_have_attribute(
+        "aria-label",
+        "Wait step 3 for CHAT_INPUT, from 0.450 s: answered by ui at 1.200 s",
+    )
+    wait.click()
+    expect(page.locator("#timeline-detail-text")).to_contain_text('"message": "go"')
+    hangup = page.locator("#timeline .hangup-mark")
+    expect(hangup).to_have_attribute(
+        "aria-label", re.compile(r"^disconnect 1001 \(bye\) of /ws at 1\.500 s")
+    )
+    # client.disconnected's code (null when the TCP connection was lost) and dropped;
+    # run.hangup for a run's disconnect or drop step, in the log.
+    page.evaluate(
+        """() => {
+          const time = Date.now() / 1000;
+          handleEvent({event: "client.disconnected", time, client: "c1", endpoint: "/ws",
+                       clients: 1, reason: null, code: 4001, dropped: false});
+          handleEvent({event: "client.disconnected", time, client: "c2", endpoint: "/ws",
+                       clients: 0, reason: "send queue full", code: null, dropped: true});
+          handleEvent({event: "run.hangup", time, run_id: "r1", scenario: "crash", step: "2",
+                       offset: 1.5, endpoints: ["/ws", "/ws/stream"], to: null, code: 1006,
+                       reason: "", drop: true, clients: 2});
+        }"""
+    )
+    expect(page.locator('#log li[data-event="disconnect"] .frame')).to_have_text(
+        "closed 4001 · 1 client left on /ws"
+    )
+    expect(page.locator('#log li[data-event="drop"] .frame')).to_have_text(
+        "dropped by the server (send queue full): no close frame · 0 clients left on /ws"
+    )
+    hangups = page.locator('#log li[data-event="hangup"] .frame')
+    expect(hangups).to_have_text(
+        ["run feed0001 step 4: disconnect 1001 (bye) · 1 client", "run r1 step 2: drop · 2 clients"]
+    )
+    page.locator("#filter-endpoint").select_option("/ws/stream")
+    expect(page.locator("#log li:not([hidden])")).to_have_count(1)  # the hangup's endpoints
+
+
+def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: LiveServer) -> None:
+    from tests.axe import missing_tools, serious_violations
+
+    problem = missing_tools()
+    if problem:
+        pytest.fail(problem)
+    with connect(served.ws_url + "/ws?client_id=ui"):
+        post(served, "/trigger/long?wait=false")
+        post(served, "/trigger/messages?speed=0")
+        expect(page.locator("#clients tr")).to_have_count(1)
+        expect(page.locator('#runs [data-state="running"]')).to_have_count(1)
+        expect(page.locator("#timeline .mark.frame").first).to_be_visible()
+        page.locator("#log li button.frame").first.click()
+        for theme in ("light", "dark"):
+            page.emulate_media(color_scheme=theme)
+            assert serious_violations(page) == [], theme

@@ -55,7 +55,16 @@ CONTROL = [
 #: What a control route answers with the token, when not 200.
 ANSWERS: dict[tuple[str, str], int] = {}
 #: Routes anyone may read.
-OPEN = ["/healthz", "/", "/viewer", "/ui/dashboard.js", "/openapi.json", "/docs"]
+OPEN = [
+    "/healthz",
+    "/",
+    "/viewer",
+    "/ui/dashboard.js",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/docs/assets/swagger-ui.css",
+]
 
 
 def bearer(path: str, token: str) -> tuple[str, dict[str, Any]]:
@@ -240,6 +249,8 @@ def guarded_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         "/ui/..%2f..%2fserver.py",
         "/healthz/../runs",
         "/docs/../runs",
+        "/docs/assets/../../runs",
+        "/docs/assets/%2e%2e/%2e%2e/runs",
         "//runs",
         "/runs/",
     ],

@@ -90,16 +90,17 @@ def test_custom_message_types() -> None:
 
 def test_yaml_syntax_error() -> None:
     problem = only_problem("steps:\n  - message: EVENT\n    text: [unclosed\n")
-    assert (problem.file, problem.line, problem.column, problem.field) == (FILE, 4, 1, "")
+    # Located at the bracket that is never closed, not at the end of the file.
+    assert (problem.file, problem.line, problem.column, problem.field) == (FILE, 3, 11, "")
     assert problem.message.startswith("not valid YAML: ")
-    assert "expected ',' or ']'" in problem.message
-    assert str(problem) == f"{FILE}:4:1: {problem.message}"
+    assert "this '[' is never closed" in problem.message
+    assert str(problem).startswith(f"{FILE}:3:11: {problem.message}")
 
 
 def test_tab_indentation() -> None:
     problem = only_problem("steps:\n\t- message: EVENT\n")
     assert (problem.line, problem.column, problem.field) == (2, 1, "")
-    assert "(YAML indents with spaces; replace the tab)" in problem.message
+    assert "YAML indents with spaces only; replace the tab with spaces" in problem.message
     assert str(problem).startswith(f"{FILE}:2:1: not valid YAML: ")
 
 
@@ -224,7 +225,7 @@ def test_lone_surrogate_in_text() -> None:
 def test_unsafe_tags_are_refused() -> None:
     problem = only_problem("steps: !!python/name:os.system x\n")
     assert (problem.line, problem.column) == (1, 8)
-    assert "could not determine a constructor" in problem.message
+    assert "the YAML tag !!python/name:os.system is not one replay reads" in (problem.message)
     # On a list or mapping the tag is ignored (the loader builds those itself): nothing runs,
     # and the list is validated as plain data.
     problem = only_problem("steps: !!python/object/apply:os.system [echo hi]\n")
@@ -235,7 +236,7 @@ def test_unsafe_tags_are_refused() -> None:
 def test_several_documents() -> None:
     problem = only_problem("steps: [{chunk: a}]\n---\nsteps: [{chunk: b}]\n")
     assert problem.line == 2
-    assert "expected a single document" in problem.message
+    assert "a second YAML document ('---'): a file holds one scenario" in problem.message
 
 
 def test_complex_key() -> None:
@@ -342,7 +343,9 @@ def test_unknown_top_level_field_with_suggestion() -> None:
     )
 
 
-DURATION_EXPECTED = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
+DURATION_EXPECTED = (
+    'seconds as a number up to 60 (0.5, 30) or a string with a unit ("500ms", "90s", "2m")'
+)
 
 
 @pytest.mark.parametrize(
@@ -352,8 +355,8 @@ DURATION_EXPECTED = 'seconds as a number (0.5) or a string with a unit ("500ms",
         ("-0.5s", "'-0.5s' is not a duration", "'-0.5s'"),
         (
             "5000",
-            "5000 is longer than the limit of 3600 s for one pause "
-            "(write milliseconds with a unit: '500ms')",
+            "5000 is read as seconds (1 h 23 min 20 s), over the limit of 1 h for one pause; "
+            "write 5000ms for milliseconds",
             "5000",
         ),
         ("soon", "'soon' is not a duration", "'soon'"),
@@ -1031,15 +1034,16 @@ def only_text(source: str | bytes) -> str:
 
 def test_exact_yaml_syntax_error() -> None:
     assert only_text("steps:\n  - message: EVENT\n    text: [unclosed\n") == (
-        f"{FILE}:4:1: not valid YAML: while parsing a flow sequence: expected ',' or ']', "
-        "but got '<stream end>'"
+        f"{FILE}:3:11: not valid YAML: this '[' is never closed: add ']' where its list "
+        "ends, or quote the value if the '[' is part of its text; expected ']', found the end "
+        "of the file"
     )
 
 
 def test_exact_tab_indentation() -> None:
     assert only_text("steps:\n  - chunk: a\n\tdelay: 1\n") == (
-        f"{FILE}:3:1: not valid YAML: while scanning for the next token: found character '\\t' "
-        "that cannot start any token (YAML indents with spaces; replace the tab)"
+        f"{FILE}:3:1: not valid YAML: a tab: YAML indents with spaces only; replace the tab "
+        "with spaces; expected spaces, found a tab character"
     )
 
 
@@ -1103,10 +1107,59 @@ def test_exact_wrong_type_of_a_chunk() -> None:
 
 
 def test_exact_absurd_sleep() -> None:
-    assert only_text("steps:\n  - sleep: 7200\n") == (
-        f"{FILE}:2:5: steps.0.sleep: 7200 is longer than the limit of 3600 s for one pause "
-        f"(write milliseconds with a unit: '500ms'); expected {DURATION_EXPECTED}, found 7200"
+    assert only_text("steps:\n  - sleep: 7200s\n") == (
+        f"{FILE}:2:5: steps.0.sleep: '7200s' is longer than the limit of 3600 s (1 h) for one "
+        f"pause; expected {DURATION_EXPECTED}, found '7200s'"
     )
+
+
+@pytest.mark.parametrize("field", ["delay", "jitter"])
+def test_a_bare_number_over_a_minute_in_a_step_is_refused_with_both_readings(field: str) -> None:
+    assert only_text(f"steps:\n  - chunk: a\n    {field}: 500\n") == (
+        f"{FILE}:3:5: steps.0.{field}: 500 is read as seconds (8 min 20 s); write 500ms for "
+        f"milliseconds or 500s to mean seconds; expected {DURATION_EXPECTED}, found 500"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "line"),
+    [
+        ("delay: 250\nsteps:\n  - chunk: a\n", "delay", 1),
+        ("jitter: '100'\nsteps:\n  - chunk: a\n", "jitter", 1),
+        ("steps:\n  - sleep: 1500\n", "steps.0.sleep", 2),
+        ("steps:\n  - wait: CHAT_INPUT\n    timeout: 120\n", "steps.0.timeout", 3),
+        ("steps:\n  - wait_connect: any\n    timeout: 90.5\n", "steps.0.timeout", 3),
+        (
+            "steps:\n  - repeat: 2\n    steps:\n      - chunk: a\n        delay: 200\n",
+            "steps.0.steps.0.delay",
+            5,
+        ),
+    ],
+)
+def test_every_duration_field_refuses_a_bare_number_over_a_minute(
+    source: str, field: str, line: int
+) -> None:
+    problem = only_problem(source)
+    assert problem.field == field
+    assert problem.line == line
+    assert "is read as seconds" in problem.message
+    assert "ms for milliseconds" in problem.message
+    assert problem.expected == DURATION_EXPECTED
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "delay: 60\nsteps:\n  - chunk: a\n",
+        "steps:\n  - sleep: 30\n",
+        "steps:\n  - wait: CHAT_INPUT\n    timeout: 120s\n",
+        "steps:\n  - wait: CHAT_INPUT\n    timeout: 2m\n",
+        "steps:\n  - chunk: a\n    delay: 500ms\n",
+        "steps:\n  - sleep: 3600s\n",
+    ],
+)
+def test_honest_durations_still_load(source: str) -> None:
+    assert parse(source).valid, parse(source).problems
 
 
 def test_exact_unknown_step_kind_in_a_scenario_file_of_many_problems() -> None:
@@ -1576,3 +1629,213 @@ def test_a_loaded_file_keeps_the_locations_of_its_steps_not_of_their_data() -> N
     }
     assert loaded.locate(("steps", 0, "data", "a", 1, "b")) == (2, 5)  # its step
     assert loaded.locate(("steps", 2, "steps", 0, "play")) == (7, 10)  # the key, not the brace
+
+
+# --- did you mean, whatever the case ----------------------------------------------------------
+
+
+def test_a_message_type_in_the_wrong_case_suggests_the_declared_one() -> None:
+    problem = only_problem("steps:\n  - message: chat\n    text: hi\n")
+    assert "unknown message type 'chat' (did you mean 'CHAT'?)" in problem.message
+    assert problem.line == 2
+    problem = only_problem("steps:\n  - message: chat-input\n    text: hi\n")
+    assert "(did you mean 'CHAT_INPUT'?)" in problem.message
+
+
+def test_a_step_kind_in_the_wrong_case_suggests_the_kind() -> None:
+    problem = only_problem("steps:\n  - Message: EVENT\n    text: hi\n")
+    assert "unknown step kind (did you mean 'message'?)" in problem.message
+    problem = only_problem("steps:\n  - WAIT-CONNECT: any\n")
+    assert "(did you mean 'wait_connect'?)" in problem.message
+
+
+def test_a_field_in_the_wrong_case_suggests_the_field() -> None:
+    problem = only_problem("steps:\n  - chunk: a\n    Delay: 1\n")
+    assert "unknown field 'Delay' (did you mean 'delay'?)" in problem.message
+    assert any(
+        "did you mean 'steps'" in p.message for p in parse("Steps:\n  - chunk: a\n").problems
+    )
+
+
+# --- templates: names and received fields, checked when the file loads -----------------------
+
+
+def test_a_typo_in_a_received_field_is_found_when_the_file_loads() -> None:
+    source = (
+        "steps:\n"
+        "  - wait: CHAT_INPUT\n"
+        "  - message: CHAT\n"
+        "    text: 'you said {{ received.mesage }}'\n"
+    )
+    loaded = parse(source)
+    assert not loaded.valid
+    [problem] = loaded.problems
+    assert (problem.line, problem.field) == (4, "steps.1.text")
+    assert problem.message.startswith(
+        "received has no field 'mesage' (did you mean 'message'?); its fields are "
+    )
+
+
+def test_received_fields_are_checked_in_data_conditions_and_let() -> None:
+    source = (
+        "steps:\n"
+        "  - wait: CHAT_INPUT\n"
+        "  - message: EVENT\n"
+        "    data: {who: '{{ received.clinet }}', deep: '{{ received.data.x.y }}'}\n"
+        "  - let: {said: '{{ received.txt }}'}\n"
+        "  - choose:\n"
+        "      - when: received.mesage_type == 'CHAT_INPUT'\n"
+        "        steps: [{chunk: a}]\n"
+    )
+    found = [(p.line, p.field, p.message.split(";")[0]) for p in parse(source).problems]
+    assert found == [
+        (4, "steps.1.data.who", "received has no field 'clinet' (did you mean 'client'?)"),
+        (5, "steps.2.let.said", "received has no field 'txt' (did you mean 'text'?)"),
+        (
+            7,
+            "steps.3.choose.0.when",
+            "received has no field 'mesage_type' (did you mean 'message_type'?)",
+        ),
+    ]
+
+
+def test_received_has_the_fields_the_protocols_envelope_names_too() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol(
+        "extends: none\n"
+        "endpoints:\n  /prices:\n    messages: {type: event, payload: body}\n"
+        "message_types:\n  subscribe: {description: s, sent_by: client}\n  tick: t\n",
+        "scenarios/_protocol.yaml",
+    )
+    assert declared.problems == ()
+    source = (
+        "steps:\n  - wait: subscribe\n  - message: tick\n"
+        "    text: '{{ received.event }} {{ received.body.symbols }} {{ received.message_type }}'\n"
+    )
+    assert parse_scenario(source, FILE, declared.protocol).valid
+    source = source.replace("received.event", "received.evnt")
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert problem.message.startswith("received has no field 'evnt' (did you mean 'event'?)")
+    assert "its fields are body, client, data, endpoint, event, frame, " in problem.message
+    # Schwarm's frames have no 'event': there it is a typo.
+    schwarm = "steps:\n  - wait: CHAT_INPUT\n  - chunk: '{{ received.event }}'\n"
+    [problem] = parse(schwarm).problems
+    assert problem.message.startswith("received has no field 'event'; its fields are client, ")
+
+
+def test_an_unknown_name_suggests_a_declared_variable_or_a_state_key() -> None:
+    source = (
+        "vars: {user: ada}\n"
+        "steps:\n"
+        "  - set: {paused: true}\n"
+        "  - chunk: 'hi {{ user }}'\n"
+        "  - chunk: '{{ paused }}'\n"
+        "  - chunk: '{{ message }}'\n"
+    )
+    found = [p.message.split(";")[0] for p in parse(source).problems]
+    assert found == [
+        "unknown name 'user' in a template (did you mean 'vars.user'?)",
+        "unknown name 'paused' in a template (did you mean 'state.paused'?)",
+        "unknown name 'message' in a template (did you mean 'received.message'?)",
+    ]
+
+
+def test_a_state_key_the_protocol_declares_is_suggested() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol("state: {volume: 3}\n", "scenarios/_protocol.yaml")
+    [problem] = parse_scenario(
+        "steps:\n  - chunk: '{{ volume }}'\n", FILE, declared.protocol
+    ).problems
+    assert "(did you mean 'state.volume'?)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("written", "rate"), [("30ms", "33.33"), ("0.5s", "2"), ("100 ms", "10"), ("1m", "0.01667")]
+)
+def test_a_rate_written_as_a_pause_is_refused_with_the_rate_it_means(
+    written: str, rate: str
+) -> None:
+    problem = only_problem(f"steps:\n  - stream: hello there\n    rate: {written}\n")
+    assert (problem.line, problem.field) == (3, "steps.0.rate")
+    assert problem.message == (
+        f"rate is tokens per second, not a pause: one token every {written} is rate: {rate}"
+    )
+    assert problem.expected == "tokens per second as a number (30; at most 10000)"
+    assert parse(f"steps:\n  - stream: hello there\n    rate: {rate}\n").valid
+
+
+def test_a_rate_that_is_not_a_pause_keeps_the_number_check() -> None:
+    assert only_problem("steps:\n  - stream: hi\n    rate: fast\n").message == "wrong type"
+    assert only_problem("steps:\n  - stream: hi\n    rate: '30'\n").message == "wrong type"
+
+
+def test_a_union_field_is_one_problem_without_pydantic_member_names() -> None:
+    # data is a mapping or a list: pydantic reports each member under its type name.
+    problem = only_problem("steps:\n  - message: EVENT\n    data: just text\n")
+    assert problem.field == "steps.0.data"
+    assert problem.message == "wrong type"
+    assert problem.expected == "a mapping or a list"
+    assert problem.found == "'just text'"
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "hint"),
+    [
+        (
+            "steps:\n  - wait: CHAT_INPUT\n    on_timeout: Continue\n",
+            "steps.0.on_timeout",
+            "continue",
+        ),
+        ("steps:\n  - stream: hi\n    type: TOOL\n", "steps.0.type", "tool"),
+        ("steps:\n  - close: Stream\n", "steps.0.close", "stream"),
+        ("steps:\n  - repeat: Forever\n    steps: [{chunk: a}]\n", "steps.0.repeat", "forever"),
+        ("steps:\n  - disconnect: All\n", "steps.0.disconnect", "all"),
+    ],
+)
+def test_an_allowed_word_in_the_wrong_case_suggests_it(source: str, field: str, hint: str) -> None:
+    problem = only_problem(source)
+    assert problem.field == field
+    assert f"(did you mean {hint!r}?)" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "word"),
+    [
+        ("to: All\nsteps:\n  - chunk: a\n", "to", "all"),
+        ("steps:\n  - chunk: a\n    to: Sender\n", "steps.0.to", "sender"),
+        ("steps:\n  - wait_connect: ANY\n", "steps.0.wait_connect", "any"),
+    ],
+)
+def test_a_target_keyword_in_the_wrong_case_is_not_taken_for_a_client_id(
+    source: str, field: str, word: str
+) -> None:
+    # 'All' would be a client of that name, and the frames would reach no one.
+    problem = only_problem(source)
+    assert problem.field == field
+    assert f"would be a client id, not {word!r} (did you mean {word!r}?)" in problem.message
+    assert parse(source.replace(problem.found.strip("'"), word)).valid
+    assert parse(source.replace(problem.found.strip("'"), "browser-1")).valid
+
+
+def test_a_list_item_without_a_space_after_its_dash_says_so() -> None:
+    # '-chunk: a' is valid YAML: a mapping with the key '-chunk', where a list was meant.
+    problem = only_problem("steps:\n  -chunk: a\n")
+    assert problem.field == "steps"
+    assert problem.message == (
+        "wrong type (a list item needs a space after its '-': '- chunk', not '-chunk')"
+    )
+    assert problem.expected == "a list"
+
+
+def test_a_state_key_a_route_sets_is_suggested() -> None:
+    from replay.protocol.file import parse_protocol
+
+    declared = parse_protocol(
+        "routes:\n  - {method: POST, path: /mute, set: {muted: true}}\n", "scenarios/_protocol.yaml"
+    )
+    assert declared.problems == ()
+    source = "steps:\n  - chunk: '{{ muted }}'\n"
+    [problem] = parse_scenario(source, FILE, declared.protocol).problems
+    assert "(did you mean 'state.muted'?)" in problem.message

@@ -129,8 +129,8 @@ def test_protocol_not_a_mapping(source: str, found: str) -> None:
 
 def test_protocol_yaml_and_encoding_errors_are_located() -> None:
     [problem] = protocol("message_types: [unclosed\n").problems
-    assert problem.message.startswith("not valid YAML: ")
-    assert problem.line == 2
+    assert problem.message.startswith("not valid YAML: this '[' is never closed")
+    assert (problem.line, problem.column) == (1, 16)
     [problem] = protocol(b"message_types:\n  A: caf\xe9\n").problems
     assert (problem.line, problem.column) == (2, 9)
     assert problem.message == "the file is not valid UTF-8"
@@ -267,6 +267,25 @@ def test_envelope_templates_are_checked() -> None:
     [problem] = protocol(source).problems
     assert problem.field == "endpoints./x.chunks.fields.bad"
     assert "nope" in problem.message
+
+
+def test_envelope_templates_reading_received_are_checked_and_suggest() -> None:
+    source = (
+        "state: {agent: a}\n"
+        "endpoints:\n  /x:\n    chunks: {fields: {who: '{{ received.clinet }}', "
+        "ok: '{{ received.frame.who }}', agent: '{{ agent }}'}}\n"
+    )
+    problems = protocol(source).problems
+    assert [(p.field, p.message.split(";")[0]) for p in problems] == [
+        (
+            "endpoints./x.chunks.fields.who",
+            "received has no field 'clinet' (did you mean 'client'?)",
+        ),
+        (
+            "endpoints./x.chunks.fields.agent",
+            "unknown name 'agent' in a template (did you mean 'state.agent'?)",
+        ),
+    ]
 
 
 def test_close_frames_one_or_several() -> None:

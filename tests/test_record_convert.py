@@ -409,7 +409,7 @@ def test_the_clients_think_time_is_not_the_servers() -> None:
         {"sleep": 0.5},
         {"message": "CHAT_REQUESTED", "text": "?", "delay": 0.5},
         {"message": "IS_WAITING", "text": "..."},
-        {"wait": "CHAT_INPUT", "timeout": 79},  # twice the time it took, at least 60 s
+        {"wait": "CHAT_INPUT", "timeout": "79s"},  # twice the time it took, at least 60 s
         {"sleep": 0.25},
         {"message": "CHAT", "text": "ok"},
     ]
@@ -433,9 +433,9 @@ def test_a_gap_over_an_hour_is_several_pauses() -> None:
     )
     written = steps(convert(recordings))
     assert written == [
-        {"message": "CHAT", "text": "a", "delay": 3600.0},
-        {"sleep": 3600.0},
-        {"sleep": 1800.0},
+        {"message": "CHAT", "text": "a", "delay": "3600s"},
+        {"sleep": "3600s"},
+        {"sleep": "1800s"},
         {"message": "CHAT", "text": "b"},
     ]
     assert [cue[0] for cue in replayed(convert(recordings))] == [0, 9_000_000]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -57,35 +58,59 @@ def test_plain_lines_off_a_terminal() -> None:
     assert "\r" not in out.getvalue()
 
 
-def test_a_live_line_on_a_terminal() -> None:
-    out = io.StringIO()
-    console = Console(out, live=True)
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_a_live_line_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the line is cut to the terminal's width
+    out = Terminal()
+    console = Console(out, live=True, clock=lambda: 0.0)
     console.redraw()
     console.frame("server", 2048)
     console.redraw()
     drawn = out.getvalue()
     console.redraw()  # unchanged: not drawn again
     assert out.getvalue() == drawn
-    assert drawn.count("\r\033[K") == 2
-    assert drawn.endswith(
-        "recording: 0 open, 0 sessions, 0 requests | client->upstream 0 frames 0 B | "
+    assert ESCAPE.sub("", drawn).endswith(
+        "● recording: 0 open, 0 sessions, 0 requests | client->upstream 0 frames 0 B | "
         "upstream->client 1 frame 2.0 KiB"
     )
     console.opened(WS)  # printed above the line, which is drawn again below
-    assert out.getvalue().endswith(
-        f"-> {WS.file}\nrecording: 0 open" + drawn.rsplit("0 open", 1)[1]
-    )
+    shown = ESCAPE.sub("", out.getvalue()[len(drawn) :])
+    assert f"session {WS.session} opened: {WS.target} -> {WS.file}" in shown
+    assert shown.rstrip().endswith("upstream->client 1 frame 2.0 KiB")
+    assert "\x1b[32m" in out.getvalue()  # in green
     console.refused("/x", "down")
     assert console.status().endswith("| 1 refused")
+    written = len(out.getvalue())
     console.finish("rec")
-    assert "stopped: 1 session and 0 requests" in out.getvalue()
+    finished = out.getvalue()[written:]
+    assert "\x1b[2K" in finished  # the live line is erased
+    assert "stopped: 1 session and 0 requests" in ESCAPE.sub("", finished)
+    assert not ESCAPE.sub("", finished).rstrip().endswith("2.0 KiB")
+
+
+def test_the_live_line_is_cut_to_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    out = Terminal()
+    console = Console(out, live=True)
+    console.redraw()
+    shown = ESCAPE.sub("", out.getvalue()).strip()
+    assert shown.startswith("● recording: 0 open")
+    assert shown.endswith("…")
+    assert len(shown) == 40
 
 
 async def test_the_live_line_is_redrawn_a_few_times_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(replay.record.status, "REDRAW", 0.001)
-    out = io.StringIO()
+    out = Terminal()
     console = Console(out, live=True)
     task = asyncio.create_task(console.run())
     await eventually(lambda: "recording:" in out.getvalue())

@@ -88,6 +88,20 @@ def test_every_field_of_a_route() -> None:
     }
 
 
+def test_a_latency_written_as_a_bare_number_over_a_minute_is_refused_located() -> None:
+    # latency: 200 almost always means 200 ms; the same rule as every duration.
+    error = only_error(path="/x", latency=200)
+    assert error["loc"] == ("latency",)
+    assert error["type"] == "duration"
+    assert "200 is read as seconds (3 min 20 s); write 200ms" in error["msg"]
+    [problem] = parse_protocol(
+        "routes:\n  - path: /x\n    latency: 200\n", "scenarios/_protocol.yaml"
+    ).problems
+    assert (problem.line, problem.field) == (3, "routes.0.latency")
+    assert "write 200ms for milliseconds or 200s to mean seconds" in problem.message
+    assert route(path="/x", latency="200ms").latency == pytest.approx(0.2)
+
+
 @pytest.mark.parametrize("method", ["FETCH", "HEAD", "", 3])
 def test_methods_are_the_five_a_route_can_have(method: Any) -> None:
     error = only_error(method=method, path="/x")

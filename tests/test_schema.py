@@ -254,3 +254,19 @@ def test_durations_accept_numbers_and_strings() -> None:
         assert errors({"delay": delay, "steps": [{"chunk": "a"}]}) == [], delay
     for delay in [-1, "soon", "2h", 3601]:
         assert errors({"delay": delay, "steps": [{"chunk": "a"}]}) != [], delay
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 0.5, 30, 60, 61, 500, 3600, "0.5", "60", "61", "500", "500ms", "90s", "2m", " 30 ", "1e3"],
+)
+def test_the_schema_of_a_duration_agrees_with_the_loader(value: object) -> None:
+    # An editor flags 'delay: 500' as the loader does: a number without a unit is at most 60.
+    schema = scenario_schema(SCHWARM)
+    document = {"steps": [{"chunk": "a", "delay": value}]}
+    flagged = bool(list(Draft202012Validator(schema).iter_errors(document)))
+    if not flagged:
+        assert Scenario.model_validate(document).steps
+    else:
+        with pytest.raises(ValueError, match=r"duration|read as seconds"):
+            Scenario.model_validate(document)

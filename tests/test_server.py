@@ -152,7 +152,9 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
     def at(name: str) -> str:
         return str(folder / f"{name}.yaml")
 
-    durations = 'seconds as a number (0.5) or a string with a unit ("500ms", "2s", "1m")'
+    durations = (
+        'seconds as a number up to 60 (0.5, 30) or a string with a unit ("500ms", "90s", "2m")'
+    )
     kinds = (
         "message, chunk, tool, close, stream, sleep, play, parallel, repeat, wait, raw, "
         "binary, disconnect, drop, choose, let, set, wait_connect"
@@ -163,13 +165,13 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
     )
     return {
         "syntax": [
-            f"{at('syntax')}:4:1: not valid YAML: while parsing a flow sequence: expected ',' "
-            "or ']', but got '<stream end>'"
+            f"{at('syntax')}:3:11: not valid YAML: this '[' is never closed: add ']' where its "
+            "list ends, or quote the value if the '[' is part of its text; expected ']', found "
+            "the end of the file"
         ],
         "tabs": [
-            f"{at('tabs')}:3:1: not valid YAML: while scanning for the next token: found "
-            "character '\\t' that cannot start any token (YAML indents with spaces; replace "
-            "the tab)"
+            f"{at('tabs')}:3:1: not valid YAML: a tab: YAML indents with spaces only; replace "
+            "the tab with spaces; expected spaces, found a tab character"
         ],
         "duplicate": [
             f"{at('duplicate')}:3:1: steps: duplicate key 'steps' (first at line 1); YAML "
@@ -199,9 +201,9 @@ def broken_folder(folder: Path, outside: Path) -> dict[str, list[str]]:
             f"expected {durations}, found -1"
         ],
         "absurd": [
-            f"{at('absurd')}:2:5: steps.0.sleep: 5000 is longer than the limit of 3600 s for "
-            f"one pause (write milliseconds with a unit: '500ms'); expected {durations}, "
-            "found 5000"
+            f"{at('absurd')}:2:5: steps.0.sleep: 5000 is read as seconds (1 h 23 min 20 s), "
+            f"over the limit of 1 h for one pause; write 5000ms for milliseconds; expected "
+            f"{durations}, found 5000"
         ],
         "message-type": [
             f"{at('message-type')}:2:5: steps.0.message: unknown message type 'EVNT' (did you "
@@ -1126,6 +1128,7 @@ def test_the_viewer_is_served(client: TestClient) -> None:
     [
         ("/ui/dashboard.js", "javascript"),
         ("/ui/viewer.js", "javascript"),
+        ("/ui/viewer.css", "text/css"),
         ("/ui/style.css", "text/css"),
         ("/ui/index.html", "text/html"),
     ],

@@ -30,6 +30,9 @@ from replay.templates import (
 )
 from replay.timeline import build_timeline
 
+#: What a Schwarm scenario's templates may read of received.
+SCENARIO = {"received": templates.RECEIVED_FIELDS}
+
 #: 2023-11-14T22:13:20.123Z
 MOMENT = 1_700_000_000.123
 
@@ -113,6 +116,105 @@ def test_unknown_name_suggests_the_nearest() -> None:
     [problem] = check("{{ nwo.iso }}", [])
     assert problem.startswith("unknown name 'nwo' in a template (did you mean 'now'?); ")
     assert problem.endswith("templates can use " + ", ".join(sorted(NAMES)))
+
+
+@pytest.mark.parametrize(
+    ("text", "declared", "suggested"),
+    [
+        ("{{ user }}", ["user"], "vars.user"),
+        ("{{ USER }}", ["user"], "vars.user"),
+        ("{{ usr }}", ["user", "count"], "vars.user"),
+        ("{{ user_name }}", ["username"], "vars.username"),
+        ("{{ count + 1 }}", ["count"], "vars.count"),
+        ("{{ message }}", [], "received.message"),
+        ("{{ message_type }}", [], "received.message_type"),
+        ("{{ mesage }}", [], "received.message"),
+        ("{{ paused }}", [], "state.paused"),
+        ("{{ Paused }}", [], "state.paused"),
+        ("{{ Now.iso }}", [], "now"),
+    ],
+)
+def test_an_unknown_name_suggests_the_path_that_reads_it(
+    text: str, declared: list[str], suggested: str
+) -> None:
+    [problem] = check(text, declared, fields=SCENARIO, state=["paused"])
+    name = re.findall(r"unknown name '(\w+)'", problem)[0]
+    assert problem.startswith(
+        f"unknown name {name!r} in a template (did you mean {suggested!r}?); "
+    ), problem
+
+
+def test_a_declared_variable_wins_over_a_name_it_resembles() -> None:
+    # The user of issue 14 wrote {{ user }} with user declared: 'sender' is not it.
+    [problem] = check("hi {{ user }}", ["user"], fields=SCENARIO)
+    assert "(did you mean 'vars.user'?)" in problem
+    assert "sender" not in problem.split(";")[0]
+
+
+def test_an_expression_suggests_paths_too() -> None:
+    paused, ready = templates.check_expression(
+        "paused and ready", ["ready"], SCENARIO, state=["paused"]
+    )
+    assert "unknown name 'paused' in an expression (did you mean 'state.paused'?)" in paused
+    assert "unknown name 'ready' in an expression (did you mean 'vars.ready'?)" in ready
+    [problem] = templates.check_expression("ready", [], SCENARIO)
+    assert problem.startswith("unknown name 'ready' in an expression; ")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "guess"),
+    [
+        ("{{ received.mesage }}", "mesage", "message"),
+        ("{{ received['mesage'] }}", "mesage", "message"),
+        ("{{ received.Message }}", "Message", "message"),
+        ("{{ received.messagetype }}", "messagetype", "message_type"),
+        ("{{ received.clinet | upper }}", "clinet", "client"),
+        ("{% if received.txt %}x{% endif %}", "txt", "text"),
+    ],
+)
+def test_a_field_received_lacks_is_refused_with_a_suggestion(
+    text: str, field: str, guess: str
+) -> None:
+    [problem] = check(text, [], fields=SCENARIO)
+    assert problem == (
+        f"received has no field {field!r} (did you mean {guess!r}?); its fields are client, "
+        "data, endpoint, frame, message, message_type, text (a field the client put in its "
+        "frame is received.frame.NAME, one in its payload received.data.NAME)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ received.message }} {{ received.message_type }} {{ received.client }}",
+        "{{ received.text }} {{ received.endpoint }}",
+        # Deeper paths read what the client sent (JSON in strings too): never refused.
+        "{{ received.data.action }} {{ received.data.anything.at.all }}",
+        "{{ received.frame.trace_id }} {{ received.frame['x-y'] }}",
+        "{{ received.data['mesage'] }}",
+    ],
+)
+def test_every_field_of_received_and_every_deeper_path_is_accepted(text: str) -> None:
+    assert check(text, [], fields=SCENARIO) == []
+
+
+def test_received_fields_are_exactly_what_a_received_frame_gives_templates() -> None:
+    from replay.matching import ClientFrame
+
+    frame = ClientFrame("c1", '{"message_type": "CHAT_INPUT", "message": "hi"}')
+    assert set(frame.for_template()) == templates.RECEIVED_FIELDS
+    # A protocol's own envelope names are there too, as what they hold in the frame.
+    priced = ClientFrame(
+        "c1",
+        '{"event": "subscribe", "data": {"symbols": ["ACME"]}}',
+        endpoint="/prices",
+        type_field="event",
+        payload_field="data",
+    )
+    view = priced.for_template()
+    assert set(view) == templates.RECEIVED_FIELDS | {"event"}
+    assert view["event"] == view["message_type"] == "subscribe"
+    assert view["data"] == {"symbols": ["ACME"]}
 
 
 def test_unknown_name_without_suggestion() -> None:

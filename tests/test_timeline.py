@@ -13,6 +13,7 @@ import yaml
 from hypothesis import strategies as st
 
 from replay.catalog import Catalog
+from replay.durations import MAX_BARE_SECONDS
 from replay.engine import Context
 from replay.errors import ScenarioInvalid, ScenarioNotFound, StepFailed
 from replay.library import ScenarioLibrary
@@ -641,10 +642,10 @@ def test_a_template_failing_on_paper_raises_step_failed() -> None:
 # --- properties: random valid scenarios -------------------------------------------------------
 
 #: A pause as the file writes it, with its value in seconds: whole milliseconds with a unit,
-#: or seconds as a number.
+#: or seconds as a number (without a unit, at most a minute: see replay.durations).
 _PAUSES = st.one_of(
     st.integers(0, 3_600_000).map(lambda ms: (ms / 1000, f"{ms}ms")),
-    st.floats(0, 3600).map(lambda seconds: (seconds, seconds)),
+    st.floats(0, MAX_BARE_SECONDS).map(lambda seconds: (seconds, seconds)),
 )
 #: Text that is sent as written (no template markers).
 _PLAIN = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="{}"), max_size=8)
@@ -854,6 +855,68 @@ def test_a_route_wait_takes_a_request_answer_and_its_query() -> None:
     assert json.loads(frame.frame) == {"message_type": "CHAT", "message": "lobby: Hi"}
     # The first answer has no input (the wait's fields refuse it); the second is a GET.
     assert timeline.unused == ("POST /chat/lobby", "GET /chat/lobby?user_input=no")
+
+
+# --- what a seed fixes, and what it does not (the README's "Repetition, jitter and seeds") ----
+
+ONE_SEED = (
+    "jitter: 50ms\n"
+    "steps:\n"
+    "  - message: EVENT\n"
+    "    data: {id: '{{ uuid() }}', span: '{{ hex(16) }}', r: '{{ random() }}',\n"
+    "           n: '{{ randint(1, 1000) }}', pick: '{{ choice([1, 2, 3]) }}'}\n"
+    "    delay: 1s\n"
+    "  - parallel: [side, side]\n"
+    "  - chunk: 'run {{ run.id }} at {{ now.ms }}'\n"
+)
+SIDE_BRANCH = "steps:\n  - chunk: '{{ uuid() }}'\n    delay: 100ms\n    jitter: 90ms\n"
+
+
+def seeded_frames(run_id: str, seed: int, epoch: float) -> list[tuple[float, str | None]]:
+    found = Catalog.resolve(
+        [
+            parse_scenario(ONE_SEED, "scenarios/main.yaml"),
+            parse_scenario(SIDE_BRANCH, "scenarios/side.yaml"),
+        ]
+    )
+    timeline = build_timeline("main", found, Context(run_id=run_id, seed=seed, epoch=epoch))
+    return [(cue.offset, cue.frame) for cue in timeline.cues]
+
+
+def test_the_same_seed_plans_the_same_frames_but_for_run_id_and_now() -> None:
+    first = seeded_frames("aaaaaaaaaaaa", 7, 1_700_000_000.0)
+    second = seeded_frames("bbbbbbbbbbbb", 7, 1_700_000_500.0)
+    # Every frame and offset the seed fixes is the same ...
+    assert first[:-1] == second[:-1]
+    assert first[-1][0] == second[-1][0]
+    # ... and the last frame, which reads run.id and now, differs in exactly those.
+    offset_ms = round(first[-1][0] * 1000)
+    assert first[-1][1] == (
+        f'{{"type":"default","content":"run aaaaaaaaaaaa at {1_700_000_000_000 + offset_ms}"}}'
+    )
+    assert second[-1][1] == (
+        f'{{"type":"default","content":"run bbbbbbbbbbbb at {1_700_000_500_000 + offset_ms}"}}'
+    )
+    # Another seed changes the rest.
+    assert seeded_frames("aaaaaaaaaaaa", 8, 1_700_000_000.0)[:-1] != first[:-1]
+
+
+def test_an_unanswered_wait_of_a_dry_run_is_an_empty_message_in_the_endpoints_envelope() -> None:
+    declared = parse_protocol(
+        "extends: none\n"
+        "endpoints:\n  /prices:\n    messages: {type: event, payload: body}\n"
+        "message_types:\n  subscribe: {description: s, sent_by: client}\n  tick: t\n",
+        "scenarios/_protocol.yaml",
+    )
+    source = (
+        "steps:\n  - wait: subscribe\n  - message: tick\n"
+        "    text: '{{ received.event }}/{{ received.message_type }}/{{ received.body }}.'\n"
+    )
+    loaded = parse_scenario(source, "scenarios/main.yaml", declared.protocol)
+    assert loaded.valid, loaded.problems
+    found = Catalog.resolve([loaded], declared)
+    frames = [cue.frame for cue in build_timeline("main", found).cues if cue.kind == "frame"]
+    assert frames == ['{"event":"tick","body":"subscribe/subscribe/."}']
 
 
 def test_a_timeline_stops_where_it_is_told_to() -> None:

@@ -17,7 +17,14 @@ from pydantic_core import PydanticCustomError
 
 from replay import templates
 from replay.errors import Problem, in_file_order
-from replay.loader import ScenarioFile, describe, explain, read_document, unexpected
+from replay.loader import (
+    ScenarioFile,
+    describe,
+    explain,
+    read_document,
+    received_fields,
+    unexpected,
+)
 from replay.protocol.declaration import (
     ChunkEnvelope,
     EndpointDeclaration,
@@ -180,11 +187,14 @@ def _template_problems(declaration: ProtocolDeclaration, here: ScenarioFile) -> 
     may be named: which ones a run has depends on the scenario, and a run without it
     fails saying so)."""
     problems = []
+    received = {"received": received_fields(declaration.endpoints)}
     for path, endpoint in declaration.endpoints.items():
         for kind, envelope in (("messages", endpoint.messages), ("chunks", endpoint.chunks)):
             for name, value in (envelope.fields if envelope else {}).items():
                 if isinstance(value, str) and templates.is_template(value):
-                    for message in templates.check(value, None):
+                    for message in templates.check(
+                        value, None, fields=received, state=declaration.state
+                    ):
                         at = ("endpoints", path, kind, "fields", name)
                         problems.append(here.problem(at, message))
     return problems

@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl
 
 from replay import templates
 from replay.answers import HttpRequest
+from replay.durations import MAX_BARE_SECONDS, format_seconds
 from replay.errors import PatternRefused, ReplayError
 from replay.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
 from replay.matching import ClientFrame, lookup
@@ -701,7 +702,13 @@ def _timed(actions: list[Action], options: Options) -> tuple[list[Entry], float]
 
 def _timeout(step: dict[str, Any], think: int) -> None:
     if think > WAIT_TIMEOUT_MS // 2:
-        step["timeout"] = min(MAX_PAUSE_MS, 2 * think) // 1000 + 1
+        step["timeout"] = _duration(min(MAX_PAUSE_MS, 2 * think) // 1000 + 1)
+
+
+def _duration(seconds: float) -> float | str:
+    """A pause as a scenario writes it: seconds as a number up to MAX_BARE_SECONDS (a
+    longer number without a unit is refused as a likely slip), with a unit above."""
+    return format_seconds(seconds) if seconds > MAX_BARE_SECONDS else seconds
 
 
 def _pause(carrier: dict[str, Any] | None, gap: int, ms: int) -> list[Entry]:
@@ -710,12 +717,12 @@ def _pause(carrier: dict[str, Any] | None, gap: int, ms: int) -> list[Entry]:
         return []
     if carrier is not None:
         taken = min(gap, MAX_PAUSE_MS)
-        carrier["delay"] = taken / 1000
+        carrier["delay"] = _duration(taken / 1000)
         gap -= taken
     sleeps = []
     while gap > 0:
         taken = min(gap, MAX_PAUSE_MS)
-        sleeps.append(Entry({"sleep": taken / 1000}, "", ms))
+        sleeps.append(Entry({"sleep": _duration(taken / 1000)}, "", ms))
         gap -= taken
     return sleeps
 

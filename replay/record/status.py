@@ -1,8 +1,9 @@
 """What ``replay record`` shows while it records.
 
-On a terminal, one status line redrawn at most four times a second (sessions open,
-frames and bytes each way), with each session's opening and end printed above it. Else
-(a pipe, a log file), plain lines, one per event, each with the time.
+On a terminal, one status line (Rich's live display) redrawn at most four times a second
+(sessions open, frames and bytes each way), with each session's opening and end printed
+above it in colour. Else (a pipe, a log file), plain lines, one per event, each with the
+time.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
+from rich.live import Live
+from rich.text import Text
+
+from replay.counts import counted as count_words
 from replay.record.format import End
 from replay.record.sessions import Observer, SessionInfo
+from replay.terminal import terminal_console
 
 #: Seconds between two redraws of the status line, at least.
 REDRAW = 0.25
+
+
+def counted(count: int, word: str) -> str:
+    """``1 session``, ``12,000 frames``."""
+    return count_words(count, word, grouped=True)
 
 
 def size(count: int) -> str:
@@ -27,11 +38,6 @@ def size(count: int) -> str:
     if count < 1024 * 1024:
         return f"{count / 1024:.1f} KiB"
     return f"{count / (1024 * 1024):.1f} MiB"
-
-
-def counted(count: int, word: str) -> str:
-    """``1 session``, ``2 sessions``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def ending(end: End) -> str:
@@ -56,11 +62,13 @@ class Console(Observer):
         self.live = live
         self.clock = clock
         self._shown = ""
+        self._rich = terminal_console(out) if live else None
+        self._live: Live | None = None
 
     def opened(self, info: SessionInfo) -> None:
         super().opened(info)
         if info.kind == "websocket":
-            self.say(f"session {info.session} opened: {info.target} -> {info.file}")
+            self.say(f"session {info.session} opened: {info.target} -> {info.file}", "green")
 
     def closed(self, info: SessionInfo, end: End, frames: Mapping[str, int]) -> None:
         super().closed(info, end, frames)
@@ -76,7 +84,7 @@ class Console(Observer):
 
     def refused(self, target: str, reason: str) -> None:
         super().refused(target, reason)
-        self.say(f"refused {target}: {reason}")
+        self.say(f"refused {target}: {reason}", "red")
 
     def status(self) -> str:
         """The live line: sessions, frames and bytes each way."""
@@ -90,20 +98,35 @@ class Console(Observer):
         )
         return line + (f" | {counts.refused} refused" if counts.refused else "")
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, style: str = "") -> None:
         """Print one event: above the live line on a terminal, with the time otherwise."""
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
-        if self.live:
-            self._write(f"\r\033[K{stamp} {text}\n{self._shown}")
-        else:
+        if self._rich is None:
             self._write(f"{stamp} {text}\n")
+            return
+        line = Text.assemble((stamp, "dim"), " ", (text, style))
+        with contextlib.suppress(OSError, ValueError):  # stdout gone: record all the same
+            self._rich.print(line, soft_wrap=True)
 
     def redraw(self) -> None:
         """Draw the live line again if it changed (on a terminal only)."""
         line = self.status()
-        if self.live and line != self._shown:
-            self._shown = line
-            self._write(f"\r\033[K{line}")
+        if self._rich is None or line == self._shown:
+            return
+        self._shown = line
+        with contextlib.suppress(OSError, ValueError):
+            if self._live is None:
+                # Redrawn by run(), in the event loop: no refresh thread of its own.
+                self._live = Live(
+                    console=self._rich,
+                    auto_refresh=False,
+                    transient=True,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._live.start()
+            shown = Text.assemble(("● ", "red"), line, no_wrap=True, overflow="ellipsis")
+            self._live.update(shown, refresh=True)
 
     async def run(self) -> None:
         """Redraw the live line every :data:`REDRAW` seconds, until cancelled."""
@@ -112,9 +135,11 @@ class Console(Observer):
             await asyncio.sleep(REDRAW)
 
     def finish(self, folder: object) -> None:
-        """Clear the live line and print what was recorded."""
-        if self.live and self._shown:
-            self._write("\r\033[K")
+        """Take the live line off and print what was recorded."""
+        if self._live is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._live.stop()
+            self._live = None
             self._shown = ""
         counts = self.counts
         self.say(

@@ -25,6 +25,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from replay.counts import counted
 from replay.scenario import CLIENT_ID_PATTERN, CLIENT_ID_RULE
 from replay.testing.api import ReplayTestError
 
@@ -275,7 +276,7 @@ class ReplayClient:
             count = sum(frame.endpoint == STREAM for frame in self._frames[start:])
             raise AssertionError(
                 f'the stream did not close: no {{"type":"close"}} frame on {STREAM} {why}; '
-                f"{count} frames arrived there since the last expectation, "
+                f"{counted(count, 'frame')} arrived there since the last expectation, "
                 f"which say: {shown!r}"
             )
 
@@ -302,7 +303,9 @@ class ReplayClient:
         lines = [f"client {self.id}: no {what} on {endpoint} {self._why(endpoint, timeout)}"]
         since = [frame for frame in self._frames[start:] if frame.endpoint == endpoint]
         if since:
-            lines.append(f"{len(since)} frames arrived on {endpoint} since the last expectation:")
+            lines.append(
+                f"{counted(len(since), 'frame')} arrived on {endpoint} since the last expectation:"
+            )
             if len(since) > SHOWN_FRAMES:
                 lines.append(f"  ... {len(since) - SHOWN_FRAMES} earlier ones")
             lines += [self._line(frame) for frame in since[-SHOWN_FRAMES:]]
@@ -311,7 +314,7 @@ class ReplayClient:
         others = Counter(frame.endpoint for frame in self._frames[start:])
         others.pop(endpoint, None)
         for other, count in others.items():
-            lines.append(f"(and {count} frames on {other})")
+            lines.append(f"(and {counted(count, 'frame')} on {other})")
         earlier = [
             frame
             for frame in self._frames[:start]
@@ -380,7 +383,7 @@ class ReplayClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<ReplayClient {self.id} at {self.url} ({len(self._frames)} frames)>"
+        return f"<ReplayClient {self.id} at {self.url} ({counted(len(self._frames), 'frame')})>"
 
 
 def _ws_url(url: str) -> str:
