@@ -93,6 +93,26 @@ DEFAULT_MAX_CLIENTS = 10_000
 #: work), a frame due meanwhile would be 5 ms late several times over.
 SWITCH_INTERVAL = 0.001
 
+#: Servers running in this process, and the switch interval from before the first.
+_switching: list[float] = []
+
+
+def _switch_sooner() -> None:
+    """A server starts: the interpreter switches threads every SWITCH_INTERVAL at most."""
+    if not _switching:
+        _switching.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_switching[0], SWITCH_INTERVAL))
+    else:
+        _switching.append(_switching[0])
+
+
+def _switch_as_before() -> None:
+    """A server stops: the last one to stop puts the switch interval back."""
+    before = _switching.pop()
+    if not _switching:
+        sys.setswitchinterval(before)
+
+
 #: The thread scenario folders are read in: one, because a library is not thread-safe
 #: (and one for every server in the process, which only queues their reads).
 _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-read")
@@ -423,8 +443,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
+        _switch_sooner()
         # anyio imports its asyncio backend when first asked (the first streamed answer,
         # such as the dashboard's event feed): tens of milliseconds, now rather than
         # while a run plays.
@@ -447,7 +466,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             watcher.cancel()
             await replay.runner.shutdown()
         finally:
-            sys.setswitchinterval(switch)
+            _switch_as_before()
 
     app = FastAPI(
         title="replay",

@@ -380,6 +380,15 @@ def test_a_server_takes_the_interpreter_back_from_threads_sooner(scenarios_dir: 
         assert client.get("/healthz").status_code == 200
         assert sys.getswitchinterval() == pytest.approx(replay.server.SWITCH_INTERVAL)
     assert sys.getswitchinterval() == before
+    # Two servers in one process: the interval is back only once both have stopped.
+    first = LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True)))
+    second = LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True)))
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(replay.server.SWITCH_INTERVAL)
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
 
 
 def test_runs_list_and_unknown_run(client: TestClient) -> None:
