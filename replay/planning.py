@@ -1,11 +1,13 @@
 """Plans made off the event loop, and remembered per version of the files they read.
 
 Playing a scenario on paper (:func:`replay.timeline.build_timeline`) takes about 10 µs a
-cue, so planning a long scenario holds the CPU for up to a tenth of a second. Done on the
-event loop, every playing run's frames would be that late each time the dashboard lists
-the scenarios or a trigger plans its run. Here plans are made in one worker thread (the
-loop gets the interpreter back within ``sys.getswitchinterval()``, 5 ms), and
-:class:`Summaries` makes each scenario's summary once per version of its files.
+cue, so planning a long scenario holds the CPU for seconds (a converted recording of
+100,000 frames). Done on the event loop, every playing run's frames would be that late
+each time the dashboard lists the scenarios or a trigger plans its run. Here plans (and
+scenario pages) are made in one worker thread (the loop gets the interpreter back within
+``sys.getswitchinterval()``: 1 ms while a server runs, see
+:data:`replay.server.SWITCH_INTERVAL`), and :class:`Summaries` makes each scenario's
+summary once per version of its files.
 """
 
 from __future__ import annotations
