@@ -41,6 +41,7 @@ class Catalog:
     ) -> Catalog:
         """Check every file's references against the others and build the catalog."""
         by_name = {loaded.name: loaded for loaded in files}
+        _prepare(by_name.values())
         extra = _link_problems(by_name)
         costs, over = _budget_problems(by_name, extra)
         for name, problems in over.items():
@@ -82,6 +83,17 @@ class Catalog:
         if loaded.scenario is None or loaded.problems:
             raise ScenarioInvalid(name, loaded.problems)
         return loaded.scenario
+
+
+def _prepare(files: Iterable[ScenarioFile]) -> None:
+    """Work out what a run asks of each file as it starts and as it plays it (its waits,
+    its ``let`` names: see :class:`~replay.scenario.Scenario`), once per version of the
+    file. Here, where the files are read (off the event loop, in a server), and not when
+    a run starts: a converted recording has tens of thousands of steps."""
+    for loaded in files:
+        if loaded.scenario is not None:
+            loaded.scenario.awaits  # noqa: B018 (a cached property: computed, then kept)
+            loaded.scenario.bound_names()
 
 
 def _link_problems(files: Mapping[str, ScenarioFile]) -> dict[str, list[Problem]]:

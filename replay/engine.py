@@ -254,18 +254,14 @@ def check_vars(name: str, catalog: Catalog, values: Mapping[str, Any]) -> None:
 
 def awaited(name: str, catalog: Catalog) -> tuple[ClientFrameMatch, ...]:
     """What a run of the named scenario may ``wait`` for (in it, in the scenarios it
-    plays, at any depth): the frames its mailbox keeps are those one of these accepts."""
+    plays, at any depth): the frames its mailbox keeps are those one of these accepts.
+
+    Each file's own are worked out once per version of it (``Scenario.awaits``), so this
+    takes time in the number of files and distinct waits, not of steps."""
     found: dict[str, ClientFrameMatch] = {}
-    pending: list[Any] = [step for scenario in _reachable(name, catalog) for step in scenario.steps]
-    while pending:
-        step = pending.pop()
-        if isinstance(step, WaitStep):
-            matcher = step.matcher
-            found.setdefault(matcher.model_dump_json(), matcher)
-        elif isinstance(step, RepeatStep):
-            pending.extend(step.steps)
-        elif isinstance(step, ChooseStep):
-            pending.extend(inner for _, _, steps in step.branches() for inner in steps)
+    for scenario in _reachable(name, catalog):
+        for key, matcher in scenario.awaits.items():
+            found.setdefault(key, matcher)
     return tuple(found.values())
 
 

@@ -10,9 +10,11 @@ checked again.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from replay.catalog import Catalog
@@ -33,6 +35,10 @@ from replay.protocol.schwarm import SCHWARM
 SUFFIX = ".yaml"
 #: The project's protocol declaration, beside the scenarios.
 PROTOCOL_FILE = "_protocol.yaml"
+
+#: Bytes of scenario files read at once from which what is alive afterwards is frozen out
+#: of the cycle collector (``gc.freeze``): see :meth:`ScenarioLibrary.catalog`.
+FREEZE_BYTES = 256 * 1024
 
 _Stamp = tuple[int, int, int]
 
@@ -70,14 +76,23 @@ class ScenarioLibrary:
             self._files = {}
         changed = changed or set(self._files) != set(paths)
         files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
-        for path in paths:
-            stamp = _stamp(path)
-            cached = self._files.get(path)
-            if cached is not None and cached[0] == stamp:
-                files[path] = cached
-                continue
-            files[path] = (stamp, self._load(path))
-            changed = True
+        read = 0
+        with _collector_off():
+            for path in paths:
+                stamp = _stamp(path)
+                cached = self._files.get(path)
+                if cached is not None and cached[0] == stamp:
+                    files[path] = cached
+                    continue
+                files[path] = (stamp, self._load(path))
+                read += stamp[1]
+                changed = True
+            if read >= FREEZE_BYTES:
+                # Long-lived and free of cycles (reference counting frees a file's models
+                # when it changes): out of the cycle collector's sight, whose full passes
+                # would otherwise walk them all (100 ms for a converted recording, the
+                # interpreter held throughout, the event loop too).
+                gc.freeze()
         self._files = files
         if changed or self._catalog is None:
             self._catalog = Catalog.resolve((loaded for _, loaded in files.values()), protocol)
@@ -195,6 +210,20 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """No cyclic garbage collection while files are read (on again after, if it was on):
+    a pass would only walk the new models as they grow, and before a freeze, would walk
+    them all once more."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _stamp(path: Path) -> _Stamp:

@@ -1,11 +1,13 @@
 """Plans made off the event loop, and remembered per version of the files they read.
 
 Playing a scenario on paper (:func:`replay.timeline.build_timeline`) takes about 10 µs a
-cue, so planning a long scenario holds the CPU for up to a tenth of a second. Done on the
-event loop, every playing run's frames would be that late each time the dashboard lists
-the scenarios or a trigger plans its run. Here plans are made in one worker thread (the
-loop gets the interpreter back within ``sys.getswitchinterval()``, 5 ms), and
-:class:`Summaries` makes each scenario's summary once per version of its files.
+cue, so planning a long scenario holds the CPU for seconds (a converted recording of
+100,000 frames). Done on the event loop, every playing run's frames would be that late
+each time the dashboard lists the scenarios or a trigger plans its run. Here plans (and
+scenario pages) are made in one worker thread (the loop gets the interpreter back within
+``sys.getswitchinterval()``: 1 ms while a server runs, see
+:data:`replay.server.SWITCH_INTERVAL`), and :class:`Summaries` makes each scenario's
+summary once per version of its files.
 """
 
 from __future__ import annotations
@@ -40,12 +42,17 @@ async def off_loop(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await loop.run_in_executor(_WORKER, functools.partial(work, *args, **kwargs))
 
 
+def limit_for(name: str, catalog: Catalog, limit: int) -> int:
+    """``limit``, or :data:`FOREVER_CUES` if the named scenario repeats forever (planned
+    further, it would only go on: enough to see whether it waits)."""
+    cost = catalog.costs.get(name)
+    return FOREVER_CUES if cost is not None and cost.steps == float("inf") else limit
+
+
 def summary(name: str, catalog: Catalog) -> Timeline | None:
     """The named scenario's counts (frames, waits, duration), without its cues; None if it
     cannot be planned without a client's answers. Runs in the caller's thread."""
-    cost = catalog.costs.get(name)
-    forever = cost is not None and cost.steps == float("inf")
-    limit = FOREVER_CUES if forever else SUMMARY_CUES
+    limit = limit_for(name, catalog, SUMMARY_CUES)
     try:
         return build_timeline(name, catalog, limit=limit, keep=False)
     except ReplayError:

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from replay import planning
+from replay.budget import MAX_STEPS
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.counts import counted
@@ -79,8 +80,11 @@ CLIENT_STARTED = frozenset({"reaction", "connect"})
 #: Seconds a run at speed 0 leaves between a frame on one endpoint and a frame on the
 #: other, so that a client reading both connections reads them in the scenario's order.
 ENDPOINT_SWITCH_GAP = 0.001
-#: Cues planned ahead for a run's summary (frames, planned_s); longer runs show null.
-PLAN_CUES = 5000
+#: Cues planned for a run's summary (frames, planned_s), in the planning thread: as many
+#: as a run may play steps (see replay.budget), so that a long recording is counted whole
+#: (100,000 frames take the thread a few seconds; the run plays meanwhile). A scenario
+#: that repeats forever is planned for planning.FOREVER_CUES only: it never ends.
+PLAN_CUES = MAX_STEPS
 #: Cues planned on the event loop when a run starts (about 10 µs each); a longer plan
 #: is made in the planning thread and filled in when it is ready.
 PLAN_INLINE_CUES = 100
@@ -1087,9 +1091,15 @@ def _line(run: Run) -> str:
     return f"{line}: {run.error}" if run.error else line
 
 
-def _plan(name: str, catalog: Catalog, context: Context, limit: int) -> Timeline | None:
+def _plan(
+    name: str,
+    catalog: Catalog,
+    context: Context,
+    limit: int,
+    stop: Callable[[], bool] | None = None,
+) -> Timeline | None:
     try:
-        return build_timeline(name, catalog, context, limit=limit, keep=False)
+        return build_timeline(name, catalog, context, limit=limit, keep=False, stop=stop)
     except ReplayError:
         # Planning assumes empty answers to waits; the real run may still play.
         return None
@@ -1097,12 +1107,20 @@ def _plan(name: str, catalog: Catalog, context: Context, limit: int) -> Timeline
 
 def _start_plan(run: Run, name: str, catalog: Catalog, context: Context) -> None:
     """Plan ``run`` for its summary: at once if the plan is short, else in the planning
-    thread (planning takes about 10 µs a cue, and the loop must not wait for it)."""
+    thread (planning takes about 10 µs a cue, and the loop must not wait for it). A
+    cancelled run's plan is given up where it is, so the thread can go on to others."""
     plan = _plan(name, catalog, context, PLAN_INLINE_CUES)
     if plan is None or not plan.truncated:
         run._set_plan(plan)
         return
-    later = asyncio.ensure_future(planning.off_loop(_plan, name, catalog, context, PLAN_CUES))
+    limit = planning.limit_for(name, catalog, PLAN_CUES)
+
+    def cancelled() -> bool:
+        return run.state is RunState.CANCELLED
+
+    later = asyncio.ensure_future(
+        planning.off_loop(_plan, name, catalog, context, limit, cancelled)
+    )
 
     def planned(future: asyncio.Future[Timeline | None]) -> None:
         failed = future.cancelled() or future.exception() is not None

@@ -11,6 +11,7 @@ and re-exports them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -208,6 +209,23 @@ class Scenario(BaseModel):
 
     def bound_names(self) -> frozenset[str]:
         """Every name a ``let`` in this file binds (templates may read them as vars.NAME)."""
+        return self._bound_names
+
+    @cached_property
+    def awaits(self) -> Mapping[str, ClientFrameMatch]:
+        """What this file's own ``wait`` steps accept (nested ones included, not those of
+        the scenarios it plays), each once, by its JSON text."""
+        found: dict[str, ClientFrameMatch] = {}
+        for _, step in _walk(self.steps, ("steps",)):
+            if isinstance(step, WaitStep):
+                found.setdefault(step.matcher.model_dump_json(), step.matcher)
+        return found
+
+    # Worked out once per model (a file's version), in whichever thread asks first: a
+    # converted recording has tens of thousands of steps, and a run asks as it starts
+    # and each time it plays the file; see replay.catalog, which asks off the event loop.
+    @cached_property
+    def _bound_names(self) -> frozenset[str]:
         return frozenset(
             name
             for _, step in _walk(self.steps, ("steps",))

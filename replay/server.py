@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import uvicorn
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -64,9 +66,9 @@ from replay.protocol.schwarm import SCHWARM
 from replay.record import api as recordings_api
 from replay.record.folder import RecordingsFolder
 from replay.record.live import Upstream
-from replay.responses import JSONAnswer
+from replay.responses import JSONAnswer, json_bytes
 from replay.runner import Run, Runner, RunState
-from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch
+from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch, Scenario
 from replay.state import State
 from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, check_speed
 
@@ -84,6 +86,32 @@ MAX_BODY_BYTES = 1024 * 1024
 REACTIONS_TTL = 0.5
 #: Clients connected at once (both endpoints) unless --max-clients says otherwise.
 DEFAULT_MAX_CLIENTS = 10_000
+
+#: Seconds a thread holds the interpreter while another waits for it, while a server
+#: runs (Python's default is 5 ms). The event loop waits for it after every wait for the
+#: network and every write, so while a thread reads or plans a long scenario (seconds of
+#: work), a frame due meanwhile would be 5 ms late several times over.
+SWITCH_INTERVAL = 0.001
+
+#: Servers running in this process, and the switch interval from before the first.
+_switching: list[float] = []
+
+
+def _switch_sooner() -> None:
+    """A server starts: the interpreter switches threads every SWITCH_INTERVAL at most."""
+    if not _switching:
+        _switching.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_switching[0], SWITCH_INTERVAL))
+    else:
+        _switching.append(_switching[0])
+
+
+def _switch_as_before() -> None:
+    """A server stops: the last one to stop puts the switch interval back."""
+    before = _switching.pop()
+    if not _switching:
+        sys.setswitchinterval(before)
+
 
 #: The thread scenario folders are read in: one, because a library is not thread-safe
 #: (and one for every server in the process, which only queues their reads).
@@ -415,6 +443,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _switch_sooner()
+        # anyio imports its asyncio backend when first asked (the first streamed answer,
+        # such as the dashboard's event feed): tens of milliseconds, now rather than
+        # while a run plays.
+        anyio.get_cancelled_exc_class()
         try:
             catalog = await replay.catalog()
             broken = [f.name for f in catalog if not f.valid]
@@ -428,9 +461,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         except ScenarioFolderMissing as error:
             log.warning("%s", error)
         watcher = asyncio.create_task(_watch(replay), name="replay-watch-scenarios")
-        yield
-        watcher.cancel()
-        await replay.runner.shutdown()
+        try:
+            yield
+            watcher.cancel()
+            await replay.runner.shutdown()
+        finally:
+            _switch_as_before()
 
     app = FastAPI(
         title="replay",
@@ -534,19 +570,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             ]
         }
 
-    @app.get("/scenarios/{name}")
-    async def show_scenario(name: str) -> dict[str, Any]:
+    @app.get("/scenarios/{name}", response_model=dict[str, Any])
+    async def show_scenario(name: str) -> Response:
         """One scenario: its steps and its timeline (cut off after 10,000 cues or 8 MiB
         of frames: see ``truncated``), or its problems."""
         catalog = await replay.catalog()
         loaded = catalog.file(name)
         info = _scenario_info(loaded, catalog, await replay.summaries.of(name, catalog))
         if loaded.valid and loaded.scenario is not None:
-            info["steps"] = loaded.scenario.model_dump(exclude_none=True)["steps"]
-            timeline = await planning.off_loop(planning.shown, name, catalog)
-            info["timeline"] = [cue.to_dict() for cue in timeline] if timeline else []
-            info["truncated"] = timeline.truncated if timeline is not None else False
-        return info
+            # A converted recording's part has 20,000 steps: its page is made and
+            # encoded in the planning thread, as its timeline is.
+            body = await planning.off_loop(_scenario_page, info, loaded.scenario, catalog)
+        else:
+            body = json_bytes(info)
+        return Response(body, media_type="application/json")
 
     @app.get("/runs")
     async def list_runs() -> dict[str, Any]:
@@ -888,6 +925,22 @@ def _scenario_info(
         info["waits"] = timeline.waits if timeline is not None else None
         info["duration_s"] = round(duration, 6) if duration is not None else None
     return info
+
+
+def _scenario_page(info: dict[str, Any], scenario: Scenario, catalog: Catalog) -> bytes:
+    """A valid scenario's page as JSON: ``info``, its steps, and its timeline. Runs in
+    the planning thread; every piece of the work is small (a step, a cue), so that the
+    event loop gets the interpreter between them."""
+    steps = [step.model_dump(mode="json", exclude_none=True) for step in scenario.steps]
+    timeline = planning.shown(info["name"], catalog)
+    return json_bytes(
+        {
+            **info,
+            "steps": steps,
+            "timeline": [cue.to_dict() for cue in timeline] if timeline else [],
+            "truncated": timeline.truncated if timeline is not None else False,
+        }
+    )
 
 
 def _finite(value: Any) -> Any:

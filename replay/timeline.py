@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -150,6 +150,7 @@ def build_timeline(
     max_bytes: int | None = None,
     state: Mapping[str, Any] | None = None,
     answers: Sequence[str] = (),
+    stop: Callable[[], bool] | None = None,
 ) -> Timeline:
     """The timeline of the named scenario, played with ``context`` (seed 0 by default).
 
@@ -157,7 +158,8 @@ def build_timeline(
     (None: no bound); a longer timeline is cut off (``truncated``). With ``keep=False``
     the cues are only counted, so that memory does not grow with the frames (a run's
     plan). Planning takes about 10 µs a cue: call it off the event loop when ``limit``
-    is large (see :mod:`replay.planning`).
+    is large (see :mod:`replay.planning`). ``stop`` is asked before every cue: once it
+    says True, the timeline is cut off there (a plan nobody needs any more).
 
     ``state`` is the shared state the run starts with, over ``context.state``, over the
     protocol's declared state; ``set`` steps change a copy of it, never it. ``answers``
@@ -182,6 +184,7 @@ def build_timeline(
         paper_state,
         answers,
         catalog.protocol,
+        stop,
     )
     end = paper.drive(play(name, catalog, context))
     if not keep:
@@ -211,6 +214,7 @@ class _Paper:
         state: State | None = None,
         answers: Sequence[str] = (),
         protocol: Protocol = SCHWARM,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.answerer = answerer
         #: What the scenarios speak: where waits listen, how answers are read.
@@ -218,6 +222,7 @@ class _Paper:
         self.limit = limit
         self.keep = keep
         self.max_bytes = max_bytes
+        self.stop = stop
         self.state = state if state is not None else State()
         #: The client frames given for waits, not taken yet (None once taken).
         self.answers: list[str | None] = list(answers)
@@ -251,6 +256,8 @@ class _Paper:
             if self.count >= self.limit or self.actions > 10 * self.limit:
                 raise _Stop
             if self.max_bytes is not None and self.bytes > self.max_bytes:
+                raise _Stop
+            if self.stop is not None and self.stop():
                 raise _Stop
             reply = self._handle(action)
             # A fork counts as what its branches do, so a silent one counts as nothing.

@@ -209,3 +209,19 @@ def test_plays_inside_choose_branches_are_checked_like_any_other() -> None:
         "scenarios/c.yaml:3:22: steps.0.choose.0.otherwise.0.play: plays 'mising', which does "
         "not exist (did you mean 'missing'?)"
     ]
+
+
+def test_resolving_works_out_what_a_run_asks_of_each_file() -> None:
+    # A server resolves its catalog in its reading thread: runs starting on the event
+    # loop then find each file's waits and let names ready (see Scenario.awaits).
+    found = catalog(
+        main="steps:\n  - wait: CHAT_INPUT\n  - let: {a: 1}\n  - play: part\n",
+        part="steps:\n  - chunk: a\n",
+    )
+    for loaded in found:
+        assert loaded.scenario is not None
+        assert "awaits" in vars(loaded.scenario)
+        assert "_bound_names" in vars(loaded.scenario)
+    main = found.scenario("main")
+    assert [match.message for match in main.awaits.values()] == ["CHAT_INPUT"]
+    assert main.bound_names() == {"a"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -454,3 +455,23 @@ def test_property_any_file_names_give_a_catalog_that_encodes(names: list[bytes])
             json.dumps({"name": loaded.name, "file": loaded.file}, ensure_ascii=False).encode()
             for problem in loaded.problems:
                 str(problem).encode("utf-8")
+
+
+def test_large_reads_are_frozen_out_of_the_cycle_collector(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay.library, "FREEZE_BYTES", 2000)
+    library = ScenarioLibrary(folder)
+    write(folder, "small.yaml", "steps:\n  - chunk: a\n")
+    frozen = gc.get_freeze_count()
+    try:
+        assert gc.isenabled()
+        library.catalog()
+        assert gc.get_freeze_count() == frozen  # a small read: nothing frozen
+        write(folder, "big.yaml", "steps:\n" + "  - chunk: a\n" * 200)
+        catalog = library.catalog()
+        assert catalog.file("big").valid
+        assert gc.get_freeze_count() > frozen  # the big file's models among them
+        assert gc.isenabled()  # on again after the read
+    finally:
+        gc.unfreeze()

@@ -4,14 +4,17 @@ that never leave the folder, sent exactly as written to a real server."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+import replay.record.api
 from replay.record.format import text_frame
 from replay.server import Settings, create_app
 from tests.conftest import LocalClient
@@ -97,6 +100,25 @@ def test_an_unknown_recording_answers_404(client: TestClient, folder: Path) -> N
         "detail": f"no recording named 'abcdef' in {str(folder)!r}",
         "session": "abcdef",
     }
+
+
+def test_convert_converts_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loops: list[bool] = []
+    real = replay.record.api.convert
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            loops.append(True)
+        except RuntimeError:
+            loops.append(False)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replay.record.api, "convert", spy)
+    assert client.post(f"/recordings/{SESSION}/convert").status_code == 200
+    assert loops == [False]  # an hour of frames takes seconds: not on the loop
 
 
 def test_convert_writes_a_scenario_into_the_scenarios_folder(

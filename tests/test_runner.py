@@ -14,6 +14,7 @@ import logging
 import math
 import signal
 import textwrap
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -23,7 +24,10 @@ from typing import Any, NamedTuple
 import pytest
 
 import replay.mailbox
+import replay.planning
 import replay.runner
+import replay.scenario
+import replay.timeline
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
 from replay.engine import Context
@@ -2021,6 +2025,109 @@ async def test_a_short_run_is_planned_at_once(shipped: Catalog, clock: VirtualCl
     assert run.summary()["frames"] == 8
     await asyncio.wait_for(run.planned(), timeout=5)
     await asyncio.wait_for(run.wait(), timeout=5)
+
+
+class Work:
+    """Which threads did a scenario's size's work: walks of a file's steps (a run's
+    waits, its ``let`` names) and cues planned."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.walks: list[tuple[str, int]] = []
+        self.cues: list[str] = []
+        walk, cue = replay.scenario._walk, replay.timeline._Paper._cue
+
+        def walked(steps: list[Any], prefix: tuple[str | int, ...]) -> Iterator[Any]:
+            if prefix == ("steps",):  # a whole file's steps (not a repeat's, inside it)
+                self.walks.append((threading.current_thread().name, len(steps)))
+            return walk(steps, prefix)
+
+        def cued(paper: Any, *args: Any, **kwargs: Any) -> None:
+            self.cues.append(threading.current_thread().name)
+            cue(paper, *args, **kwargs)
+
+        monkeypatch.setattr(replay.scenario, "_walk", walked)
+        monkeypatch.setattr(replay.timeline._Paper, "_cue", cued)
+
+    def on(self, thread: str) -> tuple[int, int]:
+        """Steps walked and cues planned in the named thread."""
+        steps = sum(count for name, count in self.walks if name == thread)
+        return steps, sum(1 for name in self.cues if name == thread)
+
+    def planning(self) -> int:
+        """Cues planned in the planning thread."""
+        return sum(1 for name in self.cues if name.startswith("replay-plan"))
+
+
+def long_recording(parts: int, steps: int) -> dict[str, str]:
+    """A converted recording's shape: ``long`` plays its parts in order, each ``steps``
+    chunks 10 ms apart (the bench uses 100,000 frames; a test, fewer)."""
+    files = {f"long-part-{n}": chunks_yaml(steps, 0.01) for n in range(1, parts + 1)}
+    files["long"] = "steps:\n" + "".join(f"  - play: {name}\n" for name in files)
+    return files
+
+
+async def test_a_long_scenario_starts_without_its_size_s_work_on_the_loop(
+    manual: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read and checked in a thread, as the server reads its folder.
+    catalog = await asyncio.to_thread(scenarios, long_recording(parts=3, steps=2000))
+    work = Work(monkeypatch)
+    loop = threading.current_thread().name
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("long", catalog)
+    try:
+        assert run.plan is None  # the planning thread counts it: its frames come later
+        assert run.summary()["frames"] is None
+        await advance(manual, 0.05)
+        assert delivery.frames[:6] == [chunk_frame(f"c{i}") for i in range(6)]
+        assert run.sent == 6
+        await asyncio.wait_for(run.planned(), timeout=30)
+        summary = run.summary()
+        assert summary["frames"] == 6000  # counted whole, not cut off at a cap
+        assert summary["planned_s"] == pytest.approx(60.0)
+    finally:
+        runner.cancel(run.id)
+        await asyncio.wait_for(run.wait(), timeout=5)
+    steps, cues = work.on(loop)
+    assert steps == 0  # no file's steps walked on the loop (its waits, its let names)
+    assert cues <= replay.runner.PLAN_INLINE_CUES
+    assert work.planning() == 6000
+
+
+async def test_a_cancelled_run_s_plan_is_given_up(
+    manual: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = await asyncio.to_thread(scenarios, {"long": chunks_yaml(3000, 1)})
+    work = Work(monkeypatch)
+    gate = threading.Event()
+    busy = asyncio.ensure_future(replay.planning.off_loop(gate.wait, 30))
+    try:
+        runner = Runner(FakeDelivery(manual), manual)
+        run = runner.start("long", catalog)  # its plan queues behind the busy thread
+        runner.cancel(run.id)
+        await asyncio.wait_for(run.wait(), timeout=5)
+    finally:
+        gate.set()
+    await busy
+    await asyncio.wait_for(run.planned(), timeout=30)
+    assert work.planning() == 0  # given up before its first cue
+    assert run.summary()["frames"] is None
+
+
+async def test_a_forever_run_is_planned_briefly(
+    manual: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = Work(monkeypatch)
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("forever", scenarios({"forever": FOREVER}))
+    try:
+        await asyncio.wait_for(run.planned(), timeout=30)
+    finally:
+        runner.cancel(run.id)
+        await asyncio.wait_for(run.wait(), timeout=5)
+    assert run.summary()["frames"] is None  # it never ends
+    assert replay.runner.PLAN_INLINE_CUES < work.planning() <= replay.planning.FOREVER_CUES
 
 
 # --- shares of runs -----------------------------------------------------------------------------

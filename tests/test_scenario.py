@@ -1014,3 +1014,32 @@ def test_own_texts_are_a_steps_own_not_those_it_holds() -> None:
     assert list(own_texts(step)) == []
     [message] = scenario({"message": "EVENT", "data": {"a": "{{ state.x }}"}}).steps
     assert list(own_texts(message)) == [(("data", "a"), "{{ state.x }}")]
+
+
+def test_a_file_s_waits_are_its_own_nested_ones_each_once_worked_out_once() -> None:
+    loaded = scenario(
+        {"wait": "CHAT_INPUT"},
+        {"repeat": 3, "steps": [{"wait": "CHAT_INPUT"}, {"chunk": "a"}]},
+        {
+            "choose": [
+                {"when": "vars.x", "steps": [{"wait": "CHAT_INPUT", "match": "^go$"}]},
+                {"otherwise": [{"chunk": "b"}]},
+            ]
+        },
+        {"play": "other"},
+        vars={"x": True},
+    )
+    awaits = loaded.awaits
+    assert [(match.message, match.match) for match in awaits.values()] == [
+        ("CHAT_INPUT", None),
+        ("CHAT_INPUT", "^go$"),
+    ]
+    assert loaded.awaits is awaits  # kept with the model: one walk per version of a file
+
+
+def test_let_names_are_worked_out_once() -> None:
+    loaded = scenario({"let": {"a": 1}}, {"repeat": 2, "steps": [{"let": {"b": 2}}]})
+    names = loaded.bound_names()
+    assert names == {"a", "b"}
+    assert loaded.bound_names() is names
+    assert loaded == scenario({"let": {"a": 1}}, {"repeat": 2, "steps": [{"let": {"b": 2}}]})

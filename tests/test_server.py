@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -340,6 +341,54 @@ def test_scenarios_list_and_detail(client: TestClient, scenarios_dir: Path) -> N
     assert [cue["offset"] for cue in detail["timeline"]] == pytest.approx([0, 0.2, 0.4, 0.6])
     assert detail["steps"][0] == {"chunk": "This is a "}
     assert client.get("/scenarios/nope").status_code == 404
+
+
+def test_a_scenario_page_is_made_off_the_loop(
+    scenarios_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made_in: list[str] = []
+    real = replay.server._scenario_page
+
+    def spy(*args: Any) -> bytes:
+        made_in.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(replay.server, "_scenario_page", spy)
+    (scenarios_dir / "long.yaml").write_text(
+        "steps:\n" + "".join(f"  - chunk: c{i}\n    delay: 1\n" for i in range(3000))
+    )
+    with LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True))) as client:
+        answer = client.get("/scenarios/long")
+        assert answer.headers["content-type"] == "application/json"
+        detail = answer.json()
+        broken = client.get("/scenarios/nope")
+    assert made_in
+    assert all(name.startswith("replay-plan") for name in made_in)
+    assert detail["steps"][:2] == [{"chunk": "c0", "delay": 1.0}, {"chunk": "c1", "delay": 1.0}]
+    assert len(detail["steps"]) == 3000
+    assert [cue["frame"] for cue in detail["timeline"][:2]] == [
+        '{"type":"default","content":"c0"}',
+        '{"type":"default","content":"c1"}',
+    ]
+    assert (detail["frames"], detail["duration_s"], detail["truncated"]) == (3000, 3000.0, False)
+    assert broken.status_code == 404
+
+
+def test_a_server_takes_the_interpreter_back_from_threads_sooner(scenarios_dir: Path) -> None:
+    before = sys.getswitchinterval()
+    with LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(replay.server.SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == before
+    # Two servers in one process: the interval is back only once both have stopped.
+    first = LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True)))
+    second = LocalClient(create_app(Settings(scenarios=scenarios_dir, isolated=True)))
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(replay.server.SWITCH_INTERVAL)
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before
 
 
 def test_runs_list_and_unknown_run(client: TestClient) -> None:

@@ -917,3 +917,19 @@ def test_an_unanswered_wait_of_a_dry_run_is_an_empty_message_in_the_endpoints_en
     found = Catalog.resolve([loaded], declared)
     frames = [cue.frame for cue in build_timeline("main", found).cues if cue.kind == "frame"]
     assert frames == ['{"event":"tick","body":"subscribe/subscribe/."}']
+
+
+def test_a_timeline_stops_where_it_is_told_to() -> None:
+    found = catalog(main="steps:\n  - repeat: 50\n    steps:\n      - chunk: a\n")
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 10
+
+    cut = build_timeline("main", found, stop=stop)
+    assert cut.truncated
+    assert cut.duration is None
+    assert len(cut) == 10
+    assert len(build_timeline("main", found, stop=lambda: True)) == 0
+    assert len(build_timeline("main", found, stop=lambda: False)) == 50

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query
 
 from replay.fields import NAME_PATTERN
-from replay.record.convert import ConvertError, Options, convert
+from replay.protocol.declaration import Protocol
+from replay.record.convert import Converted, ConvertError, Options, convert
 from replay.record.folder import (
     MAX_PAGE,
     PAGE,
@@ -23,6 +24,7 @@ from replay.record.folder import (
     RecordingsFolder,
     RecordingUnreadable,
 )
+from replay.record.format import Recording
 from replay.record.scenarios import write_converted
 from replay.responses import JSONAnswer
 
@@ -83,10 +85,11 @@ def install(
         catalog = await catalogs()
         scenario = name or f"recorded-{session[:12]}"
         try:
-            converted = convert([recording], catalog.protocol, Options(), scenario)
+            # In a thread: converting an hour of frames takes seconds (and writing files
+            # waits for the disk), and playing runs must not wait for either.
             loop = asyncio.get_running_loop()
-            written = await loop.run_in_executor(
-                None, write_converted, scenarios, converted, None, force
+            converted, written = await loop.run_in_executor(
+                None, _convert, recording, catalog.protocol, scenario, scenarios, force
             )
         except ConvertError as error:
             status = 409 if "exists:" in str(error) else 422
@@ -100,6 +103,14 @@ def install(
             "skipped": converted.skipped,
             "duration_s": round(converted.duration, 3),
         }
+
+
+def _convert(
+    recording: Recording, protocol: Protocol, name: str, scenarios: Path, force: bool
+) -> tuple[Converted, list[Path]]:
+    """The recording converted and written into ``scenarios``; raises ConvertError."""
+    converted = convert([recording], protocol, Options(), name)
+    return converted, write_converted(scenarios, converted, None, force)
 
 
 def _refusal(error: RecordingNotFound | RecordingUnreadable) -> JSONAnswer:
