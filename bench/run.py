@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -873,6 +874,13 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"Node ws: skipped: {reason}")
             args.kinds.remove("node")
     load_before = os.getloadavg()
+    if "replay-asyncio" in args.kinds and not any(
+        importlib.util.find_spec(name) for name in ("uvloop", "httptools")
+    ):
+        notes.append(
+            "replay (asyncio, h11) is replay as it is: neither uvloop nor httptools is"
+            " installed (to compare: uv run --with uvloop --with httptools python bench/run.py)"
+        )
     other = other_load()
     if other > 20:
         notes.append(
