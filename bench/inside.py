@@ -4,8 +4,9 @@ another process switches on and off with signals (``bench/where.py`` drives it).
     BENCH_INSIDE=/tmp/out python bench/inside.py replay serve --port 8123 ...
     BENCH_INSIDE=/tmp/out python bench/inside.py bare 8123
 
-* ``BENCH_INSIDE_HEAP=1``: tracemalloc from the start (10 frames a trace); each SIGUSR1
-  writes ``heap-<n>.snapshot`` to the folder;
+* each SIGUSR1 writes ``heap-<n>.snapshot`` to the folder; the first one starts
+  tracemalloc (10 frames a trace), so the snapshots show what was allocated after it (and
+  a start-up that tracemalloc would slow down tenfold is not traced);
 * each SIGUSR2 starts cProfile (the main thread: the event loop), the next one stops it
   and writes ``profile-<n>.prof``;
 * ``BENCH_INSIDE_ASYNCIO=1``: uvloop and httptools hidden (as ``replay_asyncio.py``).
@@ -28,6 +29,8 @@ profiler: list[cProfile.Profile] = []
 
 
 def snapshot(_signum: int, _frame: Any) -> None:
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(10)
     counter["heap"] += 1
     tracemalloc.take_snapshot().dump(str(OUT / f"heap-{counter['heap']}.snapshot"))
     (OUT / f"heap-{counter['heap']}.done").touch()  # the snapshot is complete
@@ -53,8 +56,6 @@ def main() -> int:
     if os.environ.get("BENCH_INSIDE_ASYNCIO"):
         sys.modules["uvloop"] = None  # type: ignore[assignment]
         sys.modules["httptools"] = None  # type: ignore[assignment]
-    if os.environ.get("BENCH_INSIDE_HEAP"):
-        tracemalloc.start(10)
     signal.signal(signal.SIGUSR1, snapshot)
     signal.signal(signal.SIGUSR2, toggle_profile)
     target, args = sys.argv[1], sys.argv[2:]
