@@ -16,6 +16,8 @@ A separate check, not part of ``run.py``. Each server runs under ``bench/inside.
    rounds of ``--frames`` frames with no pause, profiled from the trigger to the last
    frame; the functions with the most own time (tottime), in µs per frame per client.
    cProfile's own overhead inflates every call: read the shares, not the absolute times.
+   Its timer is the wall clock (cheap to read; on a busy machine it counts waits for a
+   core too): a CPU-time timer costs a system call per call and distorts the shares more.
 3. **Trigger** (cProfile): ``--triggers`` one-frame triggers to ``--latency-clients``
    clients (replay: ``?wait=false``), 10 ms apart: the functions with the most own time
    per trigger, and the server's own functions by cumulative time.
@@ -174,15 +176,15 @@ def profile(
         unit, per = opened * frames * times, "frame/client"
         print(
             f"\n{kind}: {times} rounds of {frames} frames to {opened} clients, profiled:"
-            f" {1e6 * total / unit:.2f} µs of CPU (under cProfile, waiting in epoll left"
-            " out) per frame per client"
+            f" {1e6 * total / unit:.2f} µs (wall clock under cProfile, waiting in epoll"
+            " left out) per frame per client"
         )
     else:
         unit, per = times, "trigger"
         print(
             f"\n{kind}: {times} one-frame triggers to {opened} clients, profiled:"
-            f" {1e6 * total / unit:.0f} µs of CPU (under cProfile, waiting in epoll left"
-            " out) per trigger, from reading the request to the last write"
+            f" {1e6 * total / unit:.0f} µs (wall clock under cProfile, waiting in epoll"
+            " left out) per trigger, from reading the request to the last write"
         )
     print(f"  {'µs/' + per:>17}  {'share':>5}  {'calls/' + per:>19}  function (own time)")
     rows = sorted(entries.items(), key=lambda kv: -kv[1][2])[: args.top]
