@@ -3,8 +3,8 @@ a seed-style server.
 
 Run from the project root::
 
-    uv run python bench/run.py            # the full suite (about 6 minutes on 2 cores)
-    uv run python bench/run.py --quick    # a smoke run (about 75 s)
+    uv run python bench/run.py            # the full suite (about 10 minutes on 2 cores)
+    uv run python bench/run.py --quick    # a smoke run (about 3 minutes)
     uv run python bench/run.py --help     # every knob
 
 replay, bare and Node ``ws`` are started (fresh) and put through every benchmark side by
@@ -726,7 +726,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "seed-style server: fan-out, idle cost, timing, trigger latency, a stalled client."
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a smoke run of 1-2 minutes (smaller everything)")
+    add("--quick", action="store_true", help="a smoke run of ~3 minutes (smaller everything)")
     add(
         "--servers",
         default=",".join(DEFAULT_KINDS),
