@@ -7,7 +7,15 @@ from typing import Any
 
 from common import mib
 
-LABELS = {"replay": "replay", "bare": "bare websockets", "seed": "seed-style"}
+#: Every server the bench knows, in the order of the tables.
+ORDER = ("replay", "replay-asyncio", "bare", "node", "seed")
+LABELS = {
+    "replay": "replay",
+    "replay-asyncio": "replay (asyncio, h11)",
+    "bare": "bare websockets",
+    "node": "Node ws",
+    "seed": "seed-style",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -67,7 +75,7 @@ def fanout_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> No
     rows = []
     for (n, m), kinds in sorted(rows_by.items()):
         mine = kinds.get("replay", {}).get("frames_per_s")
-        for kind in ("replay", "bare", "seed"):
+        for kind in ORDER:
             r = kinds.get(kind)
             if r is None:
                 continue
@@ -111,7 +119,7 @@ def fanout_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> No
         " trigger -> the first frame anywhere (in a burst this includes the clients' wait for"
         " a CPU: see 4. for trigger latency); frames/s = N*M / last",
         "replay/this = replay's frames/s / this server's (>1: replay delivers faster)",
-        "srv CPU = server CPU / wall time (100% = one core: all three are single-threaded);"
+        "srv CPU = server CPU / wall time (100% = one core: every server is single-threaded);"
         " srv us/frame = server CPU time per frame per client",
         "max cli CPU = the busiest client process (100% = it was the bottleneck);"
         " host busy = all cores together (100% = the machine was saturated)",
@@ -125,7 +133,7 @@ def idle_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> None
     for n in levels:
         kinds = {k: r for k, s in servers.items() for r in s.get("idle", []) if r["clients"] == n}
         mine = kinds.get("replay")
-        for kind in ("replay", "bare", "seed"):
+        for kind in ORDER:
             r = kinds.get(kind)
             if r is None:
                 continue
@@ -221,7 +229,8 @@ def timing_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> No
         "1st = for each frame, the first client to get it; last = the last client to get it"
         " (the fan-out spread); p50/p99/max over the frames",
         "drift = the last frame's lateness (at the first / the last client)",
-        "bare sleeps to absolute deadlines; seed-style sleeps the interval after each send"
+        "bare and Node ws sleep to absolute deadlines; seed-style sleeps the interval after"
+        " each send"
         " loop, as the seed did (so its drift adds up)",
     )
 
@@ -268,9 +277,9 @@ def latency_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> N
     )
     explain(
         "1st = the first client to get the frame; last = the last client; answer = the HTTP"
-        " response (replay: ?wait=false; bare and seed-style answer when sent)",
+        " response (replay: ?wait=false; the others answer when sent)",
         "replay: POST /trigger/<1-frame scenario>?speed=0&wait=false; seed-style: POST"
-        " /trigger; bare: GET /trigger (websockets serves GET only)",
+        " /trigger; bare and Node ws: GET /trigger (websockets serves GET only)",
     )
 
 
@@ -393,7 +402,7 @@ def stall_table(servers: dict[str, dict[str, Any]], args: dict[str, Any]) -> Non
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     servers = by_server(results)
-    replay, bare, seed = (servers.get(k, {}) for k in ("replay", "bare", "seed"))
+    replay, bare, node, seed = (servers.get(k, {}) for k in ("replay", "bare", "node", "seed"))
     out: list[dict[str, Any]] = []
 
     def add(
@@ -419,15 +428,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         return theirs / mine if mine and theirs else None
 
     n = 1000
-    r, b, sd = (fanout(s, n, "frames_per_s") for s in (replay, bare, seed))
+    r, b, nd, sd = (fanout(s, n, "frames_per_s") for s in (replay, bare, node, seed))
     v = r / b if r and b else None
     add(
-        f"fan-out at {n} clients >= 0.8x bare frames/s",
+        f"fan-out at {n} clients >= 1.0x bare frames/s",
         v,
         "{:.2f}x",
-        None if v is None else v >= 0.8,
+        None if v is None else v >= 1.0,
         cpu_ratio(bare, n),
     )
+    if node:
+        v = r / nd if r and nd else None
+        add(
+            f"fan-out at {n} clients >= 1.0x Node ws frames/s",
+            v,
+            "{:.2f}x",
+            None if v is None else v >= 1.0,
+            cpu_ratio(node, n),
+        )
     v = r / sd if r and sd else None
     add(
         f"fan-out at {n} clients >= 1.5x seed-style",
@@ -441,7 +459,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows = s.get("idle") or []
         return max(rows, key=lambda r: r["clients"]) if rows else None
 
-    ri, bi = idle_row(replay), idle_row(bare)
+    ri, bi, ni = idle_row(replay), idle_row(bare), idle_row(node)
     if ri:
         add(
             f"idle CPU < 1% with {ri['clients']} clients",
@@ -449,17 +467,27 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "{:.2f}%",
             ri["cpu_percent"] < 1.0,
         )
-    v = (
-        ri["per_client_kib"] / bi["per_client_kib"]
-        if ri and bi and bi["per_client_kib"] and ri["per_client_kib"] is not None
-        else None
-    )
+
+    def per_client(ref: dict[str, Any] | None) -> float | None:
+        if not ri or not ref or not ref["per_client_kib"] or ri["per_client_kib"] is None:
+            return None
+        return float(ri["per_client_kib"] / ref["per_client_kib"])
+
+    v = per_client(bi)
     add(
-        f"idle memory per client <= 1.25x bare ({ri['clients'] if ri else '-'} clients)",
+        f"idle memory per client <= 1.0x bare ({ri['clients'] if ri else '-'} clients)",
         v,
         "{:.2f}x",
-        None if v is None else v <= 1.25,
+        None if v is None else v <= 1.0,
     )
+    if node:
+        v = per_client(ni)
+        add(
+            f"idle memory per client <= 1.5x Node ws ({ri['clients'] if ri else '-'} clients)",
+            v,
+            "{:.2f}x",
+            None if v is None else v <= 1.5,
+        )
     t = replay.get("timing") or {}
     p99 = (t.get("first") or {}).get("p99")
     add(
@@ -474,6 +502,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         None if drift is None else drift * 1000,
         "{:.2f} ms",
         None if drift is None else abs(drift) <= 0.005,
+    )
+    mine, theirs = (
+        ((x.get("latency") or {}).get("first") or {}).get("p50") for x in (replay, bare)
+    )
+    v = mine / theirs if mine and theirs else None
+    add(
+        "trigger to first frame, p50 <= 1.5x bare",
+        v,
+        "{:.2f}x",
+        None if v is None else v <= 1.5,
     )
     s = replay.get("stall") or {}
     v = s.get("ratio")
@@ -501,7 +539,7 @@ def targets_table(results: dict[str, Any]) -> None:
     explain(
         "by CPU/frame = the reference's server CPU time per frame per client / replay's: the"
         " same comparison, less sensitive to the machine's background load (seed-style runs"
-        " after replay and bare, so a change in that load between the two phases skews"
+        " after the others, so a change in that load between the two phases skews"
         " replay/seed frames/s)",
     )
 
@@ -562,6 +600,16 @@ def print_report(results: dict[str, Any]) -> None:
         f" {args['client_nice']}), replay at"
         f" {meta['replay_source']}, {meta['elapsed_s']:.0f} s"
     )
+    before, after = meta.get("load_average_before"), meta.get("load_average_after")
+    if before and after:
+        print(
+            "load average (1, 5, 15 min) before: "
+            + ", ".join(f"{x:.2f}" for x in before)
+            + "; after: "
+            + ", ".join(f"{x:.2f}" for x in after)
+        )
+    if meta.get("software"):
+        print("software: " + ", ".join(f"{k} {v}" for k, v in meta["software"].items()))
     print(
         f"NOTE: servers and clients share this machine's {meta['cpus']} cores: the ratios"
         " compare the servers under the same conditions; the absolute figures are not the"
@@ -594,7 +642,13 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     servers = by_server(results)
-    colors = {"replay": "tab:blue", "bare": "tab:green", "seed": "tab:red"}
+    colors = {
+        "replay": "tab:blue",
+        "replay-asyncio": "tab:cyan",
+        "bare": "tab:green",
+        "node": "tab:orange",
+        "seed": "tab:red",
+    }
     sizes = ""
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     (rate, memory), (cpu, timing) = axes
@@ -692,7 +746,8 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
         ax.legend(fontsize=8)
     meta = results["meta"]
     fig.suptitle(
-        f"replay vs bare websockets vs seed-style — {meta['cpus']} CPUs, {meta['time']},"
+        f"{' vs '.join(LABELS[s['server']] for s in results['servers'])} —"
+        f" {meta['cpus']} CPUs, {meta['time']},"
         f" replay at {meta['replay_source']}",
         fontsize=10,
     )

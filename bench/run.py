@@ -1,14 +1,17 @@
-"""The benchmark suite: replay against a bare ``websockets`` server and a seed-style server.
+"""The benchmark suite: replay against a bare ``websockets`` server, a Node ``ws`` server and
+a seed-style server.
 
 Run from the project root::
 
-    uv run python bench/run.py            # the full suite (about 6 minutes on 2 cores)
-    uv run python bench/run.py --quick    # a smoke run (about 75 s)
+    uv run python bench/run.py            # the full suite (about 10 minutes on 2 cores)
+    uv run python bench/run.py --quick    # a smoke run (about 3 minutes)
     uv run python bench/run.py --help     # every knob
 
-replay and bare are started (fresh) and put through every benchmark side by side, their
-rounds alternating, so that changes in the machine's background load hit both alike; then
-seed-style alone (its idle handlers would use CPU during the others' measurements):
+replay, bare and Node ``ws`` are started (fresh) and put through every benchmark side by
+side, their rounds alternating, so that changes in the machine's background load hit all
+alike; then seed-style alone (its idle handlers would use CPU during the others'
+measurements). ``--servers replay,replay-asyncio,...`` adds replay on asyncio and h11 (uvloop
+and httptools hidden), to measure what they bring in the same run:
 
 1. idle cost: clients connected in steps (100, 1000, 5000), the server's CPU and memory;
 2. fan-out: M frames with no pause to N clients (5000, 1000, 100, 10: the fleet shrinks);
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -58,9 +62,11 @@ from common import (
     other_load,
     source_version,
 )
-from report import print_report, write_plot
+from report import LABELS, ORDER, print_report, write_plot
 from servers import (
     BareServer,
+    NodeServer,
+    ReplayAsyncioServer,
     ReplayServer,
     SeedServer,
     Server,
@@ -69,8 +75,8 @@ from servers import (
     write_scenario,
 )
 
-KINDS = ("replay", "bare", "seed")
-LABELS = {"replay": "replay", "bare": "bare websockets", "seed": "seed-style"}
+KINDS = ORDER
+DEFAULT_KINDS = ("replay", "bare", "node", "seed")
 
 
 def log(text: str) -> None:
@@ -648,11 +654,16 @@ def _stall_view(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_server(kind: str, scenarios: Path, work: Path, args: argparse.Namespace) -> Server:
+    log_path = work / f"{kind}.log"
     if kind == "replay":
-        return ReplayServer(scenarios, work / "replay.log", args.queue_size)
+        return ReplayServer(scenarios, log_path, args.queue_size)
+    if kind == "replay-asyncio":
+        return ReplayAsyncioServer(scenarios, log_path, args.queue_size)
     if kind == "bare":
-        return BareServer(work / "bare.log")
-    return SeedServer(work / "seed.log")
+        return BareServer(log_path)
+    if kind == "node":
+        return NodeServer(log_path)
+    return SeedServer(log_path)
 
 
 def run_group(
@@ -711,12 +722,17 @@ def _shape(line: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="replay against a bare websockets server and a seed-style server: "
-        "fan-out, idle cost, timing, trigger latency, a stalled client."
+        description="replay against a bare websockets server, a Node ws server and a "
+        "seed-style server: fan-out, idle cost, timing, trigger latency, a stalled client."
     )
     add = parser.add_argument
-    add("--quick", action="store_true", help="a smoke run of 1-2 minutes (smaller everything)")
-    add("--servers", default=",".join(KINDS), help="which servers (default replay,bare,seed)")
+    add("--quick", action="store_true", help="a smoke run of ~3 minutes (smaller everything)")
+    add(
+        "--servers",
+        default=",".join(DEFAULT_KINDS),
+        help=f"which servers, of {','.join(KINDS)} (default {','.join(DEFAULT_KINDS)};"
+        " replay-asyncio: replay with uvloop and httptools hidden)",
+    )
     add("--skip", default="", help="benchmarks to leave out: idle,fanout,timing,latency,stall")
     add("--client-procs", type=int, default=3, help="client processes (default 3)")
     add(
@@ -785,7 +801,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for option, (name, value) in quick.items():
             if not any(g == option or g.startswith(option + "=") for g in given):
                 setattr(args, name, value)
-    args.kinds = [k for k in str(args.servers).split(",") if k]
+    args.kinds = list(dict.fromkeys(k for k in str(args.servers).split(",") if k))
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
     args.skip = {s for s in str(args.skip).split(",") if s}
@@ -831,10 +847,40 @@ def write_scenarios(folder: Path, args: argparse.Namespace) -> None:
         write_scenario(folder, frames, pause, pad, repeat)
 
 
+def software(kinds: list[str]) -> dict[str, str]:
+    """The versions that matter to the figures: uvicorn's loop and HTTP parser (replay and
+    seed-style pick uvloop and httptools when installed), websockets, Node and ws."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("uvicorn", "websockets", "uvloop", "httptools"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    if "node" in kinds:
+        out.update(NodeServer.versions())
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     most = max([*(n for n, _ in args.fanout_rows), *args.idle_levels, args.stall_clients + 1])
     check_limits(most, args.client_procs)
     notes: list[str] = []
+    if "node" in args.kinds:
+        reason = NodeServer.prepare()
+        if reason:
+            log(f"Node ws: skipped: {reason}")
+            notes.append(f"Node ws: skipped: {reason}")
+            args.kinds.remove("node")
+    load_before = os.getloadavg()
+    if "replay-asyncio" in args.kinds and not any(
+        importlib.util.find_spec(name) for name in ("uvloop", "httptools")
+    ):
+        notes.append(
+            "replay (asyncio, h11) is replay as it is: neither uvloop nor httptools is"
+            " installed (to compare: uv run --with uvloop --with httptools python bench/run.py)"
+        )
     other = other_load()
     if other > 20:
         notes.append(
@@ -848,8 +894,8 @@ def run(args: argparse.Namespace) -> int:
     sessions = []
     try:
         write_scenarios(scenarios, args)
-        # replay and bare side by side (their rounds alternate); seed-style alone, as its
-        # idle handlers would use CPU during the others' measurements.
+        # replay, bare and Node side by side (their rounds alternate); seed-style alone, as
+        # its idle handlers would use CPU during the others' measurements.
         side_by_side = [k for k in args.kinds if k != "seed"]
         if side_by_side:
             sessions += run_group(side_by_side, scenarios, work, args)
@@ -873,6 +919,9 @@ def run(args: argparse.Namespace) -> int:
         "replay_source": source_version(),
         "other_load_percent": other,
         "other_load_after_percent": after,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "software": software(args.kinds),
         "elapsed_s": elapsed,
         "args": {k: v for k, v in vars(args).items() if k not in ("skip",)},
         "notes": notes,

@@ -1,17 +1,22 @@
-"""The three servers under test, each run as a child process on 127.0.0.1.
+"""The servers under test, each run as a child process on 127.0.0.1.
 
-* :class:`ReplayServer`: ``replay serve`` with a folder of generated scenarios;
+* :class:`ReplayServer`: ``replay serve`` with a folder of generated scenarios (and
+  :class:`ReplayAsyncioServer`: the same on asyncio and h11, with uvloop and httptools
+  hidden from uvicorn, to measure what they bring in the same run);
 * :class:`BareServer`: ``bench/bare_server.py`` (websockets ``broadcast()``);
+* :class:`NodeServer`: ``bench/node_ws/server.js`` (Node, npm's ``ws``), the same protocol;
 * :class:`SeedServer`: ``bench/seed_style.py`` (FastAPI, the seed's design) on uvicorn.
 
-All three take the same kind of trigger: play M frames (optionally padded), S seconds
-apart (S=0: no pause), answering when done; ``trigger()`` hides the differences.
+All take the same kind of trigger: play M frames (optionally padded), S seconds apart
+(S=0: no pause), answering when done; ``trigger()`` hides the differences.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,10 +145,13 @@ class Server:
 
 class ReplayServer(Server):
     kind = "replay"
+    #: How replay is started: ``python -m replay`` (uvicorn's loop="auto", http="auto":
+    #: uvloop and httptools when installed).
+    launcher = ["-m", "replay"]
 
     def __init__(self, scenarios: Path, log_path: Path, queue_size: int | None = None) -> None:
         port = free_port()
-        argv = [sys.executable, "-m", "replay", "serve", "--host", HOST, "--port", str(port)]
+        argv = [sys.executable, *self.launcher, "serve", "--host", HOST, "--port", str(port)]
         argv += ["--scenarios", str(scenarios), "--log-level", "warning"]
         if queue_size is not None:
             argv += ["--queue-size", str(queue_size)]
@@ -178,6 +186,14 @@ class ReplayServer(Server):
             if match:
                 return int(float(match.group(1)))
         return None
+
+
+class ReplayAsyncioServer(ReplayServer):
+    """replay on asyncio's own event loop and h11: ``bench/replay_asyncio.py`` hides
+    uvloop and httptools, so that uvicorn's "auto" falls back to them."""
+
+    kind = "replay-asyncio"
+    launcher = [str(BENCH / "replay_asyncio.py")]
 
 
 class ReferenceServer(Server):
@@ -222,6 +238,62 @@ class SeedServer(ReferenceServer):
     trigger_method = "POST"
     # Its handlers sleep-poll forever: uvicorn's graceful shutdown would wait for them.
     grace = 3.0
+
+
+class NodeServer(ReferenceServer):
+    """``bench/node_ws/server.js`` on Node: npm's ``ws``, installed by :meth:`prepare`."""
+
+    kind = "node"
+    count_path = "/count"
+    folder = BENCH / "node_ws"
+
+    def __init__(self, log_path: Path) -> None:
+        port = free_port()
+        node = shutil.which("node") or "node"
+        Server.__init__(self, [node, str(self.folder / "server.js"), str(port)], log_path, port)
+
+    @classmethod
+    def prepare(cls) -> str | None:
+        """Install ``ws`` (``npm ci``, from the pinned package-lock.json) if it is not;
+        None when the server can run, else why not, in words."""
+        if shutil.which("node") is None:
+            return "node is not installed (https://nodejs.org, or apt-get install nodejs npm)"
+        if (cls.folder / "node_modules" / "ws" / "package.json").exists():
+            return None
+        npm = shutil.which("npm")
+        if npm is None:
+            return "npm is not installed, and bench/node_ws needs it once to install ws"
+        try:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=cls.folder,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"npm ci in bench/node_ws failed: {error}"
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return f"npm ci in bench/node_ws failed: {' '.join(lines[-3:])[:300]}"
+        return None
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """Node's version and ws's (as installed)."""
+        out = {}
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            node = subprocess.run(
+                [shutil.which("node") or "node", "--version"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            out["node"] = node.stdout.strip()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            package = json.loads((cls.folder / "node_modules/ws/package.json").read_text())
+            out["ws"] = str(package["version"])
+        return out
 
 
 def _die_with_parent() -> None:
