@@ -599,7 +599,10 @@ class Runner:
 
     def _control(self, run: Run, event: str) -> None:
         log.info("run %s: %s (%s)", run.id, event.removeprefix("run."), _pace_text(run))
-        self.feed.publish(event, run_id=run.id, scenario=run.scenario, run=run.summary())
+        summary = run.summary()
+        self.feed.publish(event, run_id=run.id, scenario=run.scenario, run=summary)
+        # Followers (replay --scenario, ?follow=true) hear it too, whoever paused the run.
+        run._note(event.removeprefix("run."), run=summary)
 
     def forget_finished(self) -> int:
         """Forget the runs that have ended (``POST /reset``); return how many."""

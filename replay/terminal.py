@@ -140,6 +140,9 @@ def _decision_text(event: dict[str, Any]) -> Text | None:
         line = f"{who} connected{where}"
     elif kind == "connect_timeout":
         line = f"no connection from {who}{where} came in time"
+    elif kind in ("paused", "resumed", "speed") and isinstance(event.get("run"), dict):
+        speed = event["run"].get("speed")
+        line = f"speed {speed:g}" if kind == "speed" and isinstance(speed, int | float) else kind
     else:
         return None
     return Text(f"{INDENT}{line}", "blue")

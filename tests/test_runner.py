@@ -2448,6 +2448,24 @@ async def test_a_pause_shifts_every_later_frame_by_the_time_paused(manual: Manua
     assert (summary["paused"], summary["paused_s"]) == (False, pytest.approx(10))
 
 
+async def test_followers_hear_who_ever_pauses_resumes_or_changes_the_speed(
+    manual: ManualClock,
+) -> None:
+    runner = Runner(FakeDelivery(manual), manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}))
+    events = run.follow()
+    await advance(manual, 1.5)
+    runner.pause(run.id)
+    runner.pause(run.id)  # a no-op: nothing to hear
+    runner.set_speed(run.id, 2.0)
+    runner.resume(run.id)
+    await run_out(manual, run)
+    heard = [
+        (e["event"], e["run"]["paused"], e["run"]["speed"]) async for e in events if "run" in e
+    ]
+    assert heard == [("paused", True, 1.0), ("speed", True, 2.0), ("resumed", False, 2.0)]
+
+
 async def test_a_speed_change_rescales_the_gaps_left(manual: ManualClock) -> None:
     delivery = FakeDelivery(manual)
     runner = Runner(delivery, manual)

@@ -108,6 +108,9 @@ def test_followed_decisions_are_shown() -> None:
             {"event": "connect_timeout", "client": "ui", "endpoint": None},
             {"event": "disconnect", "code": 1000, "clients": 2, "endpoints": ["/ws"]},
             {"event": "drop", "clients": 1, "endpoints": ["/ws", "/ws/stream"]},
+            {"event": "paused", "run": {"paused": True, "speed": 1.0}},
+            {"event": "speed", "run": {"paused": True, "speed": 2.5}},
+            {"event": "resumed", "run": {"paused": False, "speed": 2.5}},
         ]
     ]
     assert [line.plain.strip() for line in lines if line is not None] == [
@@ -119,6 +122,9 @@ def test_followed_decisions_are_shown() -> None:
         "no connection from client ui came in time",
         "closed with code 1000: 2 connections on /ws",
         "dropped: 1 connection on /ws, /ws/stream",
+        "paused",
+        "speed 2.5",
+        "resumed",
     ]
     assert event_text({"event": "heartbeat"}) is None
     assert event_text({"event": "end"}) is None
