@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import (
@@ -20,6 +21,8 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+#: The name of the token's security scheme in the OpenAPI document.
+TOKEN_SCHEME = "token"
 #: Where the docs' assets are served.
 ASSETS = "/docs/assets"
 #: The Swagger UI page, its OAuth2 redirect page, and the ReDoc page.
@@ -40,10 +43,14 @@ def assets_folder() -> Path:
     return Path(str(files("fastapi_offline") / "static"))
 
 
-def add_api_docs(app: FastAPI) -> None:
+def add_api_docs(app: FastAPI, token: bool = False) -> None:
     """Serve the docs' pages and assets on ``app``, made with ``docs_url=None`` and
-    ``redoc_url=None`` (so FastAPI does not add its CDN-loading pages)."""
+    ``redoc_url=None`` (so FastAPI does not add its CDN-loading pages). With ``token``
+    (the server was started with one), the OpenAPI document declares it as a bearer
+    token, so Swagger UI's Authorize button takes it and "Try it out" sends it."""
     app.mount(ASSETS, StaticFiles(directory=assets_folder()), name="docs-assets")
+    if token:
+        _declare_token(app)
     title = f"{app.title} - API docs"
 
     @app.get(DOCS, include_in_schema=False)
@@ -78,6 +85,26 @@ def add_api_docs(app: FastAPI) -> None:
                 with_google_fonts=False,
             )
         )
+
+
+def _declare_token(app: FastAPI) -> None:
+    made = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = made()
+            schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[TOKEN_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token replay serve was started with (--token or "
+                "REPLAY_TOKEN); ?token= in the URL works too.",
+            }
+            document["security"] = [{TOKEN_SCHEME: []}]
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _offline(page: HTMLResponse) -> HTMLResponse:

@@ -478,7 +478,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         docs_url=None,  # served offline by add_api_docs
         redoc_url=None,
     )
-    add_api_docs(app)
+    add_api_docs(app, token=settings.token is not None)
     app.state.replay = replay
     _add_middleware(app, settings, replay)
     _add_error_handlers(app)

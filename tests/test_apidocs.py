@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Route, expect, sync_playwright
 
-from replay.apidocs import ASSETS, assets_folder
+from replay.apidocs import ASSETS, TOKEN_SCHEME, assets_folder
 from replay.server import Settings, create_app
 from tests.conftest import LiveServer, LocalClient, start_live_server
 from tests.test_dashboard import CHROMIUM, FLAGS, TIMEOUT
@@ -76,6 +76,23 @@ def test_the_docs_need_no_token_but_the_api_does(scenarios_dir: Path) -> None:
         for name in ASSET_TYPES:
             assert client.get(f"{ASSETS}/{name}").status_code == 200, name
         assert client.get("/runs").status_code == 401
+
+
+def test_a_server_with_a_token_declares_it_so_try_it_out_can_send_it(scenarios_dir: Path) -> None:
+    app = create_app(Settings(scenarios=scenarios_dir, isolated=True, token="sesame"))
+    with LocalClient(app) as client:
+        document = client.get("/openapi.json").json()
+        scheme = document["components"]["securitySchemes"][TOKEN_SCHEME]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+        assert document["security"] == [{TOKEN_SCHEME: []}]
+        # What Swagger UI sends once the token is given to its Authorize button:
+        assert client.get("/runs", headers={"Authorization": "Bearer sesame"}).status_code == 200
+
+
+def test_a_server_without_a_token_declares_none(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert "security" not in document
+    assert TOKEN_SCHEME not in document.get("components", {}).get("securitySchemes", {})
 
 
 def test_the_docs_open_from_the_servers_own_pages_and_by_link(client: TestClient) -> None:
