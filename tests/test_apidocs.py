@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Route, expect
 
 from replay.apidocs import ASSETS, TOKEN_SCHEME, assets_folder
 from replay.server import Settings, create_app
+from tests.browser import TIMEOUT, launch
 from tests.conftest import LiveServer, LocalClient, start_live_server
-from tests.test_dashboard import CHROMIUM, FLAGS, TIMEOUT
 
 #: Any absolute URL in a page (src=, href=, url: '...').
 ABSOLUTE = re.compile(r"""(?:https?:)?//[a-z0-9.-]+""", re.IGNORECASE)
@@ -109,12 +109,8 @@ def test_the_docs_open_from_the_servers_own_pages_and_by_link(client: TestClient
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (bash .ci/run does)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with launch() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection
@@ -29,23 +29,10 @@ from websockets.sync.server import serve as serve_websockets
 from replay.library import PROTOCOL_FILE
 from replay.record.format import text_frame
 from replay.server import Settings
+from tests.browser import TIMEOUT, launch
 from tests.conftest import LiveServer, start_live_server, wait_until_watched
 from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
 from tests.recorded_files import CHAT_INPUT, STARTED, write_recording
-
-CHROMIUM = os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# The flags keep Chromium off the network (this machine's is closed) and quiet as root.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT = 10_000  # ms, for anything the page must show
-expect.set_options(timeout=TIMEOUT)
 
 LONG = """
 description: A long run, to cancel.
@@ -60,12 +47,8 @@ steps:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (bash .ci/run does)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with launch() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

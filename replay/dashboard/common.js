@@ -10,7 +10,7 @@ function element(tag, attributes = {}, ...children) {
     if (name === "text") node.textContent = value;
     else node.setAttribute(name, value === true ? "" : value);
   }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
+  node.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
   return node;
 }
 
@@ -106,3 +106,18 @@ function throttled(action, every = 250) {
     }, wait);
   };
 }
+
+// A server started with --token needs it on every call: from ?token= in the page's
+// address (then kept for this tab only, and taken out of the address bar), or typed in.
+function readToken() {
+  const url = new URL(location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem("replay-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return sessionStorage.getItem("replay-token") || "";
+}
+
+let token = readToken();

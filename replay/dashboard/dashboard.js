@@ -4,21 +4,6 @@
 // asks the server through api() and is told of changes by handleEvent().
 "use strict";
 
-// A server started with --token needs it on every call: from ?token= in the page's
-// address (then kept for this tab only, and taken out of the address bar), or typed in.
-function readToken() {
-  const url = new URL(location.href);
-  const given = url.searchParams.get("token");
-  if (given) {
-    sessionStorage.setItem("replay-token", given);
-    url.searchParams.delete("token");
-    history.replaceState(null, "", url);
-  }
-  return sessionStorage.getItem("replay-token") || "";
-}
-
-let token = readToken();
-
 function askForToken() {
   const form = $("#token-form");
   form.hidden = false;

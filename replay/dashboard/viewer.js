@@ -3,8 +3,8 @@
 // the playing runs wait for, and lets a person answer them: one click for a plain wait,
 // a frame editor for anything else.
 "use strict";
+// common.js, loaded first, gives $, element, encoder and the token.
 
-const $ = (selector) => document.querySelector(selector);
 const MAX_LOG = 1000; // frames kept in the log
 const MAX_STREAMS = 50; // assembled streams kept
 const MAX_HISTORY = 30; // frames kept in "Sent before"
@@ -21,31 +21,8 @@ const SCHWARM = {
 };
 const CLIENT_ID = /^[A-Za-z0-9._:-]{1,64}$/; // replay.fields.CLIENT_ID_PATTERN
 
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
-  return node;
-}
 
-// --- the token (a server started with --token), shared with the dashboard's tab ------------
-
-function readToken() {
-  const url = new URL(location.href);
-  const given = url.searchParams.get("token");
-  if (given) {
-    sessionStorage.setItem("replay-token", given);
-    url.searchParams.delete("token");
-    history.replaceState(null, "", url);
-  }
-  return sessionStorage.getItem("replay-token") || "";
-}
-
-let token = readToken();
+// --- the token (a server started with --token): readToken() and token, in common.js --------
 
 async function api(path) {
   const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
@@ -264,7 +241,6 @@ function closeText(code, reason) {
 
 // --- the frame log -------------------------------------------------------------------------
 
-const encoder = new TextEncoder();
 
 function clock(ms) {
   const when = new Date(ms);
