@@ -10,11 +10,10 @@ checked again.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from replay.catalog import Catalog
@@ -26,6 +25,7 @@ from replay.loader import (
     scenario_name,
     too_large,
     unexpected,
+    without_cycle_collection,
 )
 from replay.protocol.declaration import Protocol
 from replay.protocol.file import ProtocolFile, parse_protocol
@@ -77,7 +77,9 @@ class ScenarioLibrary:
         changed = changed or set(self._files) != set(paths)
         files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         read = 0
-        with _collector_off():
+        # No cyclic collection while the files are read: a pass would only walk the new
+        # models as they grow, and before a freeze, would walk them all once more.
+        with without_cycle_collection():
             for path in paths:
                 stamp = _stamp(path)
                 cached = self._files.get(path)
@@ -210,20 +212,6 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
-
-
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    """No cyclic garbage collection while files are read (on again after, if it was on):
-    a pass would only walk the new models as they grow, and before a freeze, would walk
-    them all once more."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _stamp(path: Path) -> _Stamp:

@@ -108,7 +108,7 @@ def parse_scenario(
     :class:`~replay.catalog.Catalog` checks them against the other files.
     """
     try:
-        with _without_cycle_collection():
+        with without_cycle_collection():
             return _parse_scenario(source, file, protocol or _schwarm())
     except Exception as error:
         # Whatever the content, one file's failure stays that file's problem.
@@ -116,9 +116,9 @@ def parse_scenario(
 
 
 @contextlib.contextmanager
-def _without_cycle_collection() -> Iterator[None]:
-    """No cyclic garbage collection while a file loads (when it was on, it is on again
-    after). A document is a tree of new containers, none of them in a cycle, and the
+def without_cycle_collection() -> Iterator[None]:
+    """No cyclic garbage collection in the block (when it was on, it is on again after).
+    A loading document is a tree of new containers, none of them in a cycle, and the
     cycle collector would only walk it again and again as it grows: more than half of
     the time a long file took to load. Reference counting frees garbage as always."""
     enabled = gc.isenabled()
