@@ -1,0 +1,164 @@
+"""The backplane's backends (memory://, and redis:// against a real redis-server) and the
+start command's encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from replay.backplane import Backplane, StartCommand, open_backplane
+from replay.backplane.command import SourceFile, bytes_of, decode, text_of
+from replay.errors import BackplaneInvalid, BackplaneUnreachable
+from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
+
+#: Seconds a test waits for something that should happen at once.
+DEADLINE = 15.0
+
+
+def command(run_id: str = "r1", scenario: str = "chat") -> StartCommand:
+    source = SourceFile("scenarios/chat.yaml", text_of(b"name: chat\nsteps: []\n\xff"))
+    return StartCommand(
+        run_id=run_id,
+        scenario=scenario,
+        files={scenario: source},
+        protocol=None,
+        vars={"user": "Ada"},
+        seed=7,
+        speed=2.0,
+        client="c-1",
+        started_by="trigger",
+        start_at=1234.5,
+        origin="node-a",
+    )
+
+
+def test_a_command_survives_its_encoding_byte_for_byte() -> None:
+    sent = command()
+    heard = decode(sent.encode())
+    assert heard == sent
+    assert bytes_of(heard.files["chat"].text) == b"name: chat\nsteps: []\n\xff"
+
+
+@pytest.mark.parametrize(
+    "message", [b"", b"[]", b'{"run_id": 1}', b"\xff", command(scenario="x").encode()[:-5]]
+)
+def test_anything_else_is_not_a_command(message: bytes) -> None:
+    with pytest.raises(ValueError, match="not a start command"):
+        decode(message)
+
+
+def test_a_command_must_carry_its_scenario() -> None:
+    data = command().encode().replace(b'"scenario":"chat"', b'"scenario":"other"')
+    with pytest.raises(ValueError, match="no source for 'other'"):
+        decode(data)
+
+
+@pytest.mark.parametrize("url", ["nats://x", "redis", "http://localhost:6379"])
+def test_an_unknown_url_is_refused_saying_what_works(url: str) -> None:
+    with pytest.raises(BackplaneInvalid, match="expected memory://NAME or redis://"):
+        open_backplane(url)
+
+
+class Listener:
+    """A backplane's subscription, collecting what it hears."""
+
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+        self.heard: list[StartCommand] = []
+        self.task = asyncio.create_task(backplane.listen(self.heard.append))
+
+    async def until(self, condition: object, what: str) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not condition():  # type: ignore[operator]
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.01)
+
+    async def subscribed(self) -> None:
+        await self.until(lambda: self.backplane.subscribed, "never subscribed")
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.backplane.close()
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[list[Listener]]:
+    made: list[Listener] = []
+    yield made
+    for listener in made:
+        await listener.close()
+
+
+async def test_memory_nodes_with_one_name_hear_each_other_and_no_one_else(
+    listeners: list[Listener],
+) -> None:
+    a, b, other = (
+        Listener(open_backplane(url)) for url in ("memory://t1", "memory://t1", "memory://t2")
+    )
+    listeners += [a, b, other]
+    await a.subscribed()
+    await b.subscribed()
+    await a.backplane.publish_start(command("one"))
+    await a.until(lambda: len(a.heard) == 1 and len(b.heard) == 1, "not heard by both")
+    assert a.heard[0] == b.heard[0] == command("one")
+    assert other.heard == []
+
+
+async def test_redis_carries_a_command_to_every_subscriber(
+    redis_server: RedisServer,  # noqa: F811
+    listeners: list[Listener],
+) -> None:
+    a = Listener(open_backplane(redis_server.url))
+    b = Listener(open_backplane(redis_server.url))
+    elsewhere = Listener(open_backplane(redis_server.url + "?cluster=other"))
+    listeners += [a, b, elsewhere]
+    for listener in listeners:
+        await listener.subscribed()
+    for n in range(3):
+        await a.backplane.publish_start(command(f"run-{n}"))
+    expected = [f"run-{n}" for n in range(3)]
+    await a.until(lambda: len(a.heard) == 3 and len(b.heard) == 3, "not all heard")
+    assert [c.run_id for c in a.heard] == [c.run_id for c in b.heard] == expected
+    assert elsewhere.heard == []
+
+
+async def test_redis_down_refuses_fast_and_comes_back(
+    redis_server: RedisServer,  # noqa: F811
+    listeners: list[Listener],
+) -> None:
+    node = Listener(open_backplane(redis_server.url))
+    listeners.append(node)
+    await node.subscribed()
+    redis_server.stop()
+    await node.until(lambda: not node.backplane.subscribed, "still subscribed to nothing")
+    with pytest.raises(BackplaneUnreachable, match=r"the backplane redis://127\.0\.0\.1:\d+/0 is"):
+        await node.backplane.publish_start(command("lost"))
+    redis_server.start()
+    await node.subscribed()
+    await node.backplane.publish_start(command("back"))
+    await node.until(lambda: [c.run_id for c in node.heard] == ["back"], "not heard after")
+
+
+async def test_a_publish_to_a_redis_that_never_answered_fails_with_the_reason(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    url = redis_server.url
+    redis_server.stop()
+    backplane = open_backplane(url)
+    task = asyncio.create_task(backplane.listen(lambda _: None))
+    try:
+        with pytest.raises(BackplaneUnreachable, match="triggers come back when it does"):
+            await backplane.publish_start(command())
+        assert not backplane.subscribed
+    finally:
+        task.cancel()
+        await backplane.close()
+
+
+def test_a_password_in_the_url_is_not_shown() -> None:
+    backplane = open_backplane("redis://user:secret@127.0.0.1:1/0")
+    assert "secret" not in backplane.url
+    assert backplane.url == "redis://127.0.0.1:1/0"
