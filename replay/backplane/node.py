@@ -47,6 +47,8 @@ HEAR_TIMEOUT = 5.0
 #: A command heard this many seconds after its start is not played (the node was cut
 #: off): better no run than one far behind the others.
 MAX_LATE = 10.0
+#: Seconds a starting node waits for the backplane before serving without it.
+JOIN_TIMEOUT = 3.0
 
 
 class Node:
@@ -66,11 +68,26 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening: asyncio.Task[None] | None = None
 
-    def begin(self) -> None:
-        """Start hearing triggers (from a running event loop)."""
+    async def join(self) -> None:
+        """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
+        hears: a node that has just started takes triggers. An unreachable backplane is
+        logged, not raised: the node serves its clients, and joins when it can."""
         self._listening = asyncio.create_task(
             self.backplane.listen(self._heard), name="replay-backplane-listen"
         )
+        # The backplane says whether it hears, with no event to wait on: look every 10 ms.
+        for _ in range(int(JOIN_TIMEOUT / 0.01)):
+            if self.backplane.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        if self.backplane.subscribed:
+            log.info("node %s joined the cluster on %s", self.id, self.backplane.url)
+        else:
+            log.warning(
+                "node %s: the backplane %s does not answer yet; triggers answer 503 until it does",
+                self.id,
+                self.backplane.url,
+            )
 
     async def close(self) -> None:
         for task in [self._listening, *self._tasks]:

@@ -1,0 +1,154 @@
+"""End to end: a cluster of three real replay servers (uvicorn on port 0, each with its
+own event loop) on a real redis-server, a real `websockets` client on each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from replay.server import Settings
+from tests.conftest import LiveServer, start_live_server
+from tests.hostile import connected
+from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
+
+#: Seconds a test waits for what should happen soon.
+PATIENCE = 15.0
+
+FIVE = "steps:\n" + "".join(f"  - message: EVENT\n    text: frame {n}\n" for n in range(5))
+OTHER = "steps:\n  - message: EVENT\n    text: to everyone\n"
+
+
+def answer(url: str) -> tuple[int, dict[str, Any]]:
+    """POST ``url``: the status and the JSON answer, whatever the status."""
+    request = urllib.request.Request(url, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def trigger(live: LiveServer, path: str) -> tuple[int, dict[str, Any]]:
+    return await asyncio.to_thread(answer, live.url + path)
+
+
+async def frames(ws: ClientConnection, count: int) -> list[str]:
+    """The next ``count`` frames' texts (the message field), PATIENCE at most."""
+    texts = []
+    for _ in range(count):
+        frame = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+        texts.append(frame["message"])
+    return texts
+
+
+async def until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "five.yaml").write_text(FIVE)
+    (scenarios / "other.yaml").write_text(OTHER)
+    return scenarios
+
+
+@pytest.fixture
+def nodes(folder: Path, redis_server: RedisServer) -> Iterator[list[LiveServer]]:  # noqa: F811
+    settings = Settings(scenarios=folder, isolated=True, backplane=redis_server.url)
+    started = [start_live_server(settings) for _ in range(3)]
+    try:
+        yield [live for live, _, _ in started]
+    finally:
+        for _, server, _ in started:
+            server.should_exit = True
+        for _, _, thread in started:
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+async def clients(nodes: list[LiveServer]) -> AsyncIterator[list[ClientConnection]]:
+    """One client on each node: client-0 on the first, client-1 on the second..."""
+    async with AsyncExitStack() as stack:
+        made = []
+        for n, live in enumerate(nodes):
+            url = f"{live.ws_url}/ws?client_id=client-{n}"
+            made.append(await stack.enter_async_context(connect(url)))
+            await connected(live, 1)
+        yield made
+
+
+async def test_one_trigger_plays_on_every_node_to_every_client_in_order(
+    nodes: list[LiveServer], clients: list[ClientConnection]
+) -> None:
+    status, run = await trigger(nodes[0], "/trigger/five?speed=0")
+    assert (status, run["status"]) == (200, "success")
+    expected = [f"frame {n}" for n in range(5)]
+    for ws in clients:
+        assert await frames(ws, 5) == expected
+    for live in nodes:  # one run, under one id, on every node
+        await until(lambda live=live: live.replay.runner.get(run["run_id"]).done, "never ended")
+        assert live.replay.runner.get(run["run_id"]).scenario == "five"
+
+
+async def test_a_trigger_for_a_client_on_another_node_reaches_it_alone(
+    nodes: list[LiveServer], clients: list[ClientConnection]
+) -> None:
+    status, run = await trigger(nodes[0], "/trigger/five?speed=0&client=client-1")
+    assert status == 200
+    assert run["deliveries"] == 0  # the first node holds no client-1
+    assert await frames(clients[1], 5) == [f"frame {n}" for n in range(5)]
+    status, _ = await trigger(nodes[2], "/trigger/other?speed=0")
+    assert status == 200
+    # The others' next frame is the broadcast's: the run for client-1 sent them nothing.
+    assert await frames(clients[0], 1) == ["to everyone"]
+    assert await frames(clients[2], 1) == ["to everyone"]
+    assert await frames(clients[1], 1) == ["to everyone"]
+
+
+async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
+    nodes: list[LiveServer],
+    clients: list[ClientConnection],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    redis_server.stop()
+    status, refused = await trigger(nodes[1], "/trigger/five?speed=0")
+    assert status == 503
+    assert refused["detail"].startswith(f"the backplane {redis_server.url} is unreachable: ")
+    assert refused["detail"].endswith("; triggers come back when it does")
+    for ws in clients:  # the nodes keep their clients
+        await asyncio.wait_for(ws.ping(), PATIENCE)
+    redis_server.start()
+    for live in nodes:
+        node = live.replay.node
+        assert node is not None
+        await until(lambda node=node: node.backplane.subscribed, "never subscribed again")
+    status, run = await trigger(nodes[1], "/trigger/other?speed=0")
+    assert (status, run["status"]) == (200, "success")
+    for ws in clients:
+        assert await frames(ws, 1) == ["to everyone"]
+
+
+def test_a_node_without_a_backplane_has_no_node(folder: Path) -> None:
+    live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
+    try:
+        assert live.replay.node is None
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not threading.Thread.is_alive(thread)
