@@ -4,6 +4,7 @@ start command's encoding."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
+from replay.backplane.redis_pubsub import RedisBackplane
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
 
@@ -162,3 +164,30 @@ def test_a_password_in_the_url_is_not_shown() -> None:
     backplane = open_backplane("redis://user:secret@127.0.0.1:1/0")
     assert "secret" not in backplane.url
     assert backplane.url == "redis://127.0.0.1:1/0"
+
+
+async def test_a_redis_that_never_answers_fails_the_publish_and_never_subscribes() -> None:
+    # A listening socket nobody reads: connections open, commands go unanswered.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    backplane = open_backplane(url)
+    assert isinstance(backplane, RedisBackplane)
+    task = asyncio.create_task(backplane.listen(lambda _: None))
+    try:
+        backplane._subscribed = True  # as if it had been: the publish itself must give up
+        with pytest.raises(BackplaneUnreachable, match=r"is unreachable: .*; triggers come"):
+            await asyncio.wait_for(backplane.publish_start(command()), DEADLINE)
+        backplane._subscribed = False
+        # The subscription is refused for the same reason (not confirmed), and retried.
+        deadline = time.monotonic() + DEADLINE
+        while not backplane._failing:
+            assert time.monotonic() < deadline, "the subscription never gave up"
+            await asyncio.sleep(0.01)
+        assert "no confirmation" in backplane._failing or "no answer" in backplane._failing
+        assert not backplane.subscribed
+    finally:
+        task.cancel()
+        await backplane.close()
+        silent.close()

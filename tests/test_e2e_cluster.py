@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +67,27 @@ def folder(tmp_path: Path) -> Path:
     return scenarios
 
 
-@pytest.fixture
-def nodes(folder: Path, redis_server: RedisServer) -> Iterator[list[LiveServer]]:  # noqa: F811
-    settings = Settings(scenarios=folder, isolated=True, backplane=redis_server.url)
-    started = [start_live_server(settings) for _ in range(3)]
+@contextmanager
+def cluster(folders: list[Path], backplane: str) -> Iterator[list[LiveServer]]:
+    """A node serving each folder, all on ``backplane``; stopped afterwards."""
+    started = []
     try:
+        for folder in folders:
+            settings = Settings(scenarios=folder, isolated=True, backplane=backplane)
+            started.append(start_live_server(settings))
         yield [live for live, _, _ in started]
     finally:
         for _, server, _ in started:
             server.should_exit = True
         for _, _, thread in started:
             thread.join(timeout=10)
+            assert not thread.is_alive(), "a node did not stop"
+
+
+@pytest.fixture
+def nodes(folder: Path, redis_server: RedisServer) -> Iterator[list[LiveServer]]:  # noqa: F811
+    with cluster([folder] * 3, redis_server.url) as started:
+        yield started
 
 
 @pytest.fixture
@@ -144,11 +153,54 @@ async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
         assert await frames(ws, 1) == ["to everyone"]
 
 
-def test_a_node_without_a_backplane_has_no_node(folder: Path) -> None:
+async def test_every_node_plays_the_version_of_the_node_that_took_the_trigger(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # The second node's folder has another version of "five", and lacks the scenario
+    # "five" plays: mid-deploy, folders differ for a moment.
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "five.yaml").write_text("steps:\n  - play: part\n  - message: EVENT\n    text: new\n")
+    (first / "part.yaml").write_text("steps:\n  - message: EVENT\n    text: part\n")
+    (second / "five.yaml").write_text("steps:\n  - message: EVENT\n    text: old\n")
+    with cluster([first, second], redis_server.url) as (a, b):
+        async with connect(f"{b.ws_url}/ws") as ws:
+            await connected(b, 1)
+            status, run = await trigger(a, "/trigger/five?speed=0")
+            assert (status, run["clients"]) == (200, 0)
+            assert await frames(ws, 2) == ["part", "new"]
+
+
+async def test_what_the_node_taking_a_trigger_refuses_is_refused_as_without_a_cluster(
+    nodes: list[LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, missing = await trigger(nodes[0], "/trigger/fiv?speed=0")
+    assert status == 404
+    assert "did you mean 'five'" in missing["detail"]
+    monkeypatch.setattr("replay.backplane.node.MAX_START_BYTES", 10)
+    status, large = await trigger(nodes[0], "/trigger/five?speed=0")
+    assert status == 413
+    assert large["limit"] == 10
+    assert "split it, or serve it without --backplane" in large["detail"]
+
+
+async def test_nodes_in_one_process_share_a_memory_backplane(folder: Path) -> None:
+    with cluster([folder, folder], "memory://e2e") as (a, b):
+        async with connect(f"{b.ws_url}/ws") as ws:
+            await connected(b, 1)
+            status, run = await trigger(a, "/trigger/other?speed=0")
+            assert (status, run["status"]) == (200, "success")
+            assert await frames(ws, 1) == ["to everyone"]
+            assert b.replay.runner.get(run["run_id"]).scenario == "other"
+
+
+def test_a_server_without_a_backplane_is_no_node(folder: Path) -> None:
     live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
     try:
         assert live.replay.node is None
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    assert not threading.Thread.is_alive(thread)
+    assert not thread.is_alive()

@@ -34,6 +34,8 @@ MIN_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 #: Seconds a read of the subscription waits for a message before looking again.
 READ_WAIT = 1.0
+#: Seconds of silence after which a connection is pinged before it is used again.
+HEALTH_EVERY = 10.0
 #: The cluster a URL without ``?cluster=`` joins.
 DEFAULT_CLUSTER = "replay"
 
@@ -60,11 +62,18 @@ class RedisBackplane:
                 # One quick retry: a connection Redis closed while it restarted is
                 # replaced at once; no retrying for seconds behind a caller's back.
                 retry=Retry(NoBackoff(), 1),
+                # A subscription that hears nothing still pings now and then, and the
+                # system's keepalive finds a peer gone without a word (a host cut off).
+                health_check_interval=HEALTH_EVERY,
+                socket_keepalive=True,
             )
         except ValueError as error:
             raise BackplaneInvalid(self.url, str(error)) from None
         self._subscribed = False
         self._closed = False
+        #: The last failure logged ("" while all is well), and the wait before retrying.
+        self._failing = ""
+        self._backoff = MIN_BACKOFF
 
     @property
     def subscribed(self) -> bool:
@@ -81,35 +90,47 @@ class RedisBackplane:
             raise BackplaneUnreachable(self.url, _reason(error)) from None
 
     async def listen(self, deliver: Deliver) -> None:
-        backoff = MIN_BACKOFF
-        failing = ""
+        self._backoff = MIN_BACKOFF
         while not self._closed:
             pubsub = self._redis.pubsub()
             try:
+                # Sent only: subscribed once Redis confirms it (see _read).
                 await asyncio.wait_for(pubsub.subscribe(self.channel), CALL_TIMEOUT)
-                self._subscribed = True
-                backoff = MIN_BACKOFF
-                if failing:
-                    log.warning("the backplane %s is back: triggers work again", self.url)
-                failing = ""
                 await self._read(pubsub, deliver)
             except _FAULTS as error:
                 reason = _reason(error)
-                if reason != failing:  # once per kind of failure, not once a retry
+                if reason != self._failing:  # once per kind of failure, not once a retry
                     log.warning(
                         "the backplane %s is unreachable (%s); reconnecting", self.url, reason
                     )
-                failing = reason
+                self._failing = reason
             finally:
                 self._subscribed = False
                 await _quietly_close(pubsub)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    def _back(self) -> None:
+        """Subscribed again: the next failure waits the least again, and is logged."""
+        self._backoff = MIN_BACKOFF
+        if self._failing:
+            log.warning("the backplane %s is back: triggers work again", self.url)
+        self._failing = ""
 
     async def _read(self, pubsub: aioredis.client.PubSub, deliver: Deliver) -> None:
+        confirmed = asyncio.get_running_loop().time() + CALL_TIMEOUT
         while not self._closed:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_WAIT)
-            if message is None or message.get("type") != "message":
+            message = await pubsub.get_message(timeout=READ_WAIT)
+            if not self._subscribed and asyncio.get_running_loop().time() > confirmed:
+                raise TimeoutError("no confirmation of the subscription")
+            if message is None:
+                continue
+            if message.get("type") == "subscribe":
+                # From now on, what is published reaches this node: triggers may be taken.
+                self._subscribed = True
+                self._back()
+                continue
+            if message.get("type") != "message":
                 continue
             try:
                 command = decode(message["data"])
