@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -194,6 +196,85 @@ async def test_nodes_in_one_process_share_a_memory_backplane(folder: Path) -> No
             assert (status, run["status"]) == (200, "success")
             assert await frames(ws, 1) == ["to everyone"]
             assert b.replay.runner.get(run["run_id"]).scenario == "other"
+
+
+def clients_of(url: str) -> list[str]:
+    with urllib.request.urlopen(url + "/clients", timeout=30) as response:
+        return [client["client_id"] for client in json.loads(response.read())["clients"]]
+
+
+async def listed(url: str, client: str) -> None:
+    """Wait until the node at ``url`` lists ``client`` (a run plays to those it lists)."""
+    deadline = time.monotonic() + PATIENCE
+    while client not in await asyncio.to_thread(clients_of, url):
+        assert time.monotonic() < deadline, f"{url} never listed {client}"
+        await asyncio.sleep(0.01)
+
+
+class Process:
+    """``replay serve --port 0 --ready-file`` as a child process."""
+
+    def __init__(self, folder: Path, backplane: str, tmp: Path, n: int) -> None:
+        self.ready = tmp / f"ready-{n}.json"
+        self.log = tmp / f"node-{n}.log"
+        command = [sys.executable, "-m", "replay", "serve", "--port", "0"]
+        command += ["--scenarios", str(folder), "--backplane", backplane]
+        command += ["--ready-file", str(self.ready)]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    async def started(self) -> dict[str, Any]:
+        """The ready file's document, once the node answers."""
+        deadline = time.monotonic() + PATIENCE * 2
+        while not self.ready.exists():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "no ready file: " + self.log.read_text()
+            await asyncio.sleep(0.02)
+        return json.loads(self.ready.read_text())  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+async def test_three_serve_processes_play_one_trigger_and_one_killed_takes_only_its_clients(
+    folder: Path,
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    processes = [Process(folder, redis_server.url, tmp_path, n) for n in range(3)]
+    try:
+        ready = [await process.started() for process in processes]
+        async with AsyncExitStack() as stack:
+            clients = []
+            for n, document in enumerate(ready):
+                url = f"{document['ws']}/ws?client_id=client-{n}"
+                clients.append(await stack.enter_async_context(connect(url)))
+                await listed(document["url"], f"client-{n}")
+            status, run = await asyncio.to_thread(answer, ready[0]["url"] + "/trigger/five?speed=0")
+            assert (status, run["status"]) == (200, "success")
+            for ws in clients:
+                assert await frames(ws, 5) == [f"frame {n}" for n in range(5)]
+            processes[2].process.kill()
+            processes[2].process.wait(10)
+            status, run = await asyncio.to_thread(
+                answer, ready[1]["url"] + "/trigger/other?speed=0"
+            )
+            assert (status, run["status"]) == (200, "success")
+            for ws in clients[:2]:
+                assert await frames(ws, 1) == ["to everyone"]
+    finally:
+        for process in processes:
+            process.stop()
+    for process in processes[:2]:
+        assert "Traceback" not in process.log.read_text()
 
 
 def test_a_server_without_a_backplane_is_no_node(folder: Path) -> None:
