@@ -462,6 +462,11 @@ class Runner:
         )
         return run
 
+    def admit(self, started_by: str = "trigger", sender: str | None = None) -> None:
+        """Raise TooManyRuns now (counted as refused) if :meth:`start` would, so that
+        a cluster's node refuses a trigger before the other nodes hear it."""
+        self._admit(started_by, sender)
+
     def shares(self) -> dict[str, dict[str, int]]:
         """Each share's runs playing now, its cap, and the runs it refused (GET /runs)."""
         return {

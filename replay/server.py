@@ -765,13 +765,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness, with the number of connected clients and active runs."""
-        return {
+        """Liveness, with the number of connected clients and active runs (and, on a
+        cluster's node, its backplane and whether it hears triggers)."""
+        health = {
             "status": "ok",
             "version": __version__,
             "clients": replay.delivery.client_counts(),
             "active_runs": len(replay.runner.active),
         }
+        if replay.node is not None:
+            backplane = replay.node.backplane
+            health["backplane"] = {
+                "url": backplane.url,
+                "node": replay.node.id,
+                "subscribed": backplane.subscribed,
+            }
+        return health
 
     recordings_api.install(app, replay.recordings, settings.scenarios, replay.catalog)
     replay.backend.install(app)  # last: declared routes come after replay's own

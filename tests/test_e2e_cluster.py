@@ -40,6 +40,11 @@ def answer(url: str) -> tuple[int, dict[str, Any]]:
         return error.code, json.loads(error.read())
 
 
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
 async def trigger(live: LiveServer, path: str) -> tuple[int, dict[str, Any]]:
     return await asyncio.to_thread(answer, live.url + path)
 
@@ -137,6 +142,9 @@ async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
     clients: list[ClientConnection],
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
+    status, health = await asyncio.to_thread(get, nodes[1].url + "/healthz")
+    assert health["backplane"]["subscribed"] is True
+    assert health["backplane"]["url"] == redis_server.url
     redis_server.stop()
     status, refused = await trigger(nodes[1], "/trigger/five?speed=0")
     assert status == 503
@@ -186,6 +194,9 @@ async def test_what_the_node_taking_a_trigger_refuses_is_refused_as_without_a_cl
     assert status == 413
     assert large["limit"] == 10
     assert "split it, or serve it without --backplane" in large["detail"]
+    monkeypatch.setattr(nodes[0].replay.runner, "max_active", 0)
+    status, full = await trigger(nodes[0], "/trigger/five?speed=0")
+    assert (status, full["share"]) == (429, "trigger")
 
 
 async def test_nodes_in_one_process_share_a_memory_backplane(folder: Path) -> None:
@@ -281,6 +292,8 @@ def test_a_server_without_a_backplane_is_no_node(folder: Path) -> None:
     live, server, thread = start_live_server(Settings(scenarios=folder, isolated=True))
     try:
         assert live.replay.node is None
+        _, health = get(live.url + "/healthz")
+        assert "backplane" not in health
     finally:
         server.should_exit = True
         thread.join(timeout=10)

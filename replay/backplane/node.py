@@ -110,6 +110,7 @@ class Node:
         Raises what :meth:`Runner.start` raises, StartTooLarge, and BackplaneUnreachable
         (within seconds) when the cluster cannot hear it."""
         check_speed(speed)
+        self.runner.admit()  # a full share refuses here, not after the others play it
         values = dict(vars or {})
         catalog.scenario(name)  # ScenarioNotFound, ScenarioInvalid: before reading anything
         files, protocol = await asyncio.to_thread(self._sources, name, catalog)
