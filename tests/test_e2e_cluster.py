@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -207,6 +208,15 @@ async def test_nodes_in_one_process_share_a_memory_backplane(folder: Path) -> No
             assert (status, run["status"]) == (200, "success")
             assert await frames(ws, 1) == ["to everyone"]
             assert b.replay.runner.get(run["run_id"]).scenario == "other"
+            # The same version again: parsed once per node; a new version: parsed again.
+            assert await trigger(a, "/trigger/other?speed=0") == (200, ANY)
+            assert await frames(ws, 1) == ["to everyone"]
+            assert b.replay.node is not None
+            assert len(b.replay.node._catalogs) == 1
+            (folder / "other.yaml").write_text(OTHER.replace("everyone", "all"))
+            assert await trigger(a, "/trigger/other?speed=0") == (200, ANY)
+            assert await frames(ws, 1) == ["to all"]
+            assert len(b.replay.node._catalogs) == 2
 
 
 def clients_of(url: str) -> list[str]:

@@ -10,10 +10,13 @@ hop; nodes agree on timing as far as their clocks agree.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,9 @@ HEAR_TIMEOUT = 5.0
 #: A command heard this many seconds after its start is not played (the node was cut
 #: off): better no run than one far behind the others.
 MAX_LATE = 10.0
+#: Catalogs made from start commands' sources, kept for the next trigger of the same
+#: version (parsing a converted recording takes seconds).
+KEEP_CATALOGS = 8
 #: Seconds a starting node waits for the backplane before serving without it.
 JOIN_TIMEOUT = 3.0
 
@@ -67,6 +73,7 @@ class Node:
         self._pending: dict[str, tuple[Catalog, asyncio.Future[Run]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening: asyncio.Task[None] | None = None
+        self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -114,7 +121,7 @@ class Node:
         values = dict(vars or {})
         catalog.scenario(name)  # ScenarioNotFound, ScenarioInvalid: before reading anything
         files, protocol = await asyncio.to_thread(self._sources, name, catalog)
-        ours = await asyncio.to_thread(played, name, files, protocol, self.base)
+        ours = await self._catalog(files, protocol)
         ours.scenario(name)  # changed on disk since: the version read now must be valid
         check_vars(name, ours, values)
         command = StartCommand(
@@ -142,6 +149,20 @@ class Node:
         finally:
             # Heard later, it is not played here (see _play): the caller was told 503.
             self._pending.pop(command.run_id, None)
+
+    async def _catalog(
+        self, files: Mapping[str, SourceFile], protocol: SourceFile | None
+    ) -> Catalog:
+        """The catalog these sources make: made in a thread, or the one made last time."""
+        key = _version(files, protocol)
+        catalog = self._catalogs.get(key)
+        if catalog is None:
+            catalog = await asyncio.to_thread(played, files, protocol, self.base)
+            self._catalogs[key] = catalog
+            while len(self._catalogs) > KEEP_CATALOGS:
+                self._catalogs.popitem(last=False)
+        self._catalogs.move_to_end(key)
+        return catalog
 
     def _sources(
         self, name: str, catalog: Catalog
@@ -179,8 +200,7 @@ class Node:
         if pending is not None:
             catalog, heard = pending
         else:
-            args = (command.scenario, command.files, command.protocol, self.base)
-            catalog = await asyncio.to_thread(played, *args)
+            catalog = await self._catalog(command.files, command.protocol)
         late = time.time() - command.start_at
         if late > MAX_LATE:
             log.warning("run %s: heard %.1f s after its start; not played", command.run_id, late)
@@ -215,8 +235,15 @@ def _read(name: str, path: Path, folder: Path) -> SourceFile:
     return SourceFile(str(path), text_of(source))
 
 
+def _version(files: Mapping[str, SourceFile], protocol: SourceFile | None) -> str:
+    """A digest of the sources: the same for the same files, paths and texts."""
+    found = sorted((f.file, f.text) for f in files.values())
+    parts = [found, (protocol.file, protocol.text) if protocol is not None else None]
+    # ASCII JSON: undecodable bytes (surrogates) are escaped, nothing is ambiguous.
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def played(
-    name: str,
     files: Mapping[str, SourceFile],
     protocol: SourceFile | None,
     base: Protocol = SCHWARM,

@@ -97,11 +97,17 @@ class RedisBackplane:
                 # Sent only: subscribed once Redis confirms it (see _read).
                 await asyncio.wait_for(pubsub.subscribe(self.channel), CALL_TIMEOUT)
                 await self._read(pubsub, deliver)
-            except _FAULTS as error:
+            except Exception as error:
+                # Whatever breaks, the node must go on hearing triggers once it can.
                 reason = _reason(error)
                 if reason != self._failing:  # once per kind of failure, not once a retry
-                    log.warning(
-                        "the backplane %s is unreachable (%s); reconnecting", self.url, reason
+                    faulty = isinstance(error, _FAULTS)
+                    log.log(
+                        logging.WARNING if faulty else logging.ERROR,
+                        "the backplane %s is unreachable (%s); reconnecting",
+                        self.url,
+                        reason,
+                        exc_info=None if faulty else error,
                     )
                 self._failing = reason
             finally:
