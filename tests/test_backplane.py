@@ -4,17 +4,24 @@ start command's encoding."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
+from replay.backplane.node import Node
 from replay.backplane.redis_pubsub import RedisBackplane
+from replay.clock import MonotonicClock
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
+from replay.runner import Runner
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.test_runner import FakeDelivery
 
 #: Seconds a test waits for something that should happen at once.
 DEADLINE = 15.0
@@ -191,3 +198,49 @@ async def test_a_redis_that_never_answers_fails_the_publish_and_never_subscribes
         task.cancel()
         await backplane.close()
         silent.close()
+
+
+# --- a node ---------------------------------------------------------------------------------
+
+HELLO = "vars:\n  user: Ada\nsteps:\n  - message: EVENT\n    text: 'hi {{ vars.user }}'\n"
+
+
+def hello(run_id: str, start_at: float, **changes: object) -> StartCommand:
+    base = replace(command(run_id, "hello"), files={"hello": SourceFile("x/hello.yaml", HELLO)})
+    fields: dict[str, object] = {"speed": 0.0, "client": None, "vars": {}, "start_at": start_at}
+    return replace(base, **{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[tuple[Node, FakeDelivery]]:
+    delivery = FakeDelivery(MonotonicClock())
+    made = Node(open_backplane(f"memory://{tmp_path}"), Runner(delivery), tmp_path)
+    await made.join()
+    yield made, delivery
+    await made.close()
+    await made.runner.shutdown()
+
+
+async def test_a_node_plays_another_nodes_command_from_its_sources_under_its_run_id(
+    node: tuple[Node, FakeDelivery],
+) -> None:
+    played, delivery = node
+    await played.backplane.publish_start(hello("abc", time.time(), vars={"user": "Bo"}))
+    deadline = time.monotonic() + DEADLINE
+    while not delivery.frames:
+        assert time.monotonic() < deadline, "the command was not played"
+        await asyncio.sleep(0.01)
+    run = played.runner.get("abc")
+    assert (run.scenario, run.seed, dict(run.vars)) == ("hello", 7, {"user": "Bo"})
+    assert json.loads(delivery.frames[0]) == {"message_type": "EVENT", "message": "hi Bo"}
+
+
+async def test_a_node_does_not_play_a_command_heard_long_after_its_start_nor_a_bad_one(
+    node: tuple[Node, FakeDelivery], caplog: pytest.LogCaptureFixture
+) -> None:
+    played, _ = node
+    await played._play(hello("late", time.time() - 60))
+    await played._play(hello("bad", time.time(), vars={"nobody": 1}))
+    assert played.runner.runs() == []
+    assert "run late: heard 60." in caplog.text
+    assert "run bad: not played on this node" in caplog.text

@@ -38,7 +38,8 @@ class MemoryBackplane:
         try:
             await asyncio.Event().wait()  # until cancelled
         finally:
-            self._deliver.remove(entry)
+            if entry in self._deliver:  # not if closed meanwhile
+                self._deliver.remove(entry)
 
     async def close(self) -> None:
         self._deliver.clear()
