@@ -269,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "those live sessions",
     )
     serve.add_argument(
+        "--backplane",
+        default=None,
+        metavar="URL",
+        help="join a cluster: redis://HOST:PORT/DB (add ?cluster=NAME to share one Redis "
+        "among clusters); every trigger taken by any node plays on every node's clients",
+    )
+    serve.add_argument(
         "--recordings",
         type=Path,
         default=Path("recordings"),
@@ -572,6 +579,7 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         ws_origins=args.ws_origins,
         upstream=args.upstream,
         recordings=args.recordings,
+        backplane=args.backplane,
     )
     if args.max_clients is not None:
         settings.max_clients = args.max_clients

@@ -254,3 +254,37 @@ class PathRefused(ReplayError):
         self.reason = reason
         self.expected = expected
         super().__init__(f"path {path!r}: {reason}; expected {expected}")
+
+
+class BackplaneInvalid(ReplayError):
+    """A ``--backplane`` URL that names no backplane."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the backplane {url} cannot be used: {reason}")
+
+
+class BackplaneUnreachable(ReplayError):
+    """The cluster's backplane cannot carry a trigger now (HTTP 503)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"the backplane {url} is unreachable: {reason}; triggers come back when it does"
+        )
+
+
+class StartTooLarge(ReplayError):
+    """A triggered scenario's sources are too large to send to the cluster (HTTP 413)."""
+
+    def __init__(self, scenario: str, size: int, limit: int) -> None:
+        self.scenario = scenario
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"scenario {scenario!r} and the scenarios it plays are {size} bytes, more than "
+            f"the {limit} bytes a cluster's start command carries; split it, or serve it "
+            "without --backplane"
+        )

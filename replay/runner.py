@@ -409,13 +409,15 @@ class Runner:
         sender: str | None = None,
         received: ClientFrame | None = None,
         started_by: str = "trigger",
+        run_id: str | None = None,
     ) -> Run:
         """Start playing the named scenario of ``catalog`` and return the run.
 
         ``seed`` makes pauses' jitter and templates' random values repeatable (a random
         one is chosen and recorded otherwise); ``vars`` override the scenario's variables;
         ``client`` sends every frame to that client unless a step says otherwise;
-        ``sender`` and ``received`` are the client and frame that started the run.
+        ``sender`` and ``received`` are the client and frame that started the run;
+        ``run_id`` is the run's id (a cluster's nodes play one run under one id), else new.
 
         Runs have shares of their own, each with its cap: triggered runs (``max_active``),
         and runs ``started_by`` a client ("reaction", "connect"): ``max_client_runs`` all
@@ -432,7 +434,7 @@ class Runner:
         check_vars(name, catalog, values)
         if seed is None:
             seed = random.SystemRandom().randrange(2**32)
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         context = Context(
             run_id, seed, speed, time.time(), values, client, sender, received, self.state
         )
@@ -459,6 +461,11 @@ class Runner:
             seed,
         )
         return run
+
+    def admit(self, started_by: str = "trigger", sender: str | None = None) -> None:
+        """Raise TooManyRuns now (counted as refused) if :meth:`start` would, so that
+        a cluster's node refuses a trigger before the other nodes hear it."""
+        self._admit(started_by, sender)
 
     def shares(self) -> dict[str, dict[str, int]]:
         """Each share's runs playing now, its cap, and the runs it refused (GET /runs)."""

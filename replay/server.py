@@ -32,6 +32,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from replay import __version__, planning
 from replay.apidocs import add_api_docs
 from replay.backend import Backend
+from replay.backplane import open_backplane
+from replay.backplane.node import Node
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
@@ -39,6 +41,7 @@ from replay.clock import Clock
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
 from replay.errors import (
+    BackplaneUnreachable,
     Problem,
     ReplayError,
     RunControlRefused,
@@ -46,6 +49,7 @@ from replay.errors import (
     ScenarioFolderMissing,
     ScenarioInvalid,
     ScenarioNotFound,
+    StartTooLarge,
     TooManyRuns,
     VariablesInvalid,
 )
@@ -162,6 +166,10 @@ class Settings:
     upstream: str | None = None
     #: The folder of recordings ``GET /recordings`` lists (``--recordings``).
     recordings: Path = Path("recordings")
+    #: The cluster this server is a node of (``--backplane``): ``redis://HOST:PORT/DB``,
+    #: or ``memory://NAME`` (nodes in this process); None: a single process, no cluster.
+    #: Triggers then play on every node (see :mod:`replay.backplane.node`).
+    backplane: str | None = None
 
 
 class SpeedBody(BaseModel):
@@ -230,6 +238,11 @@ class Replay:
             lambda changes, by: self.feed.publish("state.changed", changes=dict(changes), by=by)
         )
         self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
+        #: This server as a node of a cluster (``settings.backplane``), if it is one.
+        self.node: Node | None = None
+        if settings.backplane is not None:
+            backplane = open_backplane(settings.backplane)
+            self.node = Node(backplane, self.runner, settings.scenarios)
         #: Where clients are proxied to (``serve --upstream``), if anywhere.
         self.upstream = Upstream(settings.upstream) if settings.upstream else None
         if self.upstream is not None:
@@ -332,7 +345,10 @@ class Replay:
                 self.feed.publish(kind, scenario=name, file=file)
 
     async def start(self, name: str, **options: Any) -> Run:
-        """Start playing a scenario as it is on disk now (options: see Runner.start)."""
+        """Start playing a scenario as it is on disk now (options: see Runner.start); in
+        a cluster, on every node (see :meth:`replay.backplane.node.Node.trigger`)."""
+        if self.node is not None:
+            return await self.node.trigger(name, await self.catalog(), **options)
         return self.runner.start(name, await self.catalog(), **options)
 
     def refuse(self, reason: str) -> None:
@@ -461,9 +477,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         except ScenarioFolderMissing as error:
             log.warning("%s", error)
         watcher = asyncio.create_task(_watch(replay), name="replay-watch-scenarios")
+        if replay.node is not None:
+            await replay.node.join()
         try:
             yield
             watcher.cancel()
+            if replay.node is not None:
+                await replay.node.close()
             await replay.runner.shutdown()
         finally:
             _switch_as_before()
@@ -745,13 +765,22 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness, with the number of connected clients and active runs."""
-        return {
+        """Liveness, with the number of connected clients and active runs (and, on a
+        cluster's node, its backplane and whether it hears triggers)."""
+        health = {
             "status": "ok",
             "version": __version__,
             "clients": replay.delivery.client_counts(),
             "active_runs": len(replay.runner.active),
         }
+        if replay.node is not None:
+            backplane = replay.node.backplane
+            health["backplane"] = {
+                "url": backplane.url,
+                "node": replay.node.id,
+                "subscribed": backplane.subscribed,
+            }
+        return health
 
     recordings_api.install(app, replay.recordings, settings.scenarios, replay.catalog)
     replay.backend.install(app)  # last: declared routes come after replay's own
@@ -981,6 +1010,10 @@ def _add_error_handlers(app: FastAPI) -> None:
                 return answer(409, error, run_id=error.run_id)
             case ScenarioFolderMissing():
                 return answer(503, error)
+            case BackplaneUnreachable():
+                return answer(503, error, backplane=error.url)
+            case StartTooLarge():
+                return answer(413, error, scenario=error.scenario, limit=error.limit)
             case ReplayError():
                 return answer(500, error)
         raise error

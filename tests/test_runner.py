@@ -548,6 +548,19 @@ async def test_shutdown_cancels_every_active_run(shipped: Catalog, manual: Manua
     assert len(delivery.sent) == sent
 
 
+async def test_admit_refuses_what_start_would_and_start_takes_a_given_run_id(
+    shipped: Catalog, manual: ManualClock
+) -> None:
+    runner = Runner(FakeDelivery(manual), manual, max_active=1)
+    runner.admit()  # room: nothing raised, nothing counted
+    run = runner.start("messages", shipped, run_id="cluster-run-1")
+    assert runner.get("cluster-run-1") is run
+    with pytest.raises(TooManyRuns) as caught:
+        runner.admit()
+    assert (caught.value.share, runner.refused["trigger"]) == ("trigger", 1)
+    await asyncio.wait_for(runner.shutdown(), timeout=5)
+
+
 async def test_too_many_runs(shipped: Catalog, manual: ManualClock) -> None:
     runner = Runner(FakeDelivery(manual), manual, max_active=2)
     first = runner.start("messages", shipped)

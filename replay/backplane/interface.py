@@ -1,0 +1,58 @@
+"""The backplane's interface, and the backend a URL names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from replay.backplane.command import StartCommand
+from replay.errors import BackplaneInvalid
+
+#: What a subscription calls with each start command it hears (on the event loop).
+Deliver = Callable[[StartCommand], None]
+
+
+class Backplane(Protocol):
+    """Carries start commands to every node of a cluster, the sender included."""
+
+    #: The URL it was opened with (shown in errors; a password is not part of it).
+    url: str
+
+    async def publish_start(self, command: StartCommand) -> None:
+        """Send ``command`` to every node subscribed now. Raises BackplaneUnreachable
+        (within a few seconds, never hanging) if it cannot, or if this node's own
+        subscription is down (it would not hear its own trigger)."""
+        ...
+
+    async def listen(self, deliver: Deliver) -> None:
+        """Call ``deliver`` with every start command heard, until cancelled or closed;
+        a broken connection is reconnected, with back-off. Never raises for the
+        backplane's faults."""
+        ...
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether :meth:`listen` hears commands now."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening and let go of connections."""
+        ...
+
+
+def open_backplane(url: str) -> Backplane:
+    """The backend ``url`` names: ``memory://NAME`` (this process only; nodes in one
+    process with the same NAME share it) or ``redis://HOST:PORT/DB`` (``rediss://`` for
+    TLS; ``?cluster=NAME`` separates clusters sharing one Redis, default ``replay``).
+    Raises BackplaneInvalid for anything else."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from replay.backplane.memory import MemoryBackplane
+
+        return MemoryBackplane(url)
+    if scheme in ("redis", "rediss"):
+        from replay.backplane.redis_pubsub import RedisBackplane
+
+        return RedisBackplane(url)
+    raise BackplaneInvalid(url, "expected memory://NAME or redis://HOST:PORT/DB")

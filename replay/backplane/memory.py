@@ -1,0 +1,46 @@
+"""The in-process backplane: start commands go to the subscribers of this process."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from replay.backplane.command import StartCommand, decode
+from replay.backplane.interface import Deliver
+
+#: The subscribers of each ``memory://`` URL in this process.
+_HUBS: dict[str, weakref.WeakSet[MemoryBackplane]] = {}
+
+
+class MemoryBackplane:
+    """Nodes in one process with the same ``memory://NAME`` hear each other. Commands go
+    through their encoding, as they would through Redis."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._deliver: list[tuple[asyncio.AbstractEventLoop, Deliver]] = []
+        _HUBS.setdefault(url, weakref.WeakSet()).add(self)
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self._deliver)
+
+    async def publish_start(self, command: StartCommand) -> None:
+        message = command.encode()
+        for node in list(_HUBS.get(self.url, ())):
+            for loop, deliver in node._deliver:
+                # Each node's own loop (nodes may run in threads of their own).
+                loop.call_soon_threadsafe(deliver, decode(message))
+
+    async def listen(self, deliver: Deliver) -> None:
+        entry = (asyncio.get_running_loop(), deliver)
+        self._deliver.append(entry)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            if entry in self._deliver:  # not if closed meanwhile
+                self._deliver.remove(entry)
+
+    async def close(self) -> None:
+        self._deliver.clear()
+        _HUBS.get(self.url, weakref.WeakSet()).discard(self)

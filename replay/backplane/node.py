@@ -1,0 +1,259 @@
+"""A cluster node: takes triggers for the whole cluster, and plays every trigger heard.
+
+The run moves to the sockets, not every frame: the node that takes a trigger publishes
+one :class:`StartCommand` (the scenario's sources, variables, seed, speed, client, run
+id and a wall-clock start a little ahead), and every node, itself included, plays it to
+its own clients from that moment, under the same run id. Each frame then costs no broker
+hop; nodes agree on timing as far as their clocks agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from replay.backplane.command import (
+    MAX_START_BYTES,
+    SourceFile,
+    StartCommand,
+    bytes_of,
+    text_of,
+)
+from replay.backplane.interface import Backplane
+from replay.catalog import Catalog
+from replay.engine import check_vars
+from replay.errors import BackplaneUnreachable, ReplayError, ScenarioInvalid, StartTooLarge
+from replay.library import PROTOCOL_FILE, read_source
+from replay.loader import ScenarioFile, parse_scenario
+from replay.protocol.declaration import Protocol
+from replay.protocol.file import parse_protocol
+from replay.protocol.schwarm import SCHWARM
+from replay.runner import Run, Runner
+from replay.timeline import check_speed
+
+log = logging.getLogger("replay.backplane")
+
+#: Seconds between a trigger and the wall-clock moment every node starts its run: time
+#: for the command to reach the nodes (and for them to read the sources).
+START_DELAY = 0.05
+#: Seconds the node taking a trigger waits to hear its own command before answering 503.
+HEAR_TIMEOUT = 5.0
+#: A command heard this many seconds after its start is not played (the node was cut
+#: off): better no run than one far behind the others.
+MAX_LATE = 10.0
+#: Catalogs made from start commands' sources, kept for the next trigger of the same
+#: version (parsing a converted recording takes seconds).
+KEEP_CATALOGS = 8
+#: Seconds a starting node waits for the backplane before serving without it.
+JOIN_TIMEOUT = 3.0
+
+
+class Node:
+    """One node of a cluster: its runner, and the backplane it hears triggers on."""
+
+    def __init__(
+        self, backplane: Backplane, runner: Runner, folder: Path, base: Protocol = SCHWARM
+    ) -> None:
+        self.backplane = backplane
+        self.runner = runner
+        self.folder = folder
+        self.base = base
+        #: This node's name in start commands (``origin``).
+        self.id = uuid.uuid4().hex[:8]
+        #: Triggers taken here and not yet heard back: their catalog, and who waits.
+        self._pending: dict[str, tuple[Catalog, asyncio.Future[Run]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listening: asyncio.Task[None] | None = None
+        self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
+
+    async def join(self) -> None:
+        """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
+        hears: a node that has just started takes triggers. An unreachable backplane is
+        logged, not raised: the node serves its clients, and joins when it can."""
+        self._listening = asyncio.create_task(
+            self.backplane.listen(self._heard), name="replay-backplane-listen"
+        )
+        # The backplane says whether it hears, with no event to wait on: look every 10 ms.
+        for _ in range(int(JOIN_TIMEOUT / 0.01)):
+            if self.backplane.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        if self.backplane.subscribed:
+            log.info("node %s joined the cluster on %s", self.id, self.backplane.url)
+        else:
+            log.warning(
+                "node %s: the backplane %s does not answer yet; triggers answer 503 until it does",
+                self.id,
+                self.backplane.url,
+            )
+
+    async def close(self) -> None:
+        for task in [self._listening, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        await self.backplane.close()
+
+    async def trigger(
+        self,
+        name: str,
+        catalog: Catalog,
+        *,
+        speed: float = 1.0,
+        seed: int | None = None,
+        vars: Mapping[str, Any] | None = None,
+        client: str | None = None,
+    ) -> Run:
+        """Start ``name`` (as ``catalog`` has it) on every node; return this node's run.
+
+        Raises what :meth:`Runner.start` raises, StartTooLarge, and BackplaneUnreachable
+        (within seconds) when the cluster cannot hear it."""
+        check_speed(speed)
+        self.runner.admit()  # a full share refuses here, not after the others play it
+        values = dict(vars or {})
+        catalog.scenario(name)  # ScenarioNotFound, ScenarioInvalid: before reading anything
+        files, protocol = await asyncio.to_thread(self._sources, name, catalog)
+        ours = await self._catalog(files, protocol)
+        ours.scenario(name)  # changed on disk since: the version read now must be valid
+        check_vars(name, ours, values)
+        command = StartCommand(
+            run_id=uuid.uuid4().hex[:12],
+            scenario=name,
+            files=files,
+            protocol=protocol,
+            vars=values,
+            seed=seed if seed is not None else random.SystemRandom().randrange(2**32),
+            speed=speed,
+            client=client,
+            started_by="trigger",
+            start_at=time.time() + START_DELAY,
+            origin=self.id,
+        )
+        heard: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
+        self._pending[command.run_id] = (ours, heard)
+        try:
+            await self.backplane.publish_start(command)
+            return await asyncio.wait_for(heard, START_DELAY + HEAR_TIMEOUT)
+        except TimeoutError:
+            raise BackplaneUnreachable(
+                self.backplane.url, f"this node did not hear its trigger within {HEAR_TIMEOUT:g} s"
+            ) from None
+        finally:
+            # Heard later, it is not played here (see _play): the caller was told 503.
+            self._pending.pop(command.run_id, None)
+
+    async def _catalog(
+        self, files: Mapping[str, SourceFile], protocol: SourceFile | None
+    ) -> Catalog:
+        """The catalog these sources make: made in a thread, or the one made last time."""
+        key = _version(files, protocol)
+        catalog = self._catalogs.get(key)
+        if catalog is None:
+            catalog = await asyncio.to_thread(played, files, protocol, self.base)
+            self._catalogs[key] = catalog
+            while len(self._catalogs) > KEEP_CATALOGS:
+                self._catalogs.popitem(last=False)
+        self._catalogs.move_to_end(key)
+        return catalog
+
+    def _sources(
+        self, name: str, catalog: Catalog
+    ) -> tuple[dict[str, SourceFile], SourceFile | None]:
+        """The sources of ``name`` and of every scenario it plays, and the protocol's,
+        read now; raises StartTooLarge or ScenarioInvalid (a file now unreadable)."""
+        files: dict[str, SourceFile] = {}
+        todo = [name]
+        size = 0
+        while todo:
+            current = todo.pop()
+            if current in files:
+                continue
+            loaded = catalog.file(current)
+            files[current] = source = _read(current, Path(loaded.file), self.folder)
+            size += len(source.text)
+            if size > MAX_START_BYTES:
+                raise StartTooLarge(name, size, MAX_START_BYTES)
+            todo.extend(target for _, target in loaded.plays)
+        protocol = None
+        if catalog.protocol_file is not None:
+            protocol = _read(PROTOCOL_FILE, self.folder / PROTOCOL_FILE, self.folder)
+        return files, protocol
+
+    def _heard(self, command: StartCommand) -> None:
+        task = asyncio.create_task(self._play(command), name=f"replay-start-{command.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _play(self, command: StartCommand) -> None:
+        pending = self._pending.get(command.run_id)
+        if command.origin == self.id and pending is None:
+            log.warning("run %s: heard too late; not played", command.run_id)
+            return
+        if pending is not None:
+            catalog, heard = pending
+        else:
+            catalog = await self._catalog(command.files, command.protocol)
+        late = time.time() - command.start_at
+        if late > MAX_LATE:
+            log.warning("run %s: heard %.1f s after its start; not played", command.run_id, late)
+            return
+        if late < 0:
+            await asyncio.sleep(-late)
+        try:
+            run = self.runner.start(
+                command.scenario,
+                catalog,
+                speed=command.speed,
+                seed=command.seed,
+                vars=command.vars,
+                client=command.client,
+                started_by=command.started_by,
+                run_id=command.run_id,
+            )
+        except ReplayError as error:
+            if pending is not None and not heard.done():
+                heard.set_exception(error)
+            else:
+                log.warning("run %s: not played on this node: %s", command.run_id, error)
+            return
+        if pending is not None and not heard.done():
+            heard.set_result(run)
+
+
+def _read(name: str, path: Path, folder: Path) -> SourceFile:
+    source = read_source(path, folder)
+    if isinstance(source, ScenarioFile):
+        raise ScenarioInvalid(name, source.problems)
+    return SourceFile(str(path), text_of(source))
+
+
+def _version(files: Mapping[str, SourceFile], protocol: SourceFile | None) -> str:
+    """A digest of the sources: the same for the same files, paths and texts."""
+    found = sorted((f.file, f.text) for f in files.values())
+    parts = [found, (protocol.file, protocol.text) if protocol is not None else None]
+    # ASCII JSON: undecodable bytes (surrogates) are escaped, nothing is ambiguous.
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def played(
+    files: Mapping[str, SourceFile],
+    protocol: SourceFile | None,
+    base: Protocol = SCHWARM,
+) -> Catalog:
+    """The catalog a start command's sources make (parsing: call it in a thread)."""
+    protocol_file = None
+    if protocol is not None:
+        protocol_file = parse_protocol(bytes_of(protocol.text), protocol.file, base)
+    speaks = protocol_file.protocol if protocol_file is not None else base
+    loaded = [
+        parse_scenario(bytes_of(source.text), source.file, speaks) for source in files.values()
+    ]
+    return Catalog.resolve(loaded, protocol_file)
