@@ -1,7 +1,8 @@
 """A real Redis for the backplane's tests: Debian's ``redis-server``, started on a free port
 in a temporary folder, with nothing saved to disk, and stopped afterwards.
 
-``.ci/run`` installs it; without it the tests that need it are skipped, saying why.
+``.ci/run`` installs it; without it the tests that need it fail, saying how to install it
+(as the browser tests do without Chromium): a real component missing is not a pass.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running redis-server of the test's own (``.url``), stopped afterwards."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (.ci/run installs Debian's)")
+        pytest.fail(
+            "redis-server is not installed: install Debian's (apt-get install redis-server; "
+            "bash .ci/run does)"
+        )
     server = RedisServer(tmp_path)
     server.start()
     try:
