@@ -391,3 +391,17 @@ async def test_with_redis_down_local_runs_hear_their_clients_and_sharing_fails_o
     await until(lambda: member.said()[1:] == ["deploying"], "the local run did not go on")
     await until(lambda: member.node.unshared == 2, "the frames were not given up")
     assert caplog.text.count("client frames are not shared with the other nodes") == 1
+
+
+async def test_an_answer_heard_before_a_run_starts_on_this_node_is_kept_for_it(
+    node: tuple[Node, FakeDelivery],
+) -> None:
+    played, delivery = node
+    later = time.time() + 0.3  # as a node whose start came a little after the answer's
+    asking = hello("ask", later, files={"hello": SourceFile("x/hello.yaml", ASK)})
+    await played.backplane.publish_start(asking)
+    await until(lambda: "ask" in played._starting, "the command was not heard")
+    played._hear_frame(HeardFrame.of(chat_input("c-b", "yes"), "node-b", 1))
+    await until(lambda: len(delivery.frames) == 2, "the run did not take the answer")
+    assert [json.loads(f)["message"] for f in delivery.frames] == ["Shall I deploy?", "deploying"]
+    assert played._starting == {}

@@ -35,6 +35,7 @@ from replay.engine import check_vars
 from replay.errors import BackplaneUnreachable, ReplayError, ScenarioInvalid, StartTooLarge
 from replay.library import PROTOCOL_FILE, read_source
 from replay.loader import ScenarioFile, parse_scenario
+from replay.mailbox import MAX_FRAMES
 from replay.matching import ClientFrame
 from replay.protocol.declaration import Protocol
 from replay.protocol.file import parse_protocol
@@ -90,6 +91,9 @@ class Node:
         #: The last frame heard from each other node (its ``seq``): one heard twice is
         #: given to the runs once.
         self._last_seq: dict[str, int] = {}
+        #: Runs heard and not started yet (they start at ``start_at``), and the client
+        #: frames heard meanwhile: given to the run as it starts, as every node does.
+        self._starting: dict[str, list[ClientFrame]] = {}
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -197,6 +201,7 @@ class Node:
         frame that cannot be shared (Redis slow or down) is counted and logged once."""
         if frame.text is None or frame.message_type is None:
             return  # no wait takes it (see replay.mailbox)
+        self._hold(frame)
         if len(self._outbox) >= MAX_UNSHARED:
             self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
             return
@@ -287,6 +292,7 @@ class Node:
             self._hear_frame(message)
             return
         command = message
+        self._starting.setdefault(command.run_id, [])
         task = asyncio.create_task(self._play(command), name=f"replay-start-{command.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -297,13 +303,32 @@ class Node:
         if heard.origin == self.id or heard.seq <= self._last_seq.get(heard.origin, 0):
             return
         self._last_seq[heard.origin] = heard.seq
-        self.runner.keep(heard.frame())
+        frame = heard.frame()
+        self._hold(frame)
+        self.runner.keep(frame)
+
+    def _hold(self, frame: ClientFrame) -> None:
+        # A node that took a little longer to start a run must not miss an answer the
+        # others' copies keep (their start and the frame raced): as mailboxes do, at most
+        # MAX_FRAMES (further ones go to the mailbox's dropped count when offered).
+        for frames in self._starting.values():
+            if len(frames) < MAX_FRAMES:
+                frames.append(frame)
 
     async def _play(self, command: StartCommand) -> None:
+        try:
+            run = await self._start(command)
+        finally:
+            held = self._starting.pop(command.run_id, [])
+        if run is not None:
+            for frame in held:
+                run.mailbox.offer(frame)
+
+    async def _start(self, command: StartCommand) -> Run | None:
         pending = self._pending.get(command.run_id)
         if command.origin == self.id and pending is None:
             log.warning("run %s: heard too late; not played", command.run_id)
-            return
+            return None
         if pending is not None:
             catalog, heard = pending
         else:
@@ -311,7 +336,7 @@ class Node:
         late = time.time() - command.start_at
         if late > MAX_LATE:
             log.warning("run %s: heard %.1f s after its start; not played", command.run_id, late)
-            return
+            return None
         if late < 0:
             await asyncio.sleep(-late)
         try:
@@ -332,9 +357,10 @@ class Node:
                 heard.set_exception(error)
             else:
                 log.warning("run %s: not played on this node: %s", command.run_id, error)
-            return
+            return None
         if pending is not None and not heard.done():
             heard.set_result(run)
+        return run
 
 
 def _received(fields: Mapping[str, Any] | None) -> ClientFrame | None:
