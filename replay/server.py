@@ -798,6 +798,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "url": backplane.url,
                 "node": replay.node.id,
                 "subscribed": backplane.subscribed,
+                "frames_unshared": replay.node.unshared,
             }
         return health
 

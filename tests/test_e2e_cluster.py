@@ -189,6 +189,8 @@ async def test_a_wait_hears_a_client_on_another_node_and_every_node_takes_its_br
     for live in nodes:
         await until(lambda live=live: live.replay.runner.get(run["run_id"]).done, "never ended")
         assert live.replay.runner.get(run["run_id"]).mailbox.summary()["taken"] == 1
+    _, health = await asyncio.to_thread(get, nodes[1].url + "/healthz")
+    assert health["backplane"]["frames_unshared"] == 0
 
 
 async def test_a_reaction_to_a_client_on_one_node_plays_once_for_the_cluster(
