@@ -380,8 +380,9 @@ class Replay:
         catalog = self._reacting()
         for name, match in self._reactions:
             if catalog is not None and matches(match, frame):
-                if self.node is not None:
+                if self.node is not None and self.node.backplane.subscribed:
                     # Once for the cluster: this node holds the client, it alone reacts.
+                    # (Backplane down: the reaction plays here, as on a single process.)
                     self._spawn(self._react_in_cluster(who, name, catalog, frame))
                     continue
                 options = {"sender": frame.client, "received": frame}

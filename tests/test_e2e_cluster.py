@@ -224,6 +224,12 @@ async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
     assert refused["detail"].endswith("; triggers come back when it does")
     for ws in clients:  # the nodes keep their clients
         await asyncio.wait_for(ws.ping(), PATIENCE)
+    # A node cut off reacts to its clients as a single process does.
+    cut_off = nodes[1].replay.node
+    assert cut_off is not None
+    await until(lambda: not cut_off.backplane.subscribed, "still subscribed to nothing")
+    await clients[1].send(said("PAUSE_REQUEST", "please"))
+    assert await frames(clients[1], 2) == ["paused for client-1", "client-1 paused"]
     redis_server.start()
     for live in nodes:
         node = live.replay.node
