@@ -218,8 +218,13 @@ class Node:
             frame = self._outbox.popleft()
             try:
                 await self.backplane.publish_frame(frame)
-            except BackplaneUnreachable as error:
-                self._unshared(error.reason)
+            except Exception as error:  # whatever it is, sharing must go on afterwards
+                reason = error.reason if isinstance(error, BackplaneUnreachable) else repr(error)
+                self._unshared(reason)
+                # Those waiting are stale by the time the backplane is back (each failure
+                # may take seconds): given up too, so no answer arrives long after its wait.
+                self.unshared += len(self._outbox)
+                self._outbox.clear()
                 continue
             if self._sharing_fails:
                 self._sharing_fails = False
