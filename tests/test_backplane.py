@@ -16,7 +16,7 @@ import pytest
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
 from replay.backplane.heard import HeardFrame, decode_message
-from replay.backplane.node import Node
+from replay.backplane.node import Node, played
 from replay.backplane.redis_pubsub import RedisBackplane
 from replay.clock import MonotonicClock
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
@@ -405,3 +405,32 @@ async def test_an_answer_heard_before_a_run_starts_on_this_node_is_kept_for_it(
     await until(lambda: len(delivery.frames) == 2, "the run did not take the answer")
     assert [json.loads(f)["message"] for f in delivery.frames] == ["Shall I deploy?", "deploying"]
     assert played._starting == {}
+
+
+REACT = """\
+reacts_to:
+  message: PAUSE_REQUEST
+steps:
+  - message: EVENT
+    text: "paused for {{ sender }}: {{ received.message }}"
+    to: sender
+"""
+
+
+async def test_a_reaction_starts_once_and_every_node_plays_it_with_its_sender(
+    members: list[Member], tmp_path: Path
+) -> None:
+    (tmp_path / "react.yaml").write_text(REACT)
+    members += [Member(f"memory://{tmp_path}", tmp_path) for _ in range(2)]
+    for member in members:
+        await member.node.join()
+    b = members[1]
+    catalog = played({"react": SourceFile(str(tmp_path / "react.yaml"), REACT)}, None)
+    asked = ClientFrame("c-b", json.dumps({"message_type": "PAUSE_REQUEST", "message": "now"}))
+    run = await b.node.react("react", catalog, asked)
+    assert (run.started_by, run.sender) == ("reaction", "c-b")
+    for member in members:
+        await until(lambda m=member: len(m.delivery.sent) == 1, "not played on every node")
+        assert member.delivery.targets == ["c-b"]  # delivered by whoever holds c-b
+        assert member.said() == ["paused for c-b: now"]
+        assert [r.id for r in member.node.runner.runs()] == [run.id]
