@@ -366,6 +366,9 @@ class Replay:
         )
         runs = self.runner.keep(frame)
         self.journal.received(client.id, endpoint, text, runs)
+        if self.node is not None:
+            # The same runs play on the other nodes, waiting for this client too.
+            self.node.share(frame)
         if not runs:
             self.react(frame, client)
 
@@ -377,8 +380,25 @@ class Replay:
         catalog = self._reacting()
         for name, match in self._reactions:
             if catalog is not None and matches(match, frame):
+                if self.node is not None and self.node.backplane.subscribed:
+                    # Once for the cluster: this node holds the client, it alone reacts.
+                    # (Backplane down: the reaction plays here, as on a single process.)
+                    self._spawn(self._react_in_cluster(who, name, catalog, frame))
+                    continue
                 options = {"sender": frame.client, "received": frame}
                 self._start_for(who, name, catalog, "reaction", **options)
+
+    async def _react_in_cluster(
+        self, who: Client | None, name: str, catalog: Catalog, frame: ClientFrame
+    ) -> None:
+        assert self.node is not None
+        try:
+            await self.node.react(name, catalog, frame)
+        except TooManyRuns as error:
+            if who is not None:
+                self._skipped(who, name, "reaction", error)
+        except ReplayError as error:
+            log.warning("client %s: cannot play %r (reaction): %s", frame.client, name, error)
 
     def _reacting(self) -> Catalog | None:
         # The catalog as last read, looked at again at most every REACTIONS_TTL seconds
@@ -779,6 +799,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "url": backplane.url,
                 "node": replay.node.id,
                 "subscribed": backplane.subscribed,
+                "frames_unshared": replay.node.unshared,
             }
         return health
 

@@ -15,10 +15,12 @@ import pytest
 
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
-from replay.backplane.node import Node
+from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.node import Node, played
 from replay.backplane.redis_pubsub import RedisBackplane
 from replay.clock import MonotonicClock
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
+from replay.matching import ClientFrame
 from replay.runner import Runner
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
 from tests.test_runner import FakeDelivery
@@ -244,3 +246,191 @@ async def test_a_node_does_not_play_a_command_heard_long_after_its_start_nor_a_b
     assert played.runner.runs() == []
     assert "run late: heard 60." in caplog.text
     assert "run bad: not played on this node" in caplog.text
+
+
+# --- client frames shared across nodes ------------------------------------------------------
+
+
+def test_a_shared_frame_survives_its_encoding_and_is_told_from_a_command() -> None:
+    frame = ClientFrame("c-9", '{"message_type": "CHAT_INPUT", "message": "yes \\u00e9"}')
+    shared = HeardFrame.of(frame, "node-b", 3)
+    heard = decode_message(shared.encode())
+    assert heard == shared
+    assert isinstance(heard, HeardFrame)
+    assert heard.frame().message_type == "CHAT_INPUT"
+    assert (heard.frame().client, heard.frame().payload) == ("c-9", "yes \u00e9")
+    assert decode_message(command().encode()) == command()
+
+
+def test_a_reaction_command_carries_its_sender_and_frame() -> None:
+    received = {"client": "c-2", "text": "{}", "endpoint": "/ws", "type_field": "message_type"}
+    received |= {"payload_field": "message", "kind": None}
+    sent = replace(command(), started_by="reaction", sender="c-2", received=received)
+    assert decode(sent.encode()) == sent
+    assert decode(command().encode()).sender is None  # a trigger's has none
+
+
+@pytest.mark.parametrize(
+    "message", [b'{"kind": "frame"}', b'{"kind": "frame", "origin": "a", "seq": "x"}']
+)
+def test_a_broken_shared_frame_is_refused(message: bytes) -> None:
+    with pytest.raises(ValueError, match="not a shared frame"):
+        decode_message(message)
+
+
+ASK = """\
+steps:
+  - message: CHAT_REQUESTED
+    text: Shall I deploy?
+  - wait: CHAT_INPUT
+    timeout: 30s
+  - choose:
+      - when: "received.message == 'yes'"
+        steps:
+          - message: CHAT
+            text: deploying
+      - otherwise:
+          - message: CHAT
+            text: "not deploying: {{ received.message }}"
+"""
+
+
+def chat_input(client: str, text: str) -> ClientFrame:
+    return ClientFrame(client, json.dumps({"message_type": "CHAT_INPUT", "message": text}))
+
+
+class Member:
+    """A node of a test cluster with a runner that records what it sends."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.delivery = FakeDelivery(MonotonicClock())
+        self.node = Node(open_backplane(url), Runner(self.delivery), folder)
+
+    def said(self) -> list[str]:
+        return [json.loads(frame)["message"] for frame in self.delivery.frames]
+
+
+@pytest.fixture
+async def members(tmp_path: Path) -> AsyncIterator[list[Member]]:
+    made: list[Member] = []
+    yield made
+    for member in made:
+        await member.node.close()
+        await member.node.runner.shutdown()
+
+
+async def until(condition: object, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def test_a_wait_on_every_node_takes_the_frame_a_client_of_another_node_sent(
+    redis_server: RedisServer,  # noqa: F811
+    members: list[Member],
+    tmp_path: Path,
+) -> None:
+    members += [Member(redis_server.url, tmp_path) for _ in range(3)]
+    for member in members:
+        await member.node.join()
+    a, b, _ = members
+    asking = hello("ask", time.time(), files={"hello": SourceFile("x/hello.yaml", ASK)})
+    await a.node.backplane.publish_start(asking)
+    await until(lambda: all(m.said() == ["Shall I deploy?"] for m in members), "not asked")
+    # The client answering is on b: b's runs hear it first, then shares it.
+    frame = chat_input("c-b", "no thanks")
+    assert b.node.runner.keep(frame) == ["ask"]
+    b.node.share(frame)
+    expected = ["Shall I deploy?", "not deploying: no thanks"]
+    await until(lambda: all(m.said() == expected for m in members), "not every node took it")
+    for member in members:
+        run = member.node.runner.get("ask")
+        await until(lambda run=run: run.done, "the run never ended")
+        assert run.mailbox.summary()["taken"] == 1  # b's own echo was not taken again
+    assert b.node.unshared == 0
+
+
+async def test_frames_of_a_client_on_another_node_come_in_its_order_once_each(
+    redis_server: RedisServer,  # noqa: F811
+    members: list[Member],
+    tmp_path: Path,
+) -> None:
+    members += [Member(redis_server.url, tmp_path) for _ in range(2)]
+    for member in members:
+        await member.node.join()
+    a, b = members
+    heard: list[str] = []
+    a.node.runner.keep = lambda frame: heard.append(frame.payload) or []  # type: ignore[method-assign]
+    for n in range(50):
+        b.node.share(chat_input("c-b", f"answer {n}"))
+    await until(lambda: len(heard) == 50, "not all heard")
+    # Heard again (a Redis that delivered twice): given to the runs once.
+    a.node._hear_frame(HeardFrame.of(chat_input("c-b", "answer 49"), b.node.id, 50))
+    assert heard == [f"answer {n}" for n in range(50)]
+
+
+async def test_with_redis_down_local_runs_hear_their_clients_and_sharing_fails_once(
+    redis_server: RedisServer,  # noqa: F811
+    members: list[Member],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    member = Member(redis_server.url, tmp_path)
+    members.append(member)
+    await member.node.join()
+    redis_server.stop()
+    await until(lambda: not member.node.backplane.subscribed, "still subscribed to nothing")
+    asking = hello("ask", time.time(), files={"hello": SourceFile("x/hello.yaml", ASK)})
+    await member.node._play(asking)  # as if heard before Redis went down
+    await until(lambda: member.said() == ["Shall I deploy?"], "not asked")
+    frame = chat_input("c-a", "yes")
+    assert member.node.runner.keep(frame) == ["ask"]
+    member.node.share(frame)
+    member.node.share(chat_input("c-a", "again"))
+    await until(lambda: member.said()[1:] == ["deploying"], "the local run did not go on")
+    await until(lambda: member.node.unshared == 2, "the frames were not given up")
+    assert caplog.text.count("client frames are not shared with the other nodes") == 1
+
+
+async def test_an_answer_heard_before_a_run_starts_on_this_node_is_kept_for_it(
+    node: tuple[Node, FakeDelivery],
+) -> None:
+    played, delivery = node
+    later = time.time() + 0.3  # as a node whose start came a little after the answer's
+    asking = hello("ask", later, files={"hello": SourceFile("x/hello.yaml", ASK)})
+    await played.backplane.publish_start(asking)
+    await until(lambda: "ask" in played._starting, "the command was not heard")
+    played._hear_frame(HeardFrame.of(chat_input("c-b", "yes"), "node-b", 1))
+    await until(lambda: len(delivery.frames) == 2, "the run did not take the answer")
+    assert [json.loads(f)["message"] for f in delivery.frames] == ["Shall I deploy?", "deploying"]
+    assert played._starting == {}
+
+
+REACT = """\
+reacts_to:
+  message: PAUSE_REQUEST
+steps:
+  - message: EVENT
+    text: "paused for {{ sender }}: {{ received.message }}"
+    to: sender
+"""
+
+
+async def test_a_reaction_starts_once_and_every_node_plays_it_with_its_sender(
+    members: list[Member], tmp_path: Path
+) -> None:
+    (tmp_path / "react.yaml").write_text(REACT)
+    members += [Member(f"memory://{tmp_path}", tmp_path) for _ in range(2)]
+    for member in members:
+        await member.node.join()
+    b = members[1]
+    catalog = played({"react": SourceFile(str(tmp_path / "react.yaml"), REACT)}, None)
+    asked = ClientFrame("c-b", json.dumps({"message_type": "PAUSE_REQUEST", "message": "now"}))
+    run = await b.node.react("react", catalog, asked)
+    assert (run.started_by, run.sender) == ("reaction", "c-b")
+    for member in members:
+        await until(lambda m=member: len(m.delivery.sent) == 1, "not played on every node")
+        assert member.delivery.targets == ["c-b"]  # delivered by whoever holds c-b
+        assert member.said() == ["paused for c-b: now"]
+        assert [r.id for r in member.node.runner.runs()] == [run.id]

@@ -29,6 +29,36 @@ PATIENCE = 15.0
 
 FIVE = "steps:\n" + "".join(f"  - message: EVENT\n    text: frame {n}\n" for n in range(5))
 OTHER = "steps:\n  - message: EVENT\n    text: to everyone\n"
+ASK = """\
+steps:
+  - message: CHAT_REQUESTED
+    text: Shall I deploy?
+  - wait: CHAT_INPUT
+    timeout: 30s
+  - choose:
+      - when: "received.message == 'yes'"
+        steps:
+          - message: CHAT
+            text: deploying
+      - otherwise:
+          - message: CHAT
+            text: "not deploying: {{ received.message }}"
+  - message: EVENT
+    text: "answered by {{ sender }}"
+    to: sender
+  - message: EVENT
+    text: done
+"""
+REACT = """\
+reacts_to:
+  message: PAUSE_REQUEST
+steps:
+  - message: EVENT
+    text: "paused for {{ sender }}"
+    to: sender
+  - message: EVENT
+    text: "{{ sender }} paused"
+"""
 
 
 def answer(url: str) -> tuple[int, dict[str, Any]]:
@@ -72,6 +102,8 @@ def folder(tmp_path: Path) -> Path:
     scenarios.mkdir()
     (scenarios / "five.yaml").write_text(FIVE)
     (scenarios / "other.yaml").write_text(OTHER)
+    (scenarios / "ask.yaml").write_text(ASK)
+    (scenarios / "react.yaml").write_text(REACT)
     return scenarios
 
 
@@ -138,6 +170,45 @@ async def test_a_trigger_for_a_client_on_another_node_reaches_it_alone(
     assert await frames(clients[1], 1) == ["to everyone"]
 
 
+def said(message_type: str, text: str) -> str:
+    return json.dumps({"message_type": message_type, "message": text})
+
+
+async def test_a_wait_hears_a_client_on_another_node_and_every_node_takes_its_branch(
+    nodes: list[LiveServer], clients: list[ClientConnection]
+) -> None:
+    status, run = await trigger(nodes[0], "/trigger/ask?speed=0&wait=false")
+    assert status == 202
+    for ws in clients:
+        assert await frames(ws, 1) == ["Shall I deploy?"]
+    await clients[1].send(said("CHAT_INPUT", "no thanks"))
+    rest = ["not deploying: no thanks", "done"]
+    assert await frames(clients[1], 3) == [rest[0], "answered by client-1", rest[1]]
+    assert await frames(clients[0], 2) == rest  # `to: sender` reached client-1 alone
+    assert await frames(clients[2], 2) == rest
+    for live in nodes:
+        await until(lambda live=live: live.replay.runner.get(run["run_id"]).done, "never ended")
+        assert live.replay.runner.get(run["run_id"]).mailbox.summary()["taken"] == 1
+    _, health = await asyncio.to_thread(get, nodes[1].url + "/healthz")
+    assert health["backplane"]["frames_unshared"] == 0
+
+
+async def test_a_reaction_to_a_client_on_one_node_plays_once_for_the_cluster(
+    nodes: list[LiveServer], clients: list[ClientConnection]
+) -> None:
+    await clients[1].send(said("PAUSE_REQUEST", "please"))
+    assert await frames(clients[1], 2) == ["paused for client-1", "client-1 paused"]
+    assert await frames(clients[0], 1) == ["client-1 paused"]
+    assert await frames(clients[2], 1) == ["client-1 paused"]
+    ids = set()
+    for live in nodes:
+        _, listed = await asyncio.to_thread(get, live.url + "/runs")
+        runs = [r for r in listed["runs"] if r["scenario"] == "react"]
+        assert [(r["started_by"], r["sender"]) for r in runs] == [("reaction", "client-1")]
+        ids.add(runs[0]["run_id"])
+    assert len(ids) == 1  # one run id on every node
+
+
 async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
     nodes: list[LiveServer],
     clients: list[ClientConnection],
@@ -153,6 +224,12 @@ async def test_redis_down_answers_503_and_a_trigger_works_again_once_it_is_back(
     assert refused["detail"].endswith("; triggers come back when it does")
     for ws in clients:  # the nodes keep their clients
         await asyncio.wait_for(ws.ping(), PATIENCE)
+    # A node cut off reacts to its clients as a single process does.
+    cut_off = nodes[1].replay.node
+    assert cut_off is not None
+    await until(lambda: not cut_off.backplane.subscribed, "still subscribed to nothing")
+    await clients[1].send(said("PAUSE_REQUEST", "please"))
+    assert await frames(clients[1], 2) == ["paused for client-1", "client-1 paused"]
     redis_server.start()
     for live in nodes:
         node = live.replay.node

@@ -42,6 +42,10 @@ class StartCommand:
     start_at: float
     #: The node that took the trigger.
     origin: str
+    #: For a reaction: the client whose frame started it, and that frame (its fields as
+    #: :class:`replay.matching.ClientFrame` has them), for ``to: sender`` and templates.
+    sender: str | None = None
+    received: Mapping[str, Any] | None = None
     size: int = field(default=0, compare=False)
 
     def encode(self) -> bytes:
@@ -64,6 +68,14 @@ def decode(message: bytes | str) -> StartCommand:
     another version of replay on the same channel)."""
     try:
         data = json.loads(message)
+    except ValueError as error:
+        raise ValueError(f"not a start command: {error!r}") from None
+    return from_data(data, len(message))
+
+
+def from_data(data: Any, size: int) -> StartCommand:
+    """The command in a decoded message (see :func:`decode`)."""
+    try:
         files = {str(k): _source(v) for k, v in data["files"].items()}
         protocol = _source(data["protocol"]) if data["protocol"] is not None else None
         client = data["client"]
@@ -79,7 +91,9 @@ def decode(message: bytes | str) -> StartCommand:
             started_by=str(data["started_by"]),
             start_at=float(data["start_at"]),
             origin=str(data["origin"]),
-            size=len(message),
+            sender=_optional(data.get("sender")),
+            received=_received(data.get("received")),
+            size=size,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"not a start command: {error!r}") from None
@@ -90,3 +104,20 @@ def decode(message: bytes | str) -> StartCommand:
 
 def _source(value: Any) -> SourceFile:
     return SourceFile(str(value["file"]), str(value["text"]))
+
+
+def _optional(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _received(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {
+        "client": str(value["client"]),
+        "text": _optional(value["text"]),
+        "endpoint": str(value["endpoint"]),
+        "type_field": str(value["type_field"]),
+        "payload_field": str(value["payload_field"]),
+        "kind": _optional(value["kind"]),
+    }

@@ -7,14 +7,17 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from replay.backplane.command import StartCommand
+from replay.backplane.heard import HeardFrame
 from replay.errors import BackplaneInvalid
 
-#: What a subscription calls with each start command it hears (on the event loop).
-Deliver = Callable[[StartCommand], None]
+#: What a subscription calls with each start command and shared client frame it hears
+#: (on the event loop), in the order the backplane carried them.
+Deliver = Callable[[StartCommand | HeardFrame], None]
 
 
 class Backplane(Protocol):
-    """Carries start commands to every node of a cluster, the sender included."""
+    """Carries start commands and shared client frames to every node of a cluster, the
+    sender included, in one order."""
 
     #: The URL it was opened with (shown in errors; a password is not part of it).
     url: str
@@ -25,8 +28,13 @@ class Backplane(Protocol):
         subscription is down (it would not hear its own trigger)."""
         ...
 
+    async def publish_frame(self, frame: HeardFrame) -> None:
+        """Send ``frame`` to every node subscribed now, after what this node sent before.
+        Raises BackplaneUnreachable (within a few seconds) if it cannot."""
+        ...
+
     async def listen(self, deliver: Deliver) -> None:
-        """Call ``deliver`` with every start command heard, until cancelled or closed;
+        """Call ``deliver`` with every start command and frame heard, until cancelled or closed;
         a broken connection is reconnected, with back-off. Never raises for the
         backplane's faults."""
         ...

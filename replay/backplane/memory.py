@@ -1,11 +1,13 @@
-"""The in-process backplane: start commands go to the subscribers of this process."""
+"""The in-process backplane: start commands and shared frames go to the subscribers of
+this process."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 
-from replay.backplane.command import StartCommand, decode
+from replay.backplane.command import StartCommand
+from replay.backplane.heard import HeardFrame, decode_message
 from replay.backplane.interface import Deliver
 
 #: The subscribers of each ``memory://`` URL in this process.
@@ -26,11 +28,16 @@ class MemoryBackplane:
         return bool(self._deliver)
 
     async def publish_start(self, command: StartCommand) -> None:
-        message = command.encode()
+        self._publish(command.encode())
+
+    async def publish_frame(self, frame: HeardFrame) -> None:
+        self._publish(frame.encode())
+
+    def _publish(self, message: bytes) -> None:
         for node in list(_HUBS.get(self.url, ())):
             for loop, deliver in node._deliver:
                 # Each node's own loop (nodes may run in threads of their own).
-                loop.call_soon_threadsafe(deliver, decode(message))
+                loop.call_soon_threadsafe(deliver, decode_message(message))
 
     async def listen(self, deliver: Deliver) -> None:
         entry = (asyncio.get_running_loop(), deliver)

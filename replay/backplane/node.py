@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,15 @@ from replay.backplane.command import (
     bytes_of,
     text_of,
 )
+from replay.backplane.heard import HeardFrame
 from replay.backplane.interface import Backplane
 from replay.catalog import Catalog
 from replay.engine import check_vars
 from replay.errors import BackplaneUnreachable, ReplayError, ScenarioInvalid, StartTooLarge
 from replay.library import PROTOCOL_FILE, read_source
 from replay.loader import ScenarioFile, parse_scenario
+from replay.mailbox import MAX_FRAMES
+from replay.matching import ClientFrame
 from replay.protocol.declaration import Protocol
 from replay.protocol.file import parse_protocol
 from replay.protocol.schwarm import SCHWARM
@@ -55,6 +58,9 @@ MAX_LATE = 10.0
 KEEP_CATALOGS = 8
 #: Seconds a starting node waits for the backplane before serving without it.
 JOIN_TIMEOUT = 3.0
+#: Client frames a node may hold waiting to be shared (Redis slow or unreachable); one
+#: beyond that is not shared (counted in ``Node.unshared``): a client's reader never waits.
+MAX_UNSHARED = 10_000
 
 
 class Node:
@@ -74,6 +80,20 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening: asyncio.Task[None] | None = None
         self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
+        #: Client frames of this node's clients, numbered, waiting to be shared in order.
+        self._outbox: deque[HeardFrame] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._shared = 0
+        #: Frames not shared: the outbox was full, or the backplane refused them.
+        self.unshared = 0
+        self._sharing_fails = False
+        self._sharing: asyncio.Task[None] | None = None
+        #: The last frame heard from each other node (its ``seq``): one heard twice is
+        #: given to the runs once.
+        self._last_seq: dict[str, int] = {}
+        #: Runs heard and not started yet (they start at ``start_at``), and the client
+        #: frames heard meanwhile: given to the run as it starts, as every node does.
+        self._starting: dict[str, list[ClientFrame]] = {}
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -82,6 +102,7 @@ class Node:
         self._listening = asyncio.create_task(
             self.backplane.listen(self._heard), name="replay-backplane-listen"
         )
+        self._sharing = asyncio.create_task(self._share_frames(), name="replay-backplane-share")
         # The backplane says whether it hears, with no event to wait on: look every 10 ms.
         for _ in range(int(JOIN_TIMEOUT / 0.01)):
             if self.backplane.subscribed:
@@ -97,7 +118,7 @@ class Node:
             )
 
     async def close(self) -> None:
-        for task in [self._listening, *self._tasks]:
+        for task in [self._listening, self._sharing, *self._tasks]:
             if task is not None:
                 task.cancel()
         await self.backplane.close()
@@ -137,6 +158,90 @@ class Node:
             start_at=time.time() + START_DELAY,
             origin=self.id,
         )
+        return await self._publish(command, ours)
+
+    async def react(
+        self, name: str, catalog: Catalog, frame: ClientFrame, *, speed: float = 1.0
+    ) -> Run:
+        """Start the reaction ``name`` to ``frame`` (a client of this node sent it, and no
+        run took it) on every node, once for the cluster: only the node holding the
+        client reacts, and every node plays it under one run id, with ``sender`` and
+        ``received`` as the client and its frame. Raises what :meth:`trigger` raises."""
+        self.runner.admit("reaction", frame.client)
+        files, protocol = await asyncio.to_thread(self._sources, name, catalog)
+        ours = await self._catalog(files, protocol)
+        ours.scenario(name)
+        command = StartCommand(
+            run_id=uuid.uuid4().hex[:12],
+            scenario=name,
+            files=files,
+            protocol=protocol,
+            vars={},
+            seed=random.SystemRandom().randrange(2**32),
+            speed=speed,
+            client=None,
+            started_by="reaction",
+            start_at=time.time() + START_DELAY,
+            origin=self.id,
+            sender=frame.client,
+            received={
+                "client": frame.client,
+                "text": frame.text,
+                "endpoint": frame.endpoint,
+                "type_field": frame.type_field,
+                "payload_field": frame.payload_field,
+                "kind": frame.kind,
+            },
+        )
+        return await self._publish(command, ours)
+
+    def share(self, frame: ClientFrame) -> None:
+        """Share ``frame`` (from a client of this node, already given to this node's
+        runs) with the other nodes, after the frames shared before it. Never waits: a
+        frame that cannot be shared (Redis slow or down) is counted and logged once."""
+        if frame.text is None or frame.message_type is None:
+            return  # no wait takes it (see replay.mailbox)
+        self._hold(frame)
+        if len(self._outbox) >= MAX_UNSHARED:
+            self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
+            return
+        self._shared += 1
+        self._outbox.append(HeardFrame.of(frame, self.id, self._shared))
+        self._outbox_ready.set()
+
+    async def _share_frames(self) -> None:
+        # One at a time, in order: the other nodes hear a client's frames as it sent them.
+        while True:
+            while not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+            frame = self._outbox.popleft()
+            try:
+                await self.backplane.publish_frame(frame)
+            except Exception as error:  # whatever it is, sharing must go on afterwards
+                reason = error.reason if isinstance(error, BackplaneUnreachable) else repr(error)
+                self._unshared(reason)
+                # Those waiting are stale by the time the backplane is back (each failure
+                # may take seconds): given up too, so no answer arrives long after its wait.
+                self.unshared += len(self._outbox)
+                self._outbox.clear()
+                continue
+            if self._sharing_fails:
+                self._sharing_fails = False
+                log.warning("node %s: client frames are shared with the cluster again", self.id)
+
+    def _unshared(self, reason: str) -> None:
+        self.unshared += 1
+        if not self._sharing_fails:  # once until sharing works again
+            self._sharing_fails = True
+            log.warning(
+                "node %s: client frames are not shared with the other nodes (%s); this "
+                "node's runs still hear them",
+                self.id,
+                reason,
+            )
+
+    async def _publish(self, command: StartCommand, ours: Catalog) -> Run:
         heard: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
         self._pending[command.run_id] = (ours, heard)
         try:
@@ -187,16 +292,48 @@ class Node:
             protocol = _read(PROTOCOL_FILE, self.folder / PROTOCOL_FILE, self.folder)
         return files, protocol
 
-    def _heard(self, command: StartCommand) -> None:
+    def _heard(self, message: StartCommand | HeardFrame) -> None:
+        if isinstance(message, HeardFrame):
+            self._hear_frame(message)
+            return
+        command = message
+        self._starting.setdefault(command.run_id, [])
         task = asyncio.create_task(self._play(command), name=f"replay-start-{command.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _hear_frame(self, heard: HeardFrame) -> None:
+        # This node's own frames went to its runs when read; another node's, once each,
+        # in its order. It starts no reaction here: the node holding the client does.
+        if heard.origin == self.id or heard.seq <= self._last_seq.get(heard.origin, 0):
+            return
+        self._last_seq[heard.origin] = heard.seq
+        frame = heard.frame()
+        self._hold(frame)
+        self.runner.keep(frame)
+
+    def _hold(self, frame: ClientFrame) -> None:
+        # A node that took a little longer to start a run must not miss an answer the
+        # others' copies keep (their start and the frame raced): as mailboxes do, at most
+        # MAX_FRAMES (further ones go to the mailbox's dropped count when offered).
+        for frames in self._starting.values():
+            if len(frames) < MAX_FRAMES:
+                frames.append(frame)
+
     async def _play(self, command: StartCommand) -> None:
+        try:
+            run = await self._start(command)
+        finally:
+            held = self._starting.pop(command.run_id, [])
+        if run is not None:
+            for frame in held:
+                run.mailbox.offer(frame)
+
+    async def _start(self, command: StartCommand) -> Run | None:
         pending = self._pending.get(command.run_id)
         if command.origin == self.id and pending is None:
             log.warning("run %s: heard too late; not played", command.run_id)
-            return
+            return None
         if pending is not None:
             catalog, heard = pending
         else:
@@ -204,7 +341,7 @@ class Node:
         late = time.time() - command.start_at
         if late > MAX_LATE:
             log.warning("run %s: heard %.1f s after its start; not played", command.run_id, late)
-            return
+            return None
         if late < 0:
             await asyncio.sleep(-late)
         try:
@@ -215,6 +352,8 @@ class Node:
                 seed=command.seed,
                 vars=command.vars,
                 client=command.client,
+                sender=command.sender,
+                received=_received(command.received),
                 started_by=command.started_by,
                 run_id=command.run_id,
             )
@@ -223,9 +362,14 @@ class Node:
                 heard.set_exception(error)
             else:
                 log.warning("run %s: not played on this node: %s", command.run_id, error)
-            return
+            return None
         if pending is not None and not heard.done():
             heard.set_result(run)
+        return run
+
+
+def _received(fields: Mapping[str, Any] | None) -> ClientFrame | None:
+    return ClientFrame(**fields) if fields is not None else None
 
 
 def _read(name: str, path: Path, folder: Path) -> SourceFile:

@@ -1,4 +1,5 @@
-"""The Redis backplane: start commands on a pub/sub channel named for the cluster.
+"""The Redis backplane: start commands and shared client frames on one pub/sub channel
+named for the cluster.
 
 Every Redis call has a deadline (:data:`CALL_TIMEOUT`): an unreachable Redis makes a
 trigger fail fast with BackplaneUnreachable, never hang. The subscription reconnects
@@ -20,7 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from replay.backplane.command import StartCommand, decode
+from replay.backplane.command import StartCommand
+from replay.backplane.heard import HeardFrame, decode_message
 from replay.backplane.interface import Deliver
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 
@@ -82,10 +84,16 @@ class RedisBackplane:
     async def publish_start(self, command: StartCommand) -> None:
         if not self._subscribed:
             raise BackplaneUnreachable(self.url, "this node is not subscribed (reconnecting)")
+        await self._publish(command.encode())
+
+    async def publish_frame(self, frame: HeardFrame) -> None:
+        await self._publish(frame.encode())
+
+    async def _publish(self, message: bytes) -> None:
+        # One channel for commands and frames: Redis hands every subscriber what is
+        # published on it in one order, so every node hears the same sequence.
         try:
-            await asyncio.wait_for(
-                self._redis.publish(self.channel, command.encode()), CALL_TIMEOUT
-            )
+            await asyncio.wait_for(self._redis.publish(self.channel, message), CALL_TIMEOUT)
         except _FAULTS as error:
             raise BackplaneUnreachable(self.url, _reason(error)) from None
 
@@ -139,7 +147,7 @@ class RedisBackplane:
             if message.get("type") != "message":
                 continue
             try:
-                command = decode(message["data"])
+                command = decode_message(message["data"])
             except ValueError as error:
                 log.warning("the backplane %s: ignored a message (%s)", self.url, error)
                 continue
