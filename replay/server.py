@@ -289,10 +289,14 @@ class Replay:
         """The scenarios as they are on disk now; raises ScenarioFolderMissing.
 
         The folder is read in a thread of its own: parsing a large file that changed takes
-        seconds, and the event loop must not wait for it. A protocol file that changed
+        seconds, and the event loop must not wait for it. When no file changed since the
+        last read (one ``stat`` per file, here), the last catalog is the answer, without
+        the thread: its hand-over is most of a trigger's cost. A protocol file that changed
         changes the endpoints served from here on, and is published (``protocol.changed``)."""
-        loop = asyncio.get_running_loop()
-        catalog = await loop.run_in_executor(_READER, self.library.catalog)
+        catalog = self.library.current()
+        if catalog is None:
+            loop = asyncio.get_running_loop()
+            catalog = await loop.run_in_executor(_READER, self.library.catalog)
         if catalog.protocol is not self.protocol:
             self.protocol = catalog.protocol
             self.delivery.serve(self.protocol.paths(), _listening(self.protocol))
