@@ -348,12 +348,13 @@ class Replay:
                 kind = "scenario.added" if then is None else "scenario.changed"
                 self.feed.publish(kind, scenario=name, file=file)
 
-    async def start(self, name: str, **options: Any) -> Run:
+    async def start(self, name: str, eager: bool = False, **options: Any) -> Run:
         """Start playing a scenario as it is on disk now (options: see Runner.start); in
-        a cluster, on every node (see :meth:`replay.backplane.node.Node.trigger`)."""
+        a cluster, on every node (see :meth:`replay.backplane.node.Node.trigger`).
+        ``eager``: see Runner.start (alone, not in a cluster)."""
         if self.node is not None:
             return await self.node.trigger(name, await self.catalog(), **options)
-        return self.runner.start(name, await self.catalog(), **options)
+        return self.runner.start(name, await self.catalog(), eager=eager, **options)
 
     def refuse(self, reason: str) -> None:
         """Count a WebSocket client refused (see :class:`replay.guard.WebSocketGate`)."""
@@ -548,6 +549,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             seed=seed if seed is not None else body.seed,
             vars=body.vars,
             client=client or body.client,
+            # The first frame goes out in the run's first turn; nothing below misses it:
+            # the follower is registered before anything awaits, the answer is made first.
+            eager=True,
         )
         if follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
@@ -555,9 +559,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
-            return JSONAnswer(
+            started = JSONAnswer(
                 {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
             )
+            # The run as it started, answered once its first frame is out (as the bare
+            # websockets server answers after its broadcast): that frame does not wait
+            # for the answer to make its way out through the middleware.
+            await asyncio.sleep(0)
+            return started
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
         return JSONAnswer(_trigger_result(run), status)

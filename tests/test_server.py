@@ -336,6 +336,15 @@ def test_trigger_without_waiting_answers_202_with_the_run(client: TestClient) ->
     assert "already ended" in again.json()["detail"]
 
 
+def test_trigger_without_waiting_answers_the_run_as_it_started(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        answer = client.post("/trigger/welcome?wait=false&speed=0")
+        assert answer.status_code == 202
+        assert answer.json()["sent"] == 0
+        assert answer.json()["state"] == "running"
+        assert json.loads(ws.receive_text())["message_type"]
+
+
 def test_trigger_follow_streams_json_lines(client: TestClient) -> None:
     answer = client.post("/trigger/stream?follow=true&speed=0")
     assert answer.headers["content-type"].startswith("application/x-ndjson")
