@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from replay.direct import TRANSPORT_KEY, Line
+from replay.direct import CLOSING, TRANSPORT_KEY, WRITTEN, Line
 
 log = logging.getLogger("replay.client")
 
@@ -142,26 +142,37 @@ class Client:
             return False
         size = len(shared) if shared is not None else len(frame)
         line = self.line
-        if line is not None and not line.open:
-            # It is going away: an ordinary disconnect, not worth a warning.
-            self.drop(1011, "connection closing", quiet=True)
+        if line is not None:
+            # The checks below and the write in one call (the fan-out's hot path: the
+            # bound of _bound, inline).
+            bound = self._queue_size * (size if size > BYTES_PER_FRAME else BYTES_PER_FRAME)
+            done = line.offer(frame, shared, bound)
+            if done == WRITTEN:
+                self.sent += 1
+                return True
+            if done == CLOSING:
+                # It is going away: an ordinary disconnect, not worth a warning.
+                self.drop(1011, "connection closing", quiet=True)
+            else:
+                self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
             return False
         if self._behind(size):
             self.drop(CLOSE_TOO_SLOW, TOO_SLOW)
             return False
-        if line is not None:
-            line.write(frame, shared)
-            self.sent += 1
-        else:
-            self._queue.put_nowait((frame, size))
-            self._queued += size
-            self._last_size = size
+        self._queue.put_nowait((frame, size))
+        self._queued += size
+        self._last_size = size
         return True
 
     def _behind(self, size: int) -> bool:
         """Whether the backlog is past the bound for a frame of ``size`` bytes: queue-size
         frames of that size, each counted as at least BYTES_PER_FRAME."""
-        return self.backlog > self._queue_size * max(BYTES_PER_FRAME, size)
+        return self.backlog > self._bound(size)
+
+    def _bound(self, size: int) -> int:
+        """The most bytes that may wait before a frame of ``size`` bytes: queue-size
+        frames of that size, each counted as at least BYTES_PER_FRAME."""
+        return self._queue_size * max(BYTES_PER_FRAME, size)
 
     @property
     def _queue(self) -> asyncio.Queue[tuple[Outgoing, int]]:

@@ -29,6 +29,10 @@ TRANSPORT_KEY = "replay.transport"
 PROTOCOL_KEY = "replay.protocol"
 
 
+#: What :meth:`Line.offer` did with a frame.
+WRITTEN, CLOSING, BEHIND = 0, 1, 2
+
+
 class TransportMiddleware:
     """ASGI middleware that keeps each WebSocket connection's transport in its scope.
 
@@ -141,6 +145,23 @@ class Line:
     def buffered(self) -> int:
         """Bytes written and not yet taken by the peer's socket."""
         return int(self.transport.get_write_buffer_size())
+
+    def offer(self, frame: str | bytes, shared: bytes | None, bound: int) -> int:
+        """Write ``frame`` (see :meth:`write`) and return WRITTEN, unless the connection is
+        closing (CLOSING, see :attr:`open`) or more than ``bound`` bytes wait in its
+        transport (BEHIND, see :attr:`buffered`): then nothing is written.
+
+        The checks and the write in one call: it is made once per frame per client."""
+        conn, transport = self.conn, self.transport
+        if conn.state is not State.OPEN or self.protocol.close_sent or transport.is_closing():
+            return CLOSING
+        if transport.get_write_buffer_size() > bound:
+            return BEHIND
+        if shared is not None and not conn.extensions:
+            transport.write(shared)
+            return WRITTEN
+        self.write(frame, None)
+        return WRITTEN
 
     def write(self, frame: str | bytes, shared: bytes | None) -> None:
         """Write ``frame``; ``shared`` is :func:`framed` of it, used when no extension

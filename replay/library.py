@@ -1,7 +1,9 @@
 """The scenarios folder on disk, re-read on demand so edits take effect on the next trigger.
 
 Each call to :meth:`ScenarioLibrary.catalog` looks at the folder again (one ``stat`` per
-file) and re-parses only the files whose size, modification time or inode changed.
+file) and re-parses only the files whose size, modification time or inode changed;
+:meth:`ScenarioLibrary.current` makes the same check without parsing anything, so that a
+caller can skip the reading (and a thread's hand-over) when nothing changed.
 
 Files whose name starts with ``_`` are not scenarios: ``_protocol.yaml`` declares the
 project's protocol (see :mod:`replay.protocol.file`); when it changes, every scenario is
@@ -54,6 +56,8 @@ class ScenarioLibrary:
         self._files: dict[Path, tuple[_Stamp, ScenarioFile]] = {}
         self._catalog: Catalog | None = None
         self._protocol: tuple[_Stamp, ProtocolFile | None] = ((0, 0, 0), None)
+        # The folder as last read and its catalog, replaced as one (see :meth:`current`).
+        self._read: tuple[_Stamp, dict[str, _Stamp], Catalog] | None = None
 
     def catalog(self) -> Catalog:
         """Every scenario in the folder as it is now; raises ScenarioFolderMissing.
@@ -63,13 +67,8 @@ class ScenarioLibrary:
         if not self.folder.is_dir():
             raise ScenarioFolderMissing(str(self.folder))
         protocol, changed = self._read_protocol()
-        # Hidden files are editors' lock and swap files, not scenarios.
         try:
-            paths = sorted(
-                p
-                for p in self.folder.iterdir()
-                if p.suffix == SUFFIX and not p.name.startswith((".", "_"))
-            )
+            paths = sorted(p for p in self.folder.iterdir() if is_scenario_file(p.name))
         except OSError as error:
             raise ScenarioFolderMissing(str(self.folder), error.strerror or str(error)) from None
         if changed:
@@ -98,7 +97,30 @@ class ScenarioLibrary:
         self._files = files
         if changed or self._catalog is None:
             self._catalog = Catalog.resolve((loaded for _, loaded in files.values()), protocol)
+        stamps = {path.name: stamp for path, (stamp, _) in files.items()}
+        self._read = (self._protocol[0], stamps, self._catalog)
         return self._catalog
+
+    def current(self) -> Catalog | None:
+        """The catalog as last read if the folder is exactly as it was then (the same
+        scenario files, each with the same modification time, size and inode, and the
+        same protocol file), else None: then :meth:`catalog` must read it.
+
+        Parses nothing (one ``stat`` per file), so it may run on the event loop, and it
+        is safe beside a :meth:`catalog` running in another thread: what it compares with
+        is replaced as one when a read ends."""
+        read = self._read
+        if read is None:
+            return None
+        protocol, stamps, catalog = read
+        if _stamp(self.folder / PROTOCOL_FILE) != protocol:
+            return None
+        try:
+            with os.scandir(self.folder) as entries:
+                now = {e.name: _entry_stamp(e) for e in entries if is_scenario_file(e.name)}
+        except OSError:
+            return None
+        return catalog if now == stamps else None
 
     @property
     def last(self) -> Catalog | None:
@@ -212,6 +234,21 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
+
+
+def is_scenario_file(name: str) -> bool:
+    """Whether a file of the folder is a scenario: ``*.yaml``, except hidden files
+    (editors' lock and swap files) and ``_*`` files (the protocol file)."""
+    return name.endswith(SUFFIX) and not name.startswith((".", "_"))
+
+
+def _entry_stamp(entry: os.DirEntry[str]) -> _Stamp:
+    # What _stamp says of the same path: the file a link points to, (0, 0, 0) if none.
+    try:
+        info = entry.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 def _stamp(path: Path) -> _Stamp:

@@ -172,6 +172,8 @@ class Run:
     _planned: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: The endpoint of the last frame the run sent (for the order at speed 0).
     _endpoint: str | None = field(default=None, repr=False)
+    #: Whether an action that is due already lets other tasks run first (see _act).
+    _yields: bool = field(default=True, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
     #: The run's own clock: run time, paused and sped up through the Runner.
@@ -410,6 +412,7 @@ class Runner:
         received: ClientFrame | None = None,
         started_by: str = "trigger",
         run_id: str | None = None,
+        eager: bool = False,
     ) -> Run:
         """Start playing the named scenario of ``catalog`` and return the run.
 
@@ -418,6 +421,9 @@ class Runner:
         ``client`` sends every frame to that client unless a step says otherwise;
         ``sender`` and ``received`` are the client and frame that started the run;
         ``run_id`` is the run's id (a cluster's nodes play one run under one id), else new.
+        ``eager``: the run's first action, if due, is done in its task's first turn
+        instead of one loop iteration later (a trigger's first frame, sooner); a
+        :meth:`Run.follow` must then begin before the caller next awaits, or it misses it.
 
         Runs have shares of their own, each with its cap: triggered runs (``max_active``),
         and runs ``started_by`` a client ("reaction", "connect"): ``max_client_runs`` all
@@ -445,6 +451,7 @@ class Runner:
         # Planned on a copy of the state as it is now (perhaps in another thread).
         _start_plan(run, name, catalog, replace(context, state=self.state.snapshot()))
         run.client, run.sender, run.started_by = client, sender, started_by
+        run._yields = not eager
         self._active[run.id] = run
         self._count(run, 1)
         run._task = asyncio.create_task(
@@ -708,9 +715,10 @@ class Runner:
                 # across its two connections: give the one written last a moment to
                 # be read before writing to the other (TCP orders each on its own).
                 await self.clock.sleep_until(self.clock.now() + ENDPOINT_SWITCH_GAP)
-            else:
+            elif run._yields:
                 # Due already (speed 0, or ties): still let the clients' writers run.
                 await asyncio.sleep(0)
+        run._yields = True
         # Due and Note only read or tell: a step goes through them to the next action.
         gate = Gate.PASSING if isinstance(action, Due | Note) else Gate.ACTION
         stepped = await pace.due(action.at, gate)

@@ -289,10 +289,14 @@ class Replay:
         """The scenarios as they are on disk now; raises ScenarioFolderMissing.
 
         The folder is read in a thread of its own: parsing a large file that changed takes
-        seconds, and the event loop must not wait for it. A protocol file that changed
+        seconds, and the event loop must not wait for it. When no file changed since the
+        last read (one ``stat`` per file, here), the last catalog is the answer, without
+        the thread: its hand-over is most of a trigger's cost. A protocol file that changed
         changes the endpoints served from here on, and is published (``protocol.changed``)."""
-        loop = asyncio.get_running_loop()
-        catalog = await loop.run_in_executor(_READER, self.library.catalog)
+        catalog = self.library.current()
+        if catalog is None:
+            loop = asyncio.get_running_loop()
+            catalog = await loop.run_in_executor(_READER, self.library.catalog)
         if catalog.protocol is not self.protocol:
             self.protocol = catalog.protocol
             self.delivery.serve(self.protocol.paths(), _listening(self.protocol))
@@ -344,12 +348,13 @@ class Replay:
                 kind = "scenario.added" if then is None else "scenario.changed"
                 self.feed.publish(kind, scenario=name, file=file)
 
-    async def start(self, name: str, **options: Any) -> Run:
+    async def start(self, name: str, eager: bool = False, **options: Any) -> Run:
         """Start playing a scenario as it is on disk now (options: see Runner.start); in
-        a cluster, on every node (see :meth:`replay.backplane.node.Node.trigger`)."""
+        a cluster, on every node (see :meth:`replay.backplane.node.Node.trigger`).
+        ``eager``: see Runner.start (alone, not in a cluster)."""
         if self.node is not None:
             return await self.node.trigger(name, await self.catalog(), **options)
-        return self.runner.start(name, await self.catalog(), **options)
+        return self.runner.start(name, await self.catalog(), eager=eager, **options)
 
     def refuse(self, reason: str) -> None:
         """Count a WebSocket client refused (see :class:`replay.guard.WebSocketGate`)."""
@@ -564,6 +569,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             seed=seed if seed is not None else body.seed,
             vars=body.vars,
             client=client or body.client,
+            # The first frame goes out in the run's first turn; nothing below misses it:
+            # the follower is registered before anything awaits, the answer is made first.
+            eager=True,
         )
         if follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
@@ -571,9 +579,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not wait:
-            return JSONAnswer(
+            started = JSONAnswer(
                 {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
             )
+            # The run as it started, answered once its first frame is out (as the bare
+            # websockets server answers after its broadcast): that frame does not wait
+            # for the answer to make its way out through the middleware.
+            await asyncio.sleep(0)
+            return started
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
         return JSONAnswer(_trigger_result(run), status)

@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.streams import StreamReader
 
 from replay.client import TOO_SLOW, Client
 from replay.direct import (
+    BEHIND,
+    CLOSING,
     INVALID_UTF8,
     PROTOCOL_KEY,
     TRANSPORT_KEY,
+    WRITTEN,
     InvalidUtf8Filter,
     Line,
     framed,
@@ -58,6 +62,53 @@ def test_framed_text_is_what_a_server_puts_on_the_wire(size: int) -> None:
 def test_framed_bytes_are_a_binary_frame() -> None:
     frame = parse(framed(b"\x00\x01\xff"))
     assert (frame.opcode, frame.data) == (Opcode.BINARY, b"\x00\x01\xff")
+
+
+class FakeTransport:
+    def __init__(self, buffered: int = 0, closing: bool = False) -> None:
+        self.buffered, self.closing = buffered, closing
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class FakeConn:
+    def __init__(self, state: State = State.OPEN) -> None:
+        self.state = state
+        self.extensions: list[object] = []
+
+
+class FakeProtocol:
+    def __init__(self, transport: FakeTransport, conn: FakeConn, close_sent: bool = False):
+        self.transport, self.conn, self.close_sent = transport, conn, close_sent
+
+
+@pytest.mark.parametrize(
+    ("transport", "conn", "close_sent", "done"),
+    [
+        (FakeTransport(buffered=100), FakeConn(), False, WRITTEN),
+        (FakeTransport(buffered=101), FakeConn(), False, BEHIND),
+        (FakeTransport(closing=True), FakeConn(), False, CLOSING),
+        (FakeTransport(), FakeConn(State.CLOSING), False, CLOSING),
+        (FakeTransport(), FakeConn(), True, CLOSING),
+        # Closing wins over behind, as a client's offer has always checked it first.
+        (FakeTransport(buffered=500, closing=True), FakeConn(), False, CLOSING),
+    ],
+)
+def test_a_lines_offer_writes_only_to_an_open_connection_within_its_bound(
+    transport: FakeTransport, conn: FakeConn, close_sent: bool, done: int
+) -> None:
+    line = Line(FakeProtocol(transport, conn, close_sent))
+    shared = framed("hello")
+    assert line.offer("hello", shared, bound=100) == done
+    assert transport.written == ([shared] if done == WRITTEN else [])
 
 
 def test_a_connection_without_uvicorns_protocol_has_no_line() -> None:

@@ -475,3 +475,60 @@ def test_large_reads_are_frozen_out_of_the_cycle_collector(
         assert gc.isenabled()  # on again after the read
     finally:
         gc.unfreeze()
+
+
+def test_current_is_none_before_the_first_read(folder: Path) -> None:
+    write(folder, "one.yaml", GOOD)
+    assert ScenarioLibrary(folder).current() is None
+
+
+def test_current_is_the_last_catalog_while_nothing_changes(folder: Path, parses: list[str]) -> None:
+    write(folder, "one.yaml", GOOD)
+    write(folder, ".one.yaml.swp", "not a scenario")
+    library = ScenarioLibrary(folder)
+    catalog = library.catalog()
+    parses.clear()
+    assert library.current() is catalog
+    assert library.current() is catalog
+    assert parses == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["edit", "same-size edit", "add", "delete", "replace", "protocol", "folder gone"],
+)
+def test_current_is_none_after_any_change_catalog_would_see(folder: Path, change: str) -> None:
+    one = write(folder, "one.yaml", GOOD)
+    library = ScenarioLibrary(folder)
+    before = library.catalog()
+    if change == "edit":
+        write(folder, "one.yaml", GOOD + "  - chunk: b\n")
+    elif change == "same-size edit":
+        write(folder, "one.yaml", GOOD.replace("a", "b"))
+        bump_mtime(one)
+    elif change == "add":
+        write(folder, "two.yaml", GOOD)
+    elif change == "delete":
+        one.unlink()
+    elif change == "replace":
+        write(folder, "new.tmp", GOOD)
+        os.replace(folder / "new.tmp", one)
+    elif change == "protocol":
+        write(folder, "_protocol.yaml", "message_types:\n  TOKEN_USAGE: a\n")
+    else:
+        one.unlink()
+        folder.rmdir()
+    assert library.current() is None
+    if change != "folder gone":
+        after = library.catalog()
+        assert after is not before
+        assert library.current() is after
+
+
+def test_files_that_are_not_scenarios_do_not_count_as_changes(folder: Path) -> None:
+    write(folder, "one.yaml", GOOD)
+    library = ScenarioLibrary(folder)
+    catalog = library.catalog()
+    write(folder, ".one.yaml.swp", "x")
+    write(folder, "notes.txt", "x")
+    assert library.current() is catalog

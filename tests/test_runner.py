@@ -674,6 +674,24 @@ async def test_summary_of_a_run_a_client_started(clock: VirtualClock) -> None:
 # --- following ------------------------------------------------------------------------------
 
 
+async def test_an_eager_run_plays_the_same_frames_and_a_prompt_follower_misses_none(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 3, Endpoint.STREAM: 1})
+    runner = Runner(delivery, clock)
+    run = runner.start("all", shipped, speed=0, seed=7, eager=True)
+    events = run.follow()  # before anything awaits
+    got = await asyncio.wait_for(drain(events), timeout=5)
+    eager = [(s.endpoint, s.frame) for s in delivery.sent]
+    delivery.sent.clear()
+    again = runner.start("all", shipped, speed=0, seed=7)
+    await asyncio.wait_for(again.wait(), timeout=5)
+    assert eager == [(s.endpoint, s.frame) for s in delivery.sent]
+    assert len(eager) == 8
+    assert [e["frame"] for e in got if e["event"] == "frame"] == [frame for _, frame in eager]
+    assert got[-1]["event"] == "end"
+
+
 async def test_follow_yields_frame_events_then_an_end_event(
     shipped: Catalog, clock: VirtualClock
 ) -> None:

@@ -281,6 +281,45 @@ def test_edits_take_effect_on_the_next_trigger(client: TestClient, scenarios_dir
         assert json.loads(ws.receive_text())["message"] == "second version"
 
 
+def test_a_trigger_of_an_unchanged_folder_reads_no_file(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[object] = []
+    real = replay.library.ScenarioLibrary.catalog
+
+    def counting(self: replay.library.ScenarioLibrary) -> object:
+        reads.append(self)
+        return real(self)
+
+    monkeypatch.setattr(replay.library.ScenarioLibrary, "catalog", counting)
+    assert client.post("/trigger/welcome?speed=0").status_code == 200
+    assert client.post("/trigger/welcome?speed=0").status_code == 200
+    assert reads == []
+
+
+def test_an_edit_just_before_a_trigger_plays(client: TestClient, scenarios_dir: Path) -> None:
+    path = scenarios_dir / "hello.yaml"
+    with client.websocket_connect("/ws") as ws:
+        for text in ("one", "two 2", "three 33"):
+            # No wait between the edit and the trigger: the trigger sees the file as it is.
+            path.write_text(f"steps:\n  - message: EVENT\n    text: {text}\n")
+            assert client.post("/trigger/hello?speed=0").status_code == 200
+            assert json.loads(ws.receive_text())["message"] == text
+
+
+def test_a_deleted_file_is_404_at_once_and_a_new_one_plays_at_once(
+    client: TestClient, scenarios_dir: Path
+) -> None:
+    assert client.post("/trigger/welcome?speed=0").status_code == 200
+    (scenarios_dir / "welcome.yaml").unlink()
+    assert client.post("/trigger/welcome?speed=0").status_code == 404
+    added = scenarios_dir / "brand_new.yaml"
+    added.write_text("steps:\n  - message: EVENT\n    text: new\n")
+    with client.websocket_connect("/ws") as ws:
+        assert client.post("/trigger/brand_new?speed=0").status_code == 200
+        assert json.loads(ws.receive_text())["message"] == "new"
+
+
 def test_trigger_without_waiting_answers_202_with_the_run(client: TestClient) -> None:
     answer = client.post("/trigger/messages?wait=false&speed=0.01")
     assert answer.status_code == 202
@@ -295,6 +334,15 @@ def test_trigger_without_waiting_answers_202_with_the_run(client: TestClient) ->
     again = client.delete(body["url"])
     assert again.status_code == 409
     assert "already ended" in again.json()["detail"]
+
+
+def test_trigger_without_waiting_answers_the_run_as_it_started(client: TestClient) -> None:
+    with client.websocket_connect("/ws") as ws:
+        answer = client.post("/trigger/welcome?wait=false&speed=0")
+        assert answer.status_code == 202
+        assert answer.json()["sent"] == 0
+        assert answer.json()["state"] == "running"
+        assert json.loads(ws.receive_text())["message_type"]
 
 
 def test_trigger_follow_streams_json_lines(client: TestClient) -> None:
