@@ -84,9 +84,8 @@ class ReadyServer(Server):
     Once the sockets listen (and the application has started), ``ready_file``, if given,
     is written; then ``announce`` is called with the bound host and port (so whoever reads
     the announced address may read the file too). A file that cannot be written stops the
-    server unannounced. The file is
-    removed as the server begins to shut down (so before uvicorn passes a SIGTERM or
-    SIGINT it caught on to the process).
+    server unannounced. The file is removed as the server begins to shut down (so before
+    uvicorn passes a SIGTERM or SIGINT it caught on to the process).
     """
 
     def __init__(
