@@ -128,12 +128,19 @@ def hold_at_drops(live: LiveServer, clock: HoldingClock) -> None:
     delivery.hangup = holding  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def live_server(scenarios_dir: Path) -> Iterator[LiveServer]:
-    """A real replay server on a free port, serving a copy of the shipped scenarios."""
-    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
+@contextlib.contextmanager
+def serving(settings: Settings, **options: Any) -> Iterator[LiveServer]:
+    """:func:`start_live_server` for the block, stopped after it (``options`` as there)."""
+    live, server, thread = start_live_server(settings, **options)
     try:
         yield live
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(scenarios_dir: Path) -> Iterator[LiveServer]:
+    """A real replay server on a free port, serving a copy of the shipped scenarios."""
+    with serving(Settings(scenarios=scenarios_dir, isolated=True)) as live:
+        yield live

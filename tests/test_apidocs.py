@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Route, expect
 from replay.apidocs import ASSETS, TOKEN_SCHEME, assets_folder
 from replay.server import Settings, create_app
 from tests.browser import TIMEOUT, launch
-from tests.conftest import LiveServer, LocalClient, start_live_server
+from tests.conftest import LiveServer, LocalClient, serving
 
 #: Any absolute URL in a page (src=, href=, url: '...').
 ABSOLUTE = re.compile(r"""(?:https?:)?//[a-z0-9.-]+""", re.IGNORECASE)
@@ -115,14 +115,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def served(scenarios_dir: Path) -> Iterator[LiveServer]:
-    live, server, thread = start_live_server(
-        Settings(scenarios=scenarios_dir, isolated=True, token="sesame")
-    )
-    try:
+    with serving(Settings(scenarios=scenarios_dir, isolated=True, token="sesame")) as live:
         yield live
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(

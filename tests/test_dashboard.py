@@ -30,7 +30,7 @@ from replay.library import PROTOCOL_FILE
 from replay.record.format import text_frame
 from replay.server import Settings
 from tests.browser import TIMEOUT, launch
-from tests.conftest import LiveServer, start_live_server, wait_until_watched
+from tests.conftest import LiveServer, serving, start_live_server, wait_until_watched
 from tests.protocols import SCHWARM, SCHWARM_PROTOCOL, write_protocol
 from tests.recorded_files import CHAT_INPUT, STARTED, write_recording
 
@@ -54,13 +54,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(scenarios_dir: Path) -> Iterator[LiveServer]:
     (scenarios_dir / "long.yaml").write_text(LONG)
-    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
-    try:
+    with serving(Settings(scenarios=scenarios_dir, isolated=True)) as live:
         wait_until_watched(live)  # files the tests add later are changes the page is told of
         yield live
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from replay.server import Settings
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer, serving
 
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 DEADLINE = 20.0
@@ -148,12 +148,8 @@ class Screen:
 def served(scenarios_dir: Path) -> Iterator[LiveServer]:
     (scenarios_dir / "slow.yaml").write_text(SLOW)
     (scenarios_dir / "waiting.yaml").write_text(WAITING)
-    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
-    try:
+    with serving(Settings(scenarios=scenarios_dir, isolated=True)) as live:
         yield live
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 from replay.server import Settings
 from tests.axe import serious_violations
 from tests.browser import TIMEOUT, launch
-from tests.conftest import LiveServer, start_live_server, wait_until_watched
+from tests.conftest import LiveServer, serving, start_live_server, wait_until_watched
 
 # Waits for CHAT_INPUT from the run's client, then quotes it.
 ASK = """
@@ -105,13 +105,9 @@ def served(scenarios_dir: Path) -> Iterator[LiveServer]:
         "over-http": OVER_HTTP,
     }.items():
         (scenarios_dir / f"{name}.yaml").write_text(text)
-    live, server, thread = start_live_server(Settings(scenarios=scenarios_dir, isolated=True))
-    try:
+    with serving(Settings(scenarios=scenarios_dir, isolated=True)) as live:
         wait_until_watched(live)
         yield live
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def open_viewer(browser: Browser, served: LiveServer, client_id: str, **context: Any) -> Page:
