@@ -72,6 +72,12 @@ def scenarios(folder: Path) -> None:
 def serve(source: Path, folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     command = ["uv", "run", "--project", str(source), "replay", "serve"]
     command += ["--port", str(port), "--scenarios", str(folder)]
+    return start_server(command, source, port, log)
+
+
+def start_server(command: list[str], source: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Run ``command`` (a server of the checkout in ``source``) and wait until it answers
+    ``/healthz`` on ``port``; its output goes to ``log``."""
     with log.open("wb") as out:
         server = subprocess.Popen(command, cwd=source, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -186,11 +192,15 @@ def bench(label: str, source: Path, work: Path, port: int) -> dict[str, Any]:
     try:
         return {name: phase(name, url, ws_url, folder) for name in PHASES}
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def checkout(ref: str, work: Path) -> Path:

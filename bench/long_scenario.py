@@ -53,6 +53,9 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The lateness bench's way of checking out, starting and stopping a server.
+from lateness import checkout, start_server, stop_server  # noqa: E402
+
 from replay.protocol.wire import encode  # noqa: E402
 from replay.record.convert import convert  # noqa: E402
 from replay.record.format import Frame, Header, Recording, text_frame  # noqa: E402
@@ -116,16 +119,7 @@ def serve(
         command += ["replay", "serve", "--port", str(port), "--scenarios", str(folder)]
     else:
         command += ["python", str(STALLS), str(folder), str(port), str(stalls)]
-    with log.open("wb") as out:
-        server = subprocess.Popen(command, cwd=source, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=2).read()
-            return server
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"the server in {source} did not start: see {log}")
+    return start_server(command, source, port, log)
 
 
 def request(url: str, method: str = "GET") -> Any:
@@ -159,7 +153,8 @@ def long_load(url: str, staged: Path, folder: Path, times: dict[str, float]) -> 
     times["load_s"] = time.monotonic() - started
     mark = time.monotonic()
     request(f"{url}/scenarios/{NAME}")
-    request(f"{url}/scenarios/{NAME}-part-01")
+    if (folder / f"{NAME}-part-01.yaml").exists():  # a small --frames makes no parts
+        request(f"{url}/scenarios/{NAME}-part-01")
     times["show_s"] = time.monotonic() - mark
     mark = time.monotonic()
     run = request(f"{url}/trigger/{NAME}?wait=false", "POST")
@@ -265,22 +260,7 @@ def bench(
         results["times"] = {key: value for key, value in times.items() if not key.endswith("_at")}
         return results
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-def checkout(ref: str, work: Path) -> Path:
-    target = work / f"src-{ref}"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--force", str(target), ref],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return target
+        stop_server(server)
 
 
 def report(results: dict[str, dict[str, Any]], bound: float, frames: int) -> bool:
