@@ -86,6 +86,9 @@ class Feed:
         self._subscribers: set[_Subscriber] = set()
         #: Called with every event, synchronously (the journal): must not block.
         self.recorders: list[Callable[[dict[str, Any]], None]] = []
+        #: This server's node id in a cluster (see :mod:`replay.backplane.events`): every
+        #: event then carries it as ``node``. None: a single process, no ``node`` field.
+        self.node: str | None = None
 
     def close(self) -> None:
         """End every subscription (the server is stopping); later ones end at once."""
@@ -109,8 +112,16 @@ class Feed:
         if not (self._subscribers or self.recorders):
             return
         event = {"event": kind, "seq": self.seq, "time": time.time(), **fields}
+        if self.node is not None:
+            event["node"] = self.node
         for record in self.recorders:
             record(event)
+        for subscriber in self._subscribers:
+            subscriber.offer(event)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Hand another node's ``event`` to every subscriber (not to the recorders: this
+        node's journal is of its own clients); never waits."""
         for subscriber in self._subscribers:
             subscriber.offer(event)
 

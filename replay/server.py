@@ -33,6 +33,7 @@ from replay import __version__, planning
 from replay.apidocs import add_api_docs
 from replay.backend import Backend
 from replay.backplane import open_backplane
+from replay.backplane.events import ClusterEvents
 from replay.backplane.node import Node
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
@@ -240,9 +241,12 @@ class Replay:
         self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
         #: This server as a node of a cluster (``settings.backplane``), if it is one.
         self.node: Node | None = None
+        #: The node's part of the cluster's event feed (events tagged with ``node``).
+        self.cluster_events: ClusterEvents | None = None
         if settings.backplane is not None:
             backplane = open_backplane(settings.backplane)
             self.node = Node(backplane, self.runner, settings.scenarios)
+            self.cluster_events = ClusterEvents(backplane, self.feed, self.node.id)
         #: Where clients are proxied to (``serve --upstream``), if anywhere.
         self.upstream = Upstream(settings.upstream) if settings.upstream else None
         if self.upstream is not None:
@@ -504,9 +508,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         watcher = asyncio.create_task(_watch(replay), name="replay-watch-scenarios")
         if replay.node is not None:
             await replay.node.join()
+        if replay.cluster_events is not None:
+            replay.cluster_events.start()
         try:
             yield
             watcher.cancel()
+            if replay.cluster_events is not None:
+                await replay.cluster_events.close()
             if replay.node is not None:
                 await replay.node.close()
             await replay.runner.shutdown()
@@ -808,11 +816,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         }
         if replay.node is not None:
             backplane = replay.node.backplane
+            events = replay.cluster_events
             health["backplane"] = {
                 "url": backplane.url,
                 "node": replay.node.id,
                 "subscribed": backplane.subscribed,
                 "frames_unshared": replay.node.unshared,
+                "events_dropped": events.dropped if events is not None else 0,
             }
         return health
 
