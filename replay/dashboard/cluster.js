@@ -1,0 +1,117 @@
+// The cluster (serve --backplane): the node serving this page, how many nodes there are,
+// and the copies of one frame or run that every node reports (every node plays every run
+// to its own clients, so each frame.sent comes once per node). Single process: thisNode
+// stays null and nothing here shows.
+"use strict";
+
+// This page's node (GET /healthz's backplane.node), or null outside a cluster.
+let thisNode = null;
+// The nodes heard of (this one, those whose events came), and how many the presence
+// events (node.joined, node.left, node.lost) say are alive.
+const nodesSeen = new Set();
+let nodeCount = null;
+// Each run's copies: run id -> node -> "running" or how it ended.
+const runNodes = new Map();
+// Each frame's copies: key (run, step, planned offset, endpoint, target) -> merged frame.
+const frameCopies = new Map();
+const MAX_COPIES = 5000;
+const MAX_RUN_NODES = 200;
+
+async function loadNode() {
+  try {
+    const health = await api("GET", "/healthz");
+    thisNode = (health.backplane && health.backplane.node) || null;
+    if (health.backplane && typeof health.backplane.nodes === "number") nodeCount = health.backplane.nodes;
+  } catch { thisNode = null; }
+  if (thisNode) nodesSeen.add(thisNode);
+  renderCluster();
+}
+
+function renderCluster() {
+  const box = $("#cluster");
+  box.hidden = !thisNode;
+  document.body.dataset.cluster = String(Boolean(thisNode));
+  for (const cell of document.querySelectorAll("[data-cluster-only]")) cell.hidden = !thisNode;
+  if (!thisNode) return;
+  const count = nodeCount ?? nodesSeen.size;
+  box.textContent = `${plural(count, "node")} · this page: node ${thisNode}`;
+  box.title = `Nodes heard from: ${[...nodesSeen].join(", ")}`;
+}
+
+// Every event: who is in the cluster, and each run's copies.
+function clusterEvent(event) {
+  if (!thisNode || !event.node) return;
+  const kind = event.event;
+  if (kind.startsWith("node.")) {
+    if (typeof event.nodes === "number") nodeCount = event.nodes;
+    if (kind === "node.joined") nodesSeen.add(event.node);
+    else nodesSeen.delete(event.node);
+    renderCluster();
+    return;
+  }
+  if (!nodesSeen.has(event.node)) { nodesSeen.add(event.node); renderCluster(); }
+  if (kind === "run.started" || kind === "run.finished" || kind === "run.failed" || kind === "run.cancelled") {
+    let copies = runNodes.get(event.run_id);
+    if (!copies) {
+      copies = new Map();
+      runNodes.set(event.run_id, copies);
+      while (runNodes.size > MAX_RUN_NODES) runNodes.delete(runNodes.keys().next().value);
+    }
+    copies.set(event.node, kind === "run.started" ? "running" : kind.slice(4));
+  }
+}
+
+// Whether the page shows this event as it is: outside a cluster all are; in one, a run's
+// waits, hangups and summaries are shown as this node saw them (every node's copy of the
+// run has them alike), and its frames merged across nodes (see frameCopy).
+function ownEvent(event) {
+  return !thisNode || !event.node || event.node === thisNode;
+}
+
+// A frame.sent of a run, merged with its copies from the other nodes: { merged, first }
+// (first: the first copy heard), or null outside a cluster or for a frame of no run.
+function frameCopy(event) {
+  if (!thisNode || !event.node || !event.run_id) return null;
+  const key = [event.run_id, event.step, event.offset, event.endpoint, event.to ?? ""].join("|");
+  let merged = frameCopies.get(key);
+  const first = !merged;
+  if (first) {
+    merged = { nodes: new Map(), clients: 0, lateness: null, at: null };
+    frameCopies.set(key, merged);
+    while (frameCopies.size > MAX_COPIES) frameCopies.delete(frameCopies.keys().next().value);
+  }
+  merged.nodes.set(event.node, { clients: event.clients ?? 0, lateness: event.lateness ?? null, at: event.at ?? null });
+  const copies = [...merged.nodes.values()];
+  merged.clients = copies.reduce((sum, copy) => sum + copy.clients, 0);
+  const late = copies.map((copy) => copy.lateness).filter((value) => typeof value === "number");
+  merged.lateness = late.length ? Math.max(...late) : null;
+  const ats = copies.map((copy) => copy.at).filter((value) => typeof value === "number");
+  merged.at = ats.length ? Math.max(...ats) : null;
+  return { merged, first };
+}
+
+// "on 2 nodes: a1b2c3d4 2 clients (3 ms late); e5f6a7b8 1 client (1 ms late)".
+function perNodeText(merged) {
+  const parts = [...merged.nodes].map(([node, copy]) => `${node} ${plural(copy.clients, "client")}` +
+    (typeof copy.lateness === "number" ? ` (${Math.round(copy.lateness * 1000)} ms late)` : ""));
+  return `on ${plural(merged.nodes.size, "node")}: ${parts.join("; ")}`;
+}
+
+// A run's copies, in words: "on 2 nodes", "on 2 nodes · 1 still running"; "" outside a
+// cluster. /runs may say it too (a list or a count of nodes).
+function runNodesText(run) {
+  if (!thisNode) return "";
+  const copies = runNodes.get(run.run_id);
+  const listed = Array.isArray(run.nodes) ? run.nodes.length : typeof run.nodes === "number" ? run.nodes : 0;
+  const count = Math.max(listed, copies ? copies.size : 0);
+  if (!count) return "";
+  const running = copies ? [...copies.values()].filter((state) => state === "running").length : 0;
+  const still = running && run.state !== "running" ? ` · ${running} still running` : "";
+  return `on ${plural(count, "node")}${still}`;
+}
+
+// A run is finished when every node's copy that started has ended.
+function runStillPlays(run) {
+  const copies = runNodes.get(run.run_id);
+  return Boolean(thisNode && copies && [...copies.values()].includes("running"));
+}
