@@ -1057,7 +1057,8 @@ def test_a_cluster_s_dashboard_shows_both_nodes_clients_and_each_frame_once(
     from tests.axe import missing_tools, serious_violations
 
     with two_nodes(scenarios_dir) as (a, b):
-        assert a.replay.node is not None and b.replay.node is not None
+        assert a.replay.node is not None
+        assert b.replay.node is not None
         ids = a.replay.node.id, b.replay.node.id
         context = browser.new_context()
         page = context.new_page()
