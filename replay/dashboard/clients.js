@@ -50,11 +50,11 @@ async function loadClients() {
       title: `${client.client_id} on ${client.endpoint}${where} since ${clockTime(client.connected_at)}`,
     },
       element("td", {}, code(client.client_id)),
-      thisNode ? element("td", { class: "node" }, code(client.node || "")) : null,
       element("td", {}, code(client.endpoint)),
       element("td", { text: clockTime(client.connected_at).slice(0, 8) }),
       element("td", { class: "number sent", text: String(client.sent) }),
-      element("td", { class: "number received", text: String(client.received) }));
+      element("td", { class: "number received", text: String(client.received) }),
+      thisNode ? element("td", { class: "node" }, code(client.node || "")) : null);
   });
   $("#clients").replaceChildren(...rows);
   $("#no-clients").hidden = all.length > 0;
