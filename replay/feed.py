@@ -43,6 +43,10 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
 - ``state.changed``: ``changes`` (the keys set and their new values; after a reset, every
   value) and ``by`` (``"route POST /break"``, ``"PUT /state"``, ``"reset"``, ...).
 
+On a cluster's node every event also has ``node`` (see :attr:`Feed.node`), and the other
+nodes' events reach this feed's subscribers too, with ``feed.dropped`` (``node``,
+``dropped``) when some were lost on the way (see :mod:`replay.backplane.events`).
+
 Publishing never waits. Each subscriber has a bounded queue: one that falls
 :data:`BACKLOG` events or :data:`BACKLOG_BYTES` bytes behind loses the events it cannot
 hold and then gets a ``lagged`` event saying how many it missed, so a slow reader never
