@@ -121,7 +121,9 @@ function connect() {
     const status = $("#status");
     status.dataset.state = "live";
     status.textContent = "Live";
-    // Whatever happened while we were away: load it all again.
+    // Whatever happened while we were away: load it all again (a node that restarted has
+    // another id).
+    loadNode();
     refreshScenarios(); refreshClients(); refreshRuns(); refreshRoutes(); refreshState();
     refreshProtocol(); refreshRecordings();
   });
