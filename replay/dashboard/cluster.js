@@ -18,11 +18,13 @@ const MAX_COPIES = 5000;
 const MAX_RUN_NODES = 200;
 
 async function loadNode() {
+  const before = thisNode;
   try {
     const health = await api("GET", "/healthz");
     thisNode = (health.backplane && health.backplane.node) || null;
     if (health.backplane && typeof health.backplane.nodes === "number") nodeCount = health.backplane.nodes;
-  } catch { thisNode = null; }
+  } catch { thisNode = before; } // unreachable now: as it was
+  if (before && before !== thisNode) nodesSeen.delete(before);
   if (thisNode) nodesSeen.add(thisNode);
   renderCluster();
 }
