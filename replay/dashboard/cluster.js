@@ -35,8 +35,10 @@ function renderCluster() {
   document.body.dataset.cluster = String(Boolean(thisNode));
   for (const cell of document.querySelectorAll("[data-cluster-only]")) cell.hidden = !thisNode;
   if (!thisNode) return;
-  const count = nodeCount ?? nodesSeen.size;
-  box.textContent = `${plural(count, "node")} · this page: node ${thisNode}`;
+  // How many are alive, when the presence events (or /healthz) say; else those heard from.
+  const count = nodeCount !== null ? plural(nodeCount, "node")
+    : nodesSeen.size > 1 ? `${plural(nodesSeen.size, "node")} heard from` : "a cluster";
+  box.textContent = `${count} · this page: node ${thisNode}`;
   box.title = `Nodes heard from: ${[...nodesSeen].join(", ")}`;
 }
 
