@@ -118,6 +118,9 @@ class ClusterEvents:
         #: The last batch taken from each other node (a batch heard twice is taken once).
         self._last: dict[str, int] = {}
         self._listening: asyncio.Task[None] | None = None
+        #: Subscriptions cancelled and not ended yet (a cancellation lost in a Redis call
+        #: on Python 3.11): cancelled again at each look, and not counted as followers.
+        self._stopping: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
 
@@ -130,7 +133,7 @@ class ClusterEvents:
 
     async def close(self) -> None:
         self._stop_publishing()
-        tasks = [*self._tasks, *([self._listening] if self._listening else [])]
+        tasks = [*self._tasks, *self._stopping, *([self._listening] if self._listening else [])]
         for task in tasks:
             task.cancel()
         # Bounded: a cancellation can be lost inside a Redis call (asyncio.wait_for on
@@ -148,13 +151,19 @@ class ClusterEvents:
                 self.backplane.listen_events(self._heard), name="replay-events-listen"
             )
         elif not self.feed.subscribers and self._listening is not None:
-            self._listening.cancel()
+            self._stopping.add(self._listening)
             self._listening = None
+        for task in list(self._stopping):
+            if task.done():
+                self._stopping.discard(task)
+            else:
+                task.cancel()
         try:
             listeners = await self.backplane.followers()
         except BackplaneUnreachable:
             listeners = 0
-        others = listeners - (1 if self._listening is not None else 0)
+        ours = len(self._stopping) + (1 if self._listening is not None else 0)
+        others = listeners - ours
         if others > 0:
             self._start_publishing()
         else:
