@@ -106,6 +106,11 @@ class Feed:
         return len(self._subscribers)
 
     @property
+    def followers(self) -> int:
+        """How many readers want the other nodes' events too (see :meth:`subscribe`)."""
+        return sum(1 for subscriber in self._subscribers if not subscriber.local)
+
+    @property
     def listening(self) -> bool:
         """Whether anyone subscribes (publishers skip building events otherwise)."""
         return bool(self._subscribers or self.recorders)
@@ -127,20 +132,26 @@ class Feed:
         """Hand another node's ``event`` to every subscriber (not to the recorders: this
         node's journal is of its own clients); never waits."""
         for subscriber in self._subscribers:
-            subscriber.offer(event)
+            if not subscriber.local:
+                subscriber.offer(event)
 
     def subscribe(
-        self, kinds: str | Collection[str] = (), heartbeat: float | None = None
+        self,
+        kinds: str | Collection[str] = (),
+        heartbeat: float | None = None,
+        local: bool = False,
     ) -> Subscription:
         """Events from now on. ``kinds`` keeps only events whose kind is listed or starts
         with a listed prefix ending in ``.`` (``"run."``); empty keeps all. With
         ``heartbeat``, a ``{"event": "heartbeat"}`` comes after that many quiet seconds.
+        With ``local``, only this server's own events (in a cluster, not the other
+        nodes'): such a reader does not make the other nodes send theirs.
 
         The subscription starts when this is called, not when iteration starts; close it
         (``await subscription.aclose()``) when done with it, read or not.
         """
         wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        subscriber = _Subscriber(self.backlog, self.backlog_bytes, wanted)
+        subscriber = _Subscriber(self.backlog, self.backlog_bytes, wanted, local)
         self._subscribers.add(subscriber)
         if self.closed:
             subscriber.end()
@@ -175,7 +186,11 @@ class Subscription:
 
 
 class _Subscriber:
-    def __init__(self, backlog: int, backlog_bytes: int, kinds: tuple[str, ...]) -> None:
+    def __init__(
+        self, backlog: int, backlog_bytes: int, kinds: tuple[str, ...], local: bool = False
+    ) -> None:
+        #: Whether it takes this server's own events only (not the other nodes').
+        self.local = local
         # Two slots more than the backlog: a lagged notice, and the end of the subscription.
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 2)
         self.backlog = backlog

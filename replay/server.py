@@ -778,10 +778,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "(e.g. 'run.,frame.sent'); empty for all."
             ),
         ] = "",
+        local: Annotated[
+            bool,
+            Query(
+                description="In a cluster: only this node's events, not the other nodes' "
+                "(such a reader does not make them send theirs)."
+            ),
+        ] = False,
     ) -> StreamingResponse:
         """The live event feed, as Server-Sent Events (one JSON event per message)."""
         wanted = [kind.strip() for kind in kinds.split(",") if kind.strip()]
-        stream = replay.feed.subscribe(wanted, heartbeat=HEARTBEAT)
+        stream = replay.feed.subscribe(wanted, heartbeat=HEARTBEAT, local=local)
         return StreamingResponse(
             _server_sent(stream),
             media_type="text/event-stream",

@@ -287,3 +287,25 @@ def test_a_single_process_feed_has_no_node_field() -> None:
     feed.publish("client.connected", client="d", endpoint="/ws", clients=2)
     assert "node" not in got[0]
     assert got[1]["node"] == "n1"
+
+
+async def test_a_local_reader_gets_only_its_node_s_events_and_calls_for_none(
+    members: list[Member], tmp_path: Path
+) -> None:
+    members += [Member(f"memory://{tmp_path}", tmp_path) for _ in range(2)]
+    a, b = members
+    for member in members:
+        await member.join()
+    local = a.feed.subscribe(local=True)  # as the viewer reads GET /events?local=true
+    await looked(a, b)
+    assert not b.events.publishing  # nobody wants b's events
+    a.follow()
+    await looked(a, b)
+    assert b.events.publishing
+    b.feed.publish("client.connected", client="c-b", endpoint="/ws", clients=1)
+    a.feed.publish("client.connected", client="c-a", endpoint="/ws", clients=1)
+    await until(lambda: a.got("client.connected", b.node.id), "b's event not heard")
+    event = await asyncio.wait_for(anext(local), DEADLINE)
+    assert (event["client"], event["node"]) == ("c-a", a.node.id)
+    assert local._subscriber.queue.empty()  # b's, heard by the other reader, is not here
+    await local.aclose()

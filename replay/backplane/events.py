@@ -146,11 +146,11 @@ class ClusterEvents:
         """Look once at who follows: listen on the events channel while this node's feed
         has followers, publish while another node listens. Never raises: a backplane that
         cannot tell means nobody is sent anything until it can."""
-        if self.feed.subscribers and self._listening is None:
+        if self.feed.followers and self._listening is None:
             self._listening = asyncio.create_task(
                 self.backplane.listen_events(self._heard), name="replay-events-listen"
             )
-        elif not self.feed.subscribers and self._listening is not None:
+        elif not self.feed.followers and self._listening is not None:
             self._stopping.add(self._listening)
             self._listening = None
         for task in list(self._stopping):
