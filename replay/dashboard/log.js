@@ -67,7 +67,7 @@ function logFrame(event, copy = null) {
     time: event.time, endpoint: event.endpoint, type, direction: received ? "received" : "sent",
     client: received ? event.client : (event.to || ""), source, event: received ? "received" : "sent",
     run: event.run_id || undefined, arrow: received ? "← received" : "→ sent",
-    where: `${event.endpoint} ${who}${received && thisNode && event.node ? ` @ ${event.node}` : ""}`,
+    where: `${event.endpoint} ${who}${atNode(copy ? null : event)}`,
     size: frameSize(event.frame, event.binary),
     expandable: true, whole: copy ? () => `${perNodeText(copy.merged)}\n\n${whole}` : whole,
   }, text, source === "upstream" || source === "injected"
@@ -88,6 +88,11 @@ function logFrame(event, copy = null) {
 const SCHWARM_CHUNKS = {
   type: "type", content: "content", tool: "tool", close: [{ type: "close", content: null }],
 };
+
+// In a cluster, the node an event happened on, as " @ id" after where it happened.
+function atNode(event) {
+  return event && thisNode && event.node ? ` @ ${event.node}` : "";
+}
 
 // A merged frame's line: its clients summed over the nodes, and each node's on hover.
 function showCopies(entry, event, merged) {
@@ -112,7 +117,7 @@ function logRequest(event) {
   const query = new URLSearchParams(event.query || {}).toString();
   appendLog(logEntry({
     time: event.time, endpoint: "http", type: event.message_type, direction: "received",
-    client: event.client, event: "http", arrow: "← request", where: `http from ${event.client}`,
+    client: event.client, event: "http", arrow: "← request", where: `http from ${event.client}${atNode(event)}`,
   }, `${event.method} ${event.path}${query ? `?${query}` : ""} → ${event.status}`));
 }
 
@@ -144,7 +149,7 @@ function logConnection(event) {
     time: event.time, endpoint: event.endpoint, direction: "connection", client: event.client,
     event: connected ? "connect" : (dropped ? "drop" : "disconnect"),
     arrow: connected ? "+ connect" : (dropped ? "✕ drop" : "− close"),
-    where: `${event.endpoint} ${event.client}${thisNode && event.node ? ` @ ${event.node}` : ""}`,
+    where: `${event.endpoint} ${event.client}${atNode(event)}`,
   }, connected ? `connected (${plural(event.clients, "client")} on ${event.endpoint}${there})`
     : `${howItEnded(event)} · ${plural(event.clients, "client")} left on ${event.endpoint}${there}`));
   if (!connected && event.clients === 0 && ownEvent(event)) cutStream(event.endpoint, howItEnded(event));
