@@ -101,7 +101,7 @@ function handleEvent(event) {
   if (kind === "frame.sent" && event.run_id) refreshRuns(); // its count of frames sent
   if (kind === "client.connected" || kind === "client.disconnected") { logConnection(event); refreshClients(); }
   if (kind === "run.hangup" && ownEvent(event)) logHangup(event);
-  if (kind === "feed.dropped") logDropped(event);
+  if (kind === "feed.dropped") { logDropped(event); refreshClients(); refreshRuns(); }
   if (kind === "run.finished" || kind === "run.failed" || kind === "run.cancelled") endRunStreams(event.run_id, `run ${kind.slice(4)}`);
   if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
   if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
