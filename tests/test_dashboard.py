@@ -1056,6 +1056,10 @@ def test_a_cluster_s_dashboard_shows_both_nodes_clients_and_each_frame_once(
 ) -> None:
     from tests.axe import missing_tools, serious_violations
 
+    (scenarios_dir / "thrice.yaml").write_text(
+        "steps:\n  - repeat: 3\n    steps:\n      - message: EVENT\n        text: again\n"
+        "        delay: 0\n"
+    )
     with two_nodes(scenarios_dir) as (a, b):
         assert a.replay.node is not None
         assert b.replay.node is not None
@@ -1094,6 +1098,12 @@ def test_a_cluster_s_dashboard_shows_both_nodes_clients_and_each_frame_once(
             expect(run).to_have_attribute("data-state", "finished")
             expect(run.locator(".nodes")).to_have_text("on 2 nodes")
             expect(page.locator("#timeline .mark.frame")).to_have_count(4)
+            # A step sent again with no pause is a frame of its own, on every node alike.
+            post(a, "/trigger/thrice?speed=0")
+            again = page.locator('#log li[data-event="sent"]', has_text="again")
+            expect(again).to_have_count(3)
+            for line in again.all():
+                expect(line.locator(".where")).to_have_text("/ws to all (2)")
             problem = missing_tools()
             if problem:
                 pytest.fail(problem)

@@ -14,6 +14,9 @@ let nodeCount = null;
 const runNodes = new Map();
 // Each frame's copies: key (run, step, planned offset, endpoint, target) -> merged frame.
 const frameCopies = new Map();
+// How many times each node sent a frame of that key so far: a step sent again at the same
+// planned time (a repeat at speed 0) is a frame of its own, the nth of each node together.
+const sentTimes = new Map();
 const MAX_COPIES = 5000;
 const MAX_RUN_NODES = 200;
 
@@ -76,7 +79,11 @@ function ownEvent(event) {
 // (first: the first copy heard), or null outside a cluster or for a frame of no run.
 function frameCopy(event) {
   if (!thisNode || !event.node || !event.run_id) return null;
-  const key = [event.run_id, event.step, event.offset, event.endpoint, event.to ?? ""].join("|");
+  const base = [event.run_id, event.step, event.offset, event.endpoint, event.to ?? ""].join("|");
+  const times = (sentTimes.get(`${event.node}|${base}`) || 0) + 1;
+  sentTimes.set(`${event.node}|${base}`, times);
+  while (sentTimes.size > MAX_COPIES * 4) sentTimes.delete(sentTimes.keys().next().value);
+  const key = `${base}|${times}`;
   let merged = frameCopies.get(key);
   const first = !merged;
   if (first) {
