@@ -13,7 +13,7 @@ import math
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from replay import __version__, planning
 from replay.apidocs import add_api_docs
-from replay.backend import Backend
+from replay.backend import Backend, made_by_request
 from replay.backplane import open_backplane
 from replay.backplane.node import Node
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
@@ -243,6 +243,9 @@ class Replay:
         if settings.backplane is not None:
             backplane = open_backplane(settings.backplane)
             self.node = Node(backplane, self.runner, settings.scenarios)
+            # A change another node shared comes back with another ``by``: not shared again.
+            self.node.on_state = self.state.update
+            self.state.listeners.append(self._share_state)
         #: Where clients are proxied to (``serve --upstream``), if anywhere.
         self.upstream = Upstream(settings.upstream) if settings.upstream else None
         if self.upstream is not None:
@@ -371,11 +374,21 @@ class Replay:
         )
         runs = self.runner.keep(frame)
         self.journal.received(client.id, endpoint, text, runs)
-        if self.node is not None:
-            # The same runs play on the other nodes, waiting for this client too.
-            self.node.share(frame)
+        self.share(frame)
         if not runs:
             self.react(frame, client)
+
+    def share(self, frame: ClientFrame) -> None:
+        """In a cluster, give a client event this node's runs had to the other nodes: the
+        same runs play there, waiting for this client (or request) too."""
+        if self.node is not None:
+            self.node.share(frame)
+
+    def _share_state(self, changes: Mapping[str, Any], by: str) -> None:
+        # Runs' ``set`` steps play on every node alike; a request's change (a route's
+        # ``set``, PUT /state) happened on this node alone.
+        if self.node is not None and made_by_request(by):
+            self.node.share_state(changes, by)
 
     def react(self, frame: ClientFrame, who: Client | None = None) -> None:
         """Play the reactions a client event no run kept matches (a frame from ``who``,

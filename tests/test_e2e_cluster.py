@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.hostile import connected
+from tests.protocols import CHAT, SCHWARM_PROTOCOL, write_protocol
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 #: Seconds a test waits for what should happen soon.
@@ -385,3 +386,55 @@ def test_a_server_without_a_backplane_is_no_node(folder: Path) -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def request(live: LiveServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """An HTTP request with an optional JSON body: its status and JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    made = urllib.request.Request(live.url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(made, timeout=PATIENCE) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_a_request_to_a_declared_route_on_one_node_answers_a_wait_on_every_node(
+    folder: Path,
+) -> None:
+    write_protocol(folder, SCHWARM_PROTOCOL)
+    (folder / "chat-http.yaml").write_text(CHAT)
+    with cluster([folder, folder], "memory://routes") as (a, b):
+        async with connect(f"{a.ws_url}/ws?client_id=on-a") as ws:
+            await connected(a, 1)
+            status, run = await trigger(b, "/trigger/chat-http?wait=false")
+            assert status == 202
+            asked = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert asked["message_type"] == "CHAT_REQUESTED"
+            # Asked on node b: a's copy of the run hears it, and answers a's client.
+            answered = await asyncio.to_thread(request, b, "POST", "/chat?user_input=Hello")
+            assert answered == (200, "Hello")
+            said = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert said == {"message_type": "CHAT", "message": ANY}
+            assert said["message"].startswith("You said: Hello (")
+            assert a.replay.runner.get(run["run_id"]).state.value == "finished"
+
+
+async def test_a_routes_state_change_on_one_node_is_read_on_every_node(folder: Path) -> None:
+    write_protocol(folder, SCHWARM_PROTOCOL)
+    with cluster([folder, folder, folder], "memory://state") as nodes:
+        a, b, c = nodes
+        for live in nodes:  # each node reads the folder: the declared state
+            assert await asyncio.to_thread(request, live, "GET", "/break") == (200, True)
+        assert await asyncio.to_thread(request, a, "POST", "/break") == (200, False)
+        for live in (b, c):
+            await until(lambda live=live: request(live, "GET", "/break") == (200, False), "break")
+        status, state = await asyncio.to_thread(request, c, "PUT", "/state", {"turns": 7})
+        assert (status, state["turns"]) == (200, 7)
+        for live in (a, b):
+            await until(
+                lambda live=live: request(live, "GET", "/state")[1].get("turns") == 7, "turns"
+            )
+        # A change heard from another node is applied once, not shared again.
+        assert a.replay.state.version == b.replay.state.version

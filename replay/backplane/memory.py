@@ -7,7 +7,7 @@ import asyncio
 import weakref
 
 from replay.backplane.command import StartCommand
-from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver
 
 #: The subscribers of each ``memory://`` URL in this process.
@@ -30,7 +30,7 @@ class MemoryBackplane:
     async def publish_start(self, command: StartCommand) -> None:
         self._publish(command.encode())
 
-    async def publish_frame(self, frame: HeardFrame) -> None:
+    async def publish_frame(self, frame: Shared) -> None:
         self._publish(frame.encode())
 
     def _publish(self, message: bytes) -> None:

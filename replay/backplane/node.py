@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from replay.backplane.command import (
     bytes_of,
     text_of,
 )
-from replay.backplane.heard import HeardFrame
+from replay.backplane.heard import HeardFrame, HeardState, Shared
 from replay.backplane.interface import Backplane
 from replay.catalog import Catalog
 from replay.engine import check_vars
@@ -81,7 +81,7 @@ class Node:
         self._listening: asyncio.Task[None] | None = None
         self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
         #: Client frames of this node's clients, numbered, waiting to be shared in order.
-        self._outbox: deque[HeardFrame] = deque()
+        self._outbox: deque[Shared] = deque()
         self._outbox_ready = asyncio.Event()
         self._shared = 0
         #: Frames not shared: the outbox was full, or the backplane refused them.
@@ -94,6 +94,9 @@ class Node:
         #: Runs heard and not started yet (they start at ``start_at``), and the client
         #: frames heard meanwhile: given to the run as it starts, as every node does.
         self._starting: dict[str, list[ClientFrame]] = {}
+        #: Called with ``(changes, by)`` for each state change another node shared (see
+        #: :meth:`share_state`); the server applies it to its state.
+        self.on_state: Callable[[Mapping[str, Any], str], None] | None = None
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -205,8 +208,20 @@ class Node:
         if len(self._outbox) >= MAX_UNSHARED:
             self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
             return
+        self._enqueue(lambda seq: HeardFrame.of(frame, self.id, seq))
+
+    def share_state(self, changes: Mapping[str, Any], by: str) -> None:
+        """Share a state change this node made for a request (a route's ``set``, ``PUT
+        /state``), after the frames shared before it: the other nodes apply it, so their
+        routes and templates read the same state. Never waits, as :meth:`share`."""
+        if len(self._outbox) >= MAX_UNSHARED:
+            self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
+            return
+        self._enqueue(lambda seq: HeardState(self.id, seq, dict(changes), by))
+
+    def _enqueue(self, make: Callable[[int], Shared]) -> None:
         self._shared += 1
-        self._outbox.append(HeardFrame.of(frame, self.id, self._shared))
+        self._outbox.append(make(self._shared))
         self._outbox_ready.set()
 
     async def _share_frames(self) -> None:
@@ -292,8 +307,8 @@ class Node:
             protocol = _read(PROTOCOL_FILE, self.folder / PROTOCOL_FILE, self.folder)
         return files, protocol
 
-    def _heard(self, message: StartCommand | HeardFrame) -> None:
-        if isinstance(message, HeardFrame):
+    def _heard(self, message: StartCommand | Shared) -> None:
+        if not isinstance(message, StartCommand):
             self._hear_frame(message)
             return
         command = message
@@ -302,12 +317,16 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _hear_frame(self, heard: HeardFrame) -> None:
+    def _hear_frame(self, heard: Shared) -> None:
         # This node's own frames went to its runs when read; another node's, once each,
         # in its order. It starts no reaction here: the node holding the client does.
         if heard.origin == self.id or heard.seq <= self._last_seq.get(heard.origin, 0):
             return
         self._last_seq[heard.origin] = heard.seq
+        if isinstance(heard, HeardState):
+            if self.on_state is not None:
+                self.on_state(heard.changes, f"node {heard.origin}: {heard.by}")
+            return
         frame = heard.frame()
         self._hold(frame)
         self.runner.keep(frame)

@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from replay.backplane.command import StartCommand
-from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 
@@ -86,7 +86,7 @@ class RedisBackplane:
             raise BackplaneUnreachable(self.url, "this node is not subscribed (reconnecting)")
         await self._publish(command.encode())
 
-    async def publish_frame(self, frame: HeardFrame) -> None:
+    async def publish_frame(self, frame: Shared) -> None:
         await self._publish(frame.encode())
 
     async def _publish(self, message: bytes) -> None:
