@@ -240,7 +240,8 @@ class Supervisor:
         #: True once every worker has been ready (the address announced).
         self.announced = False
         self._wrote_ready = False
-        self._wakeup_read, self._wakeup_write = os.pipe()
+        #: A pipe the signal handlers write to, waking the parent (made by run()).
+        self._wakeup_read = self._wakeup_write = -1
 
     def run(self) -> int:
         """Serve until SIGINT or SIGTERM: 0 then; 1 if a worker could not start or every
@@ -269,6 +270,7 @@ class Supervisor:
     # Signals --------------------------------------------------------------------------
 
     def _capture_signals(self) -> dict[int, Any]:
+        self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_write, False)
         signal.set_wakeup_fd(self._wakeup_write)
 

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from replay.cli import main
+from replay.server import Settings
 from replay.workers import (
     MAX_RESTARTS,
     Plan,
+    Supervisor,
+    Worker,
     WorkersRefused,
     check_backplane,
     exit_description,
@@ -56,10 +59,10 @@ def folder(tmp_path: Path) -> Path:
 class Served:
     """``replay serve --workers N --port 0 --ready-file`` as a child process."""
 
-    def __init__(self, tmp: Path, *options: str) -> None:
+    def __init__(self, tmp: Path, *options: str, python: Sequence[str] = ("-m", "replay")) -> None:
         self.ready = tmp / "ready.json"
         self.out, self.err = tmp / "stdout", tmp / "stderr"
-        command = [sys.executable, "-m", "replay", "serve", "--port", "0"]
+        command = [sys.executable, *python, "serve", "--port", "0"]
         command += ["--ready-file", str(self.ready), *options]
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(
@@ -81,6 +84,14 @@ class Served:
             assert time.monotonic() < deadline, f"no {what} after {PATIENCE}s:\n{self.log()}"
             time.sleep(0.02)
         return result
+
+    def until_true(self, done: Callable[[], bool], what: str) -> None:
+        """Poll ``done()`` until it is true, PATIENCE at most (whether or not the parent
+        runs)."""
+        deadline = time.monotonic() + PATIENCE
+        while not done():
+            assert time.monotonic() < deadline, f"no {what} after {PATIENCE}s:\n{self.log()}"
+            time.sleep(0.02)
 
     def started(self) -> dict[str, Any]:
         self.until(self.ready.exists, "ready file")
@@ -133,11 +144,13 @@ def served(tmp_path: Path, folder: Path, redis_server: RedisServer) -> Iterator[
 
 
 def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not yet reaped by whoever adopted it
+    has ended too)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
         return True
-    return False
+    return "\nState:\tZ" in status
 
 
 def trigger(url: str) -> tuple[int, dict[str, Any]]:
@@ -243,6 +256,56 @@ async def test_sigterm_stops_every_worker_and_the_parent_exits_0(served: Served)
     assert "Traceback" not in served.log()
 
 
+async def test_workers_end_with_a_parent_that_is_killed(served: Served) -> None:
+    await asyncio.to_thread(served.started)
+    workers = await asyncio.to_thread(served.workers, two_workers)
+    served.process.kill()  # no chance to stop them: the kernel (or their pipe) tells them
+    served.process.wait(PATIENCE)
+    pids = [health["worker"]["pid"] for health in workers.values()]
+    await asyncio.to_thread(served.until_true, lambda: all(map(gone, pids)), "workers gone")
+
+
+def test_without_so_reuseport_the_workers_share_one_listening_socket(
+    tmp_path: Path,
+    folder: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # The parent as a system without SO_REUSEPORT sees it; the workers need no patch:
+    # they are handed the parent's listening socket.
+    code = (
+        "import sys, replay.workers as w; w.reuse_port_available = lambda: False; "
+        "from replay.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    options = ["--workers", "2", "--scenarios", str(folder), "--backplane", redis_server.url]
+    serve = Served(tmp_path, *options, python=["-c", code])
+    try:
+        serve.started()
+        workers = serve.workers(two_workers)
+        assert len({health["worker"]["pid"] for health in workers.values()}) == 2
+        assert trigger(serve.url)[0] == 200
+        serve.process.send_signal(signal.SIGTERM)
+        assert serve.process.wait(PATIENCE) == 0
+    finally:
+        serve.stop()
+
+
+def test_a_worker_that_dies_too_often_is_given_up(folder: Path) -> None:
+    plan = Plan(Settings(scenarios=folder, backplane="redis://h/0"), "127.0.0.1", 0, "info")
+    supervisor = Supervisor(plan, 1, announce=lambda host, port: None)
+    started: list[int] = []
+
+    def start(worker: Worker) -> None:
+        started.append(worker.index)
+
+    supervisor._start = start  # type: ignore[method-assign]
+    worker = supervisor.workers[0]
+    for _ in range(MAX_RESTARTS):
+        supervisor._restart(worker, "worker 0 (pid 1) exited with code 1")
+    assert (started, worker.given_up) == ([0] * MAX_RESTARTS, False)
+    supervisor._restart(worker, "worker 0 (pid 1) exited with code 1")
+    assert (len(started), worker.given_up) == (MAX_RESTARTS, True)
+
+
 def test_a_worker_that_cannot_start_stops_the_parent_with_its_reason(
     tmp_path: Path, folder: Path
 ) -> None:
@@ -294,8 +357,6 @@ def test_exit_descriptions() -> None:
 
 def test_a_plan_travels_pickled(folder: Path) -> None:
     import pickle
-
-    from replay.server import Settings
 
     plan = Plan(Settings(scenarios=folder, backplane="redis://h/0"), "127.0.0.1", 0, "info")
     assert pickle.loads(pickle.dumps(plan)) == plan
