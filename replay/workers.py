@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from replay.errors import ReplayError
 from replay.ready import ready_document, write_atomically
 
 if TYPE_CHECKING:  # the server's modules load in the workers only
@@ -56,7 +57,7 @@ BACKLOG = 2048
 PR_SET_PDEATHSIG = 1
 
 
-class WorkersRefused(Exception):
+class WorkersRefused(ReplayError):
     """A ``--workers`` command line that cannot work; the message says what to add."""
 
 
@@ -213,7 +214,7 @@ class Worker:
     given_up: bool = False
 
 
-class StartFailed(Exception):
+class StartFailed(ReplayError):
     """A worker could not start; the message is its reason."""
 
 
