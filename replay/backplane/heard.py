@@ -13,7 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from replay.backplane import messages
 from replay.backplane.command import StartCommand, from_data
+from replay.backplane.messages import Message
 from replay.matching import ClientFrame
 
 #: What marks a shared frame among the backplane's messages.
@@ -59,15 +61,18 @@ class HeardFrame:
         return json.dumps({"kind": KIND, **asdict(self)}, separators=(",", ":")).encode()
 
 
-def decode_message(message: bytes | str) -> StartCommand | HeardFrame:
-    """The start command or shared frame in ``message``; raises ValueError for anything
-    else (say a message of another version of replay on the same channel)."""
+def decode_message(message: bytes | str) -> StartCommand | HeardFrame | Message:
+    """The start command, shared frame, beat, question or answer in ``message`` (see
+    :mod:`replay.backplane.messages`); raises ValueError for anything else (say a message
+    of another version of replay on the same channel)."""
     try:
         data = json.loads(message)
     except ValueError as error:
         raise ValueError(f"not a start command: {error!r}") from None
     if isinstance(data, dict) and data.get("kind") == KIND:
         return _frame(data)
+    if isinstance(data, dict) and data.get("kind") in messages.KINDS:
+        return messages.from_data(data)
     return from_data(data, len(message))
 
 

@@ -8,11 +8,13 @@ from urllib.parse import urlsplit
 
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import HeardFrame
+from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid
 
-#: What a subscription calls with each start command and shared client frame it hears
-#: (on the event loop), in the order the backplane carried them.
-Deliver = Callable[[StartCommand | HeardFrame], None]
+#: What a subscription calls with each start command, shared client frame, beat,
+#: question and answer it hears (on the event loop), in the order the backplane carried
+#: them.
+Deliver = Callable[[StartCommand | HeardFrame | Message], None]
 
 
 class Backplane(Protocol):
@@ -31,6 +33,12 @@ class Backplane(Protocol):
     async def publish_frame(self, frame: HeardFrame) -> None:
         """Send ``frame`` to every node subscribed now, after what this node sent before.
         Raises BackplaneUnreachable (within a few seconds) if it cannot."""
+        ...
+
+    async def publish(self, message: Message) -> None:
+        """Send a beat, question or answer (see :mod:`replay.backplane.messages`) to every
+        node subscribed now. Raises BackplaneUnreachable (within a few seconds) if it
+        cannot."""
         ...
 
     async def listen(self, deliver: Deliver) -> None:

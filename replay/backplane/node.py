@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from replay.backplane.command import (
 )
 from replay.backplane.heard import HeardFrame
 from replay.backplane.interface import Backplane
+from replay.backplane.messages import Beat, Message
+from replay.backplane.presence import Presence
 from replay.catalog import Catalog
 from replay.engine import check_vars
 from replay.errors import BackplaneUnreachable, ReplayError, ScenarioInvalid, StartTooLarge
@@ -61,13 +63,20 @@ JOIN_TIMEOUT = 3.0
 #: Client frames a node may hold waiting to be shared (Redis slow or unreachable); one
 #: beyond that is not shared (counted in ``Node.unshared``): a client's reader never waits.
 MAX_UNSHARED = 10_000
+#: Runs whose origin (the node that took the trigger) a node remembers.
+KEEP_ORIGINS = 10_000
 
 
 class Node:
     """One node of a cluster: its runner, and the backplane it hears triggers on."""
 
     def __init__(
-        self, backplane: Backplane, runner: Runner, folder: Path, base: Protocol = SCHWARM
+        self,
+        backplane: Backplane,
+        runner: Runner,
+        folder: Path,
+        base: Protocol = SCHWARM,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backplane = backplane
         self.runner = runner
@@ -94,6 +103,24 @@ class Node:
         #: Runs heard and not started yet (they start at ``start_at``), and the client
         #: frames heard meanwhile: given to the run as it starts, as every node does.
         self._starting: dict[str, list[ClientFrame]] = {}
+        #: The nodes alive, from this node's hearing (see replay.backplane.presence).
+        self.presence = Presence(
+            self.id,
+            backplane.publish,
+            lambda: backplane.subscribed,
+            lambda: (len(runner.delivery.clients()), len(runner.active)),
+            runner.feed,
+            clock,
+        )
+        self._beating: asyncio.Task[None] | None = None
+        #: The node that took each run's trigger, by run id (the newest KEEP_ORIGINS).
+        self.origins: OrderedDict[str, str] = OrderedDict()
+        #: Called with every question and answer heard (see replay.backplane.views).
+        self.listeners: list[Callable[[Message], None]] = []
+
+    def peers(self) -> list[str]:
+        """The ids of the nodes alive, this one first (see replay.backplane.presence)."""
+        return self.presence.alive()
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -103,6 +130,7 @@ class Node:
             self.backplane.listen(self._heard), name="replay-backplane-listen"
         )
         self._sharing = asyncio.create_task(self._share_frames(), name="replay-backplane-share")
+        self._beating = asyncio.create_task(self.presence.run(), name="replay-backplane-beat")
         # The backplane says whether it hears, with no event to wait on: look every 10 ms.
         for _ in range(int(JOIN_TIMEOUT / 0.01)):
             if self.backplane.subscribed:
@@ -118,6 +146,9 @@ class Node:
             )
 
     async def close(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            await self.presence.leave()  # a clean goodbye: node.left, not node.lost
         for task in [self._listening, self._sharing, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -292,11 +323,21 @@ class Node:
             protocol = _read(PROTOCOL_FILE, self.folder / PROTOCOL_FILE, self.folder)
         return files, protocol
 
-    def _heard(self, message: StartCommand | HeardFrame) -> None:
+    def _heard(self, message: StartCommand | HeardFrame | Message) -> None:
         if isinstance(message, HeardFrame):
             self._hear_frame(message)
             return
+        if isinstance(message, Beat):
+            self.presence.heard(message, self.presence.clock())
+            return
+        if not isinstance(message, StartCommand):
+            for listener in self.listeners:
+                listener(message)
+            return
         command = message
+        self.origins[command.run_id] = command.origin
+        while len(self.origins) > KEEP_ORIGINS:
+            self.origins.popitem(last=False)
         self._starting.setdefault(command.run_id, [])
         task = asyncio.create_task(self._play(command), name=f"replay-start-{command.run_id}")
         self._tasks.add(task)
