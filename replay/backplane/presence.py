@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replay.backplane.messages import Beat
+from replay.errors import BackplaneUnreachable
 from replay.feed import Feed
 
 log = logging.getLogger("replay.backplane")
@@ -161,8 +162,12 @@ class Presence:
     async def run(self) -> None:
         """Beat every BEAT_EVERY seconds and check the others, until cancelled."""
         while True:
-            with contextlib.suppress(Exception):  # unreachable: check() says so
+            try:
                 await self._publish(self.beat())
+            except BackplaneUnreachable:
+                pass  # check() says it cannot hear, if it cannot
+            except Exception:  # a bug must not stop the beats
+                log.exception("node %s: a beat failed", self.node)
             self.check(self.clock())
             await asyncio.sleep(BEAT_EVERY)
 
