@@ -46,6 +46,11 @@ class Answers:
             "unanswered": sorted(self.unanswered),
             "cluster": "reachable" if self.reachable else "unreachable",
         }
+        if not self.reachable:
+            about["note"] = (
+                "the other nodes could not be asked (this node does not hear the backplane "
+                "now): this is this node's state alone"
+            )
         return about
 
 
