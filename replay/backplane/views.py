@@ -180,7 +180,7 @@ def fit(body: dict[str, Any], key: str, keep_tail: bool = False) -> dict[str, An
     first ones; with ``keep_tail`` the last ones), and ``truncated``: whether any were
     left out."""
     items = body[key]
-    rest = len(json.dumps({**body, key: []}))
+    rest = len(json.dumps({**body, key: [], "truncated": True}))
     sizes = [len(json.dumps(item)) + 1 for item in items]
     if rest + sum(sizes) <= MAX_ANSWER_BYTES:
         return {**body, "truncated": False}
