@@ -241,8 +241,14 @@ def merge_journal(
 
 
 def _about(answers: Answers) -> dict[str, Any]:
+    """Who answered a list question: a node that answered with an error (say it was too
+    busy) is unanswered too, its reason in ``errors``."""
+    about = answers.about()
+    errors = {n: a.body.get("detail") for n, a in answers.answers.items() if a.status != 200}
+    about["nodes"] = [n for n in about["nodes"] if n not in errors]
+    about["unanswered"] = sorted([*about["unanswered"], *errors])
     truncated = sorted(n for n, a in answers.answers.items() if a.body.get("truncated"))
-    return {**answers.about(), "truncated": truncated}
+    return {**about, "truncated": truncated, "errors": errors}
 
 
 def _in_order(answers: Answers, me: str) -> list[Answer]:
