@@ -931,6 +931,7 @@ class Server(uvicorn.Server):
         if isinstance(replay, Replay) and replay.node is not None and self.servers:
             # The address this node's beats give the others (GET /healthz).
             host, port = self.servers[0].sockets[0].getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host  # IPv6
             replay.node.presence.url = f"http://{host}:{port}"
         self._reaper = asyncio.create_task(self._reap(), name="replay-reap-handshakes")
 

@@ -283,3 +283,29 @@ def test_reset_clears_every_node(nodes: list[LocalClient]) -> None:
         with pytest.raises(Exception, match="no run with id"):
             node_of(node).runner.get(run_id)
     assert nodes[2].get("/journal?local=true").json()["entries"] == []
+
+
+async def test_a_node_with_too_many_questions_waiting_answers_503_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[Any] = []
+    release, published = asyncio.Event(), asyncio.Event()
+
+    async def slow(question: Ask) -> tuple[int, dict[str, Any]]:
+        await release.wait()
+        return 200, {}
+
+    async def publish(message: Any) -> None:
+        sent.append(message)
+        published.set()
+
+    monkeypatch.setattr("replay.backplane.ask.MAX_ANSWERING", 2)
+    asker = Asker("b", publish, lambda: ["a", "b"], lambda: True, slow)
+    for n in range(3):
+        asker.heard(Ask(f"q{n}", "a", "runs"))
+    await asyncio.wait_for(published.wait(), DEADLINE)
+    assert [(m.id, m.status) for m in sent] == [("q2", 503)]
+    assert "answers 2 questions already" in sent[0].body["detail"]
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*asker._answering), DEADLINE)
+    assert sorted((m.id, m.status) for m in sent) == [("q0", 200), ("q1", 200), ("q2", 503)]

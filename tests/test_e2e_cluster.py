@@ -456,6 +456,10 @@ async def test_any_node_shows_the_whole_cluster_controls_its_runs_and_reports_a_
         ids = [(await asyncio.to_thread(health, url))["backplane"]["node"] for url in urls]
         for url in urls:
             await polled(lambda url=url: alive(url), sorted(ids), "not every node heard")
+        nodes = (await asyncio.to_thread(health, b))["backplane"]["nodes"]
+        assert [row["node"] for row in nodes][0] == ids[1]  # this node first
+        assert {row["node"]: row["url"] for row in nodes} == dict(zip(ids, urls, strict=True))
+        assert {row["state"] for row in nodes} == {"alive"}
         async with AsyncExitStack() as stack:
             clients = []
             for n, document in enumerate(ready):
