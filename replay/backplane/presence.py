@@ -161,6 +161,7 @@ class Presence:
 
     async def run(self) -> None:
         """Beat every BEAT_EVERY seconds and check the others, until cancelled."""
+        self._begun = self.clock()  # its first beat has LOST_AFTER seconds to come back
         while True:
             try:
                 await self._publish(self.beat())
