@@ -19,7 +19,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from replay.backplane import messages
 from replay.backplane.command import StartCommand, from_data
+from replay.backplane.messages import Message
 from replay.matching import ClientFrame
 
 #: What marks a shared frame among the backplane's messages.
@@ -92,9 +94,10 @@ class HeardState:
 Shared = HeardFrame | HeardState
 
 
-def decode_message(message: bytes | str) -> StartCommand | HeardFrame | HeardState:
-    """The start command, shared frame or state change in ``message``; raises ValueError
-    for anything else (say a message of another version of replay on the same channel)."""
+def decode_message(message: bytes | str) -> StartCommand | Shared | Message:
+    """The start command, shared frame, state change, beat, question or answer in
+    ``message`` (see :mod:`replay.backplane.messages`); raises ValueError for anything else
+    (say a message of another version of replay on the same channel)."""
     try:
         data = json.loads(message)
     except ValueError as error:
@@ -103,6 +106,8 @@ def decode_message(message: bytes | str) -> StartCommand | HeardFrame | HeardSta
         return _frame(data)
     if isinstance(data, dict) and data.get("kind") == STATE_KIND:
         return _state(data)
+    if isinstance(data, dict) and data.get("kind") in messages.KINDS:
+        return messages.from_data(data)
     return from_data(data, len(message))
 
 

@@ -8,11 +8,13 @@ from urllib.parse import urlsplit
 
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import Shared
+from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid
 
-#: What a subscription calls with each start command and shared client frame it hears
-#: (on the event loop), in the order the backplane carried them.
-Deliver = Callable[[StartCommand | Shared], None]
+#: What a subscription calls with each start command, shared client frame or state
+#: change, beat, question and answer it hears (on the event loop), in the order the
+#: backplane carried them.
+Deliver = Callable[[StartCommand | Shared | Message], None]
 
 
 class Backplane(Protocol):
@@ -32,6 +34,12 @@ class Backplane(Protocol):
         """Send ``frame`` (a client frame or a state change) to every node subscribed now,
         after what this node sent before.
         Raises BackplaneUnreachable (within a few seconds) if it cannot."""
+        ...
+
+    async def publish(self, message: Message) -> None:
+        """Send a beat, question or answer (see :mod:`replay.backplane.messages`) to every
+        node subscribed now. Raises BackplaneUnreachable (within a few seconds) if it
+        cannot."""
         ...
 
     async def listen(self, deliver: Deliver) -> None:

@@ -9,6 +9,7 @@ import weakref
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver
+from replay.backplane.messages import Message
 
 #: The subscribers of each ``memory://`` URL in this process.
 _HUBS: dict[str, weakref.WeakSet[MemoryBackplane]] = {}
@@ -32,6 +33,9 @@ class MemoryBackplane:
 
     async def publish_frame(self, frame: Shared) -> None:
         self._publish(frame.encode())
+
+    async def publish(self, message: Message) -> None:
+        self._publish(message.encode())
 
     def _publish(self, message: bytes) -> None:
         for node in list(_HUBS.get(self.url, ())):

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver
+from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 
 log = logging.getLogger("replay.backplane")
@@ -88,6 +89,9 @@ class RedisBackplane:
 
     async def publish_frame(self, frame: Shared) -> None:
         await self._publish(frame.encode())
+
+    async def publish(self, message: Message) -> None:
+        await self._publish(message.encode())
 
     async def _publish(self, message: bytes) -> None:
         # One channel for commands and frames: Redis hands every subscriber what is
