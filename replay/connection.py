@@ -40,6 +40,7 @@ import logging
 import random
 import struct
 from asyncio import TimerHandle
+from collections.abc import Generator
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -60,7 +61,9 @@ from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
+from websockets.version import version as websockets_version
 
 from replay.direct import INVALID_UTF8, PROTOCOL_KEY, TRANSPORT_KEY
 
@@ -68,6 +71,13 @@ log = logging.getLogger("uvicorn.error")
 
 #: Seconds the peer has to answer the server's close frame before the TCP connection is cut.
 CLOSE_TIMEOUT = 10.0
+#: How ``websockets`` decoded header values: ISO-8859-1 from 17.0 on, before that ASCII
+#: with surrogate escapes (as uvicorn's own implementation reads them).
+_HEADER_ENCODING = (
+    ("latin-1", "strict")
+    if tuple(int(part) for part in websockets_version.split(".")[:1]) >= (17,)
+    else ("ascii", "surrogateescape")
+)
 #: What a connection's scope offers: the ASGI extension for denial responses.
 _EXTENSIONS = "websocket.http.response"
 
@@ -176,6 +186,24 @@ def apply_proxy_headers(scope: dict[str, Any], trusted: Any) -> None:
             scope["client"] = (host, port)
 
 
+class _Frames(Protocol):
+    """Between :class:`ServerSide`'s handshake and its frames (see there)."""
+
+    def parse(self) -> Generator[None]:
+        # Called by ServerProtocol.parse once the request is parsed, inside the generator
+        # whose frame holds the request: parse frames in a generator of their own, and
+        # let that one end, request and all.
+        frames = Protocol.parse(self)
+        self.parser = frames
+        next(frames)  # the frames that came with the request, if any
+        yield  # never resumed: receive_data() goes to the new parser from now on
+
+
+class ServerSide(ServerProtocol, _Frames):
+    """``websockets``' server protocol, which otherwise keeps the handshake's request
+    (headers and all) for the connection's life: a local of its parser generator."""
+
+
 class WebSocketConnection(asyncio.Protocol):
     """A uvicorn WebSocket protocol (``uvicorn.Config(ws=WebSocketConnection)``): the
     sans-I/O ``websockets`` protocol with ASGI on top, holding as little per connection
@@ -219,9 +247,7 @@ class WebSocketConnection(asyncio.Protocol):
         # Until the handshake makes the whole scope: the application's state, as ASGI
         # hands it to each connection (a shallow copy).
         self.scope: dict[str, Any] = {"state": app_state.copy()}
-        self.conn = ServerProtocol(
-            extensions=shared.extensions(), max_size=shared.max_size, logger=log
-        )
+        self.conn = ServerSide(extensions=shared.extensions(), max_size=shared.max_size, logger=log)
         # The handshake's answer, between the request and the application's accept.
         self._response: Response | None = None
         # A denial response being sent (websocket.http.response): status, headers, body.
@@ -322,7 +348,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         self._response = response
         headers = [
-            (key.encode("ascii"), value.encode("latin-1"))
+            (key.encode("ascii"), value.encode(*_HEADER_ENCODING))
             for key, value in request.headers.raw_items()
         ]
         raw_path, _, query_string = request.path.partition("?")
