@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 from uvicorn.middleware.proxy_headers import _TrustedHosts
+from uvicorn.protocols.utils import ClientDisconnected
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import Protocol
@@ -296,6 +297,33 @@ async def test_the_transport_and_the_protocol_are_in_the_scope_while_the_app_run
     # in a cycle.
     assert PROTOCOL_KEY not in connection.scope
     assert TRANSPORT_KEY not in connection.scope
+
+
+async def test_a_send_waits_while_the_transport_is_paused_and_goes_out_after() -> None:
+    seen = Seen()
+    async with running(echo(seen)) as (url, server), connect(f"{url}/ws") as ws:
+        await next_event(seen)
+        [connection] = connections(server)
+        connection.pause_writing()  # what the transport says over its high-water mark
+        sending = asyncio.create_task(connection.send({"type": "websocket.send", "text": "x"}))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not sending.done()
+        connection.resume_writing()
+        await asyncio.wait_for(sending, PATIENCE)
+        assert await asyncio.wait_for(ws.recv(), PATIENCE) == "x"
+
+
+async def test_a_paused_send_ends_with_the_connection() -> None:
+    seen = Seen()
+    async with running(echo(seen)) as (url, server), connect(f"{url}/ws") as ws:
+        await next_event(seen)
+        [connection] = connections(server)
+        connection.pause_writing()
+        sending = asyncio.create_task(connection.send({"type": "websocket.send", "text": "x"}))
+        await ws.close()
+        with pytest.raises(ClientDisconnected):
+            await asyncio.wait_for(sending, PATIENCE)
 
 
 def test_proxy_headers_from_a_trusted_proxy_give_the_client_and_scheme() -> None:
