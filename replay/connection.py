@@ -16,7 +16,8 @@ shuts down), but:
   settings) kept once, in a :class:`Shared`;
 - no queue or event made up front: what the application has not read yet goes in a list
   made on the first frame, and a future is made only while the application waits;
-- the handshake's request and response are let go once the connection is open, and the
+- the handshake's request and response are let go once the connection is open (the
+  request is also let go by ``websockets``' parser, see :class:`ServerSide`), and the
   ASGI scope's headers are emptied then (an application that reads them after
   ``websocket.accept`` sees none: replay reads them only during the handshake);
 - WebSocket connections go to the application's WebSocket entry when it has one
@@ -75,7 +76,7 @@ CLOSE_TIMEOUT = 10.0
 #: with surrogate escapes (as uvicorn's own implementation reads them).
 _HEADER_ENCODING = (
     ("latin-1", "strict")
-    if tuple(int(part) for part in websockets_version.split(".")[:1]) >= (17,)
+    if int(websockets_version.split(".")[0]) >= 17
     else ("ascii", "surrogateescape")
 )
 #: What a connection's scope offers: the ASGI extension for denial responses.
