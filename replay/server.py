@@ -40,6 +40,7 @@ from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
+from replay.connection import WebSocketConnection
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
 from replay.errors import (
@@ -908,27 +909,34 @@ def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
     # Outside the browser guard: a page allowed to call replay can read why it was refused.
     app.add_middleware(Cors, policy=origins)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout, pending=pending)
+    gate: dict[str, Any] = {
+        "endpoints": replay.delivery.served,
+        "origins": settings.ws_origins,
+        "max_clients": settings.max_clients,
+        "count": lambda: sum(replay.delivery.client_counts().values()),
+        "refused": replay.refuse,
+        "hosts": hosts,
+    }
     # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
-    app.add_middleware(
-        WebSocketGate,
-        endpoints=replay.delivery.served,
-        origins=settings.ws_origins,
-        max_clients=settings.max_clients,
-        count=lambda: sum(replay.delivery.client_counts().values()),
-        refused=replay.refuse,
-        hosts=hosts,
-    )
+    app.add_middleware(WebSocketGate, **gate)
     app.add_middleware(TransportMiddleware)
+    # Where replay's own WebSocket protocol (replay.connection) sends WebSocket
+    # connections: straight to the gate, past FastAPI's and Starlette's layers, each of
+    # which would hold a frame for the connection's life; paths the gate does not serve
+    # go on to the whole application.
+    app.state.websocket_app = WebSocketGate(app, **gate)
 
 
 def uvicorn_config(
     app: FastAPI, host: str = "127.0.0.1", port: int = 8123, **options: Any
 ) -> uvicorn.Config:
-    """How replay runs under uvicorn: its sans-I/O WebSocket implementation (which
-    :mod:`replay.direct` writes to), and no per-message compression unless asked for
-    (``ws_per_message_deflate=True``): compressing each frame once per client costs far
-    more than it saves on a developer's machine."""
-    options.setdefault("ws", "websockets-sansio")
+    """How replay runs under uvicorn: replay's own WebSocket protocol
+    (:class:`replay.connection.WebSocketConnection`: uvicorn's sans-I/O one, lighter per
+    connection; :mod:`replay.direct` writes to either), and no per-message compression
+    unless asked for (``ws_per_message_deflate=True``): compressing each frame once per
+    client costs far more than it saves on a developer's machine. ``ws="websockets-sansio"``
+    runs uvicorn's own."""
+    options.setdefault("ws", WebSocketConnection)
     options.setdefault("ws_per_message_deflate", False)
     return uvicorn.Config(app, host=host, port=port, **options)
 

@@ -462,7 +462,10 @@ async def test_a_request_to_a_declared_route_on_one_node_answers_a_wait_on_every
             said = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
             assert said == {"message_type": "CHAT", "message": ANY}
             assert said["message"].startswith("You said: Hello (")
-            assert a.replay.runner.get(run["run_id"]).state.value == "finished"
+            # The run ends after its last frame has gone out (it waits for its end
+            # offset first): the client may read the frame before then.
+            played = a.replay.runner.get(run["run_id"])
+            await until(lambda: played.state.value == "finished", "the run did not finish")
 
 
 async def test_a_routes_state_change_on_one_node_is_read_on_every_node(folder: Path) -> None:
