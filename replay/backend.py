@@ -90,6 +90,22 @@ class Host(Protocol):
         """Start the reactions a client event that no run kept matches."""
         ...
 
+    def share(self, frame: ClientFrame) -> None:
+        """Give a client event this server's runs had to the other nodes of its cluster."""
+        ...
+
+
+#: Who changed the state, for a change a request made (``State.update``'s ``by``):
+#: ``"route POST /break"``, ``"PUT /state"``.
+ROUTE = "route"
+PUT_STATE = "PUT /state"
+
+
+def made_by_request(by: str) -> bool:
+    """Whether a state change ``by`` this was a request's (a route's ``set``, ``PUT
+    /state``), not a run's: in a cluster, only the node taking the request made it."""
+    return by.startswith(f"{ROUTE} ") or by == PUT_STATE
+
 
 class Backend:
     """One server's declared routes and its ``/state`` and ``/routes`` API."""
@@ -215,12 +231,13 @@ class Backend:
         try:
             state.update(
                 render_changes(route, template_names(seen, state, time.time(), rng)),
-                f"route {route.key}",
+                f"{ROUTE} {route.key}",
             )
         except TemplateFailed as error:
             failed = error
         frame = seen.client_event(client, route)
         runs = self.host.runner.keep(frame)
+        self.host.share(frame)
         if not runs:
             self.host.react(frame)
         if failed is None:
@@ -272,7 +289,7 @@ class Backend:
             problem = check_values(values, self.host.state)
             if problem is not None:
                 return JSONAnswer({"detail": problem}, 422)
-            self.host.state.update(values, "PUT /state")
+            self.host.state.update(values, PUT_STATE)
             return self.host.state.snapshot()
 
         @app.get("/routes")

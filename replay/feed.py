@@ -122,7 +122,7 @@ class Feed:
             return
         event = {"event": kind, "seq": self.seq, "time": time.time(), **fields}
         if self.node is not None:
-            event["node"] = self.node
+            event.setdefault("node", self.node)  # a node.* event names its subject
         for record in self.recorders:
             record(event)
         for subscriber in self._subscribers:

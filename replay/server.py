@@ -10,10 +10,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,14 +32,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from replay import __version__, planning
 from replay.apidocs import add_api_docs
-from replay.backend import Backend
+from replay.backend import Backend, made_by_request
 from replay.backplane import open_backplane
 from replay.backplane.events import ClusterEvents
 from replay.backplane.node import Node
+from replay.backplane.views import Views
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
 from replay.catalog import Catalog
 from replay.client import DEFAULT_CLIENT_BYTES, DEFAULT_CLIENT_RATE, DEFAULT_QUEUE_SIZE, Client
 from replay.clock import Clock
+from replay.connection import WebSocketConnection
 from replay.direct import TransportMiddleware
 from replay.engine import declared_vars
 from replay.errors import (
@@ -91,6 +94,12 @@ MAX_BODY_BYTES = 1024 * 1024
 REACTIONS_TTL = 0.5
 #: Clients connected at once (both endpoints) unless --max-clients says otherwise.
 DEFAULT_MAX_CLIENTS = 10_000
+
+#: ``?local=true`` on the routes that show the whole cluster: this node's view only.
+LocalOnly = Annotated[
+    bool,
+    Query(description="In a cluster (--backplane): this node only, not every node."),
+]
 
 #: Seconds a thread holds the interpreter while another waits for it, while a server
 #: runs (Python's default is 5 ms). The event loop waits for it after every wait for the
@@ -171,6 +180,9 @@ class Settings:
     #: or ``memory://NAME`` (nodes in this process); None: a single process, no cluster.
     #: Triggers then play on every node (see :mod:`replay.backplane.node`).
     backplane: str | None = None
+    #: Which worker of ``replay serve --workers N`` this server is (0 to N-1), said by
+    #: ``GET /healthz`` and on every metric; None: not one of several workers.
+    worker: int | None = None
 
 
 class SpeedBody(BaseModel):
@@ -247,6 +259,11 @@ class Replay:
             backplane = open_backplane(settings.backplane)
             self.node = Node(backplane, self.runner, settings.scenarios)
             self.cluster_events = ClusterEvents(backplane, self.feed, self.node.id)
+            # A change another node shared comes back with another ``by``: not shared again.
+            self.node.on_state = self.state.update
+            self.state.listeners.append(self._share_state)
+        #: The whole cluster's runs, clients and journal, and run control on every node.
+        self.views = Views(self, self.node) if self.node is not None else None
         #: Where clients are proxied to (``serve --upstream``), if anywhere.
         self.upstream = Upstream(settings.upstream) if settings.upstream else None
         if self.upstream is not None:
@@ -277,6 +294,23 @@ class Replay:
             self.feed.recorders.append(self.journal.record)
         self._seen: dict[str, tuple[str, bool, tuple[Problem, ...], Any]] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+
+    async def reset(self, disconnect: bool = False) -> dict[str, Any]:
+        """``POST /reset`` on this server (see the route): how many runs were cancelled
+        and forgotten, and clients disconnected."""
+        cancelled = len(self.runner.active)
+        await self.runner.shutdown()
+        forgotten = self.runner.forget_finished()
+        disconnected = 0
+        if disconnect:
+            disconnected = sum(self.delivery.client_counts().values())
+            await asyncio.gather(
+                self.messages.close_all(1012, "replay was reset"),
+                self.stream.close_all(1012, "replay was reset"),
+            )
+        self.journal.clear()
+        self.state.reset()
+        return {"cancelled": cancelled, "forgotten": forgotten, "disconnected": disconnected}
 
     def _configure(self, manager: EndpointManager) -> None:
         """Set up an endpoint's manager: the seed's two, and each declared one."""
@@ -375,11 +409,21 @@ class Replay:
         )
         runs = self.runner.keep(frame)
         self.journal.received(client.id, endpoint, text, runs)
-        if self.node is not None:
-            # The same runs play on the other nodes, waiting for this client too.
-            self.node.share(frame)
+        self.share(frame)
         if not runs:
             self.react(frame, client)
+
+    def share(self, frame: ClientFrame) -> None:
+        """In a cluster, give a client event this node's runs had to the other nodes: the
+        same runs play there, waiting for this client (or request) too."""
+        if self.node is not None:
+            self.node.share(frame)
+
+    def _share_state(self, changes: Mapping[str, Any], by: str) -> None:
+        # Runs' ``set`` steps play on every node alike; a request's change (a route's
+        # ``set``, PUT /state) happened on this node alone.
+        if self.node is not None and made_by_request(by):
+            self.node.share_state(changes, by)
 
     def react(self, frame: ClientFrame, who: Client | None = None) -> None:
         """Play the reactions a client event no run kept matches (a frame from ``who``,
@@ -515,6 +559,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             watcher.cancel()
             if replay.cluster_events is not None:
                 await replay.cluster_events.close()
+            if replay.views is not None:
+                replay.views.asker.close()
             if replay.node is not None:
                 await replay.node.close()
             await replay.runner.shutdown()
@@ -600,8 +646,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return JSONAnswer(_trigger_result(run), status)
 
     @app.get("/clients")
-    async def list_clients() -> dict[str, Any]:
-        """Connected clients: id, endpoint, since when, frames sent and received."""
+    async def list_clients(local: LocalOnly = False) -> dict[str, Any]:
+        """Connected clients: id, endpoint, since when, frames sent and received (in a
+        cluster: of every node, each with its ``node``)."""
+        if replay.views is not None and not local:
+            return await replay.views.clients()
         return {"clients": [client.info() for client in replay.delivery.clients()]}
 
     @app.get("/protocol")
@@ -647,23 +696,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return Response(body, media_type="application/json")
 
     @app.get("/runs")
-    async def list_runs() -> dict[str, Any]:
+    async def list_runs(local: LocalOnly = False) -> dict[str, Any]:
         """Running runs and the latest finished ones, newest first; and ``shares``: for
         triggered runs and for runs clients started, how many play, the cap, and how many
-        were refused (429 for triggers, skipped for clients)."""
+        were refused (429 for triggers, skipped for clients). In a cluster: every node's
+        runs, one entry per run with its copies' counts summed."""
+        if replay.views is not None and not local:
+            return await replay.views.runs()
         return {
             "runs": [run.summary() for run in replay.runner.runs()],
             "shares": replay.runner.shares(),
         }
 
-    @app.get("/runs/{run_id}")
-    async def show_run(run_id: str) -> dict[str, Any]:
-        """One run's state and counts."""
+    @app.get("/runs/{run_id}", response_model=None)
+    async def show_run(run_id: str, local: LocalOnly = False) -> dict[str, Any] | JSONAnswer:
+        """One run's state and counts (in a cluster: merged from every node's copy)."""
+        if replay.views is not None and not local:
+            return _answer(await replay.views.run(run_id))
         return replay.runner.get(run_id).summary()
 
     @app.delete("/runs/{run_id}", response_model=None)
     async def cancel_run(run_id: str) -> dict[str, Any] | JSONAnswer:
-        """Cancel a running run; answers once it has stopped."""
+        """Cancel a running run; answers once it has stopped (in a cluster: on every
+        node)."""
+        if replay.views is not None:
+            return _answer(await replay.views.control("cancel", run_id))
         run = replay.runner.get(run_id)
         if run.done:
             return JSONAnswer(
@@ -672,22 +729,28 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await replay.runner.cancel(run_id).wait()
         return run.summary()
 
-    @app.post("/runs/{run_id}/pause")
-    async def pause_run(run_id: str) -> dict[str, Any]:
+    @app.post("/runs/{run_id}/pause", response_model=None)
+    async def pause_run(run_id: str) -> dict[str, Any] | JSONAnswer:
         """Pause a playing run: it holds before its next action, and every later deadline
         (its waits' timeouts too) moves by the time paused. A paused run: no-op."""
+        if replay.views is not None:
+            return _answer(await replay.views.control("pause", run_id))
         return replay.runner.pause(run_id).summary()
 
-    @app.post("/runs/{run_id}/resume")
-    async def resume_run(run_id: str) -> dict[str, Any]:
+    @app.post("/runs/{run_id}/resume", response_model=None)
+    async def resume_run(run_id: str) -> dict[str, Any] | JSONAnswer:
         """Let a paused run go on where it stopped, as exactly timed as before."""
+        if replay.views is not None:
+            return _answer(await replay.views.control("resume", run_id))
         return replay.runner.resume(run_id).summary()
 
-    @app.post("/runs/{run_id}/step")
-    async def step_run(run_id: str) -> dict[str, Any]:
+    @app.post("/runs/{run_id}/step", response_model=None)
+    async def step_run(run_id: str) -> dict[str, Any] | JSONAnswer:
         """Pause the run (if it plays) and let exactly its next action happen now; answers
         once it has, with ``stepped``: what it was. 409 if all the run does now is wait
         for clients (answer, or resume)."""
+        if replay.views is not None:
+            return _answer(await replay.views.control("step", run_id))
         run, stepped = await replay.runner.step(run_id)
         return {**run.summary(), "stepped": stepped}
 
@@ -706,6 +769,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if chosen is None:
             detail = 'give the new speed: POST /runs/{id}/speed?speed=2 or {"speed": 2}'
             return JSONAnswer({"detail": detail}, 422)
+        if replay.views is not None:
+            return _answer(await replay.views.control("speed", run_id, speed=chosen))
         try:
             run = replay.runner.set_speed(run_id, chosen)
         except ValueError as error:
@@ -721,20 +786,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     ) -> dict[str, Any]:
         """Start afresh between tests: cancel every playing run (their mailboxes go with
         them), forget the finished ones and the journal, put the state's declared values
-        back, and with ``disconnect`` close every client. Answers once it is done."""
-        cancelled = len(replay.runner.active)
-        await replay.runner.shutdown()
-        forgotten = replay.runner.forget_finished()
-        disconnected = 0
-        if disconnect:
-            disconnected = sum(replay.delivery.client_counts().values())
-            await asyncio.gather(
-                replay.messages.close_all(1012, "replay was reset"),
-                replay.stream.close_all(1012, "replay was reset"),
-            )
-        replay.journal.clear()
-        replay.state.reset()
-        return {"cancelled": cancelled, "forgotten": forgotten, "disconnected": disconnected}
+        back, and with ``disconnect`` close every client. Answers once it is done (in a
+        cluster: on every node, the counts summed)."""
+        if replay.views is not None:
+            _, done = await replay.views.control("reset", disconnect=disconnect)
+            return dict(done)
+        return await replay.reset(disconnect)
 
     @app.get("/journal")
     async def journal(
@@ -750,9 +807,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         ] = None,
         endpoint: Annotated[str | None, Query(pattern="^(/ws(/stream)?|http)$")] = None,
         limit: Annotated[int | None, Query(ge=1, description="Only the newest N.")] = None,
+        local: LocalOnly = False,
     ) -> dict[str, Any]:
         """What each client was sent and sent back, oldest first, filtered (all filters
-        must hold). ``forgotten`` counts entries dropped to stay within the bound."""
+        must hold). ``forgotten`` counts entries dropped to stay within the bound. In a
+        cluster: every node's entries by time, each with its ``node``."""
+        if replay.views is not None and not local:
+            filters = {
+                "client": client,
+                "run": run,
+                "direction": direction,
+                "message_type": message_type,
+                "endpoint": endpoint,
+            }
+            return await replay.views.journal(filters, limit)
         entries = replay.journal.entries(
             client=client,
             run=run,
@@ -830,7 +898,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "subscribed": backplane.subscribed,
                 "frames_unshared": replay.node.unshared,
                 "events_dropped": events.dropped if events is not None else 0,
+                # Whether it hears the cluster, and the nodes alive (replay.backplane.presence).
+                **(replay.views.health() if replay.views is not None else {}),
             }
+        if settings.worker is not None:
+            health["worker"] = {"index": settings.worker, "pid": os.getpid()}
         return health
 
     recordings_api.install(app, replay.recordings, settings.scenarios, replay.catalog)
@@ -854,27 +926,34 @@ def _add_middleware(app: FastAPI, settings: Settings, replay: Replay) -> None:
     # Outside the browser guard: a page allowed to call replay can read why it was refused.
     app.add_middleware(Cors, policy=origins)
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout, pending=pending)
+    gate: dict[str, Any] = {
+        "endpoints": replay.delivery.served,
+        "origins": settings.ws_origins,
+        "max_clients": settings.max_clients,
+        "count": lambda: sum(replay.delivery.client_counts().values()),
+        "refused": replay.refuse,
+        "hosts": hosts,
+    }
     # Before all of the HTTP guards: WebSocket clients go through as few frames as can be.
-    app.add_middleware(
-        WebSocketGate,
-        endpoints=replay.delivery.served,
-        origins=settings.ws_origins,
-        max_clients=settings.max_clients,
-        count=lambda: sum(replay.delivery.client_counts().values()),
-        refused=replay.refuse,
-        hosts=hosts,
-    )
+    app.add_middleware(WebSocketGate, **gate)
     app.add_middleware(TransportMiddleware)
+    # Where replay's own WebSocket protocol (replay.connection) sends WebSocket
+    # connections: straight to the gate, past FastAPI's and Starlette's layers, each of
+    # which would hold a frame for the connection's life; paths the gate does not serve
+    # go on to the whole application.
+    app.state.websocket_app = WebSocketGate(app, **gate)
 
 
 def uvicorn_config(
     app: FastAPI, host: str = "127.0.0.1", port: int = 8123, **options: Any
 ) -> uvicorn.Config:
-    """How replay runs under uvicorn: its sans-I/O WebSocket implementation (which
-    :mod:`replay.direct` writes to), and no per-message compression unless asked for
-    (``ws_per_message_deflate=True``): compressing each frame once per client costs far
-    more than it saves on a developer's machine."""
-    options.setdefault("ws", "websockets-sansio")
+    """How replay runs under uvicorn: replay's own WebSocket protocol
+    (:class:`replay.connection.WebSocketConnection`: uvicorn's sans-I/O one, lighter per
+    connection; :mod:`replay.direct` writes to either), and no per-message compression
+    unless asked for (``ws_per_message_deflate=True``): compressing each frame once per
+    client costs far more than it saves on a developer's machine. ``ws="websockets-sansio"``
+    runs uvicorn's own."""
+    options.setdefault("ws", WebSocketConnection)
     options.setdefault("ws_per_message_deflate", False)
     return uvicorn.Config(app, host=host, port=port, **options)
 
@@ -892,6 +971,12 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        replay = getattr(getattr(self.config.app, "state", None), "replay", None)
+        if isinstance(replay, Replay) and replay.node is not None and self.servers:
+            # The address this node's beats give the others (GET /healthz).
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host  # IPv6
+            replay.node.presence.url = f"http://{host}:{port}"
         self._reaper = asyncio.create_task(self._reap(), name="replay-reap-handshakes")
 
     async def _reap(self) -> None:
@@ -949,6 +1034,12 @@ async def _watch(replay: Replay) -> None:
                 log.exception("watching the scenarios folder failed")
             failing = repr(error)
         await asyncio.sleep(WATCH_EVERY)
+
+
+def _answer(answer: tuple[int, dict[str, Any]]) -> JSONAnswer:
+    """A cluster-wide answer (see replay.backplane.views) as the route answers it."""
+    status, body = answer
+    return JSONAnswer(body, status)
 
 
 def _trigger_result(run: Run) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
-from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.heard import HeardFrame, HeardState, decode_message
 from replay.backplane.node import Node, played
 from replay.backplane.redis_pubsub import RedisBackplane
 from replay.clock import MonotonicClock
@@ -268,6 +268,26 @@ def test_a_reaction_command_carries_its_sender_and_frame() -> None:
     sent = replace(command(), started_by="reaction", sender="c-2", received=received)
     assert decode(sent.encode()) == sent
     assert decode(command().encode()).sender is None  # a trigger's has none
+
+
+def test_a_request_to_a_route_and_a_state_change_survive_their_encoding() -> None:
+    request = ClientFrame("ui", '{"query": {}}', endpoint="http", kind="POST /chat")
+    shared = HeardFrame.of(request, "node-b", 4)
+    heard = decode_message(shared.encode())
+    assert heard == shared
+    assert isinstance(heard, HeardFrame)
+    assert (heard.frame().message_type, heard.frame().endpoint) == ("POST /chat", "http")
+    change = HeardState("node-b", 5, {"paused": False, "rooms": [1, 2]}, "route POST /break")
+    assert decode_message(change.encode()) == change
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b'{"kind": "state", "origin": "a", "seq": 1, "by": "x"}', b'{"kind": "state", "changes": 1}'],
+)
+def test_a_broken_state_change_is_refused(message: bytes) -> None:
+    with pytest.raises(ValueError, match="not a shared state change"):
+        decode_message(message)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.hostile import connected
+from tests.protocols import CHAT, SCHWARM_PROTOCOL, write_protocol
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 (a fixture)
 
 #: Seconds a test waits for what should happen soon.
@@ -385,3 +386,213 @@ def test_a_server_without_a_backplane_is_no_node(folder: Path) -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def request(live: LiveServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """An HTTP request with an optional JSON body: its status and JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    made = urllib.request.Request(live.url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(made, timeout=PATIENCE) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+ASK_ONCE = """\
+steps:
+  - message: EVENT
+    text: before
+  - wait: CHAT_INPUT
+    timeout: 60s
+  - message: EVENT
+    text: "after {{ received.message }}"
+"""
+SLOW = """\
+steps:
+  - message: EVENT
+    text: first
+  - sleep: 60s
+  - message: EVENT
+    text: late
+"""
+
+
+def health(url: str) -> dict[str, Any]:
+    return get(url + "/healthz")[1]
+
+
+def alive(url: str) -> list[str]:
+    return sorted(node["node"] for node in health(url)["backplane"]["nodes"])
+
+
+async def polled(probe: Any, expected: Any, what: str) -> None:
+    """Wait until ``probe()`` (called in a thread) returns ``expected``."""
+    deadline = time.monotonic() + PATIENCE
+    while (found := await asyncio.to_thread(probe)) != expected:
+        assert time.monotonic() < deadline, f"{what}: {found!r}"
+        await asyncio.sleep(0.05)
+
+
+def delete(url: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_a_request_to_a_declared_route_on_one_node_answers_a_wait_on_every_node(
+    folder: Path,
+) -> None:
+    write_protocol(folder, SCHWARM_PROTOCOL)
+    (folder / "chat-http.yaml").write_text(CHAT)
+    with cluster([folder, folder], "memory://routes") as (a, b):
+        async with connect(f"{a.ws_url}/ws?client_id=on-a") as ws:
+            await connected(a, 1)
+            status, run = await trigger(b, "/trigger/chat-http?wait=false")
+            assert status == 202
+            asked = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert asked["message_type"] == "CHAT_REQUESTED"
+            # Asked on node b: a's copy of the run hears it, and answers a's client.
+            answered = await asyncio.to_thread(request, b, "POST", "/chat?user_input=Hello")
+            assert answered == (200, "Hello")
+            said = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert said == {"message_type": "CHAT", "message": ANY}
+            assert said["message"].startswith("You said: Hello (")
+            # The run ends after its last frame has gone out (it waits for its end
+            # offset first): the client may read the frame before then.
+            played = a.replay.runner.get(run["run_id"])
+            await until(lambda: played.state.value == "finished", "the run did not finish")
+
+
+async def test_a_routes_state_change_on_one_node_is_read_on_every_node(folder: Path) -> None:
+    write_protocol(folder, SCHWARM_PROTOCOL)
+    with cluster([folder, folder, folder], "memory://state") as nodes:
+        a, b, c = nodes
+        for live in nodes:  # each node reads the folder: the declared state
+            assert await asyncio.to_thread(request, live, "GET", "/break") == (200, True)
+        assert await asyncio.to_thread(request, a, "POST", "/break") == (200, False)
+        for live in (b, c):
+            await until(lambda live=live: request(live, "GET", "/break") == (200, False), "break")
+        status, state = await asyncio.to_thread(request, c, "PUT", "/state", {"turns": 7})
+        assert (status, state["turns"]) == (200, 7)
+        for live in (a, b):
+            await until(
+                lambda live=live: request(live, "GET", "/state")[1].get("turns") == 7, "turns"
+            )
+        # A change heard from another node is applied once, not shared again.
+        assert a.replay.state.version == b.replay.state.version
+
+
+def next_event(stream: Any, kind: str) -> dict[str, Any]:
+    """The next event of ``kind`` on an open ``GET /events`` answer."""
+    for line in stream:
+        if line.startswith(b"data: "):
+            event = json.loads(line[len(b"data: ") :])
+            if event["event"] == kind:
+                return event  # type: ignore[no-any-return]
+    raise AssertionError(f"the feed ended with no {kind}")
+
+
+async def test_any_node_shows_the_whole_cluster_controls_its_runs_and_reports_a_lost_node(
+    folder: Path,
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    (folder / "ask_once.yaml").write_text(ASK_ONCE)
+    (folder / "slow.yaml").write_text(SLOW)
+    processes = [Process(folder, redis_server.url, tmp_path, n) for n in range(3)]
+    try:
+        ready = [await process.started() for process in processes]
+        urls = [document["url"] for document in ready]
+        a, b, c = urls
+        ids = [(await asyncio.to_thread(health, url))["backplane"]["node"] for url in urls]
+        for url in urls:
+            await polled(lambda url=url: alive(url), sorted(ids), "not every node heard")
+        nodes = (await asyncio.to_thread(health, b))["backplane"]["nodes"]
+        assert nodes[0]["node"] == ids[1]  # this node first
+        assert {row["state"] for row in nodes} == {"alive"}
+
+        def addresses() -> dict[str, str]:
+            return {row["node"]: row["url"] for row in health(b)["backplane"]["nodes"]}
+
+        # A node's first beat may go out before it knows its port: the next one says it.
+        await polled(addresses, dict(zip(ids, urls, strict=True)), "addresses not heard")
+        async with AsyncExitStack() as stack:
+            clients = []
+            for n, document in enumerate(ready):
+                url = f"{document['ws']}/ws?client_id=client-{n}"
+                clients.append(await stack.enter_async_context(connect(url)))
+                await listed(document["url"], f"client-{n}")
+            # GET /clients on A: the clients of all three nodes, each with its node.
+            _, listing = await asyncio.to_thread(get, a + "/clients")
+            assert sorted((x["client_id"], x["node"]) for x in listing["clients"]) == [
+                (f"client-{n}", ids[n]) for n in range(3)
+            ]
+            assert (listing["nodes"], listing["unanswered"]) == (sorted(ids), [])
+            # A trigger on A, listed on B with the copies' clients summed.
+            status, run = await asyncio.to_thread(answer, a + "/trigger/five?speed=0")
+            assert (status, run["clients"]) == (200, 1)
+            for ws in clients:
+                assert await frames(ws, 5) == [f"frame {n}" for n in range(5)]
+
+            def merged(run_id: str = run["run_id"], url: str = b) -> dict[str, Any]:
+                runs = get(url + "/runs")[1]["runs"]
+                return next(r for r in runs if r["run_id"] == run_id)
+
+            await polled(lambda: merged()["clients"], 3, "clients not summed on B")
+            assert merged()["origin"] == ids[0]
+            # A run cancelled on C stops on every node: no one gets its last frame.
+            status, slow = await asyncio.to_thread(answer, a + "/trigger/slow?wait=false")
+            assert status == 202
+            for ws in clients:
+                assert await frames(ws, 1) == ["first"]
+            status, cancelled = await asyncio.to_thread(delete, f"{c}/runs/{slow['run_id']}")
+            assert status == 200
+            assert {x["state"] for x in cancelled["nodes"].values()} == {"cancelled"}
+            assert sorted(cancelled["nodes"]) == sorted(ids)
+            for url in urls:
+                _, copy = await asyncio.to_thread(get, f"{url}/runs/{slow['run_id']}?local=true")
+                assert copy["state"] == "cancelled"
+            # A run started before B is killed goes on to its end on A and C.
+            status, long = await asyncio.to_thread(answer, a + "/trigger/ask_once?wait=false")
+            assert status == 202
+            for ws in clients:
+                assert await frames(ws, 1) == ["before"]
+            feed = await asyncio.to_thread(
+                urllib.request.urlopen, a + "/events?kinds=node.", timeout=30
+            )
+            stack.callback(feed.close)
+            processes[1].process.kill()
+            processes[1].process.wait(10)
+            lost = await asyncio.wait_for(
+                asyncio.to_thread(next_event, feed, "node.lost"), PATIENCE
+            )
+            assert (lost["node"], lost["nodes"]) == (ids[1], 2)
+            for url in (a, c):
+                await polled(lambda url=url: alive(url), sorted([ids[0], ids[2]]), "B not lost")
+            await clients[2].send(said("CHAT_INPUT", "go on"))
+            for ws in (clients[0], clients[2]):
+                assert await frames(ws, 1) == ["after go on"]
+            for url in (a, c):
+                await polled(
+                    lambda url=url: merged(long["run_id"], url)["state"], "finished", "not ended"
+                )
+            ended = merged(long["run_id"], c)
+            assert sorted(ended["nodes"]) == sorted([ids[0], ids[2]])
+            assert {x["state"] for x in ended["nodes"].values()} == {"finished"}
+            assert ended["origin_lost"] is False
+            _, listing = await asyncio.to_thread(get, c + "/clients")
+            assert sorted(x["client_id"] for x in listing["clients"]) == ["client-0", "client-2"]
+            assert listing["unanswered"] == []
+    finally:
+        for process in processes:
+            process.stop()
+    for process in (processes[0], processes[2]):
+        log = process.log.read_text()
+        assert "Traceback" not in log
+        assert f"node {ids[1]} (" in log
+        assert "stopped answering: its clients are gone" in log

@@ -97,6 +97,19 @@ async def looked(*members: Member) -> None:
         await asyncio.sleep(0)
 
 
+async def look_until(condition: Callable[[], object], *members: Member) -> None:
+    """Each node looks at who follows until ``condition`` holds (a Redis subscription is
+    counted once Redis has taken it: a moment after the look that made it)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        for member in members:
+            await member.events.look()
+        if condition():
+            return
+        assert time.monotonic() < deadline, "the nodes never saw the followers"
+        await asyncio.sleep(0.01)
+
+
 async def play_everywhere(member: Member, run_id: str) -> None:
     """A run of two frames, started on every node as a trigger does."""
     files = {"hello": SourceFile("x/hello.yaml", TWO)}
@@ -111,18 +124,17 @@ async def a_follower_gets_every_node_s_events_once_tagged(members: list[Member])
     # Until the other node listens, nothing is published.
     a.feed.publish("client.connected", client="c-a", endpoint="/ws", clients=1)
     b.feed.publish("client.connected", client="c-early", endpoint="/ws", clients=1)
-    await looked(a, b)
-    assert b.events.publishing
+    await look_until(lambda: b.events.publishing, a, b)
     assert not a.events.publishing  # only a's own follower listens: a sends nobody anything
     b.feed.publish("client.connected", client="c-b", endpoint="/ws", clients=1)
-    b.feed.publish("node.joined", node=b.node.id, nodes=2)  # presence: every node its own
+    b.feed.publish("node.joined", node="n-x", nodes=99)  # presence: every node its own
     await play_everywhere(b, "r1")
     await until(lambda: len(a.got("run.finished", b.node.id)) == 1, "b's run not heard on a")
     await until(lambda: len(a.got("run.finished", a.node.id)) == 1, "a's own run not heard")
     [connected] = a.got("client.connected", b.node.id)
     assert connected["client"] == "c-b"
     assert [e["client"] for e in a.got("client.connected", a.node.id)] == ["c-a"]
-    assert a.got("node.joined", b.node.id) == []
+    assert [e for e in a.heard if e["event"] == "node.joined" and e["nodes"] == 99] == []
     for node in (a.node.id, b.node.id):
         sent = a.got("frame.sent", node)
         assert [(e["run_id"], e["step"]) for e in sent] == [("r1", "0"), ("r1", "1")], node
@@ -160,8 +172,7 @@ async def test_three_nodes_each_event_reaches_each_follower_once(
         await member.join()
     a.follow()
     b.follow()
-    await looked(a, b, c)
-    await until(lambda: all(m.events.publishing for m in members), "not every node publishes")
+    await look_until(lambda: all(m.events.publishing for m in members), a, b, c)
     await play_everywhere(c, "r3")
     for follower in (a, b):
         for member in members:
@@ -184,8 +195,7 @@ async def test_nobody_following_means_nothing_published(
         assert member.events.batches == member.events.published == 0
     # A follower comes and goes: publishing starts and stops with it.
     a.follow()
-    await looked(a, b)
-    assert b.events.publishing
+    await look_until(lambda: b.events.publishing, a, b)
     await a.unfollow()
     await looked(a, b)
     assert not b.events.publishing
@@ -223,8 +233,7 @@ async def test_a_full_buffer_drops_the_oldest_and_the_follower_is_told_how_many(
     for member in members:
         await member.join()
     a.follow()
-    await looked(a, b)
-    assert b.events.publishing
+    await look_until(lambda: b.events.publishing, a, b)
     b.feed.publish("state.changed", changes={"n": -1}, by="first")
     await until(lambda: gate.waiting == 1, "the first batch was not sent")  # now hanging
     started = time.monotonic()
@@ -253,8 +262,7 @@ async def test_redis_stopped_blocks_no_run_and_the_loss_is_counted(
     for member in members:
         await member.join()
     a.follow()
-    await looked(a, b)
-    assert b.events.publishing
+    await look_until(lambda: b.events.publishing, a, b)
     redis_server.stop()
     # A run this node plays by itself (a trigger would be refused: 503) ends as ever.
     files = {"hello": SourceFile("x/hello.yaml", TWO)}
@@ -300,8 +308,7 @@ async def test_a_local_reader_gets_only_its_node_s_events_and_calls_for_none(
     await looked(a, b)
     assert not b.events.publishing  # nobody wants b's events
     a.follow()
-    await looked(a, b)
-    assert b.events.publishing
+    await look_until(lambda: b.events.publishing, a, b)
     b.feed.publish("client.connected", client="c-b", endpoint="/ws", clients=1)
     a.feed.publish("client.connected", client="c-a", endpoint="/ws", clients=1)
     await until(lambda: a.got("client.connected", b.node.id), "b's event not heard")

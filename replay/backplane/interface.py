@@ -7,12 +7,14 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from replay.backplane.command import StartCommand
-from replay.backplane.heard import HeardFrame
+from replay.backplane.heard import Shared
+from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid
 
-#: What a subscription calls with each start command and shared client frame it hears
-#: (on the event loop), in the order the backplane carried them.
-Deliver = Callable[[StartCommand | HeardFrame], None]
+#: What a subscription calls with each start command, shared client frame or state
+#: change, beat, question and answer it hears (on the event loop), in the order the
+#: backplane carried them.
+Deliver = Callable[[StartCommand | Shared | Message], None]
 #: What an events subscription calls with each batch of another node's feed events it
 #: hears (on the event loop), as published: see :mod:`replay.backplane.events`.
 DeliverEvents = Callable[[bytes], None]
@@ -31,15 +33,22 @@ class Backplane(Protocol):
         subscription is down (it would not hear its own trigger)."""
         ...
 
-    async def publish_frame(self, frame: HeardFrame) -> None:
-        """Send ``frame`` to every node subscribed now, after what this node sent before.
+    async def publish_frame(self, frame: Shared) -> None:
+        """Send ``frame`` (a client frame or a state change) to every node subscribed now,
+        after what this node sent before.
         Raises BackplaneUnreachable (within a few seconds) if it cannot."""
         ...
 
+    async def publish(self, message: Message) -> None:
+        """Send a beat, question or answer (see :mod:`replay.backplane.messages`) to every
+        node subscribed now. Raises BackplaneUnreachable (within a few seconds) if it
+        cannot."""
+        ...
+
     async def listen(self, deliver: Deliver) -> None:
-        """Call ``deliver`` with every start command and frame heard, until cancelled or closed;
-        a broken connection is reconnected, with back-off. Never raises for the
-        backplane's faults."""
+        """Call ``deliver`` with every start command, frame and state change heard,
+        until cancelled or closed; a broken connection is reconnected, with back-off.
+        Never raises for the backplane's faults."""
         ...
 
     async def publish_events(self, batch: bytes) -> None:

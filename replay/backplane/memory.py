@@ -7,8 +7,9 @@ import asyncio
 import weakref
 
 from replay.backplane.command import StartCommand
-from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver, DeliverEvents
+from replay.backplane.messages import Message
 
 #: The subscribers of each ``memory://`` URL in this process.
 _HUBS: dict[str, weakref.WeakSet[MemoryBackplane]] = {}
@@ -31,8 +32,11 @@ class MemoryBackplane:
     async def publish_start(self, command: StartCommand) -> None:
         self._publish(command.encode())
 
-    async def publish_frame(self, frame: HeardFrame) -> None:
+    async def publish_frame(self, frame: Shared) -> None:
         self._publish(frame.encode())
+
+    async def publish(self, message: Message) -> None:
+        self._publish(message.encode())
 
     def _publish(self, message: bytes) -> None:
         for node in list(_HUBS.get(self.url, ())):

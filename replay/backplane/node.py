@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ from replay.backplane.command import (
     bytes_of,
     text_of,
 )
-from replay.backplane.heard import HeardFrame
+from replay.backplane.heard import HeardFrame, HeardState, Shared
 from replay.backplane.interface import Backplane
+from replay.backplane.messages import Beat, Message
+from replay.backplane.presence import Presence
 from replay.catalog import Catalog
 from replay.engine import check_vars
 from replay.errors import BackplaneUnreachable, ReplayError, ScenarioInvalid, StartTooLarge
@@ -61,13 +63,20 @@ JOIN_TIMEOUT = 3.0
 #: Client frames a node may hold waiting to be shared (Redis slow or unreachable); one
 #: beyond that is not shared (counted in ``Node.unshared``): a client's reader never waits.
 MAX_UNSHARED = 10_000
+#: Runs whose origin (the node that took the trigger) a node remembers.
+KEEP_ORIGINS = 10_000
 
 
 class Node:
     """One node of a cluster: its runner, and the backplane it hears triggers on."""
 
     def __init__(
-        self, backplane: Backplane, runner: Runner, folder: Path, base: Protocol = SCHWARM
+        self,
+        backplane: Backplane,
+        runner: Runner,
+        folder: Path,
+        base: Protocol = SCHWARM,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backplane = backplane
         self.runner = runner
@@ -81,7 +90,7 @@ class Node:
         self._listening: asyncio.Task[None] | None = None
         self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
         #: Client frames of this node's clients, numbered, waiting to be shared in order.
-        self._outbox: deque[HeardFrame] = deque()
+        self._outbox: deque[Shared] = deque()
         self._outbox_ready = asyncio.Event()
         self._shared = 0
         #: Frames not shared: the outbox was full, or the backplane refused them.
@@ -94,6 +103,33 @@ class Node:
         #: Runs heard and not started yet (they start at ``start_at``), and the client
         #: frames heard meanwhile: given to the run as it starts, as every node does.
         self._starting: dict[str, list[ClientFrame]] = {}
+        #: Called with ``(changes, by)`` for each state change another node shared (see
+        #: :meth:`share_state`); the server applies it to its state.
+        self.on_state: Callable[[Mapping[str, Any], str], None] | None = None
+        #: The nodes alive, from this node's hearing (see replay.backplane.presence).
+        self.presence = Presence(
+            self.id,
+            backplane.publish,
+            lambda: backplane.subscribed,
+            self._counts,
+            runner.feed,
+            clock,
+        )
+        self._beating: asyncio.Task[None] | None = None
+        #: The node that took each run's trigger, by run id (the newest KEEP_ORIGINS).
+        self.origins: OrderedDict[str, str] = OrderedDict()
+        #: Called with every question and answer heard (see replay.backplane.views).
+        self.listeners: list[Callable[[Message], None]] = []
+
+    def _counts(self) -> tuple[int, int]:
+        """This node's clients and active runs, for its beats."""
+        clients = self.runner.delivery.clients
+        # A test's stand-in delivery may hold no clients to count.
+        return (len(clients()) if callable(clients) else 0), len(self.runner.active)
+
+    def peers(self) -> list[str]:
+        """The ids of the nodes alive, this one first (see replay.backplane.presence)."""
+        return self.presence.alive()
 
     async def join(self) -> None:
         """Start hearing triggers, and wait (JOIN_TIMEOUT at most) until the backplane
@@ -103,6 +139,7 @@ class Node:
             self.backplane.listen(self._heard), name="replay-backplane-listen"
         )
         self._sharing = asyncio.create_task(self._share_frames(), name="replay-backplane-share")
+        self._beating = asyncio.create_task(self.presence.run(), name="replay-backplane-beat")
         # The backplane says whether it hears, with no event to wait on: look every 10 ms.
         for _ in range(int(JOIN_TIMEOUT / 0.01)):
             if self.backplane.subscribed:
@@ -118,6 +155,9 @@ class Node:
             )
 
     async def close(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
+            await self.presence.leave()  # a clean goodbye: node.left, not node.lost
         for task in [self._listening, self._sharing, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -205,8 +245,20 @@ class Node:
         if len(self._outbox) >= MAX_UNSHARED:
             self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
             return
+        self._enqueue(lambda seq: HeardFrame.of(frame, self.id, seq))
+
+    def share_state(self, changes: Mapping[str, Any], by: str) -> None:
+        """Share a state change this node made for a request (a route's ``set``, ``PUT
+        /state``), after the frames shared before it: the other nodes apply it, so their
+        routes and templates read the same state. Never waits, as :meth:`share`."""
+        if len(self._outbox) >= MAX_UNSHARED:
+            self._unshared(f"{MAX_UNSHARED} frames wait to be shared")
+            return
+        self._enqueue(lambda seq: HeardState(self.id, seq, dict(changes), by))
+
+    def _enqueue(self, make: Callable[[int], Shared]) -> None:
         self._shared += 1
-        self._outbox.append(HeardFrame.of(frame, self.id, self._shared))
+        self._outbox.append(make(self._shared))
         self._outbox_ready.set()
 
     async def _share_frames(self) -> None:
@@ -292,22 +344,36 @@ class Node:
             protocol = _read(PROTOCOL_FILE, self.folder / PROTOCOL_FILE, self.folder)
         return files, protocol
 
-    def _heard(self, message: StartCommand | HeardFrame) -> None:
-        if isinstance(message, HeardFrame):
+    def _heard(self, message: StartCommand | Shared | Message) -> None:
+        if isinstance(message, HeardFrame | HeardState):
             self._hear_frame(message)
             return
+        if isinstance(message, Beat):
+            self.presence.heard(message, self.presence.clock())
+            return
+        if not isinstance(message, StartCommand):
+            for listener in self.listeners:
+                listener(message)
+            return
         command = message
+        self.origins[command.run_id] = command.origin
+        while len(self.origins) > KEEP_ORIGINS:
+            self.origins.popitem(last=False)
         self._starting.setdefault(command.run_id, [])
         task = asyncio.create_task(self._play(command), name=f"replay-start-{command.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _hear_frame(self, heard: HeardFrame) -> None:
+    def _hear_frame(self, heard: Shared) -> None:
         # This node's own frames went to its runs when read; another node's, once each,
         # in its order. It starts no reaction here: the node holding the client does.
         if heard.origin == self.id or heard.seq <= self._last_seq.get(heard.origin, 0):
             return
         self._last_seq[heard.origin] = heard.seq
+        if isinstance(heard, HeardState):
+            if self.on_state is not None:
+                self.on_state(heard.changes, f"node {heard.origin}: {heard.by}")
+            return
         frame = heard.frame()
         self._hold(frame)
         self.runner.keep(frame)

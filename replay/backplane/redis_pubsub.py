@@ -22,8 +22,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from replay.backplane.command import StartCommand
-from replay.backplane.heard import HeardFrame, decode_message
+from replay.backplane.heard import Shared, decode_message
 from replay.backplane.interface import Deliver, DeliverEvents
+from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 
 log = logging.getLogger("replay.backplane")
@@ -88,8 +89,11 @@ class RedisBackplane:
             raise BackplaneUnreachable(self.url, "this node is not subscribed (reconnecting)")
         await self._publish(command.encode())
 
-    async def publish_frame(self, frame: HeardFrame) -> None:
+    async def publish_frame(self, frame: Shared) -> None:
         await self._publish(frame.encode())
+
+    async def publish(self, message: Message) -> None:
+        await self._publish(message.encode())
 
     async def _publish(self, message: bytes) -> None:
         # One channel for commands and frames: Redis hands every subscriber what is

@@ -25,7 +25,12 @@ async function loadNode() {
   try {
     const health = await api("GET", "/healthz");
     thisNode = (health.backplane && health.backplane.node) || null;
-    if (health.backplane && typeof health.backplane.nodes === "number") nodeCount = health.backplane.nodes;
+    // The nodes alive (presence), this one first: how many, and who.
+    const alive = health.backplane && health.backplane.nodes;
+    if (Array.isArray(alive)) {
+      nodeCount = alive.length;
+      for (const node of alive) if (node.node) nodesSeen.add(node.node);
+    }
   } catch { thisNode = before; } // unreachable now: as it was
   if (before && before !== thisNode) nodesSeen.delete(before);
   if (thisNode) nodesSeen.add(thisNode);
@@ -108,21 +113,39 @@ function perNodeText(merged) {
   return `on ${plural(merged.nodes.size, "node")}: ${parts.join("; ")}`;
 }
 
+// A run's copies, node -> state: from /runs (its `nodes`: each copy by node id) and the
+// run events heard since, the later of the two for a node the events tell of.
+function runCopies(run) {
+  const copies = new Map();
+  if (run.nodes && typeof run.nodes === "object" && !Array.isArray(run.nodes)) {
+    for (const [node, copy] of Object.entries(run.nodes)) copies.set(node, (copy && copy.state) || "running");
+  }
+  for (const [node, state] of runNodes.get(run.run_id) || []) {
+    // An end heard is news; a start heard is not, once /runs says how the copy ended.
+    if (state !== "running" || !copies.has(node)) copies.set(node, state);
+  }
+  return copies;
+}
+
 // A run's copies, in words: "on 2 nodes", "on 2 nodes · 1 still running"; "" outside a
-// cluster. /runs may say it too (a list or a count of nodes).
+// cluster.
 function runNodesText(run) {
   if (!thisNode) return "";
-  const copies = runNodes.get(run.run_id);
-  const listed = Array.isArray(run.nodes) ? run.nodes.length : typeof run.nodes === "number" ? run.nodes : 0;
-  const count = Math.max(listed, copies ? copies.size : 0);
-  if (!count) return "";
-  const running = copies ? [...copies.values()].filter((state) => state === "running").length : 0;
-  const still = running && run.state !== "running" ? ` · ${running} still running` : "";
-  return `on ${plural(count, "node")}${still}`;
+  const copies = runCopies(run);
+  if (!copies.size) return "";
+  const running = [...copies.values()].filter((state) => state === "running").length;
+  const still = running && running < copies.size ? ` · ${running} still running` : "";
+  return `on ${plural(copies.size, "node")}${still}`;
 }
 
 // A run is finished when every node's copy that started has ended.
 function runStillPlays(run) {
-  const copies = runNodes.get(run.run_id);
-  return Boolean(thisNode && copies && [...copies.values()].includes("running"));
+  return Boolean(thisNode) && [...runCopies(run).values()].includes("running");
+}
+
+// The frames a run sent, as one node's copy counts them (/runs sums `sent` over the copies).
+function runSent(run) {
+  if (!thisNode || !run.nodes || typeof run.nodes !== "object" || Array.isArray(run.nodes)) return run.sent;
+  const counts = Object.values(run.nodes).map((copy) => Number((copy && copy.sent) || 0));
+  return counts.length ? Math.max(...counts) : run.sent;
 }

@@ -12,7 +12,7 @@ async function loadRuns() {
   runList = runs;
   // Runs the feed has not told of (the page opened while they played); the feed's own
   // run events keep the others' pause and speed in step with their run time.
-  for (const run of runs) if (!(runRecords.get(run.run_id) || {}).anchor) noteSummary(run);
+  for (const run of runs) if (!(runRecords.get(run.run_id) || {}).anchor) noteSummary({ ...run, sent: runSent(run) });
   const shown = runs.slice(0, 30);
   keepingFocus($("#runs"), () => $("#runs").replaceChildren(...shown.map(runItem)));
   $("#no-runs").hidden = runs.length > 0;
@@ -32,7 +32,8 @@ function renderSummary() {
 
 // "43/43 frames" only when the count is exact: a run that waits plays what the answers
 // make it play, so its planned count is an estimate made with empty answers.
-function framesText(run) {
+function framesText(whole) {
+  const run = { ...whole, sent: runSent(whole) }; // in a cluster: a copy's, not the sum
   if (run.frames === null || run.frames === undefined) return `${run.sent} sent`;
   const known = scenarioList.find((scenario) => scenario.name === run.scenario);
   const exact = run.frames_exact !== undefined ? run.frames_exact : !(known && known.waits);
