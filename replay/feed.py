@@ -43,6 +43,10 @@ the order they happened) and ``time`` (seconds since 1970), plus the kind's own 
 - ``state.changed``: ``changes`` (the keys set and their new values; after a reset, every
   value) and ``by`` (``"route POST /break"``, ``"PUT /state"``, ``"reset"``, ...).
 
+On a cluster's node every event also has ``node`` (see :attr:`Feed.node`), and the other
+nodes' events reach this feed's subscribers too, with ``feed.dropped`` (``node``,
+``dropped``) when some were lost on the way (see :mod:`replay.backplane.events`).
+
 Publishing never waits. Each subscriber has a bounded queue: one that falls
 :data:`BACKLOG` events or :data:`BACKLOG_BYTES` bytes behind loses the events it cannot
 hold and then gets a ``lagged`` event saying how many it missed, so a slow reader never
@@ -86,6 +90,9 @@ class Feed:
         self._subscribers: set[_Subscriber] = set()
         #: Called with every event, synchronously (the journal): must not block.
         self.recorders: list[Callable[[dict[str, Any]], None]] = []
+        #: This server's node id in a cluster (see :mod:`replay.backplane.events`): every
+        #: event then carries it as ``node``. None: a single process, no ``node`` field.
+        self.node: str | None = None
 
     def close(self) -> None:
         """End every subscription (the server is stopping); later ones end at once."""
@@ -99,6 +106,11 @@ class Feed:
         return len(self._subscribers)
 
     @property
+    def followers(self) -> int:
+        """How many readers want the other nodes' events too (see :meth:`subscribe`)."""
+        return sum(1 for subscriber in self._subscribers if not subscriber.local)
+
+    @property
     def listening(self) -> bool:
         """Whether anyone subscribes (publishers skip building events otherwise)."""
         return bool(self._subscribers or self.recorders)
@@ -109,23 +121,37 @@ class Feed:
         if not (self._subscribers or self.recorders):
             return
         event = {"event": kind, "seq": self.seq, "time": time.time(), **fields}
+        if self.node is not None:
+            event.setdefault("node", self.node)  # a node.* event names its subject
         for record in self.recorders:
             record(event)
         for subscriber in self._subscribers:
             subscriber.offer(event)
 
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Hand another node's ``event`` to every subscriber (not to the recorders: this
+        node's journal is of its own clients); never waits."""
+        for subscriber in self._subscribers:
+            if not subscriber.local:
+                subscriber.offer(event)
+
     def subscribe(
-        self, kinds: str | Collection[str] = (), heartbeat: float | None = None
+        self,
+        kinds: str | Collection[str] = (),
+        heartbeat: float | None = None,
+        local: bool = False,
     ) -> Subscription:
         """Events from now on. ``kinds`` keeps only events whose kind is listed or starts
         with a listed prefix ending in ``.`` (``"run."``); empty keeps all. With
         ``heartbeat``, a ``{"event": "heartbeat"}`` comes after that many quiet seconds.
+        With ``local``, only this server's own events (in a cluster, not the other
+        nodes'): such a reader does not make the other nodes send theirs.
 
         The subscription starts when this is called, not when iteration starts; close it
         (``await subscription.aclose()``) when done with it, read or not.
         """
         wanted = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        subscriber = _Subscriber(self.backlog, self.backlog_bytes, wanted)
+        subscriber = _Subscriber(self.backlog, self.backlog_bytes, wanted, local)
         self._subscribers.add(subscriber)
         if self.closed:
             subscriber.end()
@@ -160,7 +186,11 @@ class Subscription:
 
 
 class _Subscriber:
-    def __init__(self, backlog: int, backlog_bytes: int, kinds: tuple[str, ...]) -> None:
+    def __init__(
+        self, backlog: int, backlog_bytes: int, kinds: tuple[str, ...], local: bool = False
+    ) -> None:
+        #: Whether it takes this server's own events only (not the other nodes').
+        self.local = local
         # Two slots more than the backlog: a lagged notice, and the end of the subscription.
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=backlog + 2)
         self.backlog = backlog

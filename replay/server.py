@@ -34,6 +34,7 @@ from replay import __version__, planning
 from replay.apidocs import add_api_docs
 from replay.backend import Backend, made_by_request
 from replay.backplane import open_backplane
+from replay.backplane.events import ClusterEvents
 from replay.backplane.node import Node
 from replay.backplane.views import Views
 from replay.bodies import BODY_TIMEOUT, BodyDeadline, PendingBodies
@@ -252,9 +253,12 @@ class Replay:
         self.runner = Runner(self.delivery, clock, feed=self.feed, state=self.state)
         #: This server as a node of a cluster (``settings.backplane``), if it is one.
         self.node: Node | None = None
+        #: The node's part of the cluster's event feed (events tagged with ``node``).
+        self.cluster_events: ClusterEvents | None = None
         if settings.backplane is not None:
             backplane = open_backplane(settings.backplane)
             self.node = Node(backplane, self.runner, settings.scenarios)
+            self.cluster_events = ClusterEvents(backplane, self.feed, self.node.id)
             # A change another node shared comes back with another ``by``: not shared again.
             self.node.on_state = self.state.update
             self.state.listeners.append(self._share_state)
@@ -548,9 +552,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         watcher = asyncio.create_task(_watch(replay), name="replay-watch-scenarios")
         if replay.node is not None:
             await replay.node.join()
+        if replay.cluster_events is not None:
+            replay.cluster_events.start()
         try:
             yield
             watcher.cancel()
+            if replay.cluster_events is not None:
+                await replay.cluster_events.close()
             if replay.views is not None:
                 replay.views.asker.close()
             if replay.node is not None:
@@ -838,10 +846,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "(e.g. 'run.,frame.sent'); empty for all."
             ),
         ] = "",
+        local: Annotated[
+            bool,
+            Query(
+                description="In a cluster: only this node's events, not the other nodes' "
+                "(such a reader does not make them send theirs)."
+            ),
+        ] = False,
     ) -> StreamingResponse:
         """The live event feed, as Server-Sent Events (one JSON event per message)."""
         wanted = [kind.strip() for kind in kinds.split(",") if kind.strip()]
-        stream = replay.feed.subscribe(wanted, heartbeat=HEARTBEAT)
+        stream = replay.feed.subscribe(wanted, heartbeat=HEARTBEAT, local=local)
         return StreamingResponse(
             _server_sent(stream),
             media_type="text/event-stream",
@@ -876,11 +891,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         }
         if replay.node is not None:
             backplane = replay.node.backplane
+            events = replay.cluster_events
             health["backplane"] = {
                 "url": backplane.url,
                 "node": replay.node.id,
                 "subscribed": backplane.subscribed,
                 "frames_unshared": replay.node.unshared,
+                "events_dropped": events.dropped if events is not None else 0,
                 # Whether it hears the cluster, and the nodes alive (replay.backplane.presence).
                 **(replay.views.health() if replay.views is not None else {}),
             }

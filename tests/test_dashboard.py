@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -1028,3 +1029,90 @@ def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: 
         for theme in ("light", "dark"):
             page.emulate_media(color_scheme=theme)
             assert serious_violations(page) == [], theme
+
+
+# --- a cluster (serve --backplane) ----------------------------------------------------------
+
+
+def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT / 1000
+    while not condition():
+        assert time.monotonic() < deadline, what
+        threading.Event().wait(0.02)
+
+
+@contextlib.contextmanager
+def two_nodes(folder: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two nodes of one cluster (memory://: in this process), each a live server."""
+    settings = Settings(scenarios=folder, isolated=True, backplane=f"memory://{folder}")
+    with serving(settings) as a, serving(settings) as b:
+        wait_until_watched(a)
+        wait_until_watched(b)
+        yield a, b
+
+
+def test_a_cluster_s_dashboard_shows_both_nodes_clients_and_each_frame_once(
+    browser: Browser, scenarios_dir: Path
+) -> None:
+    from tests.axe import missing_tools, serious_violations
+
+    (scenarios_dir / "thrice.yaml").write_text(
+        "steps:\n  - repeat: 3\n    steps:\n      - message: EVENT\n        text: again\n"
+        "        delay: 0\n"
+    )
+    with two_nodes(scenarios_dir) as (a, b):
+        assert a.replay.node is not None
+        assert b.replay.node is not None
+        ids = a.replay.node.id, b.replay.node.id
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(a.url + "/")
+        expect(page.locator("#status")).to_have_text("Live")
+        # The page follows a's feed: b publishes its events from its next look at who follows.
+        events_b = b.replay.cluster_events
+        assert events_b is not None
+        _until(lambda: events_b.publishing, "b never publishes its events")
+        with (
+            connect(a.ws_url + "/ws?client_id=on-a"),
+            connect(b.ws_url + "/ws?client_id=on-b"),
+        ):
+            rows = page.locator("#clients tr")
+            expect(rows).to_have_count(2)
+            expect(page.get_by_role("columnheader", name="Node")).to_be_visible()
+            expect(page.locator('#clients tr[data-client="on-a"] td.node')).to_have_text(ids[0])
+            expect(page.locator('#clients tr[data-client="on-b"] td.node')).to_have_text(ids[1])
+            expect(page.locator('[data-count="/ws"]')).to_have_text("2")
+            expect(page.locator("#cluster")).to_contain_text("2 nodes")
+            expect(page.locator("#cluster")).to_contain_text(f"this page: node {ids[0]}")
+            post(b, "/trigger/messages?speed=0")  # taken by b, played by both
+            sent = page.locator('#log li[data-event="sent"]')
+            expect(sent).to_have_count(4)  # not 8: one line a frame, whatever the nodes
+            for line in sent.all():
+                expect(line.locator(".where")).to_have_text("/ws to all (2)")
+                expect(line).to_have_attribute("data-nodes", "2")
+            assert ids[1] in (sent.first.locator(".where").get_attribute("title") or "")
+            run = page.locator("#runs [data-run]").first
+            expect(run).to_have_attribute("data-state", "finished")
+            expect(run.locator(".nodes")).to_have_text("on 2 nodes")
+            expect(page.locator("#timeline .mark.frame")).to_have_count(4)
+            # A step sent again with no pause is a frame of its own, on every node alike.
+            post(a, "/trigger/thrice?speed=0")
+            again = page.locator('#log li[data-event="sent"]', has_text="again")
+            expect(again).to_have_count(3)
+            for line in again.all():
+                expect(line.locator(".where")).to_have_text("/ws to all (2)")
+            problem = missing_tools()
+            if problem:
+                pytest.fail(problem)
+            assert serious_violations(page) == []
+        expect(rows).to_have_count(0)
+        context.close()
+    assert errors == []
+
+
+def test_a_single_process_dashboard_shows_no_node(page: Page) -> None:
+    expect(page.locator("#cluster")).to_be_hidden()
+    expect(page.get_by_role("columnheader", name="Node")).to_have_count(0)

@@ -596,3 +596,38 @@ async def test_any_node_shows_the_whole_cluster_controls_its_runs_and_reports_a_
         assert "Traceback" not in log
         assert f"node {ids[1]} (" in log
         assert "stopped answering: its clients are gone" in log
+
+
+async def test_the_event_feed_of_one_node_carries_every_node_s_events_once_each(
+    nodes: list[LiveServer],
+) -> None:
+    ids = [live.replay.node.id for live in nodes if live.replay.node is not None]
+    heard: list[dict[str, Any]] = []
+
+    def follow() -> None:  # GET /events on the first node, as a dashboard reads it
+        url = nodes[0].url + "/events?kinds=client.connected,frame.sent,run.finished"
+        with urllib.request.urlopen(url, timeout=PATIENCE) as stream:
+            for line in stream:
+                if line.startswith(b"data: "):
+                    heard.append(json.loads(line[len(b"data: ") :]))
+                if len([e for e in heard if e["event"] == "run.finished"]) == 3:
+                    return
+
+    reader = asyncio.create_task(asyncio.to_thread(follow))
+    for live in nodes[1:]:  # each looks at who follows about once a second
+        events = live.replay.cluster_events
+        assert events is not None
+        await until(lambda events=events: events.publishing, "a node never publishes")
+    async with AsyncExitStack() as stack:
+        for n, live in enumerate(nodes):
+            await stack.enter_async_context(connect(f"{live.ws_url}/ws?client_id=client-{n}"))
+            await connected(live, 1)
+        status, _ = await trigger(nodes[1], "/trigger/five?speed=0")
+        assert status == 200
+        await asyncio.wait_for(reader, PATIENCE)
+    for n, node in enumerate(ids):
+        mine = [e for e in heard if e.get("node") == node]
+        assert [e["client"] for e in mine if e["event"] == "client.connected"] == [f"client-{n}"]
+        sent = [(e["step"], e["clients"]) for e in mine if e["event"] == "frame.sent"]
+        assert sent == [(str(step), 1) for step in range(5)]
+        assert len([e for e in mine if e["event"] == "run.finished"]) == 1

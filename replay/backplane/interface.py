@@ -15,6 +15,9 @@ from replay.errors import BackplaneInvalid
 #: change, beat, question and answer it hears (on the event loop), in the order the
 #: backplane carried them.
 Deliver = Callable[[StartCommand | Shared | Message], None]
+#: What an events subscription calls with each batch of another node's feed events it
+#: hears (on the event loop), as published: see :mod:`replay.backplane.events`.
+DeliverEvents = Callable[[bytes], None]
 
 
 class Backplane(Protocol):
@@ -46,6 +49,22 @@ class Backplane(Protocol):
         """Call ``deliver`` with every start command, frame and state change heard,
         until cancelled or closed; a broken connection is reconnected, with back-off.
         Never raises for the backplane's faults."""
+        ...
+
+    async def publish_events(self, batch: bytes) -> None:
+        """Send ``batch`` (encoded feed events) on the cluster's events channel, apart from
+        start commands and frames. Raises BackplaneUnreachable (within a few seconds)."""
+        ...
+
+    async def listen_events(self, deliver: DeliverEvents) -> None:
+        """Call ``deliver`` with every batch heard on the events channel (this node's own
+        included), until cancelled; reconnects with back-off, never raises for the
+        backplane's faults. While it listens, this node counts in :meth:`followers`."""
+        ...
+
+    async def followers(self) -> int:
+        """How many subscriptions listen on the events channel now (this node's included).
+        Raises BackplaneUnreachable (within a few seconds) if it cannot tell."""
         ...
 
     @property

@@ -8,7 +8,7 @@ import weakref
 
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import Shared, decode_message
-from replay.backplane.interface import Deliver
+from replay.backplane.interface import Deliver, DeliverEvents
 from replay.backplane.messages import Message
 
 #: The subscribers of each ``memory://`` URL in this process.
@@ -22,6 +22,7 @@ class MemoryBackplane:
     def __init__(self, url: str) -> None:
         self.url = url
         self._deliver: list[tuple[asyncio.AbstractEventLoop, Deliver]] = []
+        self._deliver_events: list[tuple[asyncio.AbstractEventLoop, DeliverEvents]] = []
         _HUBS.setdefault(url, weakref.WeakSet()).add(self)
 
     @property
@@ -52,6 +53,24 @@ class MemoryBackplane:
             if entry in self._deliver:  # not if closed meanwhile
                 self._deliver.remove(entry)
 
+    async def publish_events(self, batch: bytes) -> None:
+        for node in list(_HUBS.get(self.url, ())):
+            for loop, deliver in node._deliver_events:
+                loop.call_soon_threadsafe(deliver, batch)
+
+    async def listen_events(self, deliver: DeliverEvents) -> None:
+        entry = (asyncio.get_running_loop(), deliver)
+        self._deliver_events.append(entry)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            if entry in self._deliver_events:
+                self._deliver_events.remove(entry)
+
+    async def followers(self) -> int:
+        return sum(len(node._deliver_events) for node in list(_HUBS.get(self.url, ())))
+
     async def close(self) -> None:
         self._deliver.clear()
+        self._deliver_events.clear()
         _HUBS.get(self.url, weakref.WeakSet()).discard(self)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from replay.backplane.command import StartCommand
 from replay.backplane.heard import Shared, decode_message
-from replay.backplane.interface import Deliver
+from replay.backplane.interface import Deliver, DeliverEvents
 from replay.backplane.messages import Message
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
 
@@ -57,6 +57,8 @@ class RedisBackplane:
         #: Shown in errors and logs: without a password.
         self.url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.channel = f"replay:{cluster}:start"
+        #: The feed's events, apart: a busy feed never delays a start command.
+        self.events_channel = f"replay:{cluster}:events"
         try:
             self._redis = aioredis.Redis.from_url(
                 bare,
@@ -156,6 +158,44 @@ class RedisBackplane:
                 log.warning("the backplane %s: ignored a message (%s)", self.url, error)
                 continue
             deliver(command)
+
+    async def publish_events(self, batch: bytes) -> None:
+        try:
+            await asyncio.wait_for(self._redis.publish(self.events_channel, batch), CALL_TIMEOUT)
+        except _FAULTS as error:
+            raise BackplaneUnreachable(self.url, _reason(error)) from None
+
+    async def listen_events(self, deliver: DeliverEvents) -> None:
+        backoff = MIN_BACKOFF
+        while not self._closed:
+            pubsub = self._redis.pubsub()
+            try:
+                await asyncio.wait_for(pubsub.subscribe(self.events_channel), CALL_TIMEOUT)
+                while not self._closed:
+                    message = await pubsub.get_message(timeout=READ_WAIT)
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":
+                        backoff = MIN_BACKOFF
+                    elif message.get("type") == "message":
+                        deliver(message["data"])
+            except Exception as error:
+                # The start channel's subscription logs the backplane's faults; this one
+                # only says it fell, at debug level, and comes back.
+                log.debug("the events subscription on %s fell: %s", self.url, _reason(error))
+            finally:
+                await _quietly_close(pubsub)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def followers(self) -> int:
+        try:
+            counts = await asyncio.wait_for(
+                self._redis.pubsub_numsub(self.events_channel), CALL_TIMEOUT
+            )
+        except _FAULTS as error:
+            raise BackplaneUnreachable(self.url, _reason(error)) from None
+        return sum(int(count) for _, count in counts)
 
     async def close(self) -> None:
         self._closed = True

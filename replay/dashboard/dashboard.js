@@ -92,11 +92,16 @@ let feed = null;
 // One event of the feed: the log, the timeline, and the panels it changes.
 function handleEvent(event) {
   const kind = event.event;
-  timelineEvent(event);
-  if (kind === "frame.sent" || kind === "frame.received") { logFrame(event); refreshClients(); }
+  clusterEvent(event);
+  clientEvent(event);
+  // In a cluster each node reports its copy of a run's frame: one mark, one line.
+  const copy = kind === "frame.sent" ? frameCopy(event) : null;
+  timelineEvent(event, copy);
+  if (kind === "frame.sent" || kind === "frame.received") { logFrame(event, copy); refreshClients(); }
   if (kind === "frame.sent" && event.run_id) refreshRuns(); // its count of frames sent
   if (kind === "client.connected" || kind === "client.disconnected") { logConnection(event); refreshClients(); }
-  if (kind === "run.hangup") logHangup(event);
+  if (kind === "run.hangup" && ownEvent(event)) logHangup(event);
+  if (kind === "feed.dropped") { logDropped(event); refreshClients(); refreshRuns(); }
   if (kind === "run.finished" || kind === "run.failed" || kind === "run.cancelled") endRunStreams(event.run_id, `run ${kind.slice(4)}`);
   if (kind.startsWith("run.") && kind !== "run.step") refreshRuns();
   if (kind.startsWith("scenario.")) { refreshScenarios(); refreshRoutes(); }
@@ -116,7 +121,9 @@ function connect() {
     const status = $("#status");
     status.dataset.state = "live";
     status.textContent = "Live";
-    // Whatever happened while we were away: load it all again.
+    // Whatever happened while we were away: load it all again (a node that restarted has
+    // another id).
+    loadNode();
     refreshScenarios(); refreshClients(); refreshRuns(); refreshRoutes(); refreshState();
     refreshProtocol(); refreshRecordings();
   });
@@ -149,4 +156,5 @@ $("#state-add").addEventListener("submit", (event) => {
 $("#refresh-recordings").addEventListener("click", refreshRecordings);
 $("#more-frames").addEventListener("click", () => { if (viewed && viewed.next !== null) showRecording(viewed.session, viewed.next); });
 $("#clear-log").addEventListener("click", () => { $("#log").replaceChildren(); $("#streams").replaceChildren(); });
-connect();
+// The node first (in a cluster, events are told apart by it), then the feed.
+loadNode().finally(connect);

@@ -33,7 +33,7 @@ function toggleWhole(entry, button, whole) {
     entry.dataset.open = "false";
     return;
   }
-  entry.append(element("pre", { text: whole }));
+  entry.append(element("pre", { text: typeof whole === "function" ? whole() : whole }));
   button.setAttribute("aria-expanded", "true");
   entry.dataset.open = "true";
 }
@@ -46,7 +46,14 @@ function messageType(parsed, endpoint) {
   return String((field && parsed[field]) || parsed.message_type || parsed.type || parsed.event || "");
 }
 
-function logFrame(event) {
+// In a cluster, a run's frame is one line however many nodes sent it: the first copy
+// heard makes it, the others add their clients (and the per-node figures, on hover and
+// when opened).
+function logFrame(event, copy = null) {
+  if (copy && !copy.first) {
+    if (copy.merged.entry) showCopies(copy.merged.entry, event, copy.merged);
+    return;
+  }
   const received = event.event === "frame.received";
   let parsed = null;
   try { parsed = JSON.parse(event.frame); } catch { /* raw or binary: shown as is */ }
@@ -55,14 +62,21 @@ function logFrame(event) {
   const source = received ? "client" : (event.upstream && "upstream") || (event.injected && "injected") || "replay";
   const who = received ? `from ${event.client}` : `to ${event.to || "all"} (${event.clients})`;
   const text = event.binary ? `[binary ${event.frame}]` : event.frame;
-  appendLog(logEntry({
+  const whole = event.binary ? text : pretty(event.frame);
+  const entry = logEntry({
     time: event.time, endpoint: event.endpoint, type, direction: received ? "received" : "sent",
     client: received ? event.client : (event.to || ""), source, event: received ? "received" : "sent",
     run: event.run_id || undefined, arrow: received ? "← received" : "→ sent",
-    where: `${event.endpoint} ${who}`, size: frameSize(event.frame, event.binary),
-    expandable: true, whole: event.binary ? text : pretty(event.frame),
+    where: `${event.endpoint} ${who}${atNode(copy ? null : event)}`,
+    size: frameSize(event.frame, event.binary),
+    expandable: true, whole: copy ? () => `${perNodeText(copy.merged)}\n\n${whole}` : whole,
   }, text, source === "upstream" || source === "injected"
-    ? [element("span", { class: `badge ${source}`, text: source })] : []));
+    ? [element("span", { class: `badge ${source}`, text: source })] : []);
+  if (copy) {
+    copy.merged.entry = entry;
+    showCopies(entry, event, copy.merged);
+  }
+  appendLog(entry);
   // Chunks as the endpoint declares them (Schwarm's /ws/stream until the protocol is known).
   const declared = protocol && protocol.endpoints[event.endpoint];
   const chunks = protocol ? declared && declared.chunks : event.endpoint === "/ws/stream" && SCHWARM_CHUNKS;
@@ -75,12 +89,35 @@ const SCHWARM_CHUNKS = {
   type: "type", content: "content", tool: "tool", close: [{ type: "close", content: null }],
 };
 
+// In a cluster, the node an event happened on, as " @ id" after where it happened.
+function atNode(event) {
+  return event && thisNode && event.node ? ` @ ${event.node}` : "";
+}
+
+// A merged frame's line: its clients summed over the nodes, and each node's on hover.
+function showCopies(entry, event, merged) {
+  const where = entry.querySelector(".where");
+  where.textContent = `${event.endpoint} to ${event.to || "all"} (${merged.clients})`;
+  where.title = perNodeText(merged);
+  entry.dataset.nodes = String(merged.nodes.size);
+  entry.dataset.reached = String(merged.clients);
+}
+
+// Events of another node the cluster's feed lost (its buffer was full, or Redis refused).
+function logDropped(event) {
+  appendLog(logEntry({
+    time: event.time, direction: "error", event: "dropped", arrow: "✕ lost",
+    where: `node ${event.node}`,
+  }, `${plural(event.dropped, "event")} of node ${event.node} did not reach this page (the cluster's feed fell behind)`,
+  [element("span", { class: "badge failed", text: "feed dropped" })]));
+}
+
 // A request to a declared route: a client event too, logged beside the frames.
 function logRequest(event) {
   const query = new URLSearchParams(event.query || {}).toString();
   appendLog(logEntry({
     time: event.time, endpoint: "http", type: event.message_type, direction: "received",
-    client: event.client, event: "http", arrow: "← request", where: `http from ${event.client}`,
+    client: event.client, event: "http", arrow: "← request", where: `http from ${event.client}${atNode(event)}`,
   }, `${event.method} ${event.path}${query ? `?${query}` : ""} → ${event.status}`));
 }
 
@@ -106,14 +143,16 @@ function howItEnded(event) {
 function logConnection(event) {
   const connected = event.event === "client.connected";
   const dropped = !connected && (event.dropped || event.code === null);
+  // In a cluster, the counts are of the client's node.
+  const there = thisNode && event.node ? ` of node ${event.node}` : "";
   appendLog(logEntry({
     time: event.time, endpoint: event.endpoint, direction: "connection", client: event.client,
     event: connected ? "connect" : (dropped ? "drop" : "disconnect"),
     arrow: connected ? "+ connect" : (dropped ? "✕ drop" : "− close"),
-    where: `${event.endpoint} ${event.client}`,
-  }, connected ? `connected (${plural(event.clients, "client")} on ${event.endpoint})`
-    : `${howItEnded(event)} · ${plural(event.clients, "client")} left on ${event.endpoint}`));
-  if (!connected && event.clients === 0) cutStream(event.endpoint, howItEnded(event));
+    where: `${event.endpoint} ${event.client}${atNode(event)}`,
+  }, connected ? `connected (${plural(event.clients, "client")} on ${event.endpoint}${there})`
+    : `${howItEnded(event)} · ${plural(event.clients, "client")} left on ${event.endpoint}${there}`));
+  if (!connected && event.clients === 0 && ownEvent(event)) cutStream(event.endpoint, howItEnded(event));
 }
 
 // A run's disconnect or drop step (run.hangup).

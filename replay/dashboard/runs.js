@@ -12,11 +12,11 @@ async function loadRuns() {
   runList = runs;
   // Runs the feed has not told of (the page opened while they played); the feed's own
   // run events keep the others' pause and speed in step with their run time.
-  for (const run of runs) if (!(runRecords.get(run.run_id) || {}).anchor) noteSummary(run);
+  for (const run of runs) if (!(runRecords.get(run.run_id) || {}).anchor) noteSummary({ ...run, sent: runSent(run) });
   const shown = runs.slice(0, 30);
   keepingFocus($("#runs"), () => $("#runs").replaceChildren(...shown.map(runItem)));
   $("#no-runs").hidden = runs.length > 0;
-  const running = runs.filter((run) => run.state === "running").length;
+  const running = runs.filter((run) => run.state === "running" || runStillPlays(run)).length;
   $("#run-count").textContent = runs.length ? `${running} running · ${runs.length} in all` : "";
   if (!shownRun && runs.length) showRun(runs[0].run_id);
   else scheduleTimeline();
@@ -24,7 +24,7 @@ async function loadRuns() {
 }
 
 function renderSummary() {
-  const running = runList.filter((run) => run.state === "running");
+  const running = runList.filter((run) => run.state === "running" || runStillPlays(run));
   const paused = running.filter((run) => run.paused).length;
   $("#summary").textContent = [plural(clientTotal, "client"), `${running.length} running`,
     paused ? `${paused} paused` : ""].filter(Boolean).join(" · ");
@@ -32,7 +32,8 @@ function renderSummary() {
 
 // "43/43 frames" only when the count is exact: a run that waits plays what the answers
 // make it play, so its planned count is an estimate made with empty answers.
-function framesText(run) {
+function framesText(whole) {
+  const run = { ...whole, sent: runSent(whole) }; // in a cluster: a copy's, not the sum
   if (run.frames === null || run.frames === undefined) return `${run.sent} sent`;
   const known = scenarioList.find((scenario) => scenario.name === run.scenario);
   const exact = run.frames_exact !== undefined ? run.frames_exact : !(known && known.waits);
@@ -41,6 +42,7 @@ function framesText(run) {
 }
 
 function stateText(run) {
+  if (run.state !== "running" && runStillPlays(run)) return "running"; // on another node
   return run.state === "running" && run.paused ? "paused" : run.state;
 }
 
@@ -56,11 +58,13 @@ function runItem(run) {
   });
   pick.addEventListener("click", () => showRun(id, true));
   const speed = typeof run.speed === "number" ? ` · speed ${run.speed}` : "";
+  const nodes = runNodesText(run);
   item.append(element("div", { class: "line" }, pick,
     element("span", { class: "name", text: run.scenario }),
     element("span", { class: "state", text: stateText(run) }),
     element("span", { class: "frames", text: framesText(run) }),
-    element("span", { class: "by", text: `by ${run.started_by}${speed}` })));
+    element("span", { class: "by", text: `by ${run.started_by}${speed}` }),
+    nodes ? element("span", { class: "nodes", text: nodes }) : null));
   if (run.state === "running" && run.waiting) item.append(waitingLine(run));
   if (run.state === "running") item.append(runControls(run));
   const note = stepped.get(id);

@@ -69,10 +69,18 @@ function noteSummary(summary) {
   return record;
 }
 
-// Every feed event the timeline cares about.
-function timelineEvent(event) {
-  if (typeof event.time === "number") skew = event.time - Date.now() / 1000;
+// Every feed event the timeline cares about. In a cluster, a run's frames are merged across
+// the nodes (``copy``: see frameCopy) and the rest is as this page's node saw it.
+function timelineEvent(event, copy = null) {
   const kind = event.event;
+  if (copy && !copy.first) {
+    const frame = copy.merged.frame;
+    if (frame) Object.assign(frame, mergedFigures(frame, copy.merged));
+    if (event.run_id === shownRun) scheduleTimeline();
+    return;
+  }
+  if (!copy && !ownEvent(event)) return;
+  if (typeof event.time === "number") skew = event.time - Date.now() / 1000;
   if (event.run && event.run.run_id) {
     // Pausing, resuming and a new speed change how run time moves from then on.
     const known = runRecords.get(event.run_id);
@@ -91,12 +99,17 @@ function timelineEvent(event) {
     anchor(record, event.at, event.time);
     // A run at speed 0 has no schedule: its frames are never "late".
     const timed = record.startSpeed !== 0 && typeof event.offset === "number";
-    record.frames.push({
+    const frame = {
       at, offset: timed ? event.offset : null,
       lateness: timed && typeof event.lateness === "number" ? event.lateness : null,
       endpoint: event.endpoint, to: event.to, step: event.step, scenario: event.scenario,
       frame: event.frame, binary: event.binary, clients: event.clients, time: event.time,
-    });
+    };
+    if (copy) {
+      copy.merged.frame = frame;
+      Object.assign(frame, mergedFigures(frame, copy.merged));
+    }
+    record.frames.push(frame);
     if (record.frames.length > MAX_MARKS * 2) record.frames.splice(0, MAX_MARKS);
   } else if (kind === "run.wait") {
     const record = runRecord(event.run_id, event.scenario);
@@ -358,6 +371,15 @@ function runStats(record, frames, upcoming) {
   return parts.join(" · ");
 }
 
+// A merged frame's figures: clients summed over the nodes, the largest lateness (and when
+// the latest copy went), and the copies for the detail.
+function mergedFigures(frame, merged) {
+  const figures = { clients: merged.clients, nodes: merged.nodes };
+  if (frame.offset !== null && merged.lateness !== null) figures.lateness = merged.lateness;
+  if (merged.at !== null) figures.at = merged.at;
+  return figures;
+}
+
 function ms(value) {
   return `${Math.round(value * 1000)} ms`;
 }
@@ -370,12 +392,14 @@ function sentFrameText(frame, late) {
   return [`step ${frame.step}`, `${frame.endpoint} to ${frame.to || "all"} (${plural(frame.clients ?? 0, "client")})`,
     `sent at ${frame.at.toFixed(3)} s of run time`,
     frame.offset !== null ? `planned at ${frame.offset.toFixed(3)} s (${ms(late ?? 0)} late)` : "no planned time",
-    bytes(frameSize(frame.frame, frame.binary))].join(" · ");
+    bytes(frameSize(frame.frame, frame.binary)), frame.nodes ? perNodeText({ nodes: frame.nodes }) : null,
+  ].filter(Boolean).join(" · ");
 }
 
 function frameMark(record, frame, index, x, cy) {
   const late = lateOf(frame);
   const label = [`step ${frame.step}`, `${frame.endpoint} to ${frame.to || "all"}`, `sent at ${frame.at.toFixed(3)} s`,
+    frame.nodes ? `${plural(frame.clients ?? 0, "client")} on ${plural(frame.nodes.size, "node")}` : "",
     frame.offset !== null ? `planned ${frame.offset.toFixed(3)} s` : "", late !== null && late >= LATE ? `${ms(late)} late` : ""]
     .filter(Boolean).join(", ");
   const id = `frame-${record.id}-${index + Math.max(0, record.frames.length - MAX_MARKS)}`;

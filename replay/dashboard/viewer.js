@@ -889,7 +889,9 @@ let feed = null;
 
 function follow() {
   if (feed) feed.close();
-  feed = new EventSource(token ? `/events?token=${encodeURIComponent(token)}` : "/events");
+  // This server's events only: in a cluster, the other nodes play the same runs to their
+  // own clients, and this page is one client of this node.
+  feed = new EventSource(token ? `/events?local=true&token=${encodeURIComponent(token)}` : "/events?local=true");
   feed.addEventListener("open", loadRuns);
   feed.addEventListener("message", (message) => {
     let event;
