@@ -93,6 +93,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from replay.runner import KEEP_FINISHED
 
@@ -148,6 +149,10 @@ class Options:
     seed: int = 0
     json: Path | None = None
     quiet: bool = False
+    #: The cluster soak (see tests/soak_cluster.py): "nodes" or "workers"; None: one server.
+    cluster: str | None = None
+    #: What the cluster soak kills in the middle: "node", "worker" or "both".
+    kill: str = "node"
 
 
 # -- the server -----------------------------------------------------------------------
@@ -210,12 +215,13 @@ def instrument(record_runs: bool = False) -> None:
         async def fill() -> dict[str, Any]:
             server = app.state.replay
             catalog = await server.catalog()
-            runs = 0
-            while len(server.runner._finished) < KEEP_FINISHED:
-                run = server.runner.start("soak", catalog, speed=0, client=FILL_CLIENT)
-                await run.wait()
-                runs += 1
-            return {"pid": os.getpid(), "runs": runs}
+            missing = KEEP_FINISHED - len(server.runner._finished)
+            runs = [
+                server.runner.start("soak", catalog, speed=0, client=FILL_CLIENT)
+                for _ in range(missing)
+            ]
+            await asyncio.gather(*(run.wait() for run in runs))
+            return {"pid": os.getpid(), "runs": len(runs)}
 
         return app
 
@@ -491,11 +497,11 @@ class Fleet:
                     ws = await connect(url, compression=None, open_timeout=PATIENCE)
             except ConnectionRefusedError:
                 # Nothing listens there: the cluster soak's killed node, until it is back.
-                self.problems[f"connect refused: {path.rpartition('/')[0]}"] += 1
+                self.problems[f"connect refused: {_server(path)}"] += 1
                 await asyncio.sleep(0.5)
                 continue
             except Exception as error:
-                self.problems[f"connect failed: {error!r}"[:200]] += 1
+                self.problems[f"connect failed: {_server(path)}: {error!r}"[:200]] += 1
                 await asyncio.sleep(0.5)
                 continue
             if self.finishing:
@@ -558,6 +564,12 @@ class Client:
             connection.code = ws.close_code
             fleet.stats[f"ended: {connection.kind}"] += 1
             fleet.finished.append(connection.summary())
+
+
+def _server(url: str) -> str:
+    """``http://HOST:PORT`` of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _client_process(clients: list[tuple[str, str]], options: Options, pipe: Pipe) -> None:
@@ -661,6 +673,8 @@ class Run:
     deliveries: int = 0
     clients: int = 0
     max_lateness_s: float = 0.0
+    #: The cluster soak: the node the trigger was sent to.
+    node: str | None = None
 
 
 @dataclass
@@ -1248,15 +1262,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     parser.add_argument("--quiet", action="store_true", help="print only the report")
+    parser.add_argument(
+        "--cluster",
+        choices=["nodes", "workers"],
+        help="soak a cluster on a real Redis (see tests/soak_cluster.py): three nodes, or "
+        "`serve --workers 2` and one more node; one is killed and restarted in the middle",
+    )
+    parser.add_argument(
+        "--kill",
+        choices=["node", "worker", "both"],
+        default=defaults.kill,
+        help="with --cluster: kill the lone node, one worker (--cluster workers) or both",
+    )
     parser.add_argument("--serve", metavar="SCENARIOS", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.serve:
-        return serve(args.serve)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--serve"]:  # a server of the soak: the rest is replay serve's
+        return serve(arguments[1], arguments[2:])
+    args = parser.parse_args(arguments)
     options = Options(**{k: v for k, v in vars(args).items() if k != "serve"})
+    if options.kill != "node" and options.cluster != "workers":
+        parser.error("--kill worker and --kill both need --cluster workers")
     say = (lambda line: None) if options.quiet else (lambda line: print(line, flush=True))
-    report = run_soak(options, say)
-    print(format_report(report))
-    found = failures(report)
+    if options.cluster:
+        from tests.soak_cluster import cluster_failures, format_cluster_report, run_cluster_soak
+
+        report = run_cluster_soak(options, say)
+        print(format_cluster_report(report))
+        found = cluster_failures(report)
+    else:
+        report = run_soak(options, say)
+        print(format_report(report))
+        found = failures(report)
     for failure in found:
         print(f"FAILED: {failure}")
     return 1 if found else 0
