@@ -106,6 +106,9 @@ CONNECT_CONCURRENCY = 32
 PATIENCE = 60.0
 #: The client the runs of ``POST /_soak/fill`` are for: no client has that id.
 FILL_CLIENT = "soak-fill"
+#: The environment variable that makes a worker process of the soak's server instrument
+#: itself (see :func:`serve`).
+INSTRUMENT = "REPLAY_SOAK_INSTRUMENT"
 #: How many failures of each kind the report describes in full.
 EXAMPLES = 10
 #: Tasks the server may hold at the end beyond those at the start (a client the server
@@ -164,16 +167,20 @@ def serve(scenarios: str, arguments: list[str] | None = None) -> int:
     ``--port`` wins."""
     from replay import cli
 
-    instrument(record_runs=bool(arguments))
+    record_runs = bool(arguments)
+    # `serve --workers` starts its workers with multiprocessing's "spawn": each imports
+    # this module (as __mp_main__) first, and instruments itself if this says so.
+    os.environ[INSTRUMENT] = "runs" if record_runs else "stats"
+    instrument(record_runs)
     command = ["serve", "--host", "127.0.0.1", "--port", "0", "--scenarios", scenarios]
     return cli.main([*command, *(arguments or [])])
 
 
 def instrument(record_runs: bool = False) -> None:
     """Add ``GET /_soak/stats`` to the app ``replay serve`` makes in this process: the
-    process id, its resident memory, the asyncio tasks in the server's loop and the memory
-    blocks Python has allocated (and, when asked, collects garbage first and counts the
-    objects the collector tracks, by type).
+    process id, its resident memory, the clients connected to it, the asyncio tasks in
+    the server's loop and the memory blocks Python has allocated (and, when asked,
+    collects garbage first and counts the objects the collector tracks, by type).
 
     With ``record_runs`` (the cluster soak), every run of the soak scenario this process
     ends is noted too (``[run id, when it ended (time.monotonic()), state, frames
@@ -201,7 +208,9 @@ def instrument(record_runs: bool = False) -> None:
             # The journal keeps the newest 10,000 entries by design: a bound, not a leak.
             # Emptied before counting, so that only what should not stay counts.
             app.state.replay.journal.clear()
-            found = {"pid": os.getpid(), "rss_kib": rss, "tasks": len(asyncio.all_tasks())}
+            clients = sum(app.state.replay.delivery.client_counts().values())
+            tasks = len(asyncio.all_tasks())
+            found = {"pid": os.getpid(), "rss_kib": rss, "tasks": tasks, "clients": clients}
             if played:
                 found["played"] = take_played()
             if not objects:
@@ -1297,6 +1306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {failure}")
     return 1 if found else 0
 
+
+if __name__ == "__mp_main__" and os.environ.get(INSTRUMENT):
+    instrument(record_runs=os.environ[INSTRUMENT] == "runs")
 
 if __name__ == "__main__":
     sys.exit(main())
