@@ -169,6 +169,7 @@ class Group:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
+        self.ready = folder / f"{name}.ready"
         #: Chosen for triggers (not while it is being killed and restarted).
         self.up = False
 
@@ -177,13 +178,15 @@ class Group:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start it (on its port once it has one) and wait until it is ready."""
-        ready = self.folder / f"{self.name}-{len(self.logs)}.ready"
+        """Start it (on its port once it has one); :meth:`wait_ready` waits until it is
+        ready. Call it from the main thread: the process is sent SIGTERM when the thread
+        that started it ends (PR_SET_PDEATHSIG)."""
+        self.ready = self.folder / f"{self.name}-{len(self.logs)}.ready"
         log = self.folder / f"{self.name}-{len(self.logs)}.log"
         self.logs.append(log)
         command = [sys.executable, "-m", "tests.soak", "--serve", str(self.scenarios)]
         command += ["--backplane", self.backplane, "--port", str(self.port)]
-        command += ["--ready-file", str(ready)]
+        command += ["--ready-file", str(self.ready)]
         if self.workers:
             command += ["--workers", str(self.workers)]
         with log.open("wb") as sink:
@@ -195,13 +198,18 @@ class Group:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
+
+    def wait_ready(self) -> None:
+        """Wait (PATIENCE at most) until the process started last is ready."""
+        assert self.process is not None
         deadline = time.monotonic() + PATIENCE
-        while not ready.exists():
+        while not self.ready.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"node {self.name} did not start:\n{log.read_text()[-3000:]}")
+                log = self.logs[-1].read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"node {self.name} did not start:\n{log}")
             time.sleep(0.02)
-        self.port = json.loads(ready.read_text())["port"]
+        self.port = json.loads(self.ready.read_text())["port"]
 
     def pids(self) -> set[int]:
         """The processes serving the port now."""
@@ -497,7 +505,8 @@ class ClusterSoak(Soak):
             self.check.kills.append(kill)
             await asyncio.to_thread(group.kill)
             self.say(f"  killed node {group.name} (pid {pid}); starting it again")
-            await asyncio.to_thread(group.start)
+            group.start()
+            await asyncio.to_thread(group.wait_ready)
         else:
             pid = self.rng.choice(sorted(group.pids()))
             kill = Kill(what, group.name, group.port, pid, killed=time.monotonic())
@@ -755,8 +764,10 @@ def run_cluster_soak(options: Options, say: Callable[[str], None] = print) -> di
             layout = [("A", 0), ("B", 0), ("C", 0)]
         groups = [Group(n, scenarios, redis.url, folder, workers) for n, workers in layout]
         try:
-            for group in groups:
+            for group in groups:  # side by side: each takes seconds
                 group.start()
+            for group in groups:
+                group.wait_ready()
             report = asyncio.run(ClusterSoak(options, groups, say).main())
         finally:
             for group in groups:
