@@ -184,7 +184,8 @@ def instrument(record_runs: bool = False) -> None:
 
     With ``record_runs`` (the cluster soak), every run of the soak scenario this process
     ends is noted too (``[run id, when it ended (time.monotonic()), state, frames
-    sent]``), handed over (and forgotten) by the next ``GET /_soak/stats?played=true``;
+    sent]``), handed over (and forgotten) by the next ``GET /_soak/stats?played=true``
+    (with ``at``, the moment they were taken);
     and ``POST /_soak/fill`` fills the runner's history of finished runs with runs that
     reach no client (a node restarted in the middle of a soak starts with an empty one).
 
@@ -212,6 +213,7 @@ def instrument(record_runs: bool = False) -> None:
             tasks = len(asyncio.all_tasks())
             found = {"pid": os.getpid(), "rss_kib": rss, "tasks": tasks, "clients": clients}
             if played:
+                found["at"] = time.monotonic()  # every run ended before is in the notes
                 found["played"] = take_played()
             if not objects:
                 return {**found, "blocks": sys.getallocatedblocks()}

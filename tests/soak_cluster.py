@@ -293,7 +293,7 @@ class Process:
     #: When it was first seen answering; when it was killed (None: it was not).
     born: float
     killed: float | None = None
-    #: When its notes of ended runs were last collected.
+    #: When its notes of ended runs were last taken (every run it ended before is in them).
     heard: float = 0.0
     #: Its notes: run id -> (when it ended the run, state, frames sent).
     played: dict[str, tuple[float, str, int]] = field(default_factory=dict)
@@ -454,7 +454,7 @@ class ClusterSoak(Soak):
             if process is None:
                 process = Process(answer["pid"], group.name, born=time.monotonic())
                 self.processes[process.pid] = process
-            process.heard = time.monotonic()
+            process.heard = max(process.heard, answer.pop("at"))
             for run_id, ended, state, sent in answer.pop("played"):
                 process.played[run_id] = (ended, state, sent)
             process.last = answer
@@ -758,6 +758,8 @@ def run_cluster_soak(options: Options, say: Callable[[str], None] = print) -> di
         (scenarios / "soak.yaml").write_text(scenario)
         redis = RedisServer(folder)
         redis.start()
+        if options.kill != "node" and options.cluster != "workers":
+            raise ValueError("only --cluster workers has a worker to kill")
         if options.cluster == "workers":
             layout = [("A", WORKERS), ("B", 0)]
         else:
