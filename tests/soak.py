@@ -6,7 +6,9 @@ that ordinary disconnects, clean or abrupt, log no ERROR.
     uv run python -m tests.soak --clients 1000 --seconds 180 --json soak.json
     uv run python -m tests.soak --help
 
-``tests/test_soak.py`` runs a short form of it in the suite.
+``tests/test_soak.py`` runs a short form of it in the suite. With ``--cluster nodes`` or
+``--cluster workers`` it soaks a cluster on a real Redis instead, with a node killed and
+restarted in the middle: see tests/soak_cluster.py, which holds what differs.
 
 **The server** is ``replay serve`` itself, run as a subprocess (the command's own code
 path, logging set up as the command does it), with one extra route, ``GET /_soak/stats``,

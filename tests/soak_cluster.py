@@ -20,32 +20,40 @@ per process; this docstring says what differs.
 - ``--cluster workers``: A is ``replay serve --workers 2`` (two processes on one port,
   SO_REUSEPORT) and B one more node; A has two thirds of the clients, B one third; B is the
   lone node. ``--kill worker`` kills one of A's workers instead (its parent restarts it),
-  ``--kill both`` the lone node in the first half and a worker in the second.
+  ``--kill both`` the lone node, then, once it is back, a worker.
 
 Every second a trigger (``wait=true``) goes to a node chosen at random among those up. A
 trigger's answer comes from the node that took it, when that node's copy of the run has
-ended; the other nodes play the same run from the same wall-clock start, and may end it a
-little later. So each process notes when it ended each run (``time.monotonic()``, one
-clock for every process of the machine), the driver collects these notes every second,
-and a run counts as *answered* at the latest of the trigger's answer and every process's
-end of it: the rule ``opened < posted and answered < closing`` then holds for a
-connection whatever process it is on (a later ``answered`` only requires fewer runs of
-connections that left within milliseconds of a run's end; it never excuses a frame).
+ended; the other nodes play the same run from the same wall-clock start, and may end it
+a little later. So each process notes when it ended each run (``time.monotonic()``, one
+clock for every process of the machine), the driver collects these notes every second (a
+worker's port is asked until each of its processes has answered: the kernel spreads
+connections over them), and a run counts as *answered* at the latest of the trigger's
+answer and every process's end of it: the rule ``opened < posted and answered <
+closing`` then holds for a connection whatever process it is on (a later ``answered``
+only requires fewer runs of connections that left within milliseconds of a run's end; it
+never excuses a frame).
 
 **The kill.** The soak is played in two halves, the churn and the triggers never
-stopping. A third of the way into a half, the next trigger goes to the node to be killed
-and, ``KILL_AFTER`` seconds later (its run is playing), the process is sent SIGKILL at the
-moment ``killed`` (noted just before the signal); the node is started again on the same
-port (a killed worker is restarted by its ``--workers`` parent), its history of finished
-runs filled as at the start, and it is chosen for triggers again once it answers. Its
-clients find their connections cut and reconnect to the same port (refused while nothing
-listens there: expected for that port only).
+stopping. A sixth of the way into the first half, the next trigger goes to the node to be
+killed and, ``KILL_AFTER`` seconds later (its run is playing), the process is sent SIGKILL
+at the moment ``killed`` (noted just before the signal); the lone node is started again on
+the same port (a killed worker is restarted by its ``--workers`` parent), its history of
+finished runs filled as at the start, and it is chosen for triggers again once it
+answers; with ``--kill both`` the worker is killed the same way once the node is back.
+Its clients find their connections cut and reconnect to the same port: connecting there
+fails while nothing listens (refused) or when the kernel had queued the connection for
+the dead process (cut): expected on a killed process's port only. The second half has no
+kill.
 
 **Which connections are excused.** A connection is *of the killed process* when it was
 opened before ``killed`` and ended after it, and either it was on the lone node's port
 (the only process there), or, for a killed worker (two processes on the port, and the
-client cannot tell which one took it), it was ended by the server without a close frame
-(code 1006) within ``KILL_NOTICE`` seconds of ``killed``. Such a connection is judged as
+client cannot tell which one took it), it ended with no close frame from the server (code
+1006: cut by the server, or a clean close the server never answered) within
+``KILL_NOTICE`` seconds of ``killed`` (a live worker answers every close, and never cuts
+a connection). An abrupt disconnect on the port at that moment is judged as any abrupt
+disconnect: its ``closing`` is already moved back ``ABORT_MARGIN``. Such a connection is judged as
 if it had been cut at the moment of the kill: its ``closing`` is moved to ``killed -
 ABORT_MARGIN`` (a process killed with data unread in its socket resets the connection,
 and whatever it had written that the client had not read yet may be lost, as with an
@@ -71,7 +79,9 @@ process: before any client connects, at the start and end of the soak (churn pau
 every client connected, no run playing) and after the clients have left. A process that
 replaced a killed one is judged from a sample taken the same way at the end of the first
 half (its start) to the end; its figures before clients connected and after they left are
-reported, not judged.
+reported, not judged. A worker may hold more clients at the end than at its start (the
+kernel spreads the reconnections): each extra client is allowed its task and
+``BLOCKS_CONNECTED`` blocks.
 """
 
 from __future__ import annotations
