@@ -251,7 +251,7 @@ def instrument(record_runs: bool = False) -> None:
     replay.server.create_app = create_app
     if record_runs:
         ended = Runner._end
-        Runner._end = end  # type: ignore[method-assign]
+        Runner._end = end  # type: ignore[method-assign,assignment]
 
 
 def rss_kib(pid: int) -> int:

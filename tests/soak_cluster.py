@@ -35,7 +35,7 @@ only requires fewer runs of connections that left within milliseconds of a run's
 never excuses a frame).
 
 **The kill.** The soak is played in two halves, the churn and the triggers never
-stopping. A sixth of the way into the first half, the next trigger goes to the node to be
+stopping. A sixth of the way into the first half, one more trigger is sent to the node to be
 killed and, ``KILL_AFTER`` seconds later (its run is playing), the process is sent SIGKILL
 at the moment ``killed`` (noted just before the signal); the lone node is started again on
 the same port (a killed worker is restarted by its ``--workers`` parent), its history of
@@ -322,6 +322,9 @@ class Kill:
     port: int
     pid: int
     killed: float
+    #: When the lone node's new process was ready, and when it (or the new worker) had
+    #: answered with its history filled.
+    started: float | None = None
     back: float | None = None
 
 
@@ -413,8 +416,6 @@ class ClusterSoak(Soak):
         self.processes: dict[int, Process] = {}
         self.lost_triggers: list[Run] = []
         self.sample_errors: list[str] = []
-        #: The node the next trigger goes to, and who waits for it to be sent.
-        self._forced: tuple[Group, asyncio.Future[float]] | None = None
         self.rng = random.Random(options.seed)
 
     # -- where clients go and triggers go -------------------------------------------------
@@ -425,17 +426,12 @@ class ClusterSoak(Soak):
             return self.groups[n % 3].url
         return self.groups[0 if n % 3 < 2 else 1].url
 
-    async def trigger(self) -> None:
-        if self._forced is not None and self._forced[0].up:
-            group, sent = self._forced
-            self._forced = None
-        else:
+    async def trigger(self, group: Group | None = None) -> None:
+        """Trigger the soak on ``group``, or on a node chosen at random among those up."""
+        if group is None:
             group = self.rng.choice([group for group in self.groups if group.up])
-            sent = None
         run = Run(posted=time.monotonic(), node=group.name)
         self.check.add_run(run)
-        if sent is not None:
-            sent.set_result(run.posted)
         try:
             answer = await asyncio.to_thread(request, group.url, "POST", "/trigger/soak")
         except Exception as error:
@@ -503,10 +499,8 @@ class ClusterSoak(Soak):
         """Kill the lone node ("node") or one worker ("worker"), while a run it took plays;
         start it again (or let its parent do it) and wait until it serves."""
         group = self.groups[-1] if what == "node" else self.groups[0]
-        sent: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._forced = (group, sent)
-        posted = await sent
-        await asyncio.sleep(max(0.0, posted + KILL_AFTER - time.monotonic()))
+        self._spawn(self.trigger(group))  # one more trigger, for it
+        await asyncio.sleep(KILL_AFTER)
         if what == "node":
             assert group.process is not None
             pid = group.process.pid
@@ -517,6 +511,7 @@ class ClusterSoak(Soak):
             self.say(f"  killed node {group.name} (pid {pid}); starting it again")
             group.start()
             await asyncio.to_thread(group.wait_ready)
+            kill.started = time.monotonic()
         else:
             pid = self.rng.choice(sorted(group.pids()))
             kill = Kill(what, group.name, group.port, pid, killed=time.monotonic())
@@ -548,7 +543,7 @@ class ClusterSoak(Soak):
 
     # -- the soak -------------------------------------------------------------------------
 
-    async def main(self) -> dict[str, Any]:  # type: ignore[override]
+    async def main(self) -> dict[str, Any]:
         options, say = self.options, self.say
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(64))
         for group in self.groups:
@@ -634,6 +629,7 @@ class ClusterSoak(Soak):
                     "node": k.node,
                     "pid": k.pid,
                     "at_s": round(k.killed - self.began, 1),
+                    "started_after_s": round(k.started - k.killed, 2) if k.started else None,
                     "back_after_s": round(k.back - k.killed, 2) if k.back else None,
                 }
                 for k in check.kills
