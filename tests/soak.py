@@ -6,7 +6,9 @@ that ordinary disconnects, clean or abrupt, log no ERROR.
     uv run python -m tests.soak --clients 1000 --seconds 180 --json soak.json
     uv run python -m tests.soak --help
 
-``tests/test_soak.py`` runs a short form of it in the suite.
+``tests/test_soak.py`` runs a short form of it in the suite. With ``--cluster nodes`` or
+``--cluster workers`` it soaks a cluster on a real Redis instead, with a node killed and
+restarted in the middle: see tests/soak_cluster.py, which holds what differs.
 
 **The server** is ``replay serve`` itself, run as a subprocess (the command's own code
 path, logging set up as the command does it), with one extra route, ``GET /_soak/stats``,
@@ -93,6 +95,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from replay.runner import KEEP_FINISHED
 
@@ -103,6 +106,11 @@ ABORT_MARGIN = 2.0
 CONNECT_CONCURRENCY = 32
 #: Seconds any one wait for a server or a client process may take.
 PATIENCE = 60.0
+#: The client the runs of ``POST /_soak/fill`` are for: no client has that id.
+FILL_CLIENT = "soak-fill"
+#: The environment variable that makes a worker process of the soak's server instrument
+#: itself (see :func:`serve`).
+INSTRUMENT = "REPLAY_SOAK_INSTRUMENT"
 #: How many failures of each kind the report describes in full.
 EXAMPLES = 10
 #: Tasks the server may hold at the end beyond those at the start (a client the server
@@ -146,44 +154,112 @@ class Options:
     seed: int = 0
     json: Path | None = None
     quiet: bool = False
+    #: The cluster soak (see tests/soak_cluster.py): "nodes" or "workers"; None: one server.
+    cluster: str | None = None
+    #: What the cluster soak kills in the middle: "node", "worker" or "both".
+    kill: str = "node"
 
 
 # -- the server -----------------------------------------------------------------------
 
 
-def serve(scenarios: str) -> int:
-    """``replay serve --port 0 --scenarios SCENARIOS``, plus ``GET /_soak/stats``.
+def serve(scenarios: str, arguments: list[str] | None = None) -> int:
+    """``replay serve --host 127.0.0.1 --port 0 --scenarios SCENARIOS [ARGUMENTS]``, plus
+    the soak's routes (see :func:`instrument`); ``ARGUMENTS`` come last, so a later
+    ``--port`` wins."""
+    from replay import cli
 
-    The route is added by wrapping ``replay.server.create_app``, which the command looks
+    record_runs = bool(arguments)
+    # `serve --workers` starts its workers with multiprocessing's "spawn": each imports
+    # this module (as __mp_main__) first, and instruments itself if this says so.
+    os.environ[INSTRUMENT] = "runs" if record_runs else "stats"
+    instrument(record_runs)
+    command = ["serve", "--host", "127.0.0.1", "--port", "0", "--scenarios", scenarios]
+    return cli.main([*command, *(arguments or [])])
+
+
+def instrument(record_runs: bool = False) -> None:
+    """Add ``GET /_soak/stats`` to the app ``replay serve`` makes in this process: the
+    process id, its resident memory, the clients connected to it, the asyncio tasks in
+    the server's loop and the memory blocks Python has allocated (and, when asked,
+    collects garbage first and counts the objects the collector tracks, by type).
+
+    With ``record_runs`` (the cluster soak), every run of the soak scenario this process
+    ends is noted too (``[run id, when it ended (time.monotonic()), state, frames
+    sent]``), handed over (and forgotten) by the next ``GET /_soak/stats?played=true``
+    (with ``at``, the moment they were taken);
+    and ``POST /_soak/fill`` fills the runner's history of finished runs with runs that
+    reach no client (a node restarted in the middle of a soak starts with an empty one).
+
+    The routes are added by wrapping ``replay.server.create_app``, which the command looks
     up when it runs, so everything else is the command's own code.
     """
     import gc
 
     import replay.server
-    from replay import cli
+    from replay.runner import Runner
 
     make_app = replay.server.create_app
+    played: list[tuple[str, float, str, int]] = []
 
     def create_app(*args: Any, **kwargs: Any) -> Any:
         app = make_app(*args, **kwargs)
 
         @app.get("/_soak/stats", include_in_schema=False)
-        async def stats(objects: bool = False) -> dict[str, Any]:
+        async def stats(objects: bool = False, played: bool = False) -> dict[str, Any]:
+            rss = rss_kib(os.getpid())
             # The journal keeps the newest 10,000 entries by design: a bound, not a leak.
             # Emptied before counting, so that only what should not stay counts.
             app.state.replay.journal.clear()
+            clients = sum(app.state.replay.delivery.client_counts().values())
             tasks = len(asyncio.all_tasks())
+            found = {"pid": os.getpid(), "rss_kib": rss, "tasks": tasks, "clients": clients}
+            if played:
+                found["at"] = time.monotonic()  # every run ended before is in the notes
+                found["played"] = take_played()
             if not objects:
-                return {"tasks": tasks, "blocks": sys.getallocatedblocks()}
+                return {**found, "blocks": sys.getallocatedblocks()}
             gc.collect()
             types = Counter(type(thing).__qualname__ for thing in gc.get_objects())
             blocks = sys.getallocatedblocks()
-            return {"tasks": tasks, "blocks": blocks, "objects": types.total(), "types": types}
+            return {**found, "blocks": blocks, "objects": types.total(), "types": types}
+
+        @app.post("/_soak/fill", include_in_schema=False)
+        async def fill() -> dict[str, Any]:
+            server = app.state.replay
+            catalog = await server.catalog()
+            missing = KEEP_FINISHED - len(server.runner._finished)
+            runs = [
+                server.runner.start("soak", catalog, speed=0, client=FILL_CLIENT)
+                for _ in range(missing)
+            ]
+            await asyncio.gather(*(run.wait() for run in runs))
+            return {"pid": os.getpid(), "runs": len(runs)}
 
         return app
 
+    def take_played() -> list[tuple[str, float, str, int]]:
+        taken = played[:]
+        played.clear()
+        return taken
+
+    def end(runner: Runner, run: Any, *args: Any, **kwargs: Any) -> None:
+        ended(runner, run, *args, **kwargs)
+        if run.scenario == "soak" and run.client is None:
+            played.append((run.id, time.monotonic(), run.state.value, run.sent))
+
     replay.server.create_app = create_app
-    return cli.main(["serve", "--host", "127.0.0.1", "--port", "0", "--scenarios", scenarios])
+    if record_runs:
+        ended = Runner._end
+        Runner._end = end  # type: ignore[method-assign,assignment]
+
+
+def rss_kib(pid: int) -> int:
+    """The resident memory of process ``pid``, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    assert found, status
+    return int(found.group(1))
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -236,10 +312,7 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        assert found, status
-        return int(found.group(1))
+        return rss_kib(self.process.pid)
 
     def request(self, method: str, path: str) -> dict[str, Any]:
         request = urllib.request.Request(self.url + path, method=method)
@@ -326,11 +399,9 @@ class Connection:
 class Fleet:
     """One client process's clients, driven by the parent over ``pipe``."""
 
-    def __init__(
-        self, base: str, clients: list[tuple[str, str]], options: Options, pipe: Pipe
-    ) -> None:
-        self.base = base
-        self.clients = [Client(self, client_id, path) for client_id, path in clients]
+    def __init__(self, clients: list[tuple[str, str]], options: Options, pipe: Pipe) -> None:
+        #: Each client's id and URL (``http://HOST:PORT/PATH``).
+        self.clients = [Client(self, client_id, url) for client_id, url in clients]
         self.options = options
         self.pipe = pipe
         self.churning = False
@@ -429,16 +500,21 @@ class Fleet:
         task.add_done_callback(self._background.discard)
 
     async def connect(self, client_id: str, path: str) -> Any:
-        """A new connection, or None once the soak is over."""
+        """A new connection to ``path`` (a URL), or None once the soak is over."""
         from websockets.asyncio.client import connect
 
-        url = f"{self.base.replace('http', 'ws', 1)}{path}?client_id={client_id}"
+        url = f"{path.replace('http', 'ws', 1)}?client_id={client_id}"
         while not self.finishing:
             try:
                 async with self.gate:
                     ws = await connect(url, compression=None, open_timeout=PATIENCE)
+            except ConnectionRefusedError:
+                # Nothing listens there: the cluster soak's killed node, until it is back.
+                self.problems[f"connect refused: {_server(path)}"] += 1
+                await asyncio.sleep(0.5)
+                continue
             except Exception as error:
-                self.problems[f"connect failed: {error!r}"[:200]] += 1
+                self.problems[f"connect failed: {_server(path)}: {error!r}"[:200]] += 1
                 await asyncio.sleep(0.5)
                 continue
             if self.finishing:
@@ -503,12 +579,16 @@ class Client:
             fleet.finished.append(connection.summary())
 
 
-def _client_process(
-    base: str, clients: list[tuple[str, str]], options: Options, pipe: Pipe
-) -> None:
+def _server(url: str) -> str:
+    """``http://HOST:PORT`` of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _client_process(clients: list[tuple[str, str]], options: Options, pipe: Pipe) -> None:
     random.seed(f"{options.seed}/{clients[0][0] if clients else ''}")
     try:
-        asyncio.run(Fleet(base, clients, options, pipe).main())
+        asyncio.run(Fleet(clients, options, pipe).main())
     except KeyboardInterrupt:
         pass
     except BaseException:
@@ -520,7 +600,13 @@ def _client_process(
 class Workers:
     """The client processes, seen from the driver."""
 
-    def __init__(self, base: str, options: Options, on_records: Callable[[list[Any]], None]):
+    def __init__(
+        self,
+        base: Callable[[int], str],
+        options: Options,
+        on_records: Callable[[list[Any]], None],
+    ) -> None:
+        """``base(n)``: the server's URL (``http://HOST:PORT``) client ``n`` connects to."""
         context = mp.get_context("spawn")
         self.on_records = on_records
         self.pipes: list[Pipe] = []
@@ -528,12 +614,12 @@ class Workers:
         self.replies: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
         for index in range(options.workers):
             clients = [
-                (f"soak-{n}", "/ws" if n % 2 == 0 else "/ws/stream")
+                (f"soak-{n}", base(n) + ("/ws" if n % 2 == 0 else "/ws/stream"))
                 for n in range(index, options.clients, options.workers)
             ]
             mine, theirs = context.Pipe()
             process = context.Process(
-                target=_client_process, args=(base, clients, options, theirs), daemon=True
+                target=_client_process, args=(clients, options, theirs), daemon=True
             )
             process.start()
             theirs.close()
@@ -600,6 +686,8 @@ class Run:
     deliveries: int = 0
     clients: int = 0
     max_lateness_s: float = 0.0
+    #: The cluster soak: the node the trigger was sent to.
+    node: str | None = None
 
 
 @dataclass
@@ -652,10 +740,7 @@ class Check:
     ) -> None:
         self.connections += 1
         self.ended[kind] += 1
-        if kind == "server":
-            self.close_codes[str(code)] += 1
-            self._example("closed by the server", client, path, opened, closing, code=code)
-        until = closing - ABORT_MARGIN if kind == "abort" else closing
+        until = self.until(client, path, opened, closing, kind, code)
         required: set[str] = set()
         for index in range(bisect.bisect_right(self.posted, opened), len(self.runs)):
             run = self.runs[index]
@@ -719,6 +804,16 @@ class Check:
                     received=_iterations(mask),
                     disorder=disorder,
                 )
+
+    def until(
+        self, client: str, path: str, opened: float, closing: float, kind: str, code: int | None
+    ) -> float:
+        """Until when the connection was sure to receive what the server wrote (see the
+        module's docstring); a connection the server closed is noted."""
+        if kind == "server":
+            self.close_codes[str(code)] += 1
+            self._example("closed by the server", client, path, opened, closing, code=code)
+        return closing - ABORT_MARGIN if kind == "abort" else closing
 
     def _example(
         self, what: str, client: str, path: str, opened: float, closing: float, **details: Any
@@ -827,7 +922,7 @@ class Soak:
         for _ in range(KEEP_FINISHED):
             await asyncio.to_thread(server.request, "POST", "/trigger/soak?speed=0")
         idle_before = await server.sample(objects=True)
-        workers = Workers(server.url, options, self.check.add)
+        workers = Workers(lambda n: server.url, options, self.check.add)
         try:
             say(f"connecting {options.clients} clients ({options.workers} processes)")
             await workers.expect("ready", PATIENCE * 2)
@@ -1180,19 +1275,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     parser.add_argument("--quiet", action="store_true", help="print only the report")
+    parser.add_argument(
+        "--cluster",
+        choices=["nodes", "workers"],
+        help="soak a cluster on a real Redis (see tests/soak_cluster.py): three nodes, or "
+        "`serve --workers 2` and one more node; one is killed and restarted in the middle",
+    )
+    parser.add_argument(
+        "--kill",
+        choices=["node", "worker", "both"],
+        default=defaults.kill,
+        help="with --cluster: kill the lone node, one worker (--cluster workers) or both",
+    )
     parser.add_argument("--serve", metavar="SCENARIOS", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.serve:
-        return serve(args.serve)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--serve"]:  # a server of the soak: the rest is replay serve's
+        return serve(arguments[1], arguments[2:])
+    args = parser.parse_args(arguments)
     options = Options(**{k: v for k, v in vars(args).items() if k != "serve"})
+    if options.kill != "node" and options.cluster != "workers":
+        parser.error("--kill worker and --kill both need --cluster workers")
     say = (lambda line: None) if options.quiet else (lambda line: print(line, flush=True))
-    report = run_soak(options, say)
-    print(format_report(report))
-    found = failures(report)
+    if options.cluster:
+        from tests.soak_cluster import cluster_failures, format_cluster_report, run_cluster_soak
+
+        report = run_cluster_soak(options, say)
+        print(format_cluster_report(report))
+        found = cluster_failures(report)
+    else:
+        report = run_soak(options, say)
+        print(format_report(report))
+        found = failures(report)
     for failure in found:
         print(f"FAILED: {failure}")
     return 1 if found else 0
 
+
+if __name__ == "__mp_main__" and os.environ.get(INSTRUMENT):
+    instrument(record_runs=os.environ[INSTRUMENT] == "runs")
 
 if __name__ == "__main__":
     sys.exit(main())
