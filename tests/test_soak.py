@@ -11,6 +11,7 @@ same on a cluster (tests/soak_cluster.py), with a node killed and restarted.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -88,10 +89,20 @@ def test_cluster_soak(tmp_path: Path) -> None:
     assert report["out_of_order"] == 0
     assert report["runs_missing_on_nodes"] == 0
     assert report["error_lines"] == 0
-    assert report["warnings"] == {}
     assert report["runs"] >= 13
     assert report["healthy_clients"] == options.clients
     [kill] = report["kills"]
+    # Warnings of presence only: the surviving nodes report the killed node lost (each
+    # once), and a node whose loop or Redis is slow (a loaded machine) may say it cannot
+    # hear the cluster for a moment.
+    lost = f"({socket.gethostname()}, pid {kill['pid']}) stopped answering: its clients are gone"
+    deaf = ("cannot hear the cluster: the other nodes are unknown", "hears the cluster again")
+    reports = {line: count for line, count in report["warnings"].items() if lost in line}
+    assert reports, f"no node reported the killed one lost: {report['warnings']}"
+    assert all(count == 1 for count in reports.values()), reports
+    others = [line for line in report["warnings"] if line not in reports]
+    others = [line for line in others if not any(part in line for part in deaf)]
+    assert others == []
     assert (kill["what"], kill["node"]) == ("node", "B")
     assert kill["back_after_s"] is not None
     # The killed node's connections, and no others, were excused (a client of it that was
