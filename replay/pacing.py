@@ -76,10 +76,12 @@ class Pace:
         #: One future per step asked for, resolved in order as steps are used up.
         self._steps: deque[asyncio.Future[dict[str, Any]]] = deque()
 
-    def begin(self) -> None:
-        """Start run time at 0 now (a run paused before it began stays paused)."""
+    def begin(self, at: float | None = None) -> None:
+        """Start run time at 0 now, or at ``at`` on the clock (a moment agreed with other
+        nodes: a run that begins a little after it is that late from its first action,
+        not for its whole length). A run paused before it began stays paused."""
         now = self.clock.now()
-        self._base_run, self._base_clock = 0.0, now
+        self._base_run, self._base_clock = 0.0, now if at is None else at
         if self.paused:
             self._paused_at = now
 

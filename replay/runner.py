@@ -174,6 +174,8 @@ class Run:
     _endpoint: str | None = field(default=None, repr=False)
     #: Whether an action that is due already lets other tasks run first (see _act).
     _yields: bool = field(default=True, repr=False)
+    #: When run time 0 is on the runner's clock, if agreed beforehand (see Runner.start).
+    _begins_at: float | None = field(default=None, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
     #: The run's own clock: run time, paused and sped up through the Runner.
@@ -413,6 +415,7 @@ class Runner:
         started_by: str = "trigger",
         run_id: str | None = None,
         eager: bool = False,
+        begins_at: float | None = None,
     ) -> Run:
         """Start playing the named scenario of ``catalog`` and return the run.
 
@@ -424,6 +427,9 @@ class Runner:
         ``eager``: the run's first action, if due, is done in its task's first turn
         instead of one loop iteration later (a trigger's first frame, sooner); a
         :meth:`Run.follow` must then begin before the caller next awaits, or it misses it.
+        ``begins_at``: the moment on the runner's clock run time 0 is (a cluster's nodes
+        agree on one), else when the run's task starts: every action keeps its offset
+        from it, so a run whose task starts late catches up rather than staying late.
 
         Runs have shares of their own, each with its cap: triggered runs (``max_active``),
         and runs ``started_by`` a client ("reaction", "connect"): ``max_client_runs`` all
@@ -452,6 +458,7 @@ class Runner:
         _start_plan(run, name, catalog, replace(context, state=self.state.snapshot()))
         run.client, run.sender, run.started_by = client, sender, started_by
         run._yields = not eager
+        run._begins_at = begins_at
         self._active[run.id] = run
         self._count(run, 1)
         run._task = asyncio.create_task(
@@ -657,10 +664,11 @@ class Runner:
     async def _play(self, run: Run, name: str, catalog: Catalog, context: Context) -> None:
         clock = self.clock
         start = clock.now()
-        run.pace.begin()
+        run.pace.begin(run._begins_at)
         # Templates' "now" is when a frame is due: count from when the run starts playing,
         # not from when it was asked for (planning and other tasks came in between).
-        script = play(name, catalog, replace(context, epoch=time.time()))
+        began = run._begins_at if run._begins_at is not None else start
+        script = play(name, catalog, replace(context, epoch=time.time() - (start - began)))
         try:
             end = await self._drive(run, script)
             await run.pace.due(end.end)  # a step here ends the run: it answers "end"

@@ -16,7 +16,7 @@ import pytest
 from replay.backplane import Backplane, StartCommand, open_backplane
 from replay.backplane.command import SourceFile, bytes_of, decode, text_of
 from replay.backplane.heard import HeardFrame, HeardState, decode_message
-from replay.backplane.node import Node, played
+from replay.backplane.node import PARSE_RATE, START_DELAY, Node, played, start_delay
 from replay.backplane.redis_pubsub import RedisBackplane
 from replay.clock import MonotonicClock
 from replay.errors import BackplaneInvalid, BackplaneUnreachable
@@ -454,3 +454,12 @@ async def test_a_reaction_starts_once_and_every_node_plays_it_with_its_sender(
         assert member.delivery.targets == ["c-b"]  # delivered by whoever holds c-b
         assert member.said() == ["paused for c-b: now"]
         assert [r.id for r in member.node.runner.runs()] == [run.id]
+
+
+def test_a_large_scenario_starts_later_so_that_every_node_has_parsed_it() -> None:
+    small = {"chat": SourceFile("chat.yaml", "steps: []\n")}
+    large = {"long": SourceFile("long.yaml", "x" * 3_000_000)}
+    assert start_delay(small, None) == pytest.approx(START_DELAY, abs=0.001)
+    assert start_delay(large, None) == pytest.approx(START_DELAY + 3_000_000 / PARSE_RATE)
+    protocol = SourceFile("_protocol.yaml", "y" * 500_000)
+    assert start_delay(small, protocol) > START_DELAY + 0.4

@@ -37,6 +37,15 @@ async def test_run_time_follows_the_clock_from_the_start(clock: ManualClock) -> 
     assert pace.paused_s == 0.0
 
 
+async def test_run_time_may_begin_at_an_agreed_moment_before_now(clock: ManualClock) -> None:
+    pace = Pace(clock, 1.0)
+    pace.begin(at=START - 0.25)
+    assert pace.now() == pytest.approx(0.25)
+    assert pace.lateness(0.0) == pytest.approx(0.25)
+    await clock.advance(1.0)
+    assert pace.now() == pytest.approx(1.25)
+
+
 async def test_a_pause_freezes_run_time_and_counts_the_time_paused(clock: ManualClock) -> None:
     pace = started(clock)
     await clock.advance(1)

@@ -2479,6 +2479,19 @@ async def test_a_pause_shifts_every_later_frame_by_the_time_paused(manual: Manua
     assert (summary["paused"], summary["paused_s"]) == (False, pytest.approx(10))
 
 
+async def test_a_run_agreed_to_begin_earlier_catches_up_from_its_first_frame(
+    manual: ManualClock,
+) -> None:
+    # A cluster's node that wakes 0.5 s after the agreed start: its first frame is that
+    # late, the next ones are on the agreed schedule (not 0.5 s late throughout).
+    delivery = FakeDelivery(manual)
+    runner = Runner(delivery, manual)
+    run = runner.start("ticks", scenarios({"ticks": TICKS}), begins_at=manual.now() - 0.5)
+    await run_out(manual, run)
+    assert delivery.times == pytest.approx([1000.0, 1000.5, 1001.5, 1002.5])
+    assert run.max_lateness == pytest.approx(0.5)
+
+
 async def test_followers_hear_who_ever_pauses_resumes_or_changes_the_speed(
     manual: ManualClock,
 ) -> None:

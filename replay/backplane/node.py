@@ -50,6 +50,10 @@ log = logging.getLogger("replay.backplane")
 #: Seconds between a trigger and the wall-clock moment every node starts its run: time
 #: for the command to reach the nodes (and for them to read the sources).
 START_DELAY = 0.05
+#: Bytes of scenario source a node parses in a second, taken low (a quiet 2-core machine
+#: parses about 1.5 MB a second): a large scenario starts that much later, so that every
+#: node has parsed it by its start (see start_delay).
+PARSE_RATE = 1_000_000
 #: Seconds the node taking a trigger waits to hear its own command before answering 503.
 HEAR_TIMEOUT = 5.0
 #: A command heard this many seconds after its start is not played (the node was cut
@@ -195,7 +199,7 @@ class Node:
             speed=speed,
             client=client,
             started_by="trigger",
-            start_at=time.time() + START_DELAY,
+            start_at=time.time() + start_delay(files, protocol),
             origin=self.id,
         )
         return await self._publish(command, ours)
@@ -221,7 +225,7 @@ class Node:
             speed=speed,
             client=None,
             started_by="reaction",
-            start_at=time.time() + START_DELAY,
+            start_at=time.time() + start_delay(files, protocol),
             origin=self.id,
             sender=frame.client,
             received={
@@ -298,7 +302,8 @@ class Node:
         self._pending[command.run_id] = (ours, heard)
         try:
             await self.backplane.publish_start(command)
-            return await asyncio.wait_for(heard, START_DELAY + HEAR_TIMEOUT)
+            ahead = max(0.0, command.start_at - time.time())
+            return await asyncio.wait_for(heard, ahead + HEAR_TIMEOUT)
         except TimeoutError:
             raise BackplaneUnreachable(
                 self.backplane.url, f"this node did not hear its trigger within {HEAR_TIMEOUT:g} s"
@@ -410,6 +415,10 @@ class Node:
             return None
         if late < 0:
             await asyncio.sleep(-late)
+        # Run time 0 is the agreed start on every node: one that woke late (a busy loop, a
+        # long parse) catches up from its first frame instead of staying late throughout.
+        clock = self.runner.clock
+        begins_at = clock.now() - (time.time() - command.start_at)
         try:
             run = self.runner.start(
                 command.scenario,
@@ -422,6 +431,7 @@ class Node:
                 received=_received(command.received),
                 started_by=command.started_by,
                 run_id=command.run_id,
+                begins_at=begins_at,
             )
         except ReplayError as error:
             if pending is not None and not heard.done():
@@ -432,6 +442,14 @@ class Node:
         if pending is not None and not heard.done():
             heard.set_result(run)
         return run
+
+
+def start_delay(files: Mapping[str, SourceFile], protocol: SourceFile | None) -> float:
+    """Seconds from a trigger to its agreed start: time for the command to reach every
+    node, and for a node that has not seen these sources to parse them."""
+    size = sum(len(source.text) for source in files.values())
+    size += len(protocol.text) if protocol is not None else 0
+    return START_DELAY + size / PARSE_RATE
 
 
 def _received(fields: Mapping[str, Any] | None) -> ClientFrame | None:
