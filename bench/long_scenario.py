@@ -112,11 +112,17 @@ def write_ticker(folder: Path) -> None:
 
 
 def serve(
-    source: Path, folder: Path, port: int, log: Path, stalls: Path | None = None
+    source: Path,
+    folder: Path,
+    port: int,
+    log: Path,
+    stalls: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """``options``: more ``replay serve`` options (``--workers 2 --backplane URL``)."""
     command = ["uv", "run", "--project", str(source)]
     if stalls is None:
-        command += ["replay", "serve", "--port", str(port), "--scenarios", str(folder)]
+        command += ["replay", "serve", "--port", str(port), "--scenarios", str(folder), *options]
     else:
         command += ["python", str(STALLS), str(folder), str(port), str(stalls)]
     return start_server(command, source, port, log)
@@ -220,12 +226,20 @@ def figures(lateness: list[float]) -> dict[str, Any]:
 
 
 def bench(
-    label: str, source: Path, work: Path, port: int, frames: int, stalls: Path | None = None
+    label: str,
+    source: Path,
+    work: Path,
+    port: int,
+    frames: int,
+    stalls: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """The quiet and the long phase on one server (``options``: more ``replay serve``
+    options); the ticker's lateness in each and the long scenario's times."""
     folder, staged = work / label / "scenarios", work / label / "staged"
     write_ticker(folder)
     write_long(staged, frames)
-    server = serve(source, folder, port, work / f"{label}.log", stalls)
+    server = serve(source, folder, port, work / f"{label}.log", stalls, options)
     url, ws_url = f"http://{HOST}:{port}", f"ws://{HOST}:{port}"
     results: dict[str, Any] = {}
     try:
