@@ -283,7 +283,8 @@ def _fanout_bars(rate: Any, cost: Any, servers: list[dict[str, Any]]) -> None:
         ax.set_xticklabels([f"{n} clients x {m}" for n, m in rows])
         ax.set(title=title, ylabel=ylabel)
         ax.grid(True, axis="y", alpha=0.3)
-    cost.legend(fontsize=8)
+    if servers:
+        cost.legend(fontsize=8)
 
 
 def _idle_bars(ax: Any, servers: list[dict[str, Any]]) -> None:
