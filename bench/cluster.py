@@ -708,11 +708,12 @@ def run(args: argparse.Namespace) -> int:
         },
         **parts,
     }
+    if not args.no_save:  # first: a report that fails loses nothing
+        (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print_report(results)
     if args.no_save:
         shutil.rmtree(work, ignore_errors=True)
         return 0
-    (work / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nresults: {(work / 'results.json').relative_to(ROOT)}")
     if write_plot(results, work / "cluster.png"):
         if not args.quick:

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,24 @@ def serve(
     return start_server(command, source, port, log)
 
 
+#: Seconds a 404 is asked again: on ``serve --workers`` each request may reach another
+#: worker, which may not have read the new files (or started the run) yet.
+MISSING_FOR = 10.0
+
+
 def request(url: str, method: str = "GET") -> Any:
-    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=60) as answer:
-        return json.loads(answer.read())
+    deadline = time.monotonic() + MISSING_FOR
+    while True:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method=method), timeout=60
+            ) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+            print(f"404 from {method} {url}: asked again", file=sys.stderr)
+            time.sleep(0.1)
 
 
 # --- the long phase: what a dashboard user does while the ticker plays ----------------------
