@@ -38,6 +38,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -511,6 +512,7 @@ def spreads(by_node: list[list[dict[str, Any]]], frames: int) -> dict[str, Any]:
     across: list[float] = []
     within: list[float] = []
     offset: list[float] = []
+    behind: list[list[float]] = [[] for _ in by_node]  # each node's first behind the first
     for i in range(frames):
         firsts, lasts = [], []
         for reports in by_node:
@@ -524,11 +526,15 @@ def spreads(by_node: list[list[dict[str, Any]]], frames: int) -> dict[str, Any]:
             across.append(max(lasts) - min(firsts))
             within += [last - first for first, last in zip(firsts, lasts, strict=True)]
             offset.append(max(firsts) - min(firsts))
+            for node, first in enumerate(firsts):
+                behind[node].append(first - min(firsts))
     return {
         "measured_frames": len(across),
         "across": percentiles(across),
         "within": percentiles(within),
         "offset": percentiles(offset),
+        # Which node is late, by how much (median): the trigger goes to node 0.
+        "node_behind_s": [statistics.median(b) if b else None for b in behind],
         "across_s": across,
     }
 

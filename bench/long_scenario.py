@@ -145,7 +145,8 @@ def request(url: str, method: str = "GET") -> Any:
         except urllib.error.HTTPError as error:
             if error.code != 404 or time.monotonic() > deadline:
                 raise
-            print(f"404 from {method} {url}: asked again", file=sys.stderr)
+            if time.monotonic() + MISSING_FOR - 0.1 < deadline:  # once per request
+                print(f"404 from {method} {url}: asking again", file=sys.stderr)
             time.sleep(0.1)
 
 
