@@ -55,6 +55,7 @@ from common import (
     check_limits,
     free_port,
     http,
+    local_port_count,
     other_load,
     poll,
     source_version,
@@ -271,7 +272,7 @@ class Bench:
         self.notes: list[str] = []
         self.clusters = 0
         self.workers = not args.two_ports and workers_supported()
-        if not self.workers:
+        if not self.workers and not {"fanout", "idle"} <= args.skip:
             self.notes.append(
                 "replay's N-process figures are N `replay serve --backplane` nodes on N ports"
                 " with the clients split evenly"
@@ -654,7 +655,18 @@ def run(args: argparse.Namespace) -> int:
 
     if shutil.which("redis-server") is None:
         raise BenchError("redis-server is not installed (apt-get install redis-server)")
-    check_limits(max(n for n, _ in args.fanout_rows), args.client_procs)
+    # Open files: the most any one process holds (a server, or a client process).
+    per_process = max(
+        *(n for n, _ in args.fanout_rows),
+        args.idle_single,
+        math.ceil(args.idle_clients / min(args.idle_workers, args.idle_client_procs)),
+    )
+    check_limits(per_process, args.client_procs)
+    if "idle" not in args.skip and local_port_count() < args.idle_clients + 1000:
+        raise BenchError(
+            f"only {local_port_count()} local ports (net.ipv4.ip_local_port_range) for"
+            f" {args.idle_clients} idle clients: widen the range or use --idle-clients"
+        )
     notes: list[str] = []
     if "node" in args.references and (reason := NodeServer.prepare()):
         notes.append(f"Node ws: skipped: {reason}")
@@ -676,7 +688,10 @@ def run(args: argparse.Namespace) -> int:
         for _, m in args.fanout_rows:
             write_scenario(scenarios, m, 0.0, 0)
         write_scenario(scenarios, args.timing_frames, args.timing_interval, 0)
-        redis.start()
+        try:
+            redis.start()
+        except RuntimeError as error:
+            raise BenchError(f"the backplane's Redis: {error}") from None
         bench = Bench(args, work, scenarios, redis.url)
         for name, part in (("fanout", fanout), ("idle", idle), ("timing", timing)):
             if name not in args.skip:
