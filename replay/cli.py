@@ -276,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         "among clusters); every trigger taken by any node plays on every node's clients",
     )
     serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port, each a node of the --backplane cluster "
+        "(needs --backplane redis://...); limits such as --max-clients are per worker "
+        "(default 1: one process)",
+    )
+    serve.add_argument(
         "--recordings",
         type=Path,
         default=Path("recordings"),
@@ -561,6 +570,14 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
         if problem:
             print(f"replay: --ready-file: {problem}", file=sys.stderr)
             return 2
+    if args.workers > 1:
+        from replay.workers import WorkersRefused, check_backplane
+
+        try:
+            check_backplane(args.workers, args.backplane)
+        except WorkersRefused as error:
+            print(f"replay: {error}", file=sys.stderr)
+            return 2
     if not args.token and not args.insecure and not _loopback(args.host):
         print(
             f"replay: refusing to serve on {args.host} without a token: anyone who can reach "
@@ -599,14 +616,15 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
             return 2
         settings.queue_size = args.queue_size
     _configure_logging(args.log_level)
+    uvicorn_options = {
+        "ws_per_message_deflate": args.ws_deflate,
+        "ws_max_size": args.max_frame_size,
+    }
+    if args.workers > 1:
+        return _serve_workers(args, settings, scenarios, uvicorn_options)
     _budget_files(settings)
     config = uvicorn_config(
-        create_app(settings),
-        args.host,
-        args.port,
-        log_level=args.log_level,
-        ws_per_message_deflate=args.ws_deflate,
-        ws_max_size=args.max_frame_size,
+        create_app(settings), args.host, args.port, log_level=args.log_level, **uvicorn_options
     )
     server = ReadyServer(
         config, announce=lambda host, port: _announce(scenarios, host, port), ready_file=ready_file
@@ -616,6 +634,29 @@ def serve(args: argparse.Namespace, scenarios: Path) -> int:
     finally:
         server.remove_ready_file()
     return 1 if server.failed else 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, scenarios: Path, uvicorn_options: dict[str, Any]
+) -> int:
+    """``replay serve --workers N``: see :mod:`replay.workers`."""
+    from replay.workers import Plan, Supervisor, reuse_port_available
+
+    plan = Plan(
+        settings,
+        args.host,
+        args.port,
+        args.log_level,
+        uvicorn_options,
+        reuse_port=reuse_port_available(),
+    )
+    supervisor = Supervisor(
+        plan,
+        args.workers,
+        announce=lambda host, port: _announce(scenarios, host, port),
+        ready_file=args.ready_file,
+    )
+    return supervisor.run()
 
 
 def record(args: argparse.Namespace) -> int:
@@ -677,13 +718,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, prefix: str = "") -> None:
+    """Log to stderr at ``level``, each line after ``prefix`` (a worker's, say)."""
     import logging
 
     from replay.logs import Redact, Throttle
 
     logging.basicConfig(
-        level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s", stream=sys.stderr
+        level=level.upper(),
+        format=f"%(levelname)s:     {prefix}%(name)s: %(message)s",
+        stream=sys.stderr,
     )
     # replay logs each WebSocket connection itself, with its client id: uvicorn's own lines
     # for the same connection would only repeat it.

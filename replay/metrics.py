@@ -3,10 +3,16 @@
 Counts live where they are made (the managers count frames, bytes and drops; the runner
 counts runs); a collector reads them when Prometheus scrapes, so the hot path never
 touches a metrics object, except one histogram observation per frame for lateness.
+
+A node of a cluster (``--backplane``) labels every sample with its ``node`` id, and a
+worker of ``replay serve --workers N`` with its ``worker`` index too: several processes
+answer on one address, and their series must not mix. ``replay_node_info`` says which
+process (``pid``) a node is.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -38,10 +44,56 @@ class Metrics:
             registry=self.registry,
         )
         replay.runner.on_lateness = self.lateness.observe
+        #: The labels every sample carries: the node's id and the worker's index, if any.
+        self.labels = node_labels(replay)
+        self.exposed: Collector = self.registry
+        if self.labels:
+            self.registry.register(_NodeInfo())
+            self.exposed = _Labelled(self.registry, self.labels)
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format."""
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)
+
+
+def node_labels(replay: Replay) -> dict[str, str]:
+    """``node`` (the cluster node's id) and ``worker`` (the index among ``--workers``),
+    those that apply; none for a single process."""
+    labels = {}
+    if replay.node is not None:
+        labels["node"] = replay.node.id
+    if replay.settings.worker is not None:
+        labels["worker"] = str(replay.settings.worker)
+    return labels
+
+
+class _NodeInfo(Collector):
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "replay_node_info",
+            "Which process this node is (its labels: node, worker, pid); always 1.",
+            labels=["pid"],
+        )
+        info.add_metric([str(os.getpid())], 1)
+        yield info
+
+
+class _Labelled(Collector):
+    """A registry's metrics with constant labels added to every sample (prometheus_client
+    has constant labels only as a separate target_info metric, which a query must join)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str]) -> None:
+        self.registry = registry
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                sample._replace(labels={**self.labels, **sample.labels})
+                for sample in metric.samples
+            ]
+            yield labelled
 
 
 class _StateCollector(Collector):

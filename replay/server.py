@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import socket
 import sys
 import time
@@ -170,6 +171,9 @@ class Settings:
     #: or ``memory://NAME`` (nodes in this process); None: a single process, no cluster.
     #: Triggers then play on every node (see :mod:`replay.backplane.node`).
     backplane: str | None = None
+    #: Which worker of ``replay serve --workers N`` this server is (0 to N-1), said by
+    #: ``GET /healthz`` and on every metric; None: not one of several workers.
+    worker: int | None = None
 
 
 class SpeedBody(BaseModel):
@@ -814,6 +818,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 "subscribed": backplane.subscribed,
                 "frames_unshared": replay.node.unshared,
             }
+        if settings.worker is not None:
+            health["worker"] = {"index": settings.worker, "pid": os.getpid()}
         return health
 
     recordings_api.install(app, replay.recordings, settings.scenarios, replay.catalog)

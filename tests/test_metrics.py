@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +213,37 @@ async def test_each_server_has_its_own_registry(folder: Path) -> None:
     assert value(one, "replay_frame_lateness_seconds_count") == 1
     assert value(two, "replay_frame_lateness_seconds_count") == 0
     assert second.metrics.render().startswith(b"# HELP")
+
+
+async def test_a_worker_labels_every_sample_with_its_node_and_index(folder: Path) -> None:
+    replay = Replay(
+        Settings(scenarios=folder, isolated=True, backplane="memory://metrics", worker=1)
+    )
+    assert replay.node is not None
+    replay.metrics.lateness.observe(0.001)
+    types, samples = parse(replay.metrics.render().decode())
+    assert len(samples) > 20
+    for _, labels in samples:
+        assert ("node", replay.node.id) in labels
+        assert ("worker", "1") in labels
+    assert types["replay_node_info"] == "gauge"
+    info = {"node": replay.node.id, "worker": "1", "pid": str(os.getpid())}
+    assert value(samples, "replay_node_info", **info) == 1
+    assert value(samples, "replay_frame_lateness_seconds_count", node=replay.node.id, worker="1")
+
+
+def test_a_node_alone_is_labelled_with_its_id_and_a_single_server_not_at_all(
+    folder: Path,
+) -> None:
+    node = Replay(Settings(scenarios=folder, isolated=True, backplane="memory://alone"))
+    assert node.node is not None
+    _, samples = parse(node.metrics.render().decode())
+    assert all(dict(labels).get("node") == node.node.id for _, labels in samples)
+    assert not any("worker" in dict(labels) for _, labels in samples)
+    single = Replay(Settings(scenarios=folder, isolated=True))
+    types, samples = parse(single.metrics.render().decode())
+    assert "replay_node_info" not in types
+    assert not any("node" in dict(labels) for _, labels in samples)
 
 
 PRICE_FEED = SHIPPED.parent / "examples" / "price-feed"
