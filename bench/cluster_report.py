@@ -332,6 +332,7 @@ def _spread_lines(ax: Any, part: dict[str, Any] | None) -> None:
             )
         ax.axhline(part["target_p99_s"] * 1000, color="grey", linestyle=":", linewidth=1)
         ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_ylim(bottom=0)
         ax.set(
             title=f"One frame's arrival across {part['clients']} clients (target p99 < 10 ms)",
             xlabel="seconds into the run",
