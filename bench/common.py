@@ -116,6 +116,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc's parent
+    links (the kernel here has no /proc/<pid>/task/*/children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = (entry / "stat").read_text()
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and every process below it (a server's workers)."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += cpu_seconds(each)
+    return total
+
+
 def host_ticks() -> tuple[int, int]:
     """Busy and total CPU ticks of the whole machine, all cores (from /proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -139,6 +167,12 @@ def memory_kib(pid: int, key: str = "VmRSS") -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def tree_memory_kib(pid: int) -> int:
+    """VmRSS of ``pid`` and every process below it, in KiB (pages shared between them,
+    such as a forked worker's, count once per process: an upper bound)."""
+    return sum(memory_kib(each) for each in [pid, *descendants(pid)])
 
 
 # --------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -112,19 +113,41 @@ def write_ticker(folder: Path) -> None:
 
 
 def serve(
-    source: Path, folder: Path, port: int, log: Path, stalls: Path | None = None
+    source: Path,
+    folder: Path,
+    port: int,
+    log: Path,
+    stalls: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """``options``: more ``replay serve`` options (``--workers 2 --backplane URL``)."""
     command = ["uv", "run", "--project", str(source)]
     if stalls is None:
-        command += ["replay", "serve", "--port", str(port), "--scenarios", str(folder)]
+        command += ["replay", "serve", "--port", str(port), "--scenarios", str(folder), *options]
     else:
         command += ["python", str(STALLS), str(folder), str(port), str(stalls)]
     return start_server(command, source, port, log)
 
 
+#: Seconds a 404 is asked again: on ``serve --workers`` each request may reach another
+#: worker, which may not have read the new files (or started the run) yet.
+MISSING_FOR = 10.0
+
+
 def request(url: str, method: str = "GET") -> Any:
-    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=60) as answer:
-        return json.loads(answer.read())
+    deadline = time.monotonic() + MISSING_FOR
+    while True:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method=method), timeout=60
+            ) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 404 or time.monotonic() > deadline:
+                raise
+            if time.monotonic() + MISSING_FOR - 0.1 < deadline:  # once per request
+                print(f"404 from {method} {url}: asking again", file=sys.stderr)
+            time.sleep(0.1)
 
 
 # --- the long phase: what a dashboard user does while the ticker plays ----------------------
@@ -220,12 +243,20 @@ def figures(lateness: list[float]) -> dict[str, Any]:
 
 
 def bench(
-    label: str, source: Path, work: Path, port: int, frames: int, stalls: Path | None = None
+    label: str,
+    source: Path,
+    work: Path,
+    port: int,
+    frames: int,
+    stalls: Path | None = None,
+    options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """The quiet and the long phase on one server (``options``: more ``replay serve``
+    options); the ticker's lateness in each and the long scenario's times."""
     folder, staged = work / label / "scenarios", work / label / "staged"
     write_ticker(folder)
     write_long(staged, frames)
-    server = serve(source, folder, port, work / f"{label}.log", stalls)
+    server = serve(source, folder, port, work / f"{label}.log", stalls, options)
     url, ws_url = f"http://{HOST}:{port}", f"ws://{HOST}:{port}"
     results: dict[str, Any] = {}
     try:

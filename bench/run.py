@@ -104,7 +104,7 @@ def play(
 ) -> dict[str, Any]:
     """Play ``frames`` (x ``repeat``) frames to every client and measure it."""
     armed = fleet.arm(frames, repeat, pad, record, timeout)
-    cpu0, host0 = cpu_seconds(server.pid), host_ticks()
+    cpu0, host0 = server.cpu(), host_ticks()
     start = time.monotonic()
     try:
         status, answer = server.trigger(frames, pause, pad, repeat, wait, timeout)
@@ -117,7 +117,7 @@ def play(
         fleet.cancel()
     reports = fleet.results(timeout + 30)
     end = time.monotonic()
-    cpu1, host1 = cpu_seconds(server.pid), host_ticks()
+    cpu1, host1 = server.cpu(), host_ticks()
     total = frames * repeat
     lasts = [t for r in reports for t in r["lasts"]]
     firsts = [t for r in reports for t in r["firsts"]]

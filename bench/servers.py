@@ -23,7 +23,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import HOST, ROOT, BenchError, frame_text, free_port, http, poll
+from common import (
+    HOST,
+    ROOT,
+    BenchError,
+    frame_text,
+    free_port,
+    http,
+    poll,
+    tree_cpu_seconds,
+    tree_memory_kib,
+)
 
 BENCH = Path(__file__).resolve().parent
 #: replay reads no scenario file bigger than this (replay.loader.MAX_FILE_BYTES).
@@ -68,6 +78,8 @@ class Server:
     kind = ""
     #: Seconds to let the server stop by itself (SIGINT) before it is killed.
     grace = 10.0
+    #: Seconds the server has to start answering.
+    start_timeout = 30.0
 
     def __init__(self, argv: list[str], log_path: Path, port: int) -> None:
         self.argv = argv
@@ -96,7 +108,7 @@ class Server:
                 preexec_fn=_die_with_parent,
             )
         PROCESSES.append(self.process)
-        if not poll(lambda: self.alive() and self.count() >= 0, 30, 0.1):
+        if not poll(lambda: self.alive() and self.count() >= 0, self.start_timeout, 0.1):
             self.stop()
             raise BenchError(f"the {self.kind} server did not start; see {self.log_path}")
 
@@ -120,6 +132,15 @@ class Server:
     def count(self) -> int:
         """Clients the server holds on /ws."""
         raise NotImplementedError
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the server: its process and every process it
+        started (a cluster's workers)."""
+        return tree_cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server's processes, in KiB."""
+        return tree_memory_kib(self.pid)
 
     def trigger(
         self,
@@ -149,10 +170,17 @@ class ReplayServer(Server):
     #: uvloop and httptools when installed).
     launcher = ["-m", "replay"]
 
-    def __init__(self, scenarios: Path, log_path: Path, queue_size: int | None = None) -> None:
+    def __init__(
+        self,
+        scenarios: Path,
+        log_path: Path,
+        queue_size: int | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
+        """``options``: more ``replay serve`` options (``--backplane URL``, ...)."""
         port = free_port()
         argv = [sys.executable, *self.launcher, "serve", "--host", HOST, "--port", str(port)]
-        argv += ["--scenarios", str(scenarios), "--log-level", "warning"]
+        argv += ["--scenarios", str(scenarios), "--log-level", "warning", *options]
         if queue_size is not None:
             argv += ["--queue-size", str(queue_size)]
         super().__init__(argv, log_path, port)
