@@ -261,6 +261,7 @@ class Replay:
             self.cluster_events = ClusterEvents(backplane, self.feed, self.node.id)
             # A change another node shared comes back with another ``by``: not shared again.
             self.node.on_state = self.state.update
+            self.node.unchanged = self.library.current
             self.state.listeners.append(self._share_state)
         #: The whole cluster's runs, clients and journal, and run control on every node.
         self.views = Views(self, self.node) if self.node is not None else None

@@ -19,6 +19,7 @@ from unittest.mock import ANY
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+import replay.backplane.node as node_module
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
 from tests.hostile import connected
@@ -295,6 +296,29 @@ async def test_nodes_in_one_process_share_a_memory_backplane(folder: Path) -> No
             assert await trigger(a, "/trigger/other?speed=0") == (200, ANY)
             assert await frames(ws, 1) == ["to all"]
             assert len(b.replay.node._catalogs) == 2
+
+
+async def test_the_node_taking_a_trigger_does_not_parse_an_unchanged_folder_again(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real = node_module.played
+
+    def counted(files: Any, protocol: Any, base: Any) -> Any:
+        parsed.append(next(iter(files)))
+        return real(files, protocol, base)
+
+    monkeypatch.setattr(node_module, "played", counted)
+    with cluster([folder, folder], "memory://parse-once") as (a, b):
+        async with connect(f"{b.ws_url}/ws") as ws:
+            await connected(b, 1)
+            assert (await trigger(a, "/trigger/other?speed=0"))[0] == 200
+            assert await frames(ws, 1) == ["to everyone"]
+            assert parsed == ["other"]  # node b's parse; a played what it had read
+            (folder / "other.yaml").write_text(OTHER.replace("everyone", "all"))
+            assert (await trigger(a, "/trigger/other?speed=0"))[0] == 200
+            assert await frames(ws, 1) == ["to all"]
+            assert parsed == ["other", "other"]  # the new version: b parses it; a had read it
 
 
 def clients_of(url: str) -> list[str]:

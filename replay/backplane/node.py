@@ -110,6 +110,10 @@ class Node:
         #: Called with ``(changes, by)`` for each state change another node shared (see
         #: :meth:`share_state`); the server applies it to its state.
         self.on_state: Callable[[Mapping[str, Any], str], None] | None = None
+        #: The folder's catalog if no file changed since it was read, else None (the
+        #: server's ScenarioLibrary.current): sources read while it holds are the texts
+        #: that catalog was made from, so this node need not parse them again.
+        self.unchanged: Callable[[], Catalog | None] = lambda: None
         #: The nodes alive, from this node's hearing (see replay.backplane.presence).
         self.presence = Presence(
             self.id,
@@ -186,7 +190,7 @@ class Node:
         values = dict(vars or {})
         catalog.scenario(name)  # ScenarioNotFound, ScenarioInvalid: before reading anything
         files, protocol = await asyncio.to_thread(self._sources, name, catalog)
-        ours = await self._catalog(files, protocol)
+        ours = await self._catalog(files, protocol, catalog)
         ours.scenario(name)  # changed on disk since: the version read now must be valid
         check_vars(name, ours, values)
         command = StartCommand(
@@ -213,7 +217,7 @@ class Node:
         ``received`` as the client and its frame. Raises what :meth:`trigger` raises."""
         self.runner.admit("reaction", frame.client)
         files, protocol = await asyncio.to_thread(self._sources, name, catalog)
-        ours = await self._catalog(files, protocol)
+        ours = await self._catalog(files, protocol, catalog)
         ours.scenario(name)
         command = StartCommand(
             run_id=uuid.uuid4().hex[:12],
@@ -313,17 +317,23 @@ class Node:
             self._pending.pop(command.run_id, None)
 
     async def _catalog(
-        self, files: Mapping[str, SourceFile], protocol: SourceFile | None
+        self,
+        files: Mapping[str, SourceFile],
+        protocol: SourceFile | None,
+        read_from: Catalog | None = None,
     ) -> Catalog:
-        """The catalog these sources make: made in a thread, or the one made last time."""
+        """The catalog these sources make: ``read_from`` if the sources were read from its
+        files and none has changed since, else one made in a thread (or last time)."""
         key = _version(files, protocol)
         catalog = self._catalogs.get(key)
+        if catalog is None and read_from is not None and self.unchanged() is read_from:
+            catalog = read_from  # a long recording need not be parsed twice on this node
         if catalog is None:
             catalog = await asyncio.to_thread(played, files, protocol, self.base)
-            self._catalogs[key] = catalog
-            while len(self._catalogs) > KEEP_CATALOGS:
-                self._catalogs.popitem(last=False)
+        self._catalogs[key] = catalog
         self._catalogs.move_to_end(key)
+        while len(self._catalogs) > KEEP_CATALOGS:
+            self._catalogs.popitem(last=False)
         return catalog
 
     def _sources(
