@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -120,7 +121,7 @@ def framed(frame: str | bytes) -> bytes:
     return Frame(Opcode.BINARY, frame).serialize(mask=False)
 
 
-class Burst:
+class Burst(threading.local):
     """Frames due at the same moment, written to each direct line with one ``write``.
 
     While a burst is open, what is offered to a :class:`Line` is kept in the line's
@@ -135,6 +136,8 @@ class Burst:
     In case a burst is left open by mistake, opening one also asks the event loop to
     flush it in its next turn, before any callback scheduled after it: nothing written
     by uvicorn itself (a pong, a close frame) can overtake frames kept in a burst.
+
+    One per thread, as an event loop is (tests and embedders may run servers in threads).
     """
 
     def __init__(self) -> None:
@@ -160,6 +163,8 @@ class Burst:
 
     def flush(self) -> None:
         """Write every line's pending frames (one write per line) and end the burst."""
+        if not self.open:
+            return
         self.open = self.queued = False
         self.epoch += 1
         lines, self.lines = self.lines, []
@@ -168,7 +173,7 @@ class Burst:
                 line.flush()
 
 
-#: The burst in force (a server runs one event loop; everything runs on it).
+#: The burst in force in this thread (its event loop's).
 burst = Burst()
 
 

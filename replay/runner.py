@@ -1115,10 +1115,13 @@ def _bursting(run: Run, action: object) -> bool:
     """Whether ``action``, due already, goes on in the burst open now (in the same turn
     of the event loop, written to each client with the frames before it): frames and
     what only reads or tells, while the burst is within its bounds and no frame went
-    into a client's send queue (whose writer task must run to send it)."""
+    into a client's send queue (whose writer task must run to send it). A frame to
+    another endpoint ends the burst: each connection's frames are written together, and
+    the order across two connections is the order of the writes."""
     return (
         run._burst > 0
         and isinstance(action, Send | Due | Note)
+        and not _switches(run, action)
         and run._burst < BURST_FRAMES
         and run._burst_copies < BURST_COPIES
         and burst.open
