@@ -87,6 +87,10 @@ ENDPOINT_SWITCH_GAP = 0.001
 #: (other runs, requests, clients' frames) every so often. See replay.direct.Burst.
 BURST_FRAMES = 64
 BURST_COPIES = 16384
+#: ... and the longest a burst goes on taking more frames, in seconds (on the runner's
+#: clock): the first frames of a big burst wait for the last ones, and the loop's other
+#: work for all of them.
+BURST_SECONDS = 0.002
 #: Cues planned for a run's summary (frames, planned_s), in the planning thread: as many
 #: as a run may play steps (see replay.budget), so that a long recording is counted whole
 #: (100,000 frames take the thread a few seconds; the run plays meanwhile). A scenario
@@ -185,6 +189,8 @@ class Run:
     #: (see Runner._act and replay.direct.Burst).
     _burst: int = field(default=0, repr=False)
     _burst_copies: int = field(default=0, repr=False)
+    #: When the run wrote the burst's first frame (on the runner's clock).
+    _burst_at: float = field(default=0.0, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
     #: The run's own clock: run time, paused and sped up through the Runner.
@@ -730,7 +736,7 @@ class Runner:
                 # be read before writing to the other (TCP orders each on its own).
                 _end_burst(run)
                 await self.clock.sleep_until(self.clock.now() + ENDPOINT_SWITCH_GAP)
-            elif run._yields and not _bursting(run, action):
+            elif run._yields and not _bursting(run, action, self.clock.now()):
                 # Due already (speed 0, or ties): what the burst holds goes out, then the
                 # loop runs its other work (the clients' writers among it).
                 _end_burst(run)
@@ -752,6 +758,8 @@ class Runner:
         match action:
             case Send():
                 burst.hold()
+                if not run._burst:
+                    run._burst_at = self.clock.now()
                 reached = self._send(run, action, at, lateness)
                 run._burst += 1
                 run._burst_copies += reached
@@ -1111,19 +1119,21 @@ def _expect_connect(wait: WaitConnect, since: float) -> dict[str, Any]:
     }
 
 
-def _bursting(run: Run, action: object) -> bool:
-    """Whether ``action``, due already, goes on in the burst open now (in the same turn
-    of the event loop, written to each client with the frames before it): frames and
-    what only reads or tells, while the burst is within its bounds and no frame went
-    into a client's send queue (whose writer task must run to send it). A frame to
-    another endpoint ends the burst: each connection's frames are written together, and
-    the order across two connections is the order of the writes."""
+def _bursting(run: Run, action: object, now: float) -> bool:
+    """Whether ``action``, due already at ``now``, goes on in the burst open now (in the
+    same turn of the event loop, written to each client with the frames before it):
+    frames and what only reads or tells, while the burst is within its bounds (frames,
+    copies, time) and no frame went into a client's send queue (whose writer task must
+    run to send it). A frame to another endpoint ends the burst: each connection's
+    frames are written together, and the order across two connections is the order of
+    the writes."""
     return (
         run._burst > 0
         and isinstance(action, Send | Due | Note)
         and not _switches(run, action)
         and run._burst < BURST_FRAMES
         and run._burst_copies < BURST_COPIES
+        and now - run._burst_at < BURST_SECONDS
         and burst.open
         and not burst.queued
     )

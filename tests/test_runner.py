@@ -2898,3 +2898,13 @@ async def test_a_paced_runs_frames_are_each_written_at_their_time(clock: Virtual
     assert protocol.transport.written == [chunks(0), chunks(1), chunks(2)]
     assert written == pytest.approx([START, START + 0.1, START + 0.2])
     assert run.max_lateness == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_a_burst_is_bounded_in_time(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No time at all for a burst: each frame is written as soon as it is played.
+    monkeypatch.setattr(replay.runner, "BURST_SECONDS", 0.0)
+    delivery, protocol = await direct_stream_client()
+    await play(Runner(delivery, clock), "many", scenarios({"many": chunks_yaml(3, 0.1)}), speed=0)
+    assert protocol.transport.written == [chunks(0), chunks(1), chunks(2)]
