@@ -224,8 +224,28 @@ class Line:
 
     def measure(self) -> int:
         """Set and return :attr:`backlog`: what :attr:`buffered` says now."""
-        self.backlog = backlog = self.buffered
+        backlog = self.transport.get_write_buffer_size()
+        if self.pending:
+            backlog += sum(map(len, self.pending))
+        self.backlog = backlog
         return backlog
+
+    def ready(self) -> bool:
+        """Whether the line is :attr:`open` and :attr:`plain` (then :meth:`measure`d): what
+        a fan-out checks once per client per burst, in one call."""
+        conn, transport = self.conn, self.transport
+        if (
+            conn.extensions
+            or conn.state is not State.OPEN
+            or self.protocol.close_sent
+            or transport.is_closing()
+        ):
+            return False
+        backlog = transport.get_write_buffer_size()
+        if self.pending:
+            backlog += sum(map(len, self.pending))
+        self.backlog = backlog
+        return True
 
     def offer(self, frame: str | bytes, shared: bytes | None, bound: int) -> int:
         """Write ``frame`` (see :meth:`write`) and return WRITTEN, unless the connection is

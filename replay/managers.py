@@ -294,10 +294,8 @@ class EndpointManager:
                 line is not None
                 and client.dropped is None
                 and client.queue_size == self.queue_size
-                and line.plain
-                and line.open
+                and line.ready()
             ):
-                line.measure()
                 lines.append(client)
                 burst.lines.append(line)
             else:

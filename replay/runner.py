@@ -90,7 +90,7 @@ BURST_COPIES = 16384
 #: ... and the longest a burst goes on taking more frames, in seconds (on the runner's
 #: clock): the first frames of a big burst wait for the last ones, and the loop's other
 #: work for all of them.
-BURST_SECONDS = 0.002
+BURST_SECONDS = 0.005
 #: Cues planned for a run's summary (frames, planned_s), in the planning thread: as many
 #: as a run may play steps (see replay.budget), so that a long recording is counted whole
 #: (100,000 frames take the thread a few seconds; the run plays meanwhile). A scenario

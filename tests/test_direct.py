@@ -90,6 +90,26 @@ def line_of(transport: FakeTransport | None = None, conn: FakeConn | None = None
     return Line(FakeProtocol(transport or FakeTransport(), conn or FakeConn()))
 
 
+@pytest.mark.parametrize(
+    ("transport", "conn", "close_sent", "ready"),
+    [
+        (FakeTransport(buffered=700), FakeConn(), False, True),
+        (FakeTransport(closing=True), FakeConn(), False, False),
+        (FakeTransport(), FakeConn(State.CLOSING), False, False),
+        (FakeTransport(), FakeConn(), True, False),
+    ],
+)
+def test_a_line_is_ready_for_a_fan_out_when_open_and_plain_and_then_measured(
+    transport: FakeTransport, conn: FakeConn, close_sent: bool, ready: bool
+) -> None:
+    line = Line(FakeProtocol(transport, conn, close_sent))
+    assert line.ready() is ready
+    if ready:
+        assert line.backlog == 700
+    conn.extensions = [object()]  # compressed: its frames go through its own protocol
+    assert not line.ready()
+
+
 def test_frames_offered_in_a_burst_go_out_in_one_write_when_it_is_flushed() -> None:
     line = line_of()
     transport = line.transport
