@@ -224,7 +224,7 @@ class Line:
 
     def measure(self) -> int:
         """Set and return :attr:`backlog`: what :attr:`buffered` says now."""
-        backlog = self.transport.get_write_buffer_size()
+        backlog: int = self.transport.get_write_buffer_size()
         if self.pending:
             backlog += sum(map(len, self.pending))
         self.backlog = backlog
@@ -241,7 +241,7 @@ class Line:
             or transport.is_closing()
         ):
             return False
-        backlog = transport.get_write_buffer_size()
+        backlog: int = transport.get_write_buffer_size()
         if self.pending:
             backlog += sum(map(len, self.pending))
         self.backlog = backlog
