@@ -168,9 +168,13 @@ class Burst(threading.local):
         self.open = self.queued = False
         self.epoch += 1
         lines, self.lines = self.lines, []
-        for line in lines:
-            if line.pending:
-                line.flush()
+        for line in lines:  # Line.flush, inline: once per client per burst
+            pending = line.pending
+            if pending:
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                if line.conn.state is State.OPEN and not line.protocol.close_sent:
+                    line.transport.write(data)
 
 
 #: The burst in force in this thread (its event loop's).

@@ -1126,9 +1126,11 @@ def _bursting(run: Run, action: object, now: float) -> bool:
     copies, time) and no frame went into a client's send queue (whose writer task must
     run to send it). A frame to another endpoint ends the burst: each connection's
     frames are written together, and the order across two connections is the order of
-    the writes."""
+    the writes. A run's first frame is a burst of its own: it goes out as soon as it is
+    played (a trigger's first frame, before the trigger's answer)."""
     return (
         run._burst > 0
+        and run.sent > 1  # the run's first frame goes out alone, at once
         and isinstance(action, Send | Due | Note)
         and not _switches(run, action)
         and run._burst < BURST_FRAMES
