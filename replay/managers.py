@@ -142,7 +142,7 @@ class EndpointManager:
         )
         self.clients[websocket] = client
         client.start()
-        self._version += 1
+        self._changed()
         log.info("client %s connected to %s (%d connected)", client.id, self.endpoint, len(self))
         if self.feed is not None:
             self.feed.publish(
@@ -158,7 +158,7 @@ class EndpointManager:
         client = self.clients.pop(websocket, None)
         if client is None:
             return
-        self._version += 1
+        self._changed()
         await client.stop()
         self._gone(client)
 
@@ -281,6 +281,13 @@ class EndpointManager:
                 reached += 1
         return reached
 
+    def _changed(self) -> None:
+        """A client came or went: the split of the clients is stale, and let go of (a
+        client that left must not be kept alive by it until the next frame)."""
+        self._version += 1
+        self._sorted = None
+        self._lines = self._others = []
+
     def _sort(self) -> None:
         """Split the clients, once per burst: open direct lines with no extension (what
         is checked here holds until the burst ends: nothing else runs meanwhile) and the
@@ -332,7 +339,7 @@ class EndpointManager:
         # even if its connection takes a moment to end.
         if self.clients.get(client.websocket) is client:
             del self.clients[client.websocket]
-            self._version += 1
+            self._changed()
             if client.dropped == TOO_SLOW:
                 self.drops += 1
             self._gone(client)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -491,3 +493,16 @@ async def test_a_client_with_a_send_queue_in_a_burst_says_the_loop_must_run() ->
     await settle()
     assert lined.transport.written == [framed("hello")]
     assert queued.sent == ["hello"]
+
+
+async def test_a_client_that_left_is_not_kept_alive_by_the_fan_out() -> None:
+    manager = WebsocketManager.isolated()
+    ws = FakeWebSocket()
+    direct(ws)
+    client = await manager.connect(ws)  # type: ignore[arg-type]
+    assert manager.broadcast("hello") == 1  # the split of the clients is made
+    await manager.disconnect(ws)  # type: ignore[arg-type]
+    gone = weakref.ref(client)
+    del client
+    gc.collect()
+    assert gone() is None
