@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from replay.direct import CLOSING, TRANSPORT_KEY, WRITTEN, Line
+from replay.direct import CLOSING, TRANSPORT_KEY, WRITTEN, Line, burst
 
 log = logging.getLogger("replay.client")
 
@@ -162,6 +162,7 @@ class Client:
         self._queue.put_nowait((frame, size))
         self._queued += size
         self._last_size = size
+        burst.queued = True  # its writer task needs the loop to send it
         return True
 
     def _behind(self, size: int) -> bool:
@@ -173,6 +174,11 @@ class Client:
         """The most bytes that may wait before a frame of ``size`` bytes: queue-size
         frames of that size, each counted as at least BYTES_PER_FRAME."""
         return self._queue_size * max(BYTES_PER_FRAME, size)
+
+    @property
+    def queue_size(self) -> int:
+        """Frames of the size being sent the client may fall behind by (see _bound)."""
+        return self._queue_size
 
     @property
     def _queue(self) -> asyncio.Queue[tuple[Outgoing, int]]:

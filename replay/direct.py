@@ -15,7 +15,10 @@ Anything else (another server, another WebSocket implementation) uses the ASGI p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -118,13 +121,84 @@ def framed(frame: str | bytes) -> bytes:
     return Frame(Opcode.BINARY, frame).serialize(mask=False)
 
 
+class Burst(threading.local):
+    """Frames due at the same moment, written to each direct line with one ``write``.
+
+    While a burst is open, what is offered to a :class:`Line` is kept in the line's
+    ``pending`` list instead of written; :meth:`flush` writes each line's frames joined,
+    one ``transport.write`` (one ``send()`` system call) per connection instead of one
+    per frame. The runner opens one for the frames it plays in one turn of the event
+    loop and flushes it before it lets the loop run anything else (see
+    :meth:`replay.runner.Runner`), so a frame waits for nothing but the frames due with
+    it: a paced frame still goes out at its time. A broadcast made with no burst open
+    (an HTTP ``/send``, Schwarm's API) opens its own and flushes it before returning.
+
+    In case a burst is left open by mistake, opening one also asks the event loop to
+    flush it in its next turn, before any callback scheduled after it: nothing written
+    by uvicorn itself (a pong, a close frame) can overtake frames kept in a burst.
+
+    One per thread, as an event loop is (tests and embedders may run servers in threads).
+    """
+
+    def __init__(self) -> None:
+        self.open = False
+        #: Counts the bursts flushed: what is known about the lines in one burst (open,
+        #: how far behind) holds until it ends, as nothing else runs meanwhile.
+        self.epoch = 0
+        #: Whether a frame went into a client's send queue (not a direct line) in this
+        #: burst: its writer task needs the loop to send it, so the burst should end.
+        self.queued = False
+        self.lines: list[Line] = []
+
+    def hold(self, safety: bool = True) -> bool:
+        """Open a burst if none is; True if this call opened it (the caller flushes).
+        With ``safety``, the event loop flushes it in its next turn if nobody has."""
+        if self.open:
+            return False
+        self.open = True
+        if safety:
+            with contextlib.suppress(RuntimeError):  # no running loop: flushed by hand
+                asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        """Write every line's pending frames (one write per line) and end the burst."""
+        if not self.open:
+            return
+        self.open = self.queued = False
+        self.epoch += 1
+        lines, self.lines = self.lines, []
+        for line in lines:  # Line.flush, inline: once per client per burst
+            pending = line.pending
+            if pending:
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                if line.conn.state is State.OPEN and not line.protocol.close_sent:
+                    line.transport.write(data)
+
+
+#: The burst in force in this thread (its event loop's).
+burst = Burst()
+
+
 class Line:
-    """A direct line to one uvicorn ``websockets-sansio`` connection."""
+    """A direct line to one uvicorn ``websockets-sansio`` connection.
+
+    The only place that knows uvicorn's protocol object: its ``conn`` (the ``websockets``
+    protocol), ``transport`` and ``close_sent``.
+    """
+
+    __slots__ = ("backlog", "conn", "pending", "protocol", "transport")
 
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
         self.conn: Protocol = protocol.conn
         self.transport = protocol.transport
+        #: Bytes kept by the open burst, in order (see :class:`Burst`).
+        self.pending: list[bytes] = []
+        #: Bytes not yet taken by the peer, as of the start of the burst plus what was
+        #: kept since: the bound is checked against it (see :meth:`measure`).
+        self.backlog = 0
 
     @classmethod
     def of(cls, scope: Scope) -> Line | None:
@@ -142,9 +216,40 @@ class Line:
         )
 
     @property
+    def plain(self) -> bool:
+        """Whether no extension (compression) is in force: :func:`framed` bytes do."""
+        return not self.conn.extensions
+
+    @property
     def buffered(self) -> int:
-        """Bytes written and not yet taken by the peer's socket."""
-        return int(self.transport.get_write_buffer_size())
+        """Bytes written and not yet taken by the peer's socket (those a burst keeps
+        included)."""
+        return int(self.transport.get_write_buffer_size()) + sum(map(len, self.pending))
+
+    def measure(self) -> int:
+        """Set and return :attr:`backlog`: what :attr:`buffered` says now."""
+        backlog: int = self.transport.get_write_buffer_size()
+        if self.pending:
+            backlog += sum(map(len, self.pending))
+        self.backlog = backlog
+        return backlog
+
+    def ready(self) -> bool:
+        """Whether the line is :attr:`open` and :attr:`plain` (then :meth:`measure`d): what
+        a fan-out checks once per client per burst, in one call."""
+        conn, transport = self.conn, self.transport
+        if (
+            conn.extensions
+            or conn.state is not State.OPEN
+            or self.protocol.close_sent
+            or transport.is_closing()
+        ):
+            return False
+        backlog: int = transport.get_write_buffer_size()
+        if self.pending:
+            backlog += sum(map(len, self.pending))
+        self.backlog = backlog
+        return True
 
     def offer(self, frame: str | bytes, shared: bytes | None, bound: int) -> int:
         """Write ``frame`` (see :meth:`write`) and return WRITTEN, unless the connection is
@@ -155,22 +260,50 @@ class Line:
         conn, transport = self.conn, self.transport
         if conn.state is not State.OPEN or self.protocol.close_sent or transport.is_closing():
             return CLOSING
-        if transport.get_write_buffer_size() > bound:
+        if self.measure() > bound and not self.catch_up(bound):
             return BEHIND
-        if shared is not None and not conn.extensions:
-            transport.write(shared)
-            return WRITTEN
-        self.write(frame, None)
+        self.write(frame, shared)
         return WRITTEN
+
+    def catch_up(self, bound: int) -> bool:
+        """A line past ``bound`` with bytes kept by a burst: write them now (the peer's
+        socket may take them, as it would have frame by frame) and say whether the line
+        is within the bound then. The bound is on what the peer has not taken, not on
+        how many frames one burst holds."""
+        if self.pending:
+            self.flush()
+        return self.measure() <= bound
 
     def write(self, frame: str | bytes, shared: bytes | None) -> None:
         """Write ``frame``; ``shared`` is :func:`framed` of it, used when no extension
         (compression) is in force."""
         if shared is not None and not self.conn.extensions:
-            self.transport.write(shared)
+            self.put(shared)
             return
         if isinstance(frame, str):
             self.conn.send_text(frame.encode())
         else:
             self.conn.send_binary(frame)
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.put(b"".join(self.conn.data_to_send()))
+
+    def put(self, data: bytes) -> None:
+        """Write ``data``, or keep it for the end of the open burst."""
+        if burst.open:
+            if not self.pending:
+                burst.lines.append(self)
+            self.pending.append(data)
+            self.backlog += len(data)
+        elif self.pending:  # kept by a burst not flushed yet: they go first
+            self.pending.append(data)
+            self.flush()
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write the frames kept by the burst, in one write; none once a close frame has
+        gone out (nothing may follow it)."""
+        pending = self.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if self.conn.state is State.OPEN and not self.protocol.close_sent:
+            self.transport.write(data)

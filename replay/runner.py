@@ -30,6 +30,7 @@ from replay.budget import MAX_STEPS
 from replay.catalog import Catalog
 from replay.clock import Clock, MonotonicClock
 from replay.counts import counted
+from replay.direct import burst
 from replay.engine import (
     Connected,
     Context,
@@ -80,6 +81,16 @@ CLIENT_STARTED = frozenset({"reaction", "connect"})
 #: Seconds a run at speed 0 leaves between a frame on one endpoint and a frame on the
 #: other, so that a client reading both connections reads them in the scenario's order.
 ENDPOINT_SWITCH_GAP = 0.001
+#: The most frames a run writes in one burst (one turn of the event loop) when several
+#: are due at once (speed 0, ties), and the most copies of them all clients together
+#: take: each client then gets them in one write, and the loop still runs its other work
+#: (other runs, requests, clients' frames) every so often. See replay.direct.Burst.
+BURST_FRAMES = 64
+BURST_COPIES = 16384
+#: ... and the longest a burst goes on taking more frames, in seconds (on the runner's
+#: clock): the first frames of a big burst wait for the last ones, and the loop's other
+#: work for all of them.
+BURST_SECONDS = 0.005
 #: Cues planned for a run's summary (frames, planned_s), in the planning thread: as many
 #: as a run may play steps (see replay.budget), so that a long recording is counted whole
 #: (100,000 frames take the thread a few seconds; the run plays meanwhile). A scenario
@@ -176,6 +187,12 @@ class Run:
     _yields: bool = field(default=True, repr=False)
     #: When run time 0 is on the runner's clock, if agreed beforehand (see Runner.start).
     _begins_at: float | None = field(default=None, repr=False)
+    #: Frames the run wrote in the burst open now, and the copies of them clients took
+    #: (see Runner._act and replay.direct.Burst).
+    _burst: int = field(default=0, repr=False)
+    _burst_copies: int = field(default=0, repr=False)
+    #: When the run wrote the burst's first frame (on the runner's clock).
+    _burst_at: float = field(default=0.0, repr=False)
     #: The client frames the run may consume, kept from its start (see replay.mailbox).
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(()), repr=False)
     #: The run's own clock: run time, paused and sped up through the Runner.
@@ -700,6 +717,8 @@ class Runner:
                 except StopIteration as stop:
                     return Joined(float(stop.value), actions)
                 reply = None
+                if not isinstance(action, Send | Due | Note):
+                    _end_burst(run)  # what comes may wait, or close a connection
                 if isinstance(action, Fork):
                     reply = await self._fork(run, action)
                     actions += reply.actions  # a fork is what its branches do
@@ -712,6 +731,7 @@ class Runner:
                 else:
                     await self._act(run, action)
         finally:
+            _end_burst(run)
             script.close()
 
     async def _act(self, run: Run, action: Send | Hangup | SetState | Due | Note) -> None:
@@ -722,10 +742,15 @@ class Runner:
                 # No pauses, but frames must reach a client in the scenario's order
                 # across its two connections: give the one written last a moment to
                 # be read before writing to the other (TCP orders each on its own).
+                _end_burst(run)
                 await self.clock.sleep_until(self.clock.now() + ENDPOINT_SWITCH_GAP)
-            elif run._yields:
-                # Due already (speed 0, or ties): still let the clients' writers run.
+            elif run._yields and not _bursting(run, action, self.clock.now()):
+                # Due already (speed 0, or ties): what the burst holds goes out, then the
+                # loop runs its other work (the clients' writers among it).
+                _end_burst(run)
                 await asyncio.sleep(0)
+        else:
+            _end_burst(run)  # it waits: what is written goes out now, at its time
         run._yields = True
         # Due and Note only read or tell: a step goes through them to the next action.
         gate = Gate.PASSING if isinstance(action, Due | Note) else Gate.ACTION
@@ -740,7 +765,12 @@ class Runner:
         done: dict[str, Any] = {}
         match action:
             case Send():
+                burst.hold()
+                if not run._burst:
+                    run._burst_at = self.clock.now()
                 reached = self._send(run, action, at, lateness)
+                run._burst += 1
+                run._burst_copies += reached
                 done = {"kind": "frame", "endpoint": action.endpoint, "to": action.to}
                 done["clients"] = reached
             case Hangup():
@@ -1095,6 +1125,36 @@ def _expect_connect(wait: WaitConnect, since: float) -> dict[str, Any]:
         "since": round(since, 6),
         "timeout_s": wait.timeout,
     }
+
+
+def _bursting(run: Run, action: object, now: float) -> bool:
+    """Whether ``action``, due already at ``now``, goes on in the burst open now (in the
+    same turn of the event loop, written to each client with the frames before it):
+    frames and what only reads or tells, while the burst is within its bounds (frames,
+    copies, time) and no frame went into a client's send queue (whose writer task must
+    run to send it). A frame to another endpoint ends the burst: each connection's
+    frames are written together, and the order across two connections is the order of
+    the writes. A run's first frame is a burst of its own: it goes out as soon as it is
+    played (a trigger's first frame, before the trigger's answer)."""
+    return (
+        run._burst > 0
+        and run.sent > 1  # the run's first frame goes out alone, at once
+        and isinstance(action, Send | Due | Note)
+        and not _switches(run, action)
+        and run._burst < BURST_FRAMES
+        and run._burst_copies < BURST_COPIES
+        and now - run._burst_at < BURST_SECONDS
+        and burst.open
+        and not burst.queued
+    )
+
+
+def _end_burst(run: Run) -> None:
+    """Write what the open burst holds (see replay.direct.Burst): before the run waits
+    or lets the event loop run anything else."""
+    run._burst = run._burst_copies = 0
+    if burst.open:
+        burst.flush()
 
 
 def _switches(run: Run, action: object) -> bool:

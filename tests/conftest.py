@@ -18,9 +18,17 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from replay.clock import Clock, MonotonicClock
+from replay.direct import burst
 from replay.server import Replay, Server, Settings, create_app, uvicorn_config
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+@pytest.fixture(autouse=True)
+def _no_burst_left_open() -> Iterator[None]:
+    """A test that fails with a burst open (see replay.direct.Burst) leaves it to no other."""
+    yield
+    burst.flush()
 
 
 class LocalClient(TestClient):

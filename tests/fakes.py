@@ -6,6 +6,9 @@ import asyncio
 from typing import Any
 
 from starlette.websockets import WebSocketState
+from websockets.protocol import State
+
+from replay.direct import PROTOCOL_KEY
 
 
 class FakeWebSocket:
@@ -80,3 +83,44 @@ class FakeWebSocket:
 
     async def receive(self) -> dict[str, Any]:
         return await self.incoming.get()
+
+
+class FakeTransport:
+    """An asyncio transport of a direct line: records its writes; ``buffered`` bytes wait
+    in it, and it may be closing."""
+
+    def __init__(self, buffered: int = 0, closing: bool = False) -> None:
+        self.buffered, self.closing = buffered, closing
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class FakeConn:
+    """The ``websockets`` protocol of a direct line: its state and extensions."""
+
+    def __init__(self, state: State = State.OPEN) -> None:
+        self.state = state
+        self.extensions: list[object] = []
+
+
+class FakeProtocol:
+    """uvicorn's protocol object, as far as a direct line uses it."""
+
+    def __init__(self, transport: FakeTransport, conn: FakeConn, close_sent: bool = False):
+        self.transport, self.conn, self.close_sent = transport, conn, close_sent
+
+
+def direct(websocket: FakeWebSocket, protocol: FakeProtocol | None = None) -> FakeProtocol:
+    """Give ``websocket`` a direct line (see replay.direct): what uvicorn's protocol object
+    would be in its scope; returns the fake protocol, whose transport records the writes."""
+    protocol = protocol or FakeProtocol(FakeTransport(), FakeConn())
+    websocket.scope[PROTOCOL_KEY] = protocol
+    return protocol

@@ -26,6 +26,7 @@ from replay.direct import (
     WRITTEN,
     InvalidUtf8Filter,
     Line,
+    burst,
     framed,
     quiet_invalid_utf8,
 )
@@ -33,7 +34,7 @@ from replay.protocol import Endpoint, chunk_frame
 from replay.runner import RunState
 from replay.server import Settings
 from tests.conftest import LiveServer, start_live_server
-from tests.fakes import FakeWebSocket
+from tests.fakes import FakeConn, FakeProtocol, FakeTransport, FakeWebSocket
 from tests.hostile import PATIENCE
 
 
@@ -64,32 +65,6 @@ def test_framed_bytes_are_a_binary_frame() -> None:
     assert (frame.opcode, frame.data) == (Opcode.BINARY, b"\x00\x01\xff")
 
 
-class FakeTransport:
-    def __init__(self, buffered: int = 0, closing: bool = False) -> None:
-        self.buffered, self.closing = buffered, closing
-        self.written: list[bytes] = []
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-
-class FakeConn:
-    def __init__(self, state: State = State.OPEN) -> None:
-        self.state = state
-        self.extensions: list[object] = []
-
-
-class FakeProtocol:
-    def __init__(self, transport: FakeTransport, conn: FakeConn, close_sent: bool = False):
-        self.transport, self.conn, self.close_sent = transport, conn, close_sent
-
-
 @pytest.mark.parametrize(
     ("transport", "conn", "close_sent", "done"),
     [
@@ -109,6 +84,116 @@ def test_a_lines_offer_writes_only_to_an_open_connection_within_its_bound(
     shared = framed("hello")
     assert line.offer("hello", shared, bound=100) == done
     assert transport.written == ([shared] if done == WRITTEN else [])
+
+
+def line_of(transport: FakeTransport | None = None, conn: FakeConn | None = None) -> Line:
+    return Line(FakeProtocol(transport or FakeTransport(), conn or FakeConn()))
+
+
+@pytest.mark.parametrize(
+    ("transport", "conn", "close_sent", "ready"),
+    [
+        (FakeTransport(buffered=700), FakeConn(), False, True),
+        (FakeTransport(closing=True), FakeConn(), False, False),
+        (FakeTransport(), FakeConn(State.CLOSING), False, False),
+        (FakeTransport(), FakeConn(), True, False),
+    ],
+)
+def test_a_line_is_ready_for_a_fan_out_when_open_and_plain_and_then_measured(
+    transport: FakeTransport, conn: FakeConn, close_sent: bool, ready: bool
+) -> None:
+    line = Line(FakeProtocol(transport, conn, close_sent))
+    assert line.ready() is ready
+    if ready:
+        assert line.backlog == 700
+    conn.extensions = [object()]  # compressed: its frames go through its own protocol
+    assert not line.ready()
+
+
+def test_frames_offered_in_a_burst_go_out_in_one_write_when_it_is_flushed() -> None:
+    line = line_of()
+    transport = line.transport
+    frames = [framed(f"frame {i}") for i in range(3)]
+    assert burst.hold(safety=False)
+    assert not burst.hold(safety=False)  # one burst at a time: its opener flushes it
+    for i, shared in enumerate(frames):
+        assert line.offer(f"frame {i}", shared, bound=1000) == WRITTEN
+    assert transport.written == []  # kept until the burst ends
+    assert line.buffered == sum(map(len, frames))  # counted in the backlog meanwhile
+    burst.flush()
+    assert transport.written == [b"".join(frames)]
+    assert not burst.open
+    assert line.pending == []
+
+
+def test_with_no_burst_open_a_frame_is_written_at_once() -> None:
+    line = line_of()
+    assert line.offer("now", framed("now"), bound=1000) == WRITTEN
+    assert line.transport.written == [framed("now")]
+
+
+async def test_a_burst_left_open_is_flushed_by_the_event_loop_in_its_next_turn() -> None:
+    line = line_of()
+    assert burst.hold()
+    line.offer("late", framed("late"), bound=1000)
+    assert line.transport.written == []
+    await asyncio.sleep(0)
+    assert line.transport.written == [framed("late")]
+    assert not burst.open
+
+
+def test_a_line_past_its_bound_writes_what_the_burst_keeps_before_it_is_behind() -> None:
+    transport = FakeTransport()
+    line = line_of(transport)
+    shared = framed("x" * 40)
+    burst.hold(safety=False)
+    try:
+        # The burst keeps more than the bound: the peer may well take it, as it would
+        # have taken the frames one by one; the line is not behind for that.
+        for _ in range(4):
+            assert line.offer("x" * 40, shared, bound=100) == WRITTEN
+        assert len(transport.written) == 1  # written early, to measure the backlog
+        assert transport.written[0] == shared * 3
+        # What the transport itself holds past the bound is a client behind: what it
+        # took before still goes out, the frame that found it behind does not.
+        transport.buffered = 101
+        assert line.offer("x" * 40, shared, bound=100) == BEHIND
+    finally:
+        burst.flush()
+    assert transport.written == [shared * 3, shared]
+
+
+def test_no_frame_kept_by_a_burst_is_written_after_a_close_frame() -> None:
+    protocol = FakeProtocol(FakeTransport(), FakeConn())
+    line = Line(protocol)
+    burst.hold(safety=False)
+    line.offer("kept", framed("kept"), bound=1000)
+    protocol.close_sent = True  # uvicorn sent the close frame meanwhile
+    burst.flush()
+    assert protocol.transport.written == []
+
+
+def test_a_compressed_connections_frames_are_kept_in_order_with_the_others() -> None:
+    class Deflating(FakeConn):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extensions = [object()]
+            self.out: list[bytes] = []
+
+        def send_text(self, data: bytes) -> None:
+            self.out.append(b"Z" + data)
+
+        def data_to_send(self) -> list[bytes]:
+            out, self.out = self.out, []
+            return out
+
+    deflating = Deflating()
+    line = line_of(conn=deflating)
+    burst.hold(safety=False)
+    line.offer("a", framed("a"), bound=1000)
+    line.offer("b", framed("b"), bound=1000)
+    burst.flush()
+    assert line.transport.written == [b"Za" + b"Zb"]
 
 
 def test_a_connection_without_uvicorns_protocol_has_no_line() -> None:

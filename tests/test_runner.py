@@ -30,17 +30,20 @@ import replay.scenario
 import replay.timeline
 from replay.catalog import Catalog
 from replay.clock import Clock, ManualClock, VirtualClock
+from replay.direct import framed
 from replay.engine import Context
 from replay.errors import RunControlRefused, RunNotFound, TooManyRuns, VariablesInvalid
 from replay.feed import Feed
 from replay.library import ScenarioLibrary
 from replay.loader import parse_scenario
+from replay.managers import LocalDelivery, StreamManager, WebsocketManager
 from replay.matching import ClientFrame
 from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, message_frame
 from replay.runner import Run, Runner, RunState
 from replay.state import State
 from replay.timeline import build_timeline
 from replay.tokens import split_tokens
+from tests.fakes import FakeProtocol, FakeWebSocket, direct
 
 SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 START = 1000.0
@@ -2859,3 +2862,63 @@ async def test_steps_take_parallel_branches_in_time_order(manual: ManualClock) -
         offsets.append(done["offset"])
     assert [json.loads(frame)["message"] for frame in delivery.frames] == ["L0", "R1", "L2", "R3"]
     assert offsets == [0.0, 1.0, 2.0, 3.0, 3.0]
+
+
+async def direct_stream_client() -> tuple[LocalDelivery, FakeProtocol]:
+    """Delivery to real managers, with one client on a direct line on /ws/stream."""
+    stream = StreamManager.isolated()
+    websocket = FakeWebSocket()
+    protocol = direct(websocket)
+    await stream.connect(websocket)  # type: ignore[arg-type]
+    return LocalDelivery(WebsocketManager.isolated(), stream), protocol
+
+
+def chunks(*indexes: int) -> bytes:
+    return b"".join(framed(chunk_frame(f"c{i}")) for i in indexes)
+
+
+async def test_frames_due_at_once_reach_a_direct_client_in_one_write(clock: VirtualClock) -> None:
+    delivery, protocol = await direct_stream_client()
+    runner = Runner(delivery, clock)
+    run = await play(runner, "many", scenarios({"many": chunks_yaml(5, 0.1)}), speed=0)
+    assert run.sent == 5
+    assert run.deliveries == 5
+    # The run's first frame at once, on its own; the others due with it in one write.
+    assert protocol.transport.written == [chunks(0), chunks(1, 2, 3, 4)]
+
+
+async def test_a_burst_is_bounded_in_frames(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay.runner, "BURST_FRAMES", 2)
+    delivery, protocol = await direct_stream_client()
+    runner = Runner(delivery, clock)
+    await play(runner, "many", scenarios({"many": chunks_yaml(5, 0.1)}), speed=0)
+    assert protocol.transport.written == [chunks(0), chunks(1, 2), chunks(3, 4)]
+
+
+async def test_a_paced_runs_frames_are_each_written_at_their_time(clock: VirtualClock) -> None:
+    delivery, protocol = await direct_stream_client()
+    written: list[float] = []
+    write = protocol.transport.write
+
+    def timed(data: bytes) -> None:
+        written.append(clock.now())
+        write(data)
+
+    protocol.transport.write = timed  # type: ignore[method-assign]
+    runner = Runner(delivery, clock)
+    run = await play(runner, "many", scenarios({"many": chunks_yaml(3, 0.1)}))
+    assert protocol.transport.written == [chunks(0), chunks(1), chunks(2)]
+    assert written == pytest.approx([START, START + 0.1, START + 0.2])
+    assert run.max_lateness == pytest.approx(0.0, abs=1e-9)
+
+
+async def test_a_burst_is_bounded_in_time(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No time at all for a burst: each frame is written as soon as it is played.
+    monkeypatch.setattr(replay.runner, "BURST_SECONDS", 0.0)
+    delivery, protocol = await direct_stream_client()
+    await play(Runner(delivery, clock), "many", scenarios({"many": chunks_yaml(3, 0.1)}), speed=0)
+    assert protocol.transport.written == [chunks(0), chunks(1), chunks(2)]
