@@ -49,6 +49,9 @@ log = logging.getLogger("replay.workers")
 #: once more and the parent gives up on it.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+#: Seconds every worker has to become ready when the server starts; then the parent stops
+#: them and exits 1 (a worker stuck before it serves must not leave the command hanging).
+START_TIMEOUT = 60.0
 #: Seconds the workers have to stop after SIGTERM before they are killed.
 STOP_GRACE = 5.0
 #: Pending connections a worker's socket holds (uvicorn's default).
@@ -241,6 +244,9 @@ class Supervisor:
         #: True once every worker has been ready (the address announced).
         self.announced = False
         self._wrote_ready = False
+        #: When the workers must all be ready by (time.monotonic()), set by run().
+        self.start_timeout = START_TIMEOUT
+        self._start_deadline = 0.0
         #: A pipe the signal handlers write to, waking the parent (made by run()).
         self._wakeup_read = self._wakeup_write = -1
 
@@ -250,6 +256,7 @@ class Supervisor:
         previous = self._capture_signals()
         try:
             self._bind()
+            self._start_deadline = time.monotonic() + self.start_timeout
             for worker in self.workers:
                 self._start(worker)
             return self._supervise()
@@ -326,7 +333,17 @@ class Supervisor:
             if len(waited) == 1:
                 log.error("every worker was given up on: stopping")
                 return 1
-            for ready in wait(waited):
+            timeout = None
+            if not self.announced:
+                timeout = max(0.0, self._start_deadline - time.monotonic())
+            heard = wait(waited, timeout)
+            if not self.announced and time.monotonic() >= self._start_deadline:
+                slow = [str(w.index) for w in self.workers if not w.ready]
+                raise StartFailed(
+                    f"worker {', '.join(slow)} did not become ready within "
+                    f"{self.start_timeout:g} s (see its log lines above)"
+                )
+            for ready in heard:
                 if ready == self._wakeup_read:
                     with contextlib.suppress(OSError):
                         os.read(self._wakeup_read, 512)

@@ -306,6 +306,30 @@ def test_a_worker_that_dies_too_often_is_given_up(folder: Path) -> None:
     assert (len(started), worker.given_up) == (MAX_RESTARTS, True)
 
 
+def test_a_worker_that_never_becomes_ready_stops_the_parent(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = Plan(Settings(scenarios=folder, backplane="redis://h/0"), "127.0.0.1", 0, "info")
+    supervisor = Supervisor(plan, 1, announce=lambda host, port: None)
+    supervisor.start_timeout = 0.5
+
+    pipes = []
+
+    def start(worker: Worker) -> None:  # a worker stuck before it serves: it never says
+        ours, theirs = supervisor.context.Pipe()
+        pipes.append(theirs)  # open, and silent
+        stuck = supervisor.context.Process(target=time.sleep, args=(60,), daemon=True)
+        stuck.start()
+        worker.process, worker.connection, worker.ready = stuck, ours, False
+
+    supervisor._start = start  # type: ignore[method-assign]
+    assert supervisor.run() == 1
+    assert "replay: worker 0 did not become ready within 0.5 s" in capsys.readouterr().err
+    process = supervisor.workers[0].process
+    assert process is not None
+    assert not process.is_alive()  # stopped on the way out
+
+
 def test_a_worker_that_cannot_start_stops_the_parent_with_its_reason(
     tmp_path: Path, folder: Path
 ) -> None:
