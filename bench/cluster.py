@@ -31,13 +31,11 @@ It prints the tables, writes ``results.json``, the servers' logs and ``cluster.p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,7 +59,7 @@ from common import (
     source_version,
 )
 from report import LABELS
-from run import Contestant, bench_fanout, log, percentiles, play, problem, software
+from run import Contestant, bench_fanout, guarded, log, percentiles, play, problem, software
 from servers import (
     BareServer,
     NodeServer,
@@ -751,24 +749,7 @@ STARTED = time.monotonic()
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def terminate(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return run(args)
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        with contextlib.suppress(Exception):
-            stop_clients()
-            stop_servers()
+    return guarded(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -947,6 +947,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return guarded(lambda: run(args))
+
+
+def guarded(bench: Callable[[], int]) -> int:
+    """Run ``bench`` as a command: its exit status, 1 on a BenchError, 130 on Ctrl-C or
+    128 + N on signal N; the clients and servers it started are stopped in every case."""
 
     def terminate(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -955,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C stops the bench even when it was started with SIGINT ignored (in the background).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return run(args)
+        return bench()
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
