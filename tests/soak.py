@@ -89,7 +89,7 @@ import time
 import traceback
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection as Pipe
@@ -1206,21 +1206,28 @@ def failures(report: dict[str, Any]) -> list[str]:
     ):
         if last["blocks"] > first["blocks"] + BLOCKS_TOLERANCE + more:
             found.append(f"{what} grew from {first['blocks']:,} to {last['blocks']:,}")
-    for key in (
-        "frames_lost",
-        "out_of_order",
-        "repeated",
-        "runs_missing",
-        "partial_runs_with_holes",
-        "runs_not_finished",
-        "runs_short",
-        "error_lines",
-    ):
-        if report[key]:
-            found.append(f"{key}: {report[key]}")
-    for key in ("warnings", "closed_by_server", "client_problems", "trigger_errors"):
-        if report[key]:
-            found.append(f"{key}: {report[key]}")
+    found += checked(report, (*LOSSES, "error_lines"), ("warnings", *TROUBLES))
+    return found
+
+
+#: What a soak's report counts that must be 0 for it to pass: frames and runs.
+LOSSES = (
+    "frames_lost",
+    "out_of_order",
+    "repeated",
+    "runs_missing",
+    "partial_runs_with_holes",
+    "runs_not_finished",
+    "runs_short",
+)
+#: What a soak's report lists that must be empty for it to pass (besides its warnings).
+TROUBLES = ("closed_by_server", "client_problems", "trigger_errors")
+
+
+def checked(report: dict[str, Any], counts: Iterable[str], lists: Iterable[str]) -> list[str]:
+    """What went wrong by the report's ``counts`` (each must be 0) and ``lists`` (each
+    must be empty), its clients' loop lag and whether anything was checked at all."""
+    found = [f"{key}: {report[key]}" for key in (*counts, *lists) if report[key]]
     if report["client_max_lag_s"] >= ABORT_MARGIN / 2:
         found.append(f"client loop lag {report['client_max_lag_s']} s: the abort margin is unsafe")
     if not report["runs_required"]:

@@ -110,10 +110,12 @@ from tests.soak import (
     BLOCKS_PER_CLIENT,
     BLOCKS_TOLERANCE,
     EXAMPLES,
+    LOSSES,
     PATIENCE,
     ROOT,
     SCENARIO,
     TASKS_TOLERANCE,
+    TROUBLES,
     Check,
     Options,
     Run,
@@ -121,6 +123,7 @@ from tests.soak import (
     Workers,
     _die_with_parent,
     _growth,
+    checked,
     log_findings,
 )
 
@@ -726,28 +729,8 @@ def cluster_failures(report: dict[str, Any]) -> list[str]:
     found = []
     for process in report["processes"]:
         found.extend(process_failures(process))
-    for key in (
-        "frames_lost",
-        "out_of_order",
-        "repeated",
-        "runs_missing",
-        "partial_runs_with_holes",
-        "runs_not_finished",
-        "runs_short",
-        "unknown_runs",
-        "runs_missing_on_nodes",
-        "node_runs_short",
-        "error_lines",
-    ):
-        if report[key]:
-            found.append(f"{key}: {report[key]}")
-    for key in ("closed_by_server", "client_problems", "trigger_errors", "sample_errors"):
-        if report[key]:
-            found.append(f"{key}: {report[key]}")
-    if report["client_max_lag_s"] >= ABORT_MARGIN / 2:
-        found.append(f"client loop lag {report['client_max_lag_s']} s: the abort margin is unsafe")
-    if not report["runs_required"]:
-        found.append("no (connection, run) pair was checked")
+    counts = (*LOSSES, "unknown_runs", "runs_missing_on_nodes", "node_runs_short", "error_lines")
+    found += checked(report, counts, (*TROUBLES, "sample_errors"))
     if not report["kills"] or any(kill["back_after_s"] is None for kill in report["kills"]):
         found.append(f"the kills did not all happen and recover: {report['kills']}")
     return found
