@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from report import LABELS, explain, ms, pct, print_table, ratio
+from report import LABELS, explain, ms, pct, print_table, pyplot, ratio
 
 COLORS = {
     "replay-1": "tab:blue",
@@ -239,12 +239,8 @@ def print_report(results: dict[str, Any]) -> None:
 
 def write_plot(results: dict[str, Any], path: Path) -> bool:
     """The cluster plot (PNG); False when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ((rate, cost), (memory, spread)) = plt.subplots(2, 2, figsize=(12, 8.5))
     _fanout_bars(rate, cost, results.get("fanout", []))

@@ -632,14 +632,22 @@ def print_report(results: dict[str, Any]) -> None:
 # The plot.
 
 
-def write_plot(results: dict[str, Any], path: Path) -> bool:
-    """Scaling plot (PNG); False when matplotlib is not installed."""
+def pyplot() -> Any:
+    """matplotlib's pyplot drawing to files (no display), or None when it is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def write_plot(results: dict[str, Any], path: Path) -> bool:
+    """Scaling plot (PNG); False when matplotlib is not installed."""
+    plt = pyplot()
+    if plt is None:
         return False
     servers = by_server(results)
     colors = {
