@@ -1020,7 +1020,7 @@ def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: 
     if problem:
         pytest.fail(problem)
     with connect(served.ws_url + "/ws?client_id=ui"):
-        post(served, "/trigger/long?wait=false")
+        long = post(served, "/trigger/long?wait=false")
         post(served, "/trigger/messages?speed=0")
         expect(page.locator("#clients tr")).to_have_count(1)
         expect(page.locator('#runs [data-state="running"]')).to_have_count(1)
@@ -1029,6 +1029,19 @@ def test_the_dashboard_has_no_serious_accessibility_problem(page: Page, served: 
         for theme in ("light", "dark"):
             page.emulate_media(color_scheme=theme)
             assert serious_violations(page) == [], theme
+        # The run chosen (its row tinted) while it runs, then while it is paused: its state
+        # badge keeps its contrast on the tint.
+        run_id = long["run_id"]
+        running = page.locator(f'#runs [data-run="{run_id}"]')
+        running.locator(".pick").click()
+        expect(running).to_have_attribute("aria-current", "true")
+        for paused in (False, True):
+            if paused:
+                post(served, f"/runs/{run_id}/pause")
+                expect(running).to_have_attribute("data-paused", "true")
+            for theme in ("light", "dark"):
+                page.emulate_media(color_scheme=theme)
+                assert serious_violations(page) == [], (theme, paused)
 
 
 # --- a cluster (serve --backplane) ----------------------------------------------------------
