@@ -28,7 +28,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from replay import __version__, planning
 from replay.apidocs import add_api_docs
@@ -76,9 +76,10 @@ from replay.record.folder import RecordingsFolder
 from replay.record.live import Upstream
 from replay.responses import JSONAnswer, json_bytes
 from replay.runner import Run, Runner, RunState
-from replay.scenario import CLIENT_ID_PATTERN, ClientFrameMatch, Scenario
+from replay.scenario import ClientFrameMatch, Scenario
 from replay.state import State
-from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline, check_speed
+from replay.timeline import MAX_SPEED, MIN_SPEED, Timeline
+from replay.trigger import TriggerBody, TriggerQuery, TriggerRoute
 
 log = logging.getLogger("replay.server")
 
@@ -191,38 +192,6 @@ class SpeedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     speed: float = Field(description="From MIN_SPEED to MAX_SPEED; 1 is real time.")
-
-
-class TriggerBody(BaseModel):
-    """The optional JSON body of ``POST /trigger/{scenario}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    vars: dict[str, Any] = Field(
-        default_factory=dict, description="Values for the scenario's declared variables."
-    )
-    seed: int | None = Field(default=None, ge=0, lt=2**63, description="As the query's seed.")
-
-    @field_validator("vars")
-    @classmethod
-    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Python's json reads NaN and Infinity, which JSON (and a browser) does not have,
-        # and "\ud800" escapes into a lone surrogate, which no UTF-8 frame can carry.
-        try:
-            json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as error:
-            bad = error.object[error.start : error.end]
-            raise ValueError(
-                f"variables must be valid Unicode text: {bad!r} is half of a surrogate "
-                "pair (a \\uD800-\\uDFFF escape without its other half)"
-            ) from None
-        except ValueError:
-            raise ValueError("variables must be plain JSON: no NaN or Infinity") from None
-        return value
-
-    client: str | None = Field(
-        default=None, pattern=CLIENT_ID_PATTERN.pattern, description="As the query's client."
-    )
 
 
 class Replay:
@@ -583,34 +552,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     _add_middleware(app, settings, replay)
     _add_error_handlers(app)
 
-    @app.post("/trigger/{scenario}", response_model=None)
     async def trigger(
         scenario: str,
+        query: Annotated[TriggerQuery, Query()],
         body: Annotated[TriggerBody | None, Body()] = None,
-        wait: Annotated[bool, Query(description="Answer when the run has ended.")] = True,
-        follow: Annotated[
-            bool, Query(description="Stream the run's events as JSON lines as they happen.")
-        ] = False,
-        speed: Annotated[
-            float,
-            Query(
-                ge=0,
-                le=MAX_SPEED,
-                description=f"2 = twice as fast; 0 = no pauses; at least {MIN_SPEED:g} otherwise.",
-            ),
-            AfterValidator(check_speed),
-        ] = 1.0,
-        client: Annotated[
-            str | None,
-            Query(
-                pattern=CLIENT_ID_PATTERN.pattern,
-                description="Send to this client only (unless a step says otherwise).",
-            ),
-        ] = None,
-        seed: Annotated[
-            int | None,
-            Query(ge=0, lt=2**63, description="Seed for jitter and random values (repeatable)."),
-        ] = None,
     ) -> JSONAnswer | StreamingResponse:
         """Play a scenario to every connected client (or to ``client``).
 
@@ -620,20 +565,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         body = body or TriggerBody()
         run = await replay.start(
             scenario,
-            speed=speed,
-            seed=seed if seed is not None else body.seed,
+            speed=query.speed,
+            seed=query.seed if query.seed is not None else body.seed,
             vars=body.vars,
-            client=client or body.client,
+            client=query.client or body.client,
             # The first frame goes out in the run's first turn; nothing below misses it:
             # the follower is registered before anything awaits, the answer is made first.
             eager=True,
         )
-        if follow:
+        if query.follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
             # before the response starts streaming.
             lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
-        if not wait:
+        if not query.wait:
             started = JSONAnswer(
                 {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
             )
@@ -645,6 +590,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
         return JSONAnswer(_trigger_result(run), status)
+
+    app.router.add_api_route(
+        "/trigger/{scenario}",
+        trigger,
+        methods=["POST"],
+        response_model=None,
+        route_class_override=TriggerRoute,  # a trigger with no body skips the solving
+    )
 
     @app.get("/clients")
     async def list_clients(local: LocalOnly = False) -> dict[str, Any]:
