@@ -199,6 +199,10 @@ class Run:
     pace: Pace = field(default_factory=lambda: Pace(MonotonicClock(), 1.0), repr=False)
     #: What each waiting branch waits for now (``expects`` in the summary).
     _expects: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: Plans the run and publishes run.started, once (see :meth:`announce`).
+    _announce: Callable[[], None] | None = field(default=None, repr=False)
+    #: The run's feed events made before its run.started, published right after it.
+    _held: list[tuple[str, dict[str, Any]]] | None = field(default=None, repr=False)
     #: What the run's scenarios speak (for ``expects[].example``).
     _protocol: WireProtocol | None = field(default=None, repr=False)
 
@@ -217,15 +221,35 @@ class Run:
         await self._planned.wait()
         return self
 
+    def announce(self) -> None:
+        """Plan the run (a short scenario at once, a long one in the planning thread) and
+        publish ``run.started``, unless done already. :meth:`Runner.start` leaves this
+        for right after the run's first turn, so that a trigger's first frame does not
+        wait for the plan; call it before reading the plan (:meth:`summary`'s
+        ``frames``) in the same turn as the start."""
+        announce, self._announce = self._announce, None
+        if announce is not None:
+            announce()
+
     def _set_plan(self, plan: Timeline | None) -> None:
         # Only the counts: memory must not grow with the frames a run will send.
         self.plan = plan.counts() if plan is not None else None
         self._planned.set()
 
-    def summary(self) -> dict[str, Any]:
-        """The run as JSON-ready data (what GET /runs/{id} answers)."""
+    def planned_counts(self) -> dict[str, Any]:
+        """The plan's part of :meth:`summary`: ``frames``, ``frames_exact``, ``planned_s``
+        (None, False, None until the run is planned, or if it cannot be)."""
         plan = self.plan
         planned = plan.duration if plan is not None else None
+        return {
+            "frames": plan.frames if plan is not None and planned is not None else None,
+            "frames_exact": plan is not None and planned is not None and plan.waits == 0,
+            "planned_s": round(planned, 6) if planned is not None else None,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The run as JSON-ready data (what GET /runs/{id} answers)."""
+        counts = self.planned_counts()
         return {
             "run_id": self.id,
             "scenario": self.scenario,
@@ -238,15 +262,15 @@ class Run:
             "vars": dict(self.vars),
             "client": self.client,
             "sender": self.sender,
-            "frames": plan.frames if plan is not None and planned is not None else None,
-            "frames_exact": plan is not None and planned is not None and plan.waits == 0,
+            "frames": counts["frames"],
+            "frames_exact": counts["frames_exact"],
             "sent": self.sent,
             "deliveries": self.deliveries,
             "clients": self.clients,
             "waiting": self.waiting,
             "expects": [dict(expect) for expect in self._expects],
             "step": self.step,
-            "planned_s": round(planned, 6) if planned is not None else None,
+            "planned_s": counts["planned_s"],
             "duration_s": round(self.elapsed, 6),
             "max_lateness_s": round(self.max_lateness, 6),
             "started_at": self.started_at,
@@ -472,7 +496,8 @@ class Runner:
         run._protocol = catalog.protocol
         run.mailbox = Mailbox(awaited(name, catalog), client)
         # Planned on a copy of the state as it is now (perhaps in another thread).
-        _start_plan(run, name, catalog, replace(context, state=self.state.snapshot()))
+        run._announce = self._announcer(run, catalog, replace(context, state=self.state.snapshot()))
+        run._held = []
         run.client, run.sender, run.started_by = client, sender, started_by
         run._yields = not eager
         run._begins_at = begins_at
@@ -482,7 +507,8 @@ class Runner:
             self._play(run, name, catalog, context), name=f"replay-run-{run.id}"
         )
         run._task.add_done_callback(lambda _: self._cancelled_early(run))
-        self.feed.publish("run.started", run_id=run.id, scenario=name, run=run.summary())
+        # After the run's first turn: an eager run's first frame goes out before the plan.
+        asyncio.get_running_loop().call_soon(run.announce)
         log.debug(
             "run %s: playing %r (%s, speed %g, seed %d)",
             run.id,
@@ -492,6 +518,31 @@ class Runner:
             seed,
         )
         return run
+
+    def _announcer(self, run: Run, catalog: Catalog, context: Context) -> Callable[[], None]:
+        """What :meth:`Run.announce` does for ``run``: plan it, publish run.started, then
+        the events the run made before (a first frame's ``run.step``, ``frame.sent``)."""
+
+        def announce() -> None:
+            try:
+                _start_plan(run, run.scenario, catalog, context)
+                self.feed.publish(
+                    "run.started", run_id=run.id, scenario=run.scenario, run=run.summary()
+                )
+            finally:
+                held, run._held = run._held or [], None
+                for kind, fields in held:
+                    self.feed.publish(kind, **fields)
+
+        return announce
+
+    def _tell(self, subject: Run, kind: str, /, **fields: Any) -> None:
+        """Publish one of the ``subject`` run's events, or hold it until the run's
+        ``run.started`` (see :meth:`Run.announce`): the feed tells a run's story in order."""
+        if subject._held is not None:
+            subject._held.append((kind, fields))
+        else:
+            self.feed.publish(kind, **fields)
 
     def admit(self, started_by: str = "trigger", sender: str | None = None) -> None:
         """Raise TooManyRuns now (counted as refused) if :meth:`start` would, so that
@@ -622,8 +673,13 @@ class Runner:
         if not was_paused:
             self._control(run, "run.paused")
         done = await stepped
-        self.feed.publish(
-            "run.stepped", run_id=run.id, scenario=run.scenario, run=run.summary(), stepped=done
+        self._tell(
+            run,
+            "run.stepped",
+            run_id=run.id,
+            scenario=run.scenario,
+            run=run.summary(),
+            stepped=done,
         )
         return run, done
 
@@ -638,7 +694,7 @@ class Runner:
     def _control(self, run: Run, event: str) -> None:
         log.info("run %s: %s (%s)", run.id, event.removeprefix("run."), _pace_text(run))
         summary = run.summary()
-        self.feed.publish(event, run_id=run.id, scenario=run.scenario, run=summary)
+        self._tell(run, event, run_id=run.id, scenario=run.scenario, run=summary)
         # Followers (replay --scenario, ?follow=true) hear it too, whoever paused the run.
         run._note(event.removeprefix("run."), run=summary)
 
@@ -912,7 +968,7 @@ class Runner:
         run._expects.append(expect)
         run.waiting = "; ".join(run._waits)
         self._publish_wait(run, expect)
-        self.feed.publish("run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
+        self._tell(run, "run.waiting", run_id=run.id, scenario=run.scenario, waiting=run.waiting)
 
     def _end_wait(
         self,
@@ -929,7 +985,8 @@ class Runner:
         self._publish_waited(run, expect["step"], ended_by, client, frame)
 
     def _publish_wait(self, run: Run, expect: dict[str, Any]) -> None:
-        self.feed.publish(
+        self._tell(
+            run,
             "run.wait",
             run_id=run.id,
             scenario=run.scenario,
@@ -941,7 +998,8 @@ class Runner:
     def _publish_waited(
         self, run: Run, step: str, ended_by: str, client: str | None, frame: str | None
     ) -> None:
-        self.feed.publish(
+        self._tell(
+            run,
             "run.waited",
             run_id=run.id,
             scenario=run.scenario,
@@ -971,7 +1029,8 @@ class Runner:
             clients=ended,
             step=hangup.step,
         )
-        self.feed.publish(
+        self._tell(
+            run,
             "run.hangup",
             run_id=run.id,
             scenario=run.scenario,
@@ -988,15 +1047,16 @@ class Runner:
 
     def _step(self, run: Run, scenario: str, step: str) -> None:
         run.step, run.step_scenario = step, scenario
-        self.feed.publish(
-            "run.step", run_id=run.id, scenario=run.scenario, step=step, step_scenario=scenario
+        self._tell(
+            run, "run.step", run_id=run.id, scenario=run.scenario, step=step, step_scenario=scenario
         )
 
     def _publish_frame(
         self, run: Run, send: Send, reached: int, at: float, lateness: float
     ) -> None:
         frame = send.frame
-        self.feed.publish(
+        self._tell(
+            run,
             "frame.sent",
             run_id=run.id,
             scenario=send.scenario,
@@ -1018,6 +1078,7 @@ class Runner:
             self._end(run, RunState.CANCELLED, 0.0)
 
     def _end(self, run: Run, state: RunState, elapsed: float, error: str | None = None) -> None:
+        run.announce()  # a run that ends in its first turn: run.started (and plan) first
         run.mailbox.clear()  # what it did not read goes with it
         if self._active.pop(run.id, None) is not None:
             self._count(run, -1)
@@ -1025,8 +1086,8 @@ class Runner:
         run._finish(state, elapsed, error)
         run.pace.end()  # a step waiting for an action gets "end"
         self.ended[state] += 1
-        self.feed.publish(
-            f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
+        self._tell(
+            run, f"run.{state.value}", run_id=run.id, scenario=run.scenario, run=run.summary()
         )
 
 

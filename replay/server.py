@@ -569,24 +569,25 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             seed=query.seed if query.seed is not None else body.seed,
             vars=body.vars,
             client=query.client or body.client,
-            # The first frame goes out in the run's first turn; nothing below misses it:
-            # the follower is registered before anything awaits, the answer is made first.
+            # The first frame goes out in the run's first turn, before its plan is made
+            # (see Run.announce); nothing below misses it: the follower is registered
+            # before anything awaits.
             eager=True,
         )
         if query.follow:
             # Follow now, before anything awaits: at speed 0 the run could otherwise finish
             # before the response starts streaming.
+            run.announce()
             lines = _follow(run, run.summary(), run.follow(heartbeat=HEARTBEAT))
             return StreamingResponse(lines, media_type="application/x-ndjson")
         if not query.wait:
-            started = JSONAnswer(
-                {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}, 202
-            )
-            # The run as it started, answered once its first frame is out (as the bare
-            # websockets server answers after its broadcast): that frame does not wait
-            # for the answer to make its way out through the middleware.
+            started = {**_trigger_result(run), "status": "started", "url": f"/runs/{run.id}"}
+            # The run as it started, with its plan, answered once its first frame is out
+            # (as the bare websockets server answers after its broadcast): that frame
+            # waits neither for the plan nor for the answer.
             await asyncio.sleep(0)
-            return started
+            run.announce()
+            return JSONAnswer({**started, **run.planned_counts()}, 202)
         await run.wait()
         status = 500 if run.state is RunState.FAILED else 200
         return JSONAnswer(_trigger_result(run), status)

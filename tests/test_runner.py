@@ -2053,12 +2053,59 @@ async def test_a_long_run_is_planned_off_the_loop_and_keeps_only_counts(
     assert held - before < 5_000_000
 
 
-async def test_a_short_run_is_planned_at_once(shipped: Catalog, clock: VirtualClock) -> None:
-    run = Runner(FakeDelivery(clock), clock).start("all", shipped)
+async def test_a_short_run_is_planned_right_after_its_first_frame(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    plans: list[object] = []
+    delivery = FakeDelivery(clock, on_send=lambda n: plans.append(run.plan) if n == 1 else None)
+    run = Runner(delivery, clock).start("all", shipped, speed=0, eager=True)
+    assert run.plan is None  # not before the run's first turn
+    await asyncio.wait_for(run.planned(), timeout=5)
+    assert plans == [None]  # the first frame went out before the plan was made
     assert run.plan is not None
     assert run.summary()["frames"] == 8
-    await asyncio.wait_for(run.planned(), timeout=5)
     await asyncio.wait_for(run.wait(), timeout=5)
+
+
+async def test_announce_plans_a_short_run_at_once(shipped: Catalog, clock: VirtualClock) -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    run = Runner(FakeDelivery(clock), clock, feed=feed).start("all", shipped)
+    run.announce()
+    assert run.plan is not None
+    assert run.summary()["frames"] == 8
+    run.announce()  # once only
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got).count("run.started") == 1
+
+
+async def test_an_eager_run_tells_its_start_before_its_first_frame_on_the_feed(
+    shipped: Catalog, clock: VirtualClock
+) -> None:
+    feed = Feed()
+    events = feed.subscribe()
+    delivery = FakeDelivery(clock, {Endpoint.MESSAGES: 2})
+    runner = Runner(delivery, clock, feed=feed)
+    run = runner.start("messages", shipped, speed=0, eager=True)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got) == ["run.started", *["run.step", "frame.sent"] * 4, "run.finished"]
+    seqs = [event["seq"] for event in got]
+    assert seqs == sorted(seqs)
+    assert got[0]["run"]["frames"] == 4
+    assert [event["frame"] for event in got if event["event"] == "frame.sent"] == delivery.frames
+
+
+async def test_a_run_that_ends_in_its_first_turn_is_told_in_order(clock: VirtualClock) -> None:
+    catalog = scenarios({"one": "steps:\n  - message: EVENT\n    text: hi\n"})
+    feed = Feed()
+    events = feed.subscribe()
+    run = Runner(FakeDelivery(clock), clock, feed=feed).start("one", catalog, speed=0, eager=True)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert kinds(got) == ["run.started", "run.step", "frame.sent", "run.finished"]
+    assert got[-1]["run"]["frames"] == 1
 
 
 class Work:
@@ -2296,7 +2343,8 @@ async def test_a_run_is_planned_on_a_copy_of_the_state(clock: VirtualClock) -> N
     state = State({"turn": 1})
     runner = Runner(FakeDelivery(clock), clock, state=state)
     run = runner.start("setter", scenarios({"setter": SETTER}))
-    assert run.plan is not None  # planned at once, with the state as it is
+    run.announce()
+    assert run.plan is not None  # planned with the state as it was at the start
     assert run.plan.frames == 2
     assert state["turn"] == 1  # the plan's set changed its copy only
     await asyncio.wait_for(run.wait(), timeout=5)
@@ -2836,6 +2884,7 @@ async def test_frames_are_exact_unless_the_plan_waits(clock: VirtualClock) -> No
     catalog = scenarios({"ticks": TICKS, "ask": ASK})
     ticks = runner.start("ticks", catalog)
     asked = runner.start("ask", catalog)
+    await asyncio.wait_for(asyncio.gather(ticks.planned(), asked.planned()), timeout=5)
     assert ticks.summary()["frames_exact"] is True
     assert asked.summary()["frames_exact"] is False
     runner.cancel(asked.id)

@@ -342,6 +342,9 @@ def test_trigger_without_waiting_answers_the_run_as_it_started(client: TestClien
         assert answer.status_code == 202
         assert answer.json()["sent"] == 0
         assert answer.json()["state"] == "running"
+        # planned after the first frame went out, and answered with it
+        assert answer.json()["frames"] == 1
+        assert answer.json()["frames_exact"] is True
         assert json.loads(ws.receive_text())["message_type"]
 
 
