@@ -599,6 +599,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         response_model=None,
         route_class_override=TriggerRoute,  # a trigger with no body skips the solving
     )
+    # Tried first: a trigger's path is no other route's, and it is the request whose
+    # time counts (the router tries the routes in order).
+    app.router.routes.insert(0, app.router.routes.pop())
 
     @app.get("/clients")
     async def list_clients(local: LocalOnly = False) -> dict[str, Any]:
