@@ -101,26 +101,53 @@ def reuse_port_available() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (not listening), as uvicorn binds one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def bind_sockets(host: str, port: int, *, reuse_port: bool) -> list[socket.socket]:
+    """TCP sockets bound (not listening) to every address ``host`` names, as uvicorn
+    alone binds them (``localhost``: 127.0.0.1, and ::1 where the system names it too),
+    all on one port: with ``port`` 0, the one the system chose for the first."""
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host.strip("[]"), port))
+        for family, address in _addresses(host, port):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # Else "::" would take IPv4 too, and the IPv4 address found besides it
+                # could not be bound.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            chosen = sockets[0].getsockname()[1] if len(sockets) > 1 else port
+            sock.bind((address[0], chosen, *address[2:]))
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    return sockets
+
+
+def _addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """Each (family, address) ``host`` names for a server, once (as asyncio's
+    ``create_server`` finds them)."""
+    found = socket.getaddrinfo(
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    unique: dict[tuple[int, str], tuple[Any, ...]] = {}
+    for family, _, _, _, address in found:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            unique.setdefault((family, str(address[0])), address)
+    return [(family, address) for (family, _), address in unique.items()]
 
 
 # --- the worker --------------------------------------------------------------------------
 
 
 def worker_main(
-    plan: Plan, index: int, parent: Connection, parent_pid: int, shared: socket.socket | None
+    plan: Plan,
+    index: int,
+    parent: Connection,
+    parent_pid: int,
+    shared: list[socket.socket] | None,
 ) -> None:
     """A worker process: serve ``plan`` as worker ``index``, telling ``parent`` when it
     is ready (``("ready", host, port)``) or why it could not start (``("failed", why)``)."""
@@ -130,7 +157,7 @@ def worker_main(
     _configure_logging(plan.log_level, prefix=f"worker {index}: ")
     try:
         server = _worker_server(plan, index, parent)
-        sock = shared or _listening_socket(plan)
+        sockets = shared or _listening_sockets(plan)
     except Exception as error:  # the parent reports it: the user sees why
         with contextlib.suppress(OSError):
             parent.send(("failed", str(error) or repr(error)))
@@ -138,7 +165,7 @@ def worker_main(
     _budget_files(plan.settings)
     # uvicorn exits 3 when the application cannot start: said just below.
     with contextlib.suppress(SystemExit):
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     if not server.started:
         with contextlib.suppress(OSError):
             parent.send(("failed", "the server did not start (see the log above)"))
@@ -165,10 +192,11 @@ def _worker_server(plan: Plan, index: int, parent: Connection) -> Any:
     return ReadyServer(config, announce=ready)
 
 
-def _listening_socket(plan: Plan) -> socket.socket:
-    sock = bind_socket(plan.host, plan.port, reuse_port=True)
-    sock.listen(BACKLOG)
-    return sock
+def _listening_sockets(plan: Plan) -> list[socket.socket]:
+    sockets = bind_sockets(plan.host, plan.port, reuse_port=True)
+    for sock in sockets:
+        sock.listen(BACKLOG)
+    return sockets
 
 
 def _die_with_parent(parent: Connection, parent_pid: int) -> None:
@@ -238,8 +266,8 @@ class Supervisor:
         self.ready_file = ready_file
         self.context = multiprocessing.get_context("spawn")
         self.workers = [Worker(i) for i in range(count)]
-        self.reserved: socket.socket | None = None
-        self.shared: socket.socket | None = None
+        self.reserved: list[socket.socket] = []
+        self.shared: list[socket.socket] | None = None
         self.stopping = False
         #: True once every worker has been ready (the address announced).
         self.announced = False
@@ -266,9 +294,8 @@ class Supervisor:
         finally:
             self._stop_all()
             self._remove_ready_file()
-            for sock in (self.reserved, self.shared):
-                if sock is not None:
-                    sock.close()
+            for sock in [*self.reserved, *(self.shared or [])]:
+                sock.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             signal.set_wakeup_fd(-1)
@@ -295,17 +322,16 @@ class Supervisor:
         host, port = self.plan.host, self.plan.port
         try:
             if self.plan.reuse_port:
-                self.reserved = bind_socket(host, port, reuse_port=True)
-                sock = self.reserved
+                self.reserved = sockets = bind_sockets(host, port, reuse_port=True)
             else:
-                self.shared = bind_socket(host, port, reuse_port=False)
-                self.shared.listen(BACKLOG)
-                sock = self.shared
+                self.shared = sockets = bind_sockets(host, port, reuse_port=False)
+                for sock in sockets:
+                    sock.listen(BACKLOG)
         except OSError as error:
             raise StartFailed(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from None
-        self.plan.port = int(sock.getsockname()[1])  # the port the system chose for 0
+        self.plan.port = int(sockets[0].getsockname()[1])  # the port the system chose for 0
 
     def _start(self, worker: Worker) -> None:
         ours, theirs = self.context.Pipe(duplex=True)

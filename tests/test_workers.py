@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from replay.workers import (
     Supervisor,
     Worker,
     WorkersRefused,
+    bind_sockets,
     check_backplane,
     exit_description,
 )
@@ -384,3 +386,73 @@ def test_a_plan_travels_pickled(folder: Path) -> None:
 
     plan = Plan(Settings(scenarios=folder, backplane="redis://h/0"), "127.0.0.1", 0, "info")
     assert pickle.loads(pickle.dumps(plan)) == plan
+
+
+# --- the addresses ------------------------------------------------------------------------
+
+
+def names(*addresses: tuple[int, str]) -> Callable[..., list[Any]]:
+    """A getaddrinfo that names these (family, host) addresses (twice each, as for UDP and
+    TCP), whatever it is asked."""
+
+    def getaddrinfo(host: Any, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        found = []
+        for family, address in addresses:
+            where = (address, port) if family == socket.AF_INET else (address, port, 0, 0)
+            found += [(family, socket.SOCK_STREAM, 6, "", where)] * 2
+        return found
+
+    return getaddrinfo
+
+
+def test_workers_bind_every_address_a_host_names_on_one_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "localhost" names ::1 too on many systems; a single uvicorn binds both.
+    both = names((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    sockets = bind_sockets("localhost", 0, reuse_port=True)
+    try:
+        assert [s.family for s in sockets] == [socket.AF_INET, socket.AF_INET6]
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(ports) == 1
+        assert 0 not in ports
+        assert sockets[1].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        for sock in sockets:
+            sock.listen(8)
+            with socket.create_connection(sock.getsockname()[:2], timeout=5):
+                pass  # both addresses take connections
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_host_whose_second_address_cannot_be_bound_leaves_nothing_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine.
+    monkeypatch.setattr(
+        socket, "getaddrinfo", names((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "192.0.2.1"))
+    )
+    made: list[socket.socket] = []
+    plain = socket.socket
+
+    def recorded(*args: Any, **kwargs: Any) -> socket.socket:
+        made.append(plain(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(socket, "socket", recorded)
+    with pytest.raises(OSError, match="assign requested address"):
+        bind_sockets("somewhere", 0, reuse_port=False)
+    assert len(made) == 2
+    assert [sock.fileno() for sock in made] == [-1, -1]  # both closed
+
+
+def test_a_host_that_names_one_address_binds_one_socket() -> None:
+    sockets = bind_sockets("127.0.0.1", 0, reuse_port=True)
+    try:
+        assert len(sockets) == 1
+        assert sockets[0].getsockname()[0] == "127.0.0.1"
+    finally:
+        for sock in sockets:
+            sock.close()
