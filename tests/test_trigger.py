@@ -3,13 +3,17 @@ body comes, with the same answers as with one."""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 from starlette.requests import Request
 
 from replay.server import Settings, create_app
@@ -132,3 +136,50 @@ def test_the_docs_still_show_every_query_parameter_and_the_body(client: TestClie
     speed = next(p for p in operation["parameters"] if p["name"] == "speed")
     assert "no pauses" in speed["description"]
     assert "requestBody" in operation
+
+
+_KEYS = st.sampled_from(["wait", "follow", "speed", "client", "seed", "other", "Speed"])
+_VALUES = st.one_of(
+    st.sampled_from(
+        ["", "0", "1", "true", "false", "True", "off", "yes", "2", "0.5", "1e3", "-0", "nan"]
+    ),
+    st.text(max_size=12),
+    st.integers(-(2**70), 2**70).map(str),
+)
+
+
+@hypothesis.settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(st.lists(st.tuples(_KEYS, _VALUES), max_size=6))
+def test_property_any_query_is_answered_alike_with_a_body_or_without(
+    quick: TestClient, pairs: list[tuple[str, str]]
+) -> None:
+    query = urllib.parse.urlencode(pairs)
+    fast = quick.post(f"/trigger/one?{query}")
+    full = quick.post(f"/trigger/one?{query}", json={})
+    assert fast.status_code == full.status_code, (query, fast.text, full.text)
+    assert fast.status_code in (200, 202, 422), (query, fast.text)
+    if fast.status_code == 422:
+        assert fast.json() == full.json()
+    elif fast.headers["content-type"].startswith("application/x-ndjson"):
+        assert [json.loads(line)["event"] for line in fast.text.splitlines()] == [
+            json.loads(line)["event"] for line in full.text.splitlines()
+        ]
+    else:
+        assert {k for k in fast.json()} == {k for k in full.json()}
+        assert fast.json()["speed"] == full.json()["speed"]
+        assert fast.json()["client"] == full.json()["client"]
+
+
+@pytest.fixture
+def quick(tmp_path: Path) -> Iterator[TestClient]:
+    """A server with one scenario of one frame and no pause: a run ends at once."""
+    folder = tmp_path / "quick"
+    folder.mkdir()
+    (folder / "one.yaml").write_text("version: 1\nsteps:\n  - message: EVENT\n    text: hi\n")
+    app = create_app(Settings(scenarios=folder, isolated=True))
+    with LocalClient(app) as test_client:
+        yield test_client
