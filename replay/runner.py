@@ -526,13 +526,17 @@ class Runner:
         def announce() -> None:
             try:
                 _start_plan(run, run.scenario, catalog, context)
-                self.feed.publish(
-                    "run.started", run_id=run.id, scenario=run.scenario, run=run.summary()
-                )
-            finally:
-                held, run._held = run._held or [], None
-                for kind, fields in held:
-                    self.feed.publish(kind, **fields)
+            except Exception:
+                # A fault in planning (a bug: a scenario that cannot be planned is None)
+                # costs the run its summary's counts, not its play or its events.
+                log.exception("run %s: could not be planned", run.id)
+                run._set_plan(None)
+            self.feed.publish(
+                "run.started", run_id=run.id, scenario=run.scenario, run=run.summary()
+            )
+            held, run._held = run._held or [], None
+            for kind, fields in held:
+                self.feed.publish(kind, **fields)
 
         return announce
 

@@ -41,7 +41,7 @@ from replay.matching import ClientFrame
 from replay.protocol import CLOSE_FRAME, Endpoint, StreamType, chunk_frame, message_frame
 from replay.runner import Run, Runner, RunState
 from replay.state import State
-from replay.timeline import build_timeline
+from replay.timeline import Timeline, build_timeline
 from replay.tokens import split_tokens
 from tests.fakes import FakeProtocol, FakeWebSocket, direct
 
@@ -2971,3 +2971,23 @@ async def test_a_burst_is_bounded_in_time(
     delivery, protocol = await direct_stream_client()
     await play(Runner(delivery, clock), "many", scenarios({"many": chunks_yaml(3, 0.1)}), speed=0)
     assert protocol.transport.written == [chunks(0), chunks(1), chunks(2)]
+
+
+async def test_a_fault_in_planning_costs_only_the_counts(
+    shipped: Catalog, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Timeline:
+        raise RuntimeError("a bug in planning")
+
+    monkeypatch.setattr(replay.runner, "build_timeline", broken)
+    feed = Feed()
+    events = feed.subscribe()
+    delivery = FakeDelivery(clock)
+    run = Runner(delivery, clock, feed=feed).start("messages", shipped, speed=0, eager=True)
+    await asyncio.wait_for(run.wait(), timeout=5)
+    got = await feed_until_end(events)
+    assert run.state is RunState.FINISHED
+    assert len(delivery.frames) == 4
+    assert kinds(got)[0] == "run.started"
+    assert got[0]["run"]["frames"] is None
+    assert "could not be planned" in caplog.text
