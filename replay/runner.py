@@ -477,6 +477,9 @@ class Runner:
         clients together and ``max_per_client`` per ``sender``. A full share raises
         TooManyRuns saying which; the other shares are not touched.
 
+        The run is planned, and ``run.started`` published, right after its first turn
+        (see :meth:`Run.announce`): call ``run.announce()`` to read its plan at once.
+
         Raises ScenarioNotFound, ScenarioInvalid, VariablesInvalid, TooManyRuns and
         ValueError (a bad speed) before anything plays. Must be called from a running
         event loop.
