@@ -304,8 +304,13 @@ def test_a_state_value_being_typed_keeps_its_selection_when_the_state_changes(
     open_tab(page, "HTTP routes and state")
     paused = page.get_by_label("Value of paused")
     expect(paused).to_have_value("true")
-    paused.focus()
-    paused.evaluate("input => input.select()")
+    # Found and selected in one step: a draw still pending from the new protocol file
+    # would otherwise replace the input between finding it and selecting its text.
+    page.evaluate("""() => {
+        const input = document.querySelector('#state input[data-key="paused"]');
+        input.focus();
+        input.select();
+    }""")
     drawn = paused.element_handle()
     request = urllib.request.Request(
         served.url + "/state",
