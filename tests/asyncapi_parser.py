@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.npm_lock import locked
+
 #: The parser's npm package, pinned.
 PACKAGE = "@asyncapi/parser@3.6.6"
 #: No install scripts (the parser needs none), no package.json written in the cache.
@@ -45,15 +47,15 @@ def install() -> Path:
     folder = cache_folder()
     version = PACKAGE.rpartition("@")[2]
     installed = folder / "node_modules" / "@asyncapi" / "parser" / "package.json"
-    if installed.is_file() and json.loads(installed.read_text())["version"] == version:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [*("npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund"), *OPTIONS],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    with locked(folder):
+        if installed.is_file() and json.loads(installed.read_text())["version"] == version:
+            return folder
+        subprocess.run(
+            [*("npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund"), *OPTIONS],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     return folder
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.npm_lock import locked
+
 #: The engine's npm package, pinned.
 PACKAGE = "axe-core@4.14.1"
 OPTIONS = ("--ignore-scripts", "--no-save", PACKAGE)
@@ -45,14 +47,14 @@ def install() -> Path:
     version = PACKAGE.rpartition("@")[2]
     package = folder / "node_modules" / "axe-core"
     manifest = package / "package.json"
-    if not (manifest.is_file() and json.loads(manifest.read_text())["version"] == version):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [*("npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund"), *OPTIONS],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+    with locked(folder):
+        if not (manifest.is_file() and json.loads(manifest.read_text())["version"] == version):
+            subprocess.run(
+                [*("npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund"), *OPTIONS],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
     return package / "axe.min.js"
 
 

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+import replay.server as server_module
 from replay.clock import Clock, MonotonicClock
 from replay.direct import burst
 from replay.server import Replay, Server, Settings, create_app, uvicorn_config
@@ -29,6 +30,42 @@ def _no_burst_left_open() -> Iterator[None]:
     """A test that fails with a burst open (see replay.direct.Burst) leaves it to no other."""
     yield
     burst.flush()
+
+
+#: The modules whose tests take longest (the soaks, ``serve`` processes, a cluster, an
+#: hour-long recording, the browser), run first. Run on two processes (pytest-xdist's
+#: ``-n 2``, in pyproject.toml), each starts on a block of consecutive tests: one begins
+#: with these while the other takes the short ones, instead of both ending on one of these.
+FIRST = (
+    "tests/test_soak.py",
+    "tests/test_dashboard.py",
+    "tests/test_workers.py",
+    "tests/test_e2e_cluster.py",
+    "tests/test_record_convert.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the FIRST modules' tests first (in FIRST's order), each module's tests and every
+    other test in the order they were collected in."""
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.partition("::")[0]
+        return FIRST.index(module) if module in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable
+
+
+#: Seconds between a test server's looks at its scenarios folder (the server's own is
+#: WATCH_EVERY, 1 s): a test waiting for a change it made is told of it sooner, and each
+#: look is one ``stat`` per file when nothing changed.
+TEST_WATCH_EVERY = 0.1
+
+
+@pytest.fixture(autouse=True)
+def _quick_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers started in this process look at their folder every TEST_WATCH_EVERY s."""
+    monkeypatch.setattr(server_module, "WATCH_EVERY", TEST_WATCH_EVERY)
 
 
 class LocalClient(TestClient):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import replay.backplane.presence as presence_module
 from replay.backplane import open_backplane
 from replay.backplane.ask import Asker
 from replay.backplane.messages import Ask
@@ -108,9 +109,14 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def nodes(folder: Path, tmp_path: Path) -> Iterator[list[LocalClient]]:
+def nodes(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[LocalClient]]:
     """Three nodes on one memory:// backplane, each with one client (client-0, ...),
     once each hears the others."""
+    # A node hears one that joined after it at that one's next beat: beats every 0.05 s
+    # (not every second) make the wait short; a node is still lost after LOST_AFTER.
+    monkeypatch.setattr(presence_module, "BEAT_EVERY", 0.05)
     url = f"memory://{tmp_path}"
     with ExitStack() as stack:
         made = []

@@ -144,12 +144,15 @@ async function loadRoutes() {
 
 async function loadState() {
   const state = await api("GET", "/state");
-  // A value being typed is kept: the state changes under it only once it is set.
-  const editing = document.activeElement && document.activeElement.dataset.key;
-  const typed = editing ? document.activeElement.value : null;
+  // A value being typed is kept, with its caret and selection: the state changes under it
+  // only once it is set, and what is typed next goes where it would have gone.
+  const active = document.activeElement;
+  const editing = active && active.dataset.key;
+  const typed = editing ? active.value : null;
+  const selected = editing ? [active.selectionStart, active.selectionEnd, active.selectionDirection] : null;
   $("#state").replaceChildren(...Object.entries(state).map(([key, value]) => stateRow(key, value)));
   const input = editing ? document.querySelector(`#state input[data-key="${CSS.escape(editing)}"]`) : null;
-  if (input) { input.value = typed; input.focus(); }
+  if (input) { input.value = typed; input.focus(); input.setSelectionRange(...selected); }
 }
 
 function stateRow(key, value) {
