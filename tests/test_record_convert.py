@@ -3,7 +3,6 @@ with the same timing, in a scenario that validates."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -552,15 +551,13 @@ def test_a_long_scenario_is_played_in_parts() -> None:
     assert replayed(split, answers=answers) == replayed(whole, answers=answers)
 
 
-def test_an_hour_long_session_converts_and_validates_in_seconds() -> None:
+def test_an_hour_long_session_converts_validates_and_plans_whole() -> None:
+    # How long it takes is bench/long_scenario.py's to measure, not a test's to assert.
     recordings = hour_of_chunks()
     assert frames_of(recordings) > 100_000
-    started = time.perf_counter()
     converted = convert(recordings, name="hour")
     catalog = loaded(converted)
     timeline = build_timeline("hour", catalog, Context("dry-run", 0), limit=200_000)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 120, f"{elapsed:.1f}s"  # about 15 s on 2 busy cores
     assert timeline.frames == frames_of(recordings)
     assert timeline.duration == pytest.approx(recordings[1].frames[-1].t, abs=0.002)
     assert len(converted.parts) >= 4
