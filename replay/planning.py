@@ -5,8 +5,9 @@ cue, so planning a long scenario holds the CPU for seconds (a converted recordin
 100,000 frames). Done on the event loop, every playing run's frames would be that late
 each time the dashboard lists the scenarios or a trigger plans its run. Here plans (and
 scenario pages) are made in one worker thread (the loop gets the interpreter back within
-``sys.getswitchinterval()``: 1 ms while a server runs, see
-:data:`replay.server.SWITCH_INTERVAL`), and :class:`Summaries` makes each scenario's
+``sys.getswitchinterval()``: 0.25 ms while a server runs, see
+:data:`replay.server.SWITCH_INTERVAL`; and the large trees a plan leaves behind are
+freed a piece at a time, see :mod:`replay.freeing`), and :class:`Summaries` makes each scenario's
 summary once per version of its files.
 """
 

@@ -105,8 +105,10 @@ LocalOnly = Annotated[
 #: Seconds a thread holds the interpreter while another waits for it, while a server
 #: runs (Python's default is 5 ms). The event loop waits for it after every wait for the
 #: network and every write, so while a thread reads or plans a long scenario (seconds of
-#: work), a frame due meanwhile would be 5 ms late several times over.
-SWITCH_INTERVAL = 0.001
+#: work), a frame due meanwhile would be 5 ms late several times over (and 1 ms late
+#: several times over at 1 ms). It only matters while a thread waits for the interpreter:
+#: a server alone on it never switches, whatever the interval.
+SWITCH_INTERVAL = 0.00025
 
 #: Servers running in this process, and the switch interval from before the first.
 _switching: list[float] = []
