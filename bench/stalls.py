@@ -55,20 +55,22 @@ class Watchdog:
         self.threshold = threshold
         self.beat = time.perf_counter()
         self.loop_thread = threading.get_ident()
-        self._collecting = 0.0
+        self._collecting = (0.0, 0.0)
         gc.callbacks.append(self._collection)
 
     def _collection(self, phase: str, info: dict[str, Any]) -> None:
-        now = time.perf_counter()
+        now = (time.perf_counter(), time.thread_time())
         if phase == "start":
             self._collecting = now
             return
-        took = now - self._collecting
+        took = now[0] - self._collecting[0]
         if took > 0.001:
             line = {
                 "gc": info["generation"],
                 "start": time.time() - took,
                 "max": took,
+                # The pass's own CPU time: less than ``max`` if the thread was preempted.
+                "cpu": now[1] - self._collecting[1],
                 "thread": threading.current_thread().name,
                 "collected": info["collected"],
             }
@@ -172,7 +174,8 @@ def summary(path: Path, count: int = 10) -> str:
         longest = max(passes, key=lambda stall: stall["max"])
         lines.append(
             f"  {len(passes):5} garbage collection passes over 1 ms, the longest "
-            f"{longest['max'] * 1000:.1f} ms (generation {longest['gc']}, {longest['thread']})"
+            f"{longest['max'] * 1000:.1f} ms (generation {longest['gc']}, {longest['thread']}, "
+            f"{longest['cpu'] * 1000:.1f} ms of CPU)"
         )
     lines.append("the longest:")
     for stall in stalls[:count]:
