@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import sys
 import threading
@@ -45,13 +46,36 @@ def _stack(frame: FrameType | None, depth: int = 24) -> list[str]:
 
 
 class Watchdog:
-    """Samples the loop thread's stack whenever the loop is late by over ``threshold``."""
+    """Samples the loop thread's stack whenever the loop is late by over ``threshold``;
+    and records every garbage collection pass over 1 ms (it holds the interpreter
+    throughout, and the watchdog cannot sample meanwhile)."""
 
     def __init__(self, out: Path, threshold: float) -> None:
         self.out = out
         self.threshold = threshold
         self.beat = time.perf_counter()
         self.loop_thread = threading.get_ident()
+        self._collecting = (0.0, 0.0)
+        gc.callbacks.append(self._collection)
+
+    def _collection(self, phase: str, info: dict[str, Any]) -> None:
+        now = (time.perf_counter(), time.thread_time())
+        if phase == "start":
+            self._collecting = now
+            return
+        took = now[0] - self._collecting[0]
+        if took > 0.001:
+            line = {
+                "gc": info["generation"],
+                "start": time.time() - took,
+                "max": took,
+                # The pass's own CPU time: less than ``max`` if the thread was preempted.
+                "cpu": now[1] - self._collecting[1],
+                "thread": threading.current_thread().name,
+                "collected": info["collected"],
+            }
+            with self.out.open("a") as out:
+                out.write(json.dumps(line) + "\n")
 
     async def heartbeat(self) -> None:
         while True:
@@ -126,6 +150,8 @@ def classes(path: Path) -> dict[str, tuple[int, float]]:
     found: dict[str, tuple[int, float]] = dict.fromkeys(KINDS, (0, 0.0))
     for line in path.read_text().splitlines() if path.exists() else []:
         stall = json.loads(line)
+        if "gc" in stall:
+            continue
         count, longest = found[kind(stall)]
         found[kind(stall)] = (count + 1, max(longest, stall["max"] * 1000))
     return found
@@ -136,12 +162,21 @@ def summary(path: Path, count: int = 10) -> str:
     stack."""
     if not path.exists():
         return "no stalls recorded"
-    stalls = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    stalls = [stall for stall in records if "gc" not in stall]
+    passes = [stall for stall in records if "gc" in stall]
     stalls.sort(key=lambda stall: -stall["max"])
     over = sum(1 for stall in stalls if stall["max"] > 0.010)
     lines = [f"{len(stalls)} stalls over the threshold, {over} over 10 ms"]
     for name, (number, longest) in classes(path).items():
         lines.append(f"  {number:5} of {KINDS[name]}, the longest {longest:.1f} ms")
+    if passes:
+        longest = max(passes, key=lambda stall: stall["max"])
+        lines.append(
+            f"  {len(passes):5} garbage collection passes over 1 ms, the longest "
+            f"{longest['max'] * 1000:.1f} ms (generation {longest['gc']}, {longest['thread']}, "
+            f"{longest['cpu'] * 1000:.1f} ms of CPU)"
+        )
     lines.append("the longest:")
     for stall in stalls[:count]:
         stacks = collections.Counter(tuple(s["loop"][-4:]) for s in stall["samples"])

@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 
 from replay import templates
 from replay.errors import Problem, did_you_mean, in_file_order, nearest
+from replay.freeing import PIECE, Other, free
 from replay.scenario import (
     BRANCH_TAGS,
     NAME_PATTERN,
@@ -150,12 +151,28 @@ def _schwarm() -> Protocol:
 
 def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> ScenarioFile:
     name = scenario_name(file)
-    empty = ScenarioFile(name, file, None)
     try:
         text = _decode(source, file)
         data, locations = _compose(text, file)
     except _Refused as refused:
         return ScenarioFile(name, file, None, (refused.problem,))
+    document = data.value if isinstance(data, _Duplicates) else data
+    try:
+        return _validated(name, file, data, locations, protocol)
+    finally:
+        # What was only needed while the file loaded: the document (the models hold what
+        # they keep of it) and the position of every value in it. A long file's are
+        # hundreds of thousands of objects, freed a piece at a time so that other
+        # threads (the event loop) get the interpreter meanwhile.
+        free(document)
+        free(locations)
+
+
+def _validated(
+    name: str, file: str, data: Any, locations: dict[Path, tuple[int, int]], protocol: Protocol
+) -> ScenarioFile:
+    """The scenario of a composed document, or its problems."""
+    empty = ScenarioFile(name, file, None)
     plays = _plays(data.value if isinstance(data, _Duplicates) else data)
     loaded = ScenarioFile(name, file, None, (), locations, plays)
     problems: list[Problem] = []
@@ -169,7 +186,7 @@ def _parse_scenario(source: bytes | str, file: str, protocol: Protocol) -> Scena
                 (), "the file is empty", "a mapping with 'steps' (and optionally 'description')"
             )
         )
-        return ScenarioFile(name, file, None, tuple(problems), locations)
+        return ScenarioFile(name, file, None, tuple(problems), dict(locations))
     if isinstance(data, _Duplicates):
         problems.extend(loaded.problem(path, message) for path, message in data.found)
         data = data.value
@@ -559,6 +576,7 @@ def _compose_with(
             raise
         raise _Refused(_reader_problem(error, text, file)) from None
     loader.name = file
+    node = None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -571,9 +589,36 @@ def _compose_with(
         raise _Refused(_compose_problem(error, text, file)) from None
     finally:
         loader.dispose()
+        # A long file's nodes are hundreds of thousands of objects (with their marks):
+        # freed a piece at a time, so that other threads get the interpreter meanwhile.
+        free(loader.constructed_objects)
+        if node is not None:
+            free(node, _NODES)
     if builder.duplicates:
         return _Duplicates(value, builder.duplicates), builder.locations
     return value, builder.locations
+
+
+def _node_parts(node: yaml.CollectionNode) -> list[yaml.Node]:
+    """A mapping's or a list's nodes, detached from it (for :func:`free`)."""
+    value, node.value = node.value, []
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in value for part in pair]
+    return list(value)
+
+
+def _heavy_node(node: yaml.CollectionNode) -> bool:
+    """Whether a mapping's or a list's nodes are worth freeing a piece at a time."""
+    value = node.value
+    if len(value) > PIECE:
+        return True
+    parts = (
+        (part for pair in value for part in pair) if isinstance(node, yaml.MappingNode) else value
+    )
+    return any(isinstance(part, yaml.CollectionNode) for part in parts)
+
+
+_NODES = Other(yaml.CollectionNode, _node_parts, _heavy_node)
 
 
 def _compose_problem(error: BaseException, text: str, file: str) -> Problem:

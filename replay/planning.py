@@ -5,8 +5,9 @@ cue, so planning a long scenario holds the CPU for seconds (a converted recordin
 100,000 frames). Done on the event loop, every playing run's frames would be that late
 each time the dashboard lists the scenarios or a trigger plans its run. Here plans (and
 scenario pages) are made in one worker thread (the loop gets the interpreter back within
-``sys.getswitchinterval()``: 1 ms while a server runs, see
-:data:`replay.server.SWITCH_INTERVAL`), and :class:`Summaries` makes each scenario's
+``sys.getswitchinterval()``: 0.25 ms while a server runs, see
+:data:`replay.server.SWITCH_INTERVAL`; and the large trees a plan leaves behind are
+freed a piece at a time, see :mod:`replay.freeing`), and :class:`Summaries` makes each scenario's
 summary once per version of its files.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from replay.catalog import Catalog
 from replay.errors import ReplayError
+from replay.loader import without_cycle_collection
 from replay.scenario import Scenario
 from replay.timeline import MAX_CUES, Timeline, build_timeline
 
@@ -39,7 +41,18 @@ SHOWN_BYTES = 8 * 1024 * 1024
 async def off_loop(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``work(*args, **kwargs)`` in the planning thread; the caller's loop goes on."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_WORKER, functools.partial(work, *args, **kwargs))
+    return await loop.run_in_executor(
+        _WORKER, functools.partial(_uncollected, work, *args, **kwargs)
+    )
+
+
+def _uncollected(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    # A plan or a page makes tens of thousands of new objects (cues, a page's steps),
+    # none in a cycle, which the cycle collector would walk again and again while they
+    # live: passes of up to 5 ms each, the interpreter held throughout. Reference
+    # counting frees them as always.
+    with without_cycle_collection():
+        return work(*args, **kwargs)
 
 
 def limit_for(name: str, catalog: Catalog, limit: int) -> int:

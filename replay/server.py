@@ -58,6 +58,7 @@ from replay.errors import (
     VariablesInvalid,
 )
 from replay.feed import Feed, Subscription
+from replay.freeing import free
 from replay.guard import BrowserGuard, TokenGuard, WebSocketGate
 from replay.hosts import host_policy
 from replay.journal import MAX_ENTRIES as JOURNAL_ENTRIES
@@ -105,8 +106,10 @@ LocalOnly = Annotated[
 #: Seconds a thread holds the interpreter while another waits for it, while a server
 #: runs (Python's default is 5 ms). The event loop waits for it after every wait for the
 #: network and every write, so while a thread reads or plans a long scenario (seconds of
-#: work), a frame due meanwhile would be 5 ms late several times over.
-SWITCH_INTERVAL = 0.001
+#: work), a frame due meanwhile would be 5 ms late several times over (and 1 ms late
+#: several times over at 1 ms). It only matters while a thread waits for the interpreter:
+#: a server alone on it never switches, whatever the interval.
+SWITCH_INTERVAL = 0.00025
 
 #: Servers running in this process, and the switch interval from before the first.
 _switching: list[float] = []
@@ -1062,14 +1065,16 @@ def _scenario_page(info: dict[str, Any], scenario: Scenario, catalog: Catalog) -
     event loop gets the interpreter between them."""
     steps = [step.model_dump(mode="json", exclude_none=True) for step in scenario.steps]
     timeline = planning.shown(info["name"], catalog)
-    return json_bytes(
-        {
-            **info,
-            "steps": steps,
-            "timeline": [cue.to_dict() for cue in timeline] if timeline else [],
-            "truncated": timeline.truncated if timeline is not None else False,
-        }
-    )
+    truncated = timeline.truncated if timeline is not None else False
+    cues = list(timeline.cues) if timeline is not None else []
+    del timeline
+    shown = [cue.to_dict() for cue in cues]
+    body = json_bytes({**info, "steps": steps, "timeline": shown, "truncated": truncated})
+    # Tens of thousands of objects each: freed a piece at a time, not at once on return.
+    free(steps)
+    free(shown)
+    free(cues)
+    return body
 
 
 def _finite(value: Any) -> Any:

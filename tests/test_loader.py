@@ -147,6 +147,34 @@ def test_aliases_within_limits_are_fine() -> None:
     assert [p.field for p in loaded.problems] == ["x"]
 
 
+def test_a_long_file_keeps_its_values_when_its_document_is_freed() -> None:
+    # The document and its nodes are freed a piece at a time after loading (see
+    # replay.freeing): what the models took from it (payloads, vars, let, set, merged
+    # anchors) must stay whole.
+    steps = "".join(
+        f"  - message: EVENT\n    data: {{n: {i}, list: [{i}, {{deep: [a, b]}}], map: {{k: v}}}}\n"
+        f"  - let: {{v{i}: [1, {{x: y}}]}}\n  - set: {{s{i}: {{nested: [true]}}}}\n"
+        "  - <<: *chunk\n"
+        for i in range(200)
+    )
+    source = (
+        "x-defaults: &chunk {chunk: hi, delay: 0}\n"
+        "vars: {names: [a, b], more: {c: [1, 2]}}\nsteps:\n" + steps
+    )
+    loaded = parse(source)
+    assert loaded.valid, loaded.problems[:3]
+    assert loaded.scenario is not None
+    expected = yaml.safe_load(source)
+    assert loaded.scenario.vars == expected["vars"]
+    dumped = [step.model_dump(exclude_none=True) for step in loaded.scenario.steps]
+    assert dumped[0]["data"] == {"n": 0, "list": [0, {"deep": ["a", "b"]}], "map": {"k": "v"}}
+    assert dumped[1]["let"] == {"v0": [1, {"x": "y"}]}
+    assert dumped[2]["set"] == {"s0": {"nested": [True]}}
+    assert dumped[3]["chunk"] == "hi"
+    assert dumped[-4]["data"]["list"] == [199, {"deep": ["a", "b"]}]
+    assert loaded.locate(("steps", 799, "chunk")) == (loaded.locate(("steps", 799))[0], 5)
+
+
 def test_file_over_the_size_limit() -> None:
     source = b"# " + b"x" * MAX_FILE_BYTES
     problem = only_problem(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import tracemalloc
 from pathlib import Path
@@ -94,3 +95,19 @@ def test_a_summary_keeps_no_frames() -> None:
     assert summary is not None
     assert summary.frames == 1000
     assert held < 2_000_000  # 1000 frames of 100 kB would be 100 MB
+
+
+async def test_work_off_the_loop_runs_without_cycle_collection() -> None:
+    # A plan's tens of thousands of new objects are not walked by the cycle collector
+    # while they are made; it is on again afterwards (if it was on before).
+    assert gc.isenabled()
+    seen = await replay.planning.off_loop(gc.isenabled)
+    assert seen is False
+    assert gc.isenabled()
+
+    def fails() -> None:
+        raise ValueError("no plan")
+
+    with pytest.raises(ValueError, match="no plan"):
+        await replay.planning.off_loop(fails)
+    assert gc.isenabled()

@@ -48,3 +48,11 @@ def test_each_item_is_encoded_on_its_own(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_what_json_cannot_carry_is_refused() -> None:
     with pytest.raises(ValueError, match="not JSON compliant"):
         json_bytes({"x": [float("nan")]})
+
+
+def test_a_long_answer_is_joined_and_encoded_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay.responses, "BATCH_CHARS", 1000)
+    cues = [{"offset": index, "frame": "é" * 50} for index in range(500)]
+    half = {"cues": [*cues, {"frame": "\ud800"}]}
+    for value in ({"timeline": cues}, half):
+        assert json_bytes(value) == JSONAnswer(value).body
