@@ -25,8 +25,10 @@ plays does what a person with the dashboard open does:
    third client follows the event feed (``GET /events``, as the dashboard does).
 
 It prints p50, p99 and the maximum lateness of the ticker's frames, quiet (nothing else)
-and long (the above), and the times of the steps; and exits non-zero if the maximum of
-the long phase is over ``--bound`` ms (5 ms: issue 15's bound) on this checkout.
+and long (the above), and the times of the steps; and exits non-zero if the long
+scenario delayed the ticker by more than ``--bound`` ms (5 ms: issue 15's bound) on this
+checkout: the long phase's maximum (and p99) more than that over the quiet phase's, the
+ticker's own lateness on this machine.
 """
 
 from __future__ import annotations
@@ -315,8 +317,11 @@ def report(results: dict[str, dict[str, Any]], bound: float, frames: int) -> boo
                 within = within and label != first
                 continue
             print(f"{name:<8}{got['p50']:>9.1f}{got['p99']:>9.1f}{got['max']:>9.1f}")
-            if label == first and name == "long" and got["max"] > bound:
-                within = False
+            quiet = result[PHASES[0]]
+            if label == first and name == "long" and quiet.get("frames"):
+                added = {q: got[q] - quiet[q] for q in ("p99", "max")}
+                print(f"{'added':<8}{'':>9}{added['p99']:>+9.1f}{added['max']:>+9.1f}")
+                within = within and max(added.values()) <= bound
         times = result.get("times", {})
         shown = ", ".join(
             f"{key.removesuffix('_s')} {value:.2f} s"
@@ -324,7 +329,8 @@ def report(results: dict[str, dict[str, Any]], bound: float, frames: int) -> boo
             if key.endswith("_s")
         )
         print(f"long scenario: {shown}; {times.get('frames', 0):.0f} of its frames read")
-    print(f"\nbound for this checkout: long max <= {bound:g} ms: {'met' if within else 'NOT met'}")
+    verdict = "met" if within else "NOT met"
+    print(f"\nbound for this checkout: the long scenario adds <= {bound:g} ms: {verdict}")
     return within
 
 
