@@ -128,18 +128,29 @@ def wait_until_watched(live: LiveServer) -> None:
 
 
 class HoldingClock(MonotonicClock):
-    """Real time that can be held: while it is, a run's pause does not end (until
-    :meth:`release`, called from any thread). For tests in which something must happen
-    during a scenario's pause, such as a client reconnecting after a drop, however long
-    the machine takes to do it."""
+    """Real time that can be held: while it is, time stands still for the runs and a
+    run's pause does not end (until :meth:`release`, called from any thread). For tests
+    in which something must happen during a scenario's pause, such as a client
+    reconnecting after a drop, however long the machine takes to do it.
+
+    Time stands still, not only the sleeps: a run that reaches its pause late (a loaded
+    machine) finds the pause already over and does not sleep at all, so a held sleep
+    alone would let it run on."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held = False
+        self._held_at = 0.0
         self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def now(self) -> float:
+        with self._lock:
+            return self._held_at if self._held else super().now()
 
     def hold(self) -> None:
         with self._lock:
+            if not self._held:
+                self._held_at = super().now()
             self._held = True
 
     def release(self) -> None:
