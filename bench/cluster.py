@@ -59,7 +59,17 @@ from common import (
     source_version,
 )
 from report import LABELS
-from run import Contestant, bench_fanout, guarded, log, percentiles, play, problem, software
+from run import (
+    Contestant,
+    bench_fanout,
+    guarded,
+    log,
+    percentiles,
+    play,
+    problem,
+    quick_defaults,
+    software,
+)
 from servers import (
     BareServer,
     NodeServer,
@@ -622,9 +632,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--timing-frames": ("timing_frames", 50),
             "--long-frames": ("long_frames", 20_000),
         }
-        for option, (name, value) in quick.items():
-            if not any(g == option or g.startswith(option + "=") for g in given):
-                setattr(args, name, value)
+        quick_defaults(args, given, quick)
     args.references = [k for k in str(args.servers).split(",") if k]
     if unknown := set(args.references) - set(REFERENCES):
         parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; known: bare,node,seed")

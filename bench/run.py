@@ -798,9 +798,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--stall-rounds": ("stall_rounds", 1),
             "--stall-bound": ("stall_bound", 6.0),
         }
-        for option, (name, value) in quick.items():
-            if not any(g == option or g.startswith(option + "=") for g in given):
-                setattr(args, name, value)
+        quick_defaults(args, given, quick)
     args.kinds = list(dict.fromkeys(k for k in str(args.servers).split(",") if k))
     if unknown := set(args.kinds) - set(KINDS):
         parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
@@ -815,6 +813,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.client_procs < 1:
         parser.error("--client-procs must be at least 1")
     return args
+
+
+def quick_defaults(
+    args: argparse.Namespace, given: set[str], quick: dict[str, tuple[str, Any]]
+) -> None:
+    """``--quick``: each ``option -> (attribute, value)`` of ``quick`` sets its smaller
+    value, unless the option was given on the command line (``given``)."""
+    for option, (name, value) in quick.items():
+        if not any(g == option or g.startswith(option + "=") for g in given):
+            setattr(args, name, value)
 
 
 def _counts(parser: argparse.ArgumentParser, text: str, option: str) -> list[int]:
